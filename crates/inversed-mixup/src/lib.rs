@@ -1,1 +1,18 @@
-pub fn x(){}
+//! inversedMixup: readable, controllable text augmentation by inverting mixed sentence embeddings.
+//!
+//! A sentence goes through the [`encoder`] (embedding h), the [`adaptor`] (k soft tokens), the
+//! [`prompt`] and the frozen [`llm`] (a readable sentence). [`align`] trains the adaptor (stage 1);
+//! [`invert`] reconstructs sentences and scores them with [`metrics`].
+
+pub mod adaptor;
+pub mod checkpoint;
+pub mod corpus;
+pub mod encoder;
+pub mod error;
+pub mod io;
+pub mod llm;
+pub mod models;
+pub mod ops;
+pub mod prompt;
+
+pub use error::{Error, Result};

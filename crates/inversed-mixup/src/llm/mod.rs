@@ -1,0 +1,212 @@
+//! The frozen causal LLM (Llama family): a forward on input embeddings, differentiable end to end
+//! for training, and a KV-cached path for generation.
+
+mod generate;
+mod load;
+mod tokenizer;
+
+pub use generate::{Decode, GenerateOptions};
+pub use load::permute_for_gguf;
+pub use tokenizer::LlmTokenizer;
+
+use crate::ops::{self, FrozenLinear};
+use candle_core::{DType, Device, Tensor, D};
+
+/// Llama hyper-parameters (from GGUF metadata or config.json).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmConfig {
+    /// Model width (soft tokens have this size).
+    pub hidden: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub kv_heads: usize,
+    /// FFN width.
+    pub ffn: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// RoPE base frequency.
+    pub rope_theta: f32,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// Longest supported sequence.
+    pub max_pos: usize,
+}
+
+struct Block {
+    attn_norm: Tensor,
+    q: FrozenLinear,
+    k: FrozenLinear,
+    v: FrozenLinear,
+    o: FrozenLinear,
+    ffn_norm: Tensor,
+    gate: FrozenLinear,
+    up: FrozenLinear,
+    down: FrozenLinear,
+}
+
+/// Per-layer key/value cache for incremental decoding.
+#[derive(Clone)]
+pub struct KvCache {
+    kv: Vec<Option<(Tensor, Tensor)>>,
+    /// Number of positions already cached.
+    pub len: usize,
+}
+
+impl KvCache {
+    /// Reorders the batch rows of the cache (beam search).
+    pub fn select(&mut self, rows: &Tensor) -> candle_core::Result<()> {
+        for e in self.kv.iter_mut().flatten() {
+            *e = (e.0.index_select(rows, 0)?, e.1.index_select(rows, 0)?);
+        }
+        Ok(())
+    }
+}
+
+/// A frozen Llama model. All weights are constants: nothing here is a `Var`.
+pub struct Llm {
+    cfg: LlmConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: FrozenLinear,
+    cos: Tensor,
+    sin: Tensor,
+    tokenizer: LlmTokenizer,
+    name: String,
+    device: Device,
+}
+
+impl Llm {
+    /// Hyper-parameters.
+    pub fn config(&self) -> &LlmConfig {
+        &self.cfg
+    }
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &LlmTokenizer {
+        &self.tokenizer
+    }
+    /// Identifier recorded in adaptor metadata (file or directory name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Device of the weights.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every weight tensor, for tests that check frozen weights stay bit-identical.
+    pub fn weights(&self) -> Vec<&Tensor> {
+        let mut w = vec![&self.embed, &self.norm, self.lm_head.weight()];
+        for b in &self.blocks {
+            w.extend([&b.attn_norm, &b.ffn_norm]);
+            for l in [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down] {
+                w.push(l.weight());
+            }
+        }
+        w
+    }
+
+    /// Token embeddings `(n, hidden)` for ids (a constant lookup: no gradient reaches the table).
+    pub fn embed_ids(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let ids = Tensor::new(ids, &self.device)?;
+        self.embed.index_select(&ids, 0)
+    }
+
+    /// Runs the blocks on input embeddings `(b, t, hidden)` and returns final-normed hidden states.
+    ///
+    /// `grad` selects differentiable ops (training); with a `cache`, positions continue from
+    /// `cache.len` and the new keys/values are appended.
+    pub fn forward_embeds(&self, x: &Tensor, mut cache: Option<&mut KvCache>, grad: bool) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let off = cache.as_ref().map(|c| c.len).unwrap_or(0);
+        let cos = self.cos.narrow(0, off, t)?;
+        let sin = self.sin.narrow(0, off, t)?;
+        let mask = causal_mask(t, off, &self.device)?;
+        let (nh, nkv) = (self.cfg.heads, self.cfg.kv_heads);
+        let hd = self.cfg.hidden / nh;
+        let rep = nh / nkv;
+        let mut x = x.clone();
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let h = ops::rms_norm(&x, &blk.attn_norm, self.cfg.rms_eps, grad)?;
+            let q = blk.q.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let k = blk.k.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = blk.v.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = ops::rope(&q, &cos, &sin, grad)?;
+            let mut k = ops::rope(&k, &cos, &sin, grad)?;
+            let mut v = v;
+            if let Some(c) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = &c.kv[i] {
+                    k = Tensor::cat(&[pk, &k], 2)?;
+                    v = Tensor::cat(&[pv, &v], 2)?;
+                }
+                c.kv[i] = Some((k.clone(), v.clone()));
+            }
+            let tk = k.dim(2)?;
+            // Grouped-query attention without copying K/V: the `rep` query heads sharing one KV head
+            // are stacked along the row axis.
+            let q = q.reshape((b, nkv, rep * t, hd))?;
+            let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+            let s = match &mask {
+                Some(m) => s.reshape((b, nkv, rep, t, tk))?.broadcast_add(m)?.reshape((b, nkv, rep * t, tk))?,
+                None => s,
+            };
+            let p = ops::softmax(&s, grad)?;
+            let a = p.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            x = (x + blk.o.forward(&a)?)?;
+            let h = ops::rms_norm(&x, &blk.ffn_norm, self.cfg.rms_eps, grad)?;
+            let g = blk.gate.forward(&h)?;
+            let f = (g.silu()? * blk.up.forward(&h)?)?;
+            x = (x + blk.down.forward(&f)?)?;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        ops::rms_norm(&x, &self.norm, self.cfg.rms_eps, grad)
+    }
+
+    /// Output-layer logits for hidden states `(..., hidden)`.
+    pub fn logits(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        self.lm_head.forward(h)
+    }
+
+    /// Full per-position logits `(b, t, vocab)` for token ids (used by parity tests).
+    pub fn forward_ids(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let x = self.embed_ids(ids)?.unsqueeze(0)?;
+        self.logits(&self.forward_embeds(&x, None, false)?)
+    }
+
+    /// An empty KV cache.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache { kv: vec![None; self.cfg.layers], len: 0 }
+    }
+}
+
+/// Additive causal mask `(t, off + t)` for queries at positions `off..off+t`; `None` for one query.
+fn causal_mask(t: usize, off: usize, dev: &Device) -> candle_core::Result<Option<Tensor>> {
+    if t == 1 {
+        return Ok(None);
+    }
+    let tk = off + t;
+    let m: Vec<f32> = (0..t)
+        .flat_map(|i| (0..tk).map(move |j| if j > off + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Some(Tensor::from_vec(m, (t, tk), dev)?))
+}
+
+/// RoPE tables `(max_pos, head_dim/2)` for rotate-half rotary embedding.
+fn rope_tables(cfg: &LlmConfig, dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    let hd = cfg.hidden / cfg.heads;
+    let inv: Vec<f32> = (0..hd / 2).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / hd as f32)).collect();
+    let inv = Tensor::from_vec(inv, (1, hd / 2), dev)?;
+    let pos = Tensor::arange(0u32, cfg.max_pos as u32, dev)?.to_dtype(DType::F32)?.reshape((cfg.max_pos, 1))?;
+    let f = pos.broadcast_mul(&inv)?;
+    Ok((f.cos()?, f.sin()?))
+}
+
+/// Log-probabilities over the vocabulary for logits `(..., vocab)`.
+pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::log_softmax(logits, D::Minus1)
+}

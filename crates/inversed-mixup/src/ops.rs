@@ -1,0 +1,105 @@
+//! Tensor ops for the training path: every op here has a backward (candle's fused kernels do not).
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, D};
+
+/// `x @ W^T` for a frozen weight `W` (out, in): the backward returns only the input gradient.
+///
+/// candle's matmul backward always computes the weight gradient too; for a frozen LLM that is
+/// half of the backward time and a (49152 x 576) temporary for the output layer (FINDINGS.md).
+#[derive(Clone, Debug)]
+pub struct FrozenLinear {
+    weight: Tensor,
+}
+
+impl FrozenLinear {
+    /// Wraps a constant (out, in) weight.
+    pub fn new(weight: Tensor) -> Self {
+        Self { weight }
+    }
+
+    /// The (out, in) weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Applies the layer to `(..., in)`, returning `(..., out)`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = x.contiguous()?;
+        x.apply_op1(FrozenMatmul(self.weight.clone()))
+    }
+}
+
+/// The custom op behind [`FrozenLinear`]; the captured weight is never part of the graph.
+struct FrozenMatmul(Tensor);
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = l.shape().dims();
+        let k = *dims.last().expect("rank >= 1");
+        let m = l.shape().elem_count() / k;
+        let (out, inp) = self.0.dims2()?;
+        if inp != k {
+            candle_core::bail!("frozen-linear: input width {k} but weight is ({out}, {inp})");
+        }
+        let (ws, wl) = self.0.storage_and_layout();
+        let Storage::Cpu(ws) = &*ws else { candle_core::bail!("frozen-linear: weight not on cpu") };
+        let lhs_l = Layout::contiguous_with_offset((m, k), l.start_offset());
+        let rhs_l = wl.transpose(0, 1)?;
+        use candle_core::backend::BackendStorage;
+        let res = s.matmul(ws, (1, m, out, k), &lhs_l, &rhs_l)?;
+        let mut od = dims.to_vec();
+        *od.last_mut().expect("rank >= 1") = out;
+        Ok((res, Shape::from(od)))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // dL/dx = dL/dy @ W; no dL/dW because the weight is frozen.
+        let dims = grad.dims().to_vec();
+        let out = *dims.last().expect("rank >= 1");
+        let g2 = grad.contiguous()?.reshape(((), out))?;
+        let gx = g2.matmul(&self.0)?;
+        let mut xd = dims;
+        *xd.last_mut().expect("rank >= 1") = self.0.dim(1)?;
+        Ok(Some(gx.reshape(xd)?))
+    }
+}
+
+/// RMSNorm; `grad` selects the differentiable composition instead of candle's fused kernel.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, grad: bool) -> candle_core::Result<Tensor> {
+    if grad {
+        candle_nn::ops::rms_norm_slow(x, w, eps)
+    } else {
+        candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)
+    }
+}
+
+/// LayerNorm; `grad` selects the differentiable composition instead of candle's fused kernel.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32, grad: bool) -> candle_core::Result<Tensor> {
+    if grad {
+        candle_nn::ops::layer_norm_slow(x, w, b, eps)
+    } else {
+        candle_nn::ops::layer_norm(&x.contiguous()?, w, b, eps)
+    }
+}
+
+/// Softmax over the last dimension; `grad` selects the differentiable composition.
+pub fn softmax(x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
+    if grad {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+    }
+}
+
+/// Rotate-half rotary embedding on `(b, h, t, d)` with `cos`/`sin` of shape `(t, d/2)`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
+    if grad {
+        candle_nn::rotary_emb::rope_slow(x, cos, sin)
+    } else {
+        candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
+    }
+}

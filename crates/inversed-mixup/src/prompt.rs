@@ -1,0 +1,92 @@
+//! The prompt around the soft tokens, and the teacher-forced sequence used by L_GEN.
+
+use crate::llm::Llm;
+use crate::{Error, Result};
+use candle_core::{Tensor, D};
+
+/// A tokenised template: `prefix <soft x k> suffix`, then the sentence.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    prefix: Vec<u32>,
+    suffix: Vec<u32>,
+    k: usize,
+}
+
+impl Prompt {
+    /// Tokenises `template` around its `<soft>` marker.
+    pub fn new(template: &str, k: usize, llm: &Llm) -> Result<Self> {
+        let (a, b) = template
+            .split_once("<soft>")
+            .ok_or_else(|| Error::Config(format!("template has no <soft> marker: {template:?}")))?;
+        let tok = llm.tokenizer();
+        Ok(Self { prefix: tok.encode(a.trim_end())?, suffix: tok.encode(b)?, k })
+    }
+
+    /// Prompt length in positions (prefix + k + suffix).
+    pub fn len(&self) -> usize {
+        self.prefix.len() + self.k + self.suffix.len()
+    }
+
+    /// Always false: a prompt holds at least its soft tokens.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Target ids for a sentence: it follows the prompt after a space, as in running text.
+    pub fn target_ids(llm: &Llm, text: &str) -> Result<Vec<u32>> {
+        llm.tokenizer().encode(&format!(" {}", text.trim()))
+    }
+
+    /// Prompt embeddings `(n, len, hidden)` around soft tokens `(n, k, hidden)`.
+    pub fn embeds(&self, llm: &Llm, soft: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, _, h) = soft.dims3()?;
+        let mut parts = Vec::with_capacity(3);
+        if !self.prefix.is_empty() {
+            parts.push(llm.embed_ids(&self.prefix)?.unsqueeze(0)?.broadcast_as((n, self.prefix.len(), h))?);
+        }
+        parts.push(soft.clone());
+        if !self.suffix.is_empty() {
+            parts.push(llm.embed_ids(&self.suffix)?.unsqueeze(0)?.broadcast_as((n, self.suffix.len(), h))?);
+        }
+        Tensor::cat(&parts, 1)
+    }
+
+    /// L_GEN: mean cross-entropy of `targets` (each followed by EOS) given the prompt with `soft`.
+    ///
+    /// Returns the loss and the number of predicted tokens. Logits are computed only at target
+    /// positions: the output layer is the most expensive matmul of a small LLM.
+    pub fn gen_loss(&self, llm: &Llm, soft: &Tensor, targets: &[Vec<u32>]) -> Result<(Tensor, usize)> {
+        let n = targets.len();
+        let eos = llm.tokenizer().eos;
+        let tmax = targets.iter().map(|t| t.len() + 1).max().unwrap_or(1);
+        let dev = llm.device();
+        let mut inp = Vec::with_capacity(n * (tmax - 1));
+        let mut rows = Vec::new();
+        let mut labels = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            for j in 0..tmax - 1 {
+                inp.push(*t.get(j).unwrap_or(&eos));
+            }
+            for j in 0..=t.len() {
+                rows.push((i * tmax + j) as u32);
+                labels.push(*t.get(j).unwrap_or(&eos));
+            }
+        }
+        let p = self.embeds(llm, soft)?;
+        let x = if tmax > 1 {
+            let h = llm.config().hidden;
+            let te = llm.embed_ids(&inp)?.reshape((n, tmax - 1, h))?;
+            Tensor::cat(&[&p, &te], 1)?
+        } else {
+            p
+        };
+        let hid = llm.forward_embeds(&x, None, true)?;
+        let h = llm.config().hidden;
+        let sel = hid.narrow(1, self.len() - 1, tmax)?.contiguous()?.reshape((n * tmax, h))?;
+        let sel = sel.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
+        let logp = crate::llm::log_softmax(&llm.logits(&sel)?)?;
+        let lab = Tensor::new(labels.as_slice(), dev)?.unsqueeze(1)?;
+        let nll = logp.gather(&lab, D::Minus1)?.neg()?.mean_all()?;
+        Ok((nll, labels.len()))
+    }
+}

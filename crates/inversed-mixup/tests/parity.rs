@@ -1,0 +1,86 @@
+//! Parity with the PyTorch/transformers reference on the real default models.
+//! Fixtures come from reference/make_fixtures.py (run once; never needed by CI).
+
+use candle_core::{Device, D};
+use inversed_mixup::{encoder::Encoder, llm::Llm, models};
+use serde_json::Value;
+
+fn fixture(name: &str) -> Value {
+    let p = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    d / (na * nb)
+}
+
+fn llm() -> Llm {
+    let path = models::resolve(None, &models::LLM).expect("fetch default LLM");
+    Llm::load(&path, &Device::Cpu).expect("load LLM")
+}
+
+/// Python: SentenceTransformer(dir).encode(sentences) and st.tokenizer(s)["input_ids"].
+#[test]
+fn encoder_matches_sentence_transformers() {
+    let dir = models::resolve(None, &models::ENCODER).expect("fetch default encoder");
+    let enc = Encoder::load(&dir, &Device::Cpu).unwrap();
+    let f = fixture("encoder.json");
+    let sents: Vec<&str> = f["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    for (s, ids) in sents.iter().zip(f["input_ids"].as_array().unwrap()) {
+        let want: Vec<u32> = ids.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(enc.tokenize(s).unwrap(), want, "token ids of {s:?}");
+    }
+    let got = enc.embed(&sents).unwrap().to_vec2::<f32>().unwrap();
+    for (i, want) in f["embeddings"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<f32> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let c = cosine(&got[i], &want);
+        assert!(c >= 0.9999, "sentence {i}: cosine {c}");
+        let norm: f32 = got[i].iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "modules.json asks for L2 normalisation; norm {norm}");
+    }
+}
+
+/// Python: AutoTokenizer.from_pretrained(d, gguf_file=f)(s, add_special_tokens=False)["input_ids"].
+#[test]
+fn llm_tokenizer_matches_transformers_gguf() {
+    let m = llm();
+    let f = fixture("tokenizer.json");
+    for (t, ids) in f["texts"].as_array().unwrap().iter().zip(f["ids"].as_array().unwrap()) {
+        let t = t.as_str().unwrap();
+        let want: Vec<u32> = ids.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(m.tokenizer().encode(t).unwrap(), want, "ids of {t:?}");
+    }
+    assert_eq!(m.tokenizer().decode(&m.tokenizer().encode(" Zürich 12 cafés").unwrap()).unwrap(), " Zürich 12 cafés");
+}
+
+/// Python: AutoModelForCausalLM.from_pretrained(d, gguf_file=f)(ids).logits, probed at fixed ids.
+#[test]
+fn llm_logits_match_transformers_gguf() {
+    let m = llm();
+    let f = fixture("logits.json");
+    let probe: Vec<usize> = f["probe_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    for row in f["rows"].as_array().unwrap() {
+        let ids: Vec<u32> = row["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(m.tokenizer().encode(row["prompt"].as_str().unwrap()).unwrap(), ids);
+        let logits = m.forward_ids(&ids).unwrap().squeeze(0).unwrap();
+        let lse = logits.log_sum_exp(D::Minus1).unwrap().to_vec1::<f32>().unwrap();
+        let am = logits.argmax(D::Minus1).unwrap().to_vec1::<u32>().unwrap();
+        let l = logits.to_vec2::<f32>().unwrap();
+        let want_am: Vec<u32> = row["argmax"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(am, want_am, "argmax per position");
+        for (t, want) in row["logsumexp"].as_array().unwrap().iter().enumerate() {
+            let w = want.as_f64().unwrap() as f32;
+            assert!((lse[t] - w).abs() < 2e-3, "logsumexp pos {t}: {} vs {w}", lse[t]);
+        }
+        for (t, want) in row["probe"].as_array().unwrap().iter().enumerate() {
+            for (j, w) in want.as_array().unwrap().iter().enumerate() {
+                let w = w.as_f64().unwrap() as f32;
+                let g = l[t][probe[j]];
+                assert!((g - w).abs() < 2e-3, "logit pos {t} id {}: {g} vs {w}", probe[j]);
+            }
+        }
+    }
+}
