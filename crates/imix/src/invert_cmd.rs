@@ -1,0 +1,68 @@
+//! `imix invert`: reconstruct sentences from their own embeddings.
+
+use crate::common::{bar, load_adaptor, ModelArgs};
+use anyhow::Result;
+use clap::Args;
+use inversed_mixup::corpus::{read_files, ReadOptions};
+use inversed_mixup::invert::{summarize, Inverter};
+use inversed_mixup::llm::{Decode, GenerateOptions};
+use std::path::PathBuf;
+
+/// Arguments of `imix invert`.
+#[derive(Args, Debug)]
+pub struct InvertArgs {
+    /// Sentences: text (one a line), .tsv/.csv (header, --text-column) or .jsonl
+    #[arg(long)]
+    input: PathBuf,
+    /// Output JSONL: text, reconstruction, cosine, token_f1, bleu, exact per line
+    #[arg(long)]
+    output: PathBuf,
+    /// Adaptor file [default: the adaptor shipped in assets/]
+    #[arg(long)]
+    adaptor: Option<PathBuf>,
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Column (or JSON key) with the text in TSV/CSV/JSONL input
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Decoding: greedy, beam:W or top-p:P
+    #[arg(long, default_value = "greedy")]
+    decode: String,
+    /// Seed for top-p sampling
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Most tokens generated per sentence
+    #[arg(long, default_value_t = 48)]
+    max_new_tokens: usize,
+    /// Sentences decoded together
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Only the first N sentences
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+/// Runs `imix invert`.
+pub fn run(a: InvertArgs) -> Result<()> {
+    let decode: Decode = a.decode.parse()?;
+    let opt = ReadOptions { text_column: a.text_column.clone(), ..Default::default() };
+    let mut texts: Vec<String> = read_files(std::slice::from_ref(&a.input), &opt)?.rows.into_iter().map(|r| r.text).collect();
+    if let Some(n) = a.limit {
+        texts.truncate(n);
+    }
+    let (enc, llm) = a.models.load()?;
+    let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
+    let inv = Inverter::new(&enc, &llm, &adaptor)?;
+    let gen = GenerateOptions { decode, max_new_tokens: a.max_new_tokens, seed: a.seed, temperature: 1.0 };
+    let pb = bar(texts.len() as u64, "invert");
+    let rows = inv.invert(&texts, a.batch_size, &gen, &|d, _| pb.set_position(d as u64))?;
+    pb.finish_and_clear();
+    let mut out = String::new();
+    for r in &rows {
+        out.push_str(&serde_json::to_string(r)?);
+        out.push('\n');
+    }
+    inversed_mixup::io::write_atomic(&a.output, out.as_bytes())?;
+    println!("{}", summarize(&rows));
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Tiny random models written to disk in the real file formats, so tests exercise the real loaders.
+#![allow(dead_code)]
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+
+fn randn(rng: &mut rand_chacha::ChaCha8Rng, dims: &[usize], scale: f32) -> Tensor {
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0) * scale).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+}
+
+fn save(path: &Path, t: HashMap<String, Tensor>) {
+    candle_core::safetensors::save(&t, path).unwrap();
+}
+
+/// A tiny Llama (hidden 32, 2 layers, 4 heads / 2 KV heads, byte-level vocab of 257) as a
+/// Hugging Face safetensors directory.
+pub fn write_tiny_llama(dir: &Path, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (h, layers, heads, kv, ffn) = (32usize, 2usize, 4usize, 2usize, 64usize);
+    let hd = h / heads;
+    let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort();
+    let mut vocab = serde_json::Map::new();
+    for (i, c) in alphabet.iter().enumerate() {
+        vocab.insert(c.to_string(), json!(i));
+    }
+    let eos = alphabet.len();
+    vocab.insert("<eos>".into(), json!(eos));
+    let v = eos + 1;
+    let tok = json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": eos, "content": "<eos>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    let cfg = json!({
+        "hidden_size": h, "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
+        "intermediate_size": ffn, "vocab_size": v, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 256, "eos_token_id": eos, "tie_word_embeddings": true
+    });
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut t = HashMap::new();
+    t.insert("model.embed_tokens.weight".to_string(), randn(&mut rng, &[v, h], 0.2));
+    t.insert("model.norm.weight".to_string(), (randn(&mut rng, &[h], 0.1) + 1.0).unwrap());
+    let s = 1.0 / (h as f32).sqrt();
+    for i in 0..layers {
+        let p = format!("model.layers.{i}");
+        let mut put = |n: &str, d: &[usize], sc: f32| {
+            t.insert(format!("{p}.{n}"), randn(&mut rng, d, sc));
+        };
+        put("self_attn.q_proj.weight", &[heads * hd, h], s);
+        put("self_attn.k_proj.weight", &[kv * hd, h], s);
+        put("self_attn.v_proj.weight", &[kv * hd, h], s);
+        put("self_attn.o_proj.weight", &[h, heads * hd], s);
+        put("mlp.gate_proj.weight", &[ffn, h], s);
+        put("mlp.up_proj.weight", &[ffn, h], s);
+        put("mlp.down_proj.weight", &[h, ffn], 1.0 / (ffn as f32).sqrt());
+        t.insert(format!("{p}.input_layernorm.weight"), (randn(&mut rng, &[h], 0.1) + 1.0).unwrap());
+        t.insert(format!("{p}.post_attention_layernorm.weight"), (randn(&mut rng, &[h], 0.1) + 1.0).unwrap());
+    }
+    save(&dir.join("model.safetensors"), t);
+}
+
+/// A tiny BERT sentence encoder (hidden 16, 2 layers, character-level WordPiece) with
+/// sentence-transformers pooling files.
+pub fn write_tiny_bert(dir: &Path, seed: u64) {
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    let mut words: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].iter().map(|s| s.to_string()).collect();
+    for c in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-".chars() {
+        words.push(c.to_string());
+        words.push(format!("##{c}"));
+    }
+    let vocab: serde_json::Map<String, serde_json::Value> = words.iter().enumerate().map(|(i, w)| (w.clone(), json!(i))).collect();
+    let special = |id: usize, c: &str| json!({"id": id, "content": c, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
+    let tok = json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [special(0, "[PAD]"), special(1, "[UNK]"), special(2, "[CLS]"), special(3, "[SEP]")],
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]}, "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},
+        "decoder": null,
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": vocab}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    let (h, layers, ffn, v) = (16usize, 2usize, 32usize, words.len());
+    let cfg = json!({"vocab_size": v, "hidden_size": h, "num_hidden_layers": layers, "num_attention_heads": 4,
+                     "intermediate_size": ffn, "max_position_embeddings": 64, "type_vocab_size": 2, "layer_norm_eps": 1e-12});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::write(dir.join("modules.json"), json!([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]).to_string()).unwrap();
+    std::fs::write(dir.join("1_Pooling/config.json"), json!({"word_embedding_dimension": h, "pooling_mode_mean_tokens": true}).to_string()).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut t = HashMap::new();
+    let mut put = |n: String, d: &[usize], sc: f32| {
+        t.insert(n, randn(&mut rng, d, sc));
+    };
+    put("embeddings.word_embeddings.weight".into(), &[v, h], 1.0);
+    put("embeddings.position_embeddings.weight".into(), &[64, h], 0.1);
+    put("embeddings.token_type_embeddings.weight".into(), &[2, h], 0.1);
+    let s = 1.0 / (h as f32).sqrt();
+    for i in 0..layers {
+        let p = format!("encoder.layer.{i}");
+        for n in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
+            put(format!("{p}.{n}.weight"), &[h, h], s);
+            put(format!("{p}.{n}.bias"), &[h], 0.1);
+        }
+        put(format!("{p}.intermediate.dense.weight"), &[ffn, h], s);
+        put(format!("{p}.intermediate.dense.bias"), &[ffn], 0.1);
+        put(format!("{p}.output.dense.weight"), &[h, ffn], 1.0 / (ffn as f32).sqrt());
+        put(format!("{p}.output.dense.bias"), &[h], 0.1);
+    }
+    let ones = Tensor::ones(h, DType::F32, &Device::Cpu).unwrap();
+    let zeros = Tensor::zeros(h, DType::F32, &Device::Cpu).unwrap();
+    for ln in std::iter::once("embeddings.LayerNorm".to_string())
+        .chain((0..layers).flat_map(|i| [format!("encoder.layer.{i}.attention.output.LayerNorm"), format!("encoder.layer.{i}.output.LayerNorm")]))
+    {
+        t.insert(format!("{ln}.weight"), ones.clone());
+        t.insert(format!("{ln}.bias"), zeros.clone());
+    }
+    save(&dir.join("model.safetensors"), t);
+}
+
+/// A small corpus of varied sentences, generated (tests never read ../shared).
+pub fn sentences(n: usize, seed: u64) -> Vec<String> {
+    let subj = ["the cat", "a dog", "my friend", "the old man", "this film", "our team", "the river", "a bird"];
+    let verb = ["sees", "likes", "finds", "hates", "crosses", "watches", "builds", "remembers"];
+    let obj = ["the house", "a red ball", "the quiet town", "every song", "the long road", "two apples"];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            format!("{} {} {}.", subj[rng.random_range(0..subj.len())], verb[rng.random_range(0..verb.len())], obj[rng.random_range(0..obj.len())])
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! Gradient guard: every op on the training path has a gradient, and it equals finite differences.
+//! candle's fused kernels have no backward and cut the gradient silently (FINDINGS.md).
+
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::llm::Llm;
+use inversed_mixup::ops;
+use inversed_mixup::prompt::Prompt;
+
+const DEV: Device = Device::Cpu;
+
+fn rand(dims: &[usize], seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = dims.iter().product();
+    Tensor::from_vec((0..n).map(|_| r.random_range(-1.0f64..1.0)).collect::<Vec<_>>(), dims, &DEV).unwrap()
+}
+
+/// Checks d(sum(f(x) * w))/dx against central differences, in f64, for every element of x.
+fn check(name: &str, x0: &Tensor, f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>) {
+    let x = Var::from_tensor(x0).unwrap();
+    let w = rand(f(x0).unwrap().dims(), 99);
+    let loss = |t: &Tensor| (f(t).unwrap() * &w).unwrap().sum_all().unwrap();
+    let g = loss(x.as_tensor()).backward().unwrap();
+    let g = g.get(x.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient reached the input")).flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    assert!(g.iter().any(|v| v.abs() > 1e-9), "{name}: gradient is all zero");
+    let base = x0.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let eps = 1e-5;
+    for i in 0..base.len() {
+        let mut p = base.clone();
+        p[i] += eps;
+        let lp = loss(&Tensor::from_vec(p.clone(), x0.dims(), &DEV).unwrap()).to_scalar::<f64>().unwrap();
+        p[i] -= 2.0 * eps;
+        let lm = loss(&Tensor::from_vec(p, x0.dims(), &DEV).unwrap()).to_scalar::<f64>().unwrap();
+        let fd = (lp - lm) / (2.0 * eps);
+        assert!((fd - g[i]).abs() <= 1e-6 + 1e-5 * fd.abs(), "{name}: element {i}: autograd {} vs finite difference {fd}", g[i]);
+    }
+}
+
+#[test]
+fn frozen_linear_gradient_matches_finite_differences() {
+    let w = rand(&[5, 4], 1);
+    let lin = ops::FrozenLinear::new(w.clone());
+    check("frozen_linear", &rand(&[2, 3, 4], 2), &|x| lin.forward(x));
+    // Same values as the plain (weight-gradient-computing) matmul.
+    let x = rand(&[2, 3, 4], 3);
+    let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+    let got = lin.forward(&x).unwrap();
+    assert_eq!(got.to_vec3::<f64>().unwrap(), want.to_vec3::<f64>().unwrap());
+}
+
+#[test]
+fn frozen_linear_gives_no_weight_gradient() {
+    let w = Var::from_tensor(&rand(&[5, 4], 1)).unwrap();
+    let x = Var::from_tensor(&rand(&[3, 4], 2)).unwrap();
+    let lin = ops::FrozenLinear::new(w.as_tensor().clone());
+    let g = lin.forward(x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g.get(x.as_tensor()).is_some());
+    assert!(g.get(w.as_tensor()).is_none(), "the frozen weight must not receive a gradient");
+}
+
+#[test]
+fn training_path_ops_match_finite_differences() {
+    let alpha = rand(&[6], 5);
+    let beta = rand(&[6], 6);
+    check("rms_norm", &rand(&[2, 3, 6], 7), &|x| ops::rms_norm(x, &alpha, 1e-5, true));
+    check("layer_norm", &rand(&[2, 3, 6], 8), &|x| ops::layer_norm(x, &alpha, &beta, 1e-5, true));
+    check("softmax", &rand(&[2, 3, 6], 9), &|x| ops::softmax(x, true));
+    let cos = rand(&[4, 3], 10);
+    let sin = rand(&[4, 3], 11);
+    check("rope", &rand(&[1, 2, 4, 6], 12), &|x| ops::rope(x, &cos, &sin, true));
+    check("silu", &rand(&[3, 5], 13), &|x| x.silu());
+    check("gelu_erf", &rand(&[3, 5], 14), &|x| x.gelu_erf());
+    check("log_softmax", &rand(&[3, 5], 15), &|x| inversed_mixup::llm::log_softmax(x));
+    let idx = Tensor::new(&[2u32, 0, 2], &DEV).unwrap();
+    check("index_select", &rand(&[3, 4], 16), &|x| x.index_select(&idx, 0));
+    let lab = Tensor::new(&[[1u32], [3], [0]], &DEV).unwrap();
+    check("gather", &rand(&[3, 4], 17), &|x| x.gather(&lab, 1));
+    check("cat+narrow", &rand(&[2, 3, 4], 18), &|x| Tensor::cat(&[x, &x.narrow(1, 1, 2).unwrap()], 1));
+}
+
+#[test]
+fn differentiable_and_fused_ops_agree() {
+    let x = rand(&[2, 3, 8], 20).to_dtype(DType::F32).unwrap();
+    let a = rand(&[8], 21).to_dtype(DType::F32).unwrap();
+    let b = rand(&[8], 22).to_dtype(DType::F32).unwrap();
+    let close = |p: Tensor, q: Tensor, what: &str| {
+        let d = (p - q).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-5, "{what}: fused and differentiable differ by {d}");
+    };
+    close(ops::rms_norm(&x, &a, 1e-5, true).unwrap(), ops::rms_norm(&x, &a, 1e-5, false).unwrap(), "rms_norm");
+    close(ops::layer_norm(&x, &a, &b, 1e-5, true).unwrap(), ops::layer_norm(&x, &a, &b, 1e-5, false).unwrap(), "layer_norm");
+    close(ops::softmax(&x, true).unwrap(), ops::softmax(&x, false).unwrap(), "softmax");
+    let q = rand(&[1, 2, 3, 8], 23).to_dtype(DType::F32).unwrap();
+    let cos = rand(&[3, 4], 24).to_dtype(DType::F32).unwrap();
+    let sin = rand(&[3, 4], 25).to_dtype(DType::F32).unwrap();
+    close(ops::rope(&q, &cos, &sin, true).unwrap(), ops::rope(&q, &cos, &sin, false).unwrap(), "rope");
+}
+
+fn tiny() -> (tempfile::TempDir, Llm, Adaptor) {
+    let d = tempfile::tempdir().unwrap();
+    common::write_tiny_llama(d.path(), 1);
+    let llm = Llm::load(d.path(), &DEV).unwrap();
+    let cfg = AdaptorConfig { encoder: "e".into(), enc_dim: 6, llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 8, template: DEFAULT_TEMPLATE.into() };
+    let a = Adaptor::new(cfg, 3, &DEV).unwrap();
+    (d, llm, a)
+}
+
+/// End to end through prompt and frozen LLM: the adaptor's gradient equals finite differences.
+#[test]
+fn adaptor_gradient_through_frozen_llm_matches_finite_differences() {
+    let (_d, llm, a) = tiny();
+    let prompt = Prompt::new(DEFAULT_TEMPLATE, 2, &llm).unwrap();
+    let h = rand(&[2, 6], 30).to_dtype(DType::F32).unwrap();
+    let targets = vec![Prompt::target_ids(&llm, "a cat").unwrap(), Prompt::target_ids(&llm, "hello there world").unwrap()];
+    let loss = |grad: bool| prompt.gen_loss_with(&llm, &a.forward(&h).unwrap(), &targets, grad).unwrap().0;
+    let vars = a.sorted_vars();
+    let g = loss(true).backward().unwrap();
+    // Fused inference ops give the same loss as the differentiable training ops.
+    let (lt, lf) = (loss(true).to_scalar::<f32>().unwrap(), loss(false).to_scalar::<f32>().unwrap());
+    assert!((lt - lf).abs() < 1e-4, "training-path loss {lt} vs inference-path loss {lf}");
+    for (name, var) in &vars {
+        let grad = g.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient reached adaptor {name}"));
+        let gv = grad.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(gv.iter().any(|v| v.abs() > 0.0), "adaptor {name}: gradient all zero");
+        let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // f32 model: check the elements with the largest gradients, with a step that keeps
+        // rounding error well below the signal.
+        let mut order: Vec<usize> = (0..gv.len()).collect();
+        order.sort_by(|&i, &j| gv[j].abs().total_cmp(&gv[i].abs()));
+        for &i in order.iter().take(4) {
+            let eps = 1e-2f32;
+            let mut p = base.clone();
+            p[i] += eps;
+            var.set(&Tensor::from_vec(p.clone(), var.dims(), &DEV).unwrap()).unwrap();
+            let lp = loss(true).to_scalar::<f32>().unwrap() as f64;
+            p[i] -= 2.0 * eps;
+            var.set(&Tensor::from_vec(p, var.dims(), &DEV).unwrap()).unwrap();
+            let lm = loss(true).to_scalar::<f32>().unwrap() as f64;
+            var.set(&Tensor::from_vec(base.clone(), var.dims(), &DEV).unwrap()).unwrap();
+            let fd = (lp - lm) / (2.0 * eps as f64);
+            let an = gv[i] as f64;
+            assert!((fd - an).abs() <= 2e-3 + 0.03 * an.abs(), "adaptor {name}[{i}]: autograd {an} vs finite difference {fd}");
+        }
+    }
+}
