@@ -1,0 +1,74 @@
+//! Decoding on a tiny random model: the KV cache changes nothing, beam 1 is greedy, sampling is seeded.
+
+mod common;
+
+use candle_core::{Device, Tensor, D};
+use inversed_mixup::llm::{Decode, GenerateOptions, Llm};
+
+fn tiny() -> (tempfile::TempDir, Llm) {
+    let d = tempfile::tempdir().unwrap();
+    common::write_tiny_llama(d.path(), 4);
+    let l = Llm::load(d.path(), &Device::Cpu).unwrap();
+    (d, l)
+}
+
+fn prompts(llm: &Llm) -> Tensor {
+    let a = llm.embed_ids(&llm.tokenizer().encode("hello wor").unwrap()).unwrap();
+    let b = llm.embed_ids(&llm.tokenizer().encode("a cat sat").unwrap()).unwrap();
+    Tensor::stack(&[a, b], 0).unwrap()
+}
+
+#[test]
+fn cached_greedy_equals_uncached_recomputation() {
+    let (_d, llm) = tiny();
+    let p = prompts(&llm);
+    let opts = GenerateOptions { max_new_tokens: 6, ..Default::default() };
+    let got = llm.generate(&p, &opts).unwrap();
+    for (row, out) in got.iter().enumerate() {
+        let mut x = p.get(row).unwrap().unsqueeze(0).unwrap();
+        let mut want = Vec::new();
+        for _ in 0..6 {
+            let h = llm.forward_embeds(&x, None, true).unwrap();
+            let t = h.dim(1).unwrap();
+            let next = llm.logits(&h.narrow(1, t - 1, 1).unwrap()).unwrap().flatten_all().unwrap().argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap();
+            if next == llm.tokenizer().eos {
+                break;
+            }
+            want.push(next);
+            x = Tensor::cat(&[x, llm.embed_ids(&[next]).unwrap().unsqueeze(0).unwrap()], 1).unwrap();
+        }
+        assert_eq!(out, &want, "row {row}");
+    }
+}
+
+#[test]
+fn beam_of_one_is_greedy_and_beam_search_gives_one_sequence_per_row() {
+    let (_d, llm) = tiny();
+    let p = prompts(&llm);
+    let g = llm.generate(&p, &GenerateOptions { max_new_tokens: 5, ..Default::default() }).unwrap();
+    let b1 = llm.generate(&p, &GenerateOptions { decode: Decode::Beam(1), max_new_tokens: 5, ..Default::default() }).unwrap();
+    assert_eq!(g, b1);
+    let b3 = llm.generate(&p, &GenerateOptions { decode: Decode::Beam(3), max_new_tokens: 5, ..Default::default() }).unwrap();
+    assert_eq!(b3.len(), 2);
+    assert!(b3.iter().all(|s| !s.is_empty() && s.len() <= 5));
+}
+
+#[test]
+fn top_p_is_reproducible_per_seed() {
+    let (_d, llm) = tiny();
+    let p = prompts(&llm);
+    let o = |seed| GenerateOptions { decode: Decode::TopP(0.95), max_new_tokens: 8, seed, temperature: 1.0 };
+    let a = llm.generate(&p, &o(1)).unwrap();
+    assert_eq!(a, llm.generate(&p, &o(1)).unwrap());
+    assert_ne!(a, llm.generate(&p, &o(2)).unwrap());
+}
+
+#[test]
+fn decode_specs_parse() {
+    assert_eq!("greedy".parse::<Decode>().unwrap(), Decode::Greedy);
+    assert_eq!("beam:4".parse::<Decode>().unwrap(), Decode::Beam(4));
+    assert_eq!("top-p:0.9".parse::<Decode>().unwrap(), Decode::TopP(0.9));
+    for bad in ["beam:0", "top-p:1.5", "nucleus", "beam:x"] {
+        assert!(bad.parse::<Decode>().is_err(), "{bad}");
+    }
+}
