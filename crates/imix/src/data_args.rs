@@ -1,0 +1,39 @@
+//! Labelled-data arguments shared by warmup, augment and train.
+
+use anyhow::Result;
+use clap::Args;
+use inversed_mixup::data::{few_shot, read_labelled, Labelled};
+use std::path::PathBuf;
+
+/// Where labelled data comes from and how much of it to use.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Labelled data: .tsv (header label<TAB>text), .csv or .jsonl
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Column (or JSON key) with the text
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// Column (or JSON key) with the label
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// Keep only K examples per class, sampled with --shots-seed (same seed, same sample)
+    #[arg(long, value_name = "K")]
+    pub shots: Option<usize>,
+    /// Seed of the few-shot sample
+    #[arg(long, default_value_t = 0)]
+    pub shots_seed: u64,
+}
+
+impl DataArgs {
+    /// Reads the data (with a known label set when a model exists) and applies --shots.
+    pub fn load(&self, known: Option<&[String]>) -> Result<Labelled> {
+        let d = read_labelled(std::slice::from_ref(&self.data), &self.text_column, &self.label_column, known)?;
+        let d = match self.shots {
+            Some(k) => few_shot(&d, k, self.shots_seed),
+            None => d,
+        };
+        tracing::info!("{} labelled sentences, classes: {}", d.rows.len(), d.labels.join(", "));
+        Ok(d)
+    }
+}

