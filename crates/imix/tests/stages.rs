@@ -1,0 +1,97 @@
+//! Stages 2 and 3 through the CLI with the real models and the shipped default adaptor,
+//! on the project's own example data (examples/).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn imix(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imix")).args(args).output().unwrap()
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn warmup_augment_train_end_to_end() {
+    let d = tempfile::tempdir().unwrap();
+    let data = root().join("examples/reviews.tsv");
+    let test = root().join("examples/reviews-test.tsv");
+    let (data, test) = (data.to_str().unwrap(), test.to_str().unwrap());
+    let model = d.path().join("model");
+    let m = model.to_str().unwrap();
+    ok(&imix(&["warmup", "--data", data, "--shots", "3", "--steps", "2", "--batch-size", "3", "--out", m]));
+    assert!(model.join("classifier.safetensors").exists() && model.join("adaptor.safetensors").exists());
+
+    let aug = |name: &str, extra: &[&str]| {
+        let p = d.path().join(name);
+        let mut a = vec!["augment", "--model", m, "--data", data, "--shots", "3", "--lambda", "grid:0,1", "--max-new-tokens", "8", "--out", p.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        (ok(&imix(&a)), p)
+    };
+    let (summary, a1) = aug("a1.jsonl", &[]);
+    let last = summary.lines().last().unwrap();
+    assert!(last.starts_with("generated=12 ") && last.contains("intrusion_rate="), "{last}");
+    let (_, a2) = aug("a2.jsonl", &[]);
+    assert_eq!(std::fs::read(&a1).unwrap(), std::fs::read(&a2).unwrap(), "same seed, same bytes");
+    let (_, s1) = aug("s1.jsonl", &["--decode", "top-p:0.9", "--seed", "1"]);
+    let (_, s2) = aug("s2.jsonl", &["--decode", "top-p:0.9", "--seed", "2"]);
+    assert_ne!(std::fs::read(&s1).unwrap(), std::fs::read(&s2).unwrap(), "different seeds differ");
+    for l in std::fs::read_to_string(&a1).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        for k in ["text", "lambda", "source_a", "source_b", "soft_label", "predicted", "intrusion", "cos_a", "cos_b"] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        let s: f64 = v["soft_label"].as_object().unwrap().values().map(|x| x.as_f64().unwrap()).sum();
+        assert!((s - 1.0).abs() < 1e-9);
+    }
+    let (_, csv) = aug("a.csv", &["--format", "csv"]);
+    let csv = std::fs::read_to_string(csv).unwrap();
+    assert!(csv.starts_with("text,lambda,source_a_text,"));
+    assert_eq!(csv.lines().count(), 13);
+
+    let out = ok(&imix(&["train", "--data", data, "--shots", "3", "--augment", a1.to_str().unwrap(), "--eval", test]));
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with("train_rows=18 ") && last.contains(" accuracy=") && last.contains(" macro_f1="), "{last}");
+
+    // An augmented file with a label the data does not have names its file and line.
+    let bad = d.path().join("bad.jsonl");
+    let first = std::fs::read_to_string(&a1).unwrap().lines().next().unwrap().to_string();
+    std::fs::write(&bad, format!("{first}\n{}\n", first.replace("\"pos\"", "\"positive\""))).unwrap();
+    let r = imix(&["train", "--data", data, "--augment", bad.to_str().unwrap(), "--eval", test]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains(&format!("{}:2: unknown label \"positive\"", bad.display())), "{err}");
+}
+
+#[test]
+fn an_interrupted_augment_leaves_no_output_file() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("model");
+    let data = root().join("examples/reviews.tsv");
+    ok(&imix(&["warmup", "--data", data.to_str().unwrap(), "--shots", "2", "--steps", "1", "--batch-size", "2", "--out", model.to_str().unwrap()]));
+    let out = d.path().join("aug.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imix"))
+        .args(["augment", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--per-example", "4", "--lambda", "grid:0,0.5,1", "--out", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains("aug")).collect();
+    assert!(left.is_empty(), "killed run left {left:?}");
+}
+
+#[test]
+fn interpolate_prints_the_path_from_b_to_a() {
+    let out = ok(&imix(&["interpolate", "A wonderful, moving film.", "A dull and boring film.", "--steps", "3", "--max-new-tokens", "12"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[0].starts_with("B  A dull") && lines[4].starts_with("A  A wonderful"));
+    assert!(lines[1].starts_with("lambda=0.00") && lines[3].starts_with("lambda=1.00"));
+}
