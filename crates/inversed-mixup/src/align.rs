@@ -198,7 +198,7 @@ impl<'a> Aligner<'a> {
         let lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup, self.cfg.steps, self.cfg.lr_floor);
         let grad_norm = self.opt.step(&grads, lr, self.cfg.clip)?;
         self.step += 1;
-        let eval_loss = if self.cfg.eval_every > 0 && (self.step % self.cfg.eval_every == 0 || self.step == self.cfg.steps) {
+        let eval_loss = if self.cfg.eval_every > 0 && (self.step.is_multiple_of(self.cfg.eval_every) || self.step == self.cfg.steps) {
             Some(self.eval_loss()?)
         } else {
             None

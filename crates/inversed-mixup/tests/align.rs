@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::Device;
-use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::adaptor::{Adaptor, AdaptorConfig};
 use inversed_mixup::align::{embed_corpus, AlignConfig, Aligner};
 use inversed_mixup::encoder::Encoder;
 use inversed_mixup::llm::Llm;

@@ -26,7 +26,7 @@ fn empty_line_is_reported_with_file_and_line() {
     let p = file(&d, "c.txt", b"first sentence\n\nthird\n");
     let (line, msg) = err_of(&p, &ReadOptions::default());
     assert_eq!((line, msg.as_str()), (2, "empty text"));
-    let shown = read_files(&[p.clone()], &ReadOptions::default()).unwrap_err().to_string();
+    let shown = read_files(std::slice::from_ref(&p), &ReadOptions::default()).unwrap_err().to_string();
     assert!(shown.starts_with(&format!("{}:2:", p.display())), "{shown}");
 }
 

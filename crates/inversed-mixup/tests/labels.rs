@@ -14,11 +14,11 @@ fn write(d: &tempfile::TempDir, name: &str, s: &str) -> std::path::PathBuf {
 fn labels_are_read_sorted_and_unknown_ones_name_file_and_line() {
     let d = tempfile::tempdir().unwrap();
     let p = write(&d, "t.tsv", "label\ttext\npos\tgood\nneg\tbad\npos\tfine\n");
-    let l = read_labelled(&[p.clone()], "text", "label", None).unwrap();
+    let l = read_labelled(std::slice::from_ref(&p), "text", "label", None).unwrap();
     assert_eq!(l.labels, ["neg", "pos"]);
     assert_eq!(l.y, [1, 0, 1]);
     let q = write(&d, "u.tsv", "label\ttext\npos\tgood\nmeh\tso so\n");
-    match read_labelled(&[q.clone()], "text", "label", Some(&l.labels)).unwrap_err() {
+    match read_labelled(std::slice::from_ref(&q), "text", "label", Some(&l.labels)).unwrap_err() {
         Error::Input { path, line, msg } => {
             assert_eq!((path, line), (q, 3));
             assert!(msg.contains("unknown label \"meh\""), "{msg}");

@@ -98,6 +98,7 @@ impl Llm {
         Ok(out)
     }
 
+    #[allow(clippy::needless_range_loop)] // r indexes several parallel per-sequence arrays
     fn beam(&self, prompt: &Tensor, w: usize, max_new: usize) -> Result<Vec<Vec<u32>>> {
         let b = prompt.dim(0)?;
         let eos = self.tokenizer.eos;

@@ -1,5 +1,6 @@
 //! Tiny random models written to disk in the real file formats, so tests exercise the real loaders.
 #![allow(dead_code)]
+#![allow(clippy::needless_range_loop)]
 
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
