@@ -72,7 +72,14 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     let (cls, _) = Classifier::load(&a.model.join("classifier.safetensors"), &candle_core::Device::Cpu)
         .with_context(|| format!("{} is not a bundle written by `imix warmup`", a.model.display()))?;
     let data = a.data.load(Some(&cls.labels))?;
-    let (enc, llm) = a.models.load()?;
+    let (mut enc, llm) = a.models.load()?;
+    let tuned = a.model.join("encoder.safetensors");
+    if tuned.exists() {
+        // The bundle's encoder was fine-tuned in stage 2: mix and judge in its embedding space.
+        let dir = inversed_mixup::models::resolve(a.models.encoder.as_deref(), &inversed_mixup::models::ENCODER)?;
+        enc = inversed_mixup::encoder::Encoder::load_with_weights(&dir, Some(&tuned), llm.device())?;
+        tracing::info!("using the fine-tuned encoder {}", tuned.display());
+    }
     let adaptor = load_adaptor(Some(&a.model.join("adaptor.safetensors")), &enc, &llm)?;
     let inv = Inverter::new(&enc, &llm, &adaptor)?;
     let mixes = plan(&data.y, pairing, a.per_example, &lambda, a.seed)?;

@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use inversed_mixup::align::embed_corpus;
 use inversed_mixup::classifier::Classifier;
-use inversed_mixup::warmup::{Warmup, WarmupConfig};
+use inversed_mixup::encoder::Encoder;
+use inversed_mixup::models;
+use inversed_mixup::warmup::{save_encoder, FineTune, Warmup, WarmupConfig};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -38,6 +40,12 @@ pub struct WarmupArgs {
     /// Adaptor learning rate
     #[arg(long, default_value_t = 3e-4)]
     lr_adaptor: f64,
+    /// Fine-tune the encoder too: N = the top N layers, 0 = every layer and the embeddings
+    #[arg(long, value_name = "N")]
+    finetune_encoder: Option<usize>,
+    /// Encoder learning rate (with --finetune-encoder)
+    #[arg(long, default_value_t = 2e-5)]
+    lr_encoder: f64,
     /// Seed for data order
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -58,8 +66,21 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     let texts = data.texts();
     let emb = embed_corpus(&enc, &texts, None, &|_, _| {})?;
     let cls = Classifier::new(data.labels.clone(), enc.dim(), llm.device())?;
-    let cfg = WarmupConfig { steps: a.steps, batch_size: a.batch_size, lr_classifier: a.lr_classifier, lr_adaptor: a.lr_adaptor, beta: a.beta, seed: a.seed, ..Default::default() };
+    let cfg = WarmupConfig {
+        steps: a.steps, batch_size: a.batch_size, lr_classifier: a.lr_classifier, lr_adaptor: a.lr_adaptor, beta: a.beta, seed: a.seed,
+        finetune: a.finetune_encoder, lr_encoder: a.lr_encoder, ..Default::default()
+    };
+    let trainable = match a.finetune_encoder {
+        Some(_) => {
+            let dir = models::resolve(a.models.encoder.as_deref(), &models::ENCODER)?;
+            Some(Encoder::load_trainable(&dir, None, llm.device())?)
+        }
+        None => None,
+    };
     let mut w = Warmup::new(&llm, adaptor, cls, &texts, emb, data.y.clone(), cfg)?;
+    if let (Some(top), Some((te, vm))) = (a.finetune_encoder, &trainable) {
+        w = w.with_finetune(FineTune::new(te, vm, top, &texts)?);
+    }
     let ckpt = a.out.join("warmup.ckpt");
     let curve = a.out.join("warmup.curve.jsonl");
     if a.resume {
@@ -85,9 +106,12 @@ pub fn run(a: WarmupArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    let meta = serde_json::json!({"encoder": enc.name(), "data": a.data.data, "shots": a.data.shots, "shots_seed": a.data.shots_seed});
+    let meta = serde_json::json!({"encoder": enc.name(), "finetuned_encoder": a.finetune_encoder, "data": a.data.data, "shots": a.data.shots, "shots_seed": a.data.shots_seed});
     w.classifier.save(&a.out.join("classifier.safetensors"), meta)?;
     w.adaptor.save(&a.out.join("adaptor.safetensors"), false)?;
+    if let Some(f) = &w.finetune {
+        save_encoder(f, &a.out.join("encoder.safetensors"))?;
+    }
     println!("task model and refined adaptor written to {}", a.out.display());
     Ok(())
 }

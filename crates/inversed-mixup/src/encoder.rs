@@ -4,7 +4,7 @@
 use crate::ops;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tokenizers::{Tokenizer, TruncationParams};
@@ -80,14 +80,31 @@ impl Encoder {
     /// Loads an encoder directory (config.json, model.safetensors, tokenizer.json, optional
     /// modules.json / 1_Pooling / sentence_bert_config.json) with constant (frozen) weights.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let st = dir.join("model.safetensors");
+        Self::load_with_weights(dir, None, device)
+    }
+
+    /// Like [`Encoder::load`], with weights from another file (e.g. an encoder fine-tuned in stage 2).
+    pub fn load_with_weights(dir: &Path, weights: Option<&Path>, device: &Device) -> Result<Self> {
+        let st = weights.map(Path::to_path_buf).unwrap_or_else(|| dir.join("model.safetensors"));
         if !st.exists() {
-            return Err(Error::model(dir, "no model.safetensors: not a BERT sentence-encoder directory"));
+            return Err(Error::model(&st, "missing: not a BERT sentence-encoder directory (expected model.safetensors)"));
         }
         // SAFETY: the file is memory-mapped read-only; we never write to it while mapped.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&st], DType::F32, device) }
             .map_err(|e| Error::model(&st, e.to_string()))?;
         Self::new(dir, vb, device)
+    }
+
+    /// Loads the encoder with trainable weights (`Var`s in the returned map) for fine-tuning;
+    /// differentiable ops are switched on.
+    pub fn load_trainable(dir: &Path, weights: Option<&Path>, device: &Device) -> Result<(Self, VarMap)> {
+        let st = weights.map(Path::to_path_buf).unwrap_or_else(|| dir.join("model.safetensors"));
+        let mut vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
+        let mut e = Self::new(dir, vb, device)?;
+        vm.load(&st).map_err(|e| Error::model(&st, format!("cannot load trainable weights: {e}")))?;
+        e.grad = true;
+        Ok((e, vm))
     }
 
     /// Builds the encoder from any `VarBuilder` (a VarMap-backed one makes the weights trainable).
@@ -151,6 +168,11 @@ impl Encoder {
             grad: false,
             device: device.clone(),
         })
+    }
+
+    /// Transformer layers.
+    pub fn num_layers(&self) -> usize {
+        self.cfg.num_hidden_layers
     }
 
     /// Embedding dimension.

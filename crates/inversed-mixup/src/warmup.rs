@@ -1,13 +1,17 @@
 //! Stage 2, supervised warm-up: train the task classifier with cross-entropy while refining the
-//! adaptor with L_GEN on the same sentences: L = L_CE + beta * L_GEN (LLM and encoder frozen).
+//! adaptor with L_GEN on the same sentences: L = L_CE + beta * L_GEN. The LLM stays frozen; the
+//! encoder is frozen too unless fine-tuning is asked for, in which case both losses reach it, so the
+//! adaptor learns to invert the task-specific embedding space.
 
 use crate::adaptor::Adaptor;
 use crate::classifier::{one_hot, targets_tensor, Classifier};
+use crate::encoder::Encoder;
 use crate::llm::Llm;
 use crate::optim::{lr_at, AdamW, AdamWConfig};
 use crate::prompt::Prompt;
 use crate::{checkpoint, Error, Result};
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
+use candle_nn::VarMap;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -31,11 +35,15 @@ pub struct WarmupConfig {
     pub seed: u64,
     /// Sentences longer than this many LLM tokens get no L_GEN term (they still train the classifier).
     pub max_target_tokens: usize,
+    /// Encoder fine-tuning: `None` frozen, `Some(0)` every layer and the embeddings, `Some(n)` the top n layers.
+    pub finetune: Option<usize>,
+    /// Learning rate of the encoder when fine-tuned.
+    pub lr_encoder: f64,
 }
 
 impl Default for WarmupConfig {
     fn default() -> Self {
-        Self { steps: 60, batch_size: 8, lr_classifier: 5e-2, lr_adaptor: 3e-4, beta: 1.0, seed: 0, max_target_tokens: 48 }
+        Self { steps: 60, batch_size: 8, lr_classifier: 5e-2, lr_adaptor: 3e-4, beta: 1.0, seed: 0, max_target_tokens: 48, finetune: None, lr_encoder: 2e-5 }
     }
 }
 
@@ -50,7 +58,36 @@ pub struct WarmupLog {
     pub gen: f64,
 }
 
-/// Joint trainer over fixed (frozen-encoder) embeddings.
+/// The encoder being fine-tuned, with its optimiser and the sentences it re-embeds every step.
+pub struct FineTune<'a> {
+    /// Trainable encoder (differentiable ops on).
+    pub encoder: &'a Encoder,
+    /// All encoder variables by name (saved whole), and the optimiser over the trained subset.
+    pub vars: Vec<(String, Var)>,
+    opt: AdamW,
+    texts: Vec<String>,
+}
+
+impl<'a> FineTune<'a> {
+    /// Selects the variables to train: all (`top == 0`) or those of the top `top` layers.
+    pub fn new(encoder: &'a Encoder, varmap: &VarMap, top: usize, texts: &[String]) -> Result<Self> {
+        let mut vars: Vec<(String, Var)> = varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let first = encoder.num_layers().saturating_sub(top);
+        let trained: Vec<(String, Var)> = vars
+            .iter()
+            .filter(|(n, _)| top == 0 || n.strip_prefix("encoder.layer.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i >= first))
+            .cloned()
+            .collect();
+        if trained.is_empty() {
+            return Err(Error::Config(format!("--finetune-encoder {top}: no encoder variables selected")));
+        }
+        let opt = AdamW::new(trained, AdamWConfig::default())?;
+        Ok(Self { encoder, vars, opt, texts: texts.to_vec() })
+    }
+}
+
+/// Joint trainer of classifier, adaptor and (optionally) encoder.
 pub struct Warmup<'a> {
     llm: &'a Llm,
     prompt: Prompt,
@@ -66,6 +103,8 @@ pub struct Warmup<'a> {
     cfg: WarmupConfig,
     /// Steps done.
     pub step: usize,
+    /// Encoder fine-tuning state, when asked for.
+    pub finetune: Option<FineTune<'a>>,
 }
 
 impl<'a> Warmup<'a> {
@@ -78,7 +117,13 @@ impl<'a> Warmup<'a> {
         if texts.len() < 2 {
             return Err(Error::Config("warm-up needs at least two labelled sentences".into()));
         }
-        Ok(Self { llm, prompt, classifier, adaptor, opt_c, opt_a, emb, y, targets, cfg, step: 0 })
+        Ok(Self { llm, prompt, classifier, adaptor, opt_c, opt_a, emb, y, targets, cfg, step: 0, finetune: None })
+    }
+
+    /// Fine-tunes the encoder too (its embeddings are then recomputed through it every step).
+    pub fn with_finetune(mut self, f: FineTune<'a>) -> Self {
+        self.finetune = Some(f);
+        self
     }
 
     /// The rows of step `step`: a seeded shuffle per epoch, so a resumed run sees the same data.
@@ -95,8 +140,16 @@ impl<'a> Warmup<'a> {
     /// One joint step.
     pub fn train_step(&mut self) -> Result<WarmupLog> {
         let rows = self.batch_at(self.step);
-        let ids = Tensor::new(rows.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(), self.emb.device())?;
-        let h = self.emb.index_select(&ids, 0)?;
+        let h = match &self.finetune {
+            Some(f) => {
+                let t: Vec<&str> = rows.iter().map(|&i| f.texts[i].as_str()).collect();
+                f.encoder.embed(&t)?
+            }
+            None => {
+                let ids = Tensor::new(rows.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(), self.emb.device())?;
+                self.emb.index_select(&ids, 0)?
+            }
+        };
         let yb: Vec<usize> = rows.iter().map(|&i| self.y[i]).collect();
         let t = targets_tensor(&one_hot(&yb, self.classifier.labels.len()), h.device())?;
         let ce = self.classifier.loss(&h, &t)?;
@@ -115,6 +168,10 @@ impl<'a> Warmup<'a> {
         let lr_a = lr_at(self.step, self.cfg.lr_adaptor, 5, self.cfg.steps, 0.1);
         self.opt_c.step(&grads, self.cfg.lr_classifier, 0.0)?;
         self.opt_a.step(&grads, lr_a, 1.0)?;
+        if let Some(f) = &mut self.finetune {
+            let lr_e = lr_at(self.step, self.cfg.lr_encoder, 5, self.cfg.steps, 0.1);
+            f.opt.step(&grads, lr_e, 1.0)?;
+        }
         self.step += 1;
         Ok(WarmupLog { step: self.step, ce: ce.to_scalar::<f32>()? as f64, gen })
     }
@@ -131,7 +188,17 @@ impl<'a> Warmup<'a> {
         for (n, v) in self.classifier.vars().into_iter().chain(self.adaptor.sorted_vars()) {
             t.insert(format!("param.{n}"), v.as_tensor().clone());
         }
-        let meta = serde_json::json!({"kind": "warmup-checkpoint", "step": self.step, "tc": self.opt_c.t, "ta": self.opt_a.t,
+        let mut te = 0;
+        if let Some(f) = &self.finetune {
+            for (n, v) in f.opt.state() {
+                t.insert(format!("e.{n}"), v);
+            }
+            for (n, v) in &f.vars {
+                t.insert(format!("enc.{n}"), v.as_tensor().clone());
+            }
+            te = f.opt.t;
+        }
+        let meta = serde_json::json!({"kind": "warmup-checkpoint", "step": self.step, "tc": self.opt_c.t, "ta": self.opt_a.t, "te": te,
             "warmup": self.cfg, "labels": self.classifier.labels, "n": self.y.len()});
         checkpoint::save(path, &t, &meta)
     }
@@ -154,9 +221,23 @@ impl<'a> Warmup<'a> {
         }
         self.opt_c.load_state(&strip("c.")).map_err(|e| bad(&e))?;
         self.opt_a.load_state(&strip("a.")).map_err(|e| bad(&e))?;
+        if let Some(f) = &mut self.finetune {
+            let enc = strip("enc.");
+            for (n, v) in &f.vars {
+                v.set(enc.get(n).ok_or_else(|| bad(&format!("missing encoder tensor {n}")))?)?;
+            }
+            f.opt.load_state(&strip("e.")).map_err(|e| bad(&e))?;
+            f.opt.t = meta["te"].as_u64().unwrap_or(0) as usize;
+        }
         self.opt_c.t = meta["tc"].as_u64().unwrap_or(0) as usize;
         self.opt_a.t = meta["ta"].as_u64().unwrap_or(0) as usize;
         self.step = meta["step"].as_u64().unwrap_or(0) as usize;
         Ok(())
     }
+}
+
+/// Writes the fine-tuned encoder weights (all of them, so the file loads on its own) atomically.
+pub fn save_encoder(f: &FineTune, path: &Path) -> Result<()> {
+    let t: HashMap<String, Tensor> = f.vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+    checkpoint::save(path, &t, &serde_json::json!({"kind": "encoder", "encoder": f.encoder.name()}))
 }
