@@ -2,9 +2,11 @@
 
 mod align_cmd;
 mod augment_cmd;
+mod bench_cmd;
 mod common;
 mod data_args;
 mod invert_cmd;
+mod report;
 mod train_cmd;
 mod warmup_cmd;
 
@@ -43,6 +45,8 @@ enum Cmd {
     Interpolate(augment_cmd::InterpolateArgs),
     /// Train the task classifier on data (+ augmented rows) and report accuracy and macro-F1.
     Train(train_cmd::TrainArgs),
+    /// Few-shot benchmark of every augmentation method (resumable), with reports and plots.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() {
@@ -60,6 +64,7 @@ fn main() {
         Cmd::Augment(a) => augment_cmd::run(a),
         Cmd::Interpolate(a) => augment_cmd::interpolate(a),
         Cmd::Train(a) => train_cmd::run(a),
+        Cmd::Bench(a) => bench_cmd::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -7,6 +7,8 @@
 pub mod adaptor;
 pub mod align;
 pub mod augment;
+pub mod baselines;
+pub mod benchmark;
 pub mod checkpoint;
 pub mod classifier;
 pub mod corpus;

@@ -94,3 +94,28 @@ fn top_layer_finetune_changes_only_the_top_layer_and_never_the_llm() {
     assert_ne!(snapshot("encoder.layer.1."), l1, "the top layer must train");
     assert_eq!(llm_bits(&llm), llm0, "frozen LLM changed");
 }
+
+#[test]
+fn warmup_resume_equals_an_uninterrupted_run() {
+    let (d, llm) = setup();
+    let enc = Encoder::load(&d.path().join("enc"), &DEV).unwrap();
+    let texts: Vec<String> = common::sentences(8, 2);
+    let h = enc.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let y = vec![0, 1, 1, 0, 0, 1, 1, 0];
+    let cfg = WarmupConfig { steps: 6, batch_size: 4, ..Default::default() };
+    let new = |seed| {
+        let cls = Classifier::new(vec!["p".into(), "q".into()], enc.dim(), &DEV).unwrap();
+        let cfg_a = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into() };
+        Warmup::new(&llm, Adaptor::new(cfg_a, seed, &DEV).unwrap(), cls, &texts, h.clone(), y.clone(), cfg.clone()).unwrap()
+    };
+    let mut full = new(0);
+    let want: Vec<(f64, f64)> = (0..6).map(|_| { let s = full.train_step().unwrap(); (s.ce, s.gen) }).collect();
+    let ck = d.path().join("w.ckpt");
+    let mut first = new(0);
+    let mut got: Vec<(f64, f64)> = (0..2).map(|_| { let s = first.train_step().unwrap(); (s.ce, s.gen) }).collect();
+    first.save_checkpoint(&ck).unwrap();
+    let mut second = new(9);
+    second.load_checkpoint(&ck).unwrap();
+    got.extend((0..4).map(|_| { let s = second.train_step().unwrap(); (s.ce, s.gen) }));
+    assert_eq!(got, want);
+}

@@ -59,6 +59,25 @@ impl Llm {
         }
     }
 
+    /// Greedy decoding of exactly `n` tokens per row, ignoring EOS (benchmarks: fixed work).
+    pub fn generate_fixed(&self, prompt: &Tensor, n: usize) -> Result<Vec<Vec<u32>>> {
+        let b = prompt.dim(0)?;
+        let mut cache = self.new_cache();
+        let mut lp = self.last_logprobs(&self.forward_embeds(prompt, Some(&mut cache), false)?)?;
+        let mut out = vec![Vec::with_capacity(n); b];
+        for step in 0..n {
+            let next: Vec<u32> = lp.iter().map(|r| argmax(r)).collect();
+            for (o, &t) in out.iter_mut().zip(&next) {
+                o.push(t);
+            }
+            if step + 1 < n {
+                let x = self.embed_ids(&next)?.unsqueeze(1)?;
+                lp = self.last_logprobs(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
+            }
+        }
+        Ok(out)
+    }
+
     fn last_logprobs(&self, h: &Tensor) -> Result<Vec<Vec<f32>>> {
         let t = h.dim(1)?;
         let l = self.logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?)?;

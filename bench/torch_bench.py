@@ -1,0 +1,90 @@
+"""PyTorch side of the benchmark: the same workloads as `cargo run --release --example bench`.
+
+Usage: python bench/torch_bench.py WORKLOAD ENCODER_DIR GGUF_FILE
+WORKLOAD: train | gen1 | gen16 | encode. Prints one JSON line (median seconds, throughput, peak RSS).
+Needs torch, transformers, gguf, accelerate, sentence-transformers. Never needed by CI.
+"""
+import json, os, resource, statistics, sys, time
+import torch
+
+torch.set_num_threads(os.cpu_count())
+torch.manual_seed(0)
+work, enc_dir, gguf = sys.argv[1], sys.argv[2], sys.argv[3]
+K, T, B, HID = 4, 32, 8, 1024
+TEMPLATE = "Given the embedding <soft>, generate the original sentence:"
+
+
+def timed(fn, warmup, runs):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), ts
+
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+if work == "encode":
+    from sentence_transformers import SentenceTransformer
+    st = SentenceTransformer(enc_dir, device="cpu")
+    sents = [f"sentence number {i} is about the weather in a small town near the river." for i in range(64)]
+    with torch.no_grad():
+        med, ts = timed(lambda: st.encode(sents, batch_size=64), 2, 5)
+    print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "items_per_s": 64 / med, "peak_rss_mb": peak_mb()}))
+    sys.exit()
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+d, f = os.path.dirname(gguf), os.path.basename(gguf)
+tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32).eval()
+for p in model.parameters():
+    p.requires_grad_(False)
+H = model.config.hidden_size
+pre, suf = TEMPLATE.split("<soft>")
+pre_ids = tok(pre.rstrip(), add_special_tokens=False)["input_ids"]
+suf_ids = tok(suf, add_special_tokens=False)["input_ids"]
+emb = model.get_input_embeddings()
+adaptor = torch.nn.Sequential(torch.nn.Linear(384, HID), torch.nn.GELU(), torch.nn.Linear(HID, K * H))
+
+
+def prompt(h):
+    n = h.shape[0]
+    soft = adaptor(h).view(n, K, H)
+    pe = emb(torch.tensor(pre_ids)).unsqueeze(0).expand(n, -1, -1)
+    se = emb(torch.tensor(suf_ids)).unsqueeze(0).expand(n, -1, -1)
+    return torch.cat([pe, soft, se], 1)
+
+
+if work == "train":
+    g = torch.Generator().manual_seed(0)
+    h = torch.nn.functional.normalize(torch.randn(B, 384, generator=g), dim=-1)
+    tgt = torch.randint(100, 40000, (B, T), generator=g)
+    opt = torch.optim.AdamW(adaptor.parameters(), lr=1e-3)
+    P = len(pre_ids) + K + len(suf_ids)
+
+    def step():
+        x = torch.cat([prompt(h), emb(tgt[:, :-1])], 1)
+        hid = model.model(inputs_embeds=x).last_hidden_state
+        logits = model.lm_head(hid[:, P - 1:P - 1 + T])  # only target positions, as the Rust side
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    med, ts = timed(step, 2, 5)
+    print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "peak_rss_mb": peak_mb()}))
+else:
+    b = 1 if work == "gen1" else 16
+    g = torch.Generator().manual_seed(0)
+    h = torch.nn.functional.normalize(torch.randn(b, 384, generator=g), dim=-1)
+    with torch.no_grad():
+        x = prompt(h)
+        run = lambda: model.generate(inputs_embeds=x, attention_mask=torch.ones(x.shape[:2], dtype=torch.long),
+                                     max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=tok.eos_token_id)
+        med, ts = timed(run, 1, 3)
+    print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "tokens_per_s": b * 32 / med, "peak_rss_mb": peak_mb()}))

@@ -1,0 +1,147 @@
+//! `imix bench`: the few-shot benchmark grid, resumable, with reports.
+
+use crate::common::{bar, default_adaptor, ModelArgs};
+use crate::report;
+use anyhow::{Context, Result};
+use clap::Args;
+use inversed_mixup::benchmark::{load_dataset, read_results, run_cell, BenchConfig, CellResult, Models, METHODS};
+use inversed_mixup::llm::GenerateOptions;
+use inversed_mixup::{adaptor::Adaptor, io::write_atomic};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::path::PathBuf;
+
+/// Arguments of `imix bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Folder with DATASET/{train,test}.tsv (header label<TAB>text)
+    #[arg(long, default_value = "../shared/data/benchmarks")]
+    data_dir: PathBuf,
+    /// Datasets (sub-folders of --data-dir)
+    #[arg(long, value_delimiter = ',', default_value = "sst2,trec,subj,mr")]
+    datasets: Vec<String>,
+    /// Examples per class
+    #[arg(long, value_delimiter = ',', default_value = "10,50")]
+    shots: Vec<usize>,
+    /// Seeds per (dataset, shots): 0..N
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    /// Methods to run
+    #[arg(long, value_delimiter = ',', default_value = "none,eda,embed-mixup,reconstruct,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-relabel")]
+    methods: Vec<String>,
+    /// Output folder: results.jsonl, summary.md, *.svg, generated/
+    #[arg(long, default_value = "results/bench")]
+    out: PathBuf,
+    /// Augmented rows per original example (every augmenting method)
+    #[arg(long, default_value_t = 2)]
+    per_example: usize,
+    /// Stage-2 warm-up steps per cell
+    #[arg(long, default_value_t = 30)]
+    warmup_steps: usize,
+    /// Pairing for inversed-mixup: cross-class, same-class or random
+    #[arg(long, default_value = "random")]
+    pairs: String,
+    /// Lambda for inversed-mixup and embed-mixup
+    #[arg(long, default_value = "beta:0.4")]
+    lambda: String,
+    /// Decoding: greedy, beam:W or top-p:P
+    #[arg(long, default_value = "greedy")]
+    decode: String,
+    /// Intrusion threshold
+    #[arg(long, default_value_t = 0.8)]
+    threshold: f64,
+    /// Evaluate on at most N test rows (seeded subsample)
+    #[arg(long)]
+    max_test: Option<usize>,
+    /// One dataset, one shot count, 2 seeds, 1 augmented row per example, short warm-up, 300 test rows
+    #[arg(long)]
+    quick: bool,
+    /// Stage-1 adaptor [default: the shipped one]
+    #[arg(long)]
+    adaptor: Option<PathBuf>,
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+/// Runs `imix bench`.
+pub fn run(mut a: BenchArgs) -> Result<()> {
+    if a.quick {
+        a.datasets.truncate(1);
+        a.shots.truncate(1);
+        a.seeds = a.seeds.min(2);
+        a.per_example = 1;
+        a.warmup_steps = a.warmup_steps.min(5);
+        a.max_test = Some(a.max_test.unwrap_or(300).min(300));
+    }
+    for m in &a.methods {
+        if !METHODS.contains(&m.as_str()) {
+            anyhow::bail!("unknown method {m:?}; known: {}", METHODS.join(", "));
+        }
+    }
+    let cfg = BenchConfig {
+        per_example: a.per_example,
+        warmup_steps: a.warmup_steps,
+        pairing: a.pairs.parse()?,
+        lambda: a.lambda.parse()?,
+        gen: GenerateOptions { decode: a.decode.parse()?, max_new_tokens: 40, seed: 0, temperature: 1.0 },
+        threshold: a.threshold,
+        cls_steps: 300,
+        cls_lr: 5e-2,
+        max_test: a.max_test,
+    };
+    std::fs::create_dir_all(a.out.join("generated")).with_context(|| a.out.display().to_string())?;
+    let results_path = a.out.join("results.jsonl");
+    let mut results = read_results(&results_path)?;
+    let (enc, llm) = a.models.load()?;
+    let adaptor_path = a.adaptor.clone().unwrap_or_else(default_adaptor);
+    Adaptor::load(&adaptor_path, llm.device())?.check_models(&adaptor_path, enc.name(), enc.dim(), llm.name(), llm.config().hidden)?;
+    let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path };
+    let cells = a.datasets.len() * a.shots.len() * a.seeds as usize;
+    let pb = bar(cells as u64, "bench");
+    let started = std::time::Instant::now();
+    let mut computed = 0usize;
+    for ds in &a.datasets {
+        let (train, mut test) = load_dataset(&a.data_dir, ds)?;
+        if let Some(n) = cfg.max_test.filter(|&n| n < test.rows.len()) {
+            let mut idx: Vec<usize> = (0..test.rows.len()).collect();
+            idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(12345));
+            idx.truncate(n);
+            idx.sort();
+            test.rows = idx.iter().map(|&i| test.rows[i].clone()).collect();
+            test.y = idx.iter().map(|&i| test.y[i]).collect();
+        }
+        let mut test_h: Option<candle_core::Tensor> = None;
+        for &shots in &a.shots {
+            for seed in 0..a.seeds {
+                let done = |m: &str, r: &[CellResult]| r.iter().any(|c| &c.dataset == ds && c.shots == shots && c.seed == seed && c.method == m);
+                let missing: Vec<String> = a.methods.iter().filter(|m| !done(m, &results)).cloned().collect();
+                pb.set_message(format!("{ds} {shots}-shot seed {seed}"));
+                if !missing.is_empty() {
+                    if test_h.is_none() {
+                        let t = test.texts();
+                        test_h = Some(inversed_mixup::align::embed_corpus(&enc, &t, None, &|_, _| {})?);
+                    }
+                    let (rows, generated) = run_cell(&models, ds, &train, &test, test_h.as_ref().expect("set above"), shots, seed, &missing, &cfg)?;
+                    if !generated.is_empty() {
+                        let body: String = generated.iter().map(|r| serde_json::to_string(r).map(|s| s + "\n")).collect::<Result<_, _>>()?;
+                        write_atomic(&a.out.join("generated").join(format!("{ds}-{shots}-{seed}.jsonl")), body.as_bytes())?;
+                    }
+                    computed += 1;
+                    for r in rows {
+                        tracing::info!("{ds} {shots}-shot seed {seed} {}: accuracy {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1);
+                        pb.println(format!("{ds} {shots}-shot seed {seed} {:<24} acc {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1));
+                        results.push(r);
+                    }
+                    // Persist after every cell: a killed run loses at most the cell in progress.
+                    let body: String = results.iter().map(|r| serde_json::to_string(r).map(|s| s + "\n")).collect::<Result<_, _>>()?;
+                    write_atomic(&results_path, body.as_bytes())?;
+                }
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    report::write(&a.out, &results, &a.methods)?;
+    println!("{cells} cells ({computed} computed now) in {:.1} min; reports in {}", started.elapsed().as_secs_f64() / 60.0, a.out.display());
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Benchmark reports: summary.md (mean ± std, best in bold, paired tests) and SVG plots.
+
+use anyhow::Result;
+use inversed_mixup::baselines::{mean_std, paired_permutation_p};
+use inversed_mixup::benchmark::CellResult;
+use plotters::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn metric_by_seed(rows: &[CellResult], ds: &str, shots: usize, method: &str, f: fn(&CellResult) -> f64) -> BTreeMap<u64, f64> {
+    rows.iter().filter(|r| r.dataset == ds && r.shots == shots && r.method == method).map(|r| (r.seed, f(r))).collect()
+}
+
+/// Writes summary.md and the three SVG plots into `out`.
+pub fn write(out: &Path, rows: &[CellResult], methods: &[String]) -> Result<()> {
+    let mut groups: Vec<(String, usize)> = rows.iter().map(|r| (r.dataset.clone(), r.shots)).collect();
+    groups.sort();
+    groups.dedup();
+    let mut md = String::from("# Few-shot benchmark\n\nMean ± std over seeds (accuracy / macro-F1, %); best mean accuracy in bold. \
+p-values: two-sided paired sign-flip permutation test over seeds (exact), accuracy of inversed-mixup-keep against the named baseline.\n\n");
+    md.push_str("| dataset | shots | method | seeds | accuracy | macro-F1 | aug rows | intrusion |\n|---|---|---|---|---|---|---|---|\n");
+    for (ds, shots) in &groups {
+        let best = methods.iter().map(|m| mean_std(&metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect::<Vec<_>>()).0)
+            .filter(|v| !v.is_nan()).fold(f64::NEG_INFINITY, f64::max);
+        for m in methods {
+            let acc: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect();
+            if acc.is_empty() {
+                continue;
+            }
+            let f1: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.macro_f1).into_values().collect();
+            let aug: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.aug_rows as f64).into_values().collect();
+            let ir: Vec<f64> = rows.iter().filter(|r| &r.dataset == ds && r.shots == *shots && &r.method == m).filter_map(|r| r.intrusion_rate).collect();
+            let (am, asd) = mean_std(&acc);
+            let (fm, fsd) = mean_std(&f1);
+            let a = format!("{:.1} ± {:.1}", 100.0 * am, 100.0 * asd);
+            let a = if (am - best).abs() < 1e-12 { format!("**{a}**") } else { a };
+            let irs = if ir.is_empty() { "".into() } else { format!("{:.1} %", 100.0 * mean_std(&ir).0) };
+            md.push_str(&format!("| {ds} | {shots} | {m} | {} | {a} | {:.1} ± {:.1} | {:.0} | {irs} |\n", acc.len(), 100.0 * fm, 100.0 * fsd, mean_std(&aug).0));
+        }
+    }
+    md.push_str("\n## Paired tests (accuracy)\n\n| dataset | shots | inversed-mixup-keep vs | mean diff (pts) | p |\n|---|---|---|---|---|\n");
+    for (ds, shots) in &groups {
+        let im = metric_by_seed(rows, ds, *shots, "inversed-mixup-keep", |r| r.accuracy);
+        for base in ["none", "embed-mixup"] {
+            let b = metric_by_seed(rows, ds, *shots, base, |r| r.accuracy);
+            let seeds: Vec<u64> = im.keys().filter(|s| b.contains_key(s)).copied().collect();
+            if seeds.is_empty() {
+                continue;
+            }
+            let x: Vec<f64> = seeds.iter().map(|s| im[s]).collect();
+            let y: Vec<f64> = seeds.iter().map(|s| b[s]).collect();
+            let d = x.iter().zip(&y).map(|(a, b)| a - b).sum::<f64>() / x.len() as f64;
+            md.push_str(&format!("| {ds} | {shots} | {base} | {:+.1} | {:.3} |\n", 100.0 * d, paired_permutation_p(&x, &y)));
+        }
+    }
+    inversed_mixup::io::write_atomic(&out.join("summary.md"), md.as_bytes())?;
+    accuracy_plot(&out.join("accuracy.svg"), rows, methods, &groups)?;
+    let generated = read_generated(&out.join("generated"))?;
+    lambda_plots(out, &generated)?;
+    Ok(())
+}
+
+fn read_generated(dir: &Path) -> Result<Vec<(String, AugLite)>> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        let mut files: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for f in files {
+            let ds = f.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split('-').next()).unwrap_or("").to_string();
+            for l in std::fs::read_to_string(&f)?.lines() {
+                let r: serde_json::Value = serde_json::from_str(l)?;
+                v.push((ds.clone(), AugLite { lambda: r["lambda"].as_f64().unwrap_or(0.0), diff: r["cos_a"].as_f64().unwrap_or(0.0) - r["cos_b"].as_f64().unwrap_or(0.0), intrusion: r["intrusion"].as_bool().unwrap_or(false) }));
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// The parts of a generated row (`AugRow`) the plots need.
+struct AugLite {
+    lambda: f64,
+    diff: f64,
+    intrusion: bool,
+}
+
+fn accuracy_plot(path: &Path, rows: &[CellResult], methods: &[String], groups: &[(String, usize)]) -> Result<()> {
+    let root = SVGBackend::new(path, (160 + 120 * groups.len().max(1) as u32, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = methods.len().max(1);
+    let mut chart = ChartBuilder::on(&root).caption("Test accuracy by method (mean over seeds)", ("sans-serif", 18)).margin(10).x_label_area_size(40).y_label_area_size(50)
+        .build_cartesian_2d(0f64..groups.len().max(1) as f64, 0f64..1f64)?;
+    chart.configure_mesh().disable_x_mesh().x_labels(groups.len().max(1)).x_label_formatter(&|x| {
+        groups.get(x.floor() as usize).map(|(d, s)| format!("{d} {s}")).unwrap_or_default()
+    }).y_desc("accuracy").draw()?;
+    for (mi, m) in methods.iter().enumerate() {
+        let color = Palette99::pick(mi).to_rgba();
+        let bars: Vec<Rectangle<(f64, f64)>> = groups.iter().enumerate().filter_map(|(gi, (ds, shots))| {
+            let acc: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect();
+            (!acc.is_empty()).then(|| {
+                let x0 = gi as f64 + 0.1 + 0.8 * mi as f64 / n as f64;
+                Rectangle::new([(x0, 0.0), (x0 + 0.8 / n as f64, mean_std(&acc).0)], color.filled())
+            })
+        }).collect();
+        chart.draw_series(bars)?.label(m.clone()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn lambda_plots(out: &Path, g: &[(String, AugLite)]) -> Result<()> {
+    let bucket = |l: f64| ((l * 5.0).floor() as usize).min(4);
+    let mut datasets: Vec<String> = g.iter().map(|x| x.0.clone()).collect();
+    datasets.sort();
+    datasets.dedup();
+    for (file, title, ylab, range, f) in [
+        ("controllability.svg", "Controllability: mean cos_a - cos_b by lambda bucket", "cos_a - cos_b", -0.5f64..0.5f64, (|r: &AugLite| r.diff) as fn(&AugLite) -> f64),
+        ("intrusion.svg", "Intrusion rate by dataset and lambda bucket", "intrusion rate", 0f64..1f64, (|r: &AugLite| if r.intrusion { 1.0 } else { 0.0 }) as fn(&AugLite) -> f64),
+    ] {
+        let path = out.join(file);
+        let root = SVGBackend::new(&path, (640, 420)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root).caption(title, ("sans-serif", 18)).margin(10).x_label_area_size(40).y_label_area_size(50)
+            .build_cartesian_2d(0f64..1f64, range)?;
+        chart.configure_mesh().x_desc("lambda (bucket centre)").y_desc(ylab).draw()?;
+        for (di, ds) in datasets.iter().enumerate() {
+            let mut sums = [(0.0, 0usize); 5];
+            for (_, r) in g.iter().filter(|x| &x.0 == ds) {
+                let b = bucket(r.lambda);
+                sums[b].0 += f(r);
+                sums[b].1 += 1;
+            }
+            let pts: Vec<(f64, f64)> = sums.iter().enumerate().filter(|(_, s)| s.1 > 0).map(|(i, s)| (0.1 + 0.2 * i as f64, s.0 / s.1 as f64)).collect();
+            let color = Palette99::pick(di).to_rgba();
+            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?.label(ds.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], color));
+            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        root.present()?;
+    }
+    Ok(())
+}

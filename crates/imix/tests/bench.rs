@@ -1,0 +1,58 @@
+//! `imix bench --quick` on a tiny dataset the test writes itself: runs, reports, resumes exactly.
+
+use std::process::Command;
+
+fn write_toy(dir: &std::path::Path) {
+    let d = dir.join("toy");
+    std::fs::create_dir_all(&d).unwrap();
+    let pos = ["a wonderful and moving film", "great acting and a clever story", "i loved every minute", "a charming, funny comedy", "beautiful music and images", "the best movie this year"];
+    let neg = ["a dull and boring film", "terrible acting and a silly plot", "i hated every minute", "a tired, unfunny comedy", "ugly images and noisy music", "the worst movie this year"];
+    let mut train = String::from("label\ttext\n");
+    for (p, n) in pos.iter().zip(&neg) {
+        train.push_str(&format!("pos\t{p}\nneg\t{n}\n"));
+    }
+    std::fs::write(d.join("train.tsv"), train).unwrap();
+    std::fs::write(d.join("test.tsv"), "label\ttext\npos\ta lovely film\nneg\ta boring film\npos\tgreat fun\nneg\tawful acting\n").unwrap();
+}
+
+fn bench(dir: &std::path::Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_imix"))
+        .args(["bench", "--quick", "--datasets", "toy", "--shots", "2", "--warmup-steps", "2"])
+        .arg("--data-dir").arg(dir).arg("--out").arg(dir.join("out"))
+        .output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn quick_bench_runs_reports_and_resumes_identically() {
+    let d = tempfile::tempdir().unwrap();
+    write_toy(d.path());
+    let out = bench(d.path());
+    assert!(out.contains("2 cells (2 computed now)"), "{out}");
+    let results = d.path().join("out/results.jsonl");
+    let first = std::fs::read_to_string(&results).unwrap();
+    assert_eq!(first.lines().count(), 2 * 7, "two seeds x seven methods");
+    for f in ["summary.md", "accuracy.svg", "controllability.svg", "intrusion.svg", "generated/toy-2-0.jsonl"] {
+        assert!(d.path().join("out").join(f).exists(), "missing {f}");
+    }
+    let summary = std::fs::read_to_string(d.path().join("out/summary.md")).unwrap();
+    assert!(summary.contains("| toy | 2 | inversed-mixup-relabel |") && summary.contains("**"), "{summary}");
+    // A finished grid recomputes nothing.
+    assert!(bench(d.path()).contains("(0 computed now)"));
+    assert_eq!(std::fs::read_to_string(&results).unwrap(), first);
+    // Lose the second seed, as a run killed during it would: it is recomputed to the same numbers.
+    let kept: String = first.lines().filter(|l| l.contains("\"seed\":0")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&results, kept).unwrap();
+    assert!(bench(d.path()).contains("(1 computed now)"));
+    let strip = |s: &str| -> Vec<String> {
+        let mut v: Vec<String> = s.lines().map(|l| {
+            let mut x: serde_json::Value = serde_json::from_str(l).unwrap();
+            x.as_object_mut().unwrap().remove("seconds");
+            x.to_string()
+        }).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(strip(&std::fs::read_to_string(&results).unwrap()), strip(&first));
+}

@@ -1,0 +1,68 @@
+//! Rust side of the benchmark (see bench/run.sh): the same workloads as bench/torch_bench.py.
+//! `cargo run --release --example bench -- WORKLOAD` with WORKLOAD = train | gen1 | gen16 | encode.
+use candle_core::{Device, Tensor};
+use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::encoder::Encoder;
+use inversed_mixup::llm::Llm;
+use inversed_mixup::models;
+use inversed_mixup::optim::{AdamW, AdamWConfig};
+use inversed_mixup::prompt::Prompt;
+use rand::{Rng, SeedableRng};
+
+fn timed(mut f: impl FnMut(), warmup: usize, runs: usize) -> (f64, Vec<f64>) {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut ts: Vec<f64> = (0..runs).map(|_| { let t = std::time::Instant::now(); f(); t.elapsed().as_secs_f64() }).collect();
+    let all = ts.clone();
+    ts.sort_by(f64::total_cmp);
+    (ts[ts.len() / 2], all)
+}
+
+fn peak_mb() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+fn unit_rows(n: usize, seed: u64) -> Tensor {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n * 384).map(|_| r.random_range(-1.0f32..1.0)).collect();
+    let t = Tensor::from_vec(v, (n, 384), &Device::Cpu).unwrap();
+    let norm = t.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap();
+    t.broadcast_div(&norm).unwrap()
+}
+
+fn main() {
+    let work = std::env::args().nth(1).expect("workload: train | gen1 | gen16 | encode");
+    let dev = Device::Cpu;
+    if work == "encode" {
+        let enc = Encoder::load(&models::resolve(None, &models::ENCODER).unwrap(), &dev).unwrap();
+        let s: Vec<String> = (0..64).map(|i| format!("sentence number {i} is about the weather in a small town near the river.")).collect();
+        let r: Vec<&str> = s.iter().map(String::as_str).collect();
+        let (med, runs) = timed(|| { enc.embed(&r).unwrap(); }, 2, 5);
+        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "items_per_s": 64.0 / med, "peak_rss_mb": peak_mb()}));
+        return;
+    }
+    let llm = Llm::load(&models::resolve(None, &models::LLM).unwrap(), &dev).unwrap();
+    let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into() };
+    let a = Adaptor::new(cfg, 0, &dev).unwrap();
+    let prompt = Prompt::new(DEFAULT_TEMPLATE, 4, &llm).unwrap();
+    if work == "train" {
+        let h = unit_rows(8, 0);
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        // 31 target tokens + EOS = 32 predicted positions, as the PyTorch side's 32 targets.
+        let tg: Vec<Vec<u32>> = (0..8).map(|_| (0..31).map(|_| r.random_range(100..40000)).collect()).collect();
+        let mut opt = AdamW::new(a.sorted_vars(), AdamWConfig { weight_decay: 0.01, ..Default::default() }).unwrap();
+        let (med, runs) = timed(|| {
+            let (loss, _) = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &tg).unwrap();
+            let g = loss.backward().unwrap();
+            opt.step(&g, 1e-3, 0.0).unwrap();
+        }, 2, 5);
+        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "peak_rss_mb": peak_mb()}));
+    } else {
+        let b = if work == "gen1" { 1 } else { 16 };
+        let x = prompt.embeds(&llm, &a.forward(&unit_rows(b, 0)).unwrap()).unwrap();
+        let (med, runs) = timed(|| { llm.generate_fixed(&x, 32).unwrap(); }, 1, 3);
+        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "tokens_per_s": (b * 32) as f64 / med, "peak_rss_mb": peak_mb()}));
+    }
+}
