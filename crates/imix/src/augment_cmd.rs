@@ -1,6 +1,6 @@
 //! `imix augment` (stage 3) and `imix interpolate`.
 
-use crate::common::{bar, load_adaptor, ModelArgs};
+use crate::common::{bar, load_adaptor, DecodeArgs, ModelArgs};
 use crate::data_args::DataArgs;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -8,7 +8,6 @@ use inversed_mixup::augment::{augment, controllability, mix_embeddings, AugRow, 
 use inversed_mixup::classifier::Classifier;
 use inversed_mixup::eval::spearman;
 use inversed_mixup::invert::{cosine_rows, Inverter};
-use inversed_mixup::llm::{Decode, GenerateOptions};
 use inversed_mixup::mixup::{plan, LambdaSpec, Pairing};
 use std::path::PathBuf;
 
@@ -34,15 +33,8 @@ pub struct AugmentArgs {
     /// Mixing ratio: 0.5, beta:ALPHA or grid:0,0.25,0.5,0.75,1
     #[arg(long, default_value = "0.5")]
     lambda: String,
-    /// Decoding: greedy, beam:W or top-p:P
-    #[arg(long, default_value = "greedy")]
-    decode: String,
-    /// Seed for pairing, lambda draws and sampling
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Most tokens per generated sentence
-    #[arg(long, default_value_t = 40)]
-    max_new_tokens: usize,
+    #[command(flatten)]
+    dec: DecodeArgs,
     /// Confidence from which a contradicting prediction counts as intrusion
     #[arg(long, default_value_t = 0.8)]
     threshold: f64,
@@ -55,10 +47,6 @@ pub struct AugmentArgs {
     /// Mixes decoded together
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
-}
-
-fn decode_opts(decode: &str, max_new_tokens: usize, seed: u64) -> Result<GenerateOptions> {
-    Ok(GenerateOptions { decode: decode.parse::<Decode>()?, max_new_tokens, seed, temperature: 1.0 })
 }
 
 /// Runs `imix augment`.
@@ -82,8 +70,8 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     }
     let adaptor = load_adaptor(Some(&a.model.join("adaptor.safetensors")), &enc, &llm)?;
     let inv = Inverter::new(&enc, &llm, &adaptor)?;
-    let mixes = plan(&data.y, pairing, a.per_example, &lambda, a.seed)?;
-    let opt = AugmentOptions { gen: decode_opts(&a.decode, a.max_new_tokens, a.seed)?, threshold: a.threshold, mitigation, batch_size: a.batch_size, renormalize: true };
+    let mixes = plan(&data.y, pairing, a.per_example, &lambda, a.dec.seed)?;
+    let opt = AugmentOptions { gen: a.dec.options()?, threshold: a.threshold, mitigation, batch_size: a.batch_size, renormalize: true };
     let pb = bar(mixes.len() as u64, "augment");
     let (rows, st) = augment(&inv, &cls, &data, &mixes, &opt, &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();
@@ -153,15 +141,8 @@ pub struct InterpolateArgs {
     adaptor: Option<PathBuf>,
     #[command(flatten)]
     models: ModelArgs,
-    /// Decoding: greedy, beam:W or top-p:P
-    #[arg(long, default_value = "greedy")]
-    decode: String,
-    /// Seed for sampling
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Most tokens per sentence
-    #[arg(long, default_value_t = 40)]
-    max_new_tokens: usize,
+    #[command(flatten)]
+    dec: DecodeArgs,
 }
 
 /// Runs `imix interpolate`.
@@ -178,7 +159,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     let ha = h.get(0)?.unsqueeze(0)?.repeat((n, 1))?;
     let hb = h.get(1)?.unsqueeze(0)?.repeat((n, 1))?;
     let hm = mix_embeddings(&ha, &hb, &lambdas, true)?;
-    let out = inv.decode(&hm, &decode_opts(&a.decode, a.max_new_tokens, a.seed)?)?;
+    let out = inv.decode(&hm, &a.dec.options()?)?;
     let refs: Vec<&str> = out.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
     let hg = enc.embed(&refs)?;
     let (ca, cb) = (cosine_rows(&hg, &ha)?, cosine_rows(&hg, &hb)?);

@@ -31,6 +31,27 @@ impl ModelArgs {
     }
 }
 
+/// How sentences are decoded.
+#[derive(Args, Debug, Clone)]
+pub struct DecodeArgs {
+    /// Decoding: greedy, beam:W or top-p:P
+    #[arg(long, default_value = "greedy")]
+    pub decode: String,
+    /// Seed for sampling (and, in augment, for pairing and lambda draws)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Most tokens generated per sentence
+    #[arg(long, default_value_t = 48)]
+    pub max_new_tokens: usize,
+}
+
+impl DecodeArgs {
+    /// Generation options from the flags.
+    pub fn options(&self) -> Result<inversed_mixup::llm::GenerateOptions> {
+        Ok(inversed_mixup::llm::GenerateOptions { decode: self.decode.parse()?, max_new_tokens: self.max_new_tokens, seed: self.seed, temperature: 1.0 })
+    }
+}
+
 /// The adaptor shipped with the repository for the default encoder/LLM pair.
 pub fn default_adaptor() -> PathBuf {
     if let Some(p) = std::env::var_os("IMIX_ADAPTOR") {

@@ -1,11 +1,10 @@
 //! `imix invert`: reconstruct sentences from their own embeddings.
 
-use crate::common::{bar, load_adaptor, ModelArgs};
+use crate::common::{bar, load_adaptor, DecodeArgs, ModelArgs};
 use anyhow::Result;
 use clap::Args;
 use inversed_mixup::corpus::{read_files, ReadOptions};
 use inversed_mixup::invert::{summarize, Inverter};
-use inversed_mixup::llm::{Decode, GenerateOptions};
 use std::path::PathBuf;
 
 /// Arguments of `imix invert`.
@@ -25,15 +24,8 @@ pub struct InvertArgs {
     /// Column (or JSON key) with the text in TSV/CSV/JSONL input
     #[arg(long, default_value = "text")]
     text_column: String,
-    /// Decoding: greedy, beam:W or top-p:P
-    #[arg(long, default_value = "greedy")]
-    decode: String,
-    /// Seed for top-p sampling
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Most tokens generated per sentence
-    #[arg(long, default_value_t = 48)]
-    max_new_tokens: usize,
+    #[command(flatten)]
+    dec: DecodeArgs,
     /// Sentences decoded together
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -44,7 +36,7 @@ pub struct InvertArgs {
 
 /// Runs `imix invert`.
 pub fn run(a: InvertArgs) -> Result<()> {
-    let decode: Decode = a.decode.parse()?;
+    let gen = a.dec.options()?;
     let opt = ReadOptions { text_column: a.text_column.clone(), ..Default::default() };
     let mut texts: Vec<String> = read_files(std::slice::from_ref(&a.input), &opt)?.rows.into_iter().map(|r| r.text).collect();
     if let Some(n) = a.limit {
@@ -53,7 +45,6 @@ pub fn run(a: InvertArgs) -> Result<()> {
     let (enc, llm) = a.models.load()?;
     let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
     let inv = Inverter::new(&enc, &llm, &adaptor)?;
-    let gen = GenerateOptions { decode, max_new_tokens: a.max_new_tokens, seed: a.seed, temperature: 1.0 };
     let pb = bar(texts.len() as u64, "invert");
     let rows = inv.invert(&texts, a.batch_size, &gen, &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();

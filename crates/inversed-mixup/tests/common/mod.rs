@@ -149,3 +149,27 @@ pub fn sentences(n: usize, seed: u64) -> Vec<String> {
         })
         .collect()
 }
+
+/// Compares autograd `grad` of `var` with central finite differences of `loss` on the `n` elements
+/// with the largest gradients (f32 models: a step of 1e-2 keeps rounding error below the signal).
+pub fn check_var_grad(name: &str, var: &candle_core::Var, grad: &[f32], loss: &dyn Fn() -> f64, n: usize, rel: f64) {
+    assert!(grad.iter().any(|v| *v != 0.0), "{name}: gradient is all zero");
+    let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut order: Vec<usize> = (0..grad.len()).collect();
+    order.sort_by(|&i, &j| grad[j].abs().total_cmp(&grad[i].abs()));
+    let set = |v: Vec<f32>| var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap()).unwrap();
+    for &i in order.iter().take(n) {
+        let eps = 1e-2f32;
+        let mut p = base.clone();
+        p[i] += eps;
+        set(p.clone());
+        let lp = loss();
+        p[i] -= 2.0 * eps;
+        set(p);
+        let lm = loss();
+        set(base.clone());
+        let fd = (lp - lm) / (2.0 * eps as f64);
+        let an = grad[i] as f64;
+        assert!((fd - an).abs() <= 2e-3 + rel * an.abs(), "{name}[{i}]: autograd {an} vs finite difference {fd}");
+    }
+}
