@@ -97,7 +97,7 @@ fn checkpoint_with_other_settings_is_refused() {
     a.train_step().unwrap();
     a.save_checkpoint(&ck).unwrap();
     let mut other = cfg(8);
-    other.lr = 1e-2;
+    other.lr = 5e-3;
     let mut b = Aligner::new(&t.llm, adaptor(&t, 5), &t.texts, emb, other).unwrap();
     let e = b.load_checkpoint(&ck).unwrap_err().to_string();
     assert!(e.contains("a.ckpt") && e.contains("settings differ"), "{e}");
