@@ -72,6 +72,11 @@ pub struct AlignArgs {
     /// Continue from OUT.ckpt (same flags required); the curve continues exactly
     #[arg(long)]
     resume: bool,
+    /// Start from the weights of an existing adaptor (e.g. the shipped one) instead of a random
+    /// initialisation: continues training across machines where no checkpoint is available
+    /// (the optimiser state starts fresh, so this is a warm start, not an exact resume)
+    #[arg(long, value_name = "ADAPTOR", conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// Stop cleanly (checkpoint + adaptor) after this many minutes; resume later with --resume
     #[arg(long)]
     max_minutes: Option<f64>,
@@ -125,6 +130,15 @@ pub fn run(a: AlignArgs) -> Result<()> {
         seed: a.seed,
     };
     let adaptor = Adaptor::new(acfg, a.seed, llm.device())?;
+    if let Some(p) = &a.init {
+        let from = Adaptor::load(p, llm.device())?;
+        if from.config() != adaptor.config() {
+            anyhow::bail!("{}: its settings {:?} differ from this run's {:?}; match --k, --hidden and --template", p.display(), from.config(), adaptor.config());
+        }
+        let w = from.sorted_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        adaptor.set_weights(&w)?;
+        tracing::info!("initialised from {}", p.display());
+    }
     tracing::info!("adaptor: {} parameters, k = {}", adaptor.num_params(), a.k);
     let mut tr = Aligner::new(&llm, adaptor, &texts, emb, cfg)?;
     let (ntrain, nheld) = tr.sizes();

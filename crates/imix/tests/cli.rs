@@ -55,6 +55,15 @@ fn align_resume_then_invert_with_the_real_models() {
     };
     assert_eq!(losses("b.safetensors.curve.jsonl"), losses("a.safetensors.curve.jsonl"));
 
+    // Warm start from an existing adaptor: allowed with matching settings, refused otherwise.
+    let warm = |k: &str| {
+        imix().args(["align", "--corpus"]).arg(&corpus).arg("--out").arg(d.path().join(format!("w{k}.safetensors"))).arg("--init").arg(&out)
+            .args(["--steps", "1", "--batch-size", "2", "--k", k, "--hidden", "32", "--holdout", "2"]).output().unwrap()
+    };
+    assert!(warm("2").status.success());
+    let r = warm("3");
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("differ"), "{}", String::from_utf8_lossy(&r.stderr));
+
     let output = d.path().join("inv.jsonl");
     let r = imix().args(["invert", "--input"]).arg(&corpus).arg("--output").arg(&output).arg("--adaptor").arg(&out)
         .args(["--limit", "3", "--max-new-tokens", "6"]).output().unwrap();
