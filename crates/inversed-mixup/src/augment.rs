@@ -99,7 +99,7 @@ fn named(labels: &[String], p: &[f64]) -> BTreeMap<String, f64> {
 /// Runs stage 3 for the planned `mixes` of `data`; `progress(done, total)`.
 pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix], opt: &AugmentOptions, progress: &dyn Fn(usize, usize)) -> Result<(Vec<AugRow>, AugmentStats)> {
     let texts: Vec<&str> = data.rows.iter().map(|r| r.text.as_str()).collect();
-    let emb = inv.encoder.embed(&texts)?;
+    let emb = inv.encoder.embed_batched(&texts)?;
     let c = data.labels.len();
     let mut rows = Vec::new();
     let mut st = AugmentStats::default();
@@ -117,7 +117,7 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
         st.empty += chunk.len() - keep.len();
         if !keep.is_empty() {
             let refs: Vec<&str> = keep.iter().map(|&j| gen[j].as_str()).collect();
-            let hg = inv.encoder.embed(&refs)?;
+            let hg = inv.encoder.embed_batched(&refs)?;
             let sel = Tensor::new(keep.iter().map(|&j| j as u32).collect::<Vec<_>>().as_slice(), emb.device())?;
             let cos_a = cosine_rows(&hg, &ha.index_select(&sel, 0)?)?;
             let cos_b = cosine_rows(&hg, &hb.index_select(&sel, 0)?)?;

@@ -104,7 +104,7 @@ pub fn run_cell(m: &Models, dataset: &str, train: &Labelled, test: &Labelled, te
     let texts = sample.texts();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let c = sample.labels.len();
-    let h = m.encoder.embed(&refs)?;
+    let h = m.encoder.embed_batched(&refs)?;
     let y = one_hot(&sample.y, c);
     let mut out = Vec::new();
     let mut gen_rows = Vec::new();
@@ -126,7 +126,7 @@ pub fn run_cell(m: &Models, dataset: &str, train: &Labelled, test: &Labelled, te
             "eda" => {
                 let aug = eda_all(&texts, cfg.per_example, seed);
                 let ar: Vec<&str> = aug.iter().map(|(_, t)| t.as_str()).collect();
-                let ah = m.encoder.embed(&ar)?;
+                let ah = m.encoder.embed_batched(&ar)?;
                 let ay: Vec<Vec<f64>> = aug.iter().map(|(i, _)| y[*i].clone()).collect();
                 let (hh, yy) = with(&ah, &ay)?;
                 let (a, f) = fit_eval(&hh, &yy, &sample.labels, test_h, &test.y, cfg)?;
@@ -177,7 +177,7 @@ pub fn run_cell(m: &Models, dataset: &str, train: &Labelled, test: &Labelled, te
         }
         let kr: Vec<&str> = kept.iter().map(|k| k.0.as_str()).collect();
         let ky: Vec<Vec<f64>> = kept.iter().map(|k| k.1.clone()).collect();
-        let (hh, yy) = with(&m.encoder.embed(&kr)?, &ky)?;
+        let (hh, yy) = with(&m.encoder.embed_batched(&kr)?, &ky)?;
         let (a, f) = fit_eval(&hh, &yy, &sample.labels, test_h, &test.y, cfg)?;
         Ok((a, f, kept.len()))
     };

@@ -202,6 +202,15 @@ impl Encoder {
         self.embed_ids(&ids)
     }
 
+    /// Embeds any number of sentences in batches of 64 (bounded memory), in input order.
+    pub fn embed_batched(&self, texts: &[&str]) -> Result<Tensor> {
+        if texts.len() <= 64 {
+            return self.embed(texts);
+        }
+        let parts = texts.chunks(64).map(|c| self.embed(c)).collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
     /// Embeds pre-tokenised sentences (right-padded internally): `(n, dim)`.
     pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
         let n = ids.len();
