@@ -165,8 +165,21 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     let (ca, cb) = (cosine_rows(&hg, &ha)?, cosine_rows(&hg, &hb)?);
     println!("B  {}", a.b);
     for i in 0..n {
-        println!("lambda={:.2}  cos_a={:.3} cos_b={:.3}  {}", lambdas[i], ca[i], cb[i], out[i]);
+        println!("lambda={:.2}  cos_a={:.3} cos_b={:.3}  {}  {}", lambdas[i], ca[i], cb[i], gauge(ca[i], cb[i]), out[i]);
     }
     println!("A  {}", a.a);
     Ok(())
+}
+
+/// Where a sentence sits between B and A by encoder cosine: `B·····●···A`.
+fn gauge(cos_a: f64, cos_b: f64) -> String {
+    let (a, b) = (cos_a.max(0.0), cos_b.max(0.0));
+    let t = if a + b > 0.0 { a / (a + b) } else { 0.5 };
+    let pos = (t * 9.0).round() as usize;
+    let mut s = String::from("B");
+    for i in 0..10 {
+        s.push(if i == pos { '●' } else { '·' });
+    }
+    s.push('A');
+    s
 }
