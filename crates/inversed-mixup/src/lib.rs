@@ -16,6 +16,7 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod fused;
 pub mod intrusion;
 pub mod invert;
 pub mod io;

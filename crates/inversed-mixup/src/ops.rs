@@ -1,6 +1,6 @@
 //! Tensor ops for the training path: every op here has a backward (candle's fused kernels do not).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 /// `x @ W^T` for a frozen weight `W` (out, in): the backward returns only the input gradient.
 ///
@@ -68,10 +68,10 @@ impl CustomOp1 for FrozenMatmul {
     }
 }
 
-/// RMSNorm; `grad` selects the differentiable composition instead of candle's fused kernel.
+/// RMSNorm; `grad` selects our fused op with a backward instead of candle's kernel without one.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, grad: bool) -> candle_core::Result<Tensor> {
     if grad {
-        candle_nn::ops::rms_norm_slow(x, w, eps)
+        crate::fused::rms_norm(x, w, eps)
     } else {
         candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)
     }
@@ -86,19 +86,20 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32, grad: bool) -> c
     }
 }
 
-/// Softmax over the last dimension; `grad` selects the differentiable composition.
+/// Softmax over the last dimension; `grad` selects our fused op with a backward.
 pub fn softmax(x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
     if grad {
-        candle_nn::ops::softmax(x, D::Minus1)
+        crate::fused::softmax(x)
     } else {
         candle_nn::ops::softmax_last_dim(&x.contiguous()?)
     }
 }
 
-/// Rotate-half rotary embedding on `(b, h, t, d)` with `cos`/`sin` of shape `(t, d/2)`.
+/// Rotate-half rotary embedding on `(b, h, t, d)` with `cos`/`sin` of shape `(t, d/2)`; `grad`
+/// selects our fused op with a backward.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
     if grad {
-        candle_nn::rotary_emb::rope_slow(x, cos, sin)
+        crate::fused::rope(x, cos, sin)
     } else {
         candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
     }

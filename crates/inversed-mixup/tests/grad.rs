@@ -127,3 +127,43 @@ fn adaptor_gradient_through_frozen_llm_matches_finite_differences() {
         common::check_var_grad(&format!("adaptor {name}"), var, &gv, &|| loss(true).to_scalar::<f32>().unwrap() as f64, 4, 0.03);
     }
 }
+
+#[test]
+fn fused_ops_match_finite_differences_and_the_compositions() {
+    let w = rand(&[6], 40);
+    check("fused rms_norm (input)", &rand(&[2, 3, 6], 41), &|x| inversed_mixup::fused::rms_norm(x, &w, 1e-5));
+    let x = rand(&[2, 3, 6], 42);
+    check("fused rms_norm (weight)", &w, &|w| inversed_mixup::fused::rms_norm(&x, w, 1e-5));
+    check("fused softmax", &rand(&[2, 3, 6], 43), &|x| inversed_mixup::fused::softmax(x));
+    // Same values and gradients as the differentiable compositions, in f32 too.
+    for dt in [DType::F64, DType::F32] {
+        let x = Var::from_tensor(&rand(&[4, 5, 8], 44).to_dtype(dt).unwrap()).unwrap();
+        let w = rand(&[8], 45).to_dtype(dt).unwrap();
+        let r = rand(&[4, 5, 8], 46).to_dtype(dt).unwrap();
+        let tol = if dt == DType::F64 { 1e-10 } else { 1e-5 };
+        let pairs: [(&str, Tensor, Tensor); 2] = [
+            ("rms_norm", inversed_mixup::fused::rms_norm(x.as_tensor(), &w, 1e-5).unwrap(), candle_nn::ops::rms_norm_slow(x.as_tensor(), &w, 1e-5).unwrap()),
+            ("softmax", inversed_mixup::fused::softmax(x.as_tensor()).unwrap(), candle_nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).unwrap()),
+        ];
+        for (name, fused, composed) in pairs {
+            let d = (&fused - &composed).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+            assert!(d < tol, "{name} {dt:?}: values differ by {d}");
+            let gf = (fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = (composed * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (gf.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap());
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+            assert!(d < tol * 10.0, "{name} {dt:?}: gradients differ by {d}");
+        }
+    }
+}
+
+#[test]
+fn fused_rope_matches_finite_differences_and_the_composition() {
+    let cos = rand(&[4, 3], 50);
+    let sin = rand(&[4, 3], 51);
+    check("fused rope", &rand(&[2, 2, 4, 6], 52), &|x| inversed_mixup::fused::rope(x, &cos, &sin));
+    let x = rand(&[2, 2, 4, 6], 53);
+    let d = (inversed_mixup::fused::rope(&x, &cos, &sin).unwrap() - candle_nn::rotary_emb::rope_slow(&x, &cos, &sin).unwrap()).unwrap()
+        .abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+    assert!(d < 1e-12, "fused and composed rope differ by {d}");
+}
