@@ -17,9 +17,15 @@ done
 import json
 rows = [json.loads(l) for l in open("bench/results.jsonl")]
 by = {(r["workload"], r["side"]): r for r in rows}
-print("| workload | Rust median | PyTorch median | Rust/PyTorch time | Rust RSS MB | PyTorch RSS MB |")
-print("|---|---|---|---|---|---|")
+# Peak f32 rate: cores x clock x 32 FLOP/cycle (AVX2: two 8-lane FMA pipes).
+import os
+mhz = max(float(l.split(":")[1]) for l in open("/proc/cpuinfo") if l.startswith("cpu MHz"))
+peak = os.cpu_count() * mhz / 1000 * 32
+print(f"CPU peak ~ {peak:.0f} GFLOP/s ({os.cpu_count()} cores x {mhz/1000:.2f} GHz x 32 FLOP/cycle)")
+print("| workload | Rust median | PyTorch median | Rust/PyTorch time | Rust GFLOP/s (% peak) | PyTorch GFLOP/s (% peak) | Rust RSS MB | PyTorch RSS MB | RSS ratio |")
+print("|---|---|---|---|---|---|---|---|---|")
 for w in ["train", "gen1", "gen16", "encode"]:
     r, p = by[(w, "rust")], by[(w, "pytorch")]
-    print(f"| {w} | {r['median_s']:.3f} s | {p['median_s']:.3f} s | {r['median_s']/p['median_s']:.2f} | {r['peak_rss_mb']:.0f} | {p['peak_rss_mb']:.0f} |")
+    gr, gp = r["flop"] / r["median_s"] / 1e9, r["flop"] / p["median_s"] / 1e9
+    print(f"| {w} | {r['median_s']:.3f} s | {p['median_s']:.3f} s | {r['median_s']/p['median_s']:.2f} | {gr:.1f} ({100*gr/peak:.0f} %) | {gp:.1f} ({100*gp/peak:.0f} %) | {r['peak_rss_mb']:.0f} | {p['peak_rss_mb']:.0f} | {r['peak_rss_mb']/p['peak_rss_mb']:.2f} |")
 PY

@@ -12,6 +12,11 @@ mod warmup_cmd;
 
 use clap::{Parser, Subcommand};
 
+// glibc returns large freed blocks to the OS, so every step faulted in (and zeroed) fresh pages for
+// its tensors: 14 % of training CPU time in the profile. mimalloc reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Readable, controllable text augmentation by inverting mixed sentence embeddings (inversedMixup).
 ///
 /// Typical first steps:

@@ -9,6 +9,10 @@ use inversed_mixup::optim::{AdamW, AdamWConfig};
 use inversed_mixup::prompt::Prompt;
 use rand::{Rng, SeedableRng};
 
+// As in the `imix` binary: an allocator that reuses freed pages instead of faulting in fresh ones.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn timed(mut f: impl FnMut(), warmup: usize, runs: usize) -> (f64, Vec<f64>) {
     for _ in 0..warmup {
         f();
@@ -32,6 +36,15 @@ fn unit_rows(n: usize, seed: u64) -> Tensor {
     t.broadcast_div(&norm).unwrap()
 }
 
+/// Matmul FLOPs of one causal forward of `b` sequences of `l` positions (linear layers + attention),
+/// without the output layer. Same work on both sides, so one count serves both.
+fn llm_forward_flop(c: &inversed_mixup::llm::LlmConfig, b: usize, l: usize) -> f64 {
+    let kv = c.hidden / c.heads * c.kv_heads;
+    let lin = 2 * (2 * c.hidden * c.hidden + 2 * c.hidden * kv + 3 * c.hidden * c.ffn);
+    let attn = 2 * 2 * l * l * c.hidden; // QK^T and AV per sequence per layer
+    (c.layers * b * (l * lin + attn)) as f64
+}
+
 fn main() {
     let work = std::env::args().nth(1).expect("workload: train | gen1 | gen16 | encode");
     let dev = Device::Cpu;
@@ -40,7 +53,11 @@ fn main() {
         let s: Vec<String> = (0..64).map(|i| format!("sentence number {i} is about the weather in a small town near the river.")).collect();
         let r: Vec<&str> = s.iter().map(String::as_str).collect();
         let (med, runs) = timed(|| { enc.embed(&r).unwrap(); }, 2, 5);
-        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "items_per_s": 64.0 / med, "peak_rss_mb": peak_mb()}));
+        // MiniLM: per token 2*(4 d^2 + 2 d ffn) per layer, plus attention.
+        let toks: Vec<usize> = r.iter().map(|t| enc.tokenize(t).unwrap().len()).collect();
+        let (d, ff) = (enc.dim(), 4 * enc.dim());
+        let flop: f64 = toks.iter().map(|&l| (enc.num_layers() * (l * 2 * (4 * d * d + 2 * d * ff) + 4 * l * l * d)) as f64).sum();
+        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "items_per_s": 64.0 / med, "flop": flop, "peak_rss_mb": peak_mb()}));
         return;
     }
     let llm = Llm::load(&models::resolve(None, &models::LLM).unwrap(), &dev).unwrap();
@@ -58,11 +75,24 @@ fn main() {
             let g = loss.backward().unwrap();
             opt.step(&g, 1e-3, 0.0).unwrap();
         }, 2, 5);
-        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "peak_rss_mb": peak_mb()}));
+        // Forward + input-only backward (about the forward again), logits at the 32 targets only.
+        let c = llm.config();
+        let fwd = llm_forward_flop(c, 8, prompt.len() + 31) + (8 * 32 * 2 * c.hidden * c.vocab) as f64;
+        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "flop": 2.0 * fwd, "peak_rss_mb": peak_mb()}));
     } else {
         let b = if work == "gen1" { 1 } else { 16 };
         let x = prompt.embeds(&llm, &a.forward(&unit_rows(b, 0)).unwrap()).unwrap();
         let (med, runs) = timed(|| { llm.generate_fixed(&x, 32).unwrap(); }, 1, 3);
-        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "tokens_per_s": (b * 32) as f64 / med, "peak_rss_mb": peak_mb()}));
+        // Prefill + 32 cached steps (attention over the growing cache) + the output layer per new token.
+        let c = llm.config();
+        let p = prompt.len();
+        let mut flop = llm_forward_flop(c, b, p);
+        for t in 0..32 {
+            let kv = c.hidden / c.heads * c.kv_heads;
+            let lin = 2 * (2 * c.hidden * c.hidden + 2 * c.hidden * kv + 3 * c.hidden * c.ffn);
+            flop += (c.layers * b * (lin + 4 * (p + t + 1) * c.hidden)) as f64;
+        }
+        flop += (b * 32 * 2 * c.hidden * c.vocab) as f64;
+        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "tokens_per_s": (b * 32) as f64 / med, "flop": flop, "peak_rss_mb": peak_mb()}));
     }
 }

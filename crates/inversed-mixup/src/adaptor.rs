@@ -87,7 +87,7 @@ impl Adaptor {
     /// Maps embeddings `(n, enc_dim)` to soft tokens `(n, k, llm_dim)`.
     pub fn forward(&self, h: &Tensor) -> candle_core::Result<Tensor> {
         let n = h.dim(0)?;
-        let y = self.l2.forward(&self.l1.forward(h)?.gelu_erf()?)?;
+        let y = self.l2.forward(&crate::activation::gelu(&self.l1.forward(h)?)?)?;
         y.reshape((n, self.cfg.k, self.cfg.llm_dim))
     }
 

@@ -250,7 +250,7 @@ impl Encoder {
             let p = ops::softmax(&s, self.grad)?;
             let a = p.matmul(&v)?.transpose(1, 2)?.reshape((n, t, heads * hd))?;
             x = ops::layer_norm(&(l.o.forward(&a)? + &x)?, &l.ln1.0, &l.ln1.1, eps, self.grad)?;
-            let f = l.down.forward(&l.up.forward(&x)?.gelu_erf()?)?;
+            let f = l.down.forward(&crate::activation::gelu(&l.up.forward(&x)?)?)?;
             x = ops::layer_norm(&(f + &x)?, &l.ln2.0, &l.ln2.1, eps, self.grad)?;
         }
         Ok(x)

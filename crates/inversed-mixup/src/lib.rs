@@ -4,6 +4,7 @@
 //! [`prompt`] and the frozen [`llm`] (a readable sentence). [`align`] trains the adaptor (stage 1);
 //! [`invert`] reconstructs sentences and scores them with [`metrics`].
 
+pub mod activation;
 pub mod adaptor;
 pub mod align;
 pub mod augment;
@@ -16,6 +17,7 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod fastmath;
 pub mod fused;
 pub mod intrusion;
 pub mod invert;

@@ -1,6 +1,6 @@
 //! The prompt around the soft tokens, and the teacher-forced sequence used by L_GEN.
 
-use crate::llm::Llm;
+use crate::llm::{KvCache, Llm};
 use crate::{Error, Result};
 use candle_core::{Tensor, D};
 
@@ -10,6 +10,9 @@ pub struct Prompt {
     prefix: Vec<u32>,
     suffix: Vec<u32>,
     k: usize,
+    /// Keys/values of the prefix, computed once: it precedes the soft tokens, so under causal
+    /// attention its states never depend on them and need no recomputation or gradient.
+    prefix_kv: Option<KvCache>,
 }
 
 impl Prompt {
@@ -19,7 +22,27 @@ impl Prompt {
             .split_once("<soft>")
             .ok_or_else(|| Error::Config(format!("template has no <soft> marker: {template:?}")))?;
         let tok = llm.tokenizer();
-        Ok(Self { prefix: tok.encode(a.trim_end())?, suffix: tok.encode(b)?, k })
+        let prefix = tok.encode(a.trim_end())?;
+        let prefix_kv = if prefix.is_empty() {
+            None
+        } else {
+            let mut c = llm.new_cache();
+            llm.forward_embeds(&llm.embed_ids(&prefix)?.unsqueeze(0)?, Some(&mut c), false)?;
+            Some(c)
+        };
+        Ok(Self { prefix, suffix: tok.encode(b)?, k, prefix_kv })
+    }
+
+    /// Prefix positions served from the cache (0 without one).
+    pub fn cached_prefix(&self) -> usize {
+        self.prefix_kv.as_ref().map_or(0, |c| c.len)
+    }
+
+    /// The same prompt without the prefix cache: L_GEN then runs the prefix through the LLM
+    /// every time (the reference the cached path is tested against).
+    pub fn without_prefix_cache(mut self) -> Self {
+        self.prefix_kv = None;
+        self
     }
 
     /// Prompt length in positions (prefix + k + suffix).
@@ -51,6 +74,16 @@ impl Prompt {
         Tensor::cat(&parts, 1)
     }
 
+    /// Soft tokens followed by the suffix embeddings `(n, k + suffix, hidden)`.
+    fn embeds_from_soft(&self, llm: &Llm, soft: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, _, h) = soft.dims3()?;
+        if self.suffix.is_empty() {
+            return Ok(soft.clone());
+        }
+        let s = llm.embed_ids(&self.suffix)?.unsqueeze(0)?.broadcast_as((n, self.suffix.len(), h))?;
+        Tensor::cat(&[soft, &s], 1)
+    }
+
     /// L_GEN: mean cross-entropy of `targets` (each followed by EOS) given the prompt with `soft`.
     ///
     /// Returns the loss and the number of predicted tokens. Logits are computed only at target
@@ -77,7 +110,11 @@ impl Prompt {
                 labels.push(*t.get(j).unwrap_or(&eos));
             }
         }
-        let p = self.embeds(llm, soft)?;
+        // With the prefix cached, the sequence starts at the soft tokens.
+        let (p, off) = match &self.prefix_kv {
+            Some(c) => (self.embeds_from_soft(llm, soft)?, c.len),
+            None => (self.embeds(llm, soft)?, 0),
+        };
         let x = if tmax > 1 {
             let h = llm.config().hidden;
             let te = llm.embed_ids(&inp)?.reshape((n, tmax - 1, h))?;
@@ -85,9 +122,12 @@ impl Prompt {
         } else {
             p
         };
-        let hid = llm.forward_embeds(&x, None, grad)?;
+        let hid = match &self.prefix_kv {
+            Some(c) => llm.forward_embeds(&x, Some(&mut c.expand(n)?), grad)?,
+            None => llm.forward_embeds(&x, None, grad)?,
+        };
         let h = llm.config().hidden;
-        let sel = hid.narrow(1, self.len() - 1, tmax)?.contiguous()?.reshape((n * tmax, h))?;
+        let sel = hid.narrow(1, self.len() - 1 - off, tmax)?.contiguous()?.reshape((n * tmax, h))?;
         let sel = sel.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
         let logp = crate::llm::log_softmax(&llm.logits(&sel)?)?;
         let lab = Tensor::new(labels.as_slice(), dev)?.unsqueeze(1)?;

@@ -167,3 +167,64 @@ fn fused_rope_matches_finite_differences_and_the_composition() {
         .abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
     assert!(d < 1e-12, "fused and composed rope differ by {d}");
 }
+
+#[test]
+fn fused_activations_match_finite_differences_and_the_compositions() {
+    use inversed_mixup::activation::{gelu, swiglu};
+    // Wider inputs than rand's [-1, 1): the tails of erf and the sigmoid matter too.
+    let wide = |dims: &[usize], seed| (rand(dims, seed) * 4.0).unwrap();
+    check("fused gelu", &wide(&[3, 7], 60), &|x| gelu(x));
+    let up = wide(&[3, 7], 61);
+    check("fused swiglu (gate)", &wide(&[3, 7], 62), &|g| swiglu(g, &up));
+    let gate = wide(&[3, 7], 63);
+    check("fused swiglu (up)", &up, &|u| swiglu(&gate, u));
+    // f32 (the vectorised kernels) against candle's compositions, values and gradients.
+    let g = Var::from_tensor(&wide(&[5, 301], 64).to_dtype(DType::F32).unwrap()).unwrap();
+    let u = Var::from_tensor(&wide(&[5, 301], 65).to_dtype(DType::F32).unwrap()).unwrap();
+    let r = rand(&[5, 301], 66).to_dtype(DType::F32).unwrap();
+    let diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let pairs = [
+        ("gelu", gelu(g.as_tensor()).unwrap(), g.as_tensor().gelu_erf().unwrap()),
+        ("swiglu", swiglu(g.as_tensor(), u.as_tensor()).unwrap(), (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap()),
+    ];
+    for (name, fused, composed) in pairs {
+        let d = diff(&fused, &composed);
+        assert!(d < 2e-6, "{name}: values differ by {d}");
+        let gf = (fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (composed * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&g, &u] {
+            match (gf.get(v.as_tensor()), gc.get(v.as_tensor())) {
+                (Some(a), Some(b)) => assert!(diff(a, b) < 2e-6, "{name}: gradients differ by {}", diff(a, b)),
+                (None, None) => {}
+                _ => panic!("{name}: one side has a gradient the other lacks"),
+            }
+        }
+    }
+}
+
+/// The cached prompt prefix is an optimisation only: same loss and same adaptor gradients as
+/// running the whole prompt through the LLM.
+#[test]
+fn prefix_cache_gives_the_same_loss_and_gradients() {
+    let (_d, llm, a) = tiny();
+    let cached = Prompt::new(DEFAULT_TEMPLATE, 2, &llm).unwrap();
+    let full = cached.clone().without_prefix_cache();
+    assert!(cached.cached_prefix() > 0 && full.cached_prefix() == 0);
+    let h = rand(&[3, 6], 31).to_dtype(DType::F32).unwrap();
+    let targets: Vec<Vec<u32>> = ["a cat", "hello there world", "x"].iter().map(|t| Prompt::target_ids(&llm, t).unwrap()).collect();
+    let run = |p: &Prompt| {
+        let loss = p.gen_loss(&llm, &a.forward(&h).unwrap(), &targets).unwrap().0;
+        let g = loss.backward().unwrap();
+        let grads: Vec<Vec<f32>> = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        (loss.to_scalar::<f32>().unwrap(), grads)
+    };
+    let ((lc, gc), (lf, gf)) = (run(&cached), run(&full));
+    assert!((lc - lf).abs() < 1e-5, "cached loss {lc} vs full {lf}");
+    for (a, b) in gc.iter().zip(&gf) {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-4 * scale, "gradient {x} vs {y}");
+        }
+    }
+}

@@ -55,7 +55,24 @@ pub struct KvCache {
     pub len: usize,
 }
 
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KvCache {{ len: {} }}", self.len)
+    }
+}
+
 impl KvCache {
+    /// Repeats a batch-1 cache for `n` rows (a shared, constant prompt prefix).
+    pub fn expand(&self, n: usize) -> candle_core::Result<KvCache> {
+        let rep = |t: &Tensor| -> candle_core::Result<Tensor> {
+            let mut d = t.dims().to_vec();
+            d[0] = n;
+            t.broadcast_as(d)?.contiguous()
+        };
+        let kv = self.kv.iter().map(|e| e.as_ref().map(|(k, v)| Ok::<_, candle_core::Error>((rep(k)?, rep(v)?))).transpose()).collect::<candle_core::Result<_>>()?;
+        Ok(KvCache { kv, len: self.len })
+    }
+
     /// Reorders the batch rows of the cache (beam search).
     pub fn select(&mut self, rows: &Tensor) -> candle_core::Result<()> {
         for e in self.kv.iter_mut().flatten() {
@@ -157,8 +174,7 @@ impl Llm {
             let a = p.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
             x = (x + blk.o.forward(&a)?)?;
             let h = ops::rms_norm(&x, &blk.ffn_norm, self.cfg.rms_eps, grad)?;
-            let g = blk.gate.forward(&h)?;
-            let f = (g.silu()? * blk.up.forward(&h)?)?;
+            let f = crate::activation::swiglu(&blk.gate.forward(&h)?, &blk.up.forward(&h)?)?;
             x = (x + blk.down.forward(&f)?)?;
         }
         if let Some(c) = cache {
