@@ -52,7 +52,7 @@ fn main() {
         let enc = Encoder::load(&models::resolve(None, &models::ENCODER).unwrap(), &dev).unwrap();
         let s: Vec<String> = (0..64).map(|i| format!("sentence number {i} is about the weather in a small town near the river.")).collect();
         let r: Vec<&str> = s.iter().map(String::as_str).collect();
-        let (med, runs) = timed(|| { enc.embed(&r).unwrap(); }, 2, 5);
+        let (med, runs) = timed(|| { enc.embed(&r).unwrap(); }, 2, 9);
         // MiniLM: per token 2*(4 d^2 + 2 d ffn) per layer, plus attention.
         let toks: Vec<usize> = r.iter().map(|t| enc.tokenize(t).unwrap().len()).collect();
         let (d, ff) = (enc.dim(), 4 * enc.dim());
@@ -74,7 +74,7 @@ fn main() {
             let (loss, _) = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &tg).unwrap();
             let g = loss.backward().unwrap();
             opt.step(&g, 1e-3, 0.0).unwrap();
-        }, 2, 5);
+        }, 2, 9);
         // Forward + input-only backward (about the forward again), logits at the 32 targets only.
         let c = llm.config();
         let fwd = llm_forward_flop(c, 8, prompt.len() + 31) + (8 * 32 * 2 * c.hidden * c.vocab) as f64;
@@ -82,7 +82,7 @@ fn main() {
     } else {
         let b = if work == "gen1" { 1 } else { 16 };
         let x = prompt.embeds(&llm, &a.forward(&unit_rows(b, 0)).unwrap()).unwrap();
-        let (med, runs) = timed(|| { llm.generate_fixed(&x, 32).unwrap(); }, 1, 3);
+        let (med, runs) = timed(|| { llm.generate_fixed(&x, 32).unwrap(); }, 1, 5);
         // Prefill + 32 cached steps (attention over the growing cache) + the output layer per new token.
         let c = llm.config();
         let p = prompt.len();

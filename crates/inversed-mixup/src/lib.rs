@@ -23,6 +23,7 @@ pub mod intrusion;
 pub mod invert;
 pub mod io;
 pub mod llm;
+pub mod matvec;
 pub mod metrics;
 pub mod mixup;
 pub mod models;

@@ -47,12 +47,19 @@ impl CustomOp1 for FrozenMatmul {
         }
         let (ws, wl) = self.0.storage_and_layout();
         let Storage::Cpu(ws) = &*ws else { candle_core::bail!("frozen-linear: weight not on cpu") };
+        let mut od = dims.to_vec();
+        *od.last_mut().expect("rank >= 1") = out;
+        // A few rows (decoding): stream W once instead of packing it for the general gemm.
+        if m <= crate::matvec::MAX_ROWS {
+            if let (CpuStorage::F32(xs), CpuStorage::F32(wv), Some((w0, w1))) = (s, ws, wl.contiguous_offsets()) {
+                let xs = &xs[l.start_offset()..l.start_offset() + m * k];
+                return Ok((CpuStorage::F32(crate::matvec::matmul_wt(xs, m, k, &wv[w0..w1], out)), Shape::from(od)));
+            }
+        }
         let lhs_l = Layout::contiguous_with_offset((m, k), l.start_offset());
         let rhs_l = wl.transpose(0, 1)?;
         use candle_core::backend::BackendStorage;
         let res = s.matmul(ws, (1, m, out, k), &lhs_l, &rhs_l)?;
-        let mut od = dims.to_vec();
-        *od.last_mut().expect("rank >= 1") = out;
         Ok((res, Shape::from(od)))
     }
 
