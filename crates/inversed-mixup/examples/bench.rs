@@ -46,6 +46,7 @@ fn llm_forward_flop(c: &inversed_mixup::llm::LlmConfig, b: usize, l: usize) -> f
 }
 
 fn main() {
+    inversed_mixup::keep_freed_pages!();
     let work = std::env::args().nth(1).expect("workload: train | gen1 | gen16 | encode");
     let dev = Device::Cpu;
     if work == "encode" {
