@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod adaptor;
+pub mod attention;
 pub mod align;
 pub mod augment;
 pub mod baselines;

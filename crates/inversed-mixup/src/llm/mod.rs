@@ -161,17 +161,22 @@ impl Llm {
                 }
                 c.kv[i] = Some((k.clone(), v.clone()));
             }
-            let tk = k.dim(2)?;
-            // Grouped-query attention without copying K/V: the `rep` query heads sharing one KV head
-            // are stacked along the row axis.
-            let q = q.reshape((b, nkv, rep * t, hd))?;
-            let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-            let s = match &mask {
-                Some(m) => s.reshape((b, nkv, rep, t, tk))?.broadcast_add(m)?.reshape((b, nkv, rep * t, tk))?,
-                None => s,
+            let a = if t == 1 && !grad && x.dtype() == DType::F32 {
+                // Decoding: one query per sequence, one fused pass.
+                crate::attention::decode_attention(&q.reshape((b, nkv, rep, hd))?, &k, &v)?.reshape((b, 1, nh * hd))?
+            } else {
+                let tk = k.dim(2)?;
+                // Grouped-query attention without copying K/V: the `rep` query heads sharing one KV
+                // head are stacked along the row axis.
+                let q = q.reshape((b, nkv, rep * t, hd))?;
+                let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+                let s = match &mask {
+                    Some(m) => s.reshape((b, nkv, rep, t, tk))?.broadcast_add(m)?.reshape((b, nkv, rep * t, tk))?,
+                    None => s,
+                };
+                let p = ops::softmax(&s, grad)?;
+                p.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?
             };
-            let p = ops::softmax(&s, grad)?;
-            let a = p.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
             x = (x + blk.o.forward(&a)?)?;
             let h = ops::rms_norm(&x, &blk.ffn_norm, self.cfg.rms_eps, grad)?;
             let f = crate::activation::swiglu(&blk.gate.forward(&h)?, &blk.up.forward(&h)?)?;
