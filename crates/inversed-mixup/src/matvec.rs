@@ -58,7 +58,9 @@ fn block(x: &[f32], m: usize, k: usize, w: &[f32], yt: &mut [f32]) {
     }
 }
 
-/// AVX2+FMA tile: 2 weight rows x 4 rows of `x` in 8 accumulators; 6 loads feed 8 FMAs.
+/// AVX2+FMA tile: 4 weight rows x 2 rows of `x` in 8 accumulators; 6 loads feed 8 FMAs. Four
+/// weight rows (up to 24 KiB) stay in L1 while all rows of `x` pass, so `x` is re-read from L2
+/// once per four weight rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx2(x: &[f32], m: usize, k: usize, w: &[f32], yt: &mut [f32]) {
@@ -70,29 +72,28 @@ unsafe fn block_avx2(x: &[f32], m: usize, k: usize, w: &[f32], yt: &mut [f32]) {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
     }
     let rows = w.len() / k;
-    let full = k / 8 * 8;
-    if full != k || m % 4 != 0 || rows % 2 != 0 {
+    if k % 8 != 0 || m % 2 != 0 || rows % 4 != 0 {
         return block(x, m, k, w, yt);
     }
     let (xp, wp) = (x.as_ptr(), w.as_ptr());
-    for o in (0..rows).step_by(2) {
-        let (w0, w1) = (wp.add(o * k), wp.add((o + 1) * k));
-        for i in (0..m).step_by(4) {
-            let xr = [xp.add(i * k), xp.add((i + 1) * k), xp.add((i + 2) * k), xp.add((i + 3) * k)];
+    for o in (0..rows).step_by(4) {
+        let wr = [wp.add(o * k), wp.add((o + 1) * k), wp.add((o + 2) * k), wp.add((o + 3) * k)];
+        for i in (0..m).step_by(2) {
+            let (x0, x1) = (xp.add(i * k), xp.add((i + 1) * k));
             let mut a = [_mm256_setzero_ps(); 8];
             let mut j = 0;
             while j < k {
-                let (v0, v1) = (_mm256_loadu_ps(w0.add(j)), _mm256_loadu_ps(w1.add(j)));
+                let (u0, u1) = (_mm256_loadu_ps(x0.add(j)), _mm256_loadu_ps(x1.add(j)));
                 for r in 0..4 {
-                    let xv = _mm256_loadu_ps(xr[r].add(j));
-                    a[r] = _mm256_fmadd_ps(v0, xv, a[r]);
-                    a[4 + r] = _mm256_fmadd_ps(v1, xv, a[4 + r]);
+                    let wv = _mm256_loadu_ps(wr[r].add(j));
+                    a[2 * r] = _mm256_fmadd_ps(wv, u0, a[2 * r]);
+                    a[2 * r + 1] = _mm256_fmadd_ps(wv, u1, a[2 * r + 1]);
                 }
                 j += 8;
             }
             for r in 0..4 {
-                yt[o * m + i + r] = hsum(a[r]);
-                yt[(o + 1) * m + i + r] = hsum(a[4 + r]);
+                yt[(o + r) * m + i] = hsum(a[2 * r]);
+                yt[(o + r) * m + i + 1] = hsum(a[2 * r + 1]);
             }
         }
     }
@@ -104,26 +105,40 @@ pub fn matmul_wt(x: &[f32], m: usize, k: usize, w: &[f32], out: usize) -> Vec<f3
     assert_eq!(w.len(), out * k, "matvec: w is not (out, k)");
     #[cfg(target_arch = "x86_64")]
     let fast = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    let mut yt = vec![0f32; out * m];
-    yt.par_chunks_mut(ROWS_PER_TASK * m).zip(w.par_chunks(ROWS_PER_TASK * k)).for_each(|(yc, wc)| {
+    let mut y = vec![0f32; m * out];
+    let yp = OutPtr(y.as_mut_ptr());
+    w.par_chunks(ROWS_PER_TASK * k).enumerate().for_each(|(c, wc)| {
+        let rows = wc.len() / k;
+        let mut yt = vec![0f32; rows * m];
         #[cfg(target_arch = "x86_64")]
         if fast {
             // SAFETY: the CPU supports the features the function was compiled for.
-            unsafe { block_avx2(x, m, k, wc, yc) };
-            return;
+            unsafe { block_avx2(x, m, k, wc, &mut yt) };
+        } else {
+            block(x, m, k, wc, &mut yt);
         }
-        block(x, m, k, wc, yc)
+        #[cfg(not(target_arch = "x86_64"))]
+        block(x, m, k, wc, &mut yt);
+        let o0 = c * ROWS_PER_TASK;
+        for r in 0..rows {
+            for i in 0..m {
+                // SAFETY: task c alone writes columns o0..o0+rows of y; every index is in bounds.
+                unsafe { *yp.at(i * out + o0 + r) = yt[r * m + i] };
+            }
+        }
     });
-    if m == 1 {
-        return yt;
-    }
-    let mut y = vec![0f32; m * out];
-    for o in 0..out {
-        for i in 0..m {
-            y[i * out + o] = yt[o * m + i];
-        }
-    }
     y
+}
+
+/// The output buffer, shared by tasks that write disjoint columns.
+struct OutPtr(*mut f32);
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    /// # Safety
+    /// `i` must be within the buffer.
+    unsafe fn at(&self, i: usize) -> *mut f32 {
+        unsafe { self.0.add(i) }
+    }
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ impl Llm {
     pub fn generate_fixed(&self, prompt: &Tensor, n: usize) -> Result<Vec<Vec<u32>>> {
         let b = prompt.dim(0)?;
         let mut cache = self.new_cache();
-        let mut lp = self.last_logprobs(&self.forward_embeds(prompt, Some(&mut cache), false)?)?;
+        let mut lp = self.last_logits(&self.forward_embeds(prompt, Some(&mut cache), false)?)?;
         let mut out = vec![Vec::with_capacity(n); b];
         for step in 0..n {
             let next: Vec<u32> = lp.iter().map(|r| argmax(r)).collect();
@@ -72,12 +72,20 @@ impl Llm {
             }
             if step + 1 < n {
                 let x = self.embed_ids(&next)?.unsqueeze(1)?;
-                lp = self.last_logprobs(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
+                lp = self.last_logits(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
             }
         }
         Ok(out)
     }
 
+    /// Output-layer logits at the last position. Greedy and top-p need no log-softmax: argmax
+    /// and the (self-normalising) nucleus are the same on logits.
+    fn last_logits(&self, h: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let t = h.dim(1)?;
+        Ok(self.logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?)?.to_vec2()?)
+    }
+
+    /// Log-probabilities at the last position (beam search adds them up).
     fn last_logprobs(&self, h: &Tensor) -> Result<Vec<Vec<f32>>> {
         let t = h.dim(1)?;
         let l = self.logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?)?;
@@ -89,7 +97,7 @@ impl Llm {
         let eos = self.tokenizer.eos;
         let mut rngs: Vec<ChaCha8Rng> = (0..b).map(|i| ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(i as u64))).collect();
         let mut cache = self.new_cache();
-        let mut lp = self.last_logprobs(&self.forward_embeds(prompt, Some(&mut cache), false)?)?;
+        let mut lp = self.last_logits(&self.forward_embeds(prompt, Some(&mut cache), false)?)?;
         let mut out = vec![Vec::new(); b];
         let mut done = vec![false; b];
         for _ in 0..opts.max_new_tokens {
@@ -112,7 +120,7 @@ impl Llm {
                 break;
             }
             let x = self.embed_ids(&next)?.unsqueeze(1)?;
-            lp = self.last_logprobs(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
+            lp = self.last_logits(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
         }
         Ok(out)
     }
@@ -220,13 +228,13 @@ fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
     idx.into_iter().map(|i| (i, row[i as usize])).collect()
 }
 
-/// Nucleus sampling from log-probabilities.
-fn top_p(logp: &[f32], p: f32, temperature: f32, rng: &mut ChaCha8Rng) -> u32 {
+/// Nucleus sampling from logits (or log-probabilities: the same distribution).
+fn top_p(logits: &[f32], p: f32, temperature: f32, rng: &mut ChaCha8Rng) -> u32 {
     let t = temperature.max(1e-4);
-    let mut idx: Vec<usize> = (0..logp.len()).collect();
-    idx.sort_by(|a, b| logp[*b].total_cmp(&logp[*a]).then(a.cmp(b)));
-    let m = logp[idx[0]] / t;
-    let probs: Vec<f32> = idx.iter().map(|&i| (logp[i] / t - m).exp()).collect();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b)));
+    let m = logits[idx[0]] / t;
+    let probs: Vec<f32> = idx.iter().map(|&i| (logits[i] / t - m).exp()).collect();
     let z: f32 = probs.iter().sum();
     let mut cum = 0.0;
     let mut cut = probs.len();
