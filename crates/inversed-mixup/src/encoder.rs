@@ -246,9 +246,13 @@ impl Encoder {
             let q = split(l.q.forward(&x)?)?;
             let k = split(l.k.forward(&x)?)?;
             let v = split(l.v.forward(&x)?)?;
-            let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&neg)?;
-            let p = ops::softmax(&s, self.grad)?;
-            let a = p.matmul(&v)?.transpose(1, 2)?.reshape((n, t, heads * hd))?;
+            let a = if self.grad || q.dtype() != DType::F32 {
+                let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&neg)?;
+                ops::softmax(&s, self.grad)?.matmul(&v)?
+            } else {
+                crate::attention::masked_attention(&q, &k, &v, &neg)?
+            };
+            let a = a.transpose(1, 2)?.reshape((n, t, heads * hd))?;
             x = ops::layer_norm(&(l.o.forward(&a)? + &x)?, &l.ln1.0, &l.ln1.1, eps, self.grad)?;
             let f = l.down.forward(&crate::activation::gelu(&l.up.forward(&x)?)?)?;
             x = ops::layer_norm(&(f + &x)?, &l.ln2.0, &l.ln2.1, eps, self.grad)?;

@@ -110,16 +110,34 @@ macro_rules! map_kernel {
             $(assert_eq!($a.len(), n, concat!(stringify!($name), ": length mismatch"));)+
             let mut out = vec![0f32; n];
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports the features the function was compiled for.
-                unsafe { avx2($($a),+, &mut out) };
-                return out;
+            let fast = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+            #[cfg(not(target_arch = "x86_64"))]
+            let fast = false;
+            let run = |lo: usize, o: &mut [f32]| {
+                let hi = lo + o.len();
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: the CPU supports the features the function was compiled for.
+                    unsafe { avx2($(&$a[lo..hi]),+, o) };
+                    return;
+                }
+                body($(&$a[lo..hi]),+, o)
+            };
+            // Large inputs (activations of a whole batch) on all cores.
+            if n >= PAR_MIN {
+                use rayon::prelude::*;
+                out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(c, o)| run(c * PAR_CHUNK, o));
+            } else {
+                run(0, &mut out);
             }
-            body($($a),+, &mut out);
             out
         }
     };
 }
+
+/// Element counts from which the kernels split work across threads, and the piece size.
+const PAR_MIN: usize = 1 << 16;
+const PAR_CHUNK: usize = 1 << 14;
 
 map_kernel!(
     /// Exact-erf GELU `x·Φ(x)` element-wise.
@@ -172,7 +190,8 @@ mod tests {
 
     #[test]
     fn vector_kernels_equal_scalar() {
-        let x: Vec<f32> = (0..1003).map(|i| (i as f32 - 500.0) * 0.013).collect();
+        // Longer than PAR_MIN, so that the threaded split is covered too.
+        let x: Vec<f32> = (0..70_001).map(|i| ((i % 1003) as f32 - 500.0) * 0.013).collect();
         let g: Vec<f32> = x.iter().map(|v| 0.3 - v * 0.7).collect();
         let y = gelu(&x);
         let e = exp_vec(&x);
