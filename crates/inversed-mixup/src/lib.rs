@@ -24,6 +24,7 @@ pub mod intrusion;
 pub mod invert;
 pub mod io;
 pub mod llm;
+pub mod loss;
 pub mod matvec;
 pub mod metrics;
 pub mod mixup;

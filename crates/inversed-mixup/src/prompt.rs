@@ -2,7 +2,7 @@
 
 use crate::llm::{KvCache, Llm};
 use crate::{Error, Result};
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
 /// A tokenised template: `prefix <soft x k> suffix`, then the sentence.
 #[derive(Debug, Clone)]
@@ -129,9 +129,7 @@ impl Prompt {
         let h = llm.config().hidden;
         let sel = hid.narrow(1, self.len() - 1 - off, tmax)?.contiguous()?.reshape((n * tmax, h))?;
         let sel = sel.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
-        let logp = crate::llm::log_softmax(&llm.logits(&sel)?)?;
-        let lab = Tensor::new(labels.as_slice(), dev)?.unsqueeze(1)?;
-        let nll = logp.gather(&lab, D::Minus1)?.neg()?.mean_all()?;
+        let nll = crate::loss::cross_entropy(&llm.logits(&sel)?, &labels)?;
         Ok((nll, labels.len()))
     }
 }

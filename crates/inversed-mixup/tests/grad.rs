@@ -228,3 +228,22 @@ fn prefix_cache_gives_the_same_loss_and_gradients() {
         }
     }
 }
+
+#[test]
+fn fused_cross_entropy_matches_finite_differences_and_the_composition() {
+    let labels = [2u32, 0, 4];
+    check("fused cross-entropy", &(rand(&[3, 5], 70) * 3.0).unwrap(), &|x| inversed_mixup::loss::cross_entropy(x, &labels));
+    // f32 over a vocabulary-sized row, against log_softmax + gather + mean.
+    let x = Var::from_tensor(&(rand(&[4, 3001], 71) * 8.0).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
+    let labels = [0u32, 3000, 17, 1500];
+    let fused = inversed_mixup::loss::cross_entropy(x.as_tensor(), &labels).unwrap();
+    let lab = Tensor::new(&labels[..], &DEV).unwrap().unsqueeze(1).unwrap();
+    let composed = inversed_mixup::llm::log_softmax(x.as_tensor()).unwrap().gather(&lab, 1).unwrap().neg().unwrap().mean_all().unwrap();
+    let (a, b) = (fused.to_scalar::<f32>().unwrap(), composed.to_scalar::<f32>().unwrap());
+    assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "loss {a} vs {b}");
+    let (gf, gc) = (fused.backward().unwrap(), composed.backward().unwrap());
+    let d = (gf.get(x.as_tensor()).unwrap() - gc.get(x.as_tensor()).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(d < 1e-7, "gradients differ by {d}");
+    // A label outside the vocabulary is an error, not a panic.
+    assert!(inversed_mixup::loss::cross_entropy(x.as_tensor(), &[0, 1, 2, 3001]).is_err());
+}
