@@ -28,6 +28,14 @@ fn peak_mb() -> f64 {
     s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
 }
 
+fn rss_note(what: &str) {
+    if std::env::var_os("BENCH_RSS").is_some() {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let f = |k: &str| s.lines().find(|l| l.starts_with(k)).map(|l| l.to_string()).unwrap_or_default();
+        eprintln!("{what}: {} {}", f("VmRSS:"), f("VmHWM:"));
+    }
+}
+
 fn unit_rows(n: usize, seed: u64) -> Tensor {
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let v: Vec<f32> = (0..n * 384).map(|_| r.random_range(-1.0f32..1.0)).collect();
@@ -46,7 +54,7 @@ fn llm_forward_flop(c: &inversed_mixup::llm::LlmConfig, b: usize, l: usize) -> f
 }
 
 fn main() {
-    inversed_mixup::keep_freed_pages!();
+    if std::env::var_os("BENCH_PURGE").is_none() { inversed_mixup::keep_freed_pages!(); }
     let work = std::env::args().nth(1).expect("workload: train | gen1 | gen16 | encode");
     let dev = Device::Cpu;
     if work == "encode" {
@@ -62,6 +70,7 @@ fn main() {
         return;
     }
     let llm = Llm::load(&models::resolve(None, &models::LLM).unwrap(), &dev).unwrap();
+    rss_note("llm loaded");
     let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into() };
     let a = Adaptor::new(cfg, 0, &dev).unwrap();
     let prompt = Prompt::new(DEFAULT_TEMPLATE, 4, &llm).unwrap();
@@ -73,7 +82,9 @@ fn main() {
         let mut opt = AdamW::new(a.sorted_vars(), AdamWConfig { weight_decay: 0.01, ..Default::default() }).unwrap();
         let (med, runs) = timed(|| {
             let (loss, _) = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &tg).unwrap();
+            rss_note("after forward");
             let g = loss.backward().unwrap();
+            rss_note("after backward");
             opt.step(&g, 1e-3, 0.0).unwrap();
         }, 2, 9);
         // Forward + input-only backward (about the forward again), logits at the 32 targets only.

@@ -20,7 +20,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // 2^n by building the exponent bits; n is in [-126, 127] after the clamp.
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
@@ -42,7 +42,7 @@ pub fn erf(x: f32) -> f32 {
     let tail = 1.0 - poly * exp(-z * z);
     // 2/sqrt(pi) * (z - z^3/3 + z^5/10 - z^7/42 + z^9/216 - z^11/1320); next term < 2e-8 at 0.5.
     let z2 = z * z;
-    let series = 1.128_379_2 * z * (1.0 + z2 * (-1.0 / 3.0 + z2 * (0.1 + z2 * (-1.0 / 42.0 + z2 * (1.0 / 216.0 - z2 / 1320.0)))));
+    let series = std::f32::consts::FRAC_2_SQRT_PI * z * (1.0 + z2 * (-1.0 / 3.0 + z2 * (0.1 + z2 * (-1.0 / 42.0 + z2 * (1.0 / 216.0 - z2 / 1320.0)))));
     let e = if z < 0.5 { series } else { tail };
     if x < 0.0 {
         -e

@@ -112,3 +112,87 @@ impl CustomOp1 for CrossEntropy {
 pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> candle_core::Result<Tensor> {
     logits.contiguous()?.apply_op1(CrossEntropy { labels: labels.to_vec() })
 }
+
+/// In place: each row of logits becomes `softmax(row) - onehot(label)`; returns Σ of the rows'
+/// `-log softmax(row)[label]`.
+fn softmax_minus_onehot32(d: &mut [f32], v: usize, labels: &[u32]) -> f64 {
+    d.par_chunks_mut(v).zip(labels).map(|(row, &y)| {
+        let (m, lse) = lse32(row);
+        let nll = (m + lse - row[y as usize]) as f64;
+        let e = fastmath::exp_vec(&row.iter().map(|r| r - m - lse).collect::<Vec<f32>>());
+        row.copy_from_slice(&e);
+        row[y as usize] -= 1.0;
+        nll
+    }).sum()
+}
+
+fn softmax_minus_onehot64(d: &mut [f64], v: usize, labels: &[u32]) -> f64 {
+    d.chunks_mut(v).zip(labels).map(|(row, &y)| {
+        let (m, lse) = lse64(row);
+        let nll = m + lse - row[y as usize];
+        for r in row.iter_mut() {
+            *r = (*r - m - lse).exp();
+        }
+        row[y as usize] -= 1.0;
+        nll
+    }).sum()
+}
+
+/// Mean cross-entropy of `h @ Wᵀ` for a frozen output layer `W`, whose gradient is formed during
+/// the forward pass (see [`output_cross_entropy`]).
+struct OutputCrossEntropy {
+    w: Tensor,
+    loss: CpuStorage,
+    /// `softmax - onehot` per row, handed to the backward once and then freed.
+    dlogits: std::sync::Mutex<Option<Tensor>>,
+}
+
+impl CustomOp1 for OutputCrossEntropy {
+    fn name(&self) -> &'static str {
+        "output-cross-entropy"
+    }
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok((self.loss.clone(), Shape::from(())))
+    }
+    fn bwd(&self, _h: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let d = self.dlogits.lock().map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))?.take();
+        let d = d.ok_or_else(|| candle_core::Error::Msg("output-cross-entropy: backward ran twice".into()))?;
+        let scale = g.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / d.dim(0)? as f64;
+        Ok(Some((d.matmul(&self.w)? * scale)?))
+    }
+}
+
+/// Mean cross-entropy of the logits `h @ Wᵀ` (`h (n, hidden)`, frozen `W (classes, hidden)`)
+/// against `labels`, differentiable in `h`.
+///
+/// The (n × vocabulary) logits are the largest tensors of a training step. Here they are never
+/// kept: the forward pass turns them in place into `softmax - onehot`, which is all the backward
+/// needs (one matmul with `W`), instead of keeping the logits, copying them and allocating their
+/// gradient in the backward (three vocabulary-sized buffers at the peak of the step, now one).
+pub fn output_cross_entropy(h: &Tensor, w: &crate::ops::FrozenLinear, labels: &[u32]) -> candle_core::Result<Tensor> {
+    let (n, _) = h.dims2()?;
+    let logits = w.forward(&h.detach())?;
+    let v = logits.dim(1)?;
+    if n != labels.len() {
+        candle_core::bail!("cross-entropy: {n} rows but {} labels", labels.len());
+    }
+    if let Some(&bad) = labels.iter().find(|&&y| y as usize >= v) {
+        candle_core::bail!("cross-entropy: label {bad} outside the {v} classes");
+    }
+    let (loss, d) = match logits.dtype() {
+        candle_core::DType::F32 => {
+            let mut d = logits.flatten_all()?.to_vec1::<f32>()?;
+            drop(logits);
+            let s = softmax_minus_onehot32(&mut d, v, labels);
+            (CpuStorage::F32(vec![(s / n as f64) as f32]), Tensor::from_vec(d, (n, v), h.device())?)
+        }
+        candle_core::DType::F64 => {
+            let mut d = logits.flatten_all()?.to_vec1::<f64>()?;
+            drop(logits);
+            let s = softmax_minus_onehot64(&mut d, v, labels);
+            (CpuStorage::F64(vec![s / n as f64]), Tensor::from_vec(d, (n, v), h.device())?)
+        }
+        dt => candle_core::bail!("cross-entropy: f32 or f64 only, got {dt:?}"),
+    };
+    h.apply_op1(OutputCrossEntropy { w: w.weight().clone(), loss, dlogits: std::sync::Mutex::new(Some(d)) })
+}

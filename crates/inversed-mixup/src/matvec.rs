@@ -72,7 +72,7 @@ unsafe fn block_avx2(x: &[f32], m: usize, k: usize, w: &[f32], yt: &mut [f32]) {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
     }
     let rows = w.len() / k;
-    if k % 8 != 0 || m % 2 != 0 || rows % 4 != 0 {
+    if !k.is_multiple_of(8) || !m.is_multiple_of(2) || !rows.is_multiple_of(4) {
         return block(x, m, k, w, yt);
     }
     let (xp, wp) = (x.as_ptr(), w.as_ptr());

@@ -129,7 +129,7 @@ impl Prompt {
         let h = llm.config().hidden;
         let sel = hid.narrow(1, self.len() - 1 - off, tmax)?.contiguous()?.reshape((n * tmax, h))?;
         let sel = sel.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
-        let nll = crate::loss::cross_entropy(&llm.logits(&sel)?, &labels)?;
+        let nll = if grad { llm.output_loss(&sel, &labels)? } else { crate::loss::cross_entropy(&llm.logits(&sel)?, &labels)? };
         Ok((nll, labels.len()))
     }
 }

@@ -247,3 +247,81 @@ fn fused_cross_entropy_matches_finite_differences_and_the_composition() {
     // A label outside the vocabulary is an error, not a panic.
     assert!(inversed_mixup::loss::cross_entropy(x.as_tensor(), &[0, 1, 2, 3001]).is_err());
 }
+
+/// `recompute::project` keeps only its inputs in the graph; its gradients still equal finite
+/// differences and the plain composition `residual + f(x) @ Wᵀ`, to rounding.
+#[test]
+fn recomputed_projection_matches_finite_differences_and_the_composition() {
+    use inversed_mixup::recompute::{project, Region};
+    use std::sync::Arc;
+    let lin = ops::FrozenLinear::new(rand(&[5, 6], 80));
+    let nw = rand(&[6], 81);
+    let norm: Region = Arc::new(move |x| ops::rms_norm(x, &nw, 1e-5, true));
+    let sw: Region = Arc::new(|x| inversed_mixup::activation::swiglu(&x.narrow(2, 0, 3)?, &x.narrow(2, 3, 3)?));
+    let lin3 = ops::FrozenLinear::new(rand(&[5, 3], 87));
+    let r0 = rand(&[2, 3, 5], 82);
+    check("project(norm)", &rand(&[2, 3, 6], 83), &|x| project(x, None, norm.clone(), &lin));
+    check("project(swiglu)+residual, d/dx", &rand(&[2, 3, 6], 84), &|x| project(x, Some(&r0), sw.clone(), &lin3));
+    let x0 = rand(&[2, 3, 6], 85);
+    check("project(swiglu)+residual, d/dresidual", &r0, &|r| project(&x0, Some(r), sw.clone(), &lin3));
+    // Against the composition: same value, same gradients for both inputs.
+    let (x, r) = (Var::from_tensor(&x0).unwrap(), Var::from_tensor(&r0).unwrap());
+    let w = rand(&[2, 3, 5], 86);
+    let lean = project(x.as_tensor(), Some(r.as_tensor()), sw.clone(), &lin3).unwrap();
+    let plain = (lin3.forward(&sw(x.as_tensor()).unwrap()).unwrap() + r.as_tensor()).unwrap();
+    let maxdiff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+    assert!(maxdiff(&lean, &plain) < 1e-12);
+    let (gl, gp) = ((lean * &w).unwrap().sum_all().unwrap().backward().unwrap(), (plain * &w).unwrap().sum_all().unwrap().backward().unwrap());
+    for v in [&x, &r] {
+        assert!(maxdiff(gl.get(v.as_tensor()).unwrap(), gp.get(v.as_tensor()).unwrap()) < 1e-12);
+    }
+}
+
+/// The output-layer loss forms its gradient in the forward pass: same loss and gradient as the
+/// logits followed by the fused cross-entropy, and equal to finite differences.
+#[test]
+fn output_cross_entropy_matches_finite_differences_and_the_composition() {
+    let w = ops::FrozenLinear::new((rand(&[7, 4], 90) * 2.0).unwrap());
+    let labels = [6u32, 0, 3];
+    check("output cross-entropy", &rand(&[3, 4], 91), &|h| inversed_mixup::loss::output_cross_entropy(h, &w, &labels));
+    for dt in [DType::F64, DType::F32] {
+        let h = Var::from_tensor(&rand(&[3, 4], 92).to_dtype(dt).unwrap()).unwrap();
+        let wt = ops::FrozenLinear::new(w.weight().to_dtype(dt).unwrap());
+        let fused = inversed_mixup::loss::output_cross_entropy(h.as_tensor(), &wt, &labels).unwrap();
+        let plain = inversed_mixup::loss::cross_entropy(&wt.forward(h.as_tensor()).unwrap(), &labels).unwrap();
+        let tol = if dt == DType::F64 { 1e-12 } else { 1e-6 };
+        let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert!((f64s(&fused)[0] - f64s(&plain)[0]).abs() < tol);
+        let (gf, gp) = (fused.backward().unwrap(), plain.backward().unwrap());
+        for (a, b) in f64s(gf.get(h.as_tensor()).unwrap()).iter().zip(f64s(gp.get(h.as_tensor()).unwrap())) {
+            assert!((a - b).abs() < tol, "{dt:?}: gradient {a} vs {b}");
+        }
+    }
+    assert!(inversed_mixup::loss::output_cross_entropy(&rand(&[3, 4], 93), &w, &[0, 1, 7]).is_err());
+}
+
+/// The lean training path (recomputation, loss gradient formed forward) is an optimisation only:
+/// same loss and adaptor gradients as the plain composition that keeps every intermediate.
+#[test]
+fn lean_training_path_gives_the_same_loss_and_gradients() {
+    let (_d, mut llm, a) = tiny();
+    let prompt = Prompt::new(DEFAULT_TEMPLATE, 2, &llm).unwrap();
+    let h = rand(&[3, 6], 32).to_dtype(DType::F32).unwrap();
+    let targets: Vec<Vec<u32>> = ["a cat", "hello there world", "x"].iter().map(|t| Prompt::target_ids(&llm, t).unwrap()).collect();
+    let mut run = |lean: bool| {
+        llm.set_lean_training(lean);
+        let loss = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &targets).unwrap().0;
+        let g = loss.backward().unwrap();
+        let grads: Vec<Vec<f32>> = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        (loss.to_scalar::<f32>().unwrap(), grads)
+    };
+    let ((ll, gl), (lp, gp)) = (run(true), run(false));
+    assert!((ll - lp).abs() < 1e-5, "lean loss {ll} vs plain {lp}");
+    for (a, b) in gl.iter().zip(&gp) {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-4 * scale, "gradient {x} vs {y}");
+        }
+    }
+}

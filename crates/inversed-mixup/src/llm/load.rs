@@ -1,6 +1,6 @@
 //! Loading a Llama model from GGUF (dequantised to f32) or from a safetensors directory.
 
-use super::{rope_tables, Block, Llm, LlmConfig, LlmTokenizer};
+use super::{rope_tables, Block, BlockWeights, Llm, LlmConfig, LlmTokenizer};
 use crate::ops::FrozenLinear;
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file;
@@ -55,17 +55,17 @@ impl Llm {
         for i in 0..cfg.layers {
             let p = format!("blk.{i}");
             let mut lin = |n: &str| get(&format!("{p}.{n}.weight"));
-            blocks.push(Block {
+            blocks.push(Block::new(BlockWeights {
                 attn_norm: lin("attn_norm")?,
-                q: FrozenLinear::new(unpermute(&lin("attn_q")?, cfg.heads, hd)?),
-                k: FrozenLinear::new(unpermute(&lin("attn_k")?, cfg.kv_heads, hd)?),
-                v: FrozenLinear::new(lin("attn_v")?),
-                o: FrozenLinear::new(lin("attn_output")?),
+                q: unpermute(&lin("attn_q")?, cfg.heads, hd)?,
+                k: unpermute(&lin("attn_k")?, cfg.kv_heads, hd)?,
+                v: lin("attn_v")?,
+                o: lin("attn_output")?,
                 ffn_norm: lin("ffn_norm")?,
-                gate: FrozenLinear::new(lin("ffn_gate")?),
-                up: FrozenLinear::new(lin("ffn_up")?),
-                down: FrozenLinear::new(lin("ffn_down")?),
-            });
+                gate: lin("ffn_gate")?,
+                up: lin("ffn_up")?,
+                down: lin("ffn_down")?,
+            })?);
         }
         let norm = get("output_norm.weight")?;
         let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -108,8 +108,8 @@ impl Llm {
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let p = format!("model.layers.{i}");
-            let lin = |n: &str| get(&format!("{p}.{n}.weight")).map(FrozenLinear::new);
-            blocks.push(Block {
+            let lin = |n: &str| get(&format!("{p}.{n}.weight"));
+            blocks.push(Block::new(BlockWeights {
                 attn_norm: get(&format!("{p}.input_layernorm.weight"))?,
                 q: lin("self_attn.q_proj")?,
                 k: lin("self_attn.k_proj")?,
@@ -119,7 +119,7 @@ impl Llm {
                 gate: lin("mlp.gate_proj")?,
                 up: lin("mlp.up_proj")?,
                 down: lin("mlp.down_proj")?,
-            });
+            })?);
         }
         let norm = get("model.norm.weight")?;
         let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -141,7 +141,7 @@ impl Llm {
             return Err(Error::model(&name, format!("embedding table {:?} does not match vocab {} x hidden {}", embed.dims(), cfg.vocab, cfg.hidden)));
         }
         let (cos, sin) = rope_tables(&cfg, device)?;
-        Ok(Self { cfg, embed, blocks, norm, lm_head: FrozenLinear::new(lm_head), cos, sin, tokenizer, name, device: device.clone() })
+        Ok(Self { cfg, embed, blocks, norm, lm_head: FrozenLinear::new(lm_head), cos, sin, tokenizer, name, device: device.clone(), lean_training: true })
     }
 }
 

@@ -10,7 +10,9 @@ pub use load::permute_for_gguf;
 pub use tokenizer::LlmTokenizer;
 
 use crate::ops::{self, FrozenLinear};
+use crate::recompute;
 use candle_core::{DType, Device, Tensor, D};
+use std::sync::Arc;
 
 /// Llama hyper-parameters (from GGUF metadata or config.json).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,16 +37,41 @@ pub struct LlmConfig {
     pub max_pos: usize,
 }
 
+/// One transformer block. Q/K/V and gate/up are stored stacked along the output axis: one matmul
+/// (and one recomputed norm in training, see `recompute`) instead of three and two.
 struct Block {
     attn_norm: Tensor,
-    q: FrozenLinear,
-    k: FrozenLinear,
-    v: FrozenLinear,
+    qkv: FrozenLinear,
     o: FrozenLinear,
     ffn_norm: Tensor,
-    gate: FrozenLinear,
-    up: FrozenLinear,
+    gate_up: FrozenLinear,
     down: FrozenLinear,
+}
+
+/// The (out, in) weights of one block, as stored in the checkpoint.
+pub(crate) struct BlockWeights {
+    pub attn_norm: Tensor,
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub o: Tensor,
+    pub ffn_norm: Tensor,
+    pub gate: Tensor,
+    pub up: Tensor,
+    pub down: Tensor,
+}
+
+impl Block {
+    fn new(w: BlockWeights) -> candle_core::Result<Self> {
+        Ok(Self {
+            attn_norm: w.attn_norm,
+            qkv: FrozenLinear::new(Tensor::cat(&[&w.q, &w.k, &w.v], 0)?),
+            o: FrozenLinear::new(w.o),
+            ffn_norm: w.ffn_norm,
+            gate_up: FrozenLinear::new(Tensor::cat(&[&w.gate, &w.up], 0)?),
+            down: FrozenLinear::new(w.down),
+        })
+    }
 }
 
 /// Per-layer key/value cache for incremental decoding.
@@ -94,6 +121,8 @@ pub struct Llm {
     tokenizer: LlmTokenizer,
     name: String,
     device: Device,
+    /// Training path: recompute cheap functions instead of keeping them (default true).
+    lean_training: bool,
 }
 
 impl Llm {
@@ -119,7 +148,7 @@ impl Llm {
         let mut w = vec![&self.embed, &self.norm, self.lm_head.weight()];
         for b in &self.blocks {
             w.extend([&b.attn_norm, &b.ffn_norm]);
-            for l in [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down] {
+            for l in [&b.qkv, &b.o, &b.gate_up, &b.down] {
                 w.push(l.weight());
             }
         }
@@ -134,9 +163,59 @@ impl Llm {
 
     /// Runs the blocks on input embeddings `(b, t, hidden)` and returns final-normed hidden states.
     ///
-    /// `grad` selects differentiable ops (training); with a `cache`, positions continue from
-    /// `cache.len` and the new keys/values are appended.
-    pub fn forward_embeds(&self, x: &Tensor, mut cache: Option<&mut KvCache>, grad: bool) -> candle_core::Result<Tensor> {
+    /// `grad` selects the differentiable training path; with a `cache`, positions continue from
+    /// `cache.len`. Inference appends the new keys/values to the cache; training only reads it
+    /// (a constant prompt prefix).
+    pub fn forward_embeds(&self, x: &Tensor, cache: Option<&mut KvCache>, grad: bool) -> candle_core::Result<Tensor> {
+        if grad {
+            if self.lean_training {
+                return self.forward_train(x, cache.as_deref());
+            }
+            return self.forward_plain(x, cache, true);
+        }
+        self.forward_plain(x, cache, false)
+    }
+
+    /// Chooses the training path: `true` (default) recomputes cheap functions in the backward
+    /// instead of keeping their outputs (see `recompute`); `false` is the plain composition it is
+    /// tested against.
+    pub fn set_lean_training(&mut self, on: bool) {
+        self.lean_training = on;
+    }
+
+    /// Training forward that keeps per layer only the block input, the Q/K/V projections, the
+    /// mid-block residual and the gate/up projections in the graph.
+    fn forward_train(&self, x: &Tensor, cache: Option<&KvCache>) -> candle_core::Result<Tensor> {
+        let (_, t, _) = x.dims3()?;
+        let off = cache.map_or(0, |c| c.len);
+        let cos = self.cos.narrow(0, off, t)?;
+        let sin = self.sin.narrow(0, off, t)?;
+        let mask = causal_mask(t, off, &self.device)?.map(|m| m.to_dtype(x.dtype())).transpose()?;
+        let eps = self.cfg.rms_eps;
+        let ffn = self.cfg.ffn;
+        let mut x = x.clone();
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let nw = blk.attn_norm.clone();
+            let qkv = recompute::project(&x, None, Arc::new(move |x| ops::rms_norm(x, &nw, eps, true)), &blk.qkv)?;
+            let att = CausalAttention {
+                cfg: self.cfg.clone(),
+                cos: cos.clone(),
+                sin: sin.clone(),
+                mask: mask.clone(),
+                prefix: cache.and_then(|c| c.kv[i].clone()),
+            };
+            x = recompute::project(&qkv, Some(&x), Arc::new(move |qkv| att.forward(qkv)), &blk.o)?;
+            let nw = blk.ffn_norm.clone();
+            let gu = recompute::project(&x, None, Arc::new(move |x| ops::rms_norm(x, &nw, eps, true)), &blk.gate_up)?;
+            let act = move |gu: &Tensor| crate::activation::swiglu(&gu.narrow(2, 0, ffn)?, &gu.narrow(2, ffn, ffn)?);
+            x = recompute::project(&gu, Some(&x), Arc::new(act), &blk.down)?;
+        }
+        ops::rms_norm(&x, &self.norm, eps, true)
+    }
+
+    /// The plain composition: inference (fused kernels, KV cache) or, with `grad`, the reference
+    /// training path that keeps every intermediate in the graph.
+    fn forward_plain(&self, x: &Tensor, mut cache: Option<&mut KvCache>, grad: bool) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let off = cache.as_ref().map(|c| c.len).unwrap_or(0);
         let cos = self.cos.narrow(0, off, t)?;
@@ -145,12 +224,13 @@ impl Llm {
         let (nh, nkv) = (self.cfg.heads, self.cfg.kv_heads);
         let hd = self.cfg.hidden / nh;
         let rep = nh / nkv;
+        let ffn = self.cfg.ffn;
         let mut x = x.clone();
         for (i, blk) in self.blocks.iter().enumerate() {
             let h = ops::rms_norm(&x, &blk.attn_norm, self.cfg.rms_eps, grad)?;
-            let q = blk.q.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-            let k = blk.k.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let v = blk.v.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let qkv = blk.qkv.forward(&h)?;
+            let split = |from: usize, heads: usize| qkv.narrow(2, from * hd, heads * hd)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
+            let (q, k, v) = (split(0, nh)?, split(nh, nkv)?, split(nh + nkv, nkv)?);
             let q = ops::rope(&q, &cos, &sin, grad)?;
             let mut k = ops::rope(&k, &cos, &sin, grad)?;
             let mut v = v;
@@ -159,31 +239,26 @@ impl Llm {
                     k = Tensor::cat(&[pk, &k], 2)?;
                     v = Tensor::cat(&[pv, &v], 2)?;
                 }
-                c.kv[i] = Some((k.clone(), v.clone()));
+                if !grad {
+                    c.kv[i] = Some((k.clone(), v.clone()));
+                }
             }
             let a = if t == 1 && !grad && x.dtype() == DType::F32 {
                 // Decoding: one query per sequence, one fused pass.
                 crate::attention::decode_attention(&q.reshape((b, nkv, rep, hd))?, &k, &v)?.reshape((b, 1, nh * hd))?
             } else {
-                let tk = k.dim(2)?;
-                // Grouped-query attention without copying K/V: the `rep` query heads sharing one KV
-                // head are stacked along the row axis.
-                let q = q.reshape((b, nkv, rep * t, hd))?;
-                let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-                let s = match &mask {
-                    Some(m) => s.reshape((b, nkv, rep, t, tk))?.broadcast_add(m)?.reshape((b, nkv, rep * t, tk))?,
-                    None => s,
-                };
-                let p = ops::softmax(&s, grad)?;
-                p.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?
+                attend(&q, &k, &v, mask.as_ref(), grad)?
             };
             x = (x + blk.o.forward(&a)?)?;
             let h = ops::rms_norm(&x, &blk.ffn_norm, self.cfg.rms_eps, grad)?;
-            let f = crate::activation::swiglu(&blk.gate.forward(&h)?, &blk.up.forward(&h)?)?;
+            let gu = blk.gate_up.forward(&h)?;
+            let f = crate::activation::swiglu(&gu.narrow(2, 0, ffn)?, &gu.narrow(2, ffn, ffn)?)?;
             x = (x + blk.down.forward(&f)?)?;
         }
         if let Some(c) = cache {
-            c.len += t;
+            if !grad {
+                c.len += t;
+            }
         }
         ops::rms_norm(&x, &self.norm, self.cfg.rms_eps, grad)
     }
@@ -191,6 +266,12 @@ impl Llm {
     /// Output-layer logits for hidden states `(..., hidden)`.
     pub fn logits(&self, h: &Tensor) -> candle_core::Result<Tensor> {
         self.lm_head.forward(h)
+    }
+
+    /// Mean cross-entropy of the next-token predictions from hidden states `h (n, hidden)`
+    /// against `labels`, for training: differentiable in `h`, never keeping the logits.
+    pub fn output_loss(&self, h: &Tensor, labels: &[u32]) -> candle_core::Result<Tensor> {
+        crate::loss::output_cross_entropy(h, &self.lm_head, labels)
     }
 
     /// Full per-position logits `(b, t, vocab)` for token ids (used by parity tests).
@@ -202,6 +283,51 @@ impl Llm {
     /// An empty KV cache.
     pub fn new_cache(&self) -> KvCache {
         KvCache { kv: vec![None; self.cfg.layers], len: 0 }
+    }
+}
+
+/// Grouped-query attention `softmax(q·kᵀ/√hd + mask)·v` for `q (b, nh, t, hd)` and
+/// `k`/`v (b, nkv, tk, hd)`, returning `(b, t, nh·hd)`. K/V are not copied per query head: the
+/// `rep` query heads sharing one KV head are stacked along the row axis.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, grad: bool) -> candle_core::Result<Tensor> {
+    let (b, nh, t, hd) = q.dims4()?;
+    let (nkv, tk) = (k.dim(1)?, k.dim(2)?);
+    let rep = nh / nkv;
+    let q = q.reshape((b, nkv, rep * t, hd))?;
+    let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+    let s = match mask {
+        Some(m) => s.reshape((b, nkv, rep, t, tk))?.broadcast_add(m)?.reshape((b, nkv, rep * t, tk))?,
+        None => s,
+    };
+    let p = ops::softmax(&s, grad)?;
+    p.matmul(v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))
+}
+
+/// The attention core of a training step as a function of the stacked Q/K/V projections, so
+/// that `recompute` can rerun it in the backward pass.
+struct CausalAttention {
+    cfg: LlmConfig,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+    /// Constant keys/values of a cached prompt prefix.
+    prefix: Option<(Tensor, Tensor)>,
+}
+
+impl CausalAttention {
+    fn forward(&self, qkv: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, _) = qkv.dims3()?;
+        let (nh, nkv) = (self.cfg.heads, self.cfg.kv_heads);
+        let hd = self.cfg.hidden / nh;
+        let split = |from: usize, heads: usize| qkv.narrow(2, from * hd, heads * hd)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
+        let q = ops::rope(&split(0, nh)?, &self.cos, &self.sin, true)?;
+        let mut k = ops::rope(&split(nh, nkv)?, &self.cos, &self.sin, true)?;
+        let mut v = split(nh + nkv, nkv)?;
+        if let Some((pk, pv)) = &self.prefix {
+            k = Tensor::cat(&[pk, &k], 2)?;
+            v = Tensor::cat(&[pv, &v], 2)?;
+        }
+        attend(&q, &k, &v, self.mask.as_ref(), true)
     }
 }
 
