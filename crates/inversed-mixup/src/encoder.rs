@@ -48,6 +48,9 @@ pub enum Pooling {
 }
 
 struct Layer {
+    /// Q/K/V stacked into one matmul for inference; `None` for trainable weights (a copy would
+    /// go stale as they change).
+    qkv: Option<Linear>,
     q: Linear,
     k: Linear,
     v: Linear,
@@ -104,6 +107,9 @@ impl Encoder {
         let mut e = Self::new(dir, vb, device)?;
         vm.load(&st).map_err(|e| Error::model(&st, format!("cannot load trainable weights: {e}")))?;
         e.grad = true;
+        for l in &mut e.layers {
+            l.qkv = None;
+        }
         Ok((e, vm))
     }
 
@@ -138,10 +144,22 @@ impl Encoder {
                 let l = vb.pp("encoder.layer").pp(i);
                 let a = l.pp("attention");
                 let lin = |n: &str, i, o| candle_nn::linear(i, o, a.pp(n));
+                let (q, k, v) = (lin("self.query", h, h)?, lin("self.key", h, h)?, lin("self.value", h, h)?);
+                let stack = |f: &dyn Fn(&Linear) -> Option<Tensor>| -> candle_core::Result<Option<Tensor>> {
+                    match (f(&q), f(&k), f(&v)) {
+                        (Some(a), Some(b), Some(c)) => Ok(Some(Tensor::cat(&[a, b, c], 0)?)),
+                        _ => Ok(None),
+                    }
+                };
+                let qkv = match (stack(&|l| Some(l.weight().clone()))?, stack(&|l| l.bias().cloned())?) {
+                    (Some(w), b) => Some(Linear::new(w, b)),
+                    _ => None,
+                };
                 layers.push(Layer {
-                    q: lin("self.query", h, h)?,
-                    k: lin("self.key", h, h)?,
-                    v: lin("self.value", h, h)?,
+                    qkv,
+                    q,
+                    k,
+                    v,
                     o: lin("output.dense", h, h)?,
                     ln1: (a.pp("output.LayerNorm").get(h, "weight")?, a.pp("output.LayerNorm").get(h, "bias")?),
                     up: candle_nn::linear(h, cfg.intermediate_size, l.pp("intermediate.dense"))?,
@@ -243,9 +261,14 @@ impl Encoder {
         let hd = self.cfg.hidden_size / heads;
         let split = |y: Tensor| y.reshape((n, t, heads, hd))?.transpose(1, 2)?.contiguous();
         for l in &self.layers {
-            let q = split(l.q.forward(&x)?)?;
-            let k = split(l.k.forward(&x)?)?;
-            let v = split(l.v.forward(&x)?)?;
+            let (q, k, v) = match (&l.qkv, self.grad) {
+                (Some(qkv), false) => {
+                    // One matmul, then one copy into (3, n, heads, t, hd).
+                    let y = qkv.forward(&x)?.reshape((n, t, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
+                    (y.get(0)?, y.get(1)?, y.get(2)?)
+                }
+                _ => (split(l.q.forward(&x)?)?, split(l.k.forward(&x)?)?, split(l.v.forward(&x)?)?),
+            };
             let a = if self.grad || q.dtype() != DType::F32 {
                 let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&neg)?;
                 ops::softmax(&s, self.grad)?.matmul(&v)?
