@@ -135,3 +135,97 @@ pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
     gate.contiguous()?.apply_op2(&up.contiguous()?, Kind::SwiGlu)
 }
+
+/// SwiGLU on stacked `[gate | up]` rows `(..., 2f)` -> `(..., f)`, or (with `dy`) its input
+/// gradient `(..., 2f)`; forward-only kernels for `recompute`, which supplies the backward.
+struct Stacked {
+    grad: bool,
+}
+
+fn stacked_rows<'a, T: Copy + Default + Send + Sync>(gu: &'a [T], dy: Option<&'a [T]>, f: usize, grad: bool, row: impl Fn(&[T], &[T], Option<&[T]>, &mut [T]) + Sync + Send) -> Vec<T> {
+    use rayon::prelude::*;
+    let rows = gu.len() / (2 * f);
+    let w = if grad { 2 * f } else { f };
+    let mut out = vec![T::default(); rows * w];
+    out.par_chunks_mut(w).enumerate().for_each(|(r, o)| {
+        let x = &gu[r * 2 * f..(r + 1) * 2 * f];
+        row(&x[..f], &x[f..], dy.map(|d| &d[r * f..(r + 1) * f]), o);
+    });
+    out
+}
+
+impl Stacked {
+    fn run(&self, gu: (&CpuStorage, &Layout), dy: Option<(&CpuStorage, &Layout)>) -> candle_core::Result<(CpuStorage, Shape)> {
+        let mut dims = gu.1.dims().to_vec();
+        let f = dims.last().copied().unwrap_or(0) / 2;
+        if !self.grad {
+            *dims.last_mut().expect("rank >= 1") = f;
+        }
+        let out = match (gu.0, dy.map(|d| d.0)) {
+            (CpuStorage::F32(x), d) => {
+                let x = slice(x, gu.1)?;
+                let d = match (d, dy) {
+                    (Some(CpuStorage::F32(d)), Some((_, l))) => Some(slice(d, l)?),
+                    (None, _) => None,
+                    _ => candle_core::bail!("swiglu-stacked: inputs must both be f32"),
+                };
+                CpuStorage::F32(stacked_rows(x, d, f, self.grad, |g, u, d, o| match d {
+                    None => fastmath::swiglu_into(g, u, o),
+                    Some(d) => {
+                        let (og, ou) = o.split_at_mut(f);
+                        fastmath::swiglu_grad_gate_into(g, u, d, og);
+                        fastmath::swiglu_grad_up_into(g, d, ou);
+                    }
+                }))
+            }
+            (CpuStorage::F64(x), d) => {
+                let x = slice(x, gu.1)?;
+                let d = match (d, dy) {
+                    (Some(CpuStorage::F64(d)), Some((_, l))) => Some(slice(d, l)?),
+                    (None, _) => None,
+                    _ => candle_core::bail!("swiglu-stacked: inputs must both be f64"),
+                };
+                CpuStorage::F64(stacked_rows(x, d, f, self.grad, |g, u, d, o| match d {
+                    None => o.iter_mut().zip(g.iter().zip(u)).for_each(|(o, (&g, &u))| *o = g * sig64(g) * u),
+                    Some(d) => {
+                        for i in 0..f {
+                            let s = sig64(g[i]);
+                            o[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                            o[f + i] = d[i] * g[i] * s;
+                        }
+                    }
+                }))
+            }
+            _ => candle_core::bail!("swiglu-stacked: f32 or f64 only"),
+        };
+        Ok((out, Shape::from(dims)))
+    }
+}
+
+impl CustomOp1 for Stacked {
+    fn name(&self) -> &'static str {
+        "swiglu-stacked"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((s, l), None)
+    }
+}
+
+impl CustomOp2 for Stacked {
+    fn name(&self) -> &'static str {
+        "swiglu-stacked-grad"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((s1, l1), Some((s2, l2)))
+    }
+}
+
+/// `silu(gate)·up` for stacked `[gate | up]` rows `(..., 2f)` (no graph: see `recompute`).
+pub fn swiglu_stacked(gu: &Tensor) -> candle_core::Result<Tensor> {
+    gu.detach().contiguous()?.apply_op1(Stacked { grad: false })
+}
+
+/// The gradient `(..., 2f)` of [`swiglu_stacked`] at `gu` for the upstream gradient `dy (..., f)`.
+pub fn swiglu_stacked_grad(gu: &Tensor, dy: &Tensor) -> candle_core::Result<Tensor> {
+    gu.detach().contiguous()?.apply_op2(&dy.detach().contiguous()?, Stacked { grad: true })
+}

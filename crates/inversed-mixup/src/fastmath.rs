@@ -90,7 +90,33 @@ fn swiglu_grad_up1(g: f32, dy: f32) -> f32 {
 /// Defines `pub fn $name(inputs..) -> Vec<f32>` mapping element-wise with `$f`, dispatching to an
 /// AVX2+FMA build of the same loop when the CPU has it.
 macro_rules! map_kernel {
-    ($(#[$doc:meta])* $name:ident, ($($a:ident),+), $f:expr) => {
+    ($(#[$doc:meta])* $name:ident, $into:ident, ($($a:ident),+), $f:expr) => {
+        $(#[$doc])*
+        /// (Into `out`, on the calling thread: for callers that split the work themselves.)
+        pub fn $into($($a: &[f32]),+, out: &mut [f32]) {
+            #[inline(always)]
+            fn body($($a: &[f32]),+, out: &mut [f32]) {
+                let n = out.len();
+                $(let $a = &$a[..n];)+
+                for i in 0..n {
+                    out[i] = $f($($a[i]),+);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($a: &[f32]),+, out: &mut [f32]) {
+                body($($a),+, out)
+            }
+            $(assert!($a.len() >= out.len(), concat!(stringify!($into), ": input shorter than output"));)+
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports the features the function was compiled for.
+                unsafe { avx2($($a),+, out) };
+                return;
+            }
+            body($($a),+, out)
+        }
+
         $(#[$doc])*
         pub fn $name($($a: &[f32]),+) -> Vec<f32> {
             #[inline(always)]
@@ -141,27 +167,27 @@ const PAR_CHUNK: usize = 1 << 14;
 
 map_kernel!(
     /// Exact-erf GELU `x·Φ(x)` element-wise.
-    gelu, (x), gelu1
+    gelu, gelu_into, (x), gelu1
 );
 map_kernel!(
     /// Gradient of GELU: `g · (Φ(x) + x·φ(x))`.
-    gelu_grad, (x, g), gelu_grad1
+    gelu_grad, gelu_grad_into, (x, g), gelu_grad1
 );
 map_kernel!(
     /// SwiGLU `silu(gate) · up` element-wise.
-    swiglu, (gate, up), swiglu1
+    swiglu, swiglu_into, (gate, up), swiglu1
 );
 map_kernel!(
     /// Gradient of SwiGLU with respect to the gate.
-    swiglu_grad_gate, (gate, up, dy), swiglu_grad_gate1
+    swiglu_grad_gate, swiglu_grad_gate_into, (gate, up, dy), swiglu_grad_gate1
 );
 map_kernel!(
     /// Gradient of SwiGLU with respect to the up projection.
-    swiglu_grad_up, (gate, dy), swiglu_grad_up1
+    swiglu_grad_up, swiglu_grad_up_into, (gate, dy), swiglu_grad_up1
 );
 map_kernel!(
     /// `e^x` element-wise.
-    exp_vec, (x), exp
+    exp_vec, exp_into, (x), exp
 );
 
 #[cfg(test)]

@@ -212,3 +212,44 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tenso
     let v = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
     x.contiguous()?.apply_op1(Rope { cos: v(cos)?, sin: v(sin)?, sign: 1.0 })
 }
+
+/// With r = 1/rms(x): dx = r*w*g - x * r^3/d * sum(w*g*x) (the input gradient alone).
+fn rms_input_grad_rows<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
+    let d = w.len();
+    let mut dx = vec![T::of(0.0); x.len()];
+    for ((xr, gr), dr) in x.chunks(d).zip(g.chunks(d)).zip(dx.chunks_mut(d)) {
+        let ms = xr.iter().map(|&v| v * v).sum::<T>() / T::of(d as f64);
+        let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
+        let dot: T = xr.iter().zip(gr).zip(w).map(|((&a, &b), &c)| a * b * c).sum();
+        let k = r * r * r * dot / T::of(d as f64);
+        for i in 0..d {
+            dr[i] = r * w[i] * gr[i] - xr[i] * k;
+        }
+    }
+    dx
+}
+
+/// Forward-only kernel: the RMSNorm input gradient from `(x, w, g)`.
+struct RmsInputGrad(f64);
+
+impl candle_core::CustomOp3 for RmsInputGrad {
+    fn name(&self) -> &'static str {
+        "rms-norm-input-grad"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l1.shape() != l3.shape() || l2.shape().elem_count() != *l1.dims().last().unwrap_or(&0) {
+            candle_core::bail!("rms-norm-input-grad: x {:?}, w {:?}, g {:?}", l1.dims(), l2.dims(), l3.dims());
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => CpuStorage::F32(rms_input_grad_rows(contiguous(x, l1)?, contiguous(w, l2)?, contiguous(g, l3)?, self.0)),
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => CpuStorage::F64(rms_input_grad_rows(contiguous(x, l1)?, contiguous(w, l2)?, contiguous(g, l3)?, self.0)),
+            _ => candle_core::bail!("rms-norm-input-grad: inputs must all be f32 or all f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// dL/dx of `rms_norm(x, w)` for the upstream gradient `g` (no graph; `w` is treated as constant).
+pub fn rms_norm_input_grad(x: &Tensor, w: &Tensor, g: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
+    x.detach().contiguous()?.apply_op3(&w.detach().contiguous()?, &g.detach().contiguous()?, RmsInputGrad(eps as f64))
+}

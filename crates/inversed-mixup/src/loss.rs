@@ -142,8 +142,8 @@ fn softmax_minus_onehot64(d: &mut [f64], v: usize, labels: &[u32]) -> f64 {
 /// the forward pass (see [`output_cross_entropy`]).
 struct OutputCrossEntropy {
     w: Tensor,
-    loss: CpuStorage,
-    /// `softmax - onehot` per row, handed to the backward once and then freed.
+    labels: Vec<u32>,
+    /// `softmax - onehot` per row, `(n, classes)`, made by the forward and consumed by the backward.
     dlogits: std::sync::Mutex<Option<Tensor>>,
 }
 
@@ -151,8 +151,31 @@ impl CustomOp1 for OutputCrossEntropy {
     fn name(&self) -> &'static str {
         "output-cross-entropy"
     }
-    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        Ok((self.loss.clone(), Shape::from(())))
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, _) = l.shape().dims2()?;
+        let v = self.w.dim(0)?;
+        if n != self.labels.len() {
+            candle_core::bail!("cross-entropy: {n} rows but {} labels", self.labels.len());
+        }
+        if let Some(&bad) = self.labels.iter().find(|&&y| y as usize >= v) {
+            candle_core::bail!("cross-entropy: label {bad} outside the {v} classes");
+        }
+        // The logits are computed into storage we own and turned into their gradient in place.
+        let (logits, _) = crate::ops::matmul_wt(s, l, &self.w)?;
+        let dev = candle_core::Device::Cpu;
+        let (loss, d) = match logits {
+            CpuStorage::F32(mut d) => {
+                let sum = softmax_minus_onehot32(&mut d, v, &self.labels);
+                (CpuStorage::F32(vec![(sum / n as f64) as f32]), Tensor::from_vec(d, (n, v), &dev)?)
+            }
+            CpuStorage::F64(mut d) => {
+                let sum = softmax_minus_onehot64(&mut d, v, &self.labels);
+                (CpuStorage::F64(vec![sum / n as f64]), Tensor::from_vec(d, (n, v), &dev)?)
+            }
+            _ => candle_core::bail!("cross-entropy: f32 or f64 only"),
+        };
+        *self.dlogits.lock().map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))? = Some(d);
+        Ok((loss, Shape::from(())))
     }
     fn bwd(&self, _h: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let d = self.dlogits.lock().map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))?.take();
@@ -170,29 +193,5 @@ impl CustomOp1 for OutputCrossEntropy {
 /// needs (one matmul with `W`), instead of keeping the logits, copying them and allocating their
 /// gradient in the backward (three vocabulary-sized buffers at the peak of the step, now one).
 pub fn output_cross_entropy(h: &Tensor, w: &crate::ops::FrozenLinear, labels: &[u32]) -> candle_core::Result<Tensor> {
-    let (n, _) = h.dims2()?;
-    let logits = w.forward(&h.detach())?;
-    let v = logits.dim(1)?;
-    if n != labels.len() {
-        candle_core::bail!("cross-entropy: {n} rows but {} labels", labels.len());
-    }
-    if let Some(&bad) = labels.iter().find(|&&y| y as usize >= v) {
-        candle_core::bail!("cross-entropy: label {bad} outside the {v} classes");
-    }
-    let (loss, d) = match logits.dtype() {
-        candle_core::DType::F32 => {
-            let mut d = logits.flatten_all()?.to_vec1::<f32>()?;
-            drop(logits);
-            let s = softmax_minus_onehot32(&mut d, v, labels);
-            (CpuStorage::F32(vec![(s / n as f64) as f32]), Tensor::from_vec(d, (n, v), h.device())?)
-        }
-        candle_core::DType::F64 => {
-            let mut d = logits.flatten_all()?.to_vec1::<f64>()?;
-            drop(logits);
-            let s = softmax_minus_onehot64(&mut d, v, labels);
-            (CpuStorage::F64(vec![s / n as f64]), Tensor::from_vec(d, (n, v), h.device())?)
-        }
-        dt => candle_core::bail!("cross-entropy: f32 or f64 only, got {dt:?}"),
-    };
-    h.apply_op1(OutputCrossEntropy { w: w.weight().clone(), loss, dlogits: std::sync::Mutex::new(Some(d)) })
+    h.contiguous()?.apply_op1(OutputCrossEntropy { w: w.weight().clone(), labels: labels.to_vec(), dlogits: std::sync::Mutex::new(None) })
 }

@@ -38,29 +38,7 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let dims = l.shape().dims();
-        let k = *dims.last().expect("rank >= 1");
-        let m = l.shape().elem_count() / k;
-        let (out, inp) = self.0.dims2()?;
-        if inp != k {
-            candle_core::bail!("frozen-linear: input width {k} but weight is ({out}, {inp})");
-        }
-        let (ws, wl) = self.0.storage_and_layout();
-        let Storage::Cpu(ws) = &*ws else { candle_core::bail!("frozen-linear: weight not on cpu") };
-        let mut od = dims.to_vec();
-        *od.last_mut().expect("rank >= 1") = out;
-        // A few rows (decoding): stream W once instead of packing it for the general gemm.
-        if m <= crate::matvec::MAX_ROWS {
-            if let (CpuStorage::F32(xs), CpuStorage::F32(wv), Some((w0, w1))) = (s, ws, wl.contiguous_offsets()) {
-                let xs = &xs[l.start_offset()..l.start_offset() + m * k];
-                return Ok((CpuStorage::F32(crate::matvec::matmul_wt(xs, m, k, &wv[w0..w1], out)), Shape::from(od)));
-            }
-        }
-        let lhs_l = Layout::contiguous_with_offset((m, k), l.start_offset());
-        let rhs_l = wl.transpose(0, 1)?;
-        use candle_core::backend::BackendStorage;
-        let res = s.matmul(ws, (1, m, out, k), &lhs_l, &rhs_l)?;
-        Ok((res, Shape::from(od)))
+        matmul_wt(s, l, &self.0)
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -73,6 +51,33 @@ impl CustomOp1 for FrozenMatmul {
         *xd.last_mut().expect("rank >= 1") = self.0.dim(1)?;
         Ok(Some(gx.reshape(xd)?))
     }
+}
+
+/// `x @ Wᵀ` on raw storage: `x (..., in)` contiguous, `W (out, in)`; the result is freshly owned.
+pub(crate) fn matmul_wt(s: &CpuStorage, l: &Layout, weight: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    let dims = l.shape().dims();
+    let k = *dims.last().expect("rank >= 1");
+    let m = l.shape().elem_count() / k;
+    let (out, inp) = weight.dims2()?;
+    if inp != k {
+        candle_core::bail!("frozen-linear: input width {k} but weight is ({out}, {inp})");
+    }
+    let (ws, wl) = weight.storage_and_layout();
+    let Storage::Cpu(ws) = &*ws else { candle_core::bail!("frozen-linear: weight not on cpu") };
+    let mut od = dims.to_vec();
+    *od.last_mut().expect("rank >= 1") = out;
+    // A few rows (decoding): stream W once instead of packing it for the general gemm.
+    if m <= crate::matvec::MAX_ROWS {
+        if let (CpuStorage::F32(xs), CpuStorage::F32(wv), Some((w0, w1))) = (s, ws, wl.contiguous_offsets()) {
+            let xs = &xs[l.start_offset()..l.start_offset() + m * k];
+            return Ok((CpuStorage::F32(crate::matvec::matmul_wt(xs, m, k, &wv[w0..w1], out)), Shape::from(od)));
+        }
+    }
+    let lhs_l = Layout::contiguous_with_offset((m, k), l.start_offset());
+    let rhs_l = wl.transpose(0, 1)?;
+    use candle_core::backend::BackendStorage;
+    let res = s.matmul(ws, (1, m, out, k), &lhs_l, &rhs_l)?;
+    Ok((res, Shape::from(od)))
 }
 
 /// RMSNorm; `grad` selects our fused op with a backward instead of candle's kernel without one.

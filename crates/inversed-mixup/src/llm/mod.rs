@@ -192,23 +192,21 @@ impl Llm {
         let sin = self.sin.narrow(0, off, t)?;
         let mask = causal_mask(t, off, &self.device)?.map(|m| m.to_dtype(x.dtype())).transpose()?;
         let eps = self.cfg.rms_eps;
-        let ffn = self.cfg.ffn;
         let mut x = x.clone();
         for (i, blk) in self.blocks.iter().enumerate() {
-            let nw = blk.attn_norm.clone();
-            let qkv = recompute::project(&x, None, Arc::new(move |x| ops::rms_norm(x, &nw, eps, true)), &blk.qkv)?;
-            let att = CausalAttention {
+            let norm = Arc::new(recompute::RmsNorm { weight: blk.attn_norm.clone(), eps });
+            let qkv = recompute::project(&x, None, norm, &blk.qkv)?;
+            let att = Arc::new(CausalAttention {
                 cfg: self.cfg.clone(),
                 cos: cos.clone(),
                 sin: sin.clone(),
                 mask: mask.clone(),
                 prefix: cache.and_then(|c| c.kv[i].clone()),
-            };
-            x = recompute::project(&qkv, Some(&x), Arc::new(move |qkv| att.forward(qkv)), &blk.o)?;
-            let nw = blk.ffn_norm.clone();
-            let gu = recompute::project(&x, None, Arc::new(move |x| ops::rms_norm(x, &nw, eps, true)), &blk.gate_up)?;
-            let act = move |gu: &Tensor| crate::activation::swiglu(&gu.narrow(2, 0, ffn)?, &gu.narrow(2, ffn, ffn)?);
-            x = recompute::project(&gu, Some(&x), Arc::new(act), &blk.down)?;
+            });
+            x = recompute::project(&qkv, Some(&x), att, &blk.o)?;
+            let norm = Arc::new(recompute::RmsNorm { weight: blk.ffn_norm.clone(), eps });
+            let gu = recompute::project(&x, None, norm, &blk.gate_up)?;
+            x = recompute::project(&gu, Some(&x), Arc::new(recompute::SwiGlu), &blk.down)?;
         }
         ops::rms_norm(&x, &self.norm, eps, true)
     }
@@ -314,7 +312,7 @@ struct CausalAttention {
     prefix: Option<(Tensor, Tensor)>,
 }
 
-impl CausalAttention {
+impl recompute::Region for CausalAttention {
     fn forward(&self, qkv: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, _) = qkv.dims3()?;
         let (nh, nkv) = (self.cfg.heads, self.cfg.kv_heads);
