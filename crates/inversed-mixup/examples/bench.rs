@@ -81,10 +81,15 @@ fn main() {
         let tg: Vec<Vec<u32>> = (0..8).map(|_| (0..31).map(|_| r.random_range(100..40000)).collect()).collect();
         let mut opt = AdamW::new(a.sorted_vars(), AdamWConfig { weight_decay: 0.01, ..Default::default() }).unwrap();
         let (med, runs) = timed(|| {
+            let t0 = std::time::Instant::now();
             let (loss, _) = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &tg).unwrap();
             rss_note("after forward");
+            let t1 = std::time::Instant::now();
             let g = loss.backward().unwrap();
             rss_note("after backward");
+            if std::env::var_os("BENCH_PHASES").is_some() {
+                eprintln!("forward {:.3} s, backward {:.3} s", (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
+            }
             opt.step(&g, 1e-3, 0.0).unwrap();
         }, 2, 9);
         // Forward + input-only backward (about the forward again), logits at the 32 targets only.

@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 /// The float types the kernels support.
-trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + Neg<Output = Self> + std::iter::Sum {
+pub(crate) trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + Neg<Output = Self> + std::iter::Sum {
     fn exp(self) -> Self;
     fn sqrt(self) -> Self;
     fn of(v: f64) -> Self;

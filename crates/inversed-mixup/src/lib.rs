@@ -11,6 +11,7 @@ pub mod align;
 pub mod augment;
 pub mod baselines;
 pub mod benchmark;
+pub mod causal;
 pub mod checkpoint;
 pub mod classifier;
 pub mod corpus;

@@ -190,18 +190,22 @@ impl Llm {
         let off = cache.map_or(0, |c| c.len);
         let cos = self.cos.narrow(0, off, t)?;
         let sin = self.sin.narrow(0, off, t)?;
-        let mask = causal_mask(t, off, &self.device)?.map(|m| m.to_dtype(x.dtype())).transpose()?;
         let eps = self.cfg.rms_eps;
+        let table = |t: &Tensor| -> candle_core::Result<Arc<Vec<f64>>> { Ok(Arc::new(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)) };
+        let tables = (table(&cos)?, table(&sin)?);
         let mut x = x.clone();
         for (i, blk) in self.blocks.iter().enumerate() {
             let norm = Arc::new(recompute::RmsNorm { weight: blk.attn_norm.clone(), eps });
             let qkv = recompute::project(&x, None, norm, &blk.qkv)?;
             let att = Arc::new(CausalAttention {
-                cfg: self.cfg.clone(),
-                cos: cos.clone(),
-                sin: sin.clone(),
-                mask: mask.clone(),
-                prefix: cache.and_then(|c| c.kv[i].clone()),
+                kernel: crate::causal::Causal {
+                    heads: self.cfg.heads,
+                    kv_heads: self.cfg.kv_heads,
+                    head_dim: self.cfg.hidden / self.cfg.heads,
+                    cos: tables.0.clone(),
+                    sin: tables.1.clone(),
+                    prefix: cache.and_then(|c| c.kv[i].clone()),
+                },
             });
             x = recompute::project(&qkv, Some(&x), att, &blk.o)?;
             let norm = Arc::new(recompute::RmsNorm { weight: blk.ffn_norm.clone(), eps });
@@ -302,30 +306,37 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, grad: bool)
 }
 
 /// The attention core of a training step as a function of the stacked Q/K/V projections, so
-/// that `recompute` can rerun it in the backward pass.
+/// that `recompute` can run its backward from them.
 struct CausalAttention {
-    cfg: LlmConfig,
-    cos: Tensor,
-    sin: Tensor,
-    mask: Option<Tensor>,
-    /// Constant keys/values of a cached prompt prefix.
-    prefix: Option<(Tensor, Tensor)>,
+    /// The fused kernel (with the constant prefix keys/values of a cached prompt, if any).
+    kernel: crate::causal::Causal,
 }
 
 impl recompute::Region for CausalAttention {
     fn forward(&self, qkv: &Tensor) -> candle_core::Result<Tensor> {
+        self.kernel.forward(qkv)
+    }
+    fn input_grad(&self, qkv: &Tensor, ga: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.kernel.input_grad(qkv, ga)?))
+    }
+}
+
+impl CausalAttention {
+    /// The same attention from candle ops (the reference the kernel is tested against).
+    #[cfg(test)]
+    fn composed(&self, cfg: &LlmConfig, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, qkv: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, _) = qkv.dims3()?;
-        let (nh, nkv) = (self.cfg.heads, self.cfg.kv_heads);
-        let hd = self.cfg.hidden / nh;
+        let (nh, nkv) = (cfg.heads, cfg.kv_heads);
+        let hd = cfg.hidden / nh;
         let split = |from: usize, heads: usize| qkv.narrow(2, from * hd, heads * hd)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
-        let q = ops::rope(&split(0, nh)?, &self.cos, &self.sin, true)?;
-        let mut k = ops::rope(&split(nh, nkv)?, &self.cos, &self.sin, true)?;
+        let q = ops::rope(&split(0, nh)?, cos, sin, true)?;
+        let mut k = ops::rope(&split(nh, nkv)?, cos, sin, true)?;
         let mut v = split(nh + nkv, nkv)?;
-        if let Some((pk, pv)) = &self.prefix {
+        if let Some((pk, pv)) = &self.kernel.prefix {
             k = Tensor::cat(&[pk, &k], 2)?;
             v = Tensor::cat(&[pv, &v], 2)?;
         }
-        attend(&q, &k, &v, self.mask.as_ref(), true)
+        attend(&q, &k, &v, mask, true)
     }
 }
 
@@ -354,4 +365,45 @@ fn rope_tables(cfg: &LlmConfig, dev: &Device) -> candle_core::Result<(Tensor, Te
 /// Log-probabilities over the vocabulary for logits `(..., vocab)`.
 pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
     candle_nn::ops::log_softmax(logits, D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recompute::Region;
+
+    /// The fused causal-attention kernel equals the candle-op composition, forward and backward,
+    /// with and without a constant prefix, in f64 (to rounding) and f32.
+    #[test]
+    fn causal_kernel_equals_the_composition() {
+        use rand::{Rng, SeedableRng};
+        let dev = Device::Cpu;
+        let cfg = LlmConfig { hidden: 32, layers: 1, heads: 4, kv_heads: 2, ffn: 8, vocab: 10, rope_theta: 10000.0, rms_eps: 1e-5, max_pos: 64 };
+        let (b, t, hd) = (2, 5, 8);
+        let (cos_all, sin_all) = rope_tables(&cfg, &dev).unwrap();
+        for (p, dt) in [(0usize, DType::F64), (3, DType::F64), (3, DType::F32)] {
+            let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(p as u64);
+            let mut rnd = |dims: &[usize]| {
+                let n: usize = dims.iter().product();
+                Tensor::from_vec((0..n).map(|_| r.random_range(-1.0f64..1.0)).collect::<Vec<_>>(), dims, &dev).unwrap().to_dtype(dt).unwrap()
+            };
+            let qkv = rnd(&[b, t, (4 + 2 * 2) * hd]);
+            let ga = rnd(&[b, t, 4 * hd]);
+            let prefix = if p > 0 { Some((rnd(&[b, 2, p, hd]), rnd(&[b, 2, p, hd]))) } else { None };
+            let (cos, sin) = (cos_all.narrow(0, p, t).unwrap().to_dtype(dt).unwrap(), sin_all.narrow(0, p, t).unwrap().to_dtype(dt).unwrap());
+            let table = |x: &Tensor| Arc::new(x.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap());
+            let mask = causal_mask(t, p, &dev).unwrap().map(|m| m.to_dtype(dt).unwrap());
+            let att = CausalAttention {
+                kernel: crate::causal::Causal { heads: 4, kv_heads: 2, head_dim: hd, cos: table(&cos), sin: table(&sin), prefix },
+            };
+            let tol = if dt == DType::F64 { 1e-12 } else { 1e-5 };
+            let diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+            let (fused, plain) = (att.forward(&qkv).unwrap(), att.composed(&cfg, &cos, &sin, mask.as_ref(), &qkv).unwrap());
+            assert!(diff(&fused, &plain) < tol, "forward differs by {} (prefix {p}, {dt:?})", diff(&fused, &plain));
+            let gk = att.input_grad(&qkv, &ga).unwrap().unwrap();
+            let gc = crate::recompute::recompute_grad(&|x| att.composed(&cfg, &cos, &sin, mask.as_ref(), x), &qkv, &ga).unwrap().unwrap();
+            assert!(diff(&gk, &gc) < tol, "gradient differs by {} (prefix {p}, {dt:?})", diff(&gk, &gc));
+            assert!(gc.abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap() > 1e-3);
+        }
+    }
 }

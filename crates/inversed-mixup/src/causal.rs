@@ -1,0 +1,319 @@
+//! Causal grouped-query attention for training, with rotary embedding, as one kernel forward and
+//! one backward (input gradient of the stacked Q/K/V projections).
+//!
+//! Through candle ops the attention core of a training step was a chain of copies (head split,
+//! rotary, prefix concat) and batched matmuls that run one small gemm per (sequence, KV head),
+//! each a thread-pool dispatch, forward and backward: a fifth of the backward pass. Here each
+//! (sequence, KV head) is one task; scores are recomputed in the backward instead of stored.
+
+use crate::fused::Real;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Shapes and constants of one attention call.
+#[derive(Clone)]
+pub struct Causal {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Head width.
+    pub head_dim: usize,
+    /// RoPE tables `(t, head_dim/2)` for the new positions, flattened.
+    pub cos: Arc<Vec<f64>>,
+    /// See `cos`.
+    pub sin: Arc<Vec<f64>>,
+    /// Constant prefix keys/values `(b, kv_heads, p, head_dim)` (already rotated), if any.
+    pub prefix: Option<(Tensor, Tensor)>,
+}
+
+/// Dot product in 8 independent lanes, so that the f32 build vectorises.
+#[inline(always)]
+fn dot<T: Real + Default>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::default(); 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut tail = T::default();
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail = tail + *x * *y;
+    }
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] = acc[l] + x[l] * y[l];
+        }
+    }
+    acc.iter().copied().fold(tail, |s, v| s + v)
+}
+
+/// Rotate-half RoPE of one head vector at table row `pos`; `sign = -1` is the inverse rotation.
+#[inline(always)]
+fn rope<T: Real>(x: &[T], cos: &[f64], sin: &[f64], pos: usize, sign: f64, out: &mut [T]) {
+    let h = x.len() / 2;
+    for i in 0..h {
+        let (c, s) = (T::of(cos[pos * h + i]), T::of(sign * sin[pos * h + i]));
+        out[i] = x[i] * c - x[i + h] * s;
+        out[i + h] = x[i + h] * c + x[i] * s;
+    }
+}
+
+struct Dims {
+    b: usize,
+    t: usize,
+    p: usize,
+    width: usize,
+}
+
+/// Keys (rotated) and values of one (sequence, KV head): prefix rows, then the new rows.
+fn keys_values<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(&[T], &[T])>, bi: usize, g: usize) -> (Vec<T>, Vec<T>) {
+    let hd = c.head_dim;
+    let n = d.p + d.t;
+    let (mut k, mut v) = (vec![T::default(); n * hd], vec![T::default(); n * hd]);
+    if let Some((pk, pv)) = pre {
+        let o = (bi * c.kv_heads + g) * d.p * hd;
+        k[..d.p * hd].copy_from_slice(&pk[o..o + d.p * hd]);
+        v[..d.p * hd].copy_from_slice(&pv[o..o + d.p * hd]);
+    }
+    for i in 0..d.t {
+        let row = &qkv[(bi * d.t + i) * d.width..][..d.width];
+        let (ko, vo) = ((c.heads + g) * hd, (c.heads + c.kv_heads + g) * hd);
+        rope(&row[ko..ko + hd], &c.cos, &c.sin, i, 1.0, &mut k[(d.p + i) * hd..(d.p + i + 1) * hd]);
+        v[(d.p + i) * hd..(d.p + i + 1) * hd].copy_from_slice(&row[vo..vo + hd]);
+    }
+    (k, v)
+}
+
+/// Softmax weights of query `q` (rotated) over the first `n` keys.
+#[inline(always)]
+fn weights<T: Real + Default>(q: &[T], k: &[T], n: usize, scale: T, s: &mut Vec<T>) {
+    let hd = q.len();
+    s.clear();
+    s.extend((0..n).map(|j| dot(q, &k[j * hd..(j + 1) * hd]) * scale));
+    let m = s.iter().copied().fold(s[0], |a, b| if b > a { b } else { a });
+    let mut z = T::default();
+    for v in s.iter_mut() {
+        *v = (*v - m).exp();
+        z = z + *v;
+    }
+    for v in s.iter_mut() {
+        *v = *v / z;
+    }
+}
+
+/// Forward of one (sequence, KV head): its query heads' outputs `(t, rep, hd)`.
+#[inline(always)]
+fn forward_group<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(&[T], &[T])>, bi: usize, g: usize) -> Vec<T> {
+    let (hd, rep) = (c.head_dim, c.heads / c.kv_heads);
+    let (k, v) = keys_values(c, d, qkv, pre, bi, g);
+    let scale = T::of(1.0 / (hd as f64).sqrt());
+    let mut out = vec![T::default(); d.t * rep * hd];
+    let (mut q, mut s) = (vec![T::default(); hd], Vec::new());
+    for i in 0..d.t {
+        let row = &qkv[(bi * d.t + i) * d.width..][..d.width];
+        for r in 0..rep {
+            let h = g * rep + r;
+            rope(&row[h * hd..(h + 1) * hd], &c.cos, &c.sin, i, 1.0, &mut q);
+            weights(&q, &k, d.p + i + 1, scale, &mut s);
+            let o = &mut out[(i * rep + r) * hd..][..hd];
+            for (j, &w) in s.iter().enumerate() {
+                for (oi, vi) in o.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+                    *oi = *oi + w * *vi;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Backward of one (sequence, KV head): `(dq (t, rep, hd), dk (t, hd), dv (t, hd))`, all with
+/// respect to the unrotated projections.
+#[inline(always)]
+fn backward_group<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(&[T], &[T])>, ga: &[T], bi: usize, g: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (hd, rep) = (c.head_dim, c.heads / c.kv_heads);
+    let (k, v) = keys_values(c, d, qkv, pre, bi, g);
+    let n = d.p + d.t;
+    let scale = T::of(1.0 / (hd as f64).sqrt());
+    let (mut dk, mut dv) = (vec![T::default(); n * hd], vec![T::default(); n * hd]);
+    let mut dq_out = vec![T::default(); d.t * rep * hd];
+    let (mut q, mut dq, mut s, mut ds) = (vec![T::default(); hd], vec![T::default(); hd], Vec::new(), Vec::new());
+    for i in 0..d.t {
+        let row = &qkv[(bi * d.t + i) * d.width..][..d.width];
+        for r in 0..rep {
+            let h = g * rep + r;
+            rope(&row[h * hd..(h + 1) * hd], &c.cos, &c.sin, i, 1.0, &mut q);
+            let m = d.p + i + 1;
+            weights(&q, &k, m, scale, &mut s);
+            let go = &ga[(bi * d.t + i) * c.heads * hd + h * hd..][..hd];
+            // dp_j = go·v_j; ds_j = p_j (dp_j - Σ p dp)
+            ds.clear();
+            ds.extend((0..m).map(|j| dot(go, &v[j * hd..(j + 1) * hd])));
+            let mean = s.iter().zip(&ds).fold(T::default(), |a, (&p, &x)| a + p * x);
+            dq.iter_mut().for_each(|x| *x = T::default());
+            for j in 0..m {
+                let (p, dsj) = (s[j], s[j] * (ds[j] - mean) * scale);
+                let (kj, dkj) = (&k[j * hd..(j + 1) * hd], &mut dk[j * hd..(j + 1) * hd]);
+                for l in 0..hd {
+                    dq[l] = dq[l] + dsj * kj[l];
+                    dkj[l] = dkj[l] + dsj * q[l];
+                }
+                for (dvl, gl) in dv[j * hd..(j + 1) * hd].iter_mut().zip(go) {
+                    *dvl = *dvl + p * *gl;
+                }
+            }
+            rope(&dq, &c.cos, &c.sin, i, -1.0, &mut dq_out[(i * rep + r) * hd..][..hd]);
+        }
+    }
+    // Only the new positions' keys/values are inputs; the prefix is constant.
+    let mut dk_new = vec![T::default(); d.t * hd];
+    for i in 0..d.t {
+        rope(&dk[(d.p + i) * hd..(d.p + i + 1) * hd], &c.cos, &c.sin, i, -1.0, &mut dk_new[i * hd..(i + 1) * hd]);
+    }
+    (dq_out, dk_new, dv[d.p * hd..].to_vec())
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The group kernels compiled for AVX2+FMA (the loops are written to vectorise).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_group_avx2<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(&[T], &[T])>, bi: usize, g: usize) -> Vec<T> {
+    forward_group(c, d, qkv, pre, bi, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn backward_group_avx2<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(&[T], &[T])>, ga: &[T], bi: usize, g: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
+    backward_group(c, d, qkv, pre, ga, bi, g)
+}
+
+fn slice<'a, T>(v: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("causal-attention: contiguous input required".into()))?;
+    Ok(&v[a..b])
+}
+
+impl Causal {
+    fn dims(&self, l: &Layout) -> candle_core::Result<Dims> {
+        let (b, t, width) = l.shape().dims3()?;
+        if width != (self.heads + 2 * self.kv_heads) * self.head_dim || self.cos.len() != t * self.head_dim / 2 {
+            candle_core::bail!("causal-attention: qkv {:?} does not match {} + 2x{} heads of {} at {} positions", l.dims(), self.heads, self.kv_heads, self.head_dim, self.cos.len() * 2 / self.head_dim.max(1));
+        }
+        let p = match &self.prefix {
+            Some((k, v)) => {
+                let (pb, ph, p, pd) = k.dims4()?;
+                if (pb, ph, pd) != (b, self.kv_heads, self.head_dim) || v.dims() != k.dims() {
+                    candle_core::bail!("causal-attention: prefix {:?} does not match batch {b}", k.dims());
+                }
+                p
+            }
+            None => 0,
+        };
+        Ok(Dims { b, t, p, width })
+    }
+
+    fn prefix_vec<T: candle_core::WithDType>(&self) -> candle_core::Result<Option<(Vec<T>, Vec<T>)>> {
+        match &self.prefix {
+            Some((k, v)) => Ok(Some((k.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1()?, v.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1()?))),
+            None => Ok(None),
+        }
+    }
+
+    fn run_forward<T: Real + Default + Send + Sync + candle_core::WithDType>(&self, qkv: &[T], d: &Dims) -> candle_core::Result<Vec<T>> {
+        let pre = self.prefix_vec::<T>()?;
+        let pre = pre.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()));
+        let (hd, rep) = (self.head_dim, self.heads / self.kv_heads);
+        let avx = has_avx2();
+        let parts: Vec<Vec<T>> = (0..d.b * self.kv_heads).into_par_iter().map(|x| {
+            let (bi, g) = (x / self.kv_heads, x % self.kv_heads);
+            #[cfg(target_arch = "x86_64")]
+            if avx {
+                // SAFETY: the CPU supports the features the function was compiled for.
+                return unsafe { forward_group_avx2(self, d, qkv, pre, bi, g) };
+            }
+            forward_group(self, d, qkv, pre, bi, g)
+        }).collect();
+        let mut out = vec![T::default(); d.b * d.t * self.heads * hd];
+        for (x, part) in parts.iter().enumerate() {
+            let (bi, g) = (x / self.kv_heads, x % self.kv_heads);
+            for i in 0..d.t {
+                let o = (bi * d.t + i) * self.heads * hd + g * rep * hd;
+                out[o..o + rep * hd].copy_from_slice(&part[i * rep * hd..(i + 1) * rep * hd]);
+            }
+        }
+        Ok(out)
+    }
+
+    fn run_backward<T: Real + Default + Send + Sync + candle_core::WithDType>(&self, qkv: &[T], ga: &[T], d: &Dims) -> candle_core::Result<Vec<T>> {
+        let pre = self.prefix_vec::<T>()?;
+        let pre = pre.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()));
+        let (hd, rep) = (self.head_dim, self.heads / self.kv_heads);
+        let avx = has_avx2();
+        let parts: Vec<_> = (0..d.b * self.kv_heads).into_par_iter().map(|x| {
+            let (bi, g) = (x / self.kv_heads, x % self.kv_heads);
+            #[cfg(target_arch = "x86_64")]
+            if avx {
+                // SAFETY: the CPU supports the features the function was compiled for.
+                return unsafe { backward_group_avx2(self, d, qkv, pre, ga, bi, g) };
+            }
+            backward_group(self, d, qkv, pre, ga, bi, g)
+        }).collect();
+        let mut out = vec![T::default(); d.b * d.t * d.width];
+        for (x, (dq, dk, dv)) in parts.iter().enumerate() {
+            let (bi, g) = (x / self.kv_heads, x % self.kv_heads);
+            for i in 0..d.t {
+                let row = &mut out[(bi * d.t + i) * d.width..][..d.width];
+                row[g * rep * hd..(g + 1) * rep * hd].copy_from_slice(&dq[i * rep * hd..(i + 1) * rep * hd]);
+                let (ko, vo) = ((self.heads + g) * hd, (self.heads + self.kv_heads + g) * hd);
+                row[ko..ko + hd].copy_from_slice(&dk[i * hd..(i + 1) * hd]);
+                row[vo..vo + hd].copy_from_slice(&dv[i * hd..(i + 1) * hd]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl CustomOp1 for Causal {
+    fn name(&self) -> &'static str {
+        "causal-attention"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.dims(l)?;
+        let out = match s {
+            CpuStorage::F32(x) => CpuStorage::F32(self.run_forward(slice(x, l)?, &d)?),
+            CpuStorage::F64(x) => CpuStorage::F64(self.run_forward(slice(x, l)?, &d)?),
+            _ => candle_core::bail!("causal-attention: f32 or f64 only"),
+        };
+        Ok((out, Shape::from((d.b, d.t, self.heads * self.head_dim))))
+    }
+}
+
+impl CustomOp2 for Causal {
+    fn name(&self) -> &'static str {
+        "causal-attention-grad"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.dims(l1)?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(self.run_backward(slice(x, l1)?, slice(g, l2)?, &d)?),
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(self.run_backward(slice(x, l1)?, slice(g, l2)?, &d)?),
+            _ => candle_core::bail!("causal-attention: inputs must both be f32 or both f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+impl Causal {
+    /// Attention output `(b, t, heads·hd)` from stacked projections `qkv (b, t, (heads + 2·kv)·hd)`
+    /// (no graph: the backward is [`Causal::input_grad`], used through `recompute`).
+    pub fn forward(&self, qkv: &Tensor) -> candle_core::Result<Tensor> {
+        qkv.detach().contiguous()?.apply_op1(self.clone())
+    }
+
+    /// dL/d`qkv` for the upstream gradient `ga (b, t, heads·hd)`.
+    pub fn input_grad(&self, qkv: &Tensor, ga: &Tensor) -> candle_core::Result<Tensor> {
+        qkv.detach().contiguous()?.apply_op2(&ga.detach().contiguous()?, self.clone())
+    }
+}
