@@ -1,5 +1,8 @@
 //! Rust side of the benchmark (see bench/run.sh): the same workloads as bench/torch_bench.py.
 //! `cargo run --release --example bench -- WORKLOAD` with WORKLOAD = train | gen1 | gen16 | encode.
+//! Env: BENCH_PHASES=1 prints forward/backward time, loss and gradient norm per step;
+//! BENCH_PLAIN=1 trains through the plain composition instead of the lean path; BENCH_RSS=1
+//! prints memory after each phase; BENCH_PURGE=1 keeps mimalloc's default page purging.
 use candle_core::{Device, Tensor};
 use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::encoder::Encoder;
@@ -69,7 +72,10 @@ fn main() {
         println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "items_per_s": 64.0 / med, "flop": flop, "peak_rss_mb": peak_mb()}));
         return;
     }
-    let llm = Llm::load(&models::resolve(None, &models::LLM).unwrap(), &dev).unwrap();
+    let mut llm = Llm::load(&models::resolve(None, &models::LLM).unwrap(), &dev).unwrap();
+    if std::env::var_os("BENCH_PLAIN").is_some() {
+        llm.set_lean_training(false);
+    }
     rss_note("llm loaded");
     let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into() };
     let a = Adaptor::new(cfg, 0, &dev).unwrap();
@@ -88,7 +94,8 @@ fn main() {
             let g = loss.backward().unwrap();
             rss_note("after backward");
             if std::env::var_os("BENCH_PHASES").is_some() {
-                eprintln!("forward {:.3} s, backward {:.3} s", (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
+                let gn: f32 = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sum();
+                eprintln!("forward {:.3} s, backward {:.3} s, loss {:.6}, grad norm {:.6}", (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64(), loss.to_scalar::<f32>().unwrap(), gn.sqrt());
             }
             opt.step(&g, 1e-3, 0.0).unwrap();
         }, 2, 9);
