@@ -137,7 +137,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// SwiGLU on stacked `[gate | up]` rows `(..., 2f)` -> `(..., f)`, or (with `dy`) its input
-/// gradient `(..., 2f)`; forward-only kernels for `recompute`, which supplies the backward.
+/// gradient `(..., 2f)`; forward-only kernels for the LLM's block op, which chains the backward.
 struct Stacked {
     grad: bool,
 }
@@ -220,7 +220,7 @@ impl CustomOp2 for Stacked {
     }
 }
 
-/// `silu(gate)·up` for stacked `[gate | up]` rows `(..., 2f)` (no graph: see `recompute`).
+/// `silu(gate)·up` for stacked `[gate | up]` rows `(..., 2f)` (no graph: see `llm::train`).
 pub fn swiglu_stacked(gu: &Tensor) -> candle_core::Result<Tensor> {
     gu.detach().contiguous()?.apply_op1(Stacked { grad: false })
 }

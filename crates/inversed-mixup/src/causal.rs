@@ -307,7 +307,7 @@ impl CustomOp2 for Causal {
 
 impl Causal {
     /// Attention output `(b, t, heads·hd)` from stacked projections `qkv (b, t, (heads + 2·kv)·hd)`
-    /// (no graph: the backward is [`Causal::input_grad`], used through `recompute`).
+    /// (no graph: the backward is [`Causal::input_grad`], called by the LLM's block op).
     pub fn forward(&self, qkv: &Tensor) -> candle_core::Result<Tensor> {
         qkv.detach().contiguous()?.apply_op1(self.clone())
     }

@@ -33,7 +33,6 @@ pub mod models;
 pub mod ops;
 pub mod optim;
 pub mod prompt;
-pub mod recompute;
 pub mod warmup;
 
 /// Tells mimalloc (when it is the global allocator) to keep freed pages instead of returning

@@ -248,59 +248,34 @@ fn fused_cross_entropy_matches_finite_differences_and_the_composition() {
     assert!(inversed_mixup::loss::cross_entropy(x.as_tensor(), &[0, 1, 2, 3001]).is_err());
 }
 
-/// `recompute::project` keeps only its inputs in the graph; its gradients still equal finite
-/// differences and the plain composition `residual + f(x) @ Wᵀ`, to rounding.
+/// The block op's hand-written backward chains these kernels: each equals candle's autograd of
+/// the finite-difference-tested composition it replaces, in f64 (to rounding) and f32.
 #[test]
-fn recomputed_projection_matches_finite_differences_and_the_composition() {
-    use inversed_mixup::recompute::{project, Region};
-    use std::sync::Arc;
-    let lin = ops::FrozenLinear::new(rand(&[5, 6], 80));
-    let nw = rand(&[6], 81);
-    let nw2 = nw.clone();
-    let norm: Arc<dyn Region> = Arc::new(move |x: &Tensor| ops::rms_norm(x, &nw2, 1e-5, true));
-    let sw_fn = |x: &Tensor| inversed_mixup::activation::swiglu(&x.narrow(2, 0, 3)?, &x.narrow(2, 3, 3)?);
-    let sw: Arc<dyn Region> = Arc::new(sw_fn);
-    let lin3 = ops::FrozenLinear::new(rand(&[5, 3], 87));
-    let r0 = rand(&[2, 3, 5], 82);
-    check("project(norm)", &rand(&[2, 3, 6], 83), &|x| project(x, None, norm.clone(), &lin));
-    check("project(swiglu)+residual, d/dx", &rand(&[2, 3, 6], 84), &|x| project(x, Some(&r0), sw.clone(), &lin3));
-    let x0 = rand(&[2, 3, 6], 85);
-    check("project(swiglu)+residual, d/dresidual", &r0, &|r| project(&x0, Some(r), sw.clone(), &lin3));
-    // Against the composition: same value, same gradients for both inputs.
-    let (x, r) = (Var::from_tensor(&x0).unwrap(), Var::from_tensor(&r0).unwrap());
-    let w = rand(&[2, 3, 5], 86);
-    let lean = project(x.as_tensor(), Some(r.as_tensor()), sw.clone(), &lin3).unwrap();
-    let plain = (lin3.forward(&sw_fn(x.as_tensor()).unwrap()).unwrap() + r.as_tensor()).unwrap();
-    let maxdiff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-    assert!(maxdiff(&lean, &plain) < 1e-12);
-    let (gl, gp) = ((lean * &w).unwrap().sum_all().unwrap().backward().unwrap(), (plain * &w).unwrap().sum_all().unwrap().backward().unwrap());
-    for v in [&x, &r] {
-        assert!(maxdiff(gl.get(v.as_tensor()).unwrap(), gp.get(v.as_tensor()).unwrap()) < 1e-12);
-    }
-    // The regions with analytic input gradients equal the recomputed closures, in f64 and f32.
-    use inversed_mixup::recompute::{RmsNorm, SwiGlu};
+fn block_backward_kernels_match_autograd() {
+    use inversed_mixup::activation::{swiglu, swiglu_stacked, swiglu_stacked_grad};
+    use inversed_mixup::fused::{rms_norm, rms_norm_input_grad};
     for dt in [DType::F64, DType::F32] {
         let tol = if dt == DType::F64 { 1e-12 } else { 1e-5 };
         let x = rand(&[2, 3, 6], 88).to_dtype(dt).unwrap();
-        let gu = rand(&[2, 3, 6], 89).to_dtype(dt).unwrap();
-        let gh = rand(&[2, 3, 3], 94).to_dtype(dt).unwrap();
-        let w = nw.to_dtype(dt).unwrap();
-        let close = |a: Tensor, b: Tensor, what: &str| {
+        let w = rand(&[6], 81).to_dtype(dt).unwrap();
+        let g6 = rand(&[2, 3, 6], 89).to_dtype(dt).unwrap();
+        let g3 = rand(&[2, 3, 3], 94).to_dtype(dt).unwrap();
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
             let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
             assert!(d < tol, "{what} ({dt:?}): differs by {d}");
+            assert!(b.abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap() > 1e-3, "{what}: degenerate");
         };
-        let wc = w.clone();
-        let rms_closure = move |t: &Tensor| ops::rms_norm(t, &wc, 1e-5, true);
-        let rms = RmsNorm { weight: w.clone(), eps: 1e-5 };
-        close(rms.forward(&x).unwrap(), rms_closure(&x).unwrap(), "rms forward");
-        close(rms.input_grad(&x, &gu).unwrap().unwrap(), rms_closure.input_grad(&x, &gu).unwrap().unwrap(), "rms input gradient");
-        close(SwiGlu.forward(&x).unwrap(), sw_fn(&x).unwrap(), "swiglu forward");
-        close(SwiGlu.input_grad(&x, &gh).unwrap().unwrap(), sw_fn.input_grad(&x, &gh).unwrap().unwrap(), "swiglu input gradient");
+        let autograd = |f: &dyn Fn(&Tensor) -> Tensor, g: &Tensor| {
+            let v = Var::from_tensor(&x).unwrap();
+            let grads = (f(v.as_tensor()) * g).unwrap().sum_all().unwrap().backward().unwrap();
+            grads.get(v.as_tensor()).unwrap().clone()
+        };
+        let rms = |t: &Tensor| rms_norm(t, &w, 1e-5).unwrap();
+        close(&rms_norm_input_grad(&x, &w, &g6, 1e-5).unwrap(), &autograd(&rms, &g6), "RMSNorm input gradient");
+        let sw = |t: &Tensor| swiglu(&t.narrow(2, 0, 3).unwrap(), &t.narrow(2, 3, 3).unwrap()).unwrap();
+        close(&swiglu_stacked(&x).unwrap(), &sw(&x), "stacked SwiGLU");
+        close(&swiglu_stacked_grad(&x, &g3).unwrap(), &autograd(&sw, &g3), "stacked SwiGLU gradient");
     }
-    let rms: Arc<dyn Region> = Arc::new(RmsNorm { weight: nw.clone(), eps: 1e-5 });
-    check("project(RmsNorm region)", &rand(&[2, 3, 6], 95), &|x| project(x, None, rms.clone(), &lin));
-    let swr: Arc<dyn Region> = Arc::new(SwiGlu);
-    check("project(SwiGlu region)+residual", &rand(&[2, 3, 6], 96), &|x| project(x, Some(&r0), swr.clone(), &lin3));
 }
 
 /// The output-layer loss forms its gradient in the forward pass: same loss and gradient as the
@@ -326,7 +301,7 @@ fn output_cross_entropy_matches_finite_differences_and_the_composition() {
     assert!(inversed_mixup::loss::output_cross_entropy(&rand(&[3, 4], 93), &w, &[0, 1, 7]).is_err());
 }
 
-/// The lean training path (recomputation, loss gradient formed forward) is an optimisation only:
+/// The lean training path (blocks as single nodes, loss gradient formed forward) is an optimisation only:
 /// same loss and adaptor gradients as the plain composition that keeps every intermediate.
 #[test]
 fn lean_training_path_gives_the_same_loss_and_gradients() {

@@ -85,7 +85,7 @@ fn llm_logits_match_transformers_gguf() {
     }
 }
 
-/// On the real LLM, the lean training path (recomputation, fused causal attention, loss gradient
+/// On the real LLM, the lean training path (blocks as single nodes, fused causal attention, loss gradient
 /// formed forward) gives the plain composition's L_GEN and adaptor gradients.
 #[test]
 fn lean_training_path_matches_the_plain_path_on_the_real_llm() {

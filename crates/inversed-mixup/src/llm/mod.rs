@@ -4,15 +4,14 @@
 mod generate;
 mod load;
 mod tokenizer;
+mod train;
 
 pub use generate::{Decode, GenerateOptions};
 pub use load::permute_for_gguf;
 pub use tokenizer::LlmTokenizer;
 
 use crate::ops::{self, FrozenLinear};
-use crate::recompute;
 use candle_core::{DType, Device, Tensor, D};
-use std::sync::Arc;
 
 /// Llama hyper-parameters (from GGUF metadata or config.json).
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +37,7 @@ pub struct LlmConfig {
 }
 
 /// One transformer block. Q/K/V and gate/up are stored stacked along the output axis: one matmul
-/// (and one recomputed norm in training, see `recompute`) instead of three and two.
+/// (and one norm in the training backward, see `train`) instead of three and two.
 struct Block {
     attn_norm: Tensor,
     qkv: FrozenLinear,
@@ -121,7 +120,7 @@ pub struct Llm {
     tokenizer: LlmTokenizer,
     name: String,
     device: Device,
-    /// Training path: recompute cheap functions instead of keeping them (default true).
+    /// Training path: blocks as single autograd nodes (default true; see `train`).
     lean_training: bool,
 }
 
@@ -169,50 +168,17 @@ impl Llm {
     pub fn forward_embeds(&self, x: &Tensor, cache: Option<&mut KvCache>, grad: bool) -> candle_core::Result<Tensor> {
         if grad {
             if self.lean_training {
-                return self.forward_train(x, cache.as_deref());
+                return self.forward_blocks(x, cache.as_deref());
             }
             return self.forward_plain(x, cache, true);
         }
         self.forward_plain(x, cache, false)
     }
 
-    /// Chooses the training path: `true` (default) recomputes cheap functions in the backward
-    /// instead of keeping their outputs (see `recompute`); `false` is the plain composition it is
-    /// tested against.
+    /// Chooses the training path: `true` (default) runs each block as one autograd node with a
+    /// written-out backward (see `train`); `false` is the plain composition it is tested against.
     pub fn set_lean_training(&mut self, on: bool) {
         self.lean_training = on;
-    }
-
-    /// Training forward that keeps per layer only the block input, the Q/K/V projections, the
-    /// mid-block residual and the gate/up projections in the graph.
-    fn forward_train(&self, x: &Tensor, cache: Option<&KvCache>) -> candle_core::Result<Tensor> {
-        let (_, t, _) = x.dims3()?;
-        let off = cache.map_or(0, |c| c.len);
-        let cos = self.cos.narrow(0, off, t)?;
-        let sin = self.sin.narrow(0, off, t)?;
-        let eps = self.cfg.rms_eps;
-        let table = |t: &Tensor| -> candle_core::Result<Arc<Vec<f64>>> { Ok(Arc::new(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)) };
-        let tables = (table(&cos)?, table(&sin)?);
-        let mut x = x.clone();
-        for (i, blk) in self.blocks.iter().enumerate() {
-            let norm = Arc::new(recompute::RmsNorm { weight: blk.attn_norm.clone(), eps });
-            let qkv = recompute::project(&x, None, norm, &blk.qkv)?;
-            let att = Arc::new(CausalAttention {
-                kernel: crate::causal::Causal {
-                    heads: self.cfg.heads,
-                    kv_heads: self.cfg.kv_heads,
-                    head_dim: self.cfg.hidden / self.cfg.heads,
-                    cos: tables.0.clone(),
-                    sin: tables.1.clone(),
-                    prefix: cache.and_then(|c| c.kv[i].clone()),
-                },
-            });
-            x = recompute::project(&qkv, Some(&x), att, &blk.o)?;
-            let norm = Arc::new(recompute::RmsNorm { weight: blk.ffn_norm.clone(), eps });
-            let gu = recompute::project(&x, None, norm, &blk.gate_up)?;
-            x = recompute::project(&gu, Some(&x), Arc::new(recompute::SwiGlu), &blk.down)?;
-        }
-        ops::rms_norm(&x, &self.norm, eps, true)
     }
 
     /// The plain composition: inference (fused kernels, KV cache) or, with `grad`, the reference
@@ -305,39 +271,21 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, grad: bool)
     p.matmul(v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))
 }
 
-/// The attention core of a training step as a function of the stacked Q/K/V projections, so
-/// that `recompute` can run its backward from them.
-struct CausalAttention {
-    /// The fused kernel (with the constant prefix keys/values of a cached prompt, if any).
-    kernel: crate::causal::Causal,
-}
-
-impl recompute::Region for CausalAttention {
-    fn forward(&self, qkv: &Tensor) -> candle_core::Result<Tensor> {
-        self.kernel.forward(qkv)
+/// The training attention from candle ops: the reference the fused kernel is tested against.
+#[cfg(test)]
+fn composed_attention(cfg: &LlmConfig, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, prefix: Option<&(Tensor, Tensor)>, qkv: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, t, _) = qkv.dims3()?;
+    let (nh, nkv) = (cfg.heads, cfg.kv_heads);
+    let hd = cfg.hidden / nh;
+    let split = |from: usize, heads: usize| qkv.narrow(2, from * hd, heads * hd)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
+    let q = ops::rope(&split(0, nh)?, cos, sin, true)?;
+    let mut k = ops::rope(&split(nh, nkv)?, cos, sin, true)?;
+    let mut v = split(nh + nkv, nkv)?;
+    if let Some((pk, pv)) = prefix {
+        k = Tensor::cat(&[pk, &k], 2)?;
+        v = Tensor::cat(&[pv, &v], 2)?;
     }
-    fn input_grad(&self, qkv: &Tensor, ga: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(self.kernel.input_grad(qkv, ga)?))
-    }
-}
-
-impl CausalAttention {
-    /// The same attention from candle ops (the reference the kernel is tested against).
-    #[cfg(test)]
-    fn composed(&self, cfg: &LlmConfig, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, qkv: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, _) = qkv.dims3()?;
-        let (nh, nkv) = (cfg.heads, cfg.kv_heads);
-        let hd = cfg.hidden / nh;
-        let split = |from: usize, heads: usize| qkv.narrow(2, from * hd, heads * hd)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
-        let q = ops::rope(&split(0, nh)?, cos, sin, true)?;
-        let mut k = ops::rope(&split(nh, nkv)?, cos, sin, true)?;
-        let mut v = split(nh + nkv, nkv)?;
-        if let Some((pk, pv)) = &self.kernel.prefix {
-            k = Tensor::cat(&[pk, &k], 2)?;
-            v = Tensor::cat(&[pv, &v], 2)?;
-        }
-        attend(&q, &k, &v, mask, true)
-    }
+    attend(&q, &k, &v, mask, true)
 }
 
 /// Additive causal mask `(t, off + t)` for queries at positions `off..off+t`; `None` for one query.
@@ -370,7 +318,7 @@ pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recompute::Region;
+    use std::sync::Arc;
 
     /// The fused causal-attention kernel equals the candle-op composition, forward and backward,
     /// with and without a constant prefix, in f64 (to rounding) and f32.
@@ -393,15 +341,16 @@ mod tests {
             let (cos, sin) = (cos_all.narrow(0, p, t).unwrap().to_dtype(dt).unwrap(), sin_all.narrow(0, p, t).unwrap().to_dtype(dt).unwrap());
             let table = |x: &Tensor| Arc::new(x.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap());
             let mask = causal_mask(t, p, &dev).unwrap().map(|m| m.to_dtype(dt).unwrap());
-            let att = CausalAttention {
-                kernel: crate::causal::Causal { heads: 4, kv_heads: 2, head_dim: hd, cos: table(&cos), sin: table(&sin), prefix },
-            };
+            let att = crate::causal::Causal { heads: 4, kv_heads: 2, head_dim: hd, cos: table(&cos), sin: table(&sin), prefix: prefix.clone() };
+            let composed = |x: &Tensor| composed_attention(&cfg, &cos, &sin, mask.as_ref(), prefix.as_ref(), x);
             let tol = if dt == DType::F64 { 1e-12 } else { 1e-5 };
             let diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
-            let (fused, plain) = (att.forward(&qkv).unwrap(), att.composed(&cfg, &cos, &sin, mask.as_ref(), &qkv).unwrap());
+            let (fused, plain) = (att.forward(&qkv).unwrap(), composed(&qkv).unwrap());
             assert!(diff(&fused, &plain) < tol, "forward differs by {} (prefix {p}, {dt:?})", diff(&fused, &plain));
-            let gk = att.input_grad(&qkv, &ga).unwrap().unwrap();
-            let gc = crate::recompute::recompute_grad(&|x| att.composed(&cfg, &cos, &sin, mask.as_ref(), x), &qkv, &ga).unwrap().unwrap();
+            let gk = att.input_grad(&qkv, &ga).unwrap();
+            let xv = candle_core::Var::from_tensor(&qkv).unwrap();
+            let grads = (composed(xv.as_tensor()).unwrap() * &ga).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = grads.get(xv.as_tensor()).unwrap().clone();
             assert!(diff(&gk, &gc) < tol, "gradient differs by {} (prefix {p}, {dt:?})", diff(&gk, &gc));
             assert!(gc.abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap() > 1e-3);
         }
