@@ -55,6 +55,7 @@ enum Cmd {
 }
 
 fn main() {
+    inversed_mixup::park_idle_workers();
     inversed_mixup::keep_freed_pages!();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMIX_LOG").unwrap_or_else(|_| "info".into()))

@@ -2,7 +2,8 @@
 //! `cargo run --release --example bench -- WORKLOAD` with WORKLOAD = train | gen1 | gen16 | encode.
 //! Env: BENCH_PHASES=1 prints forward/backward time, loss and gradient norm per step;
 //! BENCH_PLAIN=1 trains through the plain composition instead of the lean path; BENCH_RSS=1
-//! prints memory after each phase; BENCH_PURGE=1 keeps mimalloc's default page purging.
+//! prints memory after each phase; BENCH_PURGE=1 keeps mimalloc's default page purging;
+//! BENCH_SPIN=1 keeps candle's default idle spinning of matmul workers.
 use candle_core::{Device, Tensor};
 use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::encoder::Encoder;
@@ -57,7 +58,12 @@ fn llm_forward_flop(c: &inversed_mixup::llm::LlmConfig, b: usize, l: usize) -> f
 }
 
 fn main() {
-    if std::env::var_os("BENCH_PURGE").is_none() { inversed_mixup::keep_freed_pages!(); }
+    if std::env::var_os("BENCH_SPIN").is_none() {
+        inversed_mixup::park_idle_workers();
+    }
+    if std::env::var_os("BENCH_PURGE").is_none() {
+        inversed_mixup::keep_freed_pages!();
+    }
     let work = std::env::args().nth(1).expect("workload: train | gen1 | gen16 | encode");
     let dev = Device::Cpu;
     if work == "encode" {
