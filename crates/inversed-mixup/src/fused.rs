@@ -95,16 +95,40 @@ pub fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op1(Softmax)
 }
 
-fn rms_rows<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
-    let d = w.len();
-    let mut out = x.to_vec();
-    for row in out.chunks_mut(d) {
-        let ms = row.iter().map(|&v| v * v).sum::<T>() / T::of(d as f64);
-        let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
-        for (v, &wi) in row.iter_mut().zip(w) {
-            *v = *v * r * wi;
+/// Σ a·b·c in 8 independent lanes (a plain float sum cannot be reordered, so it would not vectorise).
+#[inline(always)]
+fn dot3<T: Real>(a: &[T], b: &[T], c: &[T]) -> T {
+    let z = T::of(0.0);
+    let mut acc = [z; 8];
+    let n = a.len() / 8 * 8;
+    for i in (0..n).step_by(8) {
+        for l in 0..8 {
+            acc[l] = acc[l] + a[i + l] * b[i + l] * c[i + l];
         }
     }
+    let tail = (n..a.len()).fold(z, |s, i| s + a[i] * b[i] * c[i]);
+    acc.iter().fold(tail, |s, &v| s + v)
+}
+
+/// Rows per parallel task: whole rows, at least ~16K elements each.
+fn rows_per_task(d: usize) -> usize {
+    (16_384 / d.max(1)).max(1)
+}
+
+fn rms_rows<T: Real + Send + Sync>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+    use rayon::prelude::*;
+    let d = w.len();
+    let ones = vec![T::of(1.0); d];
+    let mut out = x.to_vec();
+    out.par_chunks_mut(d * rows_per_task(d)).for_each(|rows| {
+        for row in rows.chunks_mut(d) {
+            let ms = dot3(row, row, &ones) / T::of(d as f64);
+            let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
+            for (v, &wi) in row.iter_mut().zip(w) {
+                *v = *v * r * wi;
+            }
+        }
+    });
     out
 }
 
@@ -214,18 +238,22 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tenso
 }
 
 /// With r = 1/rms(x): dx = r*w*g - x * r^3/d * sum(w*g*x) (the input gradient alone).
-fn rms_input_grad_rows<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
+fn rms_input_grad_rows<T: Real + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
+    use rayon::prelude::*;
     let d = w.len();
+    let ones = vec![T::of(1.0); d];
+    let per = d * rows_per_task(d);
     let mut dx = vec![T::of(0.0); x.len()];
-    for ((xr, gr), dr) in x.chunks(d).zip(g.chunks(d)).zip(dx.chunks_mut(d)) {
-        let ms = xr.iter().map(|&v| v * v).sum::<T>() / T::of(d as f64);
-        let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
-        let dot: T = xr.iter().zip(gr).zip(w).map(|((&a, &b), &c)| a * b * c).sum();
-        let k = r * r * r * dot / T::of(d as f64);
-        for i in 0..d {
-            dr[i] = r * w[i] * gr[i] - xr[i] * k;
+    dx.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).for_each(|(dxs, (xs, gs))| {
+        for ((xr, gr), dr) in xs.chunks(d).zip(gs.chunks(d)).zip(dxs.chunks_mut(d)) {
+            let ms = dot3(xr, xr, &ones) / T::of(d as f64);
+            let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
+            let k = r * r * r * dot3(xr, gr, w) / T::of(d as f64);
+            for i in 0..d {
+                dr[i] = r * w[i] * gr[i] - xr[i] * k;
+            }
         }
-    }
+    });
     dx
 }
 
