@@ -36,7 +36,9 @@ fn rss_note(what: &str) {
     if std::env::var_os("BENCH_RSS").is_some() {
         let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let f = |k: &str| s.lines().find(|l| l.starts_with(k)).map(|l| l.to_string()).unwrap_or_default();
-        eprintln!("{what}: {} {}", f("VmRSS:"), f("VmHWM:"));
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let minflt = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(7)).unwrap_or("?").to_string();
+        eprintln!("{what}: {} {} minor faults so far {minflt}", f("VmRSS:"), f("VmHWM:"));
     }
 }
 

@@ -238,19 +238,19 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tenso
 }
 
 /// With r = 1/rms(x): dx = r*w*g - x * r^3/d * sum(w*g*x) (the input gradient alone).
-fn rms_input_grad_rows<T: Real + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
+/// Adds the RMSNorm input gradient into `dx` (zeros, or a residual gradient to fold in).
+fn rms_input_grad_rows<T: Real + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f64, mut dx: Vec<T>) -> Vec<T> {
     use rayon::prelude::*;
     let d = w.len();
     let ones = vec![T::of(1.0); d];
     let per = d * rows_per_task(d);
-    let mut dx = vec![T::of(0.0); x.len()];
     dx.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).for_each(|(dxs, (xs, gs))| {
         for ((xr, gr), dr) in xs.chunks(d).zip(gs.chunks(d)).zip(dxs.chunks_mut(d)) {
             let ms = dot3(xr, xr, &ones) / T::of(d as f64);
             let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
             let k = r * r * r * dot3(xr, gr, w) / T::of(d as f64);
             for i in 0..d {
-                dr[i] = r * w[i] * gr[i] - xr[i] * k;
+                dr[i] = dr[i] + r * w[i] * gr[i] - xr[i] * k;
             }
         }
     });
@@ -258,7 +258,11 @@ fn rms_input_grad_rows<T: Real + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f6
 }
 
 /// Forward-only kernel: the RMSNorm input gradient from `(x, w, g)`.
-struct RmsInputGrad(f64);
+struct RmsInputGrad {
+    eps: f64,
+    /// A gradient to add to the result (a residual branch), folded into the same pass.
+    plus: Option<Tensor>,
+}
 
 impl candle_core::CustomOp3 for RmsInputGrad {
     fn name(&self) -> &'static str {
@@ -268,9 +272,25 @@ impl candle_core::CustomOp3 for RmsInputGrad {
         if l1.shape() != l3.shape() || l2.shape().elem_count() != *l1.dims().last().unwrap_or(&0) {
             candle_core::bail!("rms-norm-input-grad: x {:?}, w {:?}, g {:?}", l1.dims(), l2.dims(), l3.dims());
         }
+        let n = l1.shape().elem_count();
+        if self.plus.as_ref().is_some_and(|p| p.elem_count() != n) {
+            candle_core::bail!("rms-norm-input-grad: the added gradient does not match x {:?}", l1.dims());
+        }
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => CpuStorage::F32(rms_input_grad_rows(contiguous(x, l1)?, contiguous(w, l2)?, contiguous(g, l3)?, self.0)),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => CpuStorage::F64(rms_input_grad_rows(contiguous(x, l1)?, contiguous(w, l2)?, contiguous(g, l3)?, self.0)),
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => {
+                let init = match &self.plus {
+                    Some(p) => p.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+                    None => vec![0.0; n],
+                };
+                CpuStorage::F32(rms_input_grad_rows(contiguous(x, l1)?, contiguous(w, l2)?, contiguous(g, l3)?, self.eps, init))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => {
+                let init = match &self.plus {
+                    Some(p) => p.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
+                    None => vec![0.0; n],
+                };
+                CpuStorage::F64(rms_input_grad_rows(contiguous(x, l1)?, contiguous(w, l2)?, contiguous(g, l3)?, self.eps, init))
+            }
             _ => candle_core::bail!("rms-norm-input-grad: inputs must all be f32 or all f64"),
         };
         Ok((out, l1.shape().clone()))
@@ -279,5 +299,10 @@ impl candle_core::CustomOp3 for RmsInputGrad {
 
 /// dL/dx of `rms_norm(x, w)` for the upstream gradient `g` (no graph; `w` is treated as constant).
 pub fn rms_norm_input_grad(x: &Tensor, w: &Tensor, g: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
-    x.detach().contiguous()?.apply_op3(&w.detach().contiguous()?, &g.detach().contiguous()?, RmsInputGrad(eps as f64))
+    x.detach().contiguous()?.apply_op3(&w.detach().contiguous()?, &g.detach().contiguous()?, RmsInputGrad { eps: eps as f64, plus: None })
+}
+
+/// `plus + dL/dx` of `rms_norm(x, w)` in one pass (a residual branch's gradient folded in).
+pub fn rms_norm_input_grad_plus(x: &Tensor, w: &Tensor, g: &Tensor, eps: f32, plus: &Tensor) -> candle_core::Result<Tensor> {
+    x.detach().contiguous()?.apply_op3(&w.detach().contiguous()?, &g.detach().contiguous()?, RmsInputGrad { eps: eps as f64, plus: Some(plus.detach()) })
 }

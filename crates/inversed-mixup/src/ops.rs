@@ -55,6 +55,9 @@ impl CustomOp1 for FrozenMatmul {
 
 /// `x @ Wᵀ` on raw storage: `x (..., in)` contiguous, `W (out, in)`; the result is freshly owned.
 pub(crate) fn matmul_wt(s: &CpuStorage, l: &Layout, weight: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    if !l.is_contiguous() {
+        candle_core::bail!("frozen-linear: contiguous input required, got strides {:?}", l.stride());
+    }
     let dims = l.shape().dims();
     let k = *dims.last().expect("rank >= 1");
     let m = l.shape().elem_count() / k;

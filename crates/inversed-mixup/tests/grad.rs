@@ -253,7 +253,7 @@ fn fused_cross_entropy_matches_finite_differences_and_the_composition() {
 #[test]
 fn block_backward_kernels_match_autograd() {
     use inversed_mixup::activation::{swiglu, swiglu_stacked, swiglu_stacked_grad};
-    use inversed_mixup::fused::{rms_norm, rms_norm_input_grad};
+    use inversed_mixup::fused::{rms_norm, rms_norm_input_grad, rms_norm_input_grad_plus};
     for dt in [DType::F64, DType::F32] {
         let tol = if dt == DType::F64 { 1e-12 } else { 1e-5 };
         let x = rand(&[2, 3, 6], 88).to_dtype(dt).unwrap();
@@ -272,6 +272,8 @@ fn block_backward_kernels_match_autograd() {
         };
         let rms = |t: &Tensor| rms_norm(t, &w, 1e-5).unwrap();
         close(&rms_norm_input_grad(&x, &w, &g6, 1e-5).unwrap(), &autograd(&rms, &g6), "RMSNorm input gradient");
+        let plus = (autograd(&rms, &g6) + &x).unwrap();
+        close(&rms_norm_input_grad_plus(&x, &w, &g6, 1e-5, &x).unwrap(), &plus, "RMSNorm input gradient plus a residual gradient");
         let sw = |t: &Tensor| swiglu(&t.narrow(2, 0, 3).unwrap(), &t.narrow(2, 3, 3).unwrap()).unwrap();
         close(&swiglu_stacked(&x).unwrap(), &sw(&x), "stacked SwiGLU");
         close(&swiglu_stacked_grad(&x, &g3).unwrap(), &autograd(&sw, &g3), "stacked SwiGLU gradient");

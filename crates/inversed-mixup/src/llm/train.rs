@@ -47,12 +47,40 @@ fn back(g: &Tensor, w: &ops::FrozenLinear) -> candle_core::Result<Tensor> {
     g.contiguous()?.reshape(((), out))?.matmul(w.weight())?.reshape(d)
 }
 
+/// `r + u @ Wᵀ`: the product is written into storage we own and the residual added in place.
+fn project_add(u: &Tensor, w: &ops::FrozenLinear, r: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (mut y, shape) = {
+        let (s, l) = u.storage_and_layout();
+        let Storage::Cpu(s) = &*s else { candle_core::bail!("block: cpu only") };
+        ops::matmul_wt(s, l, w.weight())?
+    };
+    let (rs, rl) = r.storage_and_layout();
+    let Storage::Cpu(rs) = &*rs else { candle_core::bail!("block: cpu only") };
+    let (a, b) = rl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("block: contiguous residual required".into()))?;
+    if b - a != shape.elem_count() {
+        candle_core::bail!("block: residual {:?} does not match {:?}", rl.dims(), shape.dims());
+    }
+    match (&mut y, rs) {
+        (CpuStorage::F32(y), CpuStorage::F32(r)) => y.iter_mut().zip(&r[a..b]).for_each(|(y, r)| *y += r),
+        (CpuStorage::F64(y), CpuStorage::F64(r)) => y.iter_mut().zip(&r[a..b]).for_each(|(y, r)| *y += r),
+        _ => candle_core::bail!("block: f32 or f64 only"),
+    }
+    Ok((y, shape))
+}
+
 impl BlockOp {
     /// Runs the block on a detached input, keeping what the backward needs.
     fn prepare(&self, x: &Tensor) -> candle_core::Result<()> {
         let qkv = self.qkv.forward(&crate::fused::rms_norm(x, &self.attn_norm, self.eps)?)?;
         let a = self.attention.forward(&qkv)?;
-        let x_mid = (x + self.o.forward(&a)?)?;
+        let x_mid = {
+            let (y, shape) = project_add(&a, &self.o, x)?;
+            match y {
+                CpuStorage::F32(v) => Tensor::from_vec(v, shape, x.device())?,
+                CpuStorage::F64(v) => Tensor::from_vec(v, shape, x.device())?,
+                _ => candle_core::bail!("block: f32 or f64 only"),
+            }
+        };
         let gu = self.gate_up.forward(&crate::fused::rms_norm(&x_mid, &self.ffn_norm, self.eps)?)?;
         let f = crate::activation::swiglu_stacked(&gu)?;
         *lock(&self.last)? = Some((f, x_mid.clone()));
@@ -68,21 +96,7 @@ impl CustomOp1 for BlockOp {
 
     fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (f, x_mid) = lock(&self.last)?.take().ok_or_else(|| candle_core::Error::Msg("block: forward ran twice".into()))?;
-        // The down projection is written into storage we own, then the residual is added in place.
-        let (mut y, shape) = {
-            let (s, l) = f.storage_and_layout();
-            let Storage::Cpu(s) = &*s else { candle_core::bail!("block: cpu only") };
-            ops::matmul_wt(s, l, self.down.weight())?
-        };
-        let (rs, rl) = x_mid.storage_and_layout();
-        let Storage::Cpu(rs) = &*rs else { candle_core::bail!("block: cpu only") };
-        let (a, b) = rl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("block: contiguous residual required".into()))?;
-        match (&mut y, rs) {
-            (CpuStorage::F32(y), CpuStorage::F32(r)) => y.iter_mut().zip(&r[a..b]).for_each(|(y, r)| *y += r),
-            (CpuStorage::F64(y), CpuStorage::F64(r)) => y.iter_mut().zip(&r[a..b]).for_each(|(y, r)| *y += r),
-            _ => candle_core::bail!("block: f32 or f64 only"),
-        }
-        Ok((y, shape))
+        project_add(&f, &self.down, &x_mid)
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -90,11 +104,11 @@ impl CustomOp1 for BlockOp {
         let g = g.contiguous()?;
         let g_gu = crate::activation::swiglu_stacked_grad(&s.gu, &back(&g, &self.down)?)?;
         drop(s.gu);
-        let g_mid = (&g + crate::fused::rms_norm_input_grad(&s.x_mid, &self.ffn_norm, &back(&g_gu, &self.gate_up)?, self.eps)?)?;
+        let g_mid = crate::fused::rms_norm_input_grad_plus(&s.x_mid, &self.ffn_norm, &back(&g_gu, &self.gate_up)?, self.eps, &g)?;
         drop(s.x_mid);
         let g_qkv = self.attention.input_grad(&s.qkv, &back(&g_mid, &self.o)?)?;
         drop(s.qkv);
-        let g_x = (&g_mid + crate::fused::rms_norm_input_grad(&s.x, &self.attn_norm, &back(&g_qkv, &self.qkv)?, self.eps)?)?;
+        let g_x = crate::fused::rms_norm_input_grad_plus(&s.x, &self.attn_norm, &back(&g_qkv, &self.qkv)?, self.eps, &g_mid)?;
         Ok(Some(g_x))
     }
 }
