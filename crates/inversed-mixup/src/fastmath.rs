@@ -119,35 +119,12 @@ macro_rules! map_kernel {
 
         $(#[$doc])*
         pub fn $name($($a: &[f32]),+) -> Vec<f32> {
-            #[inline(always)]
-            fn body($($a: &[f32]),+, out: &mut [f32]) {
-                let n = out.len();
-                $(let $a = &$a[..n];)+
-                for i in 0..n {
-                    out[i] = $f($($a[i]),+);
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2($($a: &[f32]),+, out: &mut [f32]) {
-                body($($a),+, out)
-            }
             let n = [$($a.len()),+][0];
             $(assert_eq!($a.len(), n, concat!(stringify!($name), ": length mismatch"));)+
             let mut out = vec![0f32; n];
-            #[cfg(target_arch = "x86_64")]
-            let fast = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-            #[cfg(not(target_arch = "x86_64"))]
-            let fast = false;
             let run = |lo: usize, o: &mut [f32]| {
                 let hi = lo + o.len();
-                #[cfg(target_arch = "x86_64")]
-                if fast {
-                    // SAFETY: the CPU supports the features the function was compiled for.
-                    unsafe { avx2($(&$a[lo..hi]),+, o) };
-                    return;
-                }
-                body($(&$a[lo..hi]),+, o)
+                $into($(&$a[lo..hi]),+, o)
             };
             // Large inputs (activations of a whole batch) on all cores.
             if n >= PAR_MIN {

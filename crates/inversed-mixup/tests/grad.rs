@@ -310,21 +310,5 @@ fn lean_training_path_gives_the_same_loss_and_gradients() {
     let (_d, mut llm, a) = tiny();
     let prompt = Prompt::new(DEFAULT_TEMPLATE, 2, &llm).unwrap();
     let h = rand(&[3, 6], 32).to_dtype(DType::F32).unwrap();
-    let targets: Vec<Vec<u32>> = ["a cat", "hello there world", "x"].iter().map(|t| Prompt::target_ids(&llm, t).unwrap()).collect();
-    let mut run = |lean: bool| {
-        llm.set_lean_training(lean);
-        let loss = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &targets).unwrap().0;
-        let g = loss.backward().unwrap();
-        let grads: Vec<Vec<f32>> = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
-        (loss.to_scalar::<f32>().unwrap(), grads)
-    };
-    let ((ll, gl), (lp, gp)) = (run(true), run(false));
-    assert!((ll - lp).abs() < 1e-5, "lean loss {ll} vs plain {lp}");
-    for (a, b) in gl.iter().zip(&gp) {
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 0.0);
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() <= 1e-4 * scale, "gradient {x} vs {y}");
-        }
-    }
+    common::assert_lean_equals_plain(&mut llm, &prompt, &a, &h, &["a cat", "hello there world", "x"], 1e-5, 1e-4);
 }

@@ -1,6 +1,8 @@
 //! Parity with the PyTorch/transformers reference on the real default models.
 //! Fixtures come from reference/make_fixtures.py (run once; never needed by CI).
 
+mod common;
+
 use candle_core::{Device, D};
 use inversed_mixup::{encoder::Encoder, llm::Llm, models};
 use serde_json::Value;
@@ -96,21 +98,5 @@ fn lean_training_path_matches_the_plain_path_on_the_real_llm() {
     let a = Adaptor::new(cfg, 7, &candle_core::Device::Cpu).unwrap();
     let prompt = Prompt::new(DEFAULT_TEMPLATE, 4, &llm).unwrap();
     let h = candle_core::Tensor::from_vec((0..32).map(|i| (i as f32 * 0.37).sin() * 0.25).collect::<Vec<f32>>(), (2, 16), &candle_core::Device::Cpu).unwrap();
-    let targets: Vec<Vec<u32>> = ["The cat sat on the mat.", "A short sentence about rivers and hills."].iter().map(|t| Prompt::target_ids(&llm, t).unwrap()).collect();
-    let mut run = |lean: bool| {
-        llm.set_lean_training(lean);
-        let loss = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &targets).unwrap().0;
-        let g = loss.backward().unwrap();
-        let grads: Vec<Vec<f32>> = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
-        (loss.to_scalar::<f32>().unwrap(), grads)
-    };
-    let ((ll, gl), (lp, gp)) = (run(true), run(false));
-    assert!((ll - lp).abs() < 1e-4 * lp.abs(), "lean loss {ll} vs plain {lp}");
-    for (a, b) in gl.iter().zip(&gp) {
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 0.0);
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() <= 1e-3 * scale, "gradient {x} vs {y} (scale {scale})");
-        }
-    }
+    common::assert_lean_equals_plain(&mut llm, &prompt, &a, &h, &["The cat sat on the mat.", "A short sentence about rivers and hills."], 1e-4, 1e-3);
 }

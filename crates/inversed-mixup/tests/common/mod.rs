@@ -173,3 +173,26 @@ pub fn check_var_grad(name: &str, var: &candle_core::Var, grad: &[f32], loss: &d
         assert!((fd - an).abs() <= 2e-3 + rel * an.abs(), "{name}[{i}]: autograd {an} vs finite difference {fd}");
     }
 }
+
+/// Runs L_GEN through the lean and the plain training path of `llm` and asserts the same loss
+/// (relative `loss_tol`) and the same adaptor gradients (relative to each gradient's largest entry).
+pub fn assert_lean_equals_plain(llm: &mut inversed_mixup::llm::Llm, prompt: &inversed_mixup::prompt::Prompt, a: &inversed_mixup::adaptor::Adaptor, h: &Tensor, texts: &[&str], loss_tol: f32, grad_tol: f32) {
+    use inversed_mixup::prompt::Prompt;
+    let targets: Vec<Vec<u32>> = texts.iter().map(|t| Prompt::target_ids(llm, t).unwrap()).collect();
+    let mut run = |lean: bool| {
+        llm.set_lean_training(lean);
+        let loss = prompt.gen_loss(llm, &a.forward(h).unwrap(), &targets).unwrap().0;
+        let g = loss.backward().unwrap();
+        let grads: Vec<Vec<f32>> = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        (loss.to_scalar::<f32>().unwrap(), grads)
+    };
+    let ((ll, gl), (lp, gp)) = (run(true), run(false));
+    assert!((ll - lp).abs() <= loss_tol * lp.abs().max(1.0), "lean loss {ll} vs plain {lp}");
+    for (a, b) in gl.iter().zip(&gp) {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "no gradient reached the adaptor");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= grad_tol * scale, "gradient {x} vs {y} (scale {scale})");
+        }
+    }
+}
