@@ -72,6 +72,22 @@ fn main() {
         let enc = Encoder::load(&models::resolve(None, &models::ENCODER).unwrap(), &dev).unwrap();
         let s: Vec<String> = (0..64).map(|i| format!("sentence number {i} is about the weather in a small town near the river.")).collect();
         let r: Vec<&str> = s.iter().map(String::as_str).collect();
+        if std::env::var_os("BENCH_AB").is_some() {
+            // Raw inference path vs the candle composition, alternating in one process.
+            let ids: Vec<Vec<u32>> = r.iter().map(|t| enc.tokenize(t).unwrap()).collect();
+            let (mut a, mut b) = (vec![], vec![]);
+            for _ in 0..15 {
+                let t = std::time::Instant::now();
+                enc.embed_ids(&ids).unwrap();
+                a.push(t.elapsed().as_secs_f64());
+                let t = std::time::Instant::now();
+                enc.embed_ids_composed(&ids).unwrap();
+                b.push(t.elapsed().as_secs_f64());
+            }
+            a.sort_by(f64::total_cmp);
+            b.sort_by(f64::total_cmp);
+            eprintln!("raw median {:.4} min {:.4} | composed median {:.4} min {:.4}", a[7], a[0], b[7], b[0]);
+        }
         let (med, runs) = timed(|| { enc.embed(&r).unwrap(); }, 2, 9);
         // MiniLM: per token 2*(4 d^2 + 2 d ffn) per layer, plus attention.
         let toks: Vec<usize> = r.iter().map(|t| enc.tokenize(t).unwrap().len()).collect();

@@ -26,6 +26,7 @@ pub mod invert;
 pub mod io;
 pub mod llm;
 pub mod loss;
+pub mod matmul;
 pub mod matvec;
 pub mod metrics;
 pub mod mixup;

@@ -181,7 +181,7 @@ impl CustomOp1 for OutputCrossEntropy {
         let d = self.dlogits.lock().map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))?.take();
         let d = d.ok_or_else(|| candle_core::Error::Msg("output-cross-entropy: backward ran twice".into()))?;
         let scale = g.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / d.dim(0)? as f64;
-        Ok(Some((d.matmul(&self.w)? * scale)?))
+        Ok(Some((crate::ops::matmul_w(&d, &self.w)? * scale)?))
     }
 }
 

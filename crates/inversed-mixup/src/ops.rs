@@ -43,13 +43,7 @@ impl CustomOp1 for FrozenMatmul {
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         // dL/dx = dL/dy @ W; no dL/dW because the weight is frozen.
-        let dims = grad.dims().to_vec();
-        let out = *dims.last().expect("rank >= 1");
-        let g2 = grad.contiguous()?.reshape(((), out))?;
-        let gx = g2.matmul(&self.0)?;
-        let mut xd = dims;
-        *xd.last_mut().expect("rank >= 1") = self.0.dim(1)?;
-        Ok(Some(gx.reshape(xd)?))
+        Ok(Some(matmul_w(grad, &self.0)?))
     }
 }
 
@@ -76,11 +70,94 @@ pub(crate) fn matmul_wt(s: &CpuStorage, l: &Layout, weight: &Tensor) -> candle_c
             return Ok((CpuStorage::F32(crate::matvec::matmul_wt(xs, m, k, &wv[w0..w1], out)), Shape::from(od)));
         }
     }
+    // f32/f64: straight into gemm with an output that is not zero-filled first.
+    if let Some((w0, w1)) = wl.contiguous_offsets() {
+        let x0 = l.start_offset();
+        let dims = (m, k, out);
+        match (s, ws) {
+            (CpuStorage::F32(xs), CpuStorage::F32(wv)) => {
+                let y = crate::matmul::matmul(&xs[x0..x0 + m * k], &wv[w0..w1], dims, crate::matmul::Rhs::Transposed);
+                return Ok((CpuStorage::F32(y), Shape::from(od)));
+            }
+            (CpuStorage::F64(xs), CpuStorage::F64(wv)) => {
+                let y = crate::matmul::matmul(&xs[x0..x0 + m * k], &wv[w0..w1], dims, crate::matmul::Rhs::Transposed);
+                return Ok((CpuStorage::F64(y), Shape::from(od)));
+            }
+            _ => {}
+        }
+    }
     let lhs_l = Layout::contiguous_with_offset((m, k), l.start_offset());
     let rhs_l = wl.transpose(0, 1)?;
     use candle_core::backend::BackendStorage;
     let res = s.matmul(ws, (1, m, out, k), &lhs_l, &rhs_l)?;
     Ok((res, Shape::from(od)))
+}
+
+/// `g @ W` for `g (..., out)` and a constant `W (out, in)` (the input gradient of `x @ Wᵀ`), as a
+/// new `(..., in)` tensor; f32/f64 go straight into gemm, other types through candle.
+pub(crate) fn matmul_w(g: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    let (out, inp) = weight.dims2()?;
+    let g = g.contiguous()?;
+    let mut dims = g.dims().to_vec();
+    if dims.last() != Some(&out) {
+        candle_core::bail!("frozen-linear backward: gradient {:?} does not match weight ({out}, {inp})", g.dims());
+    }
+    *dims.last_mut().expect("rank >= 1") = inp;
+    let rows = g.elem_count() / out.max(1);
+    let raw = {
+        let (gs, gl) = g.storage_and_layout();
+        let (ws, wl) = weight.storage_and_layout();
+        let g0 = gl.start_offset();
+        let gd = (rows, out, inp);
+        match (&*gs, &*ws, wl.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(a)), Storage::Cpu(CpuStorage::F32(w)), Some((w0, w1))) => {
+                Some(CpuStorage::F32(crate::matmul::matmul(&a[g0..g0 + rows * out], &w[w0..w1], gd, crate::matmul::Rhs::Plain)))
+            }
+            (Storage::Cpu(CpuStorage::F64(a)), Storage::Cpu(CpuStorage::F64(w)), Some((w0, w1))) => {
+                Some(CpuStorage::F64(crate::matmul::matmul(&a[g0..g0 + rows * out], &w[w0..w1], gd, crate::matmul::Rhs::Plain)))
+            }
+            _ => None,
+        }
+    };
+    match raw {
+        Some(CpuStorage::F32(v)) => Tensor::from_vec(v, dims, g.device()),
+        Some(CpuStorage::F64(v)) => Tensor::from_vec(v, dims, g.device()),
+        _ => g.reshape(((), out))?.matmul(weight)?.reshape(dims),
+    }
+}
+
+/// `r + x @ Wᵀ` on raw storage (f32/f64, contiguous): `r` is copied into the output and gemm
+/// accumulates the product onto it, so no separate add pass runs.
+pub(crate) fn matmul_wt_add(x: &Tensor, weight: &Tensor, r: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (out, inp) = weight.dims2()?;
+    let rows = x.elem_count() / inp.max(1);
+    if x.dims().last() != Some(&inp) || r.elem_count() != rows * out {
+        candle_core::bail!("frozen-linear: input {:?}, weight ({out}, {inp}), residual {:?} do not fit", x.dims(), r.dims());
+    }
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = weight.storage_and_layout();
+    let (rs, rl) = r.storage_and_layout();
+    let ((x0, x1), (w0, w1), (r0, r1)) = match (xl.contiguous_offsets(), wl.contiguous_offsets(), rl.contiguous_offsets()) {
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        _ => candle_core::bail!("frozen-linear: contiguous input, weight and residual required"),
+    };
+    let mut od = x.dims().to_vec();
+    *od.last_mut().expect("rank >= 1") = out;
+    let dims = (rows, inp, out);
+    let y = match (&*xs, &*ws, &*rs) {
+        (Storage::Cpu(CpuStorage::F32(a)), Storage::Cpu(CpuStorage::F32(w)), Storage::Cpu(CpuStorage::F32(r))) => {
+            let mut y = r[r0..r1].to_vec();
+            crate::matmul::matmul_into(&mut y, &a[x0..x1], &w[w0..w1], dims, crate::matmul::Rhs::Transposed, true);
+            CpuStorage::F32(y)
+        }
+        (Storage::Cpu(CpuStorage::F64(a)), Storage::Cpu(CpuStorage::F64(w)), Storage::Cpu(CpuStorage::F64(r))) => {
+            let mut y = r[r0..r1].to_vec();
+            crate::matmul::matmul_into(&mut y, &a[x0..x1], &w[w0..w1], dims, crate::matmul::Rhs::Transposed, true);
+            CpuStorage::F64(y)
+        }
+        _ => candle_core::bail!("frozen-linear: f32 or f64 on cpu only"),
+    };
+    Ok((y, Shape::from(od)))
 }
 
 /// RMSNorm; `grad` selects our fused op with a backward instead of candle's kernel without one.

@@ -35,14 +35,24 @@ fn encoder_matches_sentence_transformers() {
         let want: Vec<u32> = ids.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         assert_eq!(enc.tokenize(s).unwrap(), want, "token ids of {s:?}");
     }
+    // The raw inference path (packed rows, used by `embed`) and the padded candle composition
+    // both match the reference, and each other; the fixture's sentences differ in length.
     let got = enc.embed(&sents).unwrap().to_vec2::<f32>().unwrap();
+    let ids: Vec<Vec<u32>> = sents.iter().map(|s| enc.tokenize(s).unwrap()).collect();
+    let composed = enc.embed_ids_composed(&ids).unwrap().to_vec2::<f32>().unwrap();
     for (i, want) in f["embeddings"].as_array().unwrap().iter().enumerate() {
         let want: Vec<f32> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-        let c = cosine(&got[i], &want);
-        assert!(c >= 0.9999, "sentence {i}: cosine {c}");
-        let norm: f32 = got[i].iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "modules.json asks for L2 normalisation; norm {norm}");
+        for (path, got) in [("raw", &got[i]), ("composed", &composed[i])] {
+            let c = cosine(got, &want);
+            assert!(c >= 0.9999, "sentence {i}, {path} path: cosine {c}");
+            let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "modules.json asks for L2 normalisation; {path} path norm {norm}");
+        }
+        let d = got[i].iter().zip(&composed[i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-5, "sentence {i}: raw and composed paths differ by {d}");
     }
+    let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+    assert!(lens.iter().min() < lens.iter().max(), "the fixture should mix lengths (padding vs packing): {lens:?}");
 }
 
 /// Python: AutoTokenizer.from_pretrained(d, gguf_file=f)(s, add_special_tokens=False)["input_ids"].

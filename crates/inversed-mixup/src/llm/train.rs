@@ -10,7 +10,7 @@
 use super::{Block, KvCache, Llm};
 use crate::causal::Causal;
 use crate::ops;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
 /// What a block's backward needs from its forward.
@@ -41,31 +41,12 @@ fn lock<T>(m: &Mutex<T>) -> candle_core::Result<std::sync::MutexGuard<'_, T>> {
 
 /// `g @ W` for a frozen `W (out, in)` and `g (..., out)`: the input gradient of `x @ Wᵀ`.
 fn back(g: &Tensor, w: &ops::FrozenLinear) -> candle_core::Result<Tensor> {
-    let (out, inp) = w.weight().dims2()?;
-    let mut d = g.dims().to_vec();
-    *d.last_mut().expect("rank >= 1") = inp;
-    g.contiguous()?.reshape(((), out))?.matmul(w.weight())?.reshape(d)
+    ops::matmul_w(g, w.weight())
 }
 
-/// `r + u @ Wᵀ`: the product is written into storage we own and the residual added in place.
+/// `r + u @ Wᵀ`: gemm accumulates the product onto a copy of the residual, in storage we own.
 fn project_add(u: &Tensor, w: &ops::FrozenLinear, r: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
-    let (mut y, shape) = {
-        let (s, l) = u.storage_and_layout();
-        let Storage::Cpu(s) = &*s else { candle_core::bail!("block: cpu only") };
-        ops::matmul_wt(s, l, w.weight())?
-    };
-    let (rs, rl) = r.storage_and_layout();
-    let Storage::Cpu(rs) = &*rs else { candle_core::bail!("block: cpu only") };
-    let (a, b) = rl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("block: contiguous residual required".into()))?;
-    if b - a != shape.elem_count() {
-        candle_core::bail!("block: residual {:?} does not match {:?}", rl.dims(), shape.dims());
-    }
-    match (&mut y, rs) {
-        (CpuStorage::F32(y), CpuStorage::F32(r)) => y.iter_mut().zip(&r[a..b]).for_each(|(y, r)| *y += r),
-        (CpuStorage::F64(y), CpuStorage::F64(r)) => y.iter_mut().zip(&r[a..b]).for_each(|(y, r)| *y += r),
-        _ => candle_core::bail!("block: f32 or f64 only"),
-    }
-    Ok((y, shape))
+    ops::matmul_wt_add(&u.contiguous()?, w.weight(), &r.contiguous()?)
 }
 
 impl BlockOp {

@@ -1,6 +1,8 @@
 //! The task encoder M: a BERT-family sentence encoder (safetensors + tokenizer.json), pooled and
 //! normalised as its sentence-transformers config says.
 
+mod infer;
+
 use crate::ops;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -231,6 +233,16 @@ impl Encoder {
 
     /// Embeds pre-tokenised sentences (right-padded internally): `(n, dim)`.
     pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
+        if self.raw_path_ready() {
+            return Ok(self.embed_packed(ids)?);
+        }
+        self.embed_ids_composed(ids)
+    }
+
+    /// [`Encoder::embed_ids`] through the candle composition ([`Encoder::forward`] on a padded
+    /// batch, then [`Encoder::pool`]): the differentiable path, and the reference the raw
+    /// inference path is tested against.
+    pub fn embed_ids_composed(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
         let n = ids.len();
         let t = ids.iter().map(|v| v.len()).max().unwrap_or(1).max(1);
         let mut flat = vec![0u32; n * t];
