@@ -173,8 +173,7 @@ impl Stacked {
                     None => fastmath::swiglu_into(g, u, o),
                     Some(d) => {
                         let (og, ou) = o.split_at_mut(f);
-                        fastmath::swiglu_grad_gate_into(g, u, d, og);
-                        fastmath::swiglu_grad_up_into(g, d, ou);
+                        fastmath::swiglu_grad_both_into(g, u, d, og, ou);
                     }
                 }))
             }

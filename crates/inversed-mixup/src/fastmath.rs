@@ -169,6 +169,34 @@ map_kernel!(
     exp_vec, exp_into, (x), exp
 );
 
+/// Both SwiGLU input gradients in one pass (one sigmoid per element): `og` for the gate and `ou`
+/// for the up projection, on the calling thread.
+pub fn swiglu_grad_both_into(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [f32], ou: &mut [f32]) {
+    #[inline(always)]
+    fn body(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [f32], ou: &mut [f32]) {
+        let n = og.len();
+        let (gate, up, dy, ou) = (&gate[..n], &up[..n], &dy[..n], &mut ou[..n]);
+        for i in 0..n {
+            let (g, u, d) = (gate[i], up[i], dy[i]);
+            let sg = sigmoid(g);
+            og[i] = d * u * sg * (1.0 + g * (1.0 - sg));
+            ou[i] = d * g * sg;
+        }
+    }
+    assert!(gate.len() >= og.len() && up.len() >= og.len() && dy.len() >= og.len() && ou.len() >= og.len(), "swiglu_grad_both_into: inputs shorter than output");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [f32], ou: &mut [f32]) {
+            body(gate, up, dy, og, ou)
+        }
+        // SAFETY: the CPU supports the features the function was compiled for.
+        unsafe { avx2(gate, up, dy, og, ou) };
+        return;
+    }
+    body(gate, up, dy, og, ou)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +219,18 @@ mod tests {
             let (a, b) = (erf(x), libm::erf(x as f64) as f32);
             assert!((a - b).abs() < 5e-7, "erf({x}) = {a}, libm {b}");
         }
+    }
+
+    #[test]
+    fn fused_swiglu_gradients_equal_the_separate_kernels() {
+        let n = 1003;
+        let g: Vec<f32> = (0..n).map(|i| (i as f32 - 500.0) / 60.0).collect();
+        let u: Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0).collect();
+        let d: Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+        let (mut og, mut ou) = (vec![0f32; n], vec![0f32; n]);
+        swiglu_grad_both_into(&g, &u, &d, &mut og, &mut ou);
+        assert_eq!(og, swiglu_grad_gate(&g, &u, &d));
+        assert_eq!(ou, swiglu_grad_up(&g, &d));
     }
 
     #[test]

@@ -116,14 +116,52 @@ pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> candle_core::Result<Ten
 /// In place: each row of logits becomes `softmax(row) - onehot(label)`; returns Σ of the rows'
 /// `-log softmax(row)[label]`.
 fn softmax_minus_onehot32(d: &mut [f32], v: usize, labels: &[u32]) -> f64 {
-    d.par_chunks_mut(v).zip(labels).map(|(row, &y)| {
-        let (m, lse) = lse32(row);
-        let nll = (m + lse - row[y as usize]) as f64;
-        let e = fastmath::exp_vec(&row.iter().map(|r| r - m - lse).collect::<Vec<f32>>());
-        row.copy_from_slice(&e);
-        row[y as usize] -= 1.0;
-        nll
-    }).sum()
+    d.par_chunks_mut(v).zip(labels).map(|(row, &y)| softmax_minus_onehot_row(row, y as usize)).sum()
+}
+
+/// One row of [`softmax_minus_onehot32`], allocation-free: a max pass, then one pass that
+/// exponentiates in place and sums (one `exp` per logit), then a scaling pass; the AVX2+FMA build
+/// is picked at run time.
+fn softmax_minus_onehot_row(row: &mut [f32], y: usize) -> f64 {
+    #[inline(always)]
+    fn body(row: &mut [f32], y: usize) -> f64 {
+        let xy = row[y];
+        let mut mx = [f32::NEG_INFINITY; 8];
+        let mut c = row.chunks_exact(8);
+        for x in &mut c {
+            for l in 0..8 {
+                mx[l] = mx[l].max(x[l]);
+            }
+        }
+        let m = c.remainder().iter().chain(&mx).copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut acc = [0f32; 8];
+        let mut c = row.chunks_exact_mut(8);
+        for x in &mut c {
+            for l in 0..8 {
+                x[l] = fastmath::exp(x[l] - m);
+                acc[l] += x[l];
+            }
+        }
+        let mut z: f32 = acc.iter().sum();
+        for x in c.into_remainder() {
+            *x = fastmath::exp(*x - m);
+            z += *x;
+        }
+        let inv = 1.0 / z;
+        row.iter_mut().for_each(|x| *x *= inv);
+        row[y] -= 1.0;
+        (m + z.ln() - xy) as f64
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(row: &mut [f32], y: usize) -> f64 {
+            body(row, y)
+        }
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { avx2(row, y) };
+    }
+    body(row, y)
 }
 
 fn softmax_minus_onehot64(d: &mut [f64], v: usize, labels: &[u32]) -> f64 {
