@@ -37,14 +37,27 @@ fn parallelism() -> Parallelism {
 }
 
 /// `dst (m, n) [+]= a (m, k) @ b`, everything row-major; `accumulate` adds to what `dst` holds.
-pub fn matmul_into<T: Element>(dst: &mut [T], a: &[T], b: &[T], (m, k, n): (usize, usize, usize), rhs: Rhs, accumulate: bool) {
-    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "gemm: operands shorter than ({m}, {k}) x ({k}, {n})");
+pub fn matmul_into<T: Element>(dst: &mut [T], a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rhs, accumulate: bool) {
+    let (m, _, n) = dims;
+    assert!(dst.len() >= m * n, "gemm: output shorter than ({m}, {n})");
+    // SAFETY: `dst` holds at least m * n initialised elements.
+    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, dims, rhs, accumulate) }
+}
+
+/// The gemm call behind [`matmul_into`] and [`matmul`], on a raw output pointer.
+///
+/// # Safety
+/// `dst` must be valid for `m * n` writes, and for reads as well (initialised) when `accumulate`.
+unsafe fn gemm_raw<T: Element>(dst: *mut T, a: &[T], b: &[T], (m, k, n): (usize, usize, usize), rhs: Rhs, accumulate: bool) {
+    assert!(a.len() >= m * k && b.len() >= k * n, "gemm: operands shorter than ({m}, {k}) x ({k}, {n})");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(T::ZERO);
+            for i in 0..m * n {
+                dst.add(i).write(T::ZERO);
+            }
         }
         return;
     }
@@ -52,46 +65,40 @@ pub fn matmul_into<T: Element>(dst: &mut [T], a: &[T], b: &[T], (m, k, n): (usiz
         Rhs::Plain => (n as isize, 1),
         Rhs::Transposed => (1, k as isize),
     };
-    // SAFETY: the asserts above keep every index gemm forms with these strides inside the slices.
-    unsafe {
-        ::gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            parallelism(),
-        )
-    }
+    // The asserts above keep every index gemm forms with these strides inside the operands.
+    ::gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        accumulate,
+        a.as_ptr(),
+        1,
+        k as isize,
+        b.as_ptr(),
+        b_cs,
+        b_rs,
+        T::ONE,
+        T::ONE,
+        false,
+        false,
+        false,
+        parallelism(),
+    )
 }
 
 /// `a (m, k) @ b` into a new `(m, n)` buffer that is never zero-filled first.
 pub fn matmul<T: Element>(a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rhs) -> Vec<T> {
-    let (m, k, n) = dims;
-    if k == 0 {
-        return vec![T::ZERO; m * n];
-    }
+    let (m, _, n) = dims;
     let mut out: Vec<T> = Vec::with_capacity(m * n);
-    let spare = &mut out.spare_capacity_mut()[..m * n];
-    // SAFETY: gemm with `read_dst = false` writes every element of the (m, n) output (k > 0) and
-    // reads none, so viewing the uninitialised capacity as `T` is sound; `set_len` follows the writes.
-    let dst = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<T>(), m * n) };
-    matmul_into(dst, a, b, dims, rhs, false);
-    // SAFETY: all m * n elements were written just above.
-    unsafe { out.set_len(m * n) };
+    // SAFETY: the capacity holds m * n elements; gemm with `accumulate = false` writes every one
+    // of them (or `gemm_raw` zero-fills when k = 0) and reads none, so `set_len` follows the writes.
+    unsafe {
+        gemm_raw(out.as_mut_ptr(), a, b, dims, rhs, false);
+        out.set_len(m * n);
+    }
     out
 }
 
@@ -118,7 +125,7 @@ mod tests {
     #[test]
     fn products_and_accumulation_equal_the_naive_loop() {
         // Sizes around gemm's block and threading thresholds, odd on purpose.
-        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (37, 64, 129), (300, 96, 200)] {
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (37, 64, 129), (300, 96, 200), (70, 13, 21), (64, 24, 40)] {
             let a: Vec<f64> = (0..m * k).map(|i| ((i * 7 % 13) as f64 - 6.0) / 5.0).collect();
             let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 % 11) as f64 - 5.0) / 3.0).collect();
             for rhs in [Rhs::Plain, Rhs::Transposed] {
