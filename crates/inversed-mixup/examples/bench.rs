@@ -3,7 +3,8 @@
 //! Env: BENCH_PHASES=1 prints forward/backward time, loss and gradient norm per step;
 //! BENCH_PLAIN=1 trains through the plain composition instead of the lean path; BENCH_RSS=1
 //! prints memory after each phase; BENCH_PURGE=1 keeps mimalloc's default page purging;
-//! BENCH_SPIN=1 keeps candle's default idle spinning of matmul workers.
+//! BENCH_SPIN=1 keeps candle's default idle spinning of matmul workers; BENCH_AB=1 (encode) first
+//! times the encoder's raw inference path against its candle composition in one process.
 use candle_core::{Device, Tensor};
 use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::encoder::Encoder;
