@@ -113,18 +113,20 @@ pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> candle_core::Result<Ten
     logits.contiguous()?.apply_op1(CrossEntropy { labels: labels.to_vec() })
 }
 
-/// In place: each row of logits becomes `softmax(row) - onehot(label)`; returns Σ of the rows'
-/// `-log softmax(row)[label]`.
-fn softmax_minus_onehot32(d: &mut [f32], v: usize, labels: &[u32]) -> f64 {
-    d.par_chunks_mut(v).zip(labels).map(|(row, &y)| softmax_minus_onehot_row(row, y as usize)).sum()
+/// In place: each row of logits becomes `exp(row - max)`; returns Σ of the rows'
+/// `-log softmax(row)[label]` and each row's `1 / Σ exp(row - max)`. Normalising and subtracting
+/// the one-hot would be a third pass over the (rows × vocabulary) buffer; the backward applies
+/// both to its (rows × hidden) product instead.
+fn exp_rows32(d: &mut [f32], v: usize, labels: &[u32]) -> (f64, Vec<f32>) {
+    let per: Vec<(f64, f32)> = d.par_chunks_mut(v).zip(labels).map(|(row, &y)| exp_row(row, y as usize)).collect();
+    (per.iter().map(|p| p.0).sum(), per.iter().map(|p| p.1).collect())
 }
 
-/// One row of [`softmax_minus_onehot32`], allocation-free: a max pass, then one pass that
-/// exponentiates in place and sums (one `exp` per logit), then a scaling pass; the AVX2+FMA build
-/// is picked at run time.
-fn softmax_minus_onehot_row(row: &mut [f32], y: usize) -> f64 {
+/// One row of [`exp_rows32`], allocation-free: a max pass, then one pass that exponentiates in
+/// place and sums (one `exp` per logit); the AVX2+FMA build is picked at run time.
+fn exp_row(row: &mut [f32], y: usize) -> (f64, f32) {
     #[inline(always)]
-    fn body(row: &mut [f32], y: usize) -> f64 {
+    fn body(row: &mut [f32], y: usize) -> (f64, f32) {
         let xy = row[y];
         let mut mx = [f32::NEG_INFINITY; 8];
         let mut c = row.chunks_exact(8);
@@ -147,15 +149,12 @@ fn softmax_minus_onehot_row(row: &mut [f32], y: usize) -> f64 {
             *x = fastmath::exp(*x - m);
             z += *x;
         }
-        let inv = 1.0 / z;
-        row.iter_mut().for_each(|x| *x *= inv);
-        row[y] -= 1.0;
-        (m + z.ln() - xy) as f64
+        ((m + z.ln() - xy) as f64, 1.0 / z)
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(row: &mut [f32], y: usize) -> f64 {
+        unsafe fn avx2(row: &mut [f32], y: usize) -> (f64, f32) {
             body(row, y)
         }
         // SAFETY: the CPU supports the features the function was compiled for.
@@ -181,8 +180,9 @@ fn softmax_minus_onehot64(d: &mut [f64], v: usize, labels: &[u32]) -> f64 {
 struct OutputCrossEntropy {
     w: Tensor,
     labels: Vec<u32>,
-    /// `softmax - onehot` per row, `(n, classes)`, made by the forward and consumed by the backward.
-    dlogits: std::sync::Mutex<Option<Tensor>>,
+    /// Made by the forward, consumed by the backward: `softmax - onehot` per row `(n, classes)`,
+    /// or (f32) `exp(logit - max)` per row with each row's `1 / Σ exp` beside it.
+    dlogits: std::sync::Mutex<Option<(Tensor, Option<Vec<f32>>)>>,
 }
 
 impl CustomOp1 for OutputCrossEntropy {
@@ -203,12 +203,12 @@ impl CustomOp1 for OutputCrossEntropy {
         let dev = candle_core::Device::Cpu;
         let (loss, d) = match logits {
             CpuStorage::F32(mut d) => {
-                let sum = softmax_minus_onehot32(&mut d, v, &self.labels);
-                (CpuStorage::F32(vec![(sum / n as f64) as f32]), Tensor::from_vec(d, (n, v), &dev)?)
+                let (sum, inv) = exp_rows32(&mut d, v, &self.labels);
+                (CpuStorage::F32(vec![(sum / n as f64) as f32]), (Tensor::from_vec(d, (n, v), &dev)?, Some(inv)))
             }
             CpuStorage::F64(mut d) => {
                 let sum = softmax_minus_onehot64(&mut d, v, &self.labels);
-                (CpuStorage::F64(vec![sum / n as f64]), Tensor::from_vec(d, (n, v), &dev)?)
+                (CpuStorage::F64(vec![sum / n as f64]), (Tensor::from_vec(d, (n, v), &dev)?, None))
             }
             _ => candle_core::bail!("cross-entropy: f32 or f64 only"),
         };
@@ -217,9 +217,20 @@ impl CustomOp1 for OutputCrossEntropy {
     }
     fn bwd(&self, _h: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let d = self.dlogits.lock().map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))?.take();
-        let d = d.ok_or_else(|| candle_core::Error::Msg("output-cross-entropy: backward ran twice".into()))?;
-        let scale = g.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / d.dim(0)? as f64;
-        Ok(Some((crate::ops::matmul_w(&d, &self.w)? * scale)?))
+        let (d, inv) = d.ok_or_else(|| candle_core::Error::Msg("output-cross-entropy: backward ran twice".into()))?;
+        let n = d.dim(0)?;
+        let scale = g.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / n as f64;
+        let p = crate::ops::matmul_w(&d, &self.w)?;
+        let dh = match inv {
+            None => p,
+            // (softmax - onehot) @ W = diag(1/Σ exp) (exp @ W) - W[labels].
+            Some(inv) => {
+                let inv = Tensor::from_vec(inv, (n, 1), p.device())?.to_dtype(p.dtype())?;
+                let ids = Tensor::from_slice(&self.labels, n, p.device())?;
+                (p.broadcast_mul(&inv)? - self.w.index_select(&ids, 0)?.to_dtype(p.dtype())?)?
+            }
+        };
+        Ok(Some((dh * scale)?))
     }
 }
 
