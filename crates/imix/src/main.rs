@@ -63,7 +63,7 @@ fn main() {
         .with_target(false)
         .init();
     let cli = Cli::parse();
-    let r = match cli.cmd {
+    let r = inversed_mixup::on_compute_pool(|| match cli.cmd {
         Cmd::Fetch => common::fetch(),
         Cmd::Align(a) => align_cmd::run(a),
         Cmd::Invert(a) => invert_cmd::run(a),
@@ -72,7 +72,7 @@ fn main() {
         Cmd::Interpolate(a) => augment_cmd::interpolate(a),
         Cmd::Train(a) => train_cmd::run(a),
         Cmd::Bench(a) => bench_cmd::run(a),
-    };
+    });
     if let Err(e) = r {
         eprintln!("error: {e:#}");
         std::process::exit(1);

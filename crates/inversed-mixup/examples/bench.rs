@@ -4,7 +4,8 @@
 //! BENCH_PLAIN=1 trains through the plain composition instead of the lean path; BENCH_RSS=1
 //! prints memory after each phase; BENCH_PURGE=1 keeps mimalloc's default page purging;
 //! BENCH_SPIN=1 keeps candle's default idle spinning of matmul workers; BENCH_AB=1 (encode) first
-//! times the encoder's raw inference path against its candle composition in one process.
+//! times the encoder's raw inference path against its candle composition in one process;
+//! BENCH_MAIN=1 runs on the main thread instead of a worker of the compute pool.
 use candle_core::{Device, Tensor};
 use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::encoder::Encoder;
@@ -67,6 +68,15 @@ fn main() {
     if std::env::var_os("BENCH_PURGE").is_none() {
         inversed_mixup::keep_freed_pages!();
     }
+    // As in the `imix` binary: the work runs on a worker of the compute pool (BENCH_MAIN=1: on
+    // the main thread instead).
+    if std::env::var_os("BENCH_MAIN").is_none() {
+        return inversed_mixup::on_compute_pool(run);
+    }
+    run()
+}
+
+fn run() {
     let work = std::env::args().nth(1).expect("workload: train | gen1 | gen16 | encode");
     let dev = Device::Cpu;
     if work == "encode" {
