@@ -86,8 +86,13 @@ fn keys_values<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(
 #[inline(always)]
 fn weights<T: Real + Default>(q: &[T], k: &[T], n: usize, scale: T, s: &mut Vec<T>) {
     let hd = q.len();
+    // Indexed loops, not `extend(map)`: the iterator's fold was compiled out of line, without
+    // the caller's AVX2 features.
     s.clear();
-    s.extend((0..n).map(|j| dot(q, &k[j * hd..(j + 1) * hd]) * scale));
+    s.resize(n, T::default());
+    for (j, sj) in s.iter_mut().enumerate() {
+        *sj = dot(q, &k[j * hd..(j + 1) * hd]) * scale;
+    }
     let m = s.iter().copied().fold(s[0], |a, b| if b > a { b } else { a });
     let mut z = T::default();
     for v in s.iter_mut() {
@@ -145,7 +150,10 @@ fn backward_group<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Optio
             let go = &ga[(bi * d.t + i) * c.heads * hd + h * hd..][..hd];
             // dp_j = go·v_j; ds_j = p_j (dp_j - Σ p dp)
             ds.clear();
-            ds.extend((0..m).map(|j| dot(go, &v[j * hd..(j + 1) * hd])));
+            ds.resize(m, T::default());
+            for (j, dj) in ds.iter_mut().enumerate() {
+                *dj = dot(go, &v[j * hd..(j + 1) * hd]);
+            }
             let mean = s.iter().zip(&ds).fold(T::default(), |a, (&p, &x)| a + p * x);
             dq.iter_mut().for_each(|x| *x = T::default());
             for j in 0..m {

@@ -22,8 +22,10 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    // 2^n by building the exponent bits; n is in [-126, 127] after the clamp.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n by building the exponent bits; n is in [-126, 127] after the clamp. Adding 1.5·2^23
+    // puts n in the low mantissa bits, so no float-to-int conversion is needed (`as i32`
+    // saturates and compiled to scalar code).
+    let scale = f32::from_bits((n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
     if under {
         0.0
     } else {

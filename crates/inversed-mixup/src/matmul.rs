@@ -41,14 +41,22 @@ pub fn matmul_into<T: Element>(dst: &mut [T], a: &[T], b: &[T], dims: (usize, us
     let (m, _, n) = dims;
     assert!(dst.len() >= m * n, "gemm: output shorter than ({m}, {n})");
     // SAFETY: `dst` holds at least m * n initialised elements.
-    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, dims, rhs, accumulate) }
+    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, dims, rhs, accumulate, parallelism()) }
+}
+
+/// [`matmul_into`] on the calling thread only (for callers that split the work across threads).
+pub fn matmul_into_serial<T: Element>(dst: &mut [T], a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rhs, accumulate: bool) {
+    let (m, _, n) = dims;
+    assert!(dst.len() >= m * n, "gemm: output shorter than ({m}, {n})");
+    // SAFETY: `dst` holds at least m * n initialised elements.
+    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, dims, rhs, accumulate, Parallelism::None) }
 }
 
 /// The gemm call behind [`matmul_into`] and [`matmul`], on a raw output pointer.
 ///
 /// # Safety
 /// `dst` must be valid for `m * n` writes, and for reads as well (initialised) when `accumulate`.
-unsafe fn gemm_raw<T: Element>(dst: *mut T, a: &[T], b: &[T], (m, k, n): (usize, usize, usize), rhs: Rhs, accumulate: bool) {
+unsafe fn gemm_raw<T: Element>(dst: *mut T, a: &[T], b: &[T], (m, k, n): (usize, usize, usize), rhs: Rhs, accumulate: bool, par: Parallelism) {
     assert!(a.len() >= m * k && b.len() >= k * n, "gemm: operands shorter than ({m}, {k}) x ({k}, {n})");
     if m == 0 || n == 0 {
         return;
@@ -85,7 +93,7 @@ unsafe fn gemm_raw<T: Element>(dst: *mut T, a: &[T], b: &[T], (m, k, n): (usize,
         false,
         false,
         false,
-        parallelism(),
+        par,
     )
 }
 
@@ -96,7 +104,7 @@ pub fn matmul<T: Element>(a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rh
     // SAFETY: the capacity holds m * n elements; gemm with `accumulate = false` writes every one
     // of them (or `gemm_raw` zero-fills when k = 0) and reads none, so `set_len` follows the writes.
     unsafe {
-        gemm_raw(out.as_mut_ptr(), a, b, dims, rhs, false);
+        gemm_raw(out.as_mut_ptr(), a, b, dims, rhs, false, parallelism());
         out.set_len(m * n);
     }
     out

@@ -280,24 +280,34 @@ fn block_backward_kernels_match_autograd() {
     }
 }
 
-/// The output-layer loss forms its gradient in the forward pass: same loss and gradient as the
-/// logits followed by the fused cross-entropy, and equal to finite differences.
+/// The output-layer loss forms its gradient in the forward pass, streaming the vocabulary in
+/// chunks with an online softmax: for every chunk size (one row, uneven, whole vocabulary), the
+/// same loss and gradient as the logits followed by the fused cross-entropy, and equal to finite
+/// differences.
 #[test]
 fn output_cross_entropy_matches_finite_differences_and_the_composition() {
-    let w = ops::FrozenLinear::new((rand(&[7, 4], 90) * 2.0).unwrap());
+    use inversed_mixup::loss::output_cross_entropy_chunked as chunked;
+    // Large logits in some rows, so that the running max changes between chunks.
+    let w = ops::FrozenLinear::new((rand(&[7, 4], 90) * 6.0).unwrap());
     let labels = [6u32, 0, 3];
+    for chunk in [1, 3, 7, 100] {
+        check(&format!("output cross-entropy, chunk {chunk}"), &rand(&[3, 4], 91), &|h| chunked(h, &w, &labels, chunk));
+    }
     check("output cross-entropy", &rand(&[3, 4], 91), &|h| inversed_mixup::loss::output_cross_entropy(h, &w, &labels));
     for dt in [DType::F64, DType::F32] {
-        let h = Var::from_tensor(&rand(&[3, 4], 92).to_dtype(dt).unwrap()).unwrap();
-        let wt = ops::FrozenLinear::new(w.weight().to_dtype(dt).unwrap());
-        let fused = inversed_mixup::loss::output_cross_entropy(h.as_tensor(), &wt, &labels).unwrap();
-        let plain = inversed_mixup::loss::cross_entropy(&wt.forward(h.as_tensor()).unwrap(), &labels).unwrap();
-        let tol = if dt == DType::F64 { 1e-12 } else { 1e-6 };
-        let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        assert!((f64s(&fused)[0] - f64s(&plain)[0]).abs() < tol);
-        let (gf, gp) = (fused.backward().unwrap(), plain.backward().unwrap());
-        for (a, b) in f64s(gf.get(h.as_tensor()).unwrap()).iter().zip(f64s(gp.get(h.as_tensor()).unwrap())) {
-            assert!((a - b).abs() < tol, "{dt:?}: gradient {a} vs {b}");
+        for chunk in [1, 2, 3, 7] {
+            let h = Var::from_tensor(&rand(&[3, 4], 92).to_dtype(dt).unwrap()).unwrap();
+            let wt = ops::FrozenLinear::new(w.weight().to_dtype(dt).unwrap());
+            let fused = chunked(h.as_tensor(), &wt, &labels, chunk).unwrap();
+            let plain = inversed_mixup::loss::cross_entropy(&wt.forward(h.as_tensor()).unwrap(), &labels).unwrap();
+            let tol = if dt == DType::F64 { 1e-12 } else { 1e-6 };
+            let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let (lf, lp) = (f64s(&fused)[0], f64s(&plain)[0]);
+            assert!((lf - lp).abs() < tol, "{dt:?}, chunk {chunk}: loss {lf} vs {lp}");
+            let (gf, gp) = (fused.backward().unwrap(), plain.backward().unwrap());
+            for (a, b) in f64s(gf.get(h.as_tensor()).unwrap()).iter().zip(f64s(gp.get(h.as_tensor()).unwrap())) {
+                assert!((a - b).abs() < tol, "{dt:?}, chunk {chunk}: gradient {a} vs {b}");
+            }
         }
     }
     assert!(inversed_mixup::loss::output_cross_entropy(&rand(&[3, 4], 93), &w, &[0, 1, 7]).is_err());

@@ -1,0 +1,236 @@
+//! Mean cross-entropy of an output layer's logits, streamed over vocabulary chunks.
+//!
+//! The (rows × 49 152) logits were the largest buffer of a training step: written by one gemm,
+//! exponentiated in place, then read back by the gradient product `softmax @ W`, with `W`
+//! (113 MB in f32) streamed from memory twice. Here the vocabulary is processed in chunks with an
+//! online softmax (as flash attention does): per chunk, the logits product, a running max and
+//! sum per row, and the chunk's share of `Σ exp(logit - max) · W_v` accumulated at once, while
+//! the chunk of `W` is still in the cache. The gradient `softmax @ W - W[label]` is then ready
+//! at the end of the forward; the (rows × vocabulary) buffer never exists.
+
+use crate::fastmath;
+use crate::matmul::{matmul_into_serial, Element, Rhs};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Vocabulary rows per chunk: 1024 × 576 f32 weights (2.25 MiB) are read again from L3 by the
+/// second product, and a thread's 128 × 1024 logits stay in L2. 512 to 2048 measured the same;
+/// one chunk of the whole vocabulary (the unchunked computation) 12 % slower.
+pub const OUTPUT_CHUNK: usize = 1024;
+
+/// The element operations of the online softmax, vectorised for f32.
+trait Online: Element + candle_core::WithDType + PartialOrd + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Div<Output = Self> {
+    fn max_of(row: &[Self]) -> Self;
+    /// `row ← exp(row - m)` in place; returns the sum.
+    fn exp_shift_sum(row: &mut [Self], m: Self) -> Self;
+    fn exp(self) -> Self;
+    fn neg_inf() -> Self;
+}
+
+impl Online for f64 {
+    fn max_of(row: &[f64]) -> f64 {
+        row.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
+    fn exp_shift_sum(row: &mut [f64], m: f64) -> f64 {
+        row.iter_mut().map(|x| {
+            *x = (*x - m).exp();
+            *x
+        }).sum()
+    }
+    fn exp(self) -> f64 {
+        f64::exp(self)
+    }
+    fn neg_inf() -> f64 {
+        f64::NEG_INFINITY
+    }
+}
+
+/// Runs `$body` compiled for AVX2+FMA when the CPU has them (the loops are written to vectorise).
+macro_rules! avx2_dispatch {
+    (fn $name:ident($($a:ident: $t:ty),*) -> $r:ty $body:block) => {
+        fn $name($($a: $t),*) -> $r {
+            #[inline(always)]
+            fn body($($a: $t),*) -> $r $body
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($a: $t),*) -> $r {
+                    body($($a),*)
+                }
+                // SAFETY: the CPU supports the features the function was compiled for.
+                return unsafe { avx2($($a),*) };
+            }
+            body($($a),*)
+        }
+    };
+}
+
+avx2_dispatch!(fn max32(row: &[f32]) -> f32 {
+    let mut mx = [f32::NEG_INFINITY; 8];
+    let mut c = row.chunks_exact(8);
+    for x in &mut c {
+        for l in 0..8 {
+            mx[l] = mx[l].max(x[l]);
+        }
+    }
+    c.remainder().iter().chain(&mx).copied().fold(f32::NEG_INFINITY, f32::max)
+});
+
+avx2_dispatch!(fn exp_shift_sum32(row: &mut [f32], m: f32) -> f32 {
+    // Exponentiate, then sum: as two loops both vectorise (one fused loop compiled to scalar
+    // code); the chunk's row is still in L1 for the sum.
+    for x in row.iter_mut() {
+        *x = fastmath::exp(*x - m);
+    }
+    let mut acc = [0f32; 8];
+    let mut c = row.chunks_exact(8);
+    for x in &mut c {
+        for l in 0..8 {
+            acc[l] += x[l];
+        }
+    }
+    acc.iter().sum::<f32>() + c.remainder().iter().sum::<f32>()
+});
+
+impl Online for f32 {
+    fn max_of(row: &[f32]) -> f32 {
+        max32(row)
+    }
+    fn exp_shift_sum(row: &mut [f32], m: f32) -> f32 {
+        exp_shift_sum32(row, m)
+    }
+    fn exp(self) -> f32 {
+        f32::exp(self)
+    }
+    fn neg_inf() -> f32 {
+        f32::NEG_INFINITY
+    }
+}
+
+/// Per row: running max, running `Σ exp(logit - max)`, and the label's logit.
+#[derive(Clone, Copy)]
+struct Row<T> {
+    max: T,
+    sum: T,
+    label_logit: T,
+}
+
+/// The chunked forward: per row the loss terms, and `acc = Σ_v exp(logit_v - max) · W_v`.
+/// Rows are independent, so each thread takes a block of rows through the whole vocabulary with
+/// single-threaded products: no fork-join per product (two per chunk).
+fn online<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), labels: &[u32], chunk: usize) -> (Vec<Row<T>>, Vec<T>) {
+    let per = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let parts: Vec<_> = h.par_chunks((per * hd).max(1)).zip(labels.par_chunks(per)).map(|(hb, lb)| online_block(hb, w, (lb.len(), hd, v), lb, chunk)).collect();
+    let mut rows = Vec::with_capacity(n);
+    let mut acc = Vec::with_capacity(n * hd);
+    for (r, a) in parts {
+        rows.extend(r);
+        acc.extend(a);
+    }
+    (rows, acc)
+}
+
+/// One thread's block of rows through the whole vocabulary.
+fn online_block<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), labels: &[u32], chunk: usize) -> (Vec<Row<T>>, Vec<T>) {
+    let chunk = chunk.clamp(1, v.max(1));
+    let mut acc = vec![T::ZERO; n * hd];
+    let mut rows = vec![Row { max: T::neg_inf(), sum: T::ZERO, label_logit: T::ZERO }; n];
+    let mut logits = vec![T::ZERO; n * chunk];
+    for v0 in (0..v).step_by(chunk) {
+        let c = chunk.min(v - v0);
+        let wc = &w[v0 * hd..(v0 + c) * hd];
+        let l = &mut logits[..n * c];
+        matmul_into_serial(l, h, wc, (n, hd, c), Rhs::Transposed, false);
+        for (((lr, a), r), &y) in l.chunks_mut(c).zip(acc.chunks_mut(hd)).zip(rows.iter_mut()).zip(labels) {
+            if let Some(j) = (y as usize).checked_sub(v0).filter(|&j| j < c) {
+                r.label_logit = lr[j];
+            }
+            let m = T::max_of(lr);
+            if m > r.max {
+                // A new max rescales what was summed so far (exp(-inf) = 0 on the first chunk).
+                let f = (r.max - m).exp();
+                r.sum = r.sum * f;
+                a.iter_mut().for_each(|x| *x = *x * f);
+                r.max = m;
+            }
+            r.sum = r.sum + T::exp_shift_sum(lr, r.max);
+        }
+        matmul_into_serial(&mut acc, l, wc, (n, c, hd), Rhs::Plain, true);
+    }
+    (rows, acc)
+}
+
+/// Mean cross-entropy of `h @ Wᵀ` for a frozen output layer `W`; the gradient is formed during
+/// the forward pass.
+struct OutputCrossEntropy {
+    w: Tensor,
+    labels: Vec<u32>,
+    chunk: usize,
+    /// Made by the forward, consumed by the backward: the unscaled gradient `softmax @ W - W[label]`.
+    grad: Mutex<Option<Tensor>>,
+}
+
+impl OutputCrossEntropy {
+    fn run<T: Online>(&self, h: &[T], w: &[T], (n, hd, v): (usize, usize, usize)) -> candle_core::Result<T> {
+        let (rows, mut acc) = online(h, w, (n, hd, v), &self.labels, self.chunk);
+        let loss: f64 = rows.iter().map(|r| r.max.to_f64() + r.sum.to_f64().ln() - r.label_logit.to_f64()).sum();
+        // softmax @ W - W[label] = acc / sum - W[label], per row.
+        acc.par_chunks_mut(hd).zip(rows.par_iter()).zip(self.labels.par_iter()).for_each(|((a, r), &y)| {
+            let wy = &w[y as usize * hd..(y as usize + 1) * hd];
+            for (x, &wv) in a.iter_mut().zip(wy) {
+                *x = *x / r.sum - wv;
+            }
+        });
+        *self.grad.lock().map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))? = Some(Tensor::from_vec(acc, (n, hd), &candle_core::Device::Cpu)?);
+        Ok(T::from_f64(loss / n as f64))
+    }
+}
+
+impl CustomOp1 for OutputCrossEntropy {
+    fn name(&self) -> &'static str {
+        "output-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, hd) = l.shape().dims2()?;
+        let (v, whd) = self.w.dims2()?;
+        if whd != hd {
+            candle_core::bail!("cross-entropy: hidden width {hd} but the output layer is ({v}, {whd})");
+        }
+        if n != self.labels.len() {
+            candle_core::bail!("cross-entropy: {n} rows but {} labels", self.labels.len());
+        }
+        if let Some(&bad) = self.labels.iter().find(|&&y| y as usize >= v) {
+            candle_core::bail!("cross-entropy: label {bad} outside the {v} classes");
+        }
+        let (h0, h1) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("cross-entropy: contiguous input required".into()))?;
+        let (ws, wl) = self.w.storage_and_layout();
+        let (w0, w1) = wl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("cross-entropy: contiguous output layer required".into()))?;
+        let dims = (n, hd, v);
+        Ok(match (s, &*ws) {
+            (CpuStorage::F32(h), Storage::Cpu(CpuStorage::F32(w))) => (CpuStorage::F32(vec![self.run(&h[h0..h1], &w[w0..w1], dims)?]), Shape::from(())),
+            (CpuStorage::F64(h), Storage::Cpu(CpuStorage::F64(w))) => (CpuStorage::F64(vec![self.run(&h[h0..h1], &w[w0..w1], dims)?]), Shape::from(())),
+            _ => candle_core::bail!("cross-entropy: f32 or f64 input and output layer of the same type, on the CPU"),
+        })
+    }
+
+    fn bwd(&self, _h: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = self.grad.lock().map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))?.take();
+        let grad = grad.ok_or_else(|| candle_core::Error::Msg("output-cross-entropy: backward ran twice".into()))?;
+        let n = grad.dim(0)?;
+        let scale = g.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / n as f64;
+        Ok(Some((grad * scale)?))
+    }
+}
+
+/// Mean cross-entropy of the logits `h @ Wᵀ` (`h (n, hidden)`, frozen `W (classes, hidden)`)
+/// against `labels`, differentiable in `h`; the logits are never materialised (module docs).
+pub fn output_cross_entropy(h: &Tensor, w: &crate::ops::FrozenLinear, labels: &[u32]) -> candle_core::Result<Tensor> {
+    output_cross_entropy_chunked(h, w, labels, OUTPUT_CHUNK)
+}
+
+/// [`output_cross_entropy`] with `chunk` vocabulary rows per step (tests use small chunks).
+pub fn output_cross_entropy_chunked(h: &Tensor, w: &crate::ops::FrozenLinear, labels: &[u32], chunk: usize) -> candle_core::Result<Tensor> {
+    h.contiguous()?.apply_op1(OutputCrossEntropy { w: w.weight().clone(), labels: labels.to_vec(), chunk, grad: Mutex::new(None) })
+}
