@@ -20,7 +20,7 @@ use std::sync::Mutex;
 pub const OUTPUT_CHUNK: usize = 1024;
 
 /// The element operations of the online softmax, vectorised for f32.
-trait Online: Element + candle_core::WithDType + PartialOrd + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Div<Output = Self> {
+trait Online: Element + candle_core::WithDType + PartialOrd + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Div<Output = Self> + std::ops::MulAssign + std::ops::AddAssign {
     fn max_of(row: &[Self]) -> Self;
     /// `row ← exp(row - m)` in place; returns the sum.
     fn exp_shift_sum(row: &mut [Self], m: Self) -> Self;
@@ -150,11 +150,11 @@ fn online_block<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), 
             if m > r.max {
                 // A new max rescales what was summed so far (exp(-inf) = 0 on the first chunk).
                 let f = (r.max - m).exp();
-                r.sum = r.sum * f;
-                a.iter_mut().for_each(|x| *x = *x * f);
+                r.sum *= f;
+                a.iter_mut().for_each(|x| *x *= f);
                 r.max = m;
             }
-            r.sum = r.sum + T::exp_shift_sum(lr, r.max);
+            r.sum += T::exp_shift_sum(lr, r.max);
         }
         matmul_into_serial(&mut acc, l, wc, (n, c, hd), Rhs::Plain, true);
     }
