@@ -129,53 +129,92 @@ fn forward_group<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Option
     out
 }
 
+/// `out[c..c + W] = Σ_{x in xs} term(x).0 · term(x).1[c..c + W]`, with the W sums held in
+/// registers through the loop (accumulating into memory was a load and a store per multiply-add).
+#[inline(always)]
+fn sum_rows_block<'a, T: Real + Default + 'a, const W: usize>(out: &mut [T], c: usize, xs: std::ops::Range<usize>, term: impl Fn(usize) -> (T, &'a [T])) {
+    let mut acc = [T::default(); W];
+    for x in xs {
+        let (coef, row) = term(x);
+        let row = &row[c..c + W];
+        for l in 0..W {
+            acc[l] = acc[l] + coef * row[l];
+        }
+    }
+    out[c..c + W].copy_from_slice(&acc);
+}
+
+/// `out = Σ_{x in xs} term(x).0 · term(x).1` (rows `out.len()` wide), in register blocks (64
+/// wide: eight independent f32 add chains, so the loop is not bound by the add latency).
+/// Index closures rather than iterators: an iterator's `next` was compiled out of line.
+#[inline(always)]
+fn sum_rows<'a, T: Real + Default + 'a>(out: &mut [T], xs: std::ops::Range<usize>, term: impl Fn(usize) -> (T, &'a [T]) + Copy) {
+    let hd = out.len();
+    let mut c = 0;
+    while c + 64 <= hd {
+        sum_rows_block::<T, 64>(out, c, xs.clone(), term);
+        c += 64;
+    }
+    while c + 16 <= hd {
+        sum_rows_block::<T, 16>(out, c, xs.clone(), term);
+        c += 16;
+    }
+    while c < hd {
+        sum_rows_block::<T, 1>(out, c, xs.clone(), term);
+        c += 1;
+    }
+}
+
 /// Backward of one (sequence, KV head): `(dq (t, rep, hd), dk (t, hd), dv (t, hd))`, all with
-/// respect to the unrotated projections.
+/// respect to the unrotated projections. First, per query row: the softmax weights `P`,
+/// `dS = P ∘ (dP - Σ P dP)` with `dP = go · V`, and `dQ = dS · K`; then, per new key,
+/// `dK = dSᵀ · Q` and `dV = Pᵀ · GO` over the rows that see it (the constant prefix's keys get
+/// no gradient, so none is computed).
 #[inline(always)]
 fn backward_group<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(&[T], &[T])>, ga: &[T], bi: usize, g: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (hd, rep) = (c.head_dim, c.heads / c.kv_heads);
     let (k, v) = keys_values(c, d, qkv, pre, bi, g);
     let n = d.p + d.t;
+    let rows = d.t * rep;
     let scale = T::of(1.0 / (hd as f64).sqrt());
-    let (mut dk, mut dv) = (vec![T::default(); n * hd], vec![T::default(); n * hd]);
-    let mut dq_out = vec![T::default(); d.t * rep * hd];
-    let (mut q, mut dq, mut s, mut ds) = (vec![T::default(); hd], vec![T::default(); hd], Vec::new(), Vec::new());
+    // This group's output gradients, one row per query row (i, r), as the queries.
+    let gos: Vec<T> = (0..d.t).flat_map(|i| &ga[(bi * d.t + i) * c.heads * hd + g * rep * hd..][..rep * hd]).copied().collect();
+    let (mut qs, mut ps, mut dss) = (vec![T::default(); rows * hd], vec![T::default(); rows * n], vec![T::default(); rows * n]);
+    let mut dq_out = vec![T::default(); rows * hd];
+    let (mut s, mut dq) = (Vec::new(), vec![T::default(); hd]);
     for i in 0..d.t {
         let row = &qkv[(bi * d.t + i) * d.width..][..d.width];
+        let m = d.p + i + 1;
         for r in 0..rep {
-            let h = g * rep + r;
-            rope(&row[h * hd..(h + 1) * hd], &c.cos, &c.sin, i, 1.0, &mut q);
-            let m = d.p + i + 1;
-            weights(&q, &k, m, scale, &mut s);
-            let go = &ga[(bi * d.t + i) * c.heads * hd + h * hd..][..hd];
-            // dp_j = go·v_j; ds_j = p_j (dp_j - Σ p dp)
-            ds.clear();
-            ds.resize(m, T::default());
+            let (h, x) = (g * rep + r, i * rep + r);
+            let q = &mut qs[x * hd..(x + 1) * hd];
+            rope(&row[h * hd..(h + 1) * hd], &c.cos, &c.sin, i, 1.0, q);
+            weights(q, &k, m, scale, &mut s);
+            let go = &gos[x * hd..(x + 1) * hd];
+            let (p, ds) = (&mut ps[x * n..x * n + m], &mut dss[x * n..x * n + m]);
+            p.copy_from_slice(&s);
             for (j, dj) in ds.iter_mut().enumerate() {
                 *dj = dot(go, &v[j * hd..(j + 1) * hd]);
             }
-            let mean = s.iter().zip(&ds).fold(T::default(), |a, (&p, &x)| a + p * x);
-            dq.iter_mut().for_each(|x| *x = T::default());
-            for j in 0..m {
-                let (p, dsj) = (s[j], s[j] * (ds[j] - mean) * scale);
-                let (kj, dkj) = (&k[j * hd..(j + 1) * hd], &mut dk[j * hd..(j + 1) * hd]);
-                for l in 0..hd {
-                    dq[l] = dq[l] + dsj * kj[l];
-                    dkj[l] = dkj[l] + dsj * q[l];
-                }
-                for (dvl, gl) in dv[j * hd..(j + 1) * hd].iter_mut().zip(go) {
-                    *dvl = *dvl + p * *gl;
-                }
+            let mean = p.iter().zip(ds.iter()).fold(T::default(), |a, (&pj, &x)| a + pj * x);
+            for (dj, &pj) in ds.iter_mut().zip(p.iter()) {
+                *dj = pj * (*dj - mean) * scale;
             }
-            rope(&dq, &c.cos, &c.sin, i, -1.0, &mut dq_out[(i * rep + r) * hd..][..hd]);
+            let (ds, k) = (&*ds, &k);
+            sum_rows(&mut dq, 0..m, |j| (ds[j], &k[j * hd..(j + 1) * hd]));
+            rope(&dq, &c.cos, &c.sin, i, -1.0, &mut dq_out[x * hd..(x + 1) * hd]);
         }
     }
-    // Only the new positions' keys/values are inputs; the prefix is constant.
-    let mut dk_new = vec![T::default(); d.t * hd];
-    for i in 0..d.t {
-        rope(&dk[(d.p + i) * hd..(d.p + i + 1) * hd], &c.cos, &c.sin, i, -1.0, &mut dk_new[i * hd..(i + 1) * hd]);
+    let (mut dk_new, mut dv_new) = (vec![T::default(); d.t * hd], vec![T::default(); d.t * hd]);
+    for jn in 0..d.t {
+        // Key p + jn is seen by the query rows of positions jn.. (causal).
+        let j = d.p + jn;
+        let (dss, ps, qs, gos) = (&dss, &ps, &qs, &gos);
+        sum_rows(&mut dq, jn * rep..rows, |x| (dss[x * n + j], &qs[x * hd..(x + 1) * hd]));
+        rope(&dq, &c.cos, &c.sin, jn, -1.0, &mut dk_new[jn * hd..(jn + 1) * hd]);
+        sum_rows(&mut dv_new[jn * hd..(jn + 1) * hd], jn * rep..rows, |x| (ps[x * n + j], &gos[x * hd..(x + 1) * hd]));
     }
-    (dq_out, dk_new, dv[d.p * hd..].to_vec())
+    (dq_out, dk_new, dv_new)
 }
 
 fn has_avx2() -> bool {
