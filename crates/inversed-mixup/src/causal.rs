@@ -178,7 +178,10 @@ fn backward_group<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Optio
     let rows = d.t * rep;
     let scale = T::of(1.0 / (hd as f64).sqrt());
     // This group's output gradients, one row per query row (i, r), as the queries.
-    let gos: Vec<T> = (0..d.t).flat_map(|i| &ga[(bi * d.t + i) * c.heads * hd + g * rep * hd..][..rep * hd]).copied().collect();
+    let mut gos = Vec::with_capacity(rows * hd);
+    for i in 0..d.t {
+        gos.extend_from_slice(&ga[(bi * d.t + i) * c.heads * hd + g * rep * hd..][..rep * hd]);
+    }
     let (mut qs, mut ps, mut dss) = (vec![T::default(); rows * hd], vec![T::default(); rows * n], vec![T::default(); rows * n]);
     let mut dq_out = vec![T::default(); rows * hd];
     let (mut s, mut dq) = (Vec::new(), vec![T::default(); hd]);
