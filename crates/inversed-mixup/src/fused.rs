@@ -115,20 +115,55 @@ fn rows_per_task(d: usize) -> usize {
     (16_384 / d.max(1)).max(1)
 }
 
+/// Whether the row kernels below can run their AVX2+FMA builds.
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Defines `$name` running the `#[inline(always)]` kernel `$body` compiled for AVX2+FMA when
+/// `avx` (the parallel closures calling these are otherwise built for baseline x86-64: scalar).
+macro_rules! avx2_variant {
+    ($name:ident, $body:ident, ($($a:ident: $t:ty),*)) => {
+        fn $name<T: Real>(avx: bool, $($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            if avx {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast<T: Real>($($a: $t),*) {
+                    $body($($a),*)
+                }
+                // SAFETY: `avx` is true only where the CPU has the features.
+                return unsafe { fast($($a),*) };
+            }
+            let _ = avx;
+            $body($($a),*)
+        }
+    };
+}
+
+/// RMSNorm of whole rows in place.
+#[inline(always)]
+fn rms_chunk<T: Real>(rows: &mut [T], w: &[T], ones: &[T], eps: f64) {
+    let d = w.len();
+    for row in rows.chunks_mut(d) {
+        let ms = dot3(row, row, ones) / T::of(d as f64);
+        let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
+        for (v, &wi) in row.iter_mut().zip(w) {
+            *v = *v * r * wi;
+        }
+    }
+}
+avx2_variant!(rms_chunk_any, rms_chunk, (rows: &mut [T], w: &[T], ones: &[T], eps: f64));
+
 fn rms_rows<T: Real + Send + Sync>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     use rayon::prelude::*;
     let d = w.len();
     let ones = vec![T::of(1.0); d];
     let mut out = x.to_vec();
-    out.par_chunks_mut(d * rows_per_task(d)).for_each(|rows| {
-        for row in rows.chunks_mut(d) {
-            let ms = dot3(row, row, &ones) / T::of(d as f64);
-            let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
-            for (v, &wi) in row.iter_mut().zip(w) {
-                *v = *v * r * wi;
-            }
-        }
-    });
+    let avx = has_avx2();
+    out.par_chunks_mut(d * rows_per_task(d)).for_each(|rows| rms_chunk_any(avx, rows, w, &ones, eps));
     out
 }
 
@@ -244,18 +279,25 @@ fn rms_input_grad_rows<T: Real + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f6
     let d = w.len();
     let ones = vec![T::of(1.0); d];
     let per = d * rows_per_task(d);
-    dx.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).for_each(|(dxs, (xs, gs))| {
-        for ((xr, gr), dr) in xs.chunks(d).zip(gs.chunks(d)).zip(dxs.chunks_mut(d)) {
-            let ms = dot3(xr, xr, &ones) / T::of(d as f64);
-            let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
-            let k = r * r * r * dot3(xr, gr, w) / T::of(d as f64);
-            for i in 0..d {
-                dr[i] = dr[i] + r * w[i] * gr[i] - xr[i] * k;
-            }
-        }
-    });
+    let avx = has_avx2();
+    dx.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).for_each(|(dxs, (xs, gs))| rms_grad_chunk_any(avx, dxs, xs, gs, w, &ones, eps));
     dx
 }
+
+/// Rows of [`rms_input_grad_rows`].
+#[inline(always)]
+fn rms_grad_chunk<T: Real>(dxs: &mut [T], xs: &[T], gs: &[T], w: &[T], ones: &[T], eps: f64) {
+    let d = w.len();
+    for ((xr, gr), dr) in xs.chunks(d).zip(gs.chunks(d)).zip(dxs.chunks_mut(d)) {
+        let ms = dot3(xr, xr, ones) / T::of(d as f64);
+        let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
+        let k = r * r * r * dot3(xr, gr, w) / T::of(d as f64);
+        for i in 0..d {
+            dr[i] = dr[i] + r * w[i] * gr[i] - xr[i] * k;
+        }
+    }
+}
+avx2_variant!(rms_grad_chunk_any, rms_grad_chunk, (dxs: &mut [T], xs: &[T], gs: &[T], w: &[T], ones: &[T], eps: f64));
 
 /// Forward-only kernel: the RMSNorm input gradient from `(x, w, g)`.
 struct RmsInputGrad {
