@@ -3,6 +3,7 @@
 //! instead of candle's scalar-libm GELU and the five-op SiLU-times-up composition with its
 //! backward. f32 runs the `fastmath` kernels; f64 (finite-difference tests) uses libm.
 
+use std::mem::MaybeUninit;
 use crate::fastmath;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
@@ -142,15 +143,21 @@ struct Stacked {
     grad: bool,
 }
 
-fn stacked_rows<'a, T: Copy + Default + Send + Sync>(gu: &'a [T], dy: Option<&'a [T]>, f: usize, grad: bool, row: impl Fn(&[T], &[T], Option<&[T]>, &mut [T]) + Sync + Send) -> Vec<T> {
+/// Runs `row` on every row into a fresh output that is not zero-filled first (`row` must write
+/// all of its output row: `f` elements, or `2f` with `grad`).
+fn stacked_rows<'a, T: Copy + Default + Send + Sync>(gu: &'a [T], dy: Option<&'a [T]>, f: usize, grad: bool, row: impl Fn(&[T], &[T], Option<&[T]>, &mut [MaybeUninit<T>]) + Sync + Send) -> Vec<T> {
     use rayon::prelude::*;
-    let rows = gu.len() / (2 * f);
+    let rows = gu.len() / (2 * f).max(1);
     let w = if grad { 2 * f } else { f };
-    let mut out = vec![T::default(); rows * w];
-    out.par_chunks_mut(w).enumerate().for_each(|(r, o)| {
-        let x = &gu[r * 2 * f..(r + 1) * 2 * f];
-        row(&x[..f], &x[f..], dy.map(|d| &d[r * f..(r + 1) * f]), o);
-    });
+    let mut out: Vec<T> = Vec::with_capacity(rows * w);
+    if w > 0 {
+        out.spare_capacity_mut()[..rows * w].par_chunks_mut(w).enumerate().for_each(|(r, o)| {
+            let x = &gu[r * 2 * f..(r + 1) * 2 * f];
+            row(&x[..f], &x[f..], dy.map(|d| &d[r * f..(r + 1) * f]), o);
+        });
+    }
+    // SAFETY: every row kernel below writes all `w` elements of its output row.
+    unsafe { out.set_len(rows * w) };
     out
 }
 
@@ -170,10 +177,10 @@ impl Stacked {
                     _ => candle_core::bail!("swiglu-stacked: inputs must both be f32"),
                 };
                 CpuStorage::F32(stacked_rows(x, d, f, self.grad, |g, u, d, o| match d {
-                    None => fastmath::swiglu_into(g, u, o),
+                    None => fastmath::swiglu_into_uninit(g, u, o),
                     Some(d) => {
                         let (og, ou) = o.split_at_mut(f);
-                        fastmath::swiglu_grad_both_into(g, u, d, og, ou);
+                        fastmath::swiglu_grad_both_into_uninit(g, u, d, og, ou);
                     }
                 }))
             }
@@ -185,12 +192,14 @@ impl Stacked {
                     _ => candle_core::bail!("swiglu-stacked: inputs must both be f64"),
                 };
                 CpuStorage::F64(stacked_rows(x, d, f, self.grad, |g, u, d, o| match d {
-                    None => o.iter_mut().zip(g.iter().zip(u)).for_each(|(o, (&g, &u))| *o = g * sig64(g) * u),
+                    None => o.iter_mut().zip(g.iter().zip(u)).for_each(|(o, (&g, &u))| {
+                        o.write(g * sig64(g) * u);
+                    }),
                     Some(d) => {
                         for i in 0..f {
                             let s = sig64(g[i]);
-                            o[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                            o[f + i] = d[i] * g[i] * s;
+                            o[i].write(d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s)));
+                            o[f + i].write(d[i] * g[i] * s);
                         }
                     }
                 }))

@@ -8,6 +8,8 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 
+use std::mem::MaybeUninit;
+
 /// `e^x` (Cephes `expf` polynomial; within 2 ulp on [-87, 88], 0 below).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
@@ -94,21 +96,27 @@ fn swiglu_grad_up1(g: f32, dy: f32) -> f32 {
 /// Defines `pub fn $name(inputs..) -> Vec<f32>` mapping element-wise with `$f`, dispatching to an
 /// AVX2+FMA build of the same loop when the CPU has it.
 macro_rules! map_kernel {
-    ($(#[$doc:meta])* $name:ident, $into:ident, ($($a:ident),+), $f:expr) => {
+    ($(#[$doc:meta])* $name:ident, $into:ident, $into_uninit:ident, ($($a:ident),+), $f:expr) => {
         $(#[$doc])*
         /// (Into `out`, on the calling thread: for callers that split the work themselves.)
         pub fn $into($($a: &[f32]),+, out: &mut [f32]) {
+            $into_uninit($($a),+, uninit_view(out))
+        }
+
+        $(#[$doc])*
+        /// (Into `out`, possibly uninitialised, every element written.)
+        pub fn $into_uninit($($a: &[f32]),+, out: &mut [MaybeUninit<f32>]) {
             #[inline(always)]
-            fn body($($a: &[f32]),+, out: &mut [f32]) {
+            fn body($($a: &[f32]),+, out: &mut [MaybeUninit<f32>]) {
                 let n = out.len();
                 $(let $a = &$a[..n];)+
                 for i in 0..n {
-                    out[i] = $f($($a[i]),+);
+                    out[i].write($f($($a[i]),+));
                 }
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2($($a: &[f32]),+, out: &mut [f32]) {
+            unsafe fn avx2($($a: &[f32]),+, out: &mut [MaybeUninit<f32>]) {
                 body($($a),+, out)
             }
             $(assert!($a.len() >= out.len(), concat!(stringify!($into), ": input shorter than output"));)+
@@ -148,48 +156,60 @@ const PAR_CHUNK: usize = 1 << 14;
 
 map_kernel!(
     /// Exact-erf GELU `x·Φ(x)` element-wise.
-    gelu, gelu_into, (x), gelu1
+    gelu, gelu_into, gelu_into_uninit, (x), gelu1
 );
 map_kernel!(
     /// Gradient of GELU: `g · (Φ(x) + x·φ(x))`.
-    gelu_grad, gelu_grad_into, (x, g), gelu_grad1
+    gelu_grad, gelu_grad_into, gelu_grad_into_uninit, (x, g), gelu_grad1
 );
 map_kernel!(
     /// SwiGLU `silu(gate) · up` element-wise.
-    swiglu, swiglu_into, (gate, up), swiglu1
+    swiglu, swiglu_into, swiglu_into_uninit, (gate, up), swiglu1
 );
 map_kernel!(
     /// Gradient of SwiGLU with respect to the gate.
-    swiglu_grad_gate, swiglu_grad_gate_into, (gate, up, dy), swiglu_grad_gate1
+    swiglu_grad_gate, swiglu_grad_gate_into, swiglu_grad_gate_into_uninit, (gate, up, dy), swiglu_grad_gate1
 );
 map_kernel!(
     /// Gradient of SwiGLU with respect to the up projection.
-    swiglu_grad_up, swiglu_grad_up_into, (gate, dy), swiglu_grad_up1
+    swiglu_grad_up, swiglu_grad_up_into, swiglu_grad_up_into_uninit, (gate, dy), swiglu_grad_up1
 );
 map_kernel!(
     /// `e^x` element-wise.
-    exp_vec, exp_into, (x), exp
+    exp_vec, exp_into, exp_into_uninit, (x), exp
 );
+
+/// `&mut [f32]` seen as possibly uninitialised storage (sound: only initialised values are
+/// written through it).
+fn uninit_view(out: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the callee only writes f32 values, so `out` stays initialised.
+    unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
 
 /// Both SwiGLU input gradients in one pass (one sigmoid per element): `og` for the gate and `ou`
 /// for the up projection, on the calling thread.
 pub fn swiglu_grad_both_into(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [f32], ou: &mut [f32]) {
+    swiglu_grad_both_into_uninit(gate, up, dy, uninit_view(og), uninit_view(ou))
+}
+
+/// [`swiglu_grad_both_into`] into possibly uninitialised outputs, every element written.
+pub fn swiglu_grad_both_into_uninit(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [MaybeUninit<f32>], ou: &mut [MaybeUninit<f32>]) {
     #[inline(always)]
-    fn body(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [f32], ou: &mut [f32]) {
+    fn body(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [MaybeUninit<f32>], ou: &mut [MaybeUninit<f32>]) {
         let n = og.len();
         let (gate, up, dy, ou) = (&gate[..n], &up[..n], &dy[..n], &mut ou[..n]);
         for i in 0..n {
             let (g, u, d) = (gate[i], up[i], dy[i]);
             let sg = sigmoid(g);
-            og[i] = d * u * sg * (1.0 + g * (1.0 - sg));
-            ou[i] = d * g * sg;
+            og[i].write(d * u * sg * (1.0 + g * (1.0 - sg)));
+            ou[i].write(d * g * sg);
         }
     }
     assert!(gate.len() >= og.len() && up.len() >= og.len() && dy.len() >= og.len() && ou.len() >= og.len(), "swiglu_grad_both_into: inputs shorter than output");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [f32], ou: &mut [f32]) {
+        unsafe fn avx2(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [MaybeUninit<f32>], ou: &mut [MaybeUninit<f32>]) {
             body(gate, up, dy, og, ou)
         }
         // SAFETY: the CPU supports the features the function was compiled for.
