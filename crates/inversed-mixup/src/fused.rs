@@ -2,6 +2,7 @@
 //! forward and one backward, instead of the five to ten allocating ops of the differentiable
 //! compositions. Kernels run natively in f32 (training) and f64 (finite-difference tests).
 
+use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
@@ -127,10 +128,12 @@ fn has_avx2() -> bool {
 /// `avx` (the parallel closures calling these are otherwise built for baseline x86-64: scalar).
 macro_rules! avx2_variant {
     ($name:ident, $body:ident, ($($a:ident: $t:ty),*)) => {
+        #[allow(clippy::too_many_arguments)]
         fn $name<T: Real>(avx: bool, $($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
             if avx {
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn fast<T: Real>($($a: $t),*) {
                     $body($($a),*)
                 }
@@ -272,32 +275,50 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tenso
     x.contiguous()?.apply_op1(Rope { cos: v(cos)?, sin: v(sin)?, sign: 1.0 })
 }
 
-/// With r = 1/rms(x): dx = r*w*g - x * r^3/d * sum(w*g*x) (the input gradient alone).
-/// Adds the RMSNorm input gradient into `dx` (zeros, or a residual gradient to fold in).
-fn rms_input_grad_rows<T: Real + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f64, mut dx: Vec<T>) -> Vec<T> {
+/// With r = 1/rms(x): dx = r*w*g - x * r^3/d * sum(w*g*x) (the input gradient alone), plus
+/// `plus` (a residual gradient folded in) when given; into a fresh output, written once.
+fn rms_input_grad_rows<T: Real + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f64, plus: Option<&[T]>) -> Vec<T> {
     use rayon::prelude::*;
     let d = w.len();
     let ones = vec![T::of(1.0); d];
-    let per = d * rows_per_task(d);
+    let per = (d * rows_per_task(d)).max(1);
     let avx = has_avx2();
-    dx.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).for_each(|(dxs, (xs, gs))| rms_grad_chunk_any(avx, dxs, xs, gs, w, &ones, eps));
+    let mut dx: Vec<T> = Vec::with_capacity(x.len());
+    let out = &mut dx.spare_capacity_mut()[..x.len()];
+    match plus {
+        Some(p) => out.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per)).zip(p.par_chunks(per))).for_each(|(dxs, ((xs, gs), ps))| rms_grad_chunk_any(avx, dxs, xs, gs, Some(ps), w, &ones, eps)),
+        None => out.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).for_each(|(dxs, (xs, gs))| rms_grad_chunk_any(avx, dxs, xs, gs, None, w, &ones, eps)),
+    }
+    // SAFETY: the chunks cover all x.len() elements and `rms_grad_chunk` writes every one.
+    unsafe { dx.set_len(x.len()) };
     dx
 }
 
-/// Rows of [`rms_input_grad_rows`].
+/// Rows of [`rms_input_grad_rows`]; writes every element of `dxs`.
 #[inline(always)]
-fn rms_grad_chunk<T: Real>(dxs: &mut [T], xs: &[T], gs: &[T], w: &[T], ones: &[T], eps: f64) {
+#[allow(clippy::too_many_arguments)]
+fn rms_grad_chunk<T: Real>(dxs: &mut [MaybeUninit<T>], xs: &[T], gs: &[T], ps: Option<&[T]>, w: &[T], ones: &[T], eps: f64) {
     let d = w.len();
-    for ((xr, gr), dr) in xs.chunks(d).zip(gs.chunks(d)).zip(dxs.chunks_mut(d)) {
+    for (ri, ((xr, gr), dr)) in xs.chunks(d).zip(gs.chunks(d)).zip(dxs.chunks_mut(d)).enumerate() {
         let ms = dot3(xr, xr, ones) / T::of(d as f64);
         let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
         let k = r * r * r * dot3(xr, gr, w) / T::of(d as f64);
-        for i in 0..d {
-            dr[i] = dr[i] + r * w[i] * gr[i] - xr[i] * k;
+        match ps {
+            Some(ps) => {
+                let pr = &ps[ri * d..(ri + 1) * d];
+                for i in 0..d {
+                    dr[i].write(pr[i] + r * w[i] * gr[i] - xr[i] * k);
+                }
+            }
+            None => {
+                for i in 0..d {
+                    dr[i].write(r * w[i] * gr[i] - xr[i] * k);
+                }
+            }
         }
     }
 }
-avx2_variant!(rms_grad_chunk_any, rms_grad_chunk, (dxs: &mut [T], xs: &[T], gs: &[T], w: &[T], ones: &[T], eps: f64));
+avx2_variant!(rms_grad_chunk_any, rms_grad_chunk, (dxs: &mut [MaybeUninit<T>], xs: &[T], gs: &[T], ps: Option<&[T]>, w: &[T], ones: &[T], eps: f64));
 
 /// Forward-only kernel: the RMSNorm input gradient from `(x, w, g)`.
 struct RmsInputGrad {
@@ -318,20 +339,31 @@ impl candle_core::CustomOp3 for RmsInputGrad {
         if self.plus.as_ref().is_some_and(|p| p.elem_count() != n) {
             candle_core::bail!("rms-norm-input-grad: the added gradient does not match x {:?}", l1.dims());
         }
+        // The added gradient is read in place (it is contiguous: see `rms_norm_input_grad_plus`).
+        let plus = self.plus.as_ref().map(|p| p.storage_and_layout());
+        let plus = match &plus {
+            Some((st, l)) => match &**st {
+                candle_core::Storage::Cpu(c) => Some((c, *l)),
+                _ => candle_core::bail!("rms-norm-input-grad: the added gradient is not on the CPU"),
+            },
+            None => None,
+        };
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => {
-                let init = match &self.plus {
-                    Some(p) => p.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
-                    None => vec![0.0; n],
+                let p = match plus {
+                    Some((CpuStorage::F32(p), lp)) => Some(contiguous(p.as_slice(), lp)?),
+                    Some(_) => candle_core::bail!("rms-norm-input-grad: the added gradient is not f32"),
+                    None => None,
                 };
-                CpuStorage::F32(rms_input_grad_rows(contiguous(x, l1)?, contiguous(w, l2)?, contiguous(g, l3)?, self.eps, init))
+                CpuStorage::F32(rms_input_grad_rows(contiguous(x, l1)?, contiguous(w, l2)?, contiguous(g, l3)?, self.eps, p))
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => {
-                let init = match &self.plus {
-                    Some(p) => p.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
-                    None => vec![0.0; n],
+                let p = match plus {
+                    Some((CpuStorage::F64(p), lp)) => Some(contiguous(p.as_slice(), lp)?),
+                    Some(_) => candle_core::bail!("rms-norm-input-grad: the added gradient is not f64"),
+                    None => None,
                 };
-                CpuStorage::F64(rms_input_grad_rows(contiguous(x, l1)?, contiguous(w, l2)?, contiguous(g, l3)?, self.eps, init))
+                CpuStorage::F64(rms_input_grad_rows(contiguous(x, l1)?, contiguous(w, l2)?, contiguous(g, l3)?, self.eps, p))
             }
             _ => candle_core::bail!("rms-norm-input-grad: inputs must all be f32 or all f64"),
         };
@@ -346,5 +378,5 @@ pub fn rms_norm_input_grad(x: &Tensor, w: &Tensor, g: &Tensor, eps: f32) -> cand
 
 /// `plus + dL/dx` of `rms_norm(x, w)` in one pass (a residual branch's gradient folded in).
 pub fn rms_norm_input_grad_plus(x: &Tensor, w: &Tensor, g: &Tensor, eps: f32, plus: &Tensor) -> candle_core::Result<Tensor> {
-    x.detach().contiguous()?.apply_op3(&w.detach().contiguous()?, &g.detach().contiguous()?, RmsInputGrad { eps: eps as f64, plus: Some(plus.detach()) })
+    x.detach().contiguous()?.apply_op3(&w.detach().contiguous()?, &g.detach().contiguous()?, RmsInputGrad { eps: eps as f64, plus: Some(plus.detach().contiguous()?) })
 }
