@@ -146,27 +146,30 @@ macro_rules! avx2_variant {
     };
 }
 
-/// RMSNorm of whole rows in place.
+/// RMSNorm of whole rows of `xs` into `out` (every element written).
 #[inline(always)]
-fn rms_chunk<T: Real>(rows: &mut [T], w: &[T], ones: &[T], eps: f64) {
+fn rms_chunk<T: Real>(out: &mut [MaybeUninit<T>], xs: &[T], w: &[T], ones: &[T], eps: f64) {
     let d = w.len();
-    for row in rows.chunks_mut(d) {
+    for (o, row) in out.chunks_mut(d).zip(xs.chunks(d)) {
         let ms = dot3(row, row, ones) / T::of(d as f64);
         let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
-        for (v, &wi) in row.iter_mut().zip(w) {
-            *v = *v * r * wi;
+        for ((o, &v), &wi) in o.iter_mut().zip(row).zip(w) {
+            o.write(v * r * wi);
         }
     }
 }
-avx2_variant!(rms_chunk_any, rms_chunk, (rows: &mut [T], w: &[T], ones: &[T], eps: f64));
+avx2_variant!(rms_chunk_any, rms_chunk, (out: &mut [MaybeUninit<T>], xs: &[T], w: &[T], ones: &[T], eps: f64));
 
 fn rms_rows<T: Real + Send + Sync>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     use rayon::prelude::*;
     let d = w.len();
     let ones = vec![T::of(1.0); d];
-    let mut out = x.to_vec();
+    let per = (d * rows_per_task(d)).max(1);
+    let mut out: Vec<T> = Vec::with_capacity(x.len());
     let avx = has_avx2();
-    out.par_chunks_mut(d * rows_per_task(d)).for_each(|rows| rms_chunk_any(avx, rows, w, &ones, eps));
+    out.spare_capacity_mut()[..x.len()].par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(o, xs)| rms_chunk_any(avx, o, xs, w, &ones, eps));
+    // SAFETY: the chunks cover all x.len() elements and `rms_chunk` writes every one.
+    unsafe { out.set_len(x.len()) };
     out
 }
 
