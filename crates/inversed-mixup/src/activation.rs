@@ -145,7 +145,7 @@ struct Stacked {
 
 /// Runs `row` on every row into a fresh output that is not zero-filled first (`row` must write
 /// all of its output row: `f` elements, or `2f` with `grad`).
-fn stacked_rows<'a, T: Copy + Default + Send + Sync>(gu: &'a [T], dy: Option<&'a [T]>, f: usize, grad: bool, row: impl Fn(&[T], &[T], Option<&[T]>, &mut [MaybeUninit<T>]) + Sync + Send) -> Vec<T> {
+fn stacked_rows<'a, T: Copy + Send + Sync>(gu: &'a [T], dy: Option<&'a [T]>, f: usize, grad: bool, row: impl Fn(&[T], &[T], Option<&[T]>, &mut [MaybeUninit<T>]) + Sync + Send) -> Vec<T> {
     use rayon::prelude::*;
     let rows = gu.len() / (2 * f).max(1);
     let w = if grad { 2 * f } else { f };

@@ -209,10 +209,10 @@ fn backward_group<T: Real + Default>(c: &Causal, d: &Dims, qkv: &[T], pre: Optio
         }
     }
     let (mut dk_new, mut dv_new) = (vec![T::default(); d.t * hd], vec![T::default(); d.t * hd]);
+    let (dss, ps, qs, gos) = (&dss, &ps, &qs, &gos);
     for jn in 0..d.t {
         // Key p + jn is seen by the query rows of positions jn.. (causal).
         let j = d.p + jn;
-        let (dss, ps, qs, gos) = (&dss, &ps, &qs, &gos);
         sum_rows(&mut dq, jn * rep..rows, |x| (dss[x * n + j], &qs[x * hd..(x + 1) * hd]));
         rope(&dq, &c.cos, &c.sin, jn, -1.0, &mut dk_new[jn * hd..(jn + 1) * hd]);
         sum_rows(&mut dv_new[jn * hd..(jn + 1) * hd], jn * rep..rows, |x| (ps[x * n + j], &gos[x * hd..(x + 1) * hd]));

@@ -192,32 +192,19 @@ pub fn swiglu_grad_both_into(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [f32
     swiglu_grad_both_into_uninit(gate, up, dy, uninit_view(og), uninit_view(ou))
 }
 
+avx2_dispatch!(
 /// [`swiglu_grad_both_into`] into possibly uninitialised outputs, every element written.
 pub fn swiglu_grad_both_into_uninit(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [MaybeUninit<f32>], ou: &mut [MaybeUninit<f32>]) {
-    #[inline(always)]
-    fn body(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [MaybeUninit<f32>], ou: &mut [MaybeUninit<f32>]) {
-        let n = og.len();
-        let (gate, up, dy, ou) = (&gate[..n], &up[..n], &dy[..n], &mut ou[..n]);
-        for i in 0..n {
-            let (g, u, d) = (gate[i], up[i], dy[i]);
-            let sg = sigmoid(g);
-            og[i].write(d * u * sg * (1.0 + g * (1.0 - sg)));
-            ou[i].write(d * g * sg);
-        }
-    }
     assert!(gate.len() >= og.len() && up.len() >= og.len() && dy.len() >= og.len() && ou.len() >= og.len(), "swiglu_grad_both_into: inputs shorter than output");
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [MaybeUninit<f32>], ou: &mut [MaybeUninit<f32>]) {
-            body(gate, up, dy, og, ou)
-        }
-        // SAFETY: the CPU supports the features the function was compiled for.
-        unsafe { avx2(gate, up, dy, og, ou) };
-        return;
+    let n = og.len();
+    let (gate, up, dy, ou) = (&gate[..n], &up[..n], &dy[..n], &mut ou[..n]);
+    for i in 0..n {
+        let (g, u, d) = (gate[i], up[i], dy[i]);
+        let sg = sigmoid(g);
+        og[i].write(d * u * sg * (1.0 + g * (1.0 - sg)));
+        ou[i].write(d * g * sg);
     }
-    body(gate, up, dy, og, ou)
-}
+});
 
 #[cfg(test)]
 mod tests {

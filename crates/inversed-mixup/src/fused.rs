@@ -116,38 +116,8 @@ fn rows_per_task(d: usize) -> usize {
     (16_384 / d.max(1)).max(1)
 }
 
-/// Whether the row kernels below can run their AVX2+FMA builds.
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// Defines `$name` running the `#[inline(always)]` kernel `$body` compiled for AVX2+FMA when
-/// `avx` (the parallel closures calling these are otherwise built for baseline x86-64: scalar).
-macro_rules! avx2_variant {
-    ($name:ident, $body:ident, ($($a:ident: $t:ty),*)) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name<T: Real>(avx: bool, $($a: $t),*) {
-            #[cfg(target_arch = "x86_64")]
-            if avx {
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn fast<T: Real>($($a: $t),*) {
-                    $body($($a),*)
-                }
-                // SAFETY: `avx` is true only where the CPU has the features.
-                return unsafe { fast($($a),*) };
-            }
-            let _ = avx;
-            $body($($a),*)
-        }
-    };
-}
-
+avx2_dispatch!(
 /// RMSNorm of whole rows of `xs` into `out` (every element written).
-#[inline(always)]
 fn rms_chunk<T: Real>(out: &mut [MaybeUninit<T>], xs: &[T], w: &[T], ones: &[T], eps: f64) {
     let d = w.len();
     for (o, row) in out.chunks_mut(d).zip(xs.chunks(d)) {
@@ -157,8 +127,7 @@ fn rms_chunk<T: Real>(out: &mut [MaybeUninit<T>], xs: &[T], w: &[T], ones: &[T],
             o.write(v * r * wi);
         }
     }
-}
-avx2_variant!(rms_chunk_any, rms_chunk, (out: &mut [MaybeUninit<T>], xs: &[T], w: &[T], ones: &[T], eps: f64));
+});
 
 fn rms_rows<T: Real + Send + Sync>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     use rayon::prelude::*;
@@ -166,8 +135,7 @@ fn rms_rows<T: Real + Send + Sync>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let ones = vec![T::of(1.0); d];
     let per = (d * rows_per_task(d)).max(1);
     let mut out: Vec<T> = Vec::with_capacity(x.len());
-    let avx = has_avx2();
-    out.spare_capacity_mut()[..x.len()].par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(o, xs)| rms_chunk_any(avx, o, xs, w, &ones, eps));
+    out.spare_capacity_mut()[..x.len()].par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(o, xs)| rms_chunk(o, xs, w, &ones, eps));
     // SAFETY: the chunks cover all x.len() elements and `rms_chunk` writes every one.
     unsafe { out.set_len(x.len()) };
     out
@@ -285,21 +253,19 @@ fn rms_input_grad_rows<T: Real + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f6
     let d = w.len();
     let ones = vec![T::of(1.0); d];
     let per = (d * rows_per_task(d)).max(1);
-    let avx = has_avx2();
     let mut dx: Vec<T> = Vec::with_capacity(x.len());
     let out = &mut dx.spare_capacity_mut()[..x.len()];
     match plus {
-        Some(p) => out.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per)).zip(p.par_chunks(per))).for_each(|(dxs, ((xs, gs), ps))| rms_grad_chunk_any(avx, dxs, xs, gs, Some(ps), w, &ones, eps)),
-        None => out.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).for_each(|(dxs, (xs, gs))| rms_grad_chunk_any(avx, dxs, xs, gs, None, w, &ones, eps)),
+        Some(p) => out.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per)).zip(p.par_chunks(per))).for_each(|(dxs, ((xs, gs), ps))| rms_grad_chunk(dxs, xs, gs, Some(ps), w, &ones, eps)),
+        None => out.par_chunks_mut(per).zip(x.par_chunks(per).zip(g.par_chunks(per))).for_each(|(dxs, (xs, gs))| rms_grad_chunk(dxs, xs, gs, None, w, &ones, eps)),
     }
     // SAFETY: the chunks cover all x.len() elements and `rms_grad_chunk` writes every one.
     unsafe { dx.set_len(x.len()) };
     dx
 }
 
+avx2_dispatch!(
 /// Rows of [`rms_input_grad_rows`]; writes every element of `dxs`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn rms_grad_chunk<T: Real>(dxs: &mut [MaybeUninit<T>], xs: &[T], gs: &[T], ps: Option<&[T]>, w: &[T], ones: &[T], eps: f64) {
     let d = w.len();
     for (ri, ((xr, gr), dr)) in xs.chunks(d).zip(gs.chunks(d)).zip(dxs.chunks_mut(d)).enumerate() {
@@ -320,8 +286,7 @@ fn rms_grad_chunk<T: Real>(dxs: &mut [MaybeUninit<T>], xs: &[T], gs: &[T], ps: O
             }
         }
     }
-}
-avx2_variant!(rms_grad_chunk_any, rms_grad_chunk, (dxs: &mut [MaybeUninit<T>], xs: &[T], gs: &[T], ps: Option<&[T]>, w: &[T], ones: &[T], eps: f64));
+});
 
 /// Forward-only kernel: the RMSNorm input gradient from `(x, w, g)`.
 struct RmsInputGrad {

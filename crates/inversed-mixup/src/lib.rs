@@ -4,6 +4,29 @@
 //! [`prompt`] and the frozen [`llm`] (a readable sentence). [`align`] trains the adaptor (stage 1);
 //! [`invert`] reconstructs sentences and scores them with [`metrics`].
 
+/// Defines a function whose `#[inline(always)]` body also gets an AVX2+FMA build, picked at run
+/// time (loops written to vectorise then use 256-bit lanes; the default target is baseline x86-64).
+/// Optionally generic over one bounded type parameter.
+macro_rules! avx2_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$g:ident: $b:path>)? ($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name $(<$g: $b>)? ($($a: $t),*) $(-> $r)? {
+            #[inline(always)]
+            fn body $(<$g: $b>)? ($($a: $t),*) $(-> $r)? $body
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2 $(<$g: $b>)? ($($a: $t),*) $(-> $r)? {
+                    body($($a),*)
+                }
+                // SAFETY: the CPU supports the features the function was compiled for.
+                return unsafe { avx2($($a),*) };
+            }
+            body($($a),*)
+        }
+    };
+}
+
 pub mod activation;
 pub mod adaptor;
 pub mod attention;

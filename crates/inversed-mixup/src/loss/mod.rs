@@ -26,15 +26,21 @@ fn lse64(row: &[f64]) -> (f64, f64) {
     (m, row.iter().map(|v| (v - m).exp()).sum::<f64>().ln())
 }
 
+/// One label per row, each inside the `v` classes.
+fn check_labels(labels: &[u32], n: usize, v: usize) -> candle_core::Result<()> {
+    if n != labels.len() {
+        candle_core::bail!("cross-entropy: {n} rows but {} labels", labels.len());
+    }
+    if let Some(&bad) = labels.iter().find(|&&y| y as usize >= v) {
+        candle_core::bail!("cross-entropy: label {bad} outside the {v} classes");
+    }
+    Ok(())
+}
+
 impl CrossEntropy {
     fn check(&self, l: &Layout) -> candle_core::Result<(usize, usize)> {
         let (n, v) = l.shape().dims2()?;
-        if n != self.labels.len() {
-            candle_core::bail!("cross-entropy: {n} rows but {} labels", self.labels.len());
-        }
-        if let Some(&bad) = self.labels.iter().find(|&&y| y as usize >= v) {
-            candle_core::bail!("cross-entropy: label {bad} outside the {v} classes");
-        }
+        check_labels(&self.labels, n, v)?;
         Ok((n, v))
     }
 }

@@ -9,6 +9,7 @@
 //! at the end of the forward; the (rows × vocabulary) buffer never exists.
 
 use crate::fastmath;
+use crate::fused::Real;
 use crate::matmul::{matmul_into_serial, Element, Rhs};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -22,12 +23,10 @@ use std::sync::Mutex;
 pub const OUTPUT_CHUNK: usize = 512;
 
 /// The element operations of the online softmax, vectorised for f32.
-trait Online: Element + candle_core::WithDType + PartialOrd + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Div<Output = Self> + std::ops::MulAssign + std::ops::AddAssign {
+trait Online: Real + Element + candle_core::WithDType + std::ops::MulAssign + std::ops::AddAssign {
     fn max_of(row: &[Self]) -> Self;
     /// `row ← exp(row - m)` in place; returns the sum.
     fn exp_shift_sum(row: &mut [Self], m: Self) -> Self;
-    fn exp(self) -> Self;
-    fn neg_inf() -> Self;
 }
 
 impl Online for f64 {
@@ -40,32 +39,6 @@ impl Online for f64 {
             *x
         }).sum()
     }
-    fn exp(self) -> f64 {
-        f64::exp(self)
-    }
-    fn neg_inf() -> f64 {
-        f64::NEG_INFINITY
-    }
-}
-
-/// Runs `$body` compiled for AVX2+FMA when the CPU has them (the loops are written to vectorise).
-macro_rules! avx2_dispatch {
-    (fn $name:ident($($a:ident: $t:ty),*) -> $r:ty $body:block) => {
-        fn $name($($a: $t),*) -> $r {
-            #[inline(always)]
-            fn body($($a: $t),*) -> $r $body
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($a: $t),*) -> $r {
-                    body($($a),*)
-                }
-                // SAFETY: the CPU supports the features the function was compiled for.
-                return unsafe { avx2($($a),*) };
-            }
-            body($($a),*)
-        }
-    };
 }
 
 avx2_dispatch!(fn max32(row: &[f32]) -> f32 {
@@ -80,11 +53,10 @@ avx2_dispatch!(fn max32(row: &[f32]) -> f32 {
 });
 
 avx2_dispatch!(fn exp_shift_sum32(row: &mut [f32], m: f32) -> f32 {
-    // Exponentiate, then sum: as two loops both vectorise (one fused loop compiled to scalar
-    // code); the chunk's row is still in L1 for the sum.
     for x in row.iter_mut() {
         *x = fastmath::exp(*x - m);
     }
+    // A float sum is not reordered, so 8 lanes make it vectorise; the row is still in L1.
     let mut acc = [0f32; 8];
     let mut c = row.chunks_exact(8);
     for x in &mut c {
@@ -102,12 +74,6 @@ impl Online for f32 {
     fn exp_shift_sum(row: &mut [f32], m: f32) -> f32 {
         exp_shift_sum32(row, m)
     }
-    fn exp(self) -> f32 {
-        f32::exp(self)
-    }
-    fn neg_inf() -> f32 {
-        f32::NEG_INFINITY
-    }
 }
 
 /// Per row: running max, running `Σ exp(logit - max)`, and the label's logit.
@@ -116,6 +82,13 @@ struct Row<T> {
     max: T,
     sum: T,
     label_logit: T,
+}
+
+impl<T: Online> Row<T> {
+    /// Before any logit: max -inf, so the first chunk's rescaling factor exp(-inf) is 0.
+    fn empty() -> Self {
+        Row { max: T::of(f64::NEG_INFINITY), sum: T::ZERO, label_logit: T::ZERO }
+    }
 }
 
 /// The chunked forward: per row the loss terms, and `acc = Σ_v exp(logit_v - max) · W_v`.
@@ -131,7 +104,7 @@ fn online<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), labels
     }).collect();
     let mut parts = parts.into_iter();
     let Some((mut rows, mut acc)) = parts.next() else {
-        return (vec![Row { max: T::neg_inf(), sum: T::ZERO, label_logit: T::ZERO }; n], vec![T::ZERO; n * hd]);
+        return (vec![Row::empty(); n], vec![T::ZERO; n * hd]);
     };
     for (rows2, acc2) in parts {
         for (((r, a), r2), a2) in rows.iter_mut().zip(acc.chunks_mut(hd)).zip(&rows2).zip(acc2.chunks(hd)) {
@@ -154,7 +127,7 @@ fn online<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), labels
 fn online_block<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), base: usize, labels: &[u32], chunk: usize) -> (Vec<Row<T>>, Vec<T>) {
     let chunk = chunk.clamp(1, v.max(1));
     let mut acc = vec![T::ZERO; n * hd];
-    let mut rows = vec![Row { max: T::neg_inf(), sum: T::ZERO, label_logit: T::ZERO }; n];
+    let mut rows = vec![Row::empty(); n];
     let mut logits = vec![T::ZERO; n * chunk];
     for v0 in (0..v).step_by(chunk) {
         let c = chunk.min(v - v0);
@@ -217,12 +190,7 @@ impl CustomOp1 for OutputCrossEntropy {
         if whd != hd {
             candle_core::bail!("cross-entropy: hidden width {hd} but the output layer is ({v}, {whd})");
         }
-        if n != self.labels.len() {
-            candle_core::bail!("cross-entropy: {n} rows but {} labels", self.labels.len());
-        }
-        if let Some(&bad) = self.labels.iter().find(|&&y| y as usize >= v) {
-            candle_core::bail!("cross-entropy: label {bad} outside the {v} classes");
-        }
+        super::check_labels(&self.labels, n, v)?;
         let (h0, h1) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("cross-entropy: contiguous input required".into()))?;
         let (ws, wl) = self.w.storage_and_layout();
         let (w0, w1) = wl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("cross-entropy: contiguous output layer required".into()))?;
