@@ -10,6 +10,21 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 
 use std::mem::MaybeUninit;
 
+/// `Σ x` in 8 independent lanes (a float sum is not reordered, so one accumulator would not
+/// vectorise).
+#[inline(always)]
+pub fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let c = x.chunks_exact(8);
+    let tail: f32 = c.remainder().iter().sum();
+    for v in c {
+        for l in 0..8 {
+            acc[l] += v[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// `e^x` (Cephes `expf` polynomial; within 2 ulp on [-87, 88], 0 below).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {

@@ -25,30 +25,9 @@ fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> candle_core::R
     Ok(f(&slices))
 }
 
-/// Runs `$body` compiled for AVX2+FMA when the CPU has it, else the portable build.
-macro_rules! simd {
-    ($name:ident($($a:ident: $t:ty),*) $body:block) => {
-        fn $name($($a: $t),*) {
-            #[inline(always)]
-            fn body($($a: $t),*) $body
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($a: $t),*) {
-                    body($($a),*)
-                }
-                // SAFETY: the CPU supports the features the function was compiled for.
-                unsafe { avx2($($a),*) };
-                return;
-            }
-            body($($a),*)
-        }
-    };
-}
-
-simd!(layer_norm_row(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+avx2_dispatch!(fn layer_norm_row(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
     let n = x.len() as f32;
-    let mean = lane_sum(x) / n;
+    let mean = fastmath::lane_sum(x) / n;
     let mut acc = [0f32; 8];
     let c = x.chunks_exact(8);
     let tail: f32 = c.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
@@ -62,19 +41,6 @@ simd!(layer_norm_row(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
         *v = (*v - mean) * inv * w + b;
     }
 });
-
-#[inline(always)]
-fn lane_sum(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let c = x.chunks_exact(8);
-    let tail: f32 = c.remainder().iter().sum();
-    for v in c {
-        for l in 0..8 {
-            acc[l] += v[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
 
 /// LayerNorm of every `d`-wide row of `x`, in place, rows in parallel.
 fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
@@ -134,7 +100,7 @@ fn attend_seq_portable(qkv: &[f32], out: &mut [f32], heads: usize, hd: usize, bu
 fn softmax(s: &mut [f32]) {
     let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     s.iter_mut().for_each(|v| *v = fastmath::exp(*v - m));
-    let inv = 1.0 / lane_sum(s);
+    let inv = 1.0 / fastmath::lane_sum(s);
     s.iter_mut().for_each(|v| *v *= inv);
 }
 

@@ -56,15 +56,8 @@ avx2_dispatch!(fn exp_shift_sum32(row: &mut [f32], m: f32) -> f32 {
     for x in row.iter_mut() {
         *x = fastmath::exp(*x - m);
     }
-    // A float sum is not reordered, so 8 lanes make it vectorise; the row is still in L1.
-    let mut acc = [0f32; 8];
-    let mut c = row.chunks_exact(8);
-    for x in &mut c {
-        for l in 0..8 {
-            acc[l] += x[l];
-        }
-    }
-    acc.iter().sum::<f32>() + c.remainder().iter().sum::<f32>()
+    // The row is still in L1 for the sum.
+    fastmath::lane_sum(row)
 });
 
 impl Online for f32 {
