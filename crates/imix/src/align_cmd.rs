@@ -107,15 +107,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
     let pb = bar(texts.len() as u64, "embed");
     let emb = embed_corpus(&enc, &texts, Some(&cache), &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();
-    let acfg = AdaptorConfig {
-        encoder: enc.name().to_string(),
-        enc_dim: enc.dim(),
-        llm: llm.name().to_string(),
-        llm_dim: llm.config().hidden,
-        k: a.k,
-        hidden: a.hidden,
-        template: a.template.clone(),
-    };
+    let acfg = AdaptorConfig { encoder: enc.name().to_string(), enc_dim: enc.dim(), llm: llm.name().to_string(), llm_dim: llm.config().hidden, k: a.k, hidden: a.hidden, template: a.template.clone() };
     let cfg = AlignConfig {
         steps: a.steps,
         batch_size: a.batch_size,
@@ -154,8 +146,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
     } else {
         inversed_mixup::io::write_atomic(&log_path, b"")?;
     }
-    let mut log = std::fs::OpenOptions::new().append(true).create(true).open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut log = std::fs::OpenOptions::new().append(true).create(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
     let pb = bar(a.steps as u64, "align");
     pb.set_position(tr.step as u64);
     let start = std::time::Instant::now();

@@ -57,8 +57,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     if a.format != "jsonl" && a.format != "csv" {
         anyhow::bail!("--format {}: expected jsonl or csv", a.format);
     }
-    let (cls, _) = Classifier::load(&a.model.join("classifier.safetensors"), &candle_core::Device::Cpu)
-        .with_context(|| format!("{} is not a bundle written by `imix warmup`", a.model.display()))?;
+    let (cls, _) = Classifier::load(&a.model.join("classifier.safetensors"), &candle_core::Device::Cpu).with_context(|| format!("{} is not a bundle written by `imix warmup`", a.model.display()))?;
     let data = a.data.load(Some(&cls.labels))?;
     let (mut enc, llm) = a.models.load()?;
     let tuned = a.model.join("encoder.safetensors");
@@ -87,8 +86,15 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     }
     let rho = spearman(&rows.iter().map(|r| r.lambda).collect::<Vec<_>>(), &rows.iter().map(|r| r.cos_a - r.cos_b).collect::<Vec<_>>());
     let rate = st.intruding as f64 / (st.generated - st.empty).max(1) as f64;
-    println!("generated={} written={} empty={} intruding={} intrusion_rate={rate:.4} dropped={} relabelled={} spearman_lambda_vs_cos_diff={rho:.4}",
-        st.generated, rows.len(), st.empty, st.intruding, st.dropped, st.relabelled);
+    println!(
+        "generated={} written={} empty={} intruding={} intrusion_rate={rate:.4} dropped={} relabelled={} spearman_lambda_vs_cos_diff={rho:.4}",
+        st.generated,
+        rows.len(),
+        st.empty,
+        st.intruding,
+        st.dropped,
+        st.relabelled
+    );
     Ok(())
 }
 
@@ -102,12 +108,18 @@ fn to_jsonl(rows: &[AugRow]) -> Result<String> {
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 fn to_csv(rows: &[AugRow], labels: &[String]) -> String {
     let mut h = vec!["text", "lambda", "source_a_text", "source_a_label", "source_a_index", "source_b_text", "source_b_label", "source_b_index", "intrusion", "cos_a", "cos_b"]
-        .into_iter().map(String::from).collect::<Vec<_>>();
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
     for l in labels {
         h.push(format!("soft_label.{l}"));
     }
@@ -116,8 +128,19 @@ fn to_csv(rows: &[AugRow], labels: &[String]) -> String {
     }
     let mut s = h.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(",") + "\n";
     for r in rows {
-        let mut f = vec![csv_field(&r.text), r.lambda.to_string(), csv_field(&r.source_a.text), csv_field(&r.source_a.label), r.source_a.index.to_string(),
-            csv_field(&r.source_b.text), csv_field(&r.source_b.label), r.source_b.index.to_string(), r.intrusion.to_string(), format!("{:.6}", r.cos_a), format!("{:.6}", r.cos_b)];
+        let mut f = vec![
+            csv_field(&r.text),
+            r.lambda.to_string(),
+            csv_field(&r.source_a.text),
+            csv_field(&r.source_a.label),
+            r.source_a.index.to_string(),
+            csv_field(&r.source_b.text),
+            csv_field(&r.source_b.label),
+            r.source_b.index.to_string(),
+            r.intrusion.to_string(),
+            format!("{:.6}", r.cos_a),
+            format!("{:.6}", r.cos_b),
+        ];
         f.extend(labels.iter().map(|l| format!("{:.6}", r.soft_label[l])));
         f.extend(labels.iter().map(|l| format!("{:.6}", r.predicted[l])));
         s.push_str(&f.join(","));

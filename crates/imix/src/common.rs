@@ -74,11 +74,7 @@ pub fn load_adaptor(path: Option<&Path>, enc: &Encoder, llm: &Llm) -> Result<Ada
 /// A progress bar in the house style.
 pub fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    pb.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (eta {eta})").expect("valid template").progress_chars("=> "));
     pb.set_prefix(what.to_string());
     pb
 }

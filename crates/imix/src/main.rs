@@ -57,11 +57,7 @@ enum Cmd {
 fn main() {
     inversed_mixup::park_idle_workers();
     inversed_mixup::keep_freed_pages!();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMIX_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMIX_LOG").unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).with_target(false).init();
     let cli = Cli::parse();
     let r = inversed_mixup::on_compute_pool(|| match cli.cmd {
         Cmd::Fetch => common::fetch(),

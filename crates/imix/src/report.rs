@@ -16,12 +16,13 @@ pub fn write(out: &Path, rows: &[CellResult], methods: &[String]) -> Result<()> 
     let mut groups: Vec<(String, usize)> = rows.iter().map(|r| (r.dataset.clone(), r.shots)).collect();
     groups.sort();
     groups.dedup();
-    let mut md = String::from("# Few-shot benchmark\n\nMean ± std over seeds (accuracy / macro-F1, %); best mean accuracy in bold. \
-p-values: two-sided paired sign-flip permutation test over seeds (exact), accuracy of inversed-mixup-keep against the named baseline.\n\n");
+    let mut md = String::from(
+        "# Few-shot benchmark\n\nMean ± std over seeds (accuracy / macro-F1, %); best mean accuracy in bold. \
+p-values: two-sided paired sign-flip permutation test over seeds (exact), accuracy of inversed-mixup-keep against the named baseline.\n\n",
+    );
     md.push_str("| dataset | shots | method | seeds | accuracy | macro-F1 | aug rows | intrusion |\n|---|---|---|---|---|---|---|---|\n");
     for (ds, shots) in &groups {
-        let best = methods.iter().map(|m| mean_std(&metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect::<Vec<_>>()).0)
-            .filter(|v| !v.is_nan()).fold(f64::NEG_INFINITY, f64::max);
+        let best = methods.iter().map(|m| mean_std(&metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect::<Vec<_>>()).0).filter(|v| !v.is_nan()).fold(f64::NEG_INFINITY, f64::max);
         for m in methods {
             let acc: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect();
             if acc.is_empty() {
@@ -69,7 +70,14 @@ fn read_generated(dir: &Path) -> Result<Vec<(String, AugLite)>> {
             let ds = f.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split('-').next()).unwrap_or("").to_string();
             for l in std::fs::read_to_string(&f)?.lines() {
                 let r: serde_json::Value = serde_json::from_str(l)?;
-                v.push((ds.clone(), AugLite { lambda: r["lambda"].as_f64().unwrap_or(0.0), diff: r["cos_a"].as_f64().unwrap_or(0.0) - r["cos_b"].as_f64().unwrap_or(0.0), intrusion: r["intrusion"].as_bool().unwrap_or(false) }));
+                v.push((
+                    ds.clone(),
+                    AugLite {
+                        lambda: r["lambda"].as_f64().unwrap_or(0.0),
+                        diff: r["cos_a"].as_f64().unwrap_or(0.0) - r["cos_b"].as_f64().unwrap_or(0.0),
+                        intrusion: r["intrusion"].as_bool().unwrap_or(false),
+                    },
+                ));
             }
         }
     }
@@ -87,20 +95,32 @@ fn accuracy_plot(path: &Path, rows: &[CellResult], methods: &[String], groups: &
     let root = SVGBackend::new(path, (160 + 120 * groups.len().max(1) as u32, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = methods.len().max(1);
-    let mut chart = ChartBuilder::on(&root).caption("Test accuracy by method (mean over seeds)", ("sans-serif", 18)).margin(10).x_label_area_size(40).y_label_area_size(50)
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Test accuracy by method (mean over seeds)", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
         .build_cartesian_2d(0f64..groups.len().max(1) as f64, 0f64..1f64)?;
-    chart.configure_mesh().disable_x_mesh().x_labels(groups.len().max(1)).x_label_formatter(&|x| {
-        groups.get(x.floor() as usize).map(|(d, s)| format!("{d} {s}")).unwrap_or_default()
-    }).y_desc("accuracy").draw()?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups.len().max(1))
+        .x_label_formatter(&|x| groups.get(x.floor() as usize).map(|(d, s)| format!("{d} {s}")).unwrap_or_default())
+        .y_desc("accuracy")
+        .draw()?;
     for (mi, m) in methods.iter().enumerate() {
         let color = Palette99::pick(mi).to_rgba();
-        let bars: Vec<Rectangle<(f64, f64)>> = groups.iter().enumerate().filter_map(|(gi, (ds, shots))| {
-            let acc: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect();
-            (!acc.is_empty()).then(|| {
-                let x0 = gi as f64 + 0.1 + 0.8 * mi as f64 / n as f64;
-                Rectangle::new([(x0, 0.0), (x0 + 0.8 / n as f64, mean_std(&acc).0)], color.filled())
+        let bars: Vec<Rectangle<(f64, f64)>> = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(gi, (ds, shots))| {
+                let acc: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect();
+                (!acc.is_empty()).then(|| {
+                    let x0 = gi as f64 + 0.1 + 0.8 * mi as f64 / n as f64;
+                    Rectangle::new([(x0, 0.0), (x0 + 0.8 / n as f64, mean_std(&acc).0)], color.filled())
+                })
             })
-        }).collect();
+            .collect();
         chart.draw_series(bars)?.label(m.clone()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
@@ -120,8 +140,7 @@ fn lambda_plots(out: &Path, g: &[(String, AugLite)]) -> Result<()> {
         let path = out.join(file);
         let root = SVGBackend::new(&path, (640, 420)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root).caption(title, ("sans-serif", 18)).margin(10).x_label_area_size(40).y_label_area_size(50)
-            .build_cartesian_2d(0f64..1f64, range)?;
+        let mut chart = ChartBuilder::on(&root).caption(title, ("sans-serif", 18)).margin(10).x_label_area_size(40).y_label_area_size(50).build_cartesian_2d(0f64..1f64, range)?;
         chart.configure_mesh().x_desc("lambda (bucket centre)").y_desc(ylab).draw()?;
         for (di, ds) in datasets.iter().enumerate() {
             let mut sums = [(0.0, 0usize); 5];

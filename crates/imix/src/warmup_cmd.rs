@@ -67,8 +67,15 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     let emb = embed_corpus(&enc, &texts, None, &|_, _| {})?;
     let cls = Classifier::new(data.labels.clone(), enc.dim(), llm.device())?;
     let cfg = WarmupConfig {
-        steps: a.steps, batch_size: a.batch_size, lr_classifier: a.lr_classifier, lr_adaptor: a.lr_adaptor, beta: a.beta, seed: a.seed,
-        finetune: a.finetune_encoder, lr_encoder: a.lr_encoder, ..Default::default()
+        steps: a.steps,
+        batch_size: a.batch_size,
+        lr_classifier: a.lr_classifier,
+        lr_adaptor: a.lr_adaptor,
+        beta: a.beta,
+        seed: a.seed,
+        finetune: a.finetune_encoder,
+        lr_encoder: a.lr_encoder,
+        ..Default::default()
     };
     let trainable = match a.finetune_encoder {
         Some(_) => {

@@ -18,8 +18,12 @@ fn write_toy(dir: &std::path::Path) {
 fn bench(dir: &std::path::Path) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_imix"))
         .args(["bench", "--quick", "--datasets", "toy", "--shots", "2", "--warmup-steps", "2"])
-        .arg("--data-dir").arg(dir).arg("--out").arg(dir.join("out"))
-        .output().unwrap();
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -46,11 +50,14 @@ fn quick_bench_runs_reports_and_resumes_identically() {
     std::fs::write(&results, kept).unwrap();
     assert!(bench(d.path()).contains("(1 computed now)"));
     let strip = |s: &str| -> Vec<String> {
-        let mut v: Vec<String> = s.lines().map(|l| {
-            let mut x: serde_json::Value = serde_json::from_str(l).unwrap();
-            x.as_object_mut().unwrap().remove("seconds");
-            x.to_string()
-        }).collect();
+        let mut v: Vec<String> = s
+            .lines()
+            .map(|l| {
+                let mut x: serde_json::Value = serde_json::from_str(l).unwrap();
+                x.as_object_mut().unwrap().remove("seconds");
+                x.to_string()
+            })
+            .collect();
         v.sort();
         v
     };

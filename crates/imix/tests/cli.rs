@@ -21,8 +21,24 @@ fn align_resume_then_invert_with_the_real_models() {
     let out = d.path().join("a.safetensors");
     let align = |steps: &str, resume: bool| {
         let mut c = imix();
-        c.args(["align", "--corpus"]).arg(&corpus).arg("--out").arg(&out)
-            .args(["--steps", steps, "--batch-size", "2", "--k", "2", "--hidden", "32", "--holdout", "2", "--eval-every", "2", "--checkpoint-every", "1", "--warmup", "1"]);
+        c.args(["align", "--corpus"]).arg(&corpus).arg("--out").arg(&out).args([
+            "--steps",
+            steps,
+            "--batch-size",
+            "2",
+            "--k",
+            "2",
+            "--hidden",
+            "32",
+            "--holdout",
+            "2",
+            "--eval-every",
+            "2",
+            "--checkpoint-every",
+            "1",
+            "--warmup",
+            "1",
+        ]);
         if resume {
             c.arg("--resume");
         }
@@ -42,31 +58,43 @@ fn align_resume_then_invert_with_the_real_models() {
     // An interrupted run (stopped by --max-minutes 0 after one step) resumes to the same curve.
     let out2 = d.path().join("b.safetensors");
     let run2 = |extra: &[&str]| {
-        imix().args(["align", "--corpus"]).arg(&corpus).arg("--out").arg(&out2)
+        imix()
+            .args(["align", "--corpus"])
+            .arg(&corpus)
+            .arg("--out")
+            .arg(&out2)
             .args(["--steps", "3", "--batch-size", "2", "--k", "2", "--hidden", "32", "--holdout", "2", "--eval-every", "2", "--checkpoint-every", "1", "--warmup", "1"])
-            .args(extra).output().unwrap()
+            .args(extra)
+            .output()
+            .unwrap()
     };
     let r = run2(&["--max-minutes", "0"]);
     assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("--resume"), "{}", String::from_utf8_lossy(&r.stderr));
     let r = run2(&["--resume"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let losses = |p: &str| -> Vec<f64> {
-        std::fs::read_to_string(d.path().join(p)).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect()
-    };
+    let losses =
+        |p: &str| -> Vec<f64> { std::fs::read_to_string(d.path().join(p)).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect() };
     assert_eq!(losses("b.safetensors.curve.jsonl"), losses("a.safetensors.curve.jsonl"));
 
     // Warm start from an existing adaptor: allowed with matching settings, refused otherwise.
     let warm = |k: &str| {
-        imix().args(["align", "--corpus"]).arg(&corpus).arg("--out").arg(d.path().join(format!("w{k}.safetensors"))).arg("--init").arg(&out)
-            .args(["--steps", "1", "--batch-size", "2", "--k", k, "--hidden", "32", "--holdout", "2"]).output().unwrap()
+        imix()
+            .args(["align", "--corpus"])
+            .arg(&corpus)
+            .arg("--out")
+            .arg(d.path().join(format!("w{k}.safetensors")))
+            .arg("--init")
+            .arg(&out)
+            .args(["--steps", "1", "--batch-size", "2", "--k", k, "--hidden", "32", "--holdout", "2"])
+            .output()
+            .unwrap()
     };
     assert!(warm("2").status.success());
     let r = warm("3");
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("differ"), "{}", String::from_utf8_lossy(&r.stderr));
 
     let output = d.path().join("inv.jsonl");
-    let r = imix().args(["invert", "--input"]).arg(&corpus).arg("--output").arg(&output).arg("--adaptor").arg(&out)
-        .args(["--limit", "3", "--max-new-tokens", "6"]).output().unwrap();
+    let r = imix().args(["invert", "--input"]).arg(&corpus).arg("--output").arg(&output).arg("--adaptor").arg(&out).args(["--limit", "3", "--max-new-tokens", "6"]).output().unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let stdout = String::from_utf8_lossy(&r.stdout);
     let last = stdout.lines().last().unwrap();
@@ -100,7 +128,10 @@ fn a_mismatched_adaptor_is_refused_by_the_cli() {
     let inp = write(d.path(), "in.txt", "hello there\n");
     let a = inversed_mixup::adaptor::Adaptor::new(
         inversed_mixup::adaptor::AdaptorConfig { encoder: "some-other-encoder".into(), enc_dim: 384, llm: "x.gguf".into(), llm_dim: 576, k: 1, hidden: 4, template: "<soft>:".into() },
-        0, &candle_core::Device::Cpu).unwrap();
+        0,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     let p = d.path().join("other.safetensors");
     a.save(&p, true).unwrap();
     let r = imix().args(["invert", "--input"]).arg(&inp).arg("--output").arg(d.path().join("o.jsonl")).arg("--adaptor").arg(&p).output().unwrap();

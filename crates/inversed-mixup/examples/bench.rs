@@ -23,7 +23,13 @@ fn timed(mut f: impl FnMut(), warmup: usize, runs: usize) -> (f64, Vec<f64>) {
     for _ in 0..warmup {
         f();
     }
-    let mut ts: Vec<f64> = (0..runs).map(|_| { let t = std::time::Instant::now(); f(); t.elapsed().as_secs_f64() }).collect();
+    let mut ts: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
     let all = ts.clone();
     ts.sort_by(f64::total_cmp);
     (ts[ts.len() / 2], all)
@@ -99,7 +105,13 @@ fn run() {
             b.sort_by(f64::total_cmp);
             eprintln!("raw median {:.4} min {:.4} | composed median {:.4} min {:.4}", a[7], a[0], b[7], b[0]);
         }
-        let (med, runs) = timed(|| { enc.embed(&r).unwrap(); }, 2, 9);
+        let (med, runs) = timed(
+            || {
+                enc.embed(&r).unwrap();
+            },
+            2,
+            9,
+        );
         // MiniLM: per token 2*(4 d^2 + 2 d ffn) per layer, plus attention.
         let toks: Vec<usize> = r.iter().map(|t| enc.tokenize(t).unwrap().len()).collect();
         let (d, ff) = (enc.dim(), 4 * enc.dim());
@@ -121,19 +133,23 @@ fn run() {
         // 31 target tokens + EOS = 32 predicted positions, as the PyTorch side's 32 targets.
         let tg: Vec<Vec<u32>> = (0..8).map(|_| (0..31).map(|_| r.random_range(100..40000)).collect()).collect();
         let mut opt = AdamW::new(a.sorted_vars(), AdamWConfig { weight_decay: 0.01, ..Default::default() }).unwrap();
-        let (med, runs) = timed(|| {
-            let t0 = std::time::Instant::now();
-            let (loss, _) = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &tg).unwrap();
-            rss_note("after forward");
-            let t1 = std::time::Instant::now();
-            let g = loss.backward().unwrap();
-            rss_note("after backward");
-            if std::env::var_os("BENCH_PHASES").is_some() {
-                let gn: f32 = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sum();
-                eprintln!("forward {:.3} s, backward {:.3} s, loss {:.6}, grad norm {:.6}", (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64(), loss.to_scalar::<f32>().unwrap(), gn.sqrt());
-            }
-            opt.step(&g, 1e-3, 0.0).unwrap();
-        }, 2, 9);
+        let (med, runs) = timed(
+            || {
+                let t0 = std::time::Instant::now();
+                let (loss, _) = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &tg).unwrap();
+                rss_note("after forward");
+                let t1 = std::time::Instant::now();
+                let g = loss.backward().unwrap();
+                rss_note("after backward");
+                if std::env::var_os("BENCH_PHASES").is_some() {
+                    let gn: f32 = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sum();
+                    eprintln!("forward {:.3} s, backward {:.3} s, loss {:.6}, grad norm {:.6}", (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64(), loss.to_scalar::<f32>().unwrap(), gn.sqrt());
+                }
+                opt.step(&g, 1e-3, 0.0).unwrap();
+            },
+            2,
+            9,
+        );
         // Forward + input-only backward (about the forward again), logits at the 32 targets only.
         let c = llm.config();
         let fwd = llm_forward_flop(c, 8, prompt.len() + 31) + (8 * 32 * 2 * c.hidden * c.vocab) as f64;
@@ -141,7 +157,13 @@ fn run() {
     } else {
         let b = if work == "gen1" { 1 } else { 16 };
         let x = prompt.embeds(&llm, &a.forward(&unit_rows(b, 0)).unwrap()).unwrap();
-        let (med, runs) = timed(|| { llm.generate_fixed(&x, 32).unwrap(); }, 1, 5);
+        let (med, runs) = timed(
+            || {
+                llm.generate_fixed(&x, 32).unwrap();
+            },
+            1,
+            5,
+        );
         // Prefill + 32 cached steps (attention over the growing cache) + the output layer per new token.
         let c = llm.config();
         let p = prompt.len();

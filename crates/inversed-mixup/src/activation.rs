@@ -3,9 +3,9 @@
 //! instead of candle's scalar-libm GELU and the five-op SiLU-times-up composition with its
 //! backward. f32 runs the `fastmath` kernels; f64 (finite-difference tests) uses libm.
 
-use std::mem::MaybeUninit;
 use crate::fastmath;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use std::mem::MaybeUninit;
 
 fn slice<'a, T>(v: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
     let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("activation: contiguous input required".into()))?;
@@ -51,10 +51,14 @@ impl Kind {
                 candle_core::bail!("{}: shapes differ: {:?} and {:?}", self.name(), shape, l.shape());
             }
         }
-        if let Ok(v) = ins.iter().map(|(s, l)| match s {
-            CpuStorage::F32(x) => slice(x, l),
-            _ => Err(candle_core::Error::Msg(String::new())),
-        }).collect::<candle_core::Result<Vec<&[f32]>>>() {
+        if let Ok(v) = ins
+            .iter()
+            .map(|(s, l)| match s {
+                CpuStorage::F32(x) => slice(x, l),
+                _ => Err(candle_core::Error::Msg(String::new())),
+            })
+            .collect::<candle_core::Result<Vec<&[f32]>>>()
+        {
             let out = match self {
                 Kind::Gelu => fastmath::gelu(v[0]),
                 Kind::GeluGrad => fastmath::gelu_grad(v[0], v[1]),
@@ -64,21 +68,26 @@ impl Kind {
             };
             return Ok((CpuStorage::F32(out), shape));
         }
-        let v = ins.iter().map(|(s, l)| match s {
-            CpuStorage::F64(x) => slice(x, l),
-            _ => Err(candle_core::Error::Msg(format!("{}: inputs must all be f32 or all f64", self.name()))),
-        }).collect::<candle_core::Result<Vec<&[f64]>>>()?;
+        let v = ins
+            .iter()
+            .map(|(s, l)| match s {
+                CpuStorage::F64(x) => slice(x, l),
+                _ => Err(candle_core::Error::Msg(format!("{}: inputs must all be f32 or all f64", self.name()))),
+            })
+            .collect::<candle_core::Result<Vec<&[f64]>>>()?;
         let n = v[0].len();
-        let out: Vec<f64> = (0..n).map(|i| match self {
-            Kind::Gelu => gelu64(v[0][i]),
-            Kind::GeluGrad => gelu_grad64(v[0][i], v[1][i]),
-            Kind::SwiGlu => v[0][i] * sig64(v[0][i]) * v[1][i],
-            Kind::SwiGluGradGate => {
-                let (g, s) = (v[0][i], sig64(v[0][i]));
-                v[2][i] * v[1][i] * s * (1.0 + g * (1.0 - s))
-            }
-            Kind::SwiGluGradUp => v[1][i] * v[0][i] * sig64(v[0][i]),
-        }).collect();
+        let out: Vec<f64> = (0..n)
+            .map(|i| match self {
+                Kind::Gelu => gelu64(v[0][i]),
+                Kind::GeluGrad => gelu_grad64(v[0][i], v[1][i]),
+                Kind::SwiGlu => v[0][i] * sig64(v[0][i]) * v[1][i],
+                Kind::SwiGluGradGate => {
+                    let (g, s) = (v[0][i], sig64(v[0][i]));
+                    v[2][i] * v[1][i] * s * (1.0 + g * (1.0 - s))
+                }
+                Kind::SwiGluGradUp => v[1][i] * v[0][i] * sig64(v[0][i]),
+            })
+            .collect();
         Ok((CpuStorage::F64(out), shape))
     }
 }

@@ -68,7 +68,11 @@ impl Adaptor {
     }
 
     fn fan_in_of(&self, name: &str) -> usize {
-        if name.starts_with("l1") { self.cfg.enc_dim } else { self.cfg.hidden }
+        if name.starts_with("l1") {
+            self.cfg.enc_dim
+        } else {
+            self.cfg.hidden
+        }
     }
 
     /// The trainable variables, sorted by name (a stable order for optimisers and checkpoints).
@@ -109,8 +113,7 @@ impl Adaptor {
     /// Loads an adaptor file written by [`Adaptor::save`].
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let (t, meta) = checkpoint::load(path, device)?;
-        let cfg: AdaptorConfig = serde_json::from_value(meta["adaptor"].clone())
-            .map_err(|e| Error::checkpoint(path, format!("metadata is not an adaptor header: {e}")))?;
+        let cfg: AdaptorConfig = serde_json::from_value(meta["adaptor"].clone()).map_err(|e| Error::checkpoint(path, format!("metadata is not an adaptor header: {e}")))?;
         let a = Self::new(cfg, 0, device)?;
         a.set_weights(&t).map_err(|e| Error::checkpoint(path, e.to_string()))?;
         Ok(a)
@@ -132,14 +135,19 @@ impl Adaptor {
     pub fn check_models(&self, path: &Path, encoder: &str, enc_dim: usize, llm: &str, llm_dim: usize) -> Result<()> {
         let c = &self.cfg;
         if c.enc_dim != enc_dim || c.encoder != encoder {
-            return Err(Error::checkpoint(path, format!(
-                "adaptor was trained for encoder {:?} (dim {}), but the encoder in use is {:?} (dim {}); pass the matching --encoder or retrain with `imix align`",
-                c.encoder, c.enc_dim, encoder, enc_dim)));
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "adaptor was trained for encoder {:?} (dim {}), but the encoder in use is {:?} (dim {}); pass the matching --encoder or retrain with `imix align`",
+                    c.encoder, c.enc_dim, encoder, enc_dim
+                ),
+            ));
         }
         if c.llm_dim != llm_dim || c.llm != llm {
-            return Err(Error::checkpoint(path, format!(
-                "adaptor was trained for LLM {:?} (width {}), but the LLM in use is {:?} (width {}); pass the matching --llm or retrain with `imix align`",
-                c.llm, c.llm_dim, llm, llm_dim)));
+            return Err(Error::checkpoint(
+                path,
+                format!("adaptor was trained for LLM {:?} (width {}), but the LLM in use is {:?} (width {}); pass the matching --llm or retrain with `imix align`", c.llm, c.llm_dim, llm, llm_dim),
+            ));
         }
         Ok(())
     }

@@ -44,19 +44,7 @@ pub struct AlignConfig {
 
 impl Default for AlignConfig {
     fn default() -> Self {
-        Self {
-            steps: 2000,
-            batch_size: 8,
-            lr: 1e-3,
-            warmup: 50,
-            lr_floor: 0.1,
-            clip: 1.0,
-            adamw: AdamWConfig::default(),
-            max_target_tokens: 32,
-            holdout: 64,
-            eval_every: 100,
-            seed: 0,
-        }
+        Self { steps: 2000, batch_size: 8, lr: 1e-3, warmup: 50, lr_floor: 0.1, clip: 1.0, adamw: AdamWConfig::default(), max_target_tokens: 32, holdout: 64, eval_every: 100, seed: 0 }
     }
 }
 
@@ -198,11 +186,7 @@ impl<'a> Aligner<'a> {
         let lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup, self.cfg.steps, self.cfg.lr_floor);
         let grad_norm = self.opt.step(&grads, lr, self.cfg.clip)?;
         self.step += 1;
-        let eval_loss = if self.cfg.eval_every > 0 && (self.step.is_multiple_of(self.cfg.eval_every) || self.step == self.cfg.steps) {
-            Some(self.eval_loss()?)
-        } else {
-            None
-        };
+        let eval_loss = if self.cfg.eval_every > 0 && (self.step.is_multiple_of(self.cfg.eval_every) || self.step == self.cfg.steps) { Some(self.eval_loss()?) } else { None };
         Ok(StepLog { step: self.step, loss: loss.to_scalar::<f32>()? as f64, lr, grad_norm, tokens, seconds: t0.elapsed().as_secs_f64(), eval_loss })
     }
 

@@ -99,7 +99,17 @@ fn fit_eval(h: &Tensor, y: &[Vec<f64>], labels: &[String], test_h: &Tensor, test
 
 /// Runs the `missing` methods of one cell; returns their results and the generated rows (if any).
 #[allow(clippy::too_many_arguments)]
-pub fn run_cell(m: &Models, dataset: &str, train: &Labelled, test: &Labelled, test_h: &Tensor, shots: usize, seed: u64, missing: &[String], cfg: &BenchConfig) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
+pub fn run_cell(
+    m: &Models,
+    dataset: &str,
+    train: &Labelled,
+    test: &Labelled,
+    test_h: &Tensor,
+    shots: usize,
+    seed: u64,
+    missing: &[String],
+    cfg: &BenchConfig,
+) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
     let sample = few_shot(train, shots, seed);
     let texts = sample.texts();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -109,7 +119,16 @@ pub fn run_cell(m: &Models, dataset: &str, train: &Labelled, test: &Labelled, te
     let mut out = Vec::new();
     let mut gen_rows = Vec::new();
     let result = |method: &str, acc: f64, f1: f64, aug: usize, ir: Option<f64>, secs: f64| CellResult {
-        dataset: dataset.into(), shots, seed, method: method.into(), accuracy: acc, macro_f1: f1, train_rows: texts.len(), aug_rows: aug, intrusion_rate: ir, seconds: secs,
+        dataset: dataset.into(),
+        shots,
+        seed,
+        method: method.into(),
+        accuracy: acc,
+        macro_f1: f1,
+        train_rows: texts.len(),
+        aug_rows: aug,
+        intrusion_rate: ir,
+        seconds: secs,
     };
     let with = |extra_h: &Tensor, extra_y: &[Vec<f64>]| -> Result<(Tensor, Vec<Vec<f64>>)> {
         let mut yy = y.clone();
@@ -133,7 +152,10 @@ pub fn run_cell(m: &Models, dataset: &str, train: &Labelled, test: &Labelled, te
                 out.push(result("eda", a, f, aug.len(), None, t0.elapsed().as_secs_f64()));
             }
             "embed-mixup" => {
-                let alpha = match cfg.lambda { LambdaSpec::Beta(a) => a, _ => 0.4 };
+                let alpha = match cfg.lambda {
+                    LambdaSpec::Beta(a) => a,
+                    _ => 0.4,
+                };
                 let p = embed_mixup_plan(texts.len(), cfg.per_example, alpha, seed);
                 let ia = Tensor::new(p.iter().map(|x| x.0 as u32).collect::<Vec<_>>().as_slice(), h.device())?;
                 let ib = Tensor::new(p.iter().map(|x| x.1 as u32).collect::<Vec<_>>().as_slice(), h.device())?;
@@ -212,8 +234,5 @@ pub fn read_results(path: &Path) -> Result<Vec<CellResult>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(path, e)),
     };
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::Input { path: PathBuf::from(path), line: i + 1, msg: format!("corrupt result row: {e}") }))
-        .collect()
+    text.lines().enumerate().map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::Input { path: PathBuf::from(path), line: i + 1, msg: format!("corrupt result row: {e}") })).collect()
 }

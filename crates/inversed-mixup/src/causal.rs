@@ -249,7 +249,14 @@ impl Causal {
     fn dims(&self, l: &Layout) -> candle_core::Result<Dims> {
         let (b, t, width) = l.shape().dims3()?;
         if width != (self.heads + 2 * self.kv_heads) * self.head_dim || self.cos.len() != t * self.head_dim / 2 {
-            candle_core::bail!("causal-attention: qkv {:?} does not match {} + 2x{} heads of {} at {} positions", l.dims(), self.heads, self.kv_heads, self.head_dim, self.cos.len() * 2 / self.head_dim.max(1));
+            candle_core::bail!(
+                "causal-attention: qkv {:?} does not match {} + 2x{} heads of {} at {} positions",
+                l.dims(),
+                self.heads,
+                self.kv_heads,
+                self.head_dim,
+                self.cos.len() * 2 / self.head_dim.max(1)
+            );
         }
         let p = match &self.prefix {
             Some((k, v)) => {
@@ -276,15 +283,18 @@ impl Causal {
         let pre = pre.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()));
         let (hd, rep) = (self.head_dim, self.heads / self.kv_heads);
         let avx = has_avx2();
-        let parts: Vec<Vec<T>> = (0..d.b * self.kv_heads).into_par_iter().map(|x| {
-            let (bi, g) = (x / self.kv_heads, x % self.kv_heads);
-            #[cfg(target_arch = "x86_64")]
-            if avx {
-                // SAFETY: the CPU supports the features the function was compiled for.
-                return unsafe { forward_group_avx2(self, d, qkv, pre, bi, g) };
-            }
-            forward_group(self, d, qkv, pre, bi, g)
-        }).collect();
+        let parts: Vec<Vec<T>> = (0..d.b * self.kv_heads)
+            .into_par_iter()
+            .map(|x| {
+                let (bi, g) = (x / self.kv_heads, x % self.kv_heads);
+                #[cfg(target_arch = "x86_64")]
+                if avx {
+                    // SAFETY: the CPU supports the features the function was compiled for.
+                    return unsafe { forward_group_avx2(self, d, qkv, pre, bi, g) };
+                }
+                forward_group(self, d, qkv, pre, bi, g)
+            })
+            .collect();
         let mut out = vec![T::default(); d.b * d.t * self.heads * hd];
         for (x, part) in parts.iter().enumerate() {
             let (bi, g) = (x / self.kv_heads, x % self.kv_heads);
@@ -301,15 +311,18 @@ impl Causal {
         let pre = pre.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()));
         let (hd, rep) = (self.head_dim, self.heads / self.kv_heads);
         let avx = has_avx2();
-        let parts: Vec<_> = (0..d.b * self.kv_heads).into_par_iter().map(|x| {
-            let (bi, g) = (x / self.kv_heads, x % self.kv_heads);
-            #[cfg(target_arch = "x86_64")]
-            if avx {
-                // SAFETY: the CPU supports the features the function was compiled for.
-                return unsafe { backward_group_avx2(self, d, qkv, pre, ga, bi, g) };
-            }
-            backward_group(self, d, qkv, pre, ga, bi, g)
-        }).collect();
+        let parts: Vec<_> = (0..d.b * self.kv_heads)
+            .into_par_iter()
+            .map(|x| {
+                let (bi, g) = (x / self.kv_heads, x % self.kv_heads);
+                #[cfg(target_arch = "x86_64")]
+                if avx {
+                    // SAFETY: the CPU supports the features the function was compiled for.
+                    return unsafe { backward_group_avx2(self, d, qkv, pre, ga, bi, g) };
+                }
+                backward_group(self, d, qkv, pre, ga, bi, g)
+            })
+            .collect();
         let mut out = vec![T::default(); d.b * d.t * d.width];
         for (x, (dq, dk, dv)) in parts.iter().enumerate() {
             let (bi, g) = (x / self.kv_heads, x % self.kv_heads);

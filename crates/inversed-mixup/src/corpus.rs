@@ -105,11 +105,7 @@ fn read_file(path: &Path, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
             let (hl, header) = it.next().ok_or_else(|| err(1, "empty file: expected a header line".into()))?;
             let header = header.map_err(|m| err(hl, m))?;
             let cols = split_record(header, delim).map_err(|m| err(hl, m))?;
-            let find = |name: &str| {
-                cols.iter().position(|c| c.trim() == name).ok_or_else(|| {
-                    err(hl, format!("no column {name:?} in header (columns: {})", cols.join(", ")))
-                })
-            };
+            let find = |name: &str| cols.iter().position(|c| c.trim() == name).ok_or_else(|| err(hl, format!("no column {name:?} in header (columns: {})", cols.join(", "))));
             let ti = find(&opt.text_column)?;
             let li = opt.label_column.as_deref().map(find).transpose()?;
             let mut pending: Option<(usize, String)> = None;
@@ -150,8 +146,7 @@ fn read_file(path: &Path, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
             for (ln, l) in lines {
                 let r = l.map_err(|m| err(ln, m)).and_then(|l| {
                     let v: serde_json::Value = serde_json::from_str(l).map_err(|e| err(ln, format!("invalid JSON: {e}")))?;
-                    let text = v.get(&opt.text_column).and_then(|t| t.as_str())
-                        .ok_or_else(|| err(ln, format!("no string field {:?}", opt.text_column)))?;
+                    let text = v.get(&opt.text_column).and_then(|t| t.as_str()).ok_or_else(|| err(ln, format!("no string field {:?}", opt.text_column)))?;
                     let label = match &opt.label_column {
                         None => None,
                         Some(c) => Some(match v.get(c) {

@@ -40,11 +40,7 @@ pub fn read_labelled(paths: &[PathBuf], text_column: &str, label_column: &str, k
     let mut y = Vec::with_capacity(rows.len());
     for r in &rows {
         let l = r.label.as_deref().unwrap_or("");
-        let id = labels.iter().position(|x| x == l).ok_or_else(|| Error::Input {
-            path: r.file.clone(),
-            line: r.line,
-            msg: format!("unknown label {l:?} (the model knows {})", labels.join(", ")),
-        })?;
+        let id = labels.iter().position(|x| x == l).ok_or_else(|| Error::Input { path: r.file.clone(), line: r.line, msg: format!("unknown label {l:?} (the model knows {})", labels.join(", ")) })?;
         y.push(id);
     }
     Ok(Labelled { rows, y, labels })

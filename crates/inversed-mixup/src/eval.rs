@@ -42,5 +42,9 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
     let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
     let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
     let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
-    if vx == 0.0 || vy == 0.0 { 0.0 } else { cov / (vx * vy).sqrt() }
+    if vx == 0.0 || vy == 0.0 {
+        0.0
+    } else {
+        cov / (vx * vy).sqrt()
+    }
 }

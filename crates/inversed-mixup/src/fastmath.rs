@@ -208,18 +208,19 @@ pub fn swiglu_grad_both_into(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [f32
 }
 
 avx2_dispatch!(
-/// [`swiglu_grad_both_into`] into possibly uninitialised outputs, every element written.
-pub fn swiglu_grad_both_into_uninit(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [MaybeUninit<f32>], ou: &mut [MaybeUninit<f32>]) {
-    assert!(gate.len() >= og.len() && up.len() >= og.len() && dy.len() >= og.len() && ou.len() >= og.len(), "swiglu_grad_both_into: inputs shorter than output");
-    let n = og.len();
-    let (gate, up, dy, ou) = (&gate[..n], &up[..n], &dy[..n], &mut ou[..n]);
-    for i in 0..n {
-        let (g, u, d) = (gate[i], up[i], dy[i]);
-        let sg = sigmoid(g);
-        og[i].write(d * u * sg * (1.0 + g * (1.0 - sg)));
-        ou[i].write(d * g * sg);
+    /// [`swiglu_grad_both_into`] into possibly uninitialised outputs, every element written.
+    pub fn swiglu_grad_both_into_uninit(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [MaybeUninit<f32>], ou: &mut [MaybeUninit<f32>]) {
+        assert!(gate.len() >= og.len() && up.len() >= og.len() && dy.len() >= og.len() && ou.len() >= og.len(), "swiglu_grad_both_into: inputs shorter than output");
+        let n = og.len();
+        let (gate, up, dy, ou) = (&gate[..n], &up[..n], &dy[..n], &mut ou[..n]);
+        for i in 0..n {
+            let (g, u, d) = (gate[i], up[i], dy[i]);
+            let sg = sigmoid(g);
+            og[i].write(d * u * sg * (1.0 + g * (1.0 - sg)));
+            ou[i].write(d * g * sg);
+        }
     }
-});
+);
 
 #[cfg(test)]
 mod tests {

@@ -2,8 +2,8 @@
 //! forward and one backward, instead of the five to ten allocating ops of the differentiable
 //! compositions. Kernels run natively in f32 (training) and f64 (finite-difference tests).
 
-use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
+use std::mem::MaybeUninit;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 /// The float types the kernels support.
@@ -117,17 +117,18 @@ fn rows_per_task(d: usize) -> usize {
 }
 
 avx2_dispatch!(
-/// RMSNorm of whole rows of `xs` into `out` (every element written).
-fn rms_chunk<T: Real>(out: &mut [MaybeUninit<T>], xs: &[T], w: &[T], ones: &[T], eps: f64) {
-    let d = w.len();
-    for (o, row) in out.chunks_mut(d).zip(xs.chunks(d)) {
-        let ms = dot3(row, row, ones) / T::of(d as f64);
-        let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
-        for ((o, &v), &wi) in o.iter_mut().zip(row).zip(w) {
-            o.write(v * r * wi);
+    /// RMSNorm of whole rows of `xs` into `out` (every element written).
+    fn rms_chunk<T: Real>(out: &mut [MaybeUninit<T>], xs: &[T], w: &[T], ones: &[T], eps: f64) {
+        let d = w.len();
+        for (o, row) in out.chunks_mut(d).zip(xs.chunks(d)) {
+            let ms = dot3(row, row, ones) / T::of(d as f64);
+            let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
+            for ((o, &v), &wi) in o.iter_mut().zip(row).zip(w) {
+                o.write(v * r * wi);
+            }
         }
     }
-});
+);
 
 fn rms_rows<T: Real + Send + Sync>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     use rayon::prelude::*;
@@ -265,28 +266,29 @@ fn rms_input_grad_rows<T: Real + Send + Sync>(x: &[T], w: &[T], g: &[T], eps: f6
 }
 
 avx2_dispatch!(
-/// Rows of [`rms_input_grad_rows`]; writes every element of `dxs`.
-fn rms_grad_chunk<T: Real>(dxs: &mut [MaybeUninit<T>], xs: &[T], gs: &[T], ps: Option<&[T]>, w: &[T], ones: &[T], eps: f64) {
-    let d = w.len();
-    for (ri, ((xr, gr), dr)) in xs.chunks(d).zip(gs.chunks(d)).zip(dxs.chunks_mut(d)).enumerate() {
-        let ms = dot3(xr, xr, ones) / T::of(d as f64);
-        let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
-        let k = r * r * r * dot3(xr, gr, w) / T::of(d as f64);
-        match ps {
-            Some(ps) => {
-                let pr = &ps[ri * d..(ri + 1) * d];
-                for i in 0..d {
-                    dr[i].write(pr[i] + r * w[i] * gr[i] - xr[i] * k);
+    /// Rows of [`rms_input_grad_rows`]; writes every element of `dxs`.
+    fn rms_grad_chunk<T: Real>(dxs: &mut [MaybeUninit<T>], xs: &[T], gs: &[T], ps: Option<&[T]>, w: &[T], ones: &[T], eps: f64) {
+        let d = w.len();
+        for (ri, ((xr, gr), dr)) in xs.chunks(d).zip(gs.chunks(d)).zip(dxs.chunks_mut(d)).enumerate() {
+            let ms = dot3(xr, xr, ones) / T::of(d as f64);
+            let r = T::of(1.0) / (ms + T::of(eps)).sqrt();
+            let k = r * r * r * dot3(xr, gr, w) / T::of(d as f64);
+            match ps {
+                Some(ps) => {
+                    let pr = &ps[ri * d..(ri + 1) * d];
+                    for i in 0..d {
+                        dr[i].write(pr[i] + r * w[i] * gr[i] - xr[i] * k);
+                    }
                 }
-            }
-            None => {
-                for i in 0..d {
-                    dr[i].write(r * w[i] * gr[i] - xr[i] * k);
+                None => {
+                    for i in 0..d {
+                        dr[i].write(r * w[i] * gr[i] - xr[i] * k);
+                    }
                 }
             }
         }
     }
-});
+);
 
 /// Forward-only kernel: the RMSNorm input gradient from `(x, w, g)`.
 struct RmsInputGrad {

@@ -87,14 +87,7 @@ impl<'a> Inverter<'a> {
             let h2 = self.encoder.embed(&rec_refs)?;
             let cos = cosine_rows(&h, &h2)?;
             for ((t, r), c) in chunk.iter().zip(rec).zip(cos) {
-                out.push(InvertRow {
-                    token_f1: metrics::token_f1(t, &r),
-                    bleu: metrics::bleu(t, &r),
-                    exact: metrics::exact(t, &r),
-                    text: t.clone(),
-                    reconstruction: r,
-                    cosine: c,
-                });
+                out.push(InvertRow { token_f1: metrics::token_f1(t, &r), bleu: metrics::bleu(t, &r), exact: metrics::exact(t, &r), text: t.clone(), reconstruction: r, cosine: c });
             }
             progress(out.len(), texts.len());
         }

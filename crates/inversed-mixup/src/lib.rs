@@ -29,8 +29,8 @@ macro_rules! avx2_dispatch {
 
 pub mod activation;
 pub mod adaptor;
-pub mod attention;
 pub mod align;
+pub mod attention;
 pub mod augment;
 pub mod baselines;
 pub mod benchmark;

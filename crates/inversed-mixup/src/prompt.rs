@@ -18,9 +18,7 @@ pub struct Prompt {
 impl Prompt {
     /// Tokenises `template` around its `<soft>` marker.
     pub fn new(template: &str, k: usize, llm: &Llm) -> Result<Self> {
-        let (a, b) = template
-            .split_once("<soft>")
-            .ok_or_else(|| Error::Config(format!("template has no <soft> marker: {template:?}")))?;
+        let (a, b) = template.split_once("<soft>").ok_or_else(|| Error::Config(format!("template has no <soft> marker: {template:?}")))?;
         let tok = llm.tokenizer();
         let prefix = tok.encode(a.trim_end())?;
         let prefix_kv = if prefix.is_empty() {

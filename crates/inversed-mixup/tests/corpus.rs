@@ -69,13 +69,16 @@ fn tsv_csv_jsonl_columns_and_labels() {
     let jsonl = file(&d, "c.jsonl", b"{\"text\": \"json row\", \"label\": 3}\n");
     let c = read_files(&[tsv, csv, jsonl], &opt).unwrap();
     let got: Vec<(String, String, usize)> = c.rows.iter().map(|r| (r.text.clone(), r.label.clone().unwrap(), r.line)).collect();
-    assert_eq!(got, [
-        ("a fine film".into(), "1".into(), 2),
-        ("a dull one".into(), "0".into(), 3),
-        ("hello, world".into(), "pos".into(), 2),
-        ("she said \"hi\"\nand left".into(), "neg".into(), 3),
-        ("json row".into(), "3".into(), 1),
-    ]);
+    assert_eq!(
+        got,
+        [
+            ("a fine film".into(), "1".into(), 2),
+            ("a dull one".into(), "0".into(), 3),
+            ("hello, world".into(), "pos".into(), 2),
+            ("she said \"hi\"\nand left".into(), "neg".into(), 3),
+            ("json row".into(), "3".into(), 1),
+        ]
+    );
 }
 
 #[test]

@@ -92,13 +92,26 @@ fn warmup_resume_equals_an_uninterrupted_run() {
         Warmup::new(&llm, Adaptor::new(cfg_a, seed, &DEV).unwrap(), cls, &texts, h.clone(), y.clone(), cfg.clone()).unwrap()
     };
     let mut full = new(0);
-    let want: Vec<(f64, f64)> = (0..6).map(|_| { let s = full.train_step().unwrap(); (s.ce, s.gen) }).collect();
+    let want: Vec<(f64, f64)> = (0..6)
+        .map(|_| {
+            let s = full.train_step().unwrap();
+            (s.ce, s.gen)
+        })
+        .collect();
     let ck = d.path().join("w.ckpt");
     let mut first = new(0);
-    let mut got: Vec<(f64, f64)> = (0..2).map(|_| { let s = first.train_step().unwrap(); (s.ce, s.gen) }).collect();
+    let mut got: Vec<(f64, f64)> = (0..2)
+        .map(|_| {
+            let s = first.train_step().unwrap();
+            (s.ce, s.gen)
+        })
+        .collect();
     first.save_checkpoint(&ck).unwrap();
     let mut second = new(9);
     second.load_checkpoint(&ck).unwrap();
-    got.extend((0..4).map(|_| { let s = second.train_step().unwrap(); (s.ce, s.gen) }));
+    got.extend((0..4).map(|_| {
+        let s = second.train_step().unwrap();
+        (s.ce, s.gen)
+    }));
     assert_eq!(got, want);
 }

@@ -163,8 +163,7 @@ fn fused_rope_matches_finite_differences_and_the_composition() {
     let sin = rand(&[4, 3], 51);
     check("fused rope", &rand(&[2, 2, 4, 6], 52), &|x| inversed_mixup::fused::rope(x, &cos, &sin));
     let x = rand(&[2, 2, 4, 6], 53);
-    let d = (inversed_mixup::fused::rope(&x, &cos, &sin).unwrap() - candle_nn::rotary_emb::rope_slow(&x, &cos, &sin).unwrap()).unwrap()
-        .abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+    let d = (inversed_mixup::fused::rope(&x, &cos, &sin).unwrap() - candle_nn::rotary_emb::rope_slow(&x, &cos, &sin).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
     assert!(d < 1e-12, "fused and composed rope differ by {d}");
 }
 

@@ -25,22 +25,24 @@ fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> candle_core::R
     Ok(f(&slices))
 }
 
-avx2_dispatch!(fn layer_norm_row(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    let n = x.len() as f32;
-    let mean = fastmath::lane_sum(x) / n;
-    let mut acc = [0f32; 8];
-    let c = x.chunks_exact(8);
-    let tail: f32 = c.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
-    for v in c {
-        for l in 0..8 {
-            acc[l] += (v[l] - mean) * (v[l] - mean);
+avx2_dispatch!(
+    fn layer_norm_row(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+        let n = x.len() as f32;
+        let mean = fastmath::lane_sum(x) / n;
+        let mut acc = [0f32; 8];
+        let c = x.chunks_exact(8);
+        let tail: f32 = c.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
+        for v in c {
+            for l in 0..8 {
+                acc[l] += (v[l] - mean) * (v[l] - mean);
+            }
+        }
+        let inv = 1.0 / ((acc.iter().sum::<f32>() + tail) / n + eps).sqrt();
+        for ((v, &w), &b) in x.iter_mut().zip(w).zip(b) {
+            *v = (*v - mean) * inv * w + b;
         }
     }
-    let inv = 1.0 / ((acc.iter().sum::<f32>() + tail) / n + eps).sqrt();
-    for ((v, &w), &b) in x.iter_mut().zip(w).zip(b) {
-        *v = (*v - mean) * inv * w + b;
-    }
-});
+);
 
 /// LayerNorm of every `d`-wide row of `x`, in place, rows in parallel.
 fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
@@ -173,9 +175,7 @@ impl Encoder {
     pub(super) fn raw_path_ready(&self) -> bool {
         !self.grad
             && self.word.embeddings().dtype() == candle_core::DType::F32
-            && self.layers.iter().all(|l| {
-                l.qkv.as_ref().is_some_and(|q| q.bias().is_some()) && l.o.bias().is_some() && l.up.bias().is_some() && l.down.bias().is_some()
-            })
+            && self.layers.iter().all(|l| l.qkv.as_ref().is_some_and(|q| q.bias().is_some()) && l.o.bias().is_some() && l.up.bias().is_some() && l.down.bias().is_some())
     }
 
     /// Sentence embeddings `(n, dim)` of tokenised sentences through the raw-buffer path.
@@ -214,9 +214,7 @@ impl Encoder {
         let (mut qkv, mut a, mut u) = (vec![0f32; rows * 3 * d], vec![0f32; rows * d], vec![0f32; rows * ffn]);
         for l in &self.layers {
             let Some(stacked) = &l.qkv else { candle_core::bail!("encoder: raw path needs the stacked frozen Q/K/V") };
-            let (Some(bqkv), Some(bo), Some(bup), Some(bdown)) = (stacked.bias(), l.o.bias(), l.up.bias(), l.down.bias()) else {
-                candle_core::bail!("encoder: raw path needs biased projections")
-            };
+            let (Some(bqkv), Some(bo), Some(bup), Some(bdown)) = (stacked.bias(), l.o.bias(), l.up.bias(), l.down.bias()) else { candle_core::bail!("encoder: raw path needs biased projections") };
             let ts = [stacked.weight(), bqkv, l.o.weight(), bo, &l.ln1.0, &l.ln1.1, l.up.weight(), bup, l.down.weight(), bdown, &l.ln2.0, &l.ln2.1];
             with_f32(&ts, |w| {
                 // Q/K/V: bias rows, then the product accumulated onto them.

@@ -95,8 +95,7 @@ impl Encoder {
             return Err(Error::model(&st, "missing: not a BERT sentence-encoder directory (expected model.safetensors)"));
         }
         // SAFETY: the file is memory-mapped read-only; we never write to it while mapped.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&st], DType::F32, device) }
-            .map_err(|e| Error::model(&st, e.to_string()))?;
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&st], DType::F32, device) }.map_err(|e| Error::model(&st, e.to_string()))?;
         Self::new(dir, vb, device)
     }
 
@@ -118,8 +117,7 @@ impl Encoder {
     /// Builds the encoder from any `VarBuilder` (a VarMap-backed one makes the weights trainable).
     pub fn new(dir: &Path, vb: VarBuilder, device: &Device) -> Result<Self> {
         let cfg: BertConfig = read_json(&dir.join("config.json"))?;
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| Error::model(dir.join("tokenizer.json"), e.to_string()))?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| Error::model(dir.join("tokenizer.json"), e.to_string()))?;
         let (pooling, normalize) = read_pooling(dir)?;
         let max_len = read_json::<serde_json::Value>(&dir.join("sentence_bert_config.json"))
             .ok()
@@ -129,9 +127,7 @@ impl Encoder {
             .min(cfg.max_position_embeddings);
         // We pad ourselves; the file's own fixed-length padding would only waste compute.
         tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        tokenizer.with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() })).map_err(|e| Error::Tokenizer(e.to_string()))?;
         // Some exports prefix every tensor with `bert.`; MiniLM's does not.
         let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
         let load = || -> candle_core::Result<_> {
@@ -173,21 +169,7 @@ impl Encoder {
         };
         let (word, pos, typ, ln_e, layers) = load().map_err(|e| Error::model(dir, format!("bad BERT weights: {e}")))?;
         let name = model_name(dir);
-        Ok(Self {
-            cfg,
-            tokenizer,
-            word,
-            pos,
-            typ,
-            ln: ln_e,
-            layers,
-            pooling,
-            normalize,
-            max_len,
-            name,
-            grad: false,
-            device: device.clone(),
-        })
+        Ok(Self { cfg, tokenizer, word, pos, typ, ln: ln_e, layers, pooling, normalize, max_len, name, grad: false, device: device.clone() })
     }
 
     /// Transformer layers.

@@ -181,11 +181,15 @@ impl Llm {
                 let best = finished[r].iter().map(|f| f.0).fold(f32::NEG_INFINITY, f32::max);
                 finished[r].len() >= w && (0..w).all(|j| new_score[r * w + j] / (step + 1) as f32 <= best)
             });
-            seqs = parents.iter().zip(&next).map(|(&p, &t)| {
-                let mut s = seqs[p as usize].clone();
-                s.push(t);
-                s
-            }).collect();
+            seqs = parents
+                .iter()
+                .zip(&next)
+                .map(|(&p, &t)| {
+                    let mut s = seqs[p as usize].clone();
+                    s.push(t);
+                    s
+                })
+                .collect();
             score = new_score;
             if all_done || step + 1 == max_new {
                 break;

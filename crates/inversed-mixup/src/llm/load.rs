@@ -91,17 +91,12 @@ impl Llm {
         let eos = hf["eos_token_id"].as_u64().unwrap_or(2) as u32;
         let bos = hf["bos_token_id"].as_u64().map(|v| v as u32);
         let tokenizer = LlmTokenizer::from_file(&dir.join("tokenizer.json"), eos, bos)?;
-        let files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
+        let files: Vec<_> = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect();
         if files.is_empty() {
             return Err(Error::model(dir, "no *.safetensors files"));
         }
         // SAFETY: read-only memory map of files we do not modify.
-        let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }
-            .map_err(|e| Error::model(dir, e.to_string()))?;
+        let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }.map_err(|e| Error::model(dir, e.to_string()))?;
         let get = |n: &str| vb.get_unchecked(n).map_err(|e| Error::model(dir, format!("tensor {n}: {e}")));
         let embed = get("model.embed_tokens.weight")?;
         let lm_head = if vb.contains_tensor("lm_head.weight") { get("lm_head.weight")? } else { embed.clone() };
@@ -127,16 +122,7 @@ impl Llm {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn assemble(
-        cfg: LlmConfig,
-        embed: Tensor,
-        blocks: Vec<Block>,
-        norm: Tensor,
-        lm_head: Tensor,
-        tokenizer: LlmTokenizer,
-        name: String,
-        device: &Device,
-    ) -> Result<Self> {
+    pub(super) fn assemble(cfg: LlmConfig, embed: Tensor, blocks: Vec<Block>, norm: Tensor, lm_head: Tensor, tokenizer: LlmTokenizer, name: String, device: &Device) -> Result<Self> {
         if embed.dims() != [cfg.vocab, cfg.hidden] {
             return Err(Error::model(&name, format!("embedding table {:?} does not match vocab {} x hidden {}", embed.dims(), cfg.vocab, cfg.hidden)));
         }

@@ -294,9 +294,7 @@ fn causal_mask(t: usize, off: usize, dev: &Device) -> candle_core::Result<Option
         return Ok(None);
     }
     let tk = off + t;
-    let m: Vec<f32> = (0..t)
-        .flat_map(|i| (0..tk).map(move |j| if j > off + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
+    let m: Vec<f32> = (0..t).flat_map(|i| (0..tk).map(move |j| if j > off + i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Ok(Some(Tensor::from_vec(m, (t, tk), dev)?))
 }
 

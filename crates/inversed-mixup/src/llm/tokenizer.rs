@@ -29,11 +29,7 @@ impl LlmTokenizer {
         }
         let strings = |k: &str| -> Result<Vec<String>> {
             let v = c.metadata.get(k).ok_or_else(|| bad(&format!("missing {k}")))?;
-            v.to_vec()
-                .map_err(|e| bad(&e.to_string()))?
-                .iter()
-                .map(|x| x.to_string().cloned().map_err(|e| bad(&e.to_string())))
-                .collect()
+            v.to_vec().map_err(|e| bad(&e.to_string()))?.iter().map(|x| x.to_string().cloned().map_err(|e| bad(&e.to_string()))).collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let merges = strings("tokenizer.ggml.merges")?;
@@ -42,30 +38,16 @@ impl LlmTokenizer {
             _ => vec![1; tokens.len()],
         };
         let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let merges: Vec<(String, String)> = merges
-            .iter()
-            .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| bad(&format!("bad merge {m:?}"))))
-            .collect::<Result<_>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(false)
-            .build()
-            .map_err(|e| bad(&e.to_string()))?;
+        let merges: Vec<(String, String)> =
+            merges.iter().map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| bad(&format!("bad merge {m:?}")))).collect::<Result<_>>()?;
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).ignore_merges(false).build().map_err(|e| bad(&e.to_string()))?;
         let mut tok = Tokenizer::new(bpe);
         // llama.cpp's `smollm`/`gpt2` pre-tokenizers: digits one by one, then the GPT-2 regex.
-        let pre = Sequence::new(vec![
-            PreTokenizerWrapper::Digits(Digits::new(true)),
-            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
-        ]);
+        let pre = Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))]);
         tok.with_pre_tokenizer(Some(pre));
         tok.with_decoder(Some(ByteLevel::default()));
         // Control tokens (type 3) are matched whole, as in the reference tokenizer.
-        let specials: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, &t)| t == 3)
-            .map(|(s, _)| AddedToken::from(s.clone(), true))
-            .collect();
+        let specials: Vec<AddedToken> = tokens.iter().zip(&types).filter(|(_, &t)| t == 3).map(|(s, _)| AddedToken::from(s.clone(), true)).collect();
         tok.add_special_tokens(&specials);
         let id = |k: &str| c.metadata.get(k).and_then(|v| v.to_u32().ok());
         let eos = id("tokenizer.ggml.eos_token_id").ok_or_else(|| bad("missing eos_token_id"))?;

@@ -107,14 +107,18 @@ impl Llm {
         let (cos, sin) = (table(&self.cos.narrow(0, off, t)?)?, table(&self.sin.narrow(0, off, t)?)?);
         let mut x = x.clone();
         for (i, blk) in self.blocks.iter().enumerate() {
-            x = self.block_node(blk, &x, Causal {
-                heads: self.cfg.heads,
-                kv_heads: self.cfg.kv_heads,
-                head_dim: self.cfg.hidden / self.cfg.heads,
-                cos: cos.clone(),
-                sin: sin.clone(),
-                prefix: cache.and_then(|c| c.kv[i].clone()),
-            })?;
+            x = self.block_node(
+                blk,
+                &x,
+                Causal {
+                    heads: self.cfg.heads,
+                    kv_heads: self.cfg.kv_heads,
+                    head_dim: self.cfg.hidden / self.cfg.heads,
+                    cos: cos.clone(),
+                    sin: sin.clone(),
+                    prefix: cache.and_then(|c| c.kv[i].clone()),
+                },
+            )?;
         }
         ops::rms_norm(&x, &self.norm, self.cfg.rms_eps, true)
     }

@@ -56,20 +56,25 @@ impl CustomOp1 for CrossEntropy {
         let out = match s {
             CpuStorage::F32(x) => {
                 let x = &x[a..b];
-                let per: Vec<f64> = (0..n).into_par_iter().map(|i| {
-                    let row = &x[i * v..(i + 1) * v];
-                    let (m, lse) = lse32(row);
-                    (m + lse - row[self.labels[i] as usize]) as f64
-                }).collect();
+                let per: Vec<f64> = (0..n)
+                    .into_par_iter()
+                    .map(|i| {
+                        let row = &x[i * v..(i + 1) * v];
+                        let (m, lse) = lse32(row);
+                        (m + lse - row[self.labels[i] as usize]) as f64
+                    })
+                    .collect();
                 CpuStorage::F32(vec![(per.iter().sum::<f64>() / n as f64) as f32])
             }
             CpuStorage::F64(x) => {
                 let x = &x[a..b];
-                let per: f64 = (0..n).map(|i| {
-                    let row = &x[i * v..(i + 1) * v];
-                    let (m, lse) = lse64(row);
-                    m + lse - row[self.labels[i] as usize]
-                }).sum();
+                let per: f64 = (0..n)
+                    .map(|i| {
+                        let row = &x[i * v..(i + 1) * v];
+                        let (m, lse) = lse64(row);
+                        m + lse - row[self.labels[i] as usize]
+                    })
+                    .sum();
                 CpuStorage::F64(vec![per / n as f64])
             }
             _ => candle_core::bail!("cross-entropy: f32 or f64 logits only"),

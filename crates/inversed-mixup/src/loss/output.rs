@@ -34,31 +34,37 @@ impl Online for f64 {
         row.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     }
     fn exp_shift_sum(row: &mut [f64], m: f64) -> f64 {
-        row.iter_mut().map(|x| {
-            *x = (*x - m).exp();
-            *x
-        }).sum()
+        row.iter_mut()
+            .map(|x| {
+                *x = (*x - m).exp();
+                *x
+            })
+            .sum()
     }
 }
 
-avx2_dispatch!(fn max32(row: &[f32]) -> f32 {
-    let mut mx = [f32::NEG_INFINITY; 8];
-    let mut c = row.chunks_exact(8);
-    for x in &mut c {
-        for l in 0..8 {
-            mx[l] = mx[l].max(x[l]);
+avx2_dispatch!(
+    fn max32(row: &[f32]) -> f32 {
+        let mut mx = [f32::NEG_INFINITY; 8];
+        let mut c = row.chunks_exact(8);
+        for x in &mut c {
+            for l in 0..8 {
+                mx[l] = mx[l].max(x[l]);
+            }
         }
+        c.remainder().iter().chain(&mx).copied().fold(f32::NEG_INFINITY, f32::max)
     }
-    c.remainder().iter().chain(&mx).copied().fold(f32::NEG_INFINITY, f32::max)
-});
+);
 
-avx2_dispatch!(fn exp_shift_sum32(row: &mut [f32], m: f32) -> f32 {
-    for x in row.iter_mut() {
-        *x = fastmath::exp(*x - m);
+avx2_dispatch!(
+    fn exp_shift_sum32(row: &mut [f32], m: f32) -> f32 {
+        for x in row.iter_mut() {
+            *x = fastmath::exp(*x - m);
+        }
+        // The row is still in L1 for the sum.
+        fastmath::lane_sum(row)
     }
-    // The row is still in L1 for the sum.
-    fastmath::lane_sum(row)
-});
+);
 
 impl Online for f32 {
     fn max_of(row: &[f32]) -> f32 {
@@ -91,10 +97,13 @@ impl<T: Online> Row<T> {
 fn online<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), labels: &[u32], chunk: usize) -> (Vec<Row<T>>, Vec<T>) {
     let chunk = chunk.clamp(1, v.max(1));
     let per = v.div_ceil(rayon::current_num_threads().max(1)).div_ceil(chunk) * chunk;
-    let parts: Vec<_> = (0..v.div_ceil(per)).into_par_iter().map(|t| {
-        let (v0, v1) = (t * per, ((t + 1) * per).min(v));
-        online_block(h, &w[v0 * hd..v1 * hd], (n, hd, v1 - v0), v0, labels, chunk)
-    }).collect();
+    let parts: Vec<_> = (0..v.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let (v0, v1) = (t * per, ((t + 1) * per).min(v));
+            online_block(h, &w[v0 * hd..v1 * hd], (n, hd, v1 - v0), v0, labels, chunk)
+        })
+        .collect();
     let mut parts = parts.into_iter();
     let Some((mut rows, mut acc)) = parts.next() else {
         return (vec![Row::empty(); n], vec![T::ZERO; n * hd]);

@@ -101,10 +101,15 @@ pub fn write_tiny_bert(dir: &Path, seed: u64) {
     let cfg = json!({"vocab_size": v, "hidden_size": h, "num_hidden_layers": layers, "num_attention_heads": 4,
                      "intermediate_size": ffn, "max_position_embeddings": 64, "type_vocab_size": 2, "layer_norm_eps": 1e-12});
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    std::fs::write(dir.join("modules.json"), json!([
+    std::fs::write(
+        dir.join("modules.json"),
+        json!([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]).to_string()).unwrap();
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}])
+        .to_string(),
+    )
+    .unwrap();
     std::fs::write(dir.join("1_Pooling/config.json"), json!({"word_embedding_dimension": h, "pooling_mode_mean_tokens": true}).to_string()).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut t = HashMap::new();
@@ -128,8 +133,8 @@ pub fn write_tiny_bert(dir: &Path, seed: u64) {
     }
     let ones = Tensor::ones(h, DType::F32, &Device::Cpu).unwrap();
     let zeros = Tensor::zeros(h, DType::F32, &Device::Cpu).unwrap();
-    for ln in std::iter::once("embeddings.LayerNorm".to_string())
-        .chain((0..layers).flat_map(|i| [format!("encoder.layer.{i}.attention.output.LayerNorm"), format!("encoder.layer.{i}.output.LayerNorm")]))
+    for ln in
+        std::iter::once("embeddings.LayerNorm".to_string()).chain((0..layers).flat_map(|i| [format!("encoder.layer.{i}.attention.output.LayerNorm"), format!("encoder.layer.{i}.output.LayerNorm")]))
     {
         t.insert(format!("{ln}.weight"), ones.clone());
         t.insert(format!("{ln}.bias"), zeros.clone());
@@ -143,11 +148,7 @@ pub fn sentences(n: usize, seed: u64) -> Vec<String> {
     let verb = ["sees", "likes", "finds", "hates", "crosses", "watches", "builds", "remembers"];
     let obj = ["the house", "a red ball", "the quiet town", "every song", "the long road", "two apples"];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| {
-            format!("{} {} {}.", subj[rng.random_range(0..subj.len())], verb[rng.random_range(0..verb.len())], obj[rng.random_range(0..obj.len())])
-        })
-        .collect()
+    (0..n).map(|_| format!("{} {} {}.", subj[rng.random_range(0..subj.len())], verb[rng.random_range(0..verb.len())], obj[rng.random_range(0..obj.len())])).collect()
 }
 
 /// Compares autograd `grad` of `var` with central finite differences of `loss` on the `n` elements
@@ -176,7 +177,15 @@ pub fn check_var_grad(name: &str, var: &candle_core::Var, grad: &[f32], loss: &d
 
 /// Runs L_GEN through the lean and the plain training path of `llm` and asserts the same loss
 /// (relative `loss_tol`) and the same adaptor gradients (relative to each gradient's largest entry).
-pub fn assert_lean_equals_plain(llm: &mut inversed_mixup::llm::Llm, prompt: &inversed_mixup::prompt::Prompt, a: &inversed_mixup::adaptor::Adaptor, h: &Tensor, texts: &[&str], loss_tol: f32, grad_tol: f32) {
+pub fn assert_lean_equals_plain(
+    llm: &mut inversed_mixup::llm::Llm,
+    prompt: &inversed_mixup::prompt::Prompt,
+    a: &inversed_mixup::adaptor::Adaptor,
+    h: &Tensor,
+    texts: &[&str],
+    loss_tol: f32,
+    grad_tol: f32,
+) {
     use inversed_mixup::prompt::Prompt;
     let targets: Vec<Vec<u32>> = texts.iter().map(|t| Prompt::target_ids(llm, t).unwrap()).collect();
     let mut run = |lean: bool| {
