@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${1:-python3}
-cargo build --release -q -p inversed-mixup --example bench
+cargo build --release -q -p imix --example bench
 enc=$(target/release/imix fetch | sed -n 's/^encoder: *//p')
 llm=$(target/release/imix fetch | sed -n 's/^llm: *//p')
 : > bench/results.jsonl

@@ -3,9 +3,11 @@
 use crate::common::{bar, ModelArgs};
 use anyhow::{Context, Result};
 use clap::Args;
-use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
-use inversed_mixup::align::{checkpoint_path, embed_corpus, AlignConfig, Aligner, StepLog};
-use inversed_mixup::corpus::{read_files, ReadOptions};
+use inversed_mixup::data::corpus::{read_files, ReadOptions};
+use inversed_mixup::data::jsonl;
+use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::nets::encoder::embed_corpus;
+use inversed_mixup::stages::align::{checkpoint_path, AlignConfig, Aligner, StepLog};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -115,7 +117,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
         warmup: a.warmup,
         lr_floor: a.lr_floor,
         clip: a.clip,
-        adamw: inversed_mixup::optim::AdamWConfig { weight_decay: a.weight_decay, ..Default::default() },
+        adamw: inversed_mixup::nets::optim::AdamWConfig { weight_decay: a.weight_decay, ..Default::default() },
         max_target_tokens: a.max_target_tokens,
         holdout: a.holdout,
         eval_every: a.eval_every,
@@ -144,7 +146,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
     } else if ckpt.exists() {
         anyhow::bail!("{} exists: pass --resume to continue it, or delete it to start over", ckpt.display());
     } else {
-        inversed_mixup::io::write_atomic(&log_path, b"")?;
+        inversed_mixup::data::io::write_atomic(&log_path, b"")?;
     }
     let mut log = std::fs::OpenOptions::new().append(true).create(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
     let pb = bar(a.steps as u64, "align");
@@ -153,7 +155,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
     let mut ema: Option<f64> = None;
     while tr.step < a.steps {
         let s: StepLog = tr.train_step()?;
-        writeln!(log, "{}", serde_json::to_string(&s)?)?;
+        jsonl::append(&mut log, &s)?;
         ema = Some(ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss));
         let mut msg = format!("loss {:.3} (avg {:.3}) {:.0} tok/s", s.loss, ema.unwrap_or(s.loss), s.tokens as f64 / s.seconds);
         if let Some(e) = s.eval_loss {
@@ -191,6 +193,6 @@ fn truncate_log(path: &std::path::Path, step: usize) -> Result<()> {
             keep.push('\n');
         }
     }
-    inversed_mixup::io::write_atomic(path, keep.as_bytes())?;
+    inversed_mixup::data::io::write_atomic(path, keep.as_bytes())?;
     Ok(())
 }

@@ -2,14 +2,25 @@
 
 use crate::common::{bar, load_adaptor, DecodeArgs, ModelArgs};
 use crate::data_args::DataArgs;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use inversed_mixup::augment::{augment, controllability, mix_embeddings, AugRow, AugmentOptions};
-use inversed_mixup::classifier::Classifier;
-use inversed_mixup::eval::spearman;
-use inversed_mixup::invert::{cosine_rows, Inverter};
-use inversed_mixup::mixup::{plan, LambdaSpec, Pairing};
+use inversed_mixup::data::jsonl;
+use inversed_mixup::eval::stats::spearman;
+use inversed_mixup::method::augment::{augment, controllability, mix_embeddings, AugRow, AugmentOptions};
+use inversed_mixup::method::intrusion::Mitigation;
+use inversed_mixup::method::invert::{cosine_rows, Inverter};
+use inversed_mixup::method::mixup::{plan, LambdaSpec, Pairing};
+use inversed_mixup::stages::bundle::{self, BundlePaths};
 use std::path::PathBuf;
+
+/// How augmented rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object a line (what `imix train --augment` reads).
+    Jsonl,
+    /// A header and one row per sample, soft labels as `soft_label.<class>` columns.
+    Csv,
+}
 
 /// Arguments of `imix augment`.
 #[derive(Args, Debug)]
@@ -24,9 +35,9 @@ pub struct AugmentArgs {
     out: PathBuf,
     #[command(flatten)]
     models: ModelArgs,
-    /// Pairing: cross-class, same-class or random
-    #[arg(long, default_value = "cross-class")]
-    pairs: String,
+    /// Which examples are mixed with each other
+    #[arg(long, value_enum, default_value_t = Pairing::CrossClass)]
+    pairs: Pairing,
     /// Partners per example
     #[arg(long, default_value_t = 1)]
     per_example: usize,
@@ -39,11 +50,11 @@ pub struct AugmentArgs {
     #[arg(long, default_value_t = 0.8)]
     threshold: f64,
     /// Intruders: keep, drop, or relabel (soft label blended 50/50 with the prediction)
-    #[arg(long, default_value = "keep")]
-    intrusion: String,
-    /// Output format: jsonl or csv
-    #[arg(long, default_value = "jsonl")]
-    format: String,
+    #[arg(long, value_enum, default_value_t = Mitigation::Keep)]
+    intrusion: Mitigation,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    format: Format,
     /// Mixes decoded together
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -51,31 +62,24 @@ pub struct AugmentArgs {
 
 /// Runs `imix augment`.
 pub fn run(a: AugmentArgs) -> Result<()> {
-    let pairing: Pairing = a.pairs.parse()?;
     let lambda: LambdaSpec = a.lambda.parse()?;
-    let mitigation = a.intrusion.parse()?;
-    if a.format != "jsonl" && a.format != "csv" {
-        anyhow::bail!("--format {}: expected jsonl or csv", a.format);
-    }
-    let (cls, _) = Classifier::load(&a.model.join("classifier.safetensors"), &candle_core::Device::Cpu).with_context(|| format!("{} is not a bundle written by `imix warmup`", a.model.display()))?;
-    let data = a.data.load(Some(&cls.labels))?;
-    let (mut enc, llm) = a.models.load()?;
-    let tuned = a.model.join("encoder.safetensors");
-    if tuned.exists() {
-        // The bundle's encoder was fine-tuned in stage 2: mix and judge in its embedding space.
-        let dir = inversed_mixup::models::resolve(a.models.encoder.as_deref(), &inversed_mixup::models::ENCODER)?;
-        enc = inversed_mixup::encoder::Encoder::load_with_weights(&dir, Some(&tuned), llm.device())?;
-        tracing::info!("using the fine-tuned encoder {}", tuned.display());
-    }
-    let adaptor = load_adaptor(Some(&a.model.join("adaptor.safetensors")), &enc, &llm)?;
+    let paths = BundlePaths::new(&a.model);
+    let labels = bundle::load_classifier(&paths, &candle_core::Device::Cpu)?.labels;
+    let data = a.data.load(Some(&labels))?;
+    let (enc, llm) = a.models.load()?;
+    let b = bundle::load(&paths, &a.models.encoder_dir()?, enc, &llm)?;
+    let (cls, enc, adaptor) = (b.classifier, b.encoder, b.adaptor);
     let inv = Inverter::new(&enc, &llm, &adaptor)?;
-    let mixes = plan(&data.y, pairing, a.per_example, &lambda, a.dec.seed)?;
-    let opt = AugmentOptions { gen: a.dec.options()?, threshold: a.threshold, mitigation, batch_size: a.batch_size, renormalize: true };
+    let mixes = plan(&data.y, a.pairs, a.per_example, &lambda, a.dec.seed)?;
+    let opt = AugmentOptions { gen: a.dec.options()?, threshold: a.threshold, mitigation: a.intrusion, batch_size: a.batch_size, renormalize: true };
     let pb = bar(mixes.len() as u64, "augment");
     let (rows, st) = augment(&inv, &cls, &data, &mixes, &opt, &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();
-    let body = if a.format == "csv" { to_csv(&rows, &cls.labels) } else { to_jsonl(&rows)? };
-    inversed_mixup::io::write_atomic(&a.out, body.as_bytes())?;
+    if a.format == Format::Csv {
+        inversed_mixup::data::io::write_atomic(&a.out, to_csv(&rows, &cls.labels).as_bytes())?;
+    } else {
+        jsonl::write(&a.out, &rows)?;
+    }
     println!("wrote {} rows to {}", rows.len(), a.out.display());
     println!("lambda  n  mean_cos_a  mean_cos_b  mean(cos_a-cos_b)");
     for (l, d, n) in controllability(&rows) {
@@ -96,15 +100,6 @@ pub fn run(a: AugmentArgs) -> Result<()> {
         st.relabelled
     );
     Ok(())
-}
-
-fn to_jsonl(rows: &[AugRow]) -> Result<String> {
-    let mut s = String::new();
-    for r in rows {
-        s.push_str(&serde_json::to_string(r)?);
-        s.push('\n');
-    }
-    Ok(s)
 }
 
 fn csv_field(s: &str) -> String {

@@ -4,9 +4,12 @@ use crate::common::{bar, default_adaptor, ModelArgs};
 use crate::report;
 use anyhow::{Context, Result};
 use clap::Args;
-use inversed_mixup::benchmark::{load_dataset, read_results, run_cell, BenchConfig, CellResult, Models, METHODS};
-use inversed_mixup::llm::GenerateOptions;
-use inversed_mixup::{adaptor::Adaptor, io::write_atomic};
+use inversed_mixup::data::jsonl;
+use inversed_mixup::fewshot::grid::{load_dataset, read_results, run_cell, BenchConfig, Cell, CellResult, Models};
+use inversed_mixup::fewshot::methods::Method;
+use inversed_mixup::method::adaptor::Adaptor;
+use inversed_mixup::method::mixup::Pairing;
+use inversed_mixup::nets::llm::GenerateOptions;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::PathBuf;
@@ -27,8 +30,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     seeds: u64,
     /// Methods to run
-    #[arg(long, value_delimiter = ',', default_value = "none,eda,embed-mixup,reconstruct,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-relabel")]
-    methods: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "none,eda,embed-mixup,reconstruct,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-relabel")]
+    methods: Vec<Method>,
     /// Output folder: results.jsonl, summary.md, *.svg, generated/
     #[arg(long, default_value = "results/bench")]
     out: PathBuf,
@@ -38,9 +41,9 @@ pub struct BenchArgs {
     /// Stage-2 warm-up steps per cell
     #[arg(long, default_value_t = 30)]
     warmup_steps: usize,
-    /// Pairing for inversed-mixup: cross-class, same-class or random
-    #[arg(long, default_value = "random")]
-    pairs: String,
+    /// Pairing for inversed-mixup
+    #[arg(long, value_enum, default_value_t = Pairing::Random)]
+    pairs: Pairing,
     /// Lambda for inversed-mixup and embed-mixup
     #[arg(long, default_value = "beta:0.4")]
     lambda: String,
@@ -73,15 +76,10 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         a.warmup_steps = a.warmup_steps.min(5);
         a.max_test = Some(a.max_test.unwrap_or(300).min(300));
     }
-    for m in &a.methods {
-        if !METHODS.contains(&m.as_str()) {
-            anyhow::bail!("unknown method {m:?}; known: {}", METHODS.join(", "));
-        }
-    }
     let cfg = BenchConfig {
         per_example: a.per_example,
         warmup_steps: a.warmup_steps,
-        pairing: a.pairs.parse()?,
+        pairing: a.pairs,
         lambda: a.lambda.parse()?,
         gen: GenerateOptions { decode: a.decode.parse()?, max_new_tokens: 40, seed: 0, temperature: 1.0 },
         threshold: a.threshold,
@@ -113,18 +111,18 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         let mut test_h: Option<candle_core::Tensor> = None;
         for &shots in &a.shots {
             for seed in 0..a.seeds {
-                let done = |m: &str, r: &[CellResult]| r.iter().any(|c| &c.dataset == ds && c.shots == shots && c.seed == seed && c.method == m);
-                let missing: Vec<String> = a.methods.iter().filter(|m| !done(m, &results)).cloned().collect();
+                let done = |m: Method, r: &[CellResult]| r.iter().any(|c| &c.dataset == ds && c.shots == shots && c.seed == seed && c.method == m);
+                let missing: Vec<Method> = a.methods.iter().copied().filter(|&m| !done(m, &results)).collect();
                 pb.set_message(format!("{ds} {shots}-shot seed {seed}"));
                 if !missing.is_empty() {
                     if test_h.is_none() {
                         let t = test.texts();
-                        test_h = Some(inversed_mixup::align::embed_corpus(&enc, &t, None, &|_, _| {})?);
+                        test_h = Some(inversed_mixup::nets::encoder::embed_corpus(&enc, &t, None, &|_, _| {})?);
                     }
-                    let (rows, generated) = run_cell(&models, ds, &train, &test, test_h.as_ref().expect("set above"), shots, seed, &missing, &cfg)?;
+                    let cell = Cell { dataset: ds, train: &train, test: &test, test_h: test_h.as_ref().expect("set above"), shots, seed };
+                    let (rows, generated) = run_cell(&models, &cell, &missing, &cfg)?;
                     if !generated.is_empty() {
-                        let body: String = generated.iter().map(|r| serde_json::to_string(r).map(|s| s + "\n")).collect::<Result<_, _>>()?;
-                        write_atomic(&a.out.join("generated").join(format!("{ds}-{shots}-{seed}.jsonl")), body.as_bytes())?;
+                        jsonl::write(&a.out.join("generated").join(format!("{ds}-{shots}-{seed}.jsonl")), &generated)?;
                     }
                     computed += 1;
                     for r in rows {
@@ -133,8 +131,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                         results.push(r);
                     }
                     // Persist after every cell: a killed run loses at most the cell in progress.
-                    let body: String = results.iter().map(|r| serde_json::to_string(r).map(|s| s + "\n")).collect::<Result<_, _>>()?;
-                    write_atomic(&results_path, body.as_bytes())?;
+                    jsonl::write(&results_path, &results)?;
                 }
                 pb.inc(1);
             }

@@ -4,7 +4,10 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use inversed_mixup::{adaptor::Adaptor, encoder::Encoder, llm::Llm, models};
+use inversed_mixup::method::adaptor::Adaptor;
+use inversed_mixup::nets::encoder::Encoder;
+use inversed_mixup::nets::fetch;
+use inversed_mixup::nets::llm::Llm;
 use std::path::{Path, PathBuf};
 
 /// Where the encoder and LLM come from.
@@ -19,11 +22,16 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The encoder directory (the default one fetched on first use).
+    pub fn encoder_dir(&self) -> Result<PathBuf> {
+        Ok(fetch::resolve(self.encoder.as_deref(), &fetch::ENCODER)?)
+    }
+
     /// Loads both models, fetching defaults on first use.
     pub fn load(&self) -> Result<(Encoder, Llm)> {
         let dev = Device::Cpu;
-        let ep = models::resolve(self.encoder.as_deref(), &models::ENCODER)?;
-        let lp = models::resolve(self.llm.as_deref(), &models::LLM)?;
+        let ep = fetch::resolve(self.encoder.as_deref(), &fetch::ENCODER)?;
+        let lp = fetch::resolve(self.llm.as_deref(), &fetch::LLM)?;
         let enc = Encoder::load(&ep, &dev).with_context(|| format!("loading encoder {}", ep.display()))?;
         let llm = Llm::load(&lp, &dev).with_context(|| format!("loading LLM {}", lp.display()))?;
         tracing::info!("encoder {} (dim {}), LLM {} (width {})", enc.name(), enc.dim(), llm.name(), llm.config().hidden);
@@ -47,8 +55,8 @@ pub struct DecodeArgs {
 
 impl DecodeArgs {
     /// Generation options from the flags.
-    pub fn options(&self) -> Result<inversed_mixup::llm::GenerateOptions> {
-        Ok(inversed_mixup::llm::GenerateOptions { decode: self.decode.parse()?, max_new_tokens: self.max_new_tokens, seed: self.seed, temperature: 1.0 })
+    pub fn options(&self) -> Result<inversed_mixup::nets::llm::GenerateOptions> {
+        Ok(inversed_mixup::nets::llm::GenerateOptions { decode: self.decode.parse()?, max_new_tokens: self.max_new_tokens, seed: self.seed, temperature: 1.0 })
     }
 }
 
@@ -80,8 +88,8 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 /// `imix fetch`.
-pub fn fetch() -> Result<()> {
-    let (e, l) = models::fetch_defaults()?;
+pub fn fetch_models() -> Result<()> {
+    let (e, l) = fetch::fetch_defaults()?;
     println!("encoder: {}", e.display());
     println!("llm:     {}", l.display());
     Ok(())

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use inversed_mixup::data::{few_shot, read_labelled, Labelled};
+use inversed_mixup::data::labelled::{few_shot, read_labelled, Labelled};
 use std::path::PathBuf;
 
 /// Where labelled data comes from and how much of it to use.

@@ -3,8 +3,9 @@
 use crate::common::{bar, load_adaptor, DecodeArgs, ModelArgs};
 use anyhow::Result;
 use clap::Args;
-use inversed_mixup::corpus::{read_files, ReadOptions};
-use inversed_mixup::invert::{summarize, Inverter};
+use inversed_mixup::data::corpus::{read_files, ReadOptions};
+use inversed_mixup::data::jsonl;
+use inversed_mixup::method::invert::{summarize, Inverter};
 use std::path::PathBuf;
 
 /// Arguments of `imix invert`.
@@ -48,12 +49,7 @@ pub fn run(a: InvertArgs) -> Result<()> {
     let pb = bar(texts.len() as u64, "invert");
     let rows = inv.invert(&texts, a.batch_size, &gen, &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();
-    let mut out = String::new();
-    for r in &rows {
-        out.push_str(&serde_json::to_string(r)?);
-        out.push('\n');
-    }
-    inversed_mixup::io::write_atomic(&a.output, out.as_bytes())?;
+    jsonl::write(&a.output, &rows)?;
     println!("{}", summarize(&rows));
     Ok(())
 }

@@ -6,6 +6,7 @@ mod bench_cmd;
 mod common;
 mod data_args;
 mod invert_cmd;
+mod process;
 mod report;
 mod train_cmd;
 mod warmup_cmd;
@@ -55,12 +56,12 @@ enum Cmd {
 }
 
 fn main() {
-    inversed_mixup::park_idle_workers();
-    inversed_mixup::keep_freed_pages!();
+    process::park_idle_workers();
+    process::keep_freed_pages();
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMIX_LOG").unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).with_target(false).init();
     let cli = Cli::parse();
-    let r = inversed_mixup::on_compute_pool(|| match cli.cmd {
-        Cmd::Fetch => common::fetch(),
+    let r = process::on_compute_pool(|| match cli.cmd {
+        Cmd::Fetch => common::fetch_models(),
         Cmd::Align(a) => align_cmd::run(a),
         Cmd::Invert(a) => invert_cmd::run(a),
         Cmd::Warmup(a) => warmup_cmd::run(a),

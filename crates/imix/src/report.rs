@@ -1,18 +1,19 @@
 //! Benchmark reports: summary.md (mean ± std, best in bold, paired tests) and SVG plots.
 
 use anyhow::Result;
-use inversed_mixup::baselines::{mean_std, paired_permutation_p};
-use inversed_mixup::benchmark::CellResult;
+use inversed_mixup::eval::stats::{mean_std, paired_permutation_p};
+use inversed_mixup::fewshot::grid::CellResult;
+use inversed_mixup::fewshot::methods::Method;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-fn metric_by_seed(rows: &[CellResult], ds: &str, shots: usize, method: &str, f: fn(&CellResult) -> f64) -> BTreeMap<u64, f64> {
+fn metric_by_seed(rows: &[CellResult], ds: &str, shots: usize, method: Method, f: fn(&CellResult) -> f64) -> BTreeMap<u64, f64> {
     rows.iter().filter(|r| r.dataset == ds && r.shots == shots && r.method == method).map(|r| (r.seed, f(r))).collect()
 }
 
 /// Writes summary.md and the three SVG plots into `out`.
-pub fn write(out: &Path, rows: &[CellResult], methods: &[String]) -> Result<()> {
+pub fn write(out: &Path, rows: &[CellResult], methods: &[Method]) -> Result<()> {
     let mut groups: Vec<(String, usize)> = rows.iter().map(|r| (r.dataset.clone(), r.shots)).collect();
     groups.sort();
     groups.dedup();
@@ -22,15 +23,16 @@ p-values: two-sided paired sign-flip permutation test over seeds (exact), accura
     );
     md.push_str("| dataset | shots | method | seeds | accuracy | macro-F1 | aug rows | intrusion |\n|---|---|---|---|---|---|---|---|\n");
     for (ds, shots) in &groups {
-        let best = methods.iter().map(|m| mean_std(&metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect::<Vec<_>>()).0).filter(|v| !v.is_nan()).fold(f64::NEG_INFINITY, f64::max);
+        let best =
+            methods.iter().map(|m| mean_std(&metric_by_seed(rows, ds, *shots, *m, |r| r.accuracy).into_values().collect::<Vec<_>>()).0).filter(|v| !v.is_nan()).fold(f64::NEG_INFINITY, f64::max);
         for m in methods {
-            let acc: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect();
+            let acc: Vec<f64> = metric_by_seed(rows, ds, *shots, *m, |r| r.accuracy).into_values().collect();
             if acc.is_empty() {
                 continue;
             }
-            let f1: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.macro_f1).into_values().collect();
-            let aug: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.aug_rows as f64).into_values().collect();
-            let ir: Vec<f64> = rows.iter().filter(|r| &r.dataset == ds && r.shots == *shots && &r.method == m).filter_map(|r| r.intrusion_rate).collect();
+            let f1: Vec<f64> = metric_by_seed(rows, ds, *shots, *m, |r| r.macro_f1).into_values().collect();
+            let aug: Vec<f64> = metric_by_seed(rows, ds, *shots, *m, |r| r.aug_rows as f64).into_values().collect();
+            let ir: Vec<f64> = rows.iter().filter(|r| &r.dataset == ds && r.shots == *shots && r.method == *m).filter_map(|r| r.intrusion_rate).collect();
             let (am, asd) = mean_std(&acc);
             let (fm, fsd) = mean_std(&f1);
             let a = format!("{:.1} ± {:.1}", 100.0 * am, 100.0 * asd);
@@ -41,8 +43,8 @@ p-values: two-sided paired sign-flip permutation test over seeds (exact), accura
     }
     md.push_str("\n## Paired tests (accuracy)\n\n| dataset | shots | inversed-mixup-keep vs | mean diff (pts) | p |\n|---|---|---|---|---|\n");
     for (ds, shots) in &groups {
-        let im = metric_by_seed(rows, ds, *shots, "inversed-mixup-keep", |r| r.accuracy);
-        for base in ["none", "embed-mixup"] {
+        let im = metric_by_seed(rows, ds, *shots, Method::InversedMixupKeep, |r| r.accuracy);
+        for base in [Method::None, Method::EmbedMixup] {
             let b = metric_by_seed(rows, ds, *shots, base, |r| r.accuracy);
             let seeds: Vec<u64> = im.keys().filter(|s| b.contains_key(s)).copied().collect();
             if seeds.is_empty() {
@@ -54,7 +56,7 @@ p-values: two-sided paired sign-flip permutation test over seeds (exact), accura
             md.push_str(&format!("| {ds} | {shots} | {base} | {:+.1} | {:.3} |\n", 100.0 * d, paired_permutation_p(&x, &y)));
         }
     }
-    inversed_mixup::io::write_atomic(&out.join("summary.md"), md.as_bytes())?;
+    inversed_mixup::data::io::write_atomic(&out.join("summary.md"), md.as_bytes())?;
     accuracy_plot(&out.join("accuracy.svg"), rows, methods, &groups)?;
     let generated = read_generated(&out.join("generated"))?;
     lambda_plots(out, &generated)?;
@@ -91,7 +93,7 @@ struct AugLite {
     intrusion: bool,
 }
 
-fn accuracy_plot(path: &Path, rows: &[CellResult], methods: &[String], groups: &[(String, usize)]) -> Result<()> {
+fn accuracy_plot(path: &Path, rows: &[CellResult], methods: &[Method], groups: &[(String, usize)]) -> Result<()> {
     let root = SVGBackend::new(path, (160 + 120 * groups.len().max(1) as u32, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = methods.len().max(1);
@@ -114,14 +116,14 @@ fn accuracy_plot(path: &Path, rows: &[CellResult], methods: &[String], groups: &
             .iter()
             .enumerate()
             .filter_map(|(gi, (ds, shots))| {
-                let acc: Vec<f64> = metric_by_seed(rows, ds, *shots, m, |r| r.accuracy).into_values().collect();
+                let acc: Vec<f64> = metric_by_seed(rows, ds, *shots, *m, |r| r.accuracy).into_values().collect();
                 (!acc.is_empty()).then(|| {
                     let x0 = gi as f64 + 0.1 + 0.8 * mi as f64 / n as f64;
                     Rectangle::new([(x0, 0.0), (x0 + 0.8 / n as f64, mean_std(&acc).0)], color.filled())
                 })
             })
             .collect();
-        chart.draw_series(bars)?.label(m.clone()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        chart.draw_series(bars)?.label(m.name()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     root.present()?;

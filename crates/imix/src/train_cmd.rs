@@ -4,12 +4,12 @@ use crate::common::ModelArgs;
 use crate::data_args::DataArgs;
 use anyhow::{Context, Result};
 use clap::Args;
-use inversed_mixup::align::embed_corpus;
-use inversed_mixup::classifier::{one_hot, Classifier};
-use inversed_mixup::data::read_labelled;
-use inversed_mixup::encoder::Encoder;
-use inversed_mixup::eval::accuracy_macro_f1;
-use inversed_mixup::{models, Error};
+use inversed_mixup::data::labelled::read_labelled;
+use inversed_mixup::eval::classes::{accuracy_macro_f1, argmax};
+use inversed_mixup::method::classifier::{one_hot, Classifier};
+use inversed_mixup::nets::encoder::embed_corpus;
+use inversed_mixup::nets::encoder::Encoder;
+use inversed_mixup::Error;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `imix train`.
@@ -74,13 +74,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     }
     let dev = candle_core::Device::Cpu;
-    let ep = models::resolve(a.models.encoder.as_deref(), &models::ENCODER)?;
+    let ep = a.models.encoder_dir()?;
     let enc = Encoder::load(&ep, &dev)?;
     let h = embed_corpus(&enc, &texts, None, &|_, _| {})?;
     let cls = Classifier::new(data.labels.clone(), enc.dim(), &dev)?;
     let loss = cls.fit(&h, &targets, a.steps, a.lr)?;
     let he = embed_corpus(&enc, &eval.texts(), None, &|_, _| {})?;
-    let pred: Vec<usize> = cls.probs(&he)?.iter().map(|p| p.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|x| x.0).unwrap_or(0)).collect();
+    let pred: Vec<usize> = cls.probs(&he)?.iter().map(|p| argmax(p)).collect();
     let (acc, f1) = accuracy_macro_f1(&eval.y, &pred, data.labels.len());
     if let Some(o) = &a.out {
         cls.save(o, serde_json::json!({"encoder": enc.name()}))?;

@@ -4,11 +4,12 @@ use crate::common::{bar, load_adaptor, ModelArgs};
 use crate::data_args::DataArgs;
 use anyhow::{Context, Result};
 use clap::Args;
-use inversed_mixup::align::embed_corpus;
-use inversed_mixup::classifier::Classifier;
-use inversed_mixup::encoder::Encoder;
-use inversed_mixup::models;
-use inversed_mixup::warmup::{save_encoder, FineTune, Warmup, WarmupConfig};
+use inversed_mixup::data::jsonl;
+use inversed_mixup::method::classifier::Classifier;
+use inversed_mixup::nets::encoder::embed_corpus;
+use inversed_mixup::nets::encoder::Encoder;
+use inversed_mixup::stages::bundle::{self, BundlePaths};
+use inversed_mixup::stages::warmup::{FineTune, Warmup, WarmupConfig};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -78,18 +79,15 @@ pub fn run(a: WarmupArgs) -> Result<()> {
         ..Default::default()
     };
     let trainable = match a.finetune_encoder {
-        Some(_) => {
-            let dir = models::resolve(a.models.encoder.as_deref(), &models::ENCODER)?;
-            Some(Encoder::load_trainable(&dir, None, llm.device())?)
-        }
+        Some(_) => Some(Encoder::load_trainable(&a.models.encoder_dir()?, None, llm.device())?),
         None => None,
     };
     let mut w = Warmup::new(&llm, adaptor, cls, &texts, emb, data.y.clone(), cfg)?;
     if let (Some(top), Some((te, vm))) = (a.finetune_encoder, &trainable) {
         w = w.with_finetune(FineTune::new(te, vm, top, &texts)?);
     }
-    let ckpt = a.out.join("warmup.ckpt");
-    let curve = a.out.join("warmup.curve.jsonl");
+    let paths = BundlePaths::new(&a.out);
+    let (ckpt, curve) = (paths.checkpoint(), paths.curve());
     if a.resume {
         w.load_checkpoint(&ckpt)?;
         tracing::info!("resumed at step {}", w.step);
@@ -97,14 +95,14 @@ pub fn run(a: WarmupArgs) -> Result<()> {
         if ckpt.exists() {
             anyhow::bail!("{} exists: pass --resume to continue it, or delete it to start over", ckpt.display());
         }
-        inversed_mixup::io::write_atomic(&curve, b"")?;
+        inversed_mixup::data::io::write_atomic(&curve, b"")?;
     }
     let mut log = std::fs::OpenOptions::new().append(true).open(&curve).with_context(|| curve.display().to_string())?;
     let pb = bar(a.steps as u64, "warmup");
     pb.set_position(w.step as u64);
     while w.step < a.steps {
         let s = w.train_step()?;
-        writeln!(log, "{}", serde_json::to_string(&s)?)?;
+        jsonl::append(&mut log, &s)?;
         pb.set_message(format!("ce {:.3} gen {:.3}", s.ce, s.gen));
         pb.set_position(w.step as u64);
         if w.step % a.checkpoint_every.max(1) == 0 || w.step == a.steps {
@@ -114,11 +112,7 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     }
     pb.finish_and_clear();
     let meta = serde_json::json!({"encoder": enc.name(), "finetuned_encoder": a.finetune_encoder, "data": a.data.data, "shots": a.data.shots, "shots_seed": a.data.shots_seed});
-    w.classifier.save(&a.out.join("classifier.safetensors"), meta)?;
-    w.adaptor.save(&a.out.join("adaptor.safetensors"), false)?;
-    if let Some(f) = &w.finetune {
-        save_encoder(f, &a.out.join("encoder.safetensors"))?;
-    }
+    bundle::save(&paths, &w, meta)?;
     println!("task model and refined adaptor written to {}", a.out.display());
     Ok(())
 }

@@ -3,10 +3,11 @@
 mod common;
 
 use candle_core::Device;
-use inversed_mixup::adaptor::{Adaptor, AdaptorConfig};
-use inversed_mixup::align::{embed_corpus, AlignConfig, Aligner};
-use inversed_mixup::encoder::Encoder;
-use inversed_mixup::llm::Llm;
+use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig};
+use inversed_mixup::nets::encoder::embed_corpus;
+use inversed_mixup::nets::encoder::Encoder;
+use inversed_mixup::nets::llm::Llm;
+use inversed_mixup::stages::align::{AlignConfig, Aligner};
 
 const DEV: Device = Device::Cpu;
 

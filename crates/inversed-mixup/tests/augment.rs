@@ -3,15 +3,15 @@
 mod common;
 
 use candle_core::Device;
-use inversed_mixup::adaptor::{Adaptor, AdaptorConfig};
-use inversed_mixup::augment::{augment, AugmentOptions};
-use inversed_mixup::classifier::Classifier;
-use inversed_mixup::data::read_labelled;
-use inversed_mixup::encoder::Encoder;
-use inversed_mixup::intrusion::Mitigation;
-use inversed_mixup::invert::Inverter;
-use inversed_mixup::llm::{Decode, GenerateOptions, Llm};
-use inversed_mixup::mixup::{plan, LambdaSpec, Pairing};
+use inversed_mixup::data::labelled::read_labelled;
+use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig};
+use inversed_mixup::method::augment::{augment, AugmentOptions};
+use inversed_mixup::method::classifier::Classifier;
+use inversed_mixup::method::intrusion::Mitigation;
+use inversed_mixup::method::invert::Inverter;
+use inversed_mixup::method::mixup::{plan, LambdaSpec, Pairing};
+use inversed_mixup::nets::encoder::Encoder;
+use inversed_mixup::nets::llm::{Decode, GenerateOptions, Llm};
 
 const DEV: Device = Device::Cpu;
 

@@ -1,6 +1,6 @@
 //! Input files: every bad line is reported with its file and line; nothing is dropped silently.
 
-use inversed_mixup::corpus::{read_files, ReadOptions};
+use inversed_mixup::data::corpus::{read_files, ReadOptions};
 use inversed_mixup::Error;
 use std::path::PathBuf;
 

@@ -3,9 +3,9 @@
 mod common;
 
 use candle_core::Device;
-use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
-use inversed_mixup::encoder::Encoder;
-use inversed_mixup::llm::Llm;
+use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::nets::encoder::Encoder;
+use inversed_mixup::nets::llm::Llm;
 
 const DEV: Device = Device::Cpu;
 

@@ -4,12 +4,12 @@
 mod common;
 
 use candle_core::Device;
-use inversed_mixup::adaptor::{Adaptor, AdaptorConfig};
-use inversed_mixup::classifier::{one_hot, targets_tensor, Classifier};
-use inversed_mixup::encoder::Encoder;
-use inversed_mixup::llm::Llm;
-use inversed_mixup::prompt::Prompt;
-use inversed_mixup::warmup::{FineTune, Warmup, WarmupConfig};
+use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig};
+use inversed_mixup::method::classifier::{one_hot, targets_tensor, Classifier};
+use inversed_mixup::method::prompt::Prompt;
+use inversed_mixup::nets::encoder::Encoder;
+use inversed_mixup::nets::llm::Llm;
+use inversed_mixup::stages::warmup::{FineTune, Warmup, WarmupConfig};
 
 const DEV: Device = Device::Cpu;
 

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{Device, Tensor, D};
-use inversed_mixup::llm::{Decode, GenerateOptions, Llm};
+use inversed_mixup::nets::llm::{Decode, GenerateOptions, Llm};
 
 fn tiny() -> (tempfile::TempDir, Llm) {
     let d = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! Labelled data: label parsing errors, unknown labels, few-shot sampling.
 
-use inversed_mixup::data::{few_shot, read_labelled};
-use inversed_mixup::eval::{accuracy_macro_f1, spearman};
+use inversed_mixup::data::labelled::{few_shot, read_labelled};
+use inversed_mixup::eval::classes::accuracy_macro_f1;
+use inversed_mixup::eval::stats::spearman;
 use inversed_mixup::Error;
 
 fn write(d: &tempfile::TempDir, name: &str, s: &str) -> std::path::PathBuf {

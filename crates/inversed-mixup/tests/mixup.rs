@@ -1,7 +1,7 @@
 //! Pairing, lambda specs, soft labels, intrusion verdicts and mitigations.
 
-use inversed_mixup::intrusion::{judge, relabel, Mitigation};
-use inversed_mixup::mixup::{plan, soft_label, LambdaSpec, Pairing};
+use inversed_mixup::method::intrusion::{judge, relabel, Mitigation};
+use inversed_mixup::method::mixup::{plan, soft_label, LambdaSpec, Pairing};
 
 const Y: [usize; 6] = [0, 0, 1, 1, 2, 2];
 

@@ -4,7 +4,9 @@
 mod common;
 
 use candle_core::{Device, D};
-use inversed_mixup::{encoder::Encoder, llm::Llm, models};
+use inversed_mixup::nets::encoder::Encoder;
+use inversed_mixup::nets::fetch;
+use inversed_mixup::nets::llm::Llm;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
@@ -20,14 +22,14 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn llm() -> Llm {
-    let path = models::resolve(None, &models::LLM).expect("fetch default LLM");
+    let path = fetch::resolve(None, &fetch::LLM).expect("fetch default LLM");
     Llm::load(&path, &Device::Cpu).expect("load LLM")
 }
 
 /// Python: SentenceTransformer(dir).encode(sentences) and st.tokenizer(s)["input_ids"].
 #[test]
 fn encoder_matches_sentence_transformers() {
-    let dir = models::resolve(None, &models::ENCODER).expect("fetch default encoder");
+    let dir = fetch::resolve(None, &fetch::ENCODER).expect("fetch default encoder");
     let enc = Encoder::load(&dir, &Device::Cpu).unwrap();
     let f = fixture("encoder.json");
     let sents: Vec<&str> = f["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
@@ -101,8 +103,8 @@ fn llm_logits_match_transformers_gguf() {
 /// formed forward) gives the plain composition's L_GEN and adaptor gradients.
 #[test]
 fn lean_training_path_matches_the_plain_path_on_the_real_llm() {
-    use inversed_mixup::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
-    use inversed_mixup::prompt::Prompt;
+    use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+    use inversed_mixup::method::prompt::Prompt;
     let mut llm = llm();
     let cfg = AdaptorConfig { encoder: "e".into(), enc_dim: 16, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 32, template: DEFAULT_TEMPLATE.into() };
     let a = Adaptor::new(cfg, 7, &candle_core::Device::Cpu).unwrap();

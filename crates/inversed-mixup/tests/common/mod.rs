@@ -178,15 +178,15 @@ pub fn check_var_grad(name: &str, var: &candle_core::Var, grad: &[f32], loss: &d
 /// Runs L_GEN through the lean and the plain training path of `llm` and asserts the same loss
 /// (relative `loss_tol`) and the same adaptor gradients (relative to each gradient's largest entry).
 pub fn assert_lean_equals_plain(
-    llm: &mut inversed_mixup::llm::Llm,
-    prompt: &inversed_mixup::prompt::Prompt,
-    a: &inversed_mixup::adaptor::Adaptor,
+    llm: &mut inversed_mixup::nets::llm::Llm,
+    prompt: &inversed_mixup::method::prompt::Prompt,
+    a: &inversed_mixup::method::adaptor::Adaptor,
     h: &Tensor,
     texts: &[&str],
     loss_tol: f32,
     grad_tol: f32,
 ) {
-    use inversed_mixup::prompt::Prompt;
+    use inversed_mixup::method::prompt::Prompt;
     let targets: Vec<Vec<u32>> = texts.iter().map(|t| Prompt::target_ids(llm, t).unwrap()).collect();
     let mut run = |lean: bool| {
         llm.set_lean_training(lean);

@@ -1,0 +1,76 @@
+//! CPU kernels behind inversed-mixup: candle custom ops with analytic backward passes for the
+//! training path (RMSNorm, softmax, RoPE, activations, causal attention, cross-entropy over a large
+//! vocabulary), inference kernels (decode and packed-sequence attention, LayerNorm, matrix-vector
+//! products) and direct gemm calls. Nothing here knows the method; everything is tested against
+//! finite differences or the candle composition it replaces.
+//!
+//! One runtime dispatch ([`simd_dispatch!`]) picks a vector build of each kernel; the lane helpers
+//! ([`lanes`]) give loops the independent accumulators they need to vectorise.
+#![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+/// Defines a function whose `#[inline(always)]` body also gets an AVX2+FMA build, picked at run
+/// time (loops written to vectorise then use 256-bit lanes; the default target is baseline
+/// x86-64, so a binary built once runs everywhere). Optionally generic over one bounded type
+/// parameter. The single place where kernels choose an instruction set.
+#[macro_export]
+macro_rules! simd_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$g:ident: $b:path>)? ($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name $(<$g: $b>)? ($($a: $t),*) $(-> $r)? {
+            #[inline(always)]
+            fn body $(<$g: $b>)? ($($a: $t),*) $(-> $r)? $body
+            #[cfg(target_arch = "x86_64")]
+            if $crate::has_avx2() {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2 $(<$g: $b>)? ($($a: $t),*) $(-> $r)? {
+                    body($($a),*)
+                }
+                // SAFETY: the CPU supports the features the function was compiled for.
+                return unsafe { avx2($($a),*) };
+            }
+            body($($a),*)
+        }
+    };
+}
+
+/// Whether this CPU runs the AVX2+FMA builds (checked once per call site by `std`'s cache).
+#[inline(always)]
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The float types the kernels run in: f32 (training and inference) and f64 (finite-difference
+/// tests), as `num_traits::Float` plus what parallel kernels need.
+pub trait Real: num_traits::Float + Default + Send + Sync + std::iter::Sum + 'static {
+    /// `v` in this type (`as` semantics: rounded, infinities kept).
+    fn of(v: f64) -> Self;
+}
+impl<T: num_traits::Float + Default + Send + Sync + std::iter::Sum + 'static> Real for T
+where
+    f64: num_traits::AsPrimitive<T>,
+{
+    #[inline(always)]
+    fn of(v: f64) -> T {
+        num_traits::AsPrimitive::as_(v)
+    }
+}
+
+pub mod activation;
+pub mod causal_attention;
+pub mod decode_attention;
+pub mod fastmath;
+pub mod frozen_linear;
+pub mod fused;
+pub mod lanes;
+pub mod layer_norm;
+pub mod loss;
+pub mod matmul;
+pub mod matvec;
+pub mod packed_attention;
+pub mod storage;
+
+pub use frozen_linear::FrozenLinear;

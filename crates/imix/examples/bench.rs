@@ -1,0 +1,182 @@
+//! Rust side of the benchmark (see bench/run.sh): the same workloads as bench/torch_bench.py.
+//! `cargo run --release --example bench -- WORKLOAD` with WORKLOAD = train | gen1 | gen16 | encode.
+//! Env: BENCH_PHASES=1 prints forward/backward time, loss and gradient norm per step;
+//! BENCH_PLAIN=1 trains through the plain composition instead of the lean path; BENCH_RSS=1
+//! prints memory after each phase; BENCH_PURGE=1 keeps mimalloc's default page purging;
+//! BENCH_SPIN=1 keeps candle's default idle spinning of matmul workers; BENCH_AB=1 (encode) first
+//! times the encoder's raw inference path against its candle composition in one process;
+//! BENCH_MAIN=1 runs on the main thread instead of a worker of the compute pool.
+#[path = "../src/process.rs"]
+mod process;
+
+use candle_core::{Device, Tensor};
+use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::method::prompt::Prompt;
+use inversed_mixup::nets::encoder::Encoder;
+use inversed_mixup::nets::fetch;
+use inversed_mixup::nets::llm::Llm;
+use inversed_mixup::nets::optim::{AdamW, AdamWConfig};
+use rand::{Rng, SeedableRng};
+
+// As in the `imix` binary: an allocator that reuses freed pages instead of faulting in fresh ones.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn timed(mut f: impl FnMut(), warmup: usize, runs: usize) -> (f64, Vec<f64>) {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut ts: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    let all = ts.clone();
+    ts.sort_by(f64::total_cmp);
+    (ts[ts.len() / 2], all)
+}
+
+fn peak_mb() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+fn rss_note(what: &str) {
+    if std::env::var_os("BENCH_RSS").is_some() {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let f = |k: &str| s.lines().find(|l| l.starts_with(k)).map(|l| l.to_string()).unwrap_or_default();
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let minflt = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(7)).unwrap_or("?").to_string();
+        eprintln!("{what}: {} {} minor faults so far {minflt}", f("VmRSS:"), f("VmHWM:"));
+    }
+}
+
+fn unit_rows(n: usize, seed: u64) -> Tensor {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n * 384).map(|_| r.random_range(-1.0f32..1.0)).collect();
+    let t = Tensor::from_vec(v, (n, 384), &Device::Cpu).unwrap();
+    let norm = t.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap();
+    t.broadcast_div(&norm).unwrap()
+}
+
+/// Matmul FLOPs of one causal forward of `b` sequences of `l` positions (linear layers + attention),
+/// without the output layer. Same work on both sides, so one count serves both.
+fn llm_forward_flop(c: &inversed_mixup::nets::llm::LlmConfig, b: usize, l: usize) -> f64 {
+    let kv = c.hidden / c.heads * c.kv_heads;
+    let lin = 2 * (2 * c.hidden * c.hidden + 2 * c.hidden * kv + 3 * c.hidden * c.ffn);
+    let attn = 2 * 2 * l * l * c.hidden; // QK^T and AV per sequence per layer
+    (c.layers * b * (l * lin + attn)) as f64
+}
+
+fn main() {
+    if std::env::var_os("BENCH_SPIN").is_none() {
+        process::park_idle_workers();
+    }
+    if std::env::var_os("BENCH_PURGE").is_none() {
+        process::keep_freed_pages();
+    }
+    // As in the `imix` binary: the work runs on a worker of the compute pool (BENCH_MAIN=1: on
+    // the main thread instead).
+    if std::env::var_os("BENCH_MAIN").is_none() {
+        return process::on_compute_pool(run);
+    }
+    run()
+}
+
+fn run() {
+    let work = std::env::args().nth(1).expect("workload: train | gen1 | gen16 | encode");
+    let dev = Device::Cpu;
+    if work == "encode" {
+        let enc = Encoder::load(&fetch::resolve(None, &fetch::ENCODER).unwrap(), &dev).unwrap();
+        let s: Vec<String> = (0..64).map(|i| format!("sentence number {i} is about the weather in a small town near the river.")).collect();
+        let r: Vec<&str> = s.iter().map(String::as_str).collect();
+        if std::env::var_os("BENCH_AB").is_some() {
+            // Raw inference path vs the candle composition, alternating in one process.
+            let ids: Vec<Vec<u32>> = r.iter().map(|t| enc.tokenize(t).unwrap()).collect();
+            let (mut a, mut b) = (vec![], vec![]);
+            for _ in 0..15 {
+                let t = std::time::Instant::now();
+                enc.embed_ids(&ids).unwrap();
+                a.push(t.elapsed().as_secs_f64());
+                let t = std::time::Instant::now();
+                enc.embed_ids_composed(&ids).unwrap();
+                b.push(t.elapsed().as_secs_f64());
+            }
+            a.sort_by(f64::total_cmp);
+            b.sort_by(f64::total_cmp);
+            eprintln!("raw median {:.4} min {:.4} | composed median {:.4} min {:.4}", a[7], a[0], b[7], b[0]);
+        }
+        let (med, runs) = timed(
+            || {
+                enc.embed(&r).unwrap();
+            },
+            2,
+            9,
+        );
+        // MiniLM: per token 2*(4 d^2 + 2 d ffn) per layer, plus attention.
+        let toks: Vec<usize> = r.iter().map(|t| enc.tokenize(t).unwrap().len()).collect();
+        let (d, ff) = (enc.dim(), 4 * enc.dim());
+        let flop: f64 = toks.iter().map(|&l| (enc.num_layers() * (l * 2 * (4 * d * d + 2 * d * ff) + 4 * l * l * d)) as f64).sum();
+        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "items_per_s": 64.0 / med, "flop": flop, "peak_rss_mb": peak_mb()}));
+        return;
+    }
+    let mut llm = Llm::load(&fetch::resolve(None, &fetch::LLM).unwrap(), &dev).unwrap();
+    if std::env::var_os("BENCH_PLAIN").is_some() {
+        llm.set_lean_training(false);
+    }
+    rss_note("llm loaded");
+    let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into() };
+    let a = Adaptor::new(cfg, 0, &dev).unwrap();
+    let prompt = Prompt::new(DEFAULT_TEMPLATE, 4, &llm).unwrap();
+    if work == "train" {
+        let h = unit_rows(8, 0);
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        // 31 target tokens + EOS = 32 predicted positions, as the PyTorch side's 32 targets.
+        let tg: Vec<Vec<u32>> = (0..8).map(|_| (0..31).map(|_| r.random_range(100..40000)).collect()).collect();
+        let mut opt = AdamW::new(a.sorted_vars(), AdamWConfig { weight_decay: 0.01, ..Default::default() }).unwrap();
+        let (med, runs) = timed(
+            || {
+                let t0 = std::time::Instant::now();
+                let (loss, _) = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &tg).unwrap();
+                rss_note("after forward");
+                let t1 = std::time::Instant::now();
+                let g = loss.backward().unwrap();
+                rss_note("after backward");
+                if std::env::var_os("BENCH_PHASES").is_some() {
+                    let gn: f32 = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sum();
+                    eprintln!("forward {:.3} s, backward {:.3} s, loss {:.6}, grad norm {:.6}", (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64(), loss.to_scalar::<f32>().unwrap(), gn.sqrt());
+                }
+                opt.step(&g, 1e-3, 0.0).unwrap();
+            },
+            2,
+            9,
+        );
+        // Forward + input-only backward (about the forward again), logits at the 32 targets only.
+        let c = llm.config();
+        let fwd = llm_forward_flop(c, 8, prompt.len() + 31) + (8 * 32 * 2 * c.hidden * c.vocab) as f64;
+        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "flop": 2.0 * fwd, "peak_rss_mb": peak_mb()}));
+    } else {
+        let b = if work == "gen1" { 1 } else { 16 };
+        let x = prompt.embeds(&llm, &a.forward(&unit_rows(b, 0)).unwrap()).unwrap();
+        let (med, runs) = timed(
+            || {
+                llm.generate_fixed(&x, 32).unwrap();
+            },
+            1,
+            5,
+        );
+        // Prefill + 32 cached steps (attention over the growing cache) + the output layer per new token.
+        let c = llm.config();
+        let p = prompt.len();
+        let mut flop = llm_forward_flop(c, b, p);
+        for t in 0..32 {
+            let kv = c.hidden / c.heads * c.kv_heads;
+            let lin = 2 * (2 * c.hidden * c.hidden + 2 * c.hidden * kv + 3 * c.hidden * c.ffn);
+            flop += (c.layers * b * (lin + 4 * (p + t + 1) * c.hidden)) as f64;
+        }
+        flop += (b * 32 * 2 * c.hidden * c.vocab) as f64;
+        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "tokens_per_s": (b * 32) as f64 / med, "flop": flop, "peak_rss_mb": peak_mb()}));
+    }
+}

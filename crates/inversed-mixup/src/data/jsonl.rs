@@ -1,0 +1,52 @@
+//! JSON Lines output: one serialised object a line, written atomically or appended to a log.
+
+use crate::{Error, Result};
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+
+/// Appends `row` as one line to `out` (a learning-curve log, for example).
+pub fn append<T: Serialize>(out: &mut dyn Write, row: &T) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, row)?;
+    out.write_all(b"\n")
+}
+
+/// Writes `rows` to `path` atomically, one JSON object a line.
+pub fn write<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+    crate::data::io::write_atomic_with(path, |w| rows.iter().try_for_each(|r| append(w, r)))
+}
+
+/// Reads every line of `path` as a `T`; a missing file is empty, a malformed line names its line.
+pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    text.lines().enumerate().map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::Input { path: path.to_path_buf(), line: i + 1, msg: format!("corrupt row: {e}") })).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Row {
+        a: u32,
+        b: String,
+    }
+
+    #[test]
+    fn rows_round_trip_and_bad_lines_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.jsonl");
+        let rows = vec![Row { a: 1, b: "x\ny".into() }, Row { a: 2, b: "z".into() }];
+        write(&p, &rows).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 2);
+        assert_eq!(read::<Row>(&p).unwrap(), rows);
+        assert!(read::<Row>(&dir.path().join("missing.jsonl")).unwrap().is_empty());
+        std::fs::write(&p, "{\"a\":1,\"b\":\"x\"}\nnot json\n").unwrap();
+        let e = read::<Row>(&p).unwrap_err().to_string();
+        assert!(e.contains(":2:"), "{e}");
+    }
+}

@@ -1,0 +1,63 @@
+//! Labelled data: label vocabularies, unknown labels, few-shot sampling.
+
+use crate::data::corpus::{read_files, ReadOptions, Row};
+use crate::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// Labelled examples with class ids into `labels`.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    /// Rows (text, label name, file, line).
+    pub rows: Vec<Row>,
+    /// Class id of each row.
+    pub y: Vec<usize>,
+    /// Class names, index = id.
+    pub labels: Vec<String>,
+}
+
+impl Labelled {
+    /// The texts.
+    pub fn texts(&self) -> Vec<String> {
+        self.rows.iter().map(|r| r.text.clone()).collect()
+    }
+}
+
+/// Reads labelled files. With `known` labels (a trained model's), any other label is an error
+/// naming its file and line; otherwise the label set is the sorted set found in the data.
+pub fn read_labelled(paths: &[PathBuf], text_column: &str, label_column: &str, known: Option<&[String]>) -> Result<Labelled> {
+    let opt = ReadOptions { text_column: text_column.into(), label_column: Some(label_column.into()), ..Default::default() };
+    let rows = read_files(paths, &opt)?.rows;
+    if rows.is_empty() {
+        return Err(Error::Config(format!("no labelled rows in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))));
+    }
+    let labels: Vec<String> = match known {
+        Some(k) => k.to_vec(),
+        None => rows.iter().filter_map(|r| r.label.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
+    };
+    let mut y = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let l = r.label.as_deref().unwrap_or("");
+        let id = labels.iter().position(|x| x == l).ok_or_else(|| Error::Input { path: r.file.clone(), line: r.line, msg: format!("unknown label {l:?} (the model knows {})", labels.join(", ")) })?;
+        y.push(id);
+    }
+    Ok(Labelled { rows, y, labels })
+}
+
+/// Keeps `k` random examples per class (seeded); classes with fewer keep all and are reported.
+pub fn few_shot(d: &Labelled, k: usize, seed: u64) -> Labelled {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut keep = Vec::new();
+    for c in 0..d.labels.len() {
+        let mut idx: Vec<usize> = (0..d.y.len()).filter(|&i| d.y[i] == c).collect();
+        idx.shuffle(&mut rng);
+        if idx.len() < k {
+            tracing::warn!("class {:?} has only {} examples (asked for {k})", d.labels[c], idx.len());
+        }
+        keep.extend(idx.into_iter().take(k));
+    }
+    keep.sort();
+    Labelled { rows: keep.iter().map(|&i| d.rows[i].clone()).collect(), y: keep.iter().map(|&i| d.y[i]).collect(), labels: d.labels.clone() }
+}

@@ -1,0 +1,236 @@
+//! The few-shot benchmark: every augmentation method on exactly the same few-shot sample, the same
+//! task model and the same test split; resumable cell by cell.
+
+use crate::data::labelled::{few_shot, read_labelled, Labelled};
+use crate::eval::classes::{accuracy_macro_f1, argmax};
+use crate::fewshot::baselines::{eda_all, embed_mixup_plan};
+use crate::fewshot::methods::Method;
+use crate::method::adaptor::Adaptor;
+use crate::method::augment::{augment, mix_embeddings, AugRow, AugmentOptions};
+use crate::method::classifier::{one_hot, Classifier};
+use crate::method::intrusion::Mitigation;
+use crate::method::invert::Inverter;
+use crate::method::mixup::{plan, LambdaSpec, Pairing};
+use crate::nets::encoder::Encoder;
+use crate::nets::llm::{GenerateOptions, Llm};
+use crate::stages::warmup::{Warmup, WarmupConfig};
+use crate::Result;
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One finished (dataset, shots, seed, method) cell.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CellResult {
+    /// Dataset name (folder under the data dir).
+    pub dataset: String,
+    /// Examples per class.
+    pub shots: usize,
+    /// Seed of the few-shot sample and of every random choice in the cell.
+    pub seed: u64,
+    /// Method.
+    pub method: Method,
+    /// Test accuracy.
+    pub accuracy: f64,
+    /// Test macro-F1.
+    pub macro_f1: f64,
+    /// Original training rows.
+    pub train_rows: usize,
+    /// Augmented rows used.
+    pub aug_rows: usize,
+    /// Fraction of generated rows judged intruding (inversed-mixup methods).
+    pub intrusion_rate: Option<f64>,
+    /// Wall-clock seconds spent on this method (shared warm-up and generation counted once).
+    pub seconds: f64,
+}
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Augmented rows per original example, for every augmenting method.
+    pub per_example: usize,
+    /// Stage-2 warm-up steps per cell.
+    pub warmup_steps: usize,
+    /// Pairing for inversed-mixup.
+    pub pairing: Pairing,
+    /// Mixing ratio for inversed-mixup and embed-mixup (Beta alpha for the latter when Beta).
+    pub lambda: LambdaSpec,
+    /// Decoding for reconstruct and inversed-mixup.
+    pub gen: GenerateOptions,
+    /// Intrusion confidence threshold.
+    pub threshold: f64,
+    /// Classifier training steps and learning rate.
+    pub cls_steps: usize,
+    /// Classifier learning rate.
+    pub cls_lr: f64,
+    /// Evaluate on at most this many test rows (seeded subsample), all when `None`.
+    pub max_test: Option<usize>,
+}
+
+/// Models shared by all cells.
+pub struct Models<'a> {
+    /// Frozen encoder.
+    pub encoder: &'a Encoder,
+    /// Frozen LLM.
+    pub llm: &'a Llm,
+    /// Stage-1 adaptor file (re-loaded for each cell's warm-up).
+    pub adaptor: &'a Path,
+}
+
+/// Reads `dir/name/{train,test}.tsv`.
+pub fn load_dataset(dir: &Path, name: &str) -> Result<(Labelled, Labelled)> {
+    let train = read_labelled(&[dir.join(name).join("train.tsv")], "text", "label", None)?;
+    let test = read_labelled(&[dir.join(name).join("test.tsv")], "text", "label", Some(&train.labels))?;
+    Ok((train, test))
+}
+
+/// One cell of the grid: a dataset's few-shot sample for one (shots, seed), and its test split.
+pub struct Cell<'a> {
+    /// Dataset name (folder under the data dir).
+    pub dataset: &'a str,
+    /// The full training split the sample is drawn from.
+    pub train: &'a Labelled,
+    /// The test split (possibly subsampled).
+    pub test: &'a Labelled,
+    /// Embeddings of the test split.
+    pub test_h: &'a Tensor,
+    /// Examples per class.
+    pub shots: usize,
+    /// Seed of the sample and of every random choice in the cell.
+    pub seed: u64,
+}
+
+/// A cell's few-shot sample with its embeddings and one-hot labels.
+struct Sample<'a> {
+    cell: &'a Cell<'a>,
+    data: Labelled,
+    texts: Vec<String>,
+    h: Tensor,
+    y: Vec<Vec<f64>>,
+}
+
+impl Sample<'_> {
+    /// A result row of this cell.
+    fn result(&self, method: Method, (accuracy, macro_f1): (f64, f64), aug_rows: usize, intrusion_rate: Option<f64>, seconds: f64) -> CellResult {
+        let c = self.cell;
+        CellResult { dataset: c.dataset.into(), shots: c.shots, seed: c.seed, method, accuracy, macro_f1, train_rows: self.texts.len(), aug_rows, intrusion_rate, seconds }
+    }
+
+    /// Trains the task classifier on the sample plus `extra` (embeddings, soft labels), evaluates on the test split.
+    fn fit_eval(&self, extra: Option<(&Tensor, &[Vec<f64>])>, cfg: &BenchConfig) -> Result<(f64, f64)> {
+        let (h, y) = match extra {
+            None => (self.h.clone(), self.y.clone()),
+            Some((eh, ey)) => {
+                let mut y = self.y.clone();
+                y.extend_from_slice(ey);
+                (Tensor::cat(&[&self.h, eh], 0)?, y)
+            }
+        };
+        let cls = Classifier::new(self.data.labels.clone(), h.dim(1)?, h.device())?;
+        cls.fit(&h, &y, cfg.cls_steps, cfg.cls_lr)?;
+        let pred: Vec<usize> = cls.probs(self.cell.test_h)?.iter().map(|p| argmax(p)).collect();
+        Ok(accuracy_macro_f1(&self.cell.test.y, &pred, self.data.labels.len()))
+    }
+
+    /// A method that needs no LLM: none, EDA or embedding Mixup.
+    fn baseline(&self, m: &Models, method: Method, cfg: &BenchConfig) -> Result<Option<CellResult>> {
+        let t0 = std::time::Instant::now();
+        let seed = self.cell.seed;
+        let (scores, aug) = match method {
+            Method::None => (self.fit_eval(None, cfg)?, 0),
+            Method::Eda => {
+                let aug = eda_all(&self.texts, cfg.per_example, seed);
+                let ar: Vec<&str> = aug.iter().map(|(_, t)| t.as_str()).collect();
+                let ah = m.encoder.embed_batched(&ar)?;
+                let ay: Vec<Vec<f64>> = aug.iter().map(|(i, _)| self.y[*i].clone()).collect();
+                (self.fit_eval(Some((&ah, &ay)), cfg)?, aug.len())
+            }
+            Method::EmbedMixup => {
+                let alpha = match cfg.lambda {
+                    LambdaSpec::Beta(a) => a,
+                    _ => 0.4,
+                };
+                let p = embed_mixup_plan(self.texts.len(), cfg.per_example, alpha, seed);
+                let ids = |f: fn(&(usize, usize, f64)) -> usize| Tensor::new(p.iter().map(|x| f(x) as u32).collect::<Vec<_>>().as_slice(), self.h.device());
+                let l: Vec<f64> = p.iter().map(|x| x.2).collect();
+                let mh = mix_embeddings(&self.h.index_select(&ids(|x| x.0)?, 0)?, &self.h.index_select(&ids(|x| x.1)?, 0)?, &l, false)?;
+                let my: Vec<Vec<f64>> = p.iter().map(|&(a, b, l)| self.y[a].iter().zip(&self.y[b]).map(|(u, v)| l * u + (1.0 - l) * v).collect()).collect();
+                (self.fit_eval(Some((&mh, &my)), cfg)?, p.len())
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(self.result(method, scores, aug, None, t0.elapsed().as_secs_f64())))
+    }
+
+    /// Trains on the sample plus the generated rows that `mitigation` keeps (with their labels).
+    fn fit_generated(&self, m: &Models, rows: &[AugRow], mitigation: Mitigation, cfg: &BenchConfig) -> Result<((f64, f64), usize)> {
+        let vec_of = |map: &std::collections::BTreeMap<String, f64>| self.data.labels.iter().map(|l| map[l]).collect::<Vec<f64>>();
+        let kept: Vec<(&str, Vec<f64>)> = rows.iter().filter_map(|r| mitigation.apply(&vec_of(&r.mix_label), &vec_of(&r.predicted), r.intrusion).map(|s| (r.text.as_str(), s))).collect();
+        if kept.is_empty() {
+            return Ok((self.fit_eval(None, cfg)?, 0));
+        }
+        let kr: Vec<&str> = kept.iter().map(|k| k.0).collect();
+        let ky: Vec<Vec<f64>> = kept.iter().map(|k| k.1.clone()).collect();
+        Ok((self.fit_eval(Some((&m.encoder.embed_batched(&kr)?, &ky)), cfg)?, kept.len()))
+    }
+}
+
+/// Runs the `missing` methods of one cell; returns their results and the generated rows (if any).
+pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
+    let data = few_shot(cell.train, cell.shots, cell.seed);
+    let texts = data.texts();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let h = m.encoder.embed_batched(&refs)?;
+    let y = one_hot(&data.y, data.labels.len());
+    let sample = Sample { cell, data, texts, h, y };
+    let mut out = Vec::new();
+    for &method in missing {
+        out.extend(sample.baseline(m, method, cfg)?);
+    }
+    if !missing.iter().any(|x| x.generates()) {
+        return Ok((out, Vec::new()));
+    }
+    // Stage 2 once per cell, shared by reconstruct and the three inversed-mixup variants.
+    let t0 = std::time::Instant::now();
+    let seed = cell.seed;
+    let adaptor = Adaptor::load(m.adaptor, m.llm.device())?;
+    let cls = Classifier::new(sample.data.labels.clone(), m.encoder.dim(), sample.h.device())?;
+    let wcfg = WarmupConfig { steps: cfg.warmup_steps, seed, ..Default::default() };
+    let mut w = Warmup::new(m.llm, adaptor, cls, &sample.texts, sample.h.clone(), sample.data.y.clone(), wcfg)?;
+    while w.step < cfg.warmup_steps {
+        w.train_step()?;
+    }
+    let shared = t0.elapsed().as_secs_f64();
+    let inv = Inverter::new(m.encoder, m.llm, &w.adaptor)?;
+    let generate = |pairing: Pairing, lambda: &LambdaSpec| -> Result<(Vec<AugRow>, f64)> {
+        let t = std::time::Instant::now();
+        let mixes = plan(&sample.data.y, pairing, cfg.per_example, lambda, seed)?;
+        let o = AugmentOptions { gen: GenerateOptions { seed, ..cfg.gen.clone() }, threshold: cfg.threshold, mitigation: Mitigation::Keep, batch_size: 16, renormalize: true };
+        let (rows, _) = augment(&inv, &w.classifier, &sample.data, &mixes, &o, &|_, _| {})?;
+        Ok((rows, t.elapsed().as_secs_f64()))
+    };
+    if missing.contains(&Method::Reconstruct) {
+        // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
+        let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0))?;
+        let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, cfg)?;
+        out.push(sample.result(Method::Reconstruct, scores, n, None, shared + secs));
+    }
+    let mut gen_rows = Vec::new();
+    if missing.iter().any(|x| x.mitigation().is_some()) {
+        let (rows, secs) = generate(cfg.pairing, &cfg.lambda)?;
+        let rate = rows.iter().filter(|r| r.intrusion).count() as f64 / rows.len().max(1) as f64;
+        for &method in missing {
+            if let Some(policy) = method.mitigation() {
+                let (scores, n) = sample.fit_generated(m, &rows, policy, cfg)?;
+                out.push(sample.result(method, scores, n, Some(rate), shared + secs));
+            }
+        }
+        gen_rows = rows;
+    }
+    Ok((out, gen_rows))
+}
+
+/// Reads finished cells from `results.jsonl` (missing file: none); a corrupt line names its line.
+pub fn read_results(path: &Path) -> Result<Vec<CellResult>> {
+    crate::data::jsonl::read(path)
+}

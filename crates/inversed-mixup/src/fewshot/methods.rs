@@ -1,0 +1,76 @@
+//! The augmentation methods the benchmark compares.
+
+use crate::method::intrusion::Mitigation;
+use serde::{Deserialize, Serialize};
+
+/// One augmentation method of the grid (names as in reports and `results.jsonl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The few-shot sample alone.
+    None,
+    /// EDA-style word swaps, deletions and insertions.
+    Eda,
+    /// Mixup of sentence embeddings (not readable).
+    EmbedMixup,
+    /// Each example decoded from its own embedding (lambda = 1).
+    Reconstruct,
+    /// inversedMixup, intruders kept.
+    InversedMixupKeep,
+    /// inversedMixup, intruders dropped.
+    InversedMixupDrop,
+    /// inversedMixup, intruders relabelled.
+    InversedMixupRelabel,
+}
+
+impl Method {
+    /// Every method, in report order.
+    pub const ALL: [Method; 7] = [Method::None, Method::Eda, Method::EmbedMixup, Method::Reconstruct, Method::InversedMixupKeep, Method::InversedMixupDrop, Method::InversedMixupRelabel];
+
+    /// The name used in reports and result files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::None => "none",
+            Method::Eda => "eda",
+            Method::EmbedMixup => "embed-mixup",
+            Method::Reconstruct => "reconstruct",
+            Method::InversedMixupKeep => "inversed-mixup-keep",
+            Method::InversedMixupDrop => "inversed-mixup-drop",
+            Method::InversedMixupRelabel => "inversed-mixup-relabel",
+        }
+    }
+
+    /// Whether the method generates sentences through the adaptor and LLM (needs stage 2).
+    pub fn generates(self) -> bool {
+        self == Method::Reconstruct || self.mitigation().is_some()
+    }
+
+    /// The intrusion policy of an inversedMixup variant.
+    pub fn mitigation(self) -> Option<Mitigation> {
+        match self {
+            Method::InversedMixupKeep => Some(Mitigation::Keep),
+            Method::InversedMixupDrop => Some(Mitigation::Drop),
+            Method::InversedMixupRelabel => Some(Mitigation::Relabel),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_serialised_names() {
+        for m in Method::ALL {
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.name()));
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The adaptor A: an MLP from the encoder's embedding to k soft tokens in the LLM's input space.
+
+use crate::data::checkpoint;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Default prompt; `<soft>` marks where the k soft tokens go.
+pub const DEFAULT_TEMPLATE: &str = "Given the embedding <soft>, generate the original sentence:";
+
+/// Everything that defines an adaptor and the models it belongs to (stored in its file header).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdaptorConfig {
+    /// Encoder identifier (directory name).
+    pub encoder: String,
+    /// Encoder embedding dimension.
+    pub enc_dim: usize,
+    /// LLM identifier (file or directory name).
+    pub llm: String,
+    /// LLM input width.
+    pub llm_dim: usize,
+    /// Number of soft tokens.
+    pub k: usize,
+    /// MLP hidden width.
+    pub hidden: usize,
+    /// Prompt template containing `<soft>` once.
+    pub template: String,
+}
+
+/// The trainable adaptor. Its weights are `Var`s in its own `VarMap`; nothing else is.
+pub struct Adaptor {
+    cfg: AdaptorConfig,
+    l1: Linear,
+    l2: Linear,
+    varmap: VarMap,
+}
+
+impl Adaptor {
+    /// A freshly initialised adaptor; `seed` makes the initialisation reproducible.
+    pub fn new(cfg: AdaptorConfig, seed: u64, device: &Device) -> Result<Self> {
+        if cfg.template.matches("<soft>").count() != 1 {
+            return Err(Error::Config(format!("template must contain <soft> exactly once: {:?}", cfg.template)));
+        }
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let l1 = candle_nn::linear(cfg.enc_dim, cfg.hidden, vb.pp("l1"))?;
+        let l2 = candle_nn::linear(cfg.hidden, cfg.k * cfg.llm_dim, vb.pp("l2"))?;
+        let a = Self { cfg, l1, l2, varmap };
+        a.reinit(seed)?;
+        Ok(a)
+    }
+
+    /// Re-draws weights from a seeded uniform(+-1/sqrt(fan_in)) (candle's own init is not seedable).
+    fn reinit(&self, seed: u64) -> Result<()> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        for (name, var) in self.sorted_vars() {
+            let dims = var.dims().to_vec();
+            let fan_in = if name.ends_with("weight") { dims[1] } else { self.fan_in_of(&name) };
+            let b = 1.0 / (fan_in as f32).sqrt();
+            let n: usize = dims.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-b..b)).collect();
+            var.set(&Tensor::from_vec(v, dims, var.device())?)?;
+        }
+        Ok(())
+    }
+
+    fn fan_in_of(&self, name: &str) -> usize {
+        if name.starts_with("l1") {
+            self.cfg.enc_dim
+        } else {
+            self.cfg.hidden
+        }
+    }
+
+    /// The trainable variables, sorted by name (a stable order for optimisers and checkpoints).
+    pub fn sorted_vars(&self) -> Vec<(String, candle_core::Var)> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &AdaptorConfig {
+        &self.cfg
+    }
+
+    /// Maps embeddings `(n, enc_dim)` to soft tokens `(n, k, llm_dim)`.
+    pub fn forward(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        let n = h.dim(0)?;
+        let y = self.l2.forward(&imix_kernels::activation::gelu(&self.l1.forward(h)?)?)?;
+        y.reshape((n, self.cfg.k, self.cfg.llm_dim))
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_params(&self) -> usize {
+        self.sorted_vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Saves weights (f16 when `half`, to keep shipped files small) and the config header.
+    pub fn save(&self, path: &Path, half: bool) -> Result<()> {
+        let dt = if half { DType::F16 } else { DType::F32 };
+        let mut t = HashMap::new();
+        for (n, v) in self.sorted_vars() {
+            t.insert(n, v.as_tensor().to_dtype(dt)?);
+        }
+        checkpoint::save(path, &t, &serde_json::json!({ "kind": "adaptor", "adaptor": self.cfg }))
+    }
+
+    /// Loads an adaptor file written by [`Adaptor::save`].
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let (t, meta) = checkpoint::load(path, device)?;
+        let cfg: AdaptorConfig = serde_json::from_value(meta["adaptor"].clone()).map_err(|e| Error::checkpoint(path, format!("metadata is not an adaptor header: {e}")))?;
+        let a = Self::new(cfg, 0, device)?;
+        a.set_weights(&t).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        Ok(a)
+    }
+
+    /// Copies weights in from a name -> tensor map, checking names and shapes.
+    pub fn set_weights(&self, t: &HashMap<String, Tensor>) -> Result<()> {
+        for (n, v) in self.sorted_vars() {
+            let src = t.get(&n).ok_or_else(|| Error::Config(format!("missing tensor {n}")))?;
+            if src.dims() != v.dims() {
+                return Err(Error::Config(format!("tensor {n} has shape {:?}, expected {:?}", src.dims(), v.dims())));
+            }
+            v.set(&src.to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses to run with models other than the ones this adaptor was trained for.
+    pub fn check_models(&self, path: &Path, encoder: &str, enc_dim: usize, llm: &str, llm_dim: usize) -> Result<()> {
+        let c = &self.cfg;
+        if c.enc_dim != enc_dim || c.encoder != encoder {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "adaptor was trained for encoder {:?} (dim {}), but the encoder in use is {:?} (dim {}); pass the matching --encoder or retrain with `imix align`",
+                    c.encoder, c.enc_dim, encoder, enc_dim
+                ),
+            ));
+        }
+        if c.llm_dim != llm_dim || c.llm != llm {
+            return Err(Error::checkpoint(
+                path,
+                format!("adaptor was trained for LLM {:?} (width {}), but the LLM in use is {:?} (width {}); pass the matching --llm or retrain with `imix align`", c.llm, c.llm_dim, llm, llm_dim),
+            ));
+        }
+        Ok(())
+    }
+}

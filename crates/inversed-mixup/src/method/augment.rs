@@ -1,0 +1,169 @@
+//! Stage 3: mix embeddings of labelled pairs, invert the mix into a sentence, give it a soft label,
+//! and judge it for manifold intrusion with the warmed-up task model.
+
+use crate::data::labelled::Labelled;
+use crate::method::classifier::Classifier;
+use crate::method::intrusion::{judge, Mitigation};
+use crate::method::invert::{cosine_rows, Inverter};
+use crate::method::mixup::{soft_label, Mix};
+use crate::nets::llm::GenerateOptions;
+use crate::Result;
+use candle_core::{Tensor, D};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One source of a mix, as written to the output.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Source {
+    /// Its text.
+    pub text: String,
+    /// Its label name.
+    pub label: String,
+    /// Its row index in the input data.
+    pub index: usize,
+}
+
+/// One augmented sample.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AugRow {
+    /// The generated sentence.
+    pub text: String,
+    /// Weight of source A.
+    pub lambda: f64,
+    /// First source (weight lambda).
+    pub source_a: Source,
+    /// Second source (weight 1 - lambda).
+    pub source_b: Source,
+    /// Label name -> probability used for training (after mitigation).
+    pub soft_label: BTreeMap<String, f64>,
+    /// The mixup label before mitigation.
+    pub mix_label: BTreeMap<String, f64>,
+    /// Task model's prediction on the generated sentence.
+    pub predicted: BTreeMap<String, f64>,
+    /// Manifold intrusion verdict.
+    pub intrusion: bool,
+    /// Why it intrudes (empty otherwise).
+    pub intrusion_reason: String,
+    /// Encoder cosine of the generated sentence to source A's embedding.
+    pub cos_a: f64,
+    /// Encoder cosine to source B's embedding.
+    pub cos_b: f64,
+}
+
+/// Settings of stage 3.
+#[derive(Debug, Clone)]
+pub struct AugmentOptions {
+    /// Decoding settings (the seed is offset per batch, so output does not depend on batching order).
+    pub gen: GenerateOptions,
+    /// Confidence above which a contradicting prediction counts as intrusion.
+    pub threshold: f64,
+    /// What to do with intruders.
+    pub mitigation: Mitigation,
+    /// Mixes decoded together.
+    pub batch_size: usize,
+    /// Re-normalise mixed embeddings to unit length (the encoder's own embeddings are unit length).
+    pub renormalize: bool,
+}
+
+/// Counts for the summary line.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct AugmentStats {
+    /// Mixes decoded.
+    pub generated: usize,
+    /// Samples judged intruding.
+    pub intruding: usize,
+    /// Intruders left out (drop).
+    pub dropped: usize,
+    /// Intruders relabelled.
+    pub relabelled: usize,
+    /// Decodes that produced no text (left out).
+    pub empty: usize,
+}
+
+/// `lambda * a + (1 - lambda) * b` row-wise, optionally re-normalised.
+pub fn mix_embeddings(ha: &Tensor, hb: &Tensor, lambdas: &[f64], renormalize: bool) -> Result<Tensor> {
+    let l = Tensor::new(lambdas.iter().map(|&x| x as f32).collect::<Vec<_>>().as_slice(), ha.device())?.unsqueeze(1)?;
+    let m = (ha.broadcast_mul(&l)? + hb.broadcast_mul(&(1.0 - &l)?)?)?;
+    if renormalize {
+        let n = m.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(m.broadcast_div(&n)?)
+    } else {
+        Ok(m)
+    }
+}
+
+fn named(labels: &[String], p: &[f64]) -> BTreeMap<String, f64> {
+    labels.iter().cloned().zip(p.iter().copied()).collect()
+}
+
+/// Runs stage 3 for the planned `mixes` of `data`; `progress(done, total)`.
+pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix], opt: &AugmentOptions, progress: &dyn Fn(usize, usize)) -> Result<(Vec<AugRow>, AugmentStats)> {
+    let texts: Vec<&str> = data.rows.iter().map(|r| r.text.as_str()).collect();
+    let emb = inv.encoder.embed_batched(&texts)?;
+    let c = data.labels.len();
+    let mut rows = Vec::new();
+    let mut st = AugmentStats::default();
+    for (bi, chunk) in mixes.chunks(opt.batch_size.max(1)).enumerate() {
+        let ia = Tensor::new(chunk.iter().map(|m| m.a as u32).collect::<Vec<_>>().as_slice(), emb.device())?;
+        let ib = Tensor::new(chunk.iter().map(|m| m.b as u32).collect::<Vec<_>>().as_slice(), emb.device())?;
+        let (ha, hb) = (emb.index_select(&ia, 0)?, emb.index_select(&ib, 0)?);
+        let lambdas: Vec<f64> = chunk.iter().map(|m| m.lambda).collect();
+        let hm = mix_embeddings(&ha, &hb, &lambdas, opt.renormalize)?;
+        let mut g = opt.gen.clone();
+        g.seed = opt.gen.seed.wrapping_add((bi * opt.batch_size) as u64);
+        let gen = inv.decode(&hm, &g)?;
+        let keep: Vec<usize> = (0..gen.len()).filter(|&j| !gen[j].is_empty()).collect();
+        st.generated += chunk.len();
+        st.empty += chunk.len() - keep.len();
+        if !keep.is_empty() {
+            let refs: Vec<&str> = keep.iter().map(|&j| gen[j].as_str()).collect();
+            let hg = inv.encoder.embed_batched(&refs)?;
+            let sel = Tensor::new(keep.iter().map(|&j| j as u32).collect::<Vec<_>>().as_slice(), emb.device())?;
+            let cos_a = cosine_rows(&hg, &ha.index_select(&sel, 0)?)?;
+            let cos_b = cosine_rows(&hg, &hb.index_select(&sel, 0)?)?;
+            let pred = cls.probs(&hg)?;
+            for (k, &j) in keep.iter().enumerate() {
+                let m = &chunk[j];
+                let (ya, yb) = (data.y[m.a], data.y[m.b]);
+                let mix = soft_label(ya, yb, m.lambda, c);
+                let v = judge(&pred[k], &mix, ya, yb, opt.threshold);
+                if v.intrusion {
+                    st.intruding += 1;
+                    match opt.mitigation {
+                        Mitigation::Drop => st.dropped += 1,
+                        Mitigation::Relabel => st.relabelled += 1,
+                        Mitigation::Keep => {}
+                    }
+                }
+                let Some(soft) = opt.mitigation.apply(&mix, &pred[k], v.intrusion) else { continue };
+                let src = |i: usize| Source { text: data.rows[i].text.clone(), label: data.labels[data.y[i]].clone(), index: i };
+                rows.push(AugRow {
+                    text: gen[j].clone(),
+                    lambda: m.lambda,
+                    source_a: src(m.a),
+                    source_b: src(m.b),
+                    soft_label: named(&data.labels, &soft),
+                    mix_label: named(&data.labels, &mix),
+                    predicted: named(&data.labels, &pred[k]),
+                    intrusion: v.intrusion,
+                    intrusion_reason: v.reason,
+                    cos_a: cos_a[k],
+                    cos_b: cos_b[k],
+                });
+            }
+        }
+        progress(st.generated, mixes.len());
+    }
+    Ok((rows, st))
+}
+
+/// Mean of `cos_a - cos_b` per lambda value (sorted by lambda), and its count.
+pub fn controllability(rows: &[AugRow]) -> Vec<(f64, f64, usize)> {
+    let mut by: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
+    for r in rows {
+        let e = by.entry((r.lambda * 1e6).round() as i64).or_insert((0.0, 0));
+        e.0 += r.cos_a - r.cos_b;
+        e.1 += 1;
+    }
+    by.into_iter().map(|(k, (s, n))| (k as f64 / 1e6, s / n as f64, n)).collect()
+}

@@ -1,0 +1,117 @@
+//! Inversion: decode embeddings (own or mixed) into sentences through adaptor, prompt and LLM,
+//! and score reconstructions of known sentences.
+
+use crate::eval::text;
+use crate::method::adaptor::Adaptor;
+use crate::method::prompt::Prompt;
+use crate::nets::encoder::Encoder;
+use crate::nets::llm::{GenerateOptions, Llm};
+use crate::Result;
+use candle_core::{Tensor, D};
+use serde::Serialize;
+
+/// The three models wired together for decoding.
+pub struct Inverter<'a> {
+    /// Task encoder M.
+    pub encoder: &'a Encoder,
+    /// Frozen LLM.
+    pub llm: &'a Llm,
+    /// Trained adaptor A.
+    pub adaptor: &'a Adaptor,
+    prompt: Prompt,
+}
+
+/// One reconstructed sentence with its scores.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvertRow {
+    /// The input sentence.
+    pub text: String,
+    /// The sentence decoded from its embedding.
+    pub reconstruction: String,
+    /// Encoder cosine between text and reconstruction.
+    pub cosine: f64,
+    /// Token F1 (0..1).
+    pub token_f1: f64,
+    /// Sentence BLEU-4 (0..1).
+    pub bleu: f64,
+    /// Exact match (case-insensitive).
+    pub exact: bool,
+}
+
+/// Means over a set of reconstructions.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvertSummary {
+    /// Sentences scored.
+    pub n: usize,
+    /// Mean token F1.
+    pub mean_token_f1: f64,
+    /// Mean BLEU.
+    pub mean_bleu: f64,
+    /// Mean encoder cosine.
+    pub mean_cosine: f64,
+    /// Fraction reconstructed exactly.
+    pub exact: f64,
+}
+
+impl std::fmt::Display for InvertSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mean_token_f1={:.4} mean_bleu={:.4} mean_cosine={:.4} exact={:.4}", self.mean_token_f1, self.mean_bleu, self.mean_cosine, self.exact)
+    }
+}
+
+impl<'a> Inverter<'a> {
+    /// Wires the models; the adaptor's template is tokenised once.
+    pub fn new(encoder: &'a Encoder, llm: &'a Llm, adaptor: &'a Adaptor) -> Result<Self> {
+        let prompt = Prompt::new(&adaptor.config().template, adaptor.config().k, llm)?;
+        Ok(Self { encoder, llm, adaptor, prompt })
+    }
+
+    /// Decodes embeddings `(n, enc_dim)` into sentences (one generation batch).
+    pub fn decode(&self, h: &Tensor, opts: &GenerateOptions) -> Result<Vec<String>> {
+        let soft = self.adaptor.forward(h)?;
+        let p = self.prompt.embeds(self.llm, &soft)?;
+        let ids = self.llm.generate(&p, opts)?;
+        ids.iter().map(|s| Ok(self.llm.tokenizer().decode(s)?.trim().to_string())).collect()
+    }
+
+    /// Reconstructs each text from its own embedding and scores it; `progress(done, total)`.
+    pub fn invert(&self, texts: &[String], batch: usize, opts: &GenerateOptions, progress: &dyn Fn(usize, usize)) -> Result<Vec<InvertRow>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for (bi, chunk) in texts.chunks(batch.max(1)).enumerate() {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let h = self.encoder.embed(&refs)?;
+            let mut o = opts.clone();
+            o.seed = opts.seed.wrapping_add((bi * batch) as u64);
+            let rec = self.decode(&h, &o)?;
+            let rec_refs: Vec<&str> = rec.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
+            let h2 = self.encoder.embed(&rec_refs)?;
+            let cos = cosine_rows(&h, &h2)?;
+            for ((t, r), c) in chunk.iter().zip(rec).zip(cos) {
+                out.push(InvertRow { token_f1: text::token_f1(t, &r), bleu: text::bleu(t, &r), exact: text::exact(t, &r), text: t.clone(), reconstruction: r, cosine: c });
+            }
+            progress(out.len(), texts.len());
+        }
+        Ok(out)
+    }
+}
+
+/// Row-wise cosine similarity of two `(n, d)` matrices.
+pub fn cosine_rows(a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
+    let dot = (a * b)?.sum(D::Minus1)?;
+    let na = a.sqr()?.sum(D::Minus1)?.sqrt()?;
+    let nb = b.sqr()?.sum(D::Minus1)?.sqrt()?;
+    let c = (dot / (na * nb)?.clamp(1e-12, f64::MAX)?)?;
+    Ok(c.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+}
+
+/// Means of a set of rows.
+pub fn summarize(rows: &[InvertRow]) -> InvertSummary {
+    let n = rows.len().max(1) as f64;
+    InvertSummary {
+        n: rows.len(),
+        mean_token_f1: rows.iter().map(|r| r.token_f1).sum::<f64>() / n,
+        mean_bleu: rows.iter().map(|r| r.bleu).sum::<f64>() / n,
+        mean_cosine: rows.iter().map(|r| r.cosine).sum::<f64>() / n,
+        exact: rows.iter().filter(|r| r.exact).count() as f64 / n,
+    }
+}

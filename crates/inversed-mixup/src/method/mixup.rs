@@ -1,0 +1,159 @@
+//! Mixup in embedding space: pairing strategies, mixing ratios and soft labels.
+
+use crate::{Error, Result};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Which pairs of examples are mixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Pairing {
+    /// Partners always carry a different label.
+    CrossClass,
+    /// Partners always carry the same label.
+    SameClass,
+    /// Any other example.
+    Random,
+}
+
+impl std::str::FromStr for Pairing {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cross-class" => Ok(Pairing::CrossClass),
+            "same-class" => Ok(Pairing::SameClass),
+            "random" => Ok(Pairing::Random),
+            _ => Err(Error::Config(format!("pairs {s:?}: expected cross-class, same-class or random"))),
+        }
+    }
+}
+
+/// How the mixing ratio lambda is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LambdaSpec {
+    /// Always this value.
+    Fixed(f64),
+    /// Drawn from Beta(alpha, alpha).
+    Beta(f64),
+    /// Every value of the grid for every pair.
+    Grid(Vec<f64>),
+}
+
+impl std::str::FromStr for LambdaSpec {
+    type Err = Error;
+    /// Parses `0.5`, `beta:ALPHA` or `grid:0,0.25,0.5`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |m: &str| Error::Config(format!("lambda {s:?}: {m} (expected 0.5, beta:ALPHA or grid:0,0.5,1)"));
+        let unit = |v: &str| -> Result<f64> {
+            let x: f64 = v.trim().parse().map_err(|_| bad("not a number"))?;
+            if (0.0..=1.0).contains(&x) {
+                Ok(x)
+            } else {
+                Err(bad("values must lie in [0, 1]"))
+            }
+        };
+        if let Some(a) = s.strip_prefix("beta:") {
+            let a: f64 = a.parse().map_err(|_| bad("alpha is not a number"))?;
+            if a <= 0.0 {
+                return Err(bad("alpha must be positive"));
+            }
+            Ok(LambdaSpec::Beta(a))
+        } else if let Some(g) = s.strip_prefix("grid:") {
+            let v = g.split(',').map(unit).collect::<Result<Vec<_>>>()?;
+            if v.is_empty() {
+                return Err(bad("empty grid"));
+            }
+            Ok(LambdaSpec::Grid(v))
+        } else {
+            Ok(LambdaSpec::Fixed(unit(s)?))
+        }
+    }
+}
+
+/// One planned mix: `lambda * x_a + (1 - lambda) * x_b`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mix {
+    /// Index of the first source.
+    pub a: usize,
+    /// Index of the second source.
+    pub b: usize,
+    /// Weight of `a`.
+    pub lambda: f64,
+}
+
+/// Plans `per_example` partners for every example (each with one lambda, or every grid value).
+/// Examples without any valid partner are reported as an error, never skipped silently.
+pub fn plan(labels: &[usize], pairing: Pairing, per_example: usize, lambda: &LambdaSpec, seed: u64) -> Result<Vec<Mix>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for (i, &yi) in labels.iter().enumerate() {
+        let cands: Vec<usize> = (0..labels.len())
+            .filter(|&j| j != i)
+            .filter(|&j| match pairing {
+                Pairing::CrossClass => labels[j] != yi,
+                Pairing::SameClass => labels[j] == yi,
+                Pairing::Random => true,
+            })
+            .collect();
+        if cands.is_empty() {
+            return Err(Error::Config(format!("example {i} has no {pairing:?} partner: the data needs at least two examples per class (same-class) or two classes (cross-class)")));
+        }
+        for _ in 0..per_example {
+            let j = *cands.choose(&mut rng).expect("non-empty");
+            match lambda {
+                LambdaSpec::Fixed(l) => out.push(Mix { a: i, b: j, lambda: *l }),
+                LambdaSpec::Beta(alpha) => out.push(Mix { a: i, b: j, lambda: sample_beta(&mut rng, *alpha) }),
+                LambdaSpec::Grid(g) => out.extend(g.iter().map(|&l| Mix { a: i, b: j, lambda: l })),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Soft label `lambda * onehot(a) + (1 - lambda) * onehot(b)` over `classes` classes.
+pub fn soft_label(ya: usize, yb: usize, lambda: f64, classes: usize) -> Vec<f64> {
+    let mut v = vec![0.0; classes];
+    v[ya] += lambda;
+    v[yb] += 1.0 - lambda;
+    v
+}
+
+/// Beta(a, a) from two Gamma draws (Marsaglia-Tsang), to avoid another dependency.
+pub fn sample_beta(rng: &mut ChaCha8Rng, a: f64) -> f64 {
+    let x = sample_gamma(rng, a);
+    let y = sample_gamma(rng, a);
+    if x + y == 0.0 {
+        0.5
+    } else {
+        x / (x + y)
+    }
+}
+
+fn sample_gamma(rng: &mut ChaCha8Rng, a: f64) -> f64 {
+    if a < 1.0 {
+        let u: f64 = rng.random::<f64>().max(1e-300);
+        return sample_gamma(rng, a + 1.0) * u.powf(1.0 / a);
+    }
+    let d = a - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let (x, v) = loop {
+            let n = normal(rng);
+            let v = 1.0 + c * n;
+            if v > 0.0 {
+                break (n, v * v * v);
+            }
+        };
+        let u: f64 = rng.random();
+        if u < 1.0 - 0.0331 * x.powi(4) || u.ln() < 0.5 * x * x + d * (1.0 - v + v.ln()) {
+            return d * v;
+        }
+    }
+}
+
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(1e-300);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}

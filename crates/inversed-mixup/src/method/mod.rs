@@ -1,0 +1,11 @@
+//! The method: the adaptor (embedding to soft tokens), the prompt around them, inversion of
+//! embeddings into sentences, Mixup planning, augmentation with soft labels, manifold-intrusion
+//! judgement and the task classifier.
+
+pub mod adaptor;
+pub mod augment;
+pub mod classifier;
+pub mod intrusion;
+pub mod invert;
+pub mod mixup;
+pub mod prompt;

@@ -1,0 +1,252 @@
+//! Cached, batched decoding from input embeddings: greedy, beam search, seeded top-p sampling.
+
+use super::Llm;
+use crate::eval::classes::argmax;
+use crate::{Error, Result};
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decode {
+    /// Most likely token.
+    Greedy,
+    /// Beam search with this many beams (length-normalised score, as transformers' default).
+    Beam(usize),
+    /// Nucleus sampling: smallest set of tokens whose probability reaches `p`.
+    TopP(f32),
+}
+
+impl std::str::FromStr for Decode {
+    type Err = Error;
+    /// Parses `greedy`, `beam:W` or `top-p:P`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::Config(format!("decode {s:?}: expected greedy, beam:W (W >= 1) or top-p:P (0 < P <= 1)"));
+        match s.split_once(':') {
+            None if s == "greedy" => Ok(Decode::Greedy),
+            Some(("beam", w)) => w.parse().ok().filter(|&w| w >= 1).map(Decode::Beam).ok_or_else(bad),
+            Some(("top-p", p)) => p.parse().ok().filter(|&p: &f32| p > 0.0 && p <= 1.0).map(Decode::TopP).ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Generation settings.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// Decoding strategy.
+    pub decode: Decode,
+    /// Most new tokens per sequence.
+    pub max_new_tokens: usize,
+    /// Seed for sampling; row `i` of a batch uses its own stream derived from `seed + i`.
+    pub seed: u64,
+    /// Sampling temperature (top-p only).
+    pub temperature: f32,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { decode: Decode::Greedy, max_new_tokens: 48, seed: 0, temperature: 1.0 }
+    }
+}
+
+impl Llm {
+    /// Decodes one continuation per row of `prompt` `(b, t, hidden)`; returns token ids without EOS.
+    pub fn generate(&self, prompt: &Tensor, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+        match opts.decode {
+            Decode::Beam(w) if w > 1 => self.beam(prompt, w, opts.max_new_tokens),
+            _ => self.sample(prompt, opts),
+        }
+    }
+
+    /// Greedy decoding of exactly `n` tokens per row, ignoring EOS (benchmarks: fixed work).
+    pub fn generate_fixed(&self, prompt: &Tensor, n: usize) -> Result<Vec<Vec<u32>>> {
+        let b = prompt.dim(0)?;
+        let mut cache = self.new_cache();
+        let mut lp = self.last_logits(&self.forward_embeds(prompt, Some(&mut cache), false)?)?;
+        let mut out = vec![Vec::with_capacity(n); b];
+        for step in 0..n {
+            let next: Vec<u32> = lp.iter().map(|r| argmax(r) as u32).collect();
+            for (o, &t) in out.iter_mut().zip(&next) {
+                o.push(t);
+            }
+            if step + 1 < n {
+                let x = self.embed_ids(&next)?.unsqueeze(1)?;
+                lp = self.last_logits(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Output-layer logits at the last position. Greedy and top-p need no log-softmax: argmax
+    /// and the (self-normalising) nucleus are the same on logits.
+    fn last_logits(&self, h: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let t = h.dim(1)?;
+        Ok(self.logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?)?.to_vec2()?)
+    }
+
+    /// Log-probabilities at the last position (beam search adds them up).
+    fn last_logprobs(&self, h: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let t = h.dim(1)?;
+        let l = self.logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?)?;
+        Ok(super::log_softmax(&l)?.to_vec2()?)
+    }
+
+    fn sample(&self, prompt: &Tensor, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+        let b = prompt.dim(0)?;
+        let eos = self.tokenizer.eos;
+        let mut rngs: Vec<ChaCha8Rng> = (0..b).map(|i| ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(i as u64))).collect();
+        let mut cache = self.new_cache();
+        let mut lp = self.last_logits(&self.forward_embeds(prompt, Some(&mut cache), false)?)?;
+        let mut out = vec![Vec::new(); b];
+        let mut done = vec![false; b];
+        for _ in 0..opts.max_new_tokens {
+            let mut next = Vec::with_capacity(b);
+            for (i, row) in lp.iter().enumerate() {
+                let tok = match opts.decode {
+                    Decode::TopP(p) => top_p(row, p, opts.temperature, &mut rngs[i]),
+                    _ => argmax(row) as u32,
+                };
+                if !done[i] {
+                    if tok == eos {
+                        done[i] = true;
+                    } else {
+                        out[i].push(tok);
+                    }
+                }
+                next.push(tok);
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            let x = self.embed_ids(&next)?.unsqueeze(1)?;
+            lp = self.last_logits(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::needless_range_loop)] // r indexes several parallel per-sequence arrays
+    fn beam(&self, prompt: &Tensor, w: usize, max_new: usize) -> Result<Vec<Vec<u32>>> {
+        let b = prompt.dim(0)?;
+        let eos = self.tokenizer.eos;
+        // Row r*w + j is beam j of sequence r.
+        let idx: Vec<u32> = (0..b as u32).flat_map(|r| std::iter::repeat_n(r, w)).collect();
+        let prompt = prompt.index_select(&Tensor::new(idx.as_slice(), prompt.device())?, 0)?;
+        let mut cache = self.new_cache();
+        let mut lp = self.last_logprobs(&self.forward_embeds(&prompt, Some(&mut cache), false)?)?;
+        let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); b * w];
+        // Only beam 0 starts alive, so the first step does not pick the same token w times.
+        let mut score: Vec<f32> = (0..b * w).map(|i| if i % w == 0 { 0.0 } else { f32::NEG_INFINITY }).collect();
+        let mut finished: Vec<Vec<(f32, Vec<u32>)>> = vec![Vec::new(); b];
+        for step in 0..max_new {
+            let mut parents = Vec::with_capacity(b * w);
+            let mut next = Vec::with_capacity(b * w);
+            let mut new_score = Vec::with_capacity(b * w);
+            for r in 0..b {
+                let mut cand: Vec<(f32, usize, u32)> = Vec::new();
+                for j in 0..w {
+                    let row = r * w + j;
+                    if score[row] == f32::NEG_INFINITY {
+                        continue;
+                    }
+                    for (tok, l) in top_k(&lp[row], 2 * w) {
+                        cand.push((score[row] + l, row, tok));
+                    }
+                }
+                cand.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let mut kept = 0;
+                for (s, row, tok) in cand {
+                    if kept == w {
+                        break;
+                    }
+                    if tok == eos {
+                        let len = (step + 1) as f32;
+                        finished[r].push((s / len, seqs[row].clone()));
+                        continue;
+                    }
+                    parents.push(row as u32);
+                    next.push(tok);
+                    new_score.push(s);
+                    kept += 1;
+                }
+                while kept < w {
+                    parents.push((r * w) as u32);
+                    next.push(eos);
+                    new_score.push(f32::NEG_INFINITY);
+                    kept += 1;
+                }
+            }
+            // Stop a sequence once w hypotheses finished and none alive can beat the best.
+            let all_done = (0..b).all(|r| {
+                let best = finished[r].iter().map(|f| f.0).fold(f32::NEG_INFINITY, f32::max);
+                finished[r].len() >= w && (0..w).all(|j| new_score[r * w + j] / (step + 1) as f32 <= best)
+            });
+            seqs = parents
+                .iter()
+                .zip(&next)
+                .map(|(&p, &t)| {
+                    let mut s = seqs[p as usize].clone();
+                    s.push(t);
+                    s
+                })
+                .collect();
+            score = new_score;
+            if all_done || step + 1 == max_new {
+                break;
+            }
+            cache.select(&Tensor::new(parents.as_slice(), prompt.device())?)?;
+            let x = self.embed_ids(&next)?.unsqueeze(1)?;
+            lp = self.last_logprobs(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
+        }
+        let mut out = Vec::with_capacity(b);
+        for r in 0..b {
+            let mut best: Option<(f32, Vec<u32>)> = finished[r].iter().cloned().max_by(|a, b| a.0.total_cmp(&b.0));
+            for j in 0..w {
+                let row = r * w + j;
+                let s = score[row] / seqs[row].len().max(1) as f32;
+                if score[row] > f32::NEG_INFINITY && best.as_ref().is_none_or(|b| s > b.0) {
+                    best = Some((s, seqs[row].clone()));
+                }
+            }
+            out.push(best.map(|b| b.1).unwrap_or_default());
+        }
+        Ok(out)
+    }
+}
+
+fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    let k = k.min(row.len());
+    idx.select_nth_unstable_by(k - 1, |a, b| row[*b as usize].total_cmp(&row[*a as usize]));
+    idx.truncate(k);
+    idx.into_iter().map(|i| (i, row[i as usize])).collect()
+}
+
+/// Nucleus sampling from logits (or log-probabilities: the same distribution).
+fn top_p(logits: &[f32], p: f32, temperature: f32, rng: &mut ChaCha8Rng) -> u32 {
+    let t = temperature.max(1e-4);
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b)));
+    let m = logits[idx[0]] / t;
+    let probs: Vec<f32> = idx.iter().map(|&i| (logits[i] / t - m).exp()).collect();
+    let z: f32 = probs.iter().sum();
+    let mut cum = 0.0;
+    let mut cut = probs.len();
+    for (n, q) in probs.iter().enumerate() {
+        cum += q / z;
+        if cum >= p {
+            cut = n + 1;
+            break;
+        }
+    }
+    let zc: f32 = probs[..cut].iter().sum();
+    let mut u = rng.random::<f32>() * zc;
+    for n in 0..cut {
+        u -= probs[n];
+        if u <= 0.0 {
+            return idx[n] as u32;
+        }
+    }
+    idx[cut - 1] as u32
+}

@@ -1,0 +1,42 @@
+//! The inference/training switch per op: candle's fused kernels (no backward) when nothing is
+//! trained, our kernels or differentiable compositions (with a backward) when something is.
+
+use candle_core::Tensor;
+use imix_kernels::fused;
+
+/// RMSNorm; `grad` selects our fused op with a backward instead of candle's kernel without one.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, grad: bool) -> candle_core::Result<Tensor> {
+    if grad {
+        fused::rms_norm(x, w, eps)
+    } else {
+        candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)
+    }
+}
+
+/// LayerNorm; `grad` selects the differentiable composition instead of candle's fused kernel.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32, grad: bool) -> candle_core::Result<Tensor> {
+    if grad {
+        candle_nn::ops::layer_norm_slow(x, w, b, eps)
+    } else {
+        candle_nn::ops::layer_norm(&x.contiguous()?, w, b, eps)
+    }
+}
+
+/// Softmax over the last dimension; `grad` selects our fused op with a backward.
+pub fn softmax(x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
+    if grad {
+        fused::softmax(x)
+    } else {
+        candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+    }
+}
+
+/// Rotate-half rotary embedding on `(b, h, t, d)` with `cos`/`sin` of shape `(t, d/2)`; `grad`
+/// selects our fused op with a backward.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
+    if grad {
+        fused::rope(x, cos, sin)
+    } else {
+        candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
+    }
+}
