@@ -76,7 +76,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     let (rows, st) = augment(&inv, &cls, &data, &mixes, &opt, &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();
     if a.format == Format::Csv {
-        inversed_mixup::data::io::write_atomic(&a.out, to_csv(&rows, &cls.labels).as_bytes())?;
+        inversed_mixup::data::io::write_atomic(&a.out, &to_csv(&rows, &cls.labels)?)?;
     } else {
         jsonl::write(&a.out, &rows)?;
     }
@@ -102,35 +102,24 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     Ok(())
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn to_csv(rows: &[AugRow], labels: &[String]) -> String {
-    let mut h = vec!["text", "lambda", "source_a_text", "source_a_label", "source_a_index", "source_b_text", "source_b_label", "source_b_index", "intrusion", "cos_a", "cos_b"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-    for l in labels {
-        h.push(format!("soft_label.{l}"));
-    }
-    for l in labels {
-        h.push(format!("predicted.{l}"));
-    }
-    let mut s = h.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(",") + "\n";
+/// The rows as CSV: sources, flags and cosines, then one column per class for the soft label and
+/// the prediction.
+fn to_csv(rows: &[AugRow], labels: &[String]) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut h: Vec<String> =
+        ["text", "lambda", "source_a_text", "source_a_label", "source_a_index", "source_b_text", "source_b_label", "source_b_index", "intrusion", "cos_a", "cos_b"].map(String::from).to_vec();
+    h.extend(labels.iter().map(|l| format!("soft_label.{l}")));
+    h.extend(labels.iter().map(|l| format!("predicted.{l}")));
+    w.write_record(&h)?;
     for r in rows {
         let mut f = vec![
-            csv_field(&r.text),
+            r.text.clone(),
             r.lambda.to_string(),
-            csv_field(&r.source_a.text),
-            csv_field(&r.source_a.label),
+            r.source_a.text.clone(),
+            r.source_a.label.clone(),
             r.source_a.index.to_string(),
-            csv_field(&r.source_b.text),
-            csv_field(&r.source_b.label),
+            r.source_b.text.clone(),
+            r.source_b.label.clone(),
             r.source_b.index.to_string(),
             r.intrusion.to_string(),
             format!("{:.6}", r.cos_a),
@@ -138,10 +127,9 @@ fn to_csv(rows: &[AugRow], labels: &[String]) -> String {
         ];
         f.extend(labels.iter().map(|l| format!("{:.6}", r.soft_label[l])));
         f.extend(labels.iter().map(|l| format!("{:.6}", r.predicted[l])));
-        s.push_str(&f.join(","));
-        s.push('\n');
+        w.write_record(&f)?;
     }
-    s
+    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("writing CSV: {e}"))?)
 }
 
 /// Arguments of `imix interpolate`.

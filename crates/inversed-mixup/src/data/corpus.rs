@@ -57,157 +57,135 @@ pub fn read_files(paths: &[PathBuf], opt: &ReadOptions) -> Result<Corpus> {
     Ok(c)
 }
 
-fn read_file(path: &Path, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let err = |line: usize, msg: String| Error::Input { path: path.to_path_buf(), line, msg };
-    // Split on raw bytes first so that one non-UTF-8 line is reported, not the whole file.
-    let mut lines: Vec<(usize, std::result::Result<&str, String>)> = Vec::new();
-    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    if !body.is_empty() {
-        for (i, l) in body.split(|&b| b == b'\n').enumerate() {
-            let l = l.strip_suffix(b"\r").unwrap_or(l);
-            let s = std::str::from_utf8(l).map_err(|e| format!("not valid UTF-8 (byte {})", e.valid_up_to()));
-            lines.push((i + 1, s));
+/// Builds the error for `line` of `path`.
+fn bad(path: &Path, line: usize, msg: impl Into<String>) -> Error {
+    Error::Input { path: path.to_path_buf(), line, msg: msg.into() }
+}
+
+/// Sorts one row into `out`: kept, skipped with a warning (`skip_bad`), or the error that stops reading.
+fn keep(r: Result<Row>, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
+    match r {
+        Ok(row) => out.rows.push(row),
+        Err(e) if opt.skip_bad => {
+            tracing::warn!("skipping {e}");
+            out.skipped.push(e)
         }
-    }
-    let handle = |r: std::result::Result<Row, Error>, out: &mut Corpus| -> Result<()> {
-        match r {
-            Ok(row) => out.rows.push(row),
-            Err(e) if opt.skip_bad => {
-                tracing::warn!("skipping {e}");
-                out.skipped.push(e)
-            }
-            Err(e) => return Err(e),
-        }
-        Ok(())
-    };
-    let check = |line: usize, text: &str, label: Option<String>| -> std::result::Result<Row, Error> {
-        let t = text.trim();
-        if t.is_empty() {
-            return Err(err(line, "empty text".into()));
-        }
-        let n = t.chars().count();
-        if n > opt.max_chars {
-            return Err(err(line, format!("text is {n} characters, over the limit of {} (--max-chars)", opt.max_chars)));
-        }
-        if let Some(l) = &label {
-            if l.trim().is_empty() {
-                return Err(err(line, "empty label".into()));
-            }
-        }
-        Ok(Row { text: t.to_string(), label: label.map(|l| l.trim().to_string()), file: path.to_path_buf(), line })
-    };
-    match ext.as_str() {
-        "tsv" | "csv" => {
-            let delim = if ext == "tsv" { '\t' } else { ',' };
-            let mut it = lines.into_iter();
-            let (hl, header) = it.next().ok_or_else(|| err(1, "empty file: expected a header line".into()))?;
-            let header = header.map_err(|m| err(hl, m))?;
-            let cols = split_record(header, delim).map_err(|m| err(hl, m))?;
-            let find = |name: &str| cols.iter().position(|c| c.trim() == name).ok_or_else(|| err(hl, format!("no column {name:?} in header (columns: {})", cols.join(", "))));
-            let ti = find(&opt.text_column)?;
-            let li = opt.label_column.as_deref().map(find).transpose()?;
-            let mut pending: Option<(usize, String)> = None;
-            for (ln, l) in it {
-                let l = match l {
-                    Ok(l) => l,
-                    Err(m) => {
-                        handle(Err(err(ln, m)), out)?;
-                        continue;
-                    }
-                };
-                // CSV quoted fields may span lines: keep reading until quotes balance.
-                let (start, rec) = match pending.take() {
-                    Some((s, mut acc)) => {
-                        acc.push('\n');
-                        acc.push_str(l);
-                        (s, acc)
-                    }
-                    None => (ln, l.to_string()),
-                };
-                if delim == ',' && rec.matches('"').count() % 2 == 1 {
-                    pending = Some((start, rec));
-                    continue;
-                }
-                let r = split_record(&rec, delim).map_err(|m| err(start, m)).and_then(|f| {
-                    if f.len() != cols.len() {
-                        return Err(err(start, format!("{} fields but the header has {}", f.len(), cols.len())));
-                    }
-                    check(start, &f[ti], li.map(|i| f[i].clone()))
-                });
-                handle(r, out)?;
-            }
-            if let Some((s, _)) = pending {
-                handle(Err(err(s, "unterminated quoted field".into())), out)?;
-            }
-        }
-        "jsonl" | "json" => {
-            for (ln, l) in lines {
-                let r = l.map_err(|m| err(ln, m)).and_then(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).map_err(|e| err(ln, format!("invalid JSON: {e}")))?;
-                    let text = v.get(&opt.text_column).and_then(|t| t.as_str()).ok_or_else(|| err(ln, format!("no string field {:?}", opt.text_column)))?;
-                    let label = match &opt.label_column {
-                        None => None,
-                        Some(c) => Some(match v.get(c) {
-                            Some(serde_json::Value::String(s)) => s.clone(),
-                            Some(serde_json::Value::Number(n)) => n.to_string(),
-                            _ => return Err(err(ln, format!("no label field {c:?}"))),
-                        }),
-                    };
-                    check(ln, text, label)
-                });
-                handle(r, out)?;
-            }
-        }
-        _ => {
-            for (ln, l) in lines {
-                handle(l.map_err(|m| err(ln, m)).and_then(|l| check(ln, l, None)), out)?;
-            }
-        }
+        Err(e) => return Err(e),
     }
     Ok(())
 }
 
-/// Splits one record; CSV fields may be quoted with `"` and `""` escapes.
-fn split_record(line: &str, delim: char) -> std::result::Result<Vec<String>, String> {
-    if delim == '\t' {
-        return Ok(line.split('\t').map(str::to_string).collect());
+/// A row from its text and label as read at `line`, or why it is unusable.
+fn checked(path: &Path, line: usize, text: &str, label: Option<String>, opt: &ReadOptions) -> Result<Row> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad(path, line, "empty text"));
     }
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    cur.push('"');
-                    chars.next();
-                } else {
-                    quoted = false;
-                }
-            } else {
-                cur.push(c);
+    let n = t.chars().count();
+    if n > opt.max_chars {
+        return Err(bad(path, line, format!("text is {n} characters, over the limit of {} (--max-chars)", opt.max_chars)));
+    }
+    if label.as_deref().is_some_and(|l| l.trim().is_empty()) {
+        return Err(bad(path, line, "empty label"));
+    }
+    Ok(Row { text: t.to_string(), label: label.map(|l| l.trim().to_string()), file: path.to_path_buf(), line })
+}
+
+/// Lines of a file split on raw bytes, so that one non-UTF-8 line is reported, not the whole file.
+fn lines(bytes: &[u8]) -> Vec<(usize, std::result::Result<&str, String>)> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if body.is_empty() {
+        return Vec::new();
+    }
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, l)| {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            (i + 1, std::str::from_utf8(l).map_err(|e| format!("not valid UTF-8 (byte {})", e.valid_up_to())))
+        })
+        .collect()
+}
+
+fn read_file(path: &Path, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "tsv" => read_delimited(path, &bytes, b'\t', opt, out),
+        "csv" => read_delimited(path, &bytes, b',', opt, out),
+        "jsonl" | "json" => {
+            for (ln, l) in lines(&bytes) {
+                keep(l.map_err(|m| bad(path, ln, m)).and_then(|l| json_row(path, ln, l, opt)), opt, out)?;
             }
-        } else if c == '"' && at_start {
-            quoted = true;
-            at_start = false;
-        } else if c == delim {
-            fields.push(std::mem::take(&mut cur));
-            at_start = true;
-        } else {
-            if c == '"' {
-                return Err("stray quote inside an unquoted CSV field".into());
+            Ok(())
+        }
+        _ => {
+            for (ln, l) in lines(&bytes) {
+                keep(l.map_err(|m| bad(path, ln, m)).and_then(|l| checked(path, ln, l, None, opt)), opt, out)?;
             }
-            cur.push(c);
-            at_start = false;
+            Ok(())
         }
     }
-    if quoted {
-        return Err("unterminated quoted field".into());
+}
+
+/// One JSON Lines row: the text field and, when asked for, the label field (string or number).
+fn json_row(path: &Path, ln: usize, l: &str, opt: &ReadOptions) -> Result<Row> {
+    let v: serde_json::Value = serde_json::from_str(l).map_err(|e| bad(path, ln, format!("invalid JSON: {e}")))?;
+    let text = v.get(&opt.text_column).and_then(|t| t.as_str()).ok_or_else(|| bad(path, ln, format!("no string field {:?}", opt.text_column)))?;
+    let label = match &opt.label_column {
+        None => None,
+        Some(c) => Some(match v.get(c) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => return Err(bad(path, ln, format!("no label field {c:?}"))),
+        }),
+    };
+    checked(path, ln, text, label, opt)
+}
+
+/// TSV (no quoting: benchmark texts contain bare quotes) or CSV (`"` quoting, fields may span
+/// lines) with a header line naming the columns.
+fn read_delimited(path: &Path, bytes: &[u8], delim: u8, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
+    let csv = delim == b',';
+    let mut rdr = csv::ReaderBuilder::new().delimiter(delim).has_headers(false).flexible(true).quoting(csv).from_reader(bytes);
+    let mut rec = csv::ByteRecord::new();
+    let field = |rec: &csv::ByteRecord, i: usize| String::from_utf8_lossy(&rec[i]).into_owned();
+    if !rdr.read_byte_record(&mut rec).map_err(|e| bad(path, 1, e.to_string()))? {
+        return Err(bad(path, 1, "empty file: expected a header line"));
     }
-    fields.push(cur);
-    Ok(fields)
+    let hl = rec.position().map_or(1, |p| p.line() as usize);
+    let cols: Vec<String> = (0..rec.len()).map(|i| field(&rec, i).trim().to_string()).collect();
+    let find = |name: &str| cols.iter().position(|c| c == name).ok_or_else(|| bad(path, hl, format!("no column {name:?} in header (columns: {})", cols.join(", "))));
+    let ti = find(&opt.text_column)?;
+    let li = opt.label_column.as_deref().map(find).transpose()?;
+    // The reader skips blank lines; the gap between one record's end and the next one's start
+    // names them, so that none is dropped silently.
+    let mut next = rdr.position().line() as usize;
+    loop {
+        let start = rdr.position().byte() as usize;
+        let more = match rdr.read_byte_record(&mut rec) {
+            Ok(m) => m,
+            Err(e) => {
+                let line = e.position().map_or(next, |p| p.line() as usize);
+                return keep(Err(bad(path, line, e.to_string())), opt, out);
+            }
+        };
+        if !more {
+            return Ok(());
+        }
+        let line = rec.position().map_or(next, |p| p.line() as usize);
+        for blank in next..line {
+            keep(Err(bad(path, blank, "empty text")), opt, out)?;
+        }
+        next = rdr.position().line() as usize;
+        let raw = &bytes[start..rdr.position().byte() as usize];
+        let row = if csv && raw.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
+            Err(bad(path, line, "unterminated quoted field"))
+        } else if rec.len() != cols.len() {
+            Err(bad(path, line, format!("{} fields but the header has {}", rec.len(), cols.len())))
+        } else {
+            let utf8 = |i: usize| std::str::from_utf8(&rec[i]).map(str::to_string).map_err(|e| bad(path, line, format!("not valid UTF-8 (byte {} of column {})", e.valid_up_to(), cols[i])));
+            utf8(ti).and_then(|t| checked(path, line, &t, li.map(utf8).transpose()?, opt))
+        };
+        keep(row, opt, out)?;
+    }
 }
