@@ -1,8 +1,10 @@
 //! Baseline augmentations for the benchmark: synonym-free EDA and classic embedding Mixup.
 
-use crate::method::mixup::sample_beta;
+use crate::method::mixup::beta;
+use crate::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::Distribution;
 
 /// EDA without a thesaurus: random swap, random deletion and random insertion of a word already in
 /// the sentence, each applied to about `alpha` of the words (at least one operation).
@@ -47,7 +49,8 @@ pub fn eda_all(texts: &[String], per_example: usize, seed: u64) -> Vec<(usize, S
 
 /// Classic Mixup in embedding space: `per_example` random partners per example, lambda ~ Beta(alpha, alpha).
 /// Returns (a, b, lambda) triples; the caller mixes embeddings and labels (not readable).
-pub fn embed_mixup_plan(n: usize, per_example: usize, alpha: f64, seed: u64) -> Vec<(usize, usize, f64)> {
+pub fn embed_mixup_plan(n: usize, per_example: usize, alpha: f64, seed: u64) -> Result<Vec<(usize, usize, f64)>> {
+    let dist = beta(alpha)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Vec::new();
     for a in 0..n {
@@ -58,8 +61,8 @@ pub fn embed_mixup_plan(n: usize, per_example: usize, alpha: f64, seed: u64) -> 
                     b = rng.random_range(0..n);
                 }
             }
-            out.push((a, b, sample_beta(&mut rng, alpha)));
+            out.push((a, b, dist.sample(&mut rng)));
         }
     }
-    out
+    Ok(out)
 }

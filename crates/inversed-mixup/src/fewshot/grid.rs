@@ -150,7 +150,7 @@ impl Sample<'_> {
                     LambdaSpec::Beta(a) => a,
                     _ => 0.4,
                 };
-                let p = embed_mixup_plan(self.texts.len(), cfg.per_example, alpha, seed);
+                let p = embed_mixup_plan(self.texts.len(), cfg.per_example, alpha, seed)?;
                 let ids = |f: fn(&(usize, usize, f64)) -> usize| Tensor::new(p.iter().map(|x| f(x) as u32).collect::<Vec<_>>().as_slice(), self.h.device());
                 let l: Vec<f64> = p.iter().map(|x| x.2).collect();
                 let mh = mix_embeddings(&self.h.index_select(&ids(|x| x.0)?, 0)?, &self.h.index_select(&ids(|x| x.1)?, 0)?, &l, false)?;

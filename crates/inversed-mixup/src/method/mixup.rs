@@ -2,8 +2,9 @@
 
 use crate::{Error, Result};
 use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Beta, Distribution};
 
 /// Which pairs of examples are mixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +87,10 @@ pub struct Mix {
 /// Examples without any valid partner are reported as an error, never skipped silently.
 pub fn plan(labels: &[usize], pairing: Pairing, per_example: usize, lambda: &LambdaSpec, seed: u64) -> Result<Vec<Mix>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let dist = match lambda {
+        LambdaSpec::Beta(alpha) => Some(beta(*alpha)?),
+        _ => None,
+    };
     let mut out = Vec::new();
     for (i, &yi) in labels.iter().enumerate() {
         let cands: Vec<usize> = (0..labels.len())
@@ -103,7 +108,7 @@ pub fn plan(labels: &[usize], pairing: Pairing, per_example: usize, lambda: &Lam
             let j = *cands.choose(&mut rng).expect("non-empty");
             match lambda {
                 LambdaSpec::Fixed(l) => out.push(Mix { a: i, b: j, lambda: *l }),
-                LambdaSpec::Beta(alpha) => out.push(Mix { a: i, b: j, lambda: sample_beta(&mut rng, *alpha) }),
+                LambdaSpec::Beta(_) => out.push(Mix { a: i, b: j, lambda: dist.as_ref().expect("built above").sample(&mut rng) }),
                 LambdaSpec::Grid(g) => out.extend(g.iter().map(|&l| Mix { a: i, b: j, lambda: l })),
             }
         }
@@ -119,41 +124,7 @@ pub fn soft_label(ya: usize, yb: usize, lambda: f64, classes: usize) -> Vec<f64>
     v
 }
 
-/// Beta(a, a) from two Gamma draws (Marsaglia-Tsang), to avoid another dependency.
-pub fn sample_beta(rng: &mut ChaCha8Rng, a: f64) -> f64 {
-    let x = sample_gamma(rng, a);
-    let y = sample_gamma(rng, a);
-    if x + y == 0.0 {
-        0.5
-    } else {
-        x / (x + y)
-    }
-}
-
-fn sample_gamma(rng: &mut ChaCha8Rng, a: f64) -> f64 {
-    if a < 1.0 {
-        let u: f64 = rng.random::<f64>().max(1e-300);
-        return sample_gamma(rng, a + 1.0) * u.powf(1.0 / a);
-    }
-    let d = a - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
-    loop {
-        let (x, v) = loop {
-            let n = normal(rng);
-            let v = 1.0 + c * n;
-            if v > 0.0 {
-                break (n, v * v * v);
-            }
-        };
-        let u: f64 = rng.random();
-        if u < 1.0 - 0.0331 * x.powi(4) || u.ln() < 0.5 * x * x + d * (1.0 - v + v.ln()) {
-            return d * v;
-        }
-    }
-}
-
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = rng.random::<f64>().max(1e-300);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+/// Beta(alpha, alpha), or a configuration error naming alpha.
+pub fn beta(alpha: f64) -> Result<Beta<f64>> {
+    Beta::new(alpha, alpha).map_err(|e| Error::Config(format!("beta:{alpha}: {e}")))
 }
