@@ -1,7 +1,7 @@
 //! Vectorisable f32 `exp`, `erf` and the activation kernels built on them.
 //!
-//! candle's `gelu_erf` calls a scalar libm `erf` per element: 17 % of the encoder's time in the
-//! profile. These kernels are plain loops that LLVM vectorises; on x86-64 they are compiled a
+//! candle's `gelu_erf` calls a scalar libm `erf` per element, a large share of the encoder's
+//! time (BENCHMARKS.md, "Profile notes"). These kernels are plain loops that LLVM vectorises; on x86-64 they are compiled a
 //! second time for AVX2+FMA and picked at run time.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;

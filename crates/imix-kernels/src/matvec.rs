@@ -1,7 +1,7 @@
 //! `x @ W^T` for a few rows of `x`: the shape of every LLM matmul while decoding.
 //!
-//! For a handful of rows the general gemm spends most of its time packing `W` (36 % of the
-//! batch-16 generation profile) before using it once. Here each row of `W` is read once, straight
+//! For a handful of rows the general gemm spends most of its time packing `W` before using
+//! it once (BENCHMARKS.md, "Profile notes"). Here each row of `W` is read once, straight
 //! from memory, and dotted with all rows of `x`, which stay in L1/L2.
 
 use crate::lanes::{self, LANES};

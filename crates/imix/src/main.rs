@@ -14,7 +14,7 @@ mod warmup_cmd;
 use clap::{Parser, Subcommand};
 
 // glibc returns large freed blocks to the OS, so every step faulted in (and zeroed) fresh pages for
-// its tensors: 14 % of training CPU time in the profile. mimalloc reuses them.
+// its tensors (BENCHMARKS.md, "Profile notes"). mimalloc reuses them.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -17,10 +17,9 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Vocabulary rows per chunk: a thread's 256 × 512 logits fill its L2, the 512 × 576 f32
-/// weights (1.1 MiB) are read again from L3 by the second product. Measured on the training
-/// benchmark's shapes: 512 beat 256 and 1024 by 5-8 %; one chunk of the whole vocabulary (the
-/// unchunked computation) was 12 % slower, and splitting rows instead of the vocabulary across
-/// threads (each thread packing every chunk of `W`) 7 % slower.
+/// weights (1.1 MiB) are read again from L3 by the second product. Chosen by measurement on the
+/// training benchmark's shapes against 256, 1024, the whole vocabulary and a split by rows
+/// (BENCHMARKS.md, "Profile notes").
 pub const OUTPUT_CHUNK: usize = 512;
 
 /// The element operations of the online softmax, vectorised for f32.
