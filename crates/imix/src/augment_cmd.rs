@@ -129,7 +129,7 @@ fn to_csv(rows: &[AugRow], labels: &[String]) -> Result<Vec<u8>> {
         f.extend(labels.iter().map(|l| format!("{:.6}", r.predicted[l])));
         w.write_record(&f)?;
     }
-    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("writing CSV: {e}"))?)
+    w.into_inner().map_err(|e| anyhow::anyhow!("writing CSV: {e}"))
 }
 
 /// Arguments of `imix interpolate`.
