@@ -127,7 +127,7 @@ fn run() {
         llm.set_lean_training(false);
     }
     rss_note("llm loaded");
-    let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into() };
+    let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into(), lora: None };
     let a = Adaptor::new(cfg, 0, &dev).unwrap();
     let prompt = Prompt::new(DEFAULT_TEMPLATE, 4, &llm).unwrap();
     if work == "train" {

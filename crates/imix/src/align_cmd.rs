@@ -109,7 +109,16 @@ pub fn run(a: AlignArgs) -> Result<()> {
     let pb = bar(texts.len() as u64, "embed");
     let emb = embed_corpus(&enc, &texts, Some(&cache), &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();
-    let acfg = AdaptorConfig { encoder: enc.name().to_string(), enc_dim: enc.dim(), llm: llm.name().to_string(), llm_dim: llm.config().hidden, k: a.k, hidden: a.hidden, template: a.template.clone() };
+    let acfg = AdaptorConfig {
+        encoder: enc.name().to_string(),
+        enc_dim: enc.dim(),
+        llm: llm.name().to_string(),
+        llm_dim: llm.config().hidden,
+        k: a.k,
+        hidden: a.hidden,
+        template: a.template.clone(),
+        lora: None,
+    };
     let cfg = AlignConfig {
         steps: a.steps,
         batch_size: a.batch_size,

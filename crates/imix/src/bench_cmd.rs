@@ -92,7 +92,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     let mut results = read_results(&results_path)?;
     let (enc, llm) = a.models.load()?;
     let adaptor_path = a.adaptor.clone().unwrap_or_else(default_adaptor);
-    Adaptor::load(&adaptor_path, llm.device())?.check_models(&adaptor_path, enc.name(), enc.dim(), llm.name(), llm.config().hidden)?;
+    Adaptor::load(&adaptor_path, llm.device())?.check_models(&adaptor_path, enc.name(), enc.dim(), llm.name(), llm.config())?;
     let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path };
     let cells = a.datasets.len() * a.shots.len() * a.seeds as usize;
     let pb = bar(cells as u64, "bench");

@@ -75,7 +75,7 @@ pub fn load_adaptor(path: Option<&Path>, enc: &Encoder, llm: &Llm) -> Result<Ada
         anyhow::bail!("no default adaptor at {}; train one with `imix align` and pass --adaptor", p.display());
     }
     let a = Adaptor::load(&p, llm.device())?;
-    a.check_models(&p, enc.name(), enc.dim(), llm.name(), llm.config().hidden)?;
+    a.check_models(&p, enc.name(), enc.dim(), llm.name(), llm.config())?;
     Ok(a)
 }
 

@@ -127,7 +127,16 @@ fn a_mismatched_adaptor_is_refused_by_the_cli() {
     let d = tempfile::tempdir().unwrap();
     let inp = write(d.path(), "in.txt", "hello there\n");
     let a = inversed_mixup::method::adaptor::Adaptor::new(
-        inversed_mixup::method::adaptor::AdaptorConfig { encoder: "some-other-encoder".into(), enc_dim: 384, llm: "x.gguf".into(), llm_dim: 576, k: 1, hidden: 4, template: "<soft>:".into() },
+        inversed_mixup::method::adaptor::AdaptorConfig {
+            encoder: "some-other-encoder".into(),
+            enc_dim: 384,
+            llm: "x.gguf".into(),
+            llm_dim: 576,
+            k: 1,
+            hidden: 4,
+            template: "<soft>:".into(),
+            lora: None,
+        },
         0,
         &candle_core::Device::Cpu,
     )

@@ -5,12 +5,12 @@ mod common;
 use candle_core::Device;
 use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::nets::encoder::Encoder;
-use inversed_mixup::nets::llm::Llm;
+use inversed_mixup::nets::llm::{Llm, LlmConfig};
 
 const DEV: Device = Device::Cpu;
 
 fn cfg() -> AdaptorConfig {
-    AdaptorConfig { encoder: "enc".into(), enc_dim: 16, llm: "llm".into(), llm_dim: 32, k: 2, hidden: 8, template: DEFAULT_TEMPLATE.into() }
+    AdaptorConfig { encoder: "enc".into(), enc_dim: 16, llm: "llm".into(), llm_dim: 32, k: 2, hidden: 8, template: DEFAULT_TEMPLATE.into(), lora: None }
 }
 
 #[test]
@@ -32,10 +32,11 @@ fn adaptor_roundtrip_keeps_weights_and_config() {
 fn mismatched_adaptor_is_refused() {
     let p = std::path::Path::new("a.safetensors");
     let a = Adaptor::new(cfg(), 1, &DEV).unwrap();
-    assert!(a.check_models(p, "enc", 16, "llm", 32).is_ok());
-    let e = a.check_models(p, "enc", 16, "other-llm", 32).unwrap_err().to_string();
+    let llm = LlmConfig { hidden: 32, layers: 2, heads: 4, kv_heads: 2, ffn: 64, vocab: 100, rope_theta: 1e4, rms_eps: 1e-5, max_pos: 64 };
+    assert!(a.check_models(p, "enc", 16, "llm", &llm).is_ok());
+    let e = a.check_models(p, "enc", 16, "other-llm", &llm).unwrap_err().to_string();
     assert!(e.contains("a.safetensors") && e.contains("trained for LLM \"llm\"") && e.contains("other-llm"), "{e}");
-    let e = a.check_models(p, "enc", 384, "llm", 32).unwrap_err().to_string();
+    let e = a.check_models(p, "enc", 384, "llm", &llm).unwrap_err().to_string();
     assert!(e.contains("encoder") && e.contains("384"), "{e}");
 }
 

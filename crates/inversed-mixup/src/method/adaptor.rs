@@ -1,6 +1,7 @@
 //! The adaptor A: an MLP from the encoder's embedding to k soft tokens in the LLM's input space.
 
 use crate::data::checkpoint;
+use crate::nets::llm::{LlmConfig, Lora, LoraConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
@@ -28,14 +29,19 @@ pub struct AdaptorConfig {
     pub hidden: usize,
     /// Prompt template containing `<soft>` once.
     pub template: String,
+    /// LoRA deltas on the LLM's projections, trained with the adaptor (absent: the LLM is used as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
-/// The trainable adaptor. Its weights are `Var`s in its own `VarMap`; nothing else is.
+/// The trainable adaptor. Its weights are `Var`s in its own `VarMap`, plus the LoRA deltas it
+/// carries for the LLM when configured; nothing else is trainable.
 pub struct Adaptor {
     cfg: AdaptorConfig,
     l1: Linear,
     l2: Linear,
     varmap: VarMap,
+    lora: Option<Lora>,
 }
 
 impl Adaptor {
@@ -48,7 +54,8 @@ impl Adaptor {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let l1 = candle_nn::linear(cfg.enc_dim, cfg.hidden, vb.pp("l1"))?;
         let l2 = candle_nn::linear(cfg.hidden, cfg.k * cfg.llm_dim, vb.pp("l2"))?;
-        let a = Self { cfg, l1, l2, varmap };
+        let lora = cfg.lora.clone().map(|c| Lora::new(c, seed, device)).transpose()?;
+        let a = Self { cfg, l1, l2, varmap, lora };
         a.reinit(seed)?;
         Ok(a)
     }
@@ -57,7 +64,7 @@ impl Adaptor {
     fn reinit(&self, seed: u64) -> Result<()> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        for (name, var) in self.sorted_vars() {
+        for (name, var) in self.mlp_vars() {
             let dims = var.dims().to_vec();
             let fan_in = if name.ends_with("weight") { dims[1] } else { self.fan_in_of(&name) };
             let b = 1.0 / (fan_in as f32).sqrt();
@@ -76,12 +83,28 @@ impl Adaptor {
         }
     }
 
-    /// The trainable variables, sorted by name (a stable order for optimisers and checkpoints).
-    pub fn sorted_vars(&self) -> Vec<(String, candle_core::Var)> {
+    /// The MLP's variables, sorted by name.
+    fn mlp_vars(&self) -> Vec<(String, candle_core::Var)> {
         let data = self.varmap.data().lock().expect("varmap lock");
         let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// The trainable variables (MLP, then LoRA deltas), sorted by name: a stable order for
+    /// optimisers and checkpoints.
+    pub fn sorted_vars(&self) -> Vec<(String, candle_core::Var)> {
+        let mut v = self.mlp_vars();
+        if let Some(l) = &self.lora {
+            v.extend(l.named_vars());
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The LoRA deltas it carries for the LLM, if any.
+    pub fn lora(&self) -> Option<&Lora> {
+        self.lora.as_ref()
     }
 
     /// Its configuration.
@@ -132,9 +155,10 @@ impl Adaptor {
         Ok(())
     }
 
-    /// Refuses to run with models other than the ones this adaptor was trained for.
-    pub fn check_models(&self, path: &Path, encoder: &str, enc_dim: usize, llm: &str, llm_dim: usize) -> Result<()> {
+    /// Refuses to run with models other than the ones this adaptor (and its LoRA deltas) was trained for.
+    pub fn check_models(&self, path: &Path, encoder: &str, enc_dim: usize, llm: &str, llm_cfg: &LlmConfig) -> Result<()> {
         let c = &self.cfg;
+        let llm_dim = llm_cfg.hidden;
         if c.enc_dim != enc_dim || c.encoder != encoder {
             return Err(Error::checkpoint(
                 path,
@@ -149,6 +173,9 @@ impl Adaptor {
                 path,
                 format!("adaptor was trained for LLM {:?} (width {}), but the LLM in use is {:?} (width {}); pass the matching --llm or retrain with `imix align`", c.llm, c.llm_dim, llm, llm_dim),
             ));
+        }
+        if let Some(l) = &self.lora {
+            l.check(llm_cfg).map_err(|e| Error::checkpoint(path, e.to_string()))?;
         }
         Ok(())
     }

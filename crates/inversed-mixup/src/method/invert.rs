@@ -19,6 +19,8 @@ pub struct Inverter<'a> {
     /// Trained adaptor A.
     pub adaptor: &'a Adaptor,
     prompt: Prompt,
+    /// The LLM with the adaptor's LoRA deltas merged into its weights, when it has any.
+    merged: Option<Llm>,
 }
 
 /// One reconstructed sentence with its scores.
@@ -62,16 +64,23 @@ impl std::fmt::Display for InvertSummary {
 impl<'a> Inverter<'a> {
     /// Wires the models; the adaptor's template is tokenised once.
     pub fn new(encoder: &'a Encoder, llm: &'a Llm, adaptor: &'a Adaptor) -> Result<Self> {
-        let prompt = Prompt::new(&adaptor.config().template, adaptor.config().k, llm)?;
-        Ok(Self { encoder, llm, adaptor, prompt })
+        let merged = adaptor.lora().map(|l| llm.with_lora(l)).transpose()?;
+        let prompt = Prompt::new(&adaptor.config().template, adaptor.config().k, merged.as_ref().unwrap_or(llm))?;
+        Ok(Self { encoder, llm, adaptor, prompt, merged })
+    }
+
+    /// The LLM that generates: with the LoRA deltas merged in, when the adaptor has them.
+    pub fn generator(&self) -> &Llm {
+        self.merged.as_ref().unwrap_or(self.llm)
     }
 
     /// Decodes embeddings `(n, enc_dim)` into sentences (one generation batch).
     pub fn decode(&self, h: &Tensor, opts: &GenerateOptions) -> Result<Vec<String>> {
         let soft = self.adaptor.forward(h)?;
-        let p = self.prompt.embeds(self.llm, &soft)?;
-        let ids = self.llm.generate(&p, opts)?;
-        ids.iter().map(|s| Ok(self.llm.tokenizer().decode(s)?.trim().to_string())).collect()
+        let llm = self.generator();
+        let p = self.prompt.embeds(llm, &soft)?;
+        let ids = llm.generate(&p, opts)?;
+        ids.iter().map(|s| Ok(llm.tokenizer().decode(s)?.trim().to_string())).collect()
     }
 
     /// Reconstructs each text from its own embedding and scores it; `progress(done, total)`.

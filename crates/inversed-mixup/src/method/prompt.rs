@@ -1,6 +1,6 @@
 //! The prompt around the soft tokens, and the teacher-forced sequence used by L_GEN.
 
-use crate::nets::llm::{KvCache, Llm};
+use crate::nets::llm::{KvCache, Llm, Lora};
 use crate::{Error, Result};
 use candle_core::Tensor;
 
@@ -92,6 +92,13 @@ impl Prompt {
 
     /// [`Prompt::gen_loss`] with a choice of differentiable (`grad`) or fused inference ops.
     pub fn gen_loss_with(&self, llm: &Llm, soft: &Tensor, targets: &[Vec<u32>], grad: bool) -> Result<(Tensor, usize)> {
+        self.gen_loss_lora(llm, None, soft, targets, grad)
+    }
+
+    /// [`Prompt::gen_loss_with`] through an LLM carrying LoRA deltas. The prefix cache holds the
+    /// base model's states, so with LoRA the whole prompt runs through the LLM.
+    pub fn gen_loss_lora(&self, llm: &Llm, lora: Option<&Lora>, soft: &Tensor, targets: &[Vec<u32>], grad: bool) -> Result<(Tensor, usize)> {
+        let cache = if lora.is_some() { None } else { self.prefix_kv.as_ref() };
         let n = targets.len();
         let eos = llm.tokenizer().eos;
         let tmax = targets.iter().map(|t| t.len() + 1).max().unwrap_or(1);
@@ -109,7 +116,7 @@ impl Prompt {
             }
         }
         // With the prefix cached, the sequence starts at the soft tokens.
-        let (p, off) = match &self.prefix_kv {
+        let (p, off) = match cache {
             Some(c) => (self.embeds_from_soft(llm, soft)?, c.len),
             None => (self.embeds(llm, soft)?, 0),
         };
@@ -120,9 +127,9 @@ impl Prompt {
         } else {
             p
         };
-        let hid = match &self.prefix_kv {
-            Some(c) => llm.forward_embeds(&x, Some(&mut c.expand(n)?), grad)?,
-            None => llm.forward_embeds(&x, None, grad)?,
+        let hid = match cache {
+            Some(c) => llm.forward_embeds_lora(&x, Some(&mut c.expand(n)?), grad, lora)?,
+            None => llm.forward_embeds_lora(&x, None, grad, lora)?,
         };
         let h = llm.config().hidden;
         let sel = hid.narrow(1, self.len() - 1 - off, tmax)?.contiguous()?.reshape((n * tmax, h))?;

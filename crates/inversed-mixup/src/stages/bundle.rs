@@ -97,6 +97,6 @@ pub fn load(paths: &BundlePaths, encoder_dir: &Path, base: Encoder, llm: &Llm) -
     };
     let ap = paths.adaptor();
     let adaptor = Adaptor::load(&ap, llm.device())?;
-    adaptor.check_models(&ap, encoder.name(), encoder.dim(), llm.name(), llm.config().hidden)?;
+    adaptor.check_models(&ap, encoder.name(), encoder.dim(), llm.name(), llm.config())?;
     Ok(Bundle { classifier, adaptor, encoder })
 }

@@ -3,16 +3,19 @@
 
 mod generate;
 mod load;
+pub mod lora;
 mod tokenizer;
 mod train;
 
 pub use generate::{Decode, GenerateOptions};
 pub use load::permute_for_gguf;
+pub use lora::{Lora, LoraConfig};
 pub use tokenizer::LlmTokenizer;
 
 use crate::nets::ops;
 use candle_core::{DType, Device, Tensor, D};
 use imix_kernels::FrozenLinear;
+use lora::{BlockLora, Slot};
 
 /// Llama hyper-parameters (from GGUF metadata or config.json).
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +42,7 @@ pub struct LlmConfig {
 
 /// One transformer block. Q/K/V and gate/up are stored stacked along the output axis: one matmul
 /// (and one norm in the training backward, see `train`) instead of three and two.
+#[derive(Clone)]
 struct Block {
     attn_norm: Tensor,
     qkv: FrozenLinear,
@@ -110,6 +114,7 @@ impl KvCache {
 }
 
 /// A frozen Llama model. All weights are constants: nothing here is a `Var`.
+#[derive(Clone)]
 pub struct Llm {
     cfg: LlmConfig,
     embed: Tensor,
@@ -167,13 +172,18 @@ impl Llm {
     /// `cache.len`. Inference appends the new keys/values to the cache; training only reads it
     /// (a constant prompt prefix).
     pub fn forward_embeds(&self, x: &Tensor, cache: Option<&mut KvCache>, grad: bool) -> candle_core::Result<Tensor> {
-        if grad {
-            if self.lean_training {
-                return self.forward_blocks(x, cache.as_deref());
-            }
-            return self.forward_plain(x, cache, true);
+        self.forward_embeds_lora(x, cache, grad, None)
+    }
+
+    /// [`Llm::forward_embeds`] with LoRA deltas on the projections (trained through when `grad`).
+    pub fn forward_embeds_lora(&self, x: &Tensor, cache: Option<&mut KvCache>, grad: bool, lora: Option<&Lora>) -> candle_core::Result<Tensor> {
+        if let Some(l) = lora {
+            l.check(&self.cfg).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         }
-        self.forward_plain(x, cache, false)
+        if grad && self.lean_training {
+            return self.forward_blocks(x, cache.as_deref(), lora);
+        }
+        self.forward_plain(x, cache, grad, lora)
     }
 
     /// Chooses the training path: `true` (default) runs each block as one autograd node with a
@@ -184,7 +194,7 @@ impl Llm {
 
     /// The plain composition: inference (fused kernels, KV cache) or, with `grad`, the reference
     /// training path that keeps every intermediate in the graph.
-    fn forward_plain(&self, x: &Tensor, mut cache: Option<&mut KvCache>, grad: bool) -> candle_core::Result<Tensor> {
+    fn forward_plain(&self, x: &Tensor, mut cache: Option<&mut KvCache>, grad: bool, lora: Option<&Lora>) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let off = cache.as_ref().map(|c| c.len).unwrap_or(0);
         let cos = self.cos.narrow(0, off, t)?;
@@ -196,8 +206,17 @@ impl Llm {
         let ffn = self.cfg.ffn;
         let mut x = x.clone();
         for (i, blk) in self.blocks.iter().enumerate() {
+            let bl = lora.map(|l| BlockLora::new(l.config(), l.block(i).as_tensor())).transpose()?;
+            // Each projection plus its LoRA delta, when the block has one for it.
+            let project = |slot: Slot, lin: &FrozenLinear, h: &Tensor| -> candle_core::Result<Tensor> {
+                let y = lin.forward(h)?;
+                match bl.as_ref().map(|b| b.delta(slot, h)).transpose()?.flatten() {
+                    Some(d) => y + d,
+                    None => Ok(y),
+                }
+            };
             let h = ops::rms_norm(&x, &blk.attn_norm, self.cfg.rms_eps, grad)?;
-            let qkv = blk.qkv.forward(&h)?;
+            let qkv = project(Slot::Qkv, &blk.qkv, &h)?;
             let split = |from: usize, heads: usize| qkv.narrow(2, from * hd, heads * hd)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
             let (q, k, v) = (split(0, nh)?, split(nh, nkv)?, split(nh + nkv, nkv)?);
             let q = ops::rope(&q, &cos, &sin, grad)?;
@@ -218,11 +237,11 @@ impl Llm {
             } else {
                 attend(&q, &k, &v, mask.as_ref(), grad)?
             };
-            x = (x + blk.o.forward(&a)?)?;
+            x = (x + project(Slot::O, &blk.o, &a)?)?;
             let h = ops::rms_norm(&x, &blk.ffn_norm, self.cfg.rms_eps, grad)?;
-            let gu = blk.gate_up.forward(&h)?;
+            let gu = project(Slot::GateUp, &blk.gate_up, &h)?;
             let f = imix_kernels::activation::swiglu(&gu.narrow(2, 0, ffn)?, &gu.narrow(2, ffn, ffn)?)?;
-            x = (x + blk.down.forward(&f)?)?;
+            x = (x + project(Slot::Down, &blk.down, &f)?)?;
         }
         if let Some(c) = cache {
             if !grad {

@@ -7,9 +7,10 @@
 //! out: input gradients of the frozen projections (one matmul each, never a weight gradient),
 //! the analytic RMSNorm and SwiGLU gradients and the causal-attention kernel's backward.
 
+use super::lora::{BlockLora, Lora, LoraConfig, Slot};
 use super::{Block, KvCache, Llm};
 use crate::nets::ops;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use imix_kernels::causal_attention::Causal;
 use imix_kernels::FrozenLinear;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,8 @@ struct Saved {
     qkv: Tensor,
     x_mid: Tensor,
     gu: Tensor,
+    /// The attention output, kept only when the output projection has a LoRA delta.
+    a: Option<Tensor>,
 }
 
 struct BlockOp {
@@ -31,6 +34,8 @@ struct BlockOp {
     down: FrozenLinear,
     eps: f32,
     attention: Causal,
+    /// LoRA settings and this block's packed deltas (detached), when the LLM is trained with LoRA.
+    lora: Option<(LoraConfig, Tensor)>,
     /// Forward hand-over: `silu(gate)·up` and the mid-block residual, consumed by `cpu_fwd`.
     last: Mutex<Option<(Tensor, Tensor)>>,
     saved: Mutex<Option<Saved>>,
@@ -51,23 +56,87 @@ fn project_add(u: &Tensor, w: &FrozenLinear, r: &Tensor) -> candle_core::Result<
 }
 
 impl BlockOp {
+    fn lora(&self) -> candle_core::Result<Option<BlockLora<'_>>> {
+        self.lora.as_ref().map(|(c, p)| BlockLora::new(c, p)).transpose()
+    }
+
     /// Runs the block on a detached input, keeping what the backward needs.
     fn prepare(&self, x: &Tensor) -> candle_core::Result<()> {
-        let qkv = self.qkv.forward(&imix_kernels::fused::rms_norm(x, &self.attn_norm, self.eps)?)?;
+        let bl = self.lora()?;
+        let delta = |slot: Slot, h: &Tensor| -> candle_core::Result<Option<Tensor>> { Ok(bl.as_ref().map(|b| b.delta(slot, h)).transpose()?.flatten()) };
+        let h1 = imix_kernels::fused::rms_norm(x, &self.attn_norm, self.eps)?;
+        let mut qkv = self.qkv.forward(&h1)?;
+        if let Some(d) = delta(Slot::Qkv, &h1)? {
+            qkv = (qkv + d)?;
+        }
         let a = self.attention.forward(&qkv)?;
-        let x_mid = {
-            let (y, shape) = project_add(&a, &self.o, x)?;
-            match y {
-                CpuStorage::F32(v) => Tensor::from_vec(v, shape, x.device())?,
-                CpuStorage::F64(v) => Tensor::from_vec(v, shape, x.device())?,
-                _ => candle_core::bail!("block: f32 or f64 only"),
-            }
+        let d_o = delta(Slot::O, &a)?;
+        let keep_a = d_o.is_some();
+        let r = match d_o {
+            Some(d) => (x + d)?,
+            None => x.clone(),
         };
-        let gu = self.gate_up.forward(&imix_kernels::fused::rms_norm(&x_mid, &self.ffn_norm, self.eps)?)?;
+        let x_mid = tensor_of(project_add(&a, &self.o, &r)?, x)?;
+        let h2 = imix_kernels::fused::rms_norm(&x_mid, &self.ffn_norm, self.eps)?;
+        let mut gu = self.gate_up.forward(&h2)?;
+        if let Some(d) = delta(Slot::GateUp, &h2)? {
+            gu = (gu + d)?;
+        }
         let f = imix_kernels::activation::swiglu_stacked(&gu)?;
-        *lock(&self.last)? = Some((f, x_mid.clone()));
-        *lock(&self.saved)? = Some(Saved { x: x.clone(), qkv, x_mid, gu });
+        let r = match delta(Slot::Down, &f)? {
+            Some(d) => (&x_mid + d)?,
+            None => x_mid.clone(),
+        };
+        *lock(&self.last)? = Some((f, r));
+        *lock(&self.saved)? = Some(Saved { x: x.clone(), qkv, x_mid, gu, a: keep_a.then_some(a) });
         Ok(())
+    }
+
+    /// Input gradient of the block and, with LoRA, the gradient of its packed deltas.
+    fn backward(&self, g: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let s = lock(&self.saved)?.take().ok_or_else(|| candle_core::Error::Msg("block: backward ran twice".into()))?;
+        let bl = self.lora()?;
+        let mut grads = vec![None; bl.as_ref().map_or(0, |b| b.len())];
+        let g = g.contiguous()?;
+        let mut g_f = back(&g, &self.down)?;
+        if let Some(b) = &bl {
+            b.delta_backward(Slot::Down, &imix_kernels::activation::swiglu_stacked(&s.gu)?, &g, &mut g_f, &mut grads)?;
+        }
+        let g_gu = imix_kernels::activation::swiglu_stacked_grad(&s.gu, &g_f)?;
+        drop(s.gu);
+        let mut g_h2 = back(&g_gu, &self.gate_up)?;
+        if let Some(b) = &bl {
+            b.delta_backward(Slot::GateUp, &imix_kernels::fused::rms_norm(&s.x_mid, &self.ffn_norm, self.eps)?, &g_gu, &mut g_h2, &mut grads)?;
+        }
+        let g_mid = imix_kernels::fused::rms_norm_input_grad_plus(&s.x_mid, &self.ffn_norm, &g_h2, self.eps, &g)?;
+        drop(s.x_mid);
+        let mut g_a = back(&g_mid, &self.o)?;
+        if let (Some(b), Some(a)) = (&bl, &s.a) {
+            b.delta_backward(Slot::O, a, &g_mid, &mut g_a, &mut grads)?;
+        }
+        let g_qkv = self.attention.input_grad(&s.qkv, &g_a)?;
+        drop(s.qkv);
+        let mut g_h1 = back(&g_qkv, &self.qkv)?;
+        if let Some(b) = &bl {
+            b.delta_backward(Slot::Qkv, &imix_kernels::fused::rms_norm(&s.x, &self.attn_norm, self.eps)?, &g_qkv, &mut g_h1, &mut grads)?;
+        }
+        let g_x = imix_kernels::fused::rms_norm_input_grad_plus(&s.x, &self.attn_norm, &g_h1, self.eps, &g_mid)?;
+        let g_lora = bl.map(|b| b.pack(grads, g_x.dtype(), g_x.device())).transpose()?;
+        Ok((g_x, g_lora))
+    }
+
+    fn output(&self) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (f, r) = lock(&self.last)?.take().ok_or_else(|| candle_core::Error::Msg("block: forward ran twice".into()))?;
+        project_add(&f, &self.down, &r)
+    }
+}
+
+/// A tensor from storage computed for `like` (same device).
+fn tensor_of((y, shape): (CpuStorage, Shape), like: &Tensor) -> candle_core::Result<Tensor> {
+    match y {
+        CpuStorage::F32(v) => Tensor::from_vec(v, shape, like.device()),
+        CpuStorage::F64(v) => Tensor::from_vec(v, shape, like.device()),
+        _ => candle_core::bail!("block: f32 or f64 only"),
     }
 }
 
@@ -77,28 +146,36 @@ impl CustomOp1 for BlockOp {
     }
 
     fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (f, x_mid) = lock(&self.last)?.take().ok_or_else(|| candle_core::Error::Msg("block: forward ran twice".into()))?;
-        project_add(&f, &self.down, &x_mid)
+        self.output()
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let s = lock(&self.saved)?.take().ok_or_else(|| candle_core::Error::Msg("block: backward ran twice".into()))?;
-        let g = g.contiguous()?;
-        let g_gu = imix_kernels::activation::swiglu_stacked_grad(&s.gu, &back(&g, &self.down)?)?;
-        drop(s.gu);
-        let g_mid = imix_kernels::fused::rms_norm_input_grad_plus(&s.x_mid, &self.ffn_norm, &back(&g_gu, &self.gate_up)?, self.eps, &g)?;
-        drop(s.x_mid);
-        let g_qkv = self.attention.input_grad(&s.qkv, &back(&g_mid, &self.o)?)?;
-        drop(s.qkv);
-        let g_x = imix_kernels::fused::rms_norm_input_grad_plus(&s.x, &self.attn_norm, &back(&g_qkv, &self.qkv)?, self.eps, &g_mid)?;
-        Ok(Some(g_x))
+        Ok(Some(self.backward(g)?.0))
+    }
+}
+
+/// The block with LoRA: its packed deltas are the second input, so that they get a gradient.
+struct LoraBlockOp(BlockOp);
+
+impl CustomOp2 for LoraBlockOp {
+    fn name(&self) -> &'static str {
+        "llm-block-lora"
+    }
+
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout, _s2: &CpuStorage, _l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.0.output()
+    }
+
+    fn bwd(&self, _x: &Tensor, _p: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gx, gp) = self.0.backward(g)?;
+        Ok((Some(gx), gp))
     }
 }
 
 impl Llm {
     /// Training forward: blocks as single autograd nodes (see the module docs). With `cache`, the
     /// sequence continues a constant cached prefix, which is read, not extended.
-    pub(super) fn forward_blocks(&self, x: &Tensor, cache: Option<&KvCache>) -> candle_core::Result<Tensor> {
+    pub(super) fn forward_blocks(&self, x: &Tensor, cache: Option<&KvCache>, lora: Option<&Lora>) -> candle_core::Result<Tensor> {
         let (_, t, _) = x.dims3()?;
         if !matches!(x.dtype(), DType::F32 | DType::F64) {
             candle_core::bail!("training forward: f32 or f64 only, got {:?}", x.dtype());
@@ -111,6 +188,7 @@ impl Llm {
             x = self.block_node(
                 blk,
                 &x,
+                lora.map(|l| (l.config(), l.block(i).as_tensor())),
                 Causal {
                     heads: self.cfg.heads,
                     kv_heads: self.cfg.kv_heads,
@@ -124,7 +202,7 @@ impl Llm {
         ops::rms_norm(&x, &self.norm, self.cfg.rms_eps, true)
     }
 
-    fn block_node(&self, blk: &Block, x: &Tensor, attention: Causal) -> candle_core::Result<Tensor> {
+    fn block_node(&self, blk: &Block, x: &Tensor, lora: Option<(&LoraConfig, &Tensor)>, attention: Causal) -> candle_core::Result<Tensor> {
         let x = x.contiguous()?;
         let op = BlockOp {
             attn_norm: blk.attn_norm.clone(),
@@ -135,10 +213,14 @@ impl Llm {
             down: blk.down.clone(),
             eps: self.cfg.rms_eps,
             attention,
+            lora: lora.map(|(c, p)| (c.clone(), p.detach())),
             last: Mutex::new(None),
             saved: Mutex::new(None),
         };
         op.prepare(&x.detach())?;
-        x.apply_op1(op)
+        match lora {
+            Some((_, packed)) => x.apply_op2(packed, LoraBlockOp(op)),
+            None => x.apply_op1(op),
+        }
     }
 }
