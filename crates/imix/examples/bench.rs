@@ -5,7 +5,8 @@
 //! prints memory after each phase; BENCH_PURGE=1 keeps mimalloc's default page purging;
 //! BENCH_SPIN=1 keeps candle's default idle spinning of matmul workers; BENCH_AB=1 (encode) first
 //! times the encoder's raw inference path against its candle composition in one process;
-//! BENCH_MAIN=1 runs on the main thread instead of a worker of the compute pool.
+//! BENCH_MAIN=1 runs on the main thread instead of a worker of the compute pool; BENCH_LORA=R (train)
+//! trains rank-R LoRA deltas on all projections with the adaptor.
 #[path = "../src/process.rs"]
 mod process;
 
@@ -14,7 +15,9 @@ use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::method::prompt::Prompt;
 use inversed_mixup::nets::encoder::Encoder;
 use inversed_mixup::nets::fetch;
+use inversed_mixup::nets::llm::lora::{LoraDims, Target};
 use inversed_mixup::nets::llm::Llm;
+use inversed_mixup::nets::llm::LoraConfig;
 use inversed_mixup::nets::optim::{AdamW, AdamWConfig};
 use rand::{Rng, SeedableRng};
 
@@ -127,7 +130,13 @@ fn run() {
         llm.set_lean_training(false);
     }
     rss_note("llm loaded");
-    let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into(), lora: None };
+    // BENCH_LORA=R: the adaptor carries rank-R LoRA deltas on every projection (alpha 2R), as peft's
+    // LoraConfig(r=R, lora_alpha=2R, target_modules=q,k,v,o,gate,up,down) on the PyTorch side.
+    let lora = std::env::var("BENCH_LORA").ok().map(|r| {
+        let rank: usize = r.parse().expect("BENCH_LORA=rank");
+        LoraConfig { rank, alpha: 2.0 * rank as f64, targets: Target::ALL.to_vec(), dims: LoraDims::of(llm.config()) }
+    });
+    let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into(), lora };
     let a = Adaptor::new(cfg, 0, &dev).unwrap();
     let prompt = Prompt::new(DEFAULT_TEMPLATE, 4, &llm).unwrap();
     if work == "train" {
@@ -139,7 +148,7 @@ fn run() {
         let (med, runs) = timed(
             || {
                 let t0 = std::time::Instant::now();
-                let (loss, _) = prompt.gen_loss(&llm, &a.forward(&h).unwrap(), &tg).unwrap();
+                let (loss, _) = prompt.gen_loss_lora(&llm, a.lora(), &a.forward(&h).unwrap(), &tg, true).unwrap();
                 rss_note("after forward");
                 let t1 = std::time::Instant::now();
                 let g = loss.backward().unwrap();

@@ -7,6 +7,8 @@ use inversed_mixup::data::corpus::{read_files, ReadOptions};
 use inversed_mixup::data::jsonl;
 use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::nets::encoder::embed_corpus;
+use inversed_mixup::nets::llm::lora::{LoraDims, Target};
+use inversed_mixup::nets::llm::LoraConfig;
 use inversed_mixup::stages::align::{checkpoint_path, AlignConfig, Aligner, StepLog};
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,6 +34,16 @@ pub struct AlignArgs {
     /// Hidden width of the adaptor MLP
     #[arg(long, default_value_t = 1024)]
     hidden: usize,
+    /// LoRA rank on the LLM's projections, trained with the adaptor (0: the LLM stays as it is,
+    /// the paper's configuration)
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    lora_rank: usize,
+    /// LoRA scale numerator: deltas are multiplied by ALPHA / R
+    #[arg(long, default_value_t = 32.0, value_name = "ALPHA")]
+    lora_alpha: f64,
+    /// Projections that get LoRA deltas: comma-separated q,k,v,o,gate,up,down, or all
+    #[arg(long, default_value = "all", value_name = "LIST")]
+    lora_targets: String,
     /// Prompt template; <soft> marks the soft tokens
     #[arg(long, default_value = DEFAULT_TEMPLATE)]
     template: String,
@@ -95,6 +107,12 @@ pub struct AlignArgs {
 
 /// Runs `imix align`.
 pub fn run(a: AlignArgs) -> Result<()> {
+    if a.lora_rank > 0 {
+        Target::parse_list(&a.lora_targets)?;
+        if !(a.lora_alpha.is_finite() && a.lora_alpha > 0.0) {
+            anyhow::bail!("--lora-alpha {}: must be a positive number", a.lora_alpha);
+        }
+    }
     let opt = ReadOptions { text_column: a.text_column.clone(), ..Default::default() };
     let corpus = read_files(&a.corpus, &opt)?;
     let texts: Vec<String> = corpus.rows.into_iter().map(|r| r.text).collect();
@@ -109,16 +127,12 @@ pub fn run(a: AlignArgs) -> Result<()> {
     let pb = bar(texts.len() as u64, "embed");
     let emb = embed_corpus(&enc, &texts, Some(&cache), &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();
-    let acfg = AdaptorConfig {
-        encoder: enc.name().to_string(),
-        enc_dim: enc.dim(),
-        llm: llm.name().to_string(),
-        llm_dim: llm.config().hidden,
-        k: a.k,
-        hidden: a.hidden,
-        template: a.template.clone(),
-        lora: None,
+    let lora = match a.lora_rank {
+        0 => None,
+        rank => Some(LoraConfig { rank, alpha: a.lora_alpha, targets: Target::parse_list(&a.lora_targets)?, dims: LoraDims::of(llm.config()) }),
     };
+    let acfg =
+        AdaptorConfig { encoder: enc.name().to_string(), enc_dim: enc.dim(), llm: llm.name().to_string(), llm_dim: llm.config().hidden, k: a.k, hidden: a.hidden, template: a.template.clone(), lora };
     let cfg = AlignConfig {
         steps: a.steps,
         batch_size: a.batch_size,
@@ -135,11 +149,17 @@ pub fn run(a: AlignArgs) -> Result<()> {
     let adaptor = Adaptor::new(acfg, a.seed, llm.device())?;
     if let Some(p) = &a.init {
         let from = Adaptor::load(p, llm.device())?;
-        if from.config() != adaptor.config() {
-            anyhow::bail!("{}: its settings {:?} differ from this run's {:?}; match --k, --hidden and --template", p.display(), from.config(), adaptor.config());
+        let (mut fc, mut ac) = (from.config().clone(), adaptor.config().clone());
+        // An adaptor without LoRA may start a run with LoRA: its MLP is copied, the deltas start at zero.
+        if fc.lora.is_none() {
+            ac.lora = None;
+        }
+        fc.lora = fc.lora.take().filter(|_| ac.lora.is_some());
+        if fc != ac {
+            anyhow::bail!("{}: its settings {:?} differ from this run's {:?}; match --k, --hidden, --template and the LoRA flags", p.display(), from.config(), adaptor.config());
         }
         let w = from.sorted_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-        adaptor.set_weights(&w)?;
+        adaptor.set_weights_present(&w)?;
         tracing::info!("initialised from {}", p.display());
     }
     tracing::info!("adaptor: {} parameters, k = {}", adaptor.num_params(), a.k);

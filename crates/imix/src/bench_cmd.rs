@@ -47,7 +47,7 @@ pub struct BenchArgs {
     /// Lambda for inversed-mixup and embed-mixup
     #[arg(long, default_value = "beta:0.4")]
     lambda: String,
-    /// Decoding: greedy, beam:W or top-p:P
+    /// Decoding: greedy, beam:W, top-p:P or rerank:N (repetition control as in `imix augment`)
     #[arg(long, default_value = "greedy")]
     decode: String,
     /// Intrusion threshold
@@ -81,7 +81,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         warmup_steps: a.warmup_steps,
         pairing: a.pairs,
         lambda: a.lambda.parse()?,
-        gen: GenerateOptions { decode: a.decode.parse()?, max_new_tokens: 40, seed: 0, temperature: 1.0 },
+        gen: GenerateOptions { decode: a.decode.parse()?, max_new_tokens: 40, ..Default::default() },
         threshold: a.threshold,
         cls_steps: 300,
         cls_lr: 5e-2,

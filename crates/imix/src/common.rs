@@ -42,9 +42,17 @@ impl ModelArgs {
 /// How sentences are decoded.
 #[derive(Args, Debug, Clone)]
 pub struct DecodeArgs {
-    /// Decoding: greedy, beam:W or top-p:P
+    /// Decoding: greedy, beam:W (W beams), top-p:P (nucleus sampling) or rerank:N (greedy plus
+    /// N-1 top-p samples; the sentence whose embedding is closest to the target is kept, at N
+    /// times the decoding cost). W and N at most 64
     #[arg(long, default_value = "greedy")]
     pub decode: String,
+    /// Never repeat an n-gram of this many tokens within one sentence (0: off)
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub no_repeat_ngram: usize,
+    /// Penalise tokens already generated: positive logits divided, negative multiplied by it (1: off)
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    pub repetition_penalty: f32,
     /// Seed for sampling (and, in augment, for pairing and lambda draws)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -56,7 +64,17 @@ pub struct DecodeArgs {
 impl DecodeArgs {
     /// Generation options from the flags.
     pub fn options(&self) -> Result<inversed_mixup::nets::llm::GenerateOptions> {
-        Ok(inversed_mixup::nets::llm::GenerateOptions { decode: self.decode.parse()?, max_new_tokens: self.max_new_tokens, seed: self.seed, temperature: 1.0 })
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            anyhow::bail!("--repetition-penalty {}: must be a positive number (1 = off)", self.repetition_penalty);
+        }
+        Ok(inversed_mixup::nets::llm::GenerateOptions {
+            decode: self.decode.parse()?,
+            max_new_tokens: self.max_new_tokens,
+            seed: self.seed,
+            temperature: 1.0,
+            no_repeat_ngram: self.no_repeat_ngram,
+            repetition_penalty: self.repetition_penalty,
+        })
     }
 }
 

@@ -22,7 +22,7 @@ fn prompts(llm: &Llm) -> Tensor {
 fn cached_greedy_equals_uncached_recomputation() {
     let (_d, llm) = tiny();
     let p = prompts(&llm);
-    let opts = GenerateOptions { max_new_tokens: 6, ..Default::default() };
+    let opts = GenerateOptions { max_new_tokens: 6, no_repeat_ngram: 0, ..Default::default() };
     let got = llm.generate(&p, &opts).unwrap();
     for (row, out) in got.iter().enumerate() {
         let mut x = p.get(row).unwrap().unsqueeze(0).unwrap();
@@ -57,7 +57,7 @@ fn beam_of_one_is_greedy_and_beam_search_gives_one_sequence_per_row() {
 fn top_p_is_reproducible_per_seed() {
     let (_d, llm) = tiny();
     let p = prompts(&llm);
-    let o = |seed| GenerateOptions { decode: Decode::TopP(0.95), max_new_tokens: 8, seed, temperature: 1.0 };
+    let o = |seed| GenerateOptions { decode: Decode::TopP(0.95), max_new_tokens: 8, seed, ..Default::default() };
     let a = llm.generate(&p, &o(1)).unwrap();
     assert_eq!(a, llm.generate(&p, &o(1)).unwrap());
     assert_ne!(a, llm.generate(&p, &o(2)).unwrap());
@@ -68,7 +68,34 @@ fn decode_specs_parse() {
     assert_eq!("greedy".parse::<Decode>().unwrap(), Decode::Greedy);
     assert_eq!("beam:4".parse::<Decode>().unwrap(), Decode::Beam(4));
     assert_eq!("top-p:0.9".parse::<Decode>().unwrap(), Decode::TopP(0.9));
-    for bad in ["beam:0", "top-p:1.5", "nucleus", "beam:x"] {
+    assert_eq!("rerank:8".parse::<Decode>().unwrap(), Decode::Rerank(8));
+    for bad in ["beam:0", "top-p:1.5", "nucleus", "beam:x", "beam:100000", "rerank:0", "rerank:65"] {
         assert!(bad.parse::<Decode>().is_err(), "{bad}");
+    }
+}
+
+/// Token n-grams that occur more than once in `s`.
+fn repeated(s: &[u32], n: usize) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    s.windows(n).filter(|w| !seen.insert(w.to_vec())).count()
+}
+
+#[test]
+fn no_repeat_ngram_stops_the_loops_greedy_and_beam_fall_into() {
+    let (_d, llm) = tiny();
+    let p = prompts(&llm);
+    for decode in [Decode::Greedy, Decode::Beam(3)] {
+        let free = llm.generate(&p, &GenerateOptions { decode, max_new_tokens: 40, no_repeat_ngram: 0, ..Default::default() }).unwrap();
+        // The case is constructed so that the plain decoder loops: the test would prove nothing otherwise.
+        assert!(free.iter().any(|s| repeated(s, 3) > 0), "{decode:?}: the random model did not loop: {free:?}");
+        let held = llm.generate(&p, &GenerateOptions { decode, max_new_tokens: 40, no_repeat_ngram: 3, ..Default::default() }).unwrap();
+        for s in &held {
+            assert_eq!(repeated(s, 3), 0, "{decode:?}: a 3-gram repeats in {s:?}");
+        }
+        // A strong repetition penalty alone also breaks the loop of greedy decoding.
+        if decode == Decode::Greedy {
+            let pen = llm.generate(&p, &GenerateOptions { decode, max_new_tokens: 40, no_repeat_ngram: 0, repetition_penalty: 50.0, ..Default::default() }).unwrap();
+            assert!(pen.iter().map(|s| repeated(s, 3)).sum::<usize>() < free.iter().map(|s| repeated(s, 3)).sum::<usize>(), "penalty: {pen:?}");
+        }
     }
 }

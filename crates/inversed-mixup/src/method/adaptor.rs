@@ -155,6 +155,25 @@ impl Adaptor {
         Ok(())
     }
 
+    /// Copies in the tensors `t` has (checking shapes) and leaves the others as they are: an
+    /// adaptor without LoRA deltas starting a run with them.
+    pub fn set_weights_present(&self, t: &HashMap<String, Tensor>) -> Result<()> {
+        let have: HashMap<String, Tensor> = self.sorted_vars().into_iter().filter_map(|(n, _)| t.get(&n).map(|v| (n, v.clone()))).collect();
+        let missing: Vec<String> = self.mlp_vars().into_iter().map(|(n, _)| n).filter(|n| !have.contains_key(n)).collect();
+        if !missing.is_empty() {
+            return Err(Error::Config(format!("missing tensors {}", missing.join(", "))));
+        }
+        for (n, v) in self.sorted_vars() {
+            if let Some(src) = have.get(&n) {
+                if src.dims() != v.dims() {
+                    return Err(Error::Config(format!("tensor {n} has shape {:?}, expected {:?}", src.dims(), v.dims())));
+                }
+                v.set(&src.to_dtype(DType::F32)?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses to run with models other than the ones this adaptor (and its LoRA deltas) was trained for.
     pub fn check_models(&self, path: &Path, encoder: &str, enc_dim: usize, llm: &str, llm_cfg: &LlmConfig) -> Result<()> {
         let c = &self.cfg;

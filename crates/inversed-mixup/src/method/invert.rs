@@ -5,7 +5,7 @@ use crate::eval::text;
 use crate::method::adaptor::Adaptor;
 use crate::method::prompt::Prompt;
 use crate::nets::encoder::Encoder;
-use crate::nets::llm::{GenerateOptions, Llm};
+use crate::nets::llm::{Decode, GenerateOptions, Llm};
 use crate::Result;
 use candle_core::{Tensor, D};
 use serde::Serialize;
@@ -74,8 +74,37 @@ impl<'a> Inverter<'a> {
         self.merged.as_ref().unwrap_or(self.llm)
     }
 
-    /// Decodes embeddings `(n, enc_dim)` into sentences (one generation batch).
+    /// Decodes embeddings `(n, enc_dim)` into sentences (one generation batch). With
+    /// `rerank:N`, N candidates per row are decoded and the one whose embedding is closest to the
+    /// row of `h` is kept.
     pub fn decode(&self, h: &Tensor, opts: &GenerateOptions) -> Result<Vec<String>> {
+        let Decode::Rerank(n) = opts.decode else { return self.decode_once(h, opts) };
+        let mut best = self.decode_once(h, &GenerateOptions { decode: Decode::Greedy, ..opts.clone() })?;
+        if n == 1 {
+            return Ok(best);
+        }
+        let mut best_cos = self.similarity(h, &best)?;
+        for c in 1..n {
+            // Each candidate its own sampling streams (rows use seed + row within a candidate).
+            let o = GenerateOptions { decode: Decode::TopP(0.9), seed: opts.seed.wrapping_add((c as u64) << 32), ..opts.clone() };
+            let cand = self.decode_once(h, &o)?;
+            for (i, cos) in self.similarity(h, &cand)?.into_iter().enumerate() {
+                if cos > best_cos[i] {
+                    best_cos[i] = cos;
+                    best[i] = cand[i].clone();
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Cosine between each row of `h` and the embedding of the matching sentence.
+    fn similarity(&self, h: &Tensor, texts: &[String]) -> Result<Vec<f64>> {
+        let refs: Vec<&str> = texts.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
+        cosine_rows(h, &self.encoder.embed_batched(&refs)?)
+    }
+
+    fn decode_once(&self, h: &Tensor, opts: &GenerateOptions) -> Result<Vec<String>> {
         let soft = self.adaptor.forward(h)?;
         let llm = self.generator();
         let p = self.prompt.embeds(llm, &soft)?;

@@ -16,16 +16,25 @@ pub enum Decode {
     Beam(usize),
     /// Nucleus sampling: smallest set of tokens whose probability reaches `p`.
     TopP(f32),
+    /// N candidates (greedy, then N-1 top-p 0.9 samples), the one whose embedding is closest to
+    /// the target kept. Selection needs the encoder, so it happens in `method::invert`; the LLM
+    /// alone decodes this greedily.
+    Rerank(usize),
 }
+
+/// Largest beam width or rerank count accepted: memory and time grow linearly with it.
+pub const MAX_CANDIDATES: usize = 64;
 
 impl std::str::FromStr for Decode {
     type Err = Error;
     /// Parses `greedy`, `beam:W` or `top-p:P`.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::Config(format!("decode {s:?}: expected greedy, beam:W (W >= 1) or top-p:P (0 < P <= 1)"));
+        let bad = || Error::Config(format!("decode {s:?}: expected greedy, beam:W, top-p:P (0 < P <= 1) or rerank:N (W, N from 1 to {MAX_CANDIDATES})"));
+        let count = |w: &str| w.parse().ok().filter(|w| (1..=MAX_CANDIDATES).contains(w));
         match s.split_once(':') {
             None if s == "greedy" => Ok(Decode::Greedy),
-            Some(("beam", w)) => w.parse().ok().filter(|&w| w >= 1).map(Decode::Beam).ok_or_else(bad),
+            Some(("beam", w)) => count(w).map(Decode::Beam).ok_or_else(bad),
+            Some(("rerank", n)) => count(n).map(Decode::Rerank).ok_or_else(bad),
             Some(("top-p", p)) => p.parse().ok().filter(|&p: &f32| p > 0.0 && p <= 1.0).map(Decode::TopP).ok_or_else(bad),
             _ => Err(bad()),
         }
@@ -43,19 +52,48 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// Sampling temperature (top-p only).
     pub temperature: f32,
+    /// Never produce an n-gram of this many tokens twice in one output (0: off). The default 3
+    /// stops the loops a small decoder falls into ("a film about a film about ...").
+    pub no_repeat_ngram: usize,
+    /// Divides positive (multiplies negative) logits of tokens already generated (1: off).
+    pub repetition_penalty: f32,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { decode: Decode::Greedy, max_new_tokens: 48, seed: 0, temperature: 1.0 }
+        Self { decode: Decode::Greedy, max_new_tokens: 48, seed: 0, temperature: 1.0, no_repeat_ngram: 3, repetition_penalty: 1.0 }
     }
+}
+
+impl GenerateOptions {
+    /// Applies the repetition controls to the next-token scores of a sequence that has produced `seq`.
+    fn constrain(&self, seq: &[u32], row: &mut [f32]) {
+        if self.repetition_penalty != 1.0 {
+            for &t in seq {
+                let v = &mut row[t as usize];
+                *v = if *v > 0.0 { *v / self.repetition_penalty } else { *v * self.repetition_penalty };
+            }
+        }
+        for t in banned(seq, self.no_repeat_ngram) {
+            row[t as usize] = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// Tokens that would complete an `n`-gram already in `seq` (none when `n` is 0 or `seq` short).
+fn banned(seq: &[u32], n: usize) -> Vec<u32> {
+    if n == 0 || seq.len() + 1 < n {
+        return Vec::new();
+    }
+    let prefix = &seq[seq.len() + 1 - n..];
+    seq.windows(n).filter(|w| &w[..n - 1] == prefix).map(|w| w[n - 1]).collect()
 }
 
 impl Llm {
     /// Decodes one continuation per row of `prompt` `(b, t, hidden)`; returns token ids without EOS.
     pub fn generate(&self, prompt: &Tensor, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
         match opts.decode {
-            Decode::Beam(w) if w > 1 => self.beam(prompt, w, opts.max_new_tokens),
+            Decode::Beam(w) if w > 1 => self.beam(prompt, w, opts),
             _ => self.sample(prompt, opts),
         }
     }
@@ -103,7 +141,8 @@ impl Llm {
         let mut done = vec![false; b];
         for _ in 0..opts.max_new_tokens {
             let mut next = Vec::with_capacity(b);
-            for (i, row) in lp.iter().enumerate() {
+            for (i, row) in lp.iter_mut().enumerate() {
+                opts.constrain(&out[i], row);
                 let tok = match opts.decode {
                     Decode::TopP(p) => top_p(row, p, opts.temperature, &mut rngs[i]),
                     _ => argmax(row) as u32,
@@ -127,7 +166,8 @@ impl Llm {
     }
 
     #[allow(clippy::needless_range_loop)] // r indexes several parallel per-sequence arrays
-    fn beam(&self, prompt: &Tensor, w: usize, max_new: usize) -> Result<Vec<Vec<u32>>> {
+    fn beam(&self, prompt: &Tensor, w: usize, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+        let max_new = opts.max_new_tokens;
         let b = prompt.dim(0)?;
         let eos = self.tokenizer.eos;
         // Row r*w + j is beam j of sequence r.
@@ -150,6 +190,7 @@ impl Llm {
                     if score[row] == f32::NEG_INFINITY {
                         continue;
                     }
+                    opts.constrain(&seqs[row], &mut lp[row]);
                     for (tok, l) in top_k(&lp[row], 2 * w) {
                         cand.push((score[row] + l, row, tok));
                     }
