@@ -28,12 +28,17 @@ pub struct DataArgs {
 impl DataArgs {
     /// Reads the data (with a known label set when a model exists) and applies --shots.
     pub fn load(&self, known: Option<&[String]>) -> Result<Labelled> {
-        let d = read_labelled(std::slice::from_ref(&self.data), &self.text_column, &self.label_column, known)?;
+        Ok(self.load_with_pool(known)?.1)
+    }
+
+    /// The whole file and the sample --shots draws from it.
+    pub fn load_with_pool(&self, known: Option<&[String]>) -> Result<(Labelled, Labelled)> {
+        let all = read_labelled(std::slice::from_ref(&self.data), &self.text_column, &self.label_column, known)?;
         let d = match self.shots {
-            Some(k) => few_shot(&d, k, self.shots_seed),
-            None => d,
+            Some(k) => few_shot(&all, k, self.shots_seed),
+            None => all.clone(),
         };
         tracing::info!("{} labelled sentences, classes: {}", d.rows.len(), d.labels.join(", "));
-        Ok(d)
+        Ok((all, d))
     }
 }

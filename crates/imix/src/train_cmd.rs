@@ -1,12 +1,13 @@
 //! `imix train`: fit the task classifier on original (+ augmented) rows and evaluate it.
 
-use crate::common::ModelArgs;
+use crate::common::{bar, ModelArgs};
 use crate::data_args::DataArgs;
 use anyhow::{Context, Result};
 use clap::Args;
-use inversed_mixup::data::labelled::read_labelled;
+use inversed_mixup::data::labelled::{dev_sample, read_labelled, Labelled};
 use inversed_mixup::eval::classes::{accuracy_macro_f1, argmax};
 use inversed_mixup::method::classifier::{one_hot, Classifier};
+use inversed_mixup::method::task_model::{FinetuneConfig, TaskModel};
 use inversed_mixup::nets::encoder::embed_corpus;
 use inversed_mixup::nets::encoder::Encoder;
 use inversed_mixup::Error;
@@ -25,10 +26,36 @@ pub struct TrainArgs {
     eval: PathBuf,
     #[command(flatten)]
     models: ModelArgs,
-    /// Full-batch AdamW steps of the classifier
+    /// Fine-tune the encoder with the head (the paper's task model) instead of fitting a linear
+    /// probe on frozen embeddings
+    #[arg(long)]
+    finetune: bool,
+    /// With --finetune: train only the top N encoder layers (0: all layers and the embeddings)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    finetune_top: usize,
+    /// With --finetune: passes over the training rows (the best epoch on the dev sample is kept)
+    #[arg(long, default_value_t = 15)]
+    epochs: usize,
+    /// With --finetune: sentences per step
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// With --finetune: peak learning rate of the encoder (linear warm-up over 10 %, then linear decay)
+    #[arg(long, default_value_t = 5e-5)]
+    lr_encoder: f64,
+    /// With --finetune: peak learning rate of the head
+    #[arg(long, default_value_t = 1e-3)]
+    lr_head: f64,
+    /// With --finetune: dev examples per class for model selection, drawn from --data outside the
+    /// training sample [default: --shots; without --shots no dev sample, the last epoch is kept]
+    #[arg(long, value_name = "K")]
+    dev_shots: Option<usize>,
+    /// With --finetune: seed of the data order and of the dev sample
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Probe: full-batch AdamW steps of the classifier
     #[arg(long, default_value_t = 300)]
     steps: usize,
-    /// Learning rate
+    /// Probe: learning rate
     #[arg(long, default_value_t = 5e-2)]
     lr: f64,
     /// Also save the trained classifier here
@@ -61,7 +88,15 @@ pub fn read_augmented(path: &Path, labels: &[String]) -> Result<Vec<(String, Vec
 
 /// Runs `imix train`.
 pub fn run(a: TrainArgs) -> Result<()> {
-    let data = a.data.load(None)?;
+    for (flag, v) in [("--lr-encoder", a.lr_encoder), ("--lr-head", a.lr_head), ("--lr", a.lr)] {
+        if !(v.is_finite() && v > 0.0) {
+            anyhow::bail!("{flag} {v}: must be a positive number");
+        }
+    }
+    if a.epochs == 0 || a.batch_size == 0 || a.steps == 0 {
+        anyhow::bail!("--epochs, --batch-size and --steps must be at least 1");
+    }
+    let (pool, data) = a.data.load_with_pool(None)?;
     let eval = read_labelled(std::slice::from_ref(&a.eval), &a.data.text_column, &a.data.label_column, Some(&data.labels))?;
     let mut texts = data.texts();
     let mut targets = one_hot(&data.y, data.labels.len());
@@ -75,6 +110,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let dev = candle_core::Device::Cpu;
     let ep = a.models.encoder_dir()?;
+    if a.finetune {
+        return finetuned(&a, &pool, &data, &eval, &texts, &targets, &ep);
+    }
     let enc = Encoder::load(&ep, &dev)?;
     let h = embed_corpus(&enc, &texts, None, &|_, _| {})?;
     let cls = Classifier::new(data.labels.clone(), enc.dim(), &dev)?;
@@ -86,5 +124,41 @@ pub fn run(a: TrainArgs) -> Result<()> {
         cls.save(o, serde_json::json!({"encoder": enc.name()}))?;
     }
     println!("train_rows={} final_loss={loss:.4} eval_rows={} accuracy={acc:.4} macro_f1={f1:.4}", texts.len(), eval.rows.len());
+    Ok(())
+}
+
+/// `imix train --finetune`: the encoder and head trained together, the best epoch on a dev sample kept.
+fn finetuned(a: &TrainArgs, pool: &Labelled, data: &Labelled, eval: &Labelled, texts: &[String], targets: &[Vec<f64>], encoder_dir: &Path) -> Result<()> {
+    let dev_k = a.dev_shots.or(a.data.shots);
+    let dev = dev_k.map(|k| dev_sample(pool, data, k, a.seed));
+    if let Some(d) = &dev {
+        if d.rows.is_empty() {
+            anyhow::bail!("no rows of {} are left for a dev sample outside the training sample; pass --dev-shots 0", a.data.data.display());
+        }
+        tracing::info!("dev sample: {} rows outside the training sample", d.rows.len());
+    }
+    let dev = dev.filter(|d| !d.rows.is_empty());
+    let (enc, varmap) = Encoder::load_trainable(encoder_dir, None, &candle_core::Device::Cpu)?;
+    let head = Classifier::new(data.labels.clone(), enc.dim(), &candle_core::Device::Cpu)?;
+    let cfg = FinetuneConfig { epochs: a.epochs, batch_size: a.batch_size, lr_encoder: a.lr_encoder, lr_head: a.lr_head, top_layers: a.finetune_top, seed: a.seed, ..Default::default() };
+    let dev_texts = dev.as_ref().map(|d| d.texts());
+    let dev_pair = dev.as_ref().zip(dev_texts.as_ref()).map(|(d, t)| (t.as_slice(), d.y.as_slice()));
+    let pb = bar(a.epochs as u64, "finetune");
+    let model = TaskModel { encoder: &enc, varmap: &varmap, head: &head };
+    let report = model.finetune(texts, targets, dev_pair, &cfg, &|l| {
+        pb.set_position(l.epoch as u64);
+        pb.set_message(format!("loss {:.3}{}", l.loss, l.dev_accuracy.map(|d| format!(" dev {d:.3}")).unwrap_or_default()));
+    })?;
+    pb.finish_and_clear();
+    let pred = model.predict(&eval.texts())?;
+    let (acc, f1) = accuracy_macro_f1(&eval.y, &pred, data.labels.len());
+    let last = report.epochs.last().map_or(f64::NAN, |e| e.loss);
+    println!(
+        "train_rows={} final_loss={last:.4} eval_rows={} accuracy={acc:.4} macro_f1={f1:.4} model=finetuned kept_epoch={} dev_rows={}",
+        texts.len(),
+        eval.rows.len(),
+        report.kept_epoch,
+        dev.as_ref().map_or(0, |d| d.rows.len())
+    );
     Ok(())
 }

@@ -61,3 +61,13 @@ pub fn few_shot(d: &Labelled, k: usize, seed: u64) -> Labelled {
     keep.sort();
     Labelled { rows: keep.iter().map(|&i| d.rows[i].clone()).collect(), y: keep.iter().map(|&i| d.y[i]).collect(), labels: d.labels.clone() }
 }
+
+/// A dev sample of `k` examples per class drawn (seeded) from the rows of `d` that are not in
+/// `train`: model selection then never sees a training row, nor any row outside `d` (the test split
+/// is a different file and is never read for it).
+pub fn dev_sample(d: &Labelled, train: &Labelled, k: usize, seed: u64) -> Labelled {
+    let used: BTreeSet<(&PathBuf, usize)> = train.rows.iter().map(|r| (&r.file, r.line)).collect();
+    let keep: Vec<usize> = (0..d.rows.len()).filter(|&i| !used.contains(&(&d.rows[i].file, d.rows[i].line))).collect();
+    let rest = Labelled { rows: keep.iter().map(|&i| d.rows[i].clone()).collect(), y: keep.iter().map(|&i| d.y[i]).collect(), labels: d.labels.clone() };
+    few_shot(&rest, k, seed ^ 0xde5e_ed00)
+}

@@ -9,3 +9,4 @@ pub mod intrusion;
 pub mod invert;
 pub mod mixup;
 pub mod prompt;
+pub mod task_model;

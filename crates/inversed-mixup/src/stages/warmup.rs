@@ -72,17 +72,7 @@ pub struct FineTune<'a> {
 impl<'a> FineTune<'a> {
     /// Selects the variables to train: all (`top == 0`) or those of the top `top` layers.
     pub fn new(encoder: &'a Encoder, varmap: &VarMap, top: usize, texts: &[String]) -> Result<Self> {
-        let mut vars: Vec<(String, Var)> = varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let first = encoder.num_layers().saturating_sub(top);
-        let trained: Vec<(String, Var)> = vars
-            .iter()
-            .filter(|(n, _)| top == 0 || n.strip_prefix("encoder.layer.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i >= first))
-            .cloned()
-            .collect();
-        if trained.is_empty() {
-            return Err(Error::Config(format!("--finetune-encoder {top}: no encoder variables selected")));
-        }
+        let (vars, trained) = encoder.select_vars(varmap, top)?;
         let opt = AdamW::new(trained, AdamWConfig::default())?;
         Ok(Self { encoder, vars, opt, texts: texts.to_vec() })
     }

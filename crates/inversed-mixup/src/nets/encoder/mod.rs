@@ -6,9 +6,12 @@ mod infer;
 
 pub use embed_cache::embed_corpus;
 
+/// Variables with their names.
+pub type NamedVars = Vec<(String, candle_core::Var)>;
+
 use crate::nets::ops;
 use crate::{Error, Result};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor, Var, D};
 use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -115,6 +118,24 @@ impl Encoder {
             l.qkv = None;
         }
         Ok((e, vm))
+    }
+
+    /// The variables of a trainable encoder's `varmap`, sorted by name, and the subset to train:
+    /// all of them (`top == 0`) or those of the top `top` layers (embeddings and lower layers stay
+    /// frozen).
+    pub fn select_vars(&self, varmap: &VarMap, top: usize) -> Result<(NamedVars, NamedVars)> {
+        let mut vars: Vec<(String, Var)> = varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let first = self.num_layers().saturating_sub(top);
+        let trained: Vec<(String, Var)> = vars
+            .iter()
+            .filter(|(n, _)| top == 0 || n.strip_prefix("encoder.layer.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i >= first))
+            .cloned()
+            .collect();
+        if trained.is_empty() {
+            return Err(Error::Config(format!("fine-tuning the top {top} layers selects no encoder variables")));
+        }
+        Ok((vars, trained))
     }
 
     /// Builds the encoder from any `VarBuilder` (a VarMap-backed one makes the weights trainable).
