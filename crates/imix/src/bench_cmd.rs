@@ -5,10 +5,11 @@ use crate::report;
 use anyhow::{Context, Result};
 use clap::Args;
 use inversed_mixup::data::jsonl;
-use inversed_mixup::fewshot::grid::{load_dataset, read_results, run_cell, BenchConfig, Cell, CellResult, Models};
+use inversed_mixup::fewshot::grid::{load_dataset, read_results, run_cell, BenchConfig, Cell, CellResult, Models, Protocol};
 use inversed_mixup::fewshot::methods::Method;
 use inversed_mixup::method::adaptor::Adaptor;
 use inversed_mixup::method::mixup::Pairing;
+use inversed_mixup::method::task_model::FinetuneConfig;
 use inversed_mixup::nets::llm::GenerateOptions;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -56,14 +57,34 @@ pub struct BenchArgs {
     /// Evaluate on at most N test rows (seeded subsample)
     #[arg(long)]
     max_test: Option<usize>,
-    /// One dataset, one shot count, 2 seeds, 1 augmented row per example, short warm-up, 300 test rows
+    /// One dataset, one shot count, 2 seeds, 1 augmented row per example, short warm-up, 300 test
+    /// rows, at most 8 fine-tuning epochs
     #[arg(long)]
     quick: bool,
+    /// Task model: the encoder fine-tuned with a linear head (the paper's), or a linear probe on
+    /// frozen embeddings (under which readable text cannot help)
+    #[arg(long, value_enum, default_value_t = TaskModelKind::Finetune)]
+    task_model: TaskModelKind,
+    /// Fine-tuning epochs (the best on a dev sample of --shots per class is kept)
+    #[arg(long, default_value_t = 15)]
+    epochs: usize,
+    /// Fine-tuning: peak learning rate of the encoder
+    #[arg(long, default_value_t = 5e-5)]
+    lr_encoder: f64,
     /// Stage-1 adaptor [default: the shipped one]
     #[arg(long)]
     adaptor: Option<PathBuf>,
     #[command(flatten)]
     models: ModelArgs,
+}
+
+/// The task models `imix bench` can train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskModelKind {
+    /// Encoder fine-tuned with the head.
+    Finetune,
+    /// Linear probe on frozen embeddings.
+    Probe,
 }
 
 /// Runs `imix bench`.
@@ -75,6 +96,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         a.per_example = 1;
         a.warmup_steps = a.warmup_steps.min(5);
         a.max_test = Some(a.max_test.unwrap_or(300).min(300));
+        a.epochs = a.epochs.min(8);
     }
     let cfg = BenchConfig {
         per_example: a.per_example,
@@ -86,6 +108,10 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         cls_steps: 300,
         cls_lr: 5e-2,
         max_test: a.max_test,
+        protocol: match a.task_model {
+            TaskModelKind::Probe => Protocol::Probe,
+            TaskModelKind::Finetune => Protocol::Finetune(FinetuneConfig { epochs: a.epochs, lr_encoder: a.lr_encoder, ..Default::default() }),
+        },
     };
     std::fs::create_dir_all(a.out.join("generated")).with_context(|| a.out.display().to_string())?;
     let results_path = a.out.join("results.jsonl");
@@ -93,7 +119,8 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     let (enc, llm) = a.models.load()?;
     let adaptor_path = a.adaptor.clone().unwrap_or_else(default_adaptor);
     Adaptor::load(&adaptor_path, llm.device())?.check_models(&adaptor_path, enc.name(), enc.dim(), llm.name(), llm.config())?;
-    let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path };
+    let encoder_dir = a.models.encoder_dir()?;
+    let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path, encoder_dir: &encoder_dir };
     let cells = a.datasets.len() * a.shots.len() * a.seeds as usize;
     let pb = bar(cells as u64, "bench");
     let started = std::time::Instant::now();
@@ -111,7 +138,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         let mut test_h: Option<candle_core::Tensor> = None;
         for &shots in &a.shots {
             for seed in 0..a.seeds {
-                let done = |m: Method, r: &[CellResult]| r.iter().any(|c| &c.dataset == ds && c.shots == shots && c.seed == seed && c.method == m);
+                let done = |m: Method, r: &[CellResult]| r.iter().any(|c| &c.dataset == ds && c.shots == shots && c.seed == seed && c.method == m && c.task_model == cfg.protocol.name());
                 let missing: Vec<Method> = a.methods.iter().copied().filter(|&m| !done(m, &results)).collect();
                 pb.set_message(format!("{ds} {shots}-shot seed {seed}"));
                 if !missing.is_empty() {
@@ -138,7 +165,10 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    report::write(&a.out, &results, &a.methods)?;
+    // Rows of the other task model (a grid run earlier into the same folder) stay in the file but
+    // not in this report.
+    let mine: Vec<CellResult> = results.into_iter().filter(|r| r.task_model == cfg.protocol.name()).collect();
+    report::write(&a.out, &mine, &a.methods)?;
     println!("{cells} cells ({computed} computed now) in {:.1} min; reports in {}", started.elapsed().as_secs_f64() / 60.0, a.out.display());
     Ok(())
 }

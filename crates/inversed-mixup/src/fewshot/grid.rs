@@ -1,7 +1,7 @@
 //! The few-shot benchmark: every augmentation method on exactly the same few-shot sample, the same
 //! task model and the same test split; resumable cell by cell.
 
-use crate::data::labelled::{few_shot, read_labelled, Labelled};
+use crate::data::labelled::{dev_sample, few_shot, read_labelled, Labelled};
 use crate::eval::classes::{accuracy_macro_f1, argmax};
 use crate::fewshot::baselines::{eda_all, embed_mixup_plan};
 use crate::fewshot::methods::Method;
@@ -11,6 +11,7 @@ use crate::method::classifier::{one_hot, Classifier};
 use crate::method::intrusion::Mitigation;
 use crate::method::invert::Inverter;
 use crate::method::mixup::{plan, LambdaSpec, Pairing};
+use crate::method::task_model::{FinetuneConfig, TaskModel};
 use crate::nets::encoder::Encoder;
 use crate::nets::llm::{GenerateOptions, Llm};
 use crate::stages::warmup::{Warmup, WarmupConfig};
@@ -30,6 +31,9 @@ pub struct CellResult {
     pub seed: u64,
     /// Method.
     pub method: Method,
+    /// Task model: `finetune` or `probe` (rows written before the fine-tuned protocol existed are probe rows).
+    #[serde(default = "probe_name")]
+    pub task_model: String,
     /// Test accuracy.
     pub accuracy: f64,
     /// Test macro-F1.
@@ -42,6 +46,10 @@ pub struct CellResult {
     pub intrusion_rate: Option<f64>,
     /// Wall-clock seconds spent on this method (shared warm-up and generation counted once).
     pub seconds: f64,
+}
+
+fn probe_name() -> String {
+    "probe".into()
 }
 
 /// Benchmark settings.
@@ -65,6 +73,29 @@ pub struct BenchConfig {
     pub cls_lr: f64,
     /// Evaluate on at most this many test rows (seeded subsample), all when `None`.
     pub max_test: Option<usize>,
+    /// How the task model learns from each method's rows.
+    pub protocol: Protocol,
+}
+
+/// The task model of the benchmark.
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    /// A linear probe on frozen encoder embeddings (a perfect inverter's sentence re-embeds to the
+    /// mixed vector, so readable text cannot add anything here).
+    Probe,
+    /// The encoder fine-tuned with the head (the paper's task model), the best epoch on a dev
+    /// sample of the same size, drawn from the train split outside the sample, kept.
+    Finetune(FinetuneConfig),
+}
+
+impl Protocol {
+    /// The name recorded in result rows.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Probe => "probe",
+            Protocol::Finetune(_) => "finetune",
+        }
+    }
 }
 
 /// Models shared by all cells.
@@ -75,6 +106,8 @@ pub struct Models<'a> {
     pub llm: &'a Llm,
     /// Stage-1 adaptor file (re-loaded for each cell's warm-up).
     pub adaptor: &'a Path,
+    /// The encoder's directory (fine-tuning loads a fresh trainable copy per method).
+    pub encoder_dir: &'a Path,
 }
 
 /// Reads `dir/name/{train,test}.tsv`.
@@ -107,23 +140,74 @@ struct Sample<'a> {
     texts: Vec<String>,
     h: Tensor,
     y: Vec<Vec<f64>>,
+    /// Model selection rows for the fine-tuned protocol (outside the sample, from the train split).
+    dev: Labelled,
+    /// Name of the task model protocol.
+    protocol: &'static str,
+}
+
+/// What a method adds to the sample.
+#[derive(Default)]
+struct Extra {
+    /// Readable rows.
+    texts: Vec<String>,
+    /// Their (soft) labels; for embedding Mixup under the probe, the labels of `h`.
+    y: Vec<Vec<f64>>,
+    /// Probe: embeddings of the extra rows when they are not texts (embedding Mixup).
+    h: Option<Tensor>,
+    /// Fine-tuning: embedding Mixup inside the loop with this Beta alpha.
+    mixup: Option<f64>,
 }
 
 impl Sample<'_> {
     /// A result row of this cell.
     fn result(&self, method: Method, (accuracy, macro_f1): (f64, f64), aug_rows: usize, intrusion_rate: Option<f64>, seconds: f64) -> CellResult {
         let c = self.cell;
-        CellResult { dataset: c.dataset.into(), shots: c.shots, seed: c.seed, method, accuracy, macro_f1, train_rows: self.texts.len(), aug_rows, intrusion_rate, seconds }
+        CellResult {
+            dataset: c.dataset.into(),
+            shots: c.shots,
+            seed: c.seed,
+            method,
+            task_model: self.protocol.into(),
+            accuracy,
+            macro_f1,
+            train_rows: self.texts.len(),
+            aug_rows,
+            intrusion_rate,
+            seconds,
+        }
     }
 
-    /// Trains the task classifier on the sample plus `extra` (embeddings, soft labels), evaluates on the test split.
-    fn fit_eval(&self, extra: Option<(&Tensor, &[Vec<f64>])>, cfg: &BenchConfig) -> Result<(f64, f64)> {
-        let (h, y) = match extra {
+    /// Trains the task model on the sample plus `extra` under the configured protocol and
+    /// evaluates it on the test split: (accuracy, macro-F1).
+    fn fit_eval(&self, m: &Models, extra: Extra, cfg: &BenchConfig) -> Result<(f64, f64)> {
+        let Protocol::Finetune(fc) = &cfg.protocol else { return self.probe(m, extra, cfg) };
+        let texts: Vec<String> = self.texts.iter().chain(&extra.texts).cloned().collect();
+        let y: Vec<Vec<f64>> = self.y.iter().chain(&extra.y).cloned().collect();
+        let (enc, varmap) = Encoder::load_trainable(m.encoder_dir, None, self.h.device())?;
+        let head = Classifier::new(self.data.labels.clone(), enc.dim(), self.h.device())?;
+        let model = TaskModel { encoder: &enc, varmap: &varmap, head: &head };
+        let fc = FinetuneConfig { seed: self.cell.seed, mixup_alpha: extra.mixup, ..fc.clone() };
+        let dev_texts = self.dev.texts();
+        let dev = (!dev_texts.is_empty()).then_some((dev_texts.as_slice(), self.dev.y.as_slice()));
+        model.finetune(&texts, &y, dev, &fc, &|_| {})?;
+        let pred = model.predict(&self.cell.test.texts())?;
+        Ok(accuracy_macro_f1(&self.cell.test.y, &pred, self.data.labels.len()))
+    }
+
+    /// The linear probe on frozen embeddings of the sample plus `extra`.
+    fn probe(&self, m: &Models, extra: Extra, cfg: &BenchConfig) -> Result<(f64, f64)> {
+        let eh = match extra.h {
+            Some(h) => Some(h),
+            None if !extra.texts.is_empty() => Some(m.encoder.embed_batched(&extra.texts.iter().map(String::as_str).collect::<Vec<_>>())?),
+            None => None,
+        };
+        let (h, y) = match eh {
             None => (self.h.clone(), self.y.clone()),
-            Some((eh, ey)) => {
+            Some(eh) => {
                 let mut y = self.y.clone();
-                y.extend_from_slice(ey);
-                (Tensor::cat(&[&self.h, eh], 0)?, y)
+                y.extend_from_slice(&extra.y);
+                (Tensor::cat(&[&self.h, &eh], 0)?, y)
             }
         };
         let cls = Classifier::new(self.data.labels.clone(), h.dim(1)?, h.device())?;
@@ -136,42 +220,38 @@ impl Sample<'_> {
     fn baseline(&self, m: &Models, method: Method, cfg: &BenchConfig) -> Result<Option<CellResult>> {
         let t0 = std::time::Instant::now();
         let seed = self.cell.seed;
-        let (scores, aug) = match method {
-            Method::None => (self.fit_eval(None, cfg)?, 0),
+        let alpha = match cfg.lambda {
+            LambdaSpec::Beta(a) => a,
+            _ => 0.4,
+        };
+        let extra = match method {
+            Method::None => Extra::default(),
             Method::Eda => {
                 let aug = eda_all(&self.texts, cfg.per_example, seed);
-                let ar: Vec<&str> = aug.iter().map(|(_, t)| t.as_str()).collect();
-                let ah = m.encoder.embed_batched(&ar)?;
-                let ay: Vec<Vec<f64>> = aug.iter().map(|(i, _)| self.y[*i].clone()).collect();
-                (self.fit_eval(Some((&ah, &ay)), cfg)?, aug.len())
+                Extra { y: aug.iter().map(|(i, _)| self.y[*i].clone()).collect(), texts: aug.into_iter().map(|(_, t)| t).collect(), ..Default::default() }
             }
+            Method::EmbedMixup if matches!(cfg.protocol, Protocol::Finetune(_)) => Extra { mixup: Some(alpha), ..Default::default() },
             Method::EmbedMixup => {
-                let alpha = match cfg.lambda {
-                    LambdaSpec::Beta(a) => a,
-                    _ => 0.4,
-                };
                 let p = embed_mixup_plan(self.texts.len(), cfg.per_example, alpha, seed)?;
                 let ids = |f: fn(&(usize, usize, f64)) -> usize| Tensor::new(p.iter().map(|x| f(x) as u32).collect::<Vec<_>>().as_slice(), self.h.device());
                 let l: Vec<f64> = p.iter().map(|x| x.2).collect();
                 let mh = mix_embeddings(&self.h.index_select(&ids(|x| x.0)?, 0)?, &self.h.index_select(&ids(|x| x.1)?, 0)?, &l, false)?;
                 let my: Vec<Vec<f64>> = p.iter().map(|&(a, b, l)| self.y[a].iter().zip(&self.y[b]).map(|(u, v)| l * u + (1.0 - l) * v).collect()).collect();
-                (self.fit_eval(Some((&mh, &my)), cfg)?, p.len())
+                Extra { h: Some(mh), y: my, ..Default::default() }
             }
             _ => return Ok(None),
         };
+        let aug = extra.y.len().max(if extra.mixup.is_some() { self.texts.len() } else { 0 });
+        let scores = self.fit_eval(m, extra, cfg)?;
         Ok(Some(self.result(method, scores, aug, None, t0.elapsed().as_secs_f64())))
     }
 
     /// Trains on the sample plus the generated rows that `mitigation` keeps (with their labels).
     fn fit_generated(&self, m: &Models, rows: &[AugRow], mitigation: Mitigation, cfg: &BenchConfig) -> Result<((f64, f64), usize)> {
         let vec_of = |map: &std::collections::BTreeMap<String, f64>| self.data.labels.iter().map(|l| map[l]).collect::<Vec<f64>>();
-        let kept: Vec<(&str, Vec<f64>)> = rows.iter().filter_map(|r| mitigation.apply(&vec_of(&r.mix_label), &vec_of(&r.predicted), r.intrusion).map(|s| (r.text.as_str(), s))).collect();
-        if kept.is_empty() {
-            return Ok((self.fit_eval(None, cfg)?, 0));
-        }
-        let kr: Vec<&str> = kept.iter().map(|k| k.0).collect();
-        let ky: Vec<Vec<f64>> = kept.iter().map(|k| k.1.clone()).collect();
-        Ok((self.fit_eval(Some((&m.encoder.embed_batched(&kr)?, &ky)), cfg)?, kept.len()))
+        let (texts, y): (Vec<String>, Vec<Vec<f64>>) = rows.iter().filter_map(|r| mitigation.apply(&vec_of(&r.mix_label), &vec_of(&r.predicted), r.intrusion).map(|s| (r.text.clone(), s))).unzip();
+        let n = texts.len();
+        Ok((self.fit_eval(m, Extra { texts, y, ..Default::default() }, cfg)?, n))
     }
 }
 
@@ -182,7 +262,11 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let h = m.encoder.embed_batched(&refs)?;
     let y = one_hot(&data.y, data.labels.len());
-    let sample = Sample { cell, data, texts, h, y };
+    let dev = match cfg.protocol {
+        Protocol::Finetune(_) => dev_sample(cell.train, &data, cell.shots, cell.seed),
+        Protocol::Probe => Labelled { rows: Vec::new(), y: Vec::new(), labels: data.labels.clone() },
+    };
+    let sample = Sample { cell, data, texts, h, y, dev, protocol: cfg.protocol.name() };
     let mut out = Vec::new();
     for &method in missing {
         out.extend(sample.baseline(m, method, cfg)?);

@@ -34,11 +34,15 @@ pub struct FinetuneConfig {
     pub top_layers: usize,
     /// Seed of the data order.
     pub seed: u64,
+    /// Embedding Mixup inside fine-tuning (TMix/SSMix-style, on the pooled embeddings): every
+    /// batch also trains on each row mixed with another row of the batch, lambda ~ Beta(alpha, alpha).
+    #[serde(default)]
+    pub mixup_alpha: Option<f64>,
 }
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
-        Self { epochs: 15, batch_size: 8, lr_encoder: 5e-5, lr_head: 1e-3, warmup: 0.1, weight_decay: 0.01, top_layers: 0, seed: 0 }
+        Self { epochs: 15, batch_size: 8, lr_encoder: 5e-5, lr_head: 1e-3, warmup: 0.1, weight_decay: 0.01, top_layers: 0, seed: 0, mixup_alpha: None }
     }
 }
 
@@ -119,6 +123,8 @@ fn finetune(m: &TaskModel, texts: &[String], targets: &[Vec<f64>], dev: Option<(
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     let mut logs = Vec::with_capacity(cfg.epochs);
     let mut step = 0;
+    let mix = cfg.mixup_alpha.map(crate::method::mixup::beta).transpose()?;
+    let mut mix_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x3141_5926);
     for epoch in 0..cfg.epochs {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ (0x7a5c_0000 + epoch as u64)));
@@ -127,7 +133,22 @@ fn finetune(m: &TaskModel, texts: &[String], targets: &[Vec<f64>], dev: Option<(
             let bt: Vec<&str> = batch.iter().map(|&i| texts[i].as_str()).collect();
             let by: Vec<Vec<f64>> = batch.iter().map(|&i| targets[i].clone()).collect();
             let h = encoder.embed(&bt)?;
-            let loss = head.loss(&h, &targets_tensor(&by, h.device())?)?;
+            let y = targets_tensor(&by, h.device())?;
+            let mut loss = head.loss(&h, &y)?;
+            if let Some(dist) = &mix {
+                // Each row with a random partner of the batch, pooled embeddings and labels mixed.
+                use rand::Rng;
+                use rand_distr::Distribution;
+                let n = batch.len();
+                let partner: Vec<u32> = (0..n).map(|_| mix_rng.random_range(0..n) as u32).collect();
+                let lam: Vec<f32> = (0..n).map(|_| dist.sample(&mut mix_rng) as f32).collect();
+                let p = Tensor::new(partner.as_slice(), h.device())?;
+                let l = Tensor::from_vec(lam.clone(), (n, 1), h.device())?;
+                let one_minus = (1.0 - &l)?;
+                let hm = (h.broadcast_mul(&l)? + h.index_select(&p, 0)?.broadcast_mul(&one_minus)?)?;
+                let ym = (y.broadcast_mul(&l)? + y.index_select(&p, 0)?.broadcast_mul(&one_minus)?)?;
+                loss = ((loss + head.loss(&hm, &ym)?)? * 0.5)?;
+            }
             let v = loss.to_scalar::<f32>()? as f64;
             if !v.is_finite() {
                 return Err(Error::Config(format!("fine-tuning diverged: loss {v} at epoch {}; lower the learning rates", epoch + 1)));
