@@ -1,5 +1,6 @@
 //! `imix align`: stage 1 training of the adaptor.
 
+use crate::check;
 use crate::common::{bar, ModelArgs};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -107,11 +108,20 @@ pub struct AlignArgs {
 
 /// Runs `imix align`.
 pub fn run(a: AlignArgs) -> Result<()> {
+    for (f, n) in [("--k", a.k), ("--hidden", a.hidden), ("--steps", a.steps), ("--batch-size", a.batch_size), ("--checkpoint-every", a.checkpoint_every), ("--max-target-tokens", a.max_target_tokens)]
+    {
+        check::at_least_one(f, n)?;
+    }
+    check::positive("--lr", a.lr)?;
+    check::unit("--lr-floor", a.lr_floor)?;
+    check::non_negative("--clip", a.clip)?;
+    check::non_negative("--weight-decay", a.weight_decay)?;
+    if let Some(m) = a.max_minutes {
+        check::positive("--max-minutes", m)?;
+    }
     if a.lora_rank > 0 {
         Target::parse_list(&a.lora_targets)?;
-        if !(a.lora_alpha.is_finite() && a.lora_alpha > 0.0) {
-            anyhow::bail!("--lora-alpha {}: must be a positive number", a.lora_alpha);
-        }
+        check::positive("--lora-alpha", a.lora_alpha)?;
     }
     let opt = ReadOptions { text_column: a.text_column.clone(), ..Default::default() };
     let corpus = read_files(&a.corpus, &opt)?;

@@ -1,5 +1,6 @@
 //! `imix augment` (stage 3) and `imix interpolate`.
 
+use crate::check;
 use crate::common::{bar, load_adaptor, DecodeArgs, ModelArgs};
 use crate::data_args::DataArgs;
 use anyhow::Result;
@@ -62,6 +63,10 @@ pub struct AugmentArgs {
 
 /// Runs `imix augment`.
 pub fn run(a: AugmentArgs) -> Result<()> {
+    check::at_least_one("--per-example", a.per_example)?;
+    check::at_least_one("--batch-size", a.batch_size)?;
+    check::unit("--threshold", a.threshold)?;
+    a.dec.options()?;
     let lambda: LambdaSpec = a.lambda.parse()?;
     let paths = BundlePaths::new(&a.model);
     let labels = bundle::load_classifier(&paths, &candle_core::Device::Cpu)?.labels;

@@ -89,6 +89,14 @@ pub enum TaskModelKind {
 
 /// Runs `imix bench`.
 pub fn run(mut a: BenchArgs) -> Result<()> {
+    for (f, n) in [("--seeds", a.seeds as usize), ("--per-example", a.per_example), ("--epochs", a.epochs), ("--max-test", a.max_test.unwrap_or(1))] {
+        crate::check::at_least_one(f, n)?;
+    }
+    if a.shots.contains(&0) {
+        anyhow::bail!("--shots: every count must be at least 1");
+    }
+    crate::check::unit("--threshold", a.threshold)?;
+    crate::check::positive("--lr-encoder", a.lr_encoder)?;
     if a.quick {
         a.datasets.truncate(1);
         a.shots.truncate(1);

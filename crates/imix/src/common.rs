@@ -64,9 +64,8 @@ pub struct DecodeArgs {
 impl DecodeArgs {
     /// Generation options from the flags.
     pub fn options(&self) -> Result<inversed_mixup::nets::llm::GenerateOptions> {
-        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            anyhow::bail!("--repetition-penalty {}: must be a positive number (1 = off)", self.repetition_penalty);
-        }
+        crate::check::positive("--repetition-penalty", self.repetition_penalty as f64)?;
+        crate::check::at_least_one("--max-new-tokens", self.max_new_tokens)?;
         Ok(inversed_mixup::nets::llm::GenerateOptions {
             decode: self.decode.parse()?,
             max_new_tokens: self.max_new_tokens,

@@ -33,6 +33,9 @@ impl DataArgs {
 
     /// The whole file and the sample --shots draws from it.
     pub fn load_with_pool(&self, known: Option<&[String]>) -> Result<(Labelled, Labelled)> {
+        if let Some(k) = self.shots {
+            crate::check::at_least_one("--shots", k)?;
+        }
         let all = read_labelled(std::slice::from_ref(&self.data), &self.text_column, &self.label_column, known)?;
         let d = match self.shots {
             Some(k) => few_shot(&all, k, self.shots_seed),

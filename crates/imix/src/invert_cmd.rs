@@ -1,5 +1,6 @@
 //! `imix invert`: reconstruct sentences from their own embeddings.
 
+use crate::check;
 use crate::common::{bar, load_adaptor, DecodeArgs, ModelArgs};
 use anyhow::Result;
 use clap::Args;
@@ -37,11 +38,18 @@ pub struct InvertArgs {
 
 /// Runs `imix invert`.
 pub fn run(a: InvertArgs) -> Result<()> {
+    check::at_least_one("--batch-size", a.batch_size)?;
+    if let Some(n) = a.limit {
+        check::at_least_one("--limit", n)?;
+    }
     let gen = a.dec.options()?;
     let opt = ReadOptions { text_column: a.text_column.clone(), ..Default::default() };
     let mut texts: Vec<String> = read_files(std::slice::from_ref(&a.input), &opt)?.rows.into_iter().map(|r| r.text).collect();
     if let Some(n) = a.limit {
         texts.truncate(n);
+    }
+    if texts.is_empty() {
+        anyhow::bail!("{}: no sentences to invert", a.input.display());
     }
     let (enc, llm) = a.models.load()?;
     let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;

@@ -3,6 +3,7 @@
 mod align_cmd;
 mod augment_cmd;
 mod bench_cmd;
+mod check;
 mod common;
 mod data_args;
 mod invert_cmd;

@@ -1,5 +1,6 @@
 //! `imix train`: fit the task classifier on original (+ augmented) rows and evaluate it.
 
+use crate::check;
 use crate::common::{bar, ModelArgs};
 use crate::data_args::DataArgs;
 use anyhow::{Context, Result};
@@ -89,12 +90,10 @@ pub fn read_augmented(path: &Path, labels: &[String]) -> Result<Vec<(String, Vec
 /// Runs `imix train`.
 pub fn run(a: TrainArgs) -> Result<()> {
     for (flag, v) in [("--lr-encoder", a.lr_encoder), ("--lr-head", a.lr_head), ("--lr", a.lr)] {
-        if !(v.is_finite() && v > 0.0) {
-            anyhow::bail!("{flag} {v}: must be a positive number");
-        }
+        check::positive(flag, v)?;
     }
-    if a.epochs == 0 || a.batch_size == 0 || a.steps == 0 {
-        anyhow::bail!("--epochs, --batch-size and --steps must be at least 1");
+    for (flag, n) in [("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--steps", a.steps)] {
+        check::at_least_one(flag, n)?;
     }
     let (pool, data) = a.data.load_with_pool(None)?;
     let eval = read_labelled(std::slice::from_ref(&a.eval), &a.data.text_column, &a.data.label_column, Some(&data.labels))?;

@@ -1,5 +1,6 @@
 //! `imix warmup`: stage 2, task classifier + adaptor refinement.
 
+use crate::check;
 use crate::common::{bar, load_adaptor, ModelArgs};
 use crate::data_args::DataArgs;
 use anyhow::{Context, Result};
@@ -60,6 +61,13 @@ pub struct WarmupArgs {
 
 /// Runs `imix warmup`.
 pub fn run(a: WarmupArgs) -> Result<()> {
+    for (f, n) in [("--steps", a.steps), ("--batch-size", a.batch_size), ("--checkpoint-every", a.checkpoint_every)] {
+        check::at_least_one(f, n)?;
+    }
+    check::non_negative("--beta", a.beta)?;
+    for (f, v) in [("--lr-classifier", a.lr_classifier), ("--lr-adaptor", a.lr_adaptor), ("--lr-encoder", a.lr_encoder)] {
+        check::positive(f, v)?;
+    }
     let data = a.data.load(None)?;
     let (enc, llm) = a.models.load()?;
     let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;

@@ -56,8 +56,8 @@ impl std::str::FromStr for LambdaSpec {
         };
         if let Some(a) = s.strip_prefix("beta:") {
             let a: f64 = a.parse().map_err(|_| bad("alpha is not a number"))?;
-            if a <= 0.0 {
-                return Err(bad("alpha must be positive"));
+            if !(a.is_finite() && a > 0.0) {
+                return Err(bad("alpha must be a positive number"));
             }
             Ok(LambdaSpec::Beta(a))
         } else if let Some(g) = s.strip_prefix("grid:") {

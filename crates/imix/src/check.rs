@@ -1,0 +1,52 @@
+//! Flag checks that run before any model loads: a bad value is refused with the flag's name and
+//! its valid range, never discovered after minutes of work or turned into NaN output.
+
+use anyhow::{bail, Result};
+
+/// A finite number above zero (learning rates, Beta alpha, LoRA alpha).
+pub fn positive(flag: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        bail!("{flag} {v}: must be a positive number");
+    }
+    Ok(())
+}
+
+/// A finite number from 0 to 1 (probabilities, fractions, thresholds).
+pub fn unit(flag: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+        bail!("{flag} {v}: must lie in [0, 1]");
+    }
+    Ok(())
+}
+
+/// A count of at least one (steps, batch sizes, shots, k, widths).
+pub fn at_least_one(flag: &str, n: usize) -> Result<()> {
+    if n == 0 {
+        bail!("{flag} 0: must be at least 1");
+    }
+    Ok(())
+}
+
+/// A finite number that is not negative (weights of loss terms, weight decay, clipping norms).
+pub fn non_negative(flag: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        bail!("{flag} {v}: must be a number >= 0");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert!(positive("--lr", 1e-3).is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(positive("--lr", bad).unwrap_err().to_string().starts_with("--lr"));
+        }
+        assert!(unit("--threshold", 0.8).is_ok() && unit("--threshold", 1.5).is_err() && unit("--threshold", f64::NAN).is_err());
+        assert!(at_least_one("--steps", 0).is_err() && at_least_one("--steps", 1).is_ok());
+        assert!(non_negative("--beta", 0.0).is_ok() && non_negative("--beta", -0.1).is_err());
+    }
+}
