@@ -4,6 +4,7 @@ use crate::common::{bar, default_adaptor, ModelArgs};
 use crate::report;
 use anyhow::{Context, Result};
 use clap::Args;
+use inversed_mixup::data::corpus::{read_files, ReadOptions};
 use inversed_mixup::data::jsonl;
 use inversed_mixup::fewshot::grid::{load_dataset, read_results, run_cell, BenchConfig, Cell, CellResult, Models, Protocol};
 use inversed_mixup::fewshot::methods::Method;
@@ -31,8 +32,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     seeds: u64,
     /// Methods to run
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "none,eda,embed-mixup,reconstruct,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-relabel")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "none,duplicate,eda,embed-mixup,retrieval-mixup,reconstruct,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-relabel")]
     methods: Vec<Method>,
+    /// Unlabeled sentences for retrieval-mixup (one a line) [default: DATA_DIR/../unlabeled/wiki.txt]
+    #[arg(long, value_name = "FILE")]
+    pool: Option<PathBuf>,
     /// Output folder: results.jsonl, summary.md, *.svg, generated/
     #[arg(long, default_value = "results/bench")]
     out: PathBuf,
@@ -121,6 +125,15 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
             TaskModelKind::Finetune => Protocol::Finetune(FinetuneConfig { epochs: a.epochs, lr_encoder: a.lr_encoder, ..Default::default() }),
         },
     };
+    let pool_path = if a.methods.contains(&Method::RetrievalMixup) {
+        let p = a.pool.clone().unwrap_or_else(|| a.data_dir.join("../unlabeled/wiki.txt"));
+        if !p.is_file() {
+            anyhow::bail!("retrieval-mixup needs unlabeled sentences: {} does not exist (pass --pool FILE, or leave the method out with --methods)", p.display());
+        }
+        Some(p)
+    } else {
+        None
+    };
     std::fs::create_dir_all(a.out.join("generated")).with_context(|| a.out.display().to_string())?;
     let results_path = a.out.join("results.jsonl");
     let mut results = read_results(&results_path)?;
@@ -128,7 +141,17 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     let adaptor_path = a.adaptor.clone().unwrap_or_else(default_adaptor);
     Adaptor::load(&adaptor_path, llm.device())?.check_models(&adaptor_path, enc.name(), enc.dim(), llm.name(), llm.config())?;
     let encoder_dir = a.models.encoder_dir()?;
-    let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path, encoder_dir: &encoder_dir };
+    let pool = match &pool_path {
+        Some(p) => {
+            let texts: Vec<String> = read_files(std::slice::from_ref(p), &ReadOptions::default())?.rows.into_iter().map(|r| r.text).collect();
+            let pb = bar(texts.len() as u64, "pool");
+            let h = inversed_mixup::nets::encoder::embed_corpus(&enc, &texts, Some(&a.out.join("pool.emb.safetensors")), &|d, _| pb.set_position(d as u64))?;
+            pb.finish_and_clear();
+            Some((texts, h))
+        }
+        None => None,
+    };
+    let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path, encoder_dir: &encoder_dir, pool: pool.as_ref().map(|(t, h)| (t.as_slice(), h)) };
     let cells = a.datasets.len() * a.shots.len() * a.seeds as usize;
     let pb = bar(cells as u64, "bench");
     let started = std::time::Instant::now();

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 fn write_toy(dir: &std::path::Path) {
-    let d = dir.join("toy");
+    let d = dir.join("benchmarks/toy");
     std::fs::create_dir_all(&d).unwrap();
     let pos = ["a wonderful and moving film", "great acting and a clever story", "i loved every minute", "a charming, funny comedy", "beautiful music and images", "the best movie this year"];
     let neg = ["a dull and boring film", "terrible acting and a silly plot", "i hated every minute", "a tired, unfunny comedy", "ugly images and noisy music", "the worst movie this year"];
@@ -13,13 +13,17 @@ fn write_toy(dir: &std::path::Path) {
     }
     std::fs::write(d.join("train.tsv"), train).unwrap();
     std::fs::write(d.join("test.tsv"), "label\ttext\npos\ta lovely film\nneg\ta boring film\npos\tgreat fun\nneg\tawful acting\n").unwrap();
+    // The unlabeled pool retrieval-mixup draws from (DATA_DIR/../unlabeled/wiki.txt by default).
+    let u = dir.join("unlabeled");
+    std::fs::create_dir_all(&u).unwrap();
+    std::fs::write(u.join("wiki.txt"), "The river flows through the old town.\nA small museum opened in 1921.\nThe film was shot in two weeks.\nCritics praised the cast.\n").unwrap();
 }
 
 fn bench(dir: &std::path::Path) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_imix"))
         .args(["bench", "--quick", "--datasets", "toy", "--shots", "2", "--warmup-steps", "2"])
         .arg("--data-dir")
-        .arg(dir)
+        .arg(dir.join("benchmarks"))
         .arg("--out")
         .arg(dir.join("out"))
         .output()
@@ -36,7 +40,7 @@ fn quick_bench_runs_reports_and_resumes_identically() {
     assert!(out.contains("2 cells (2 computed now)"), "{out}");
     let results = d.path().join("out/results.jsonl");
     let first = std::fs::read_to_string(&results).unwrap();
-    assert_eq!(first.lines().count(), 2 * 7, "two seeds x seven methods");
+    assert_eq!(first.lines().count(), 2 * 9, "two seeds x nine methods");
     for f in ["summary.md", "accuracy.svg", "controllability.svg", "intrusion.svg", "generated/toy-2-0.jsonl"] {
         assert!(d.path().join("out").join(f).exists(), "missing {f}");
     }

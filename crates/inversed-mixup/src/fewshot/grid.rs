@@ -10,7 +10,7 @@ use crate::method::augment::{augment, mix_embeddings, AugRow, AugmentOptions};
 use crate::method::classifier::{one_hot, Classifier};
 use crate::method::intrusion::Mitigation;
 use crate::method::invert::Inverter;
-use crate::method::mixup::{plan, LambdaSpec, Pairing};
+use crate::method::mixup::{plan, soft_label, LambdaSpec, Pairing};
 use crate::method::task_model::{FinetuneConfig, TaskModel};
 use crate::nets::encoder::Encoder;
 use crate::nets::llm::{GenerateOptions, Llm};
@@ -108,6 +108,8 @@ pub struct Models<'a> {
     pub adaptor: &'a Path,
     /// The encoder's directory (fine-tuning loads a fresh trainable copy per method).
     pub encoder_dir: &'a Path,
+    /// Unlabeled sentences and their (unit) embeddings, for retrieval Mixup.
+    pub pool: Option<(&'a [String], &'a Tensor)>,
 }
 
 /// Reads `dir/name/{train,test}.tsv`.
@@ -229,6 +231,25 @@ impl Sample<'_> {
             Method::Eda => {
                 let aug = eda_all(&self.texts, cfg.per_example, seed);
                 Extra { y: aug.iter().map(|(i, _)| self.y[*i].clone()).collect(), texts: aug.into_iter().map(|(_, t)| t).collect(), ..Default::default() }
+            }
+            Method::Duplicate => {
+                let n = cfg.per_example * self.texts.len();
+                Extra { texts: self.texts.iter().cycle().take(n).cloned().collect(), y: self.y.iter().cycle().take(n).cloned().collect(), ..Default::default() }
+            }
+            Method::RetrievalMixup => {
+                let (pool, pool_h) = m.pool.ok_or_else(|| crate::Error::Config("retrieval-mixup needs an unlabeled pool".into()))?;
+                // The same pairs and ratios as inversed-mixup's, so the two differ only in how a mix becomes text.
+                let mixes = plan(&self.data.y, cfg.pairing, cfg.per_example, &cfg.lambda, seed)?;
+                let ids = |f: fn(&crate::method::mixup::Mix) -> usize| Tensor::new(mixes.iter().map(|x| f(x) as u32).collect::<Vec<_>>().as_slice(), self.h.device());
+                let l: Vec<f64> = mixes.iter().map(|x| x.lambda).collect();
+                let hm = mix_embeddings(&self.h.index_select(&ids(|x| x.a)?, 0)?, &self.h.index_select(&ids(|x| x.b)?, 0)?, &l, true)?;
+                let nearest = hm.matmul(&pool_h.t()?)?.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+                let c = self.data.labels.len();
+                Extra {
+                    texts: nearest.iter().map(|&i| pool[i as usize].clone()).collect(),
+                    y: mixes.iter().map(|x| soft_label(self.data.y[x.a], self.data.y[x.b], x.lambda, c)).collect(),
+                    ..Default::default()
+                }
             }
             Method::EmbedMixup if matches!(cfg.protocol, Protocol::Finetune(_)) => Extra { mixup: Some(alpha), ..Default::default() },
             Method::EmbedMixup => {

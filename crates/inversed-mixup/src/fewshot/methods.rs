@@ -10,10 +10,15 @@ use serde::{Deserialize, Serialize};
 pub enum Method {
     /// The few-shot sample alone.
     None,
+    /// The sample repeated to the row count of the augmenting methods.
+    Duplicate,
     /// EDA-style word swaps, deletions and insertions.
     Eda,
     /// Mixup of sentence embeddings (not readable).
     EmbedMixup,
+    /// For each mixed embedding the nearest sentence of an unlabeled pool, with the mix's soft
+    /// label: readable and cheap, the floor a generator must beat.
+    RetrievalMixup,
     /// Each example decoded from its own embedding (lambda = 1).
     Reconstruct,
     /// inversedMixup, intruders kept.
@@ -26,12 +31,24 @@ pub enum Method {
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 7] = [Method::None, Method::Eda, Method::EmbedMixup, Method::Reconstruct, Method::InversedMixupKeep, Method::InversedMixupDrop, Method::InversedMixupRelabel];
+    pub const ALL: [Method; 9] = [
+        Method::None,
+        Method::Duplicate,
+        Method::Eda,
+        Method::EmbedMixup,
+        Method::RetrievalMixup,
+        Method::Reconstruct,
+        Method::InversedMixupKeep,
+        Method::InversedMixupDrop,
+        Method::InversedMixupRelabel,
+    ];
 
     /// The name used in reports and result files.
     pub fn name(self) -> &'static str {
         match self {
             Method::None => "none",
+            Method::Duplicate => "duplicate",
+            Method::RetrievalMixup => "retrieval-mixup",
             Method::Eda => "eda",
             Method::EmbedMixup => "embed-mixup",
             Method::Reconstruct => "reconstruct",
