@@ -30,7 +30,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   imix train --data train.tsv --shots 10 --augment aug.jsonl --eval test.tsv
 ///   imix align --corpus wiki.txt --out my-adaptor.safetensors --steps 2000
 #[derive(Parser)]
-#[command(name = "imix", version, about, long_about, verbatim_doc_comment)]
+#[command(
+    name = "imix",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment,
+    after_help = "Environment:\n  IMIX_CACHE    where models fetched from PyPI are kept [default: $XDG_CACHE_HOME/inversed-mixup or ~/.cache/inversed-mixup]\n  IMIX_ADAPTOR  the stage-1 adaptor used when --adaptor is not given [default: the shipped one]\n  IMIX_LOG      log filter, e.g. warn, info, debug [default: info]\n  NO_COLOR      set to turn colours off (they are off anyway when stderr is not a terminal)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -59,7 +66,14 @@ enum Cmd {
 fn main() {
     process::park_idle_workers();
     process::keep_freed_pages();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMIX_LOG").unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).with_target(false).init();
+    // Colours only for a person at a terminal: not in redirected logs, not with NO_COLOR set.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMIX_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
     let cli = Cli::parse();
     let r = process::on_compute_pool(|| match cli.cmd {
         Cmd::Fetch => common::fetch_models(),

@@ -3,15 +3,15 @@
 use crate::check;
 use crate::common::{bar, ModelArgs};
 use crate::data_args::DataArgs;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use inversed_mixup::data::labelled::{dev_sample, read_labelled, Labelled};
 use inversed_mixup::eval::classes::{accuracy_macro_f1, argmax};
+use inversed_mixup::method::augment::read_augmented;
 use inversed_mixup::method::classifier::{one_hot, Classifier};
 use inversed_mixup::method::task_model::{FinetuneConfig, TaskModel};
 use inversed_mixup::nets::encoder::embed_corpus;
 use inversed_mixup::nets::encoder::Encoder;
-use inversed_mixup::Error;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `imix train`.
@@ -62,29 +62,6 @@ pub struct TrainArgs {
     /// Also save the trained classifier here
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-/// Reads augmented rows: (text, soft label over `labels`); unknown labels name file and line.
-pub fn read_augmented(path: &Path, labels: &[String]) -> Result<Vec<(String, Vec<f64>)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let bad = |msg: String| Error::Input { path: path.to_path_buf(), line: i + 1, msg };
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        let t = v["text"].as_str().filter(|t| !t.trim().is_empty()).ok_or_else(|| bad("no text".into()))?;
-        let soft = v["soft_label"].as_object().ok_or_else(|| bad("no soft_label object".into()))?;
-        let mut y = vec![0.0; labels.len()];
-        for (k, p) in soft {
-            let id = labels.iter().position(|l| l == k).ok_or_else(|| bad(format!("unknown label {k:?} (the data has {})", labels.join(", "))))?;
-            y[id] = p.as_f64().ok_or_else(|| bad(format!("probability of {k:?} is not a number")))?;
-        }
-        let s: f64 = y.iter().sum();
-        if (s - 1.0).abs() > 1e-3 {
-            return Err(bad(format!("soft label sums to {s}, not 1")).into());
-        }
-        out.push((t.to_string(), y));
-    }
-    Ok(out)
 }
 
 /// Runs `imix train`.

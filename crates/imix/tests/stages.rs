@@ -50,10 +50,13 @@ fn warmup_augment_train_end_to_end() {
         let s: f64 = v["soft_label"].as_object().unwrap().values().map(|x| x.as_f64().unwrap()).sum();
         assert!((s - 1.0).abs() < 1e-9);
     }
-    let (_, csv) = aug("a.csv", &["--format", "csv"]);
-    let csv = std::fs::read_to_string(csv).unwrap();
+    let (_, csv_path) = aug("a.csv", &["--format", "csv"]);
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
     assert!(csv.starts_with("text,lambda,source_a_text,"));
     assert_eq!(csv.lines().count(), 13);
+    // What augment writes as CSV, train reads back: the same rows as the JSONL file.
+    let from_csv = ok(&imix(&["train", "--data", data, "--shots", "3", "--augment", csv_path.to_str().unwrap(), "--eval", test]));
+    assert!(from_csv.lines().last().unwrap().starts_with("train_rows=18 "), "{from_csv}");
 
     let out = ok(&imix(&["train", "--data", data, "--shots", "3", "--augment", a1.to_str().unwrap(), "--eval", test]));
     let last = out.lines().last().unwrap();

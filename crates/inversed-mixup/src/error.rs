@@ -10,12 +10,12 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file involved.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (shown in the message, not chained: the OS error is printed once).
+        cause: std::io::Error,
     },
 
     /// A line of an input file is unusable (empty, too long, not UTF-8, malformed row...).
@@ -66,7 +66,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), cause: source }
     }
     /// A model-file error.
     pub fn model(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {

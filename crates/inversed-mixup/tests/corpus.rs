@@ -96,3 +96,18 @@ fn malformed_rows_name_their_line() {
     let unterminated = file(&d, "d.csv", b"text,label\n\"never closed,1\n");
     assert_eq!(err_of(&unterminated, &opt).0, 2);
 }
+
+#[test]
+fn byte_order_mark_and_trailing_blank_lines_are_not_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let opt = ReadOptions { label_column: Some("label".into()), ..Default::default() };
+    let tsv = file(&d, "bom.tsv", b"\xEF\xBB\xBFlabel\ttext\n1\ta fine film\n\n\n");
+    let c = read_files(&[tsv], &opt).unwrap();
+    assert_eq!(c.rows.len(), 1);
+    let txt = file(&d, "t.txt", b"\xEF\xBB\xBFfirst\nsecond\n\n  \n");
+    let c = read_files(&[txt], &ReadOptions::default()).unwrap();
+    assert_eq!(c.rows.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(), ["first", "second"]);
+    // A blank line between rows is still reported.
+    let mid = file(&d, "m.txt", b"first\n\nthird\n\n");
+    assert_eq!(err_of(&mid, &ReadOptions::default()).0, 2);
+}

@@ -92,34 +92,39 @@ fn checked(path: &Path, line: usize, text: &str, label: Option<String>, opt: &Re
 }
 
 /// Lines of a file split on raw bytes, so that one non-UTF-8 line is reported, not the whole file.
+/// Blank lines at the end of the file are not rows (editors leave them); blank lines between rows
+/// are reported.
 fn lines(bytes: &[u8]) -> Vec<(usize, std::result::Result<&str, String>)> {
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    if body.is_empty() {
-        return Vec::new();
-    }
-    body.split(|&b| b == b'\n')
+    let mut out: Vec<(usize, std::result::Result<&str, String>)> = bytes
+        .split(|&b| b == b'\n')
         .enumerate()
         .map(|(i, l)| {
             let l = l.strip_suffix(b"\r").unwrap_or(l);
             (i + 1, std::str::from_utf8(l).map_err(|e| format!("not valid UTF-8 (byte {})", e.valid_up_to())))
         })
-        .collect()
+        .collect();
+    while out.last().is_some_and(|(_, l)| l.as_ref().is_ok_and(|l| l.trim().is_empty())) {
+        out.pop();
+    }
+    out
 }
 
 fn read_file(path: &Path, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // A UTF-8 byte-order mark (spreadsheet exports) is not part of the first line.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
-        "tsv" => read_delimited(path, &bytes, b'\t', opt, out),
-        "csv" => read_delimited(path, &bytes, b',', opt, out),
+        "tsv" => read_delimited(path, bytes, b'\t', opt, out),
+        "csv" => read_delimited(path, bytes, b',', opt, out),
         "jsonl" | "json" => {
-            for (ln, l) in lines(&bytes) {
+            for (ln, l) in lines(bytes) {
                 keep(l.map_err(|m| bad(path, ln, m)).and_then(|l| json_row(path, ln, l, opt)), opt, out)?;
             }
             Ok(())
         }
         _ => {
-            for (ln, l) in lines(&bytes) {
+            for (ln, l) in lines(bytes) {
                 keep(l.map_err(|m| bad(path, ln, m)).and_then(|l| checked(path, ln, l, None, opt)), opt, out)?;
             }
             Ok(())

@@ -138,6 +138,12 @@ impl Adaptor {
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let (t, meta) = checkpoint::load(path, device)?;
         let cfg: AdaptorConfig = serde_json::from_value(meta["adaptor"].clone()).map_err(|e| Error::checkpoint(path, format!("metadata is not an adaptor header: {e}")))?;
+        for (n, v) in &t {
+            let finite = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?.iter().all(|x| x.is_finite());
+            if !finite {
+                return Err(Error::checkpoint(path, format!("tensor {n} holds NaN or infinite values: the file is damaged or came from a diverged run")));
+            }
+        }
         let a = Self::new(cfg, 0, device)?;
         a.set_weights(&t).map_err(|e| Error::checkpoint(path, e.to_string()))?;
         Ok(a)

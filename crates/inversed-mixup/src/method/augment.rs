@@ -7,10 +7,11 @@ use crate::method::intrusion::{judge, Mitigation};
 use crate::method::invert::{cosine_rows, Inverter};
 use crate::method::mixup::{soft_label, Mix};
 use crate::nets::llm::GenerateOptions;
-use crate::Result;
+use crate::{Error, Result};
 use candle_core::{Tensor, D};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// One source of a mix, as written to the output.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -166,4 +167,51 @@ pub fn controllability(rows: &[AugRow]) -> Vec<(f64, f64, usize)> {
         e.1 += 1;
     }
     by.into_iter().map(|(k, (s, n))| (k as f64 / 1e6, s / n as f64, n)).collect()
+}
+
+/// Reads augmented rows written by `imix augment` (JSONL, or CSV when the file ends in `.csv`) as
+/// (text, soft label over `labels`); unknown labels, missing fields and labels that do not sum to
+/// one name the file and line.
+pub fn read_augmented(path: &Path, labels: &[String]) -> Result<Vec<(String, Vec<f64>)>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |line: usize, msg: String| Error::Input { path: path.to_path_buf(), line, msg };
+    let check = |line: usize, y: Vec<f64>| -> Result<Vec<f64>> {
+        let s: f64 = y.iter().sum();
+        if !y.iter().all(|v| v.is_finite() && *v >= 0.0) || (s - 1.0).abs() > 1e-3 {
+            return Err(bad(line, format!("soft label {y:?} is not a distribution (sums to {s})")));
+        }
+        Ok(y)
+    };
+    let mut out = Vec::new();
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        let mut r = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
+        let head = r.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+        let col = |name: &str| head.iter().position(|h| h == name).ok_or_else(|| bad(1, format!("no column {name:?} (columns: {})", head.iter().collect::<Vec<_>>().join(", "))));
+        let ti = col("text")?;
+        let li: Vec<usize> = labels.iter().map(|l| col(&format!("soft_label.{l}"))).collect::<Result<_>>()?;
+        for rec in r.records() {
+            let rec = rec.map_err(|e| bad(e.position().map_or(0, |p| p.line() as usize), e.to_string()))?;
+            let line = rec.position().map_or(0, |p| p.line() as usize);
+            let t = rec.get(ti).filter(|t| !t.trim().is_empty()).ok_or_else(|| bad(line, "no text".into()))?;
+            let y = li
+                .iter()
+                .map(|&i| rec.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| bad(line, format!("column {} is not a number", head.get(i).unwrap_or("?")))))
+                .collect::<Result<Vec<_>>>()?;
+            out.push((t.to_string(), check(line, y)?));
+        }
+        return Ok(out);
+    }
+    let text = String::from_utf8(bytes).map_err(|e| bad(0, format!("not UTF-8: {e}")))?;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(i + 1, format!("invalid JSON: {e}")))?;
+        let t = v["text"].as_str().filter(|t| !t.trim().is_empty()).ok_or_else(|| bad(i + 1, "no text".into()))?;
+        let soft = v["soft_label"].as_object().ok_or_else(|| bad(i + 1, "no soft_label object".into()))?;
+        let mut y = vec![0.0; labels.len()];
+        for (k, p) in soft {
+            let id = labels.iter().position(|l| l == k).ok_or_else(|| bad(i + 1, format!("unknown label {k:?} (the data has {})", labels.join(", "))))?;
+            y[id] = p.as_f64().ok_or_else(|| bad(i + 1, format!("probability of {k:?} is not a number")))?;
+        }
+        out.push((t.to_string(), check(i + 1, y)?));
+    }
+    Ok(out)
 }

@@ -53,9 +53,13 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr`, gradients scaled down so their global norm is at most `clip`.
-    /// Returns the gradient norm before clipping.
+    /// Returns the gradient norm before clipping. A non-finite gradient is an error and changes
+    /// nothing (no weight, moment or step count), so the last good state can still be saved.
     pub fn step(&mut self, grads: &GradStore, lr: f64, clip: f64) -> candle_core::Result<f64> {
         let norm = self.grad_norm(grads)?;
+        if !norm.is_finite() {
+            candle_core::bail!("non-finite gradient (norm {norm}): training diverged; lower the learning rate");
+        }
         let scale = if clip > 0.0 && norm > clip { clip / (norm + 1e-6) } else { 1.0 };
         self.t += 1;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);

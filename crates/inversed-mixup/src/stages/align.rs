@@ -128,12 +128,16 @@ impl<'a> Aligner<'a> {
         let t0 = std::time::Instant::now();
         let rows = self.batch_at(self.step);
         let (loss, tokens) = self.loss_of(&rows, true)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            return Err(Error::Config(format!("loss {value} at step {}: training diverged; the last checkpoint is kept (lower --lr)", self.step + 1)));
+        }
         let grads = loss.backward()?;
         let lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup, self.cfg.steps, self.cfg.lr_floor);
         let grad_norm = self.opt.step(&grads, lr, self.cfg.clip)?;
         self.step += 1;
         let eval_loss = if self.cfg.eval_every > 0 && (self.step.is_multiple_of(self.cfg.eval_every) || self.step == self.cfg.steps) { Some(self.eval_loss()?) } else { None };
-        Ok(StepLog { step: self.step, loss: loss.to_scalar::<f32>()? as f64, lr, grad_norm, tokens, seconds: t0.elapsed().as_secs_f64(), eval_loss })
+        Ok(StepLog { step: self.step, loss: value, lr, grad_norm, tokens, seconds: t0.elapsed().as_secs_f64(), eval_loss })
     }
 
     /// Mean held-out L_GEN (token-weighted), without gradients.

@@ -154,6 +154,10 @@ impl<'a> Warmup<'a> {
             let gv = g.to_scalar::<f32>()? as f64;
             ((&ce + (g * self.cfg.beta)?)?, gv)
         };
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            return Err(Error::Config(format!("loss {value} at warm-up step {}: training diverged; the last checkpoint is kept (lower the learning rates)", self.step + 1)));
+        }
         let grads = loss.backward()?;
         let lr_a = lr_at(self.step, self.cfg.lr_adaptor, 5, self.cfg.steps, 0.1);
         self.opt_c.step(&grads, self.cfg.lr_classifier, 0.0)?;
