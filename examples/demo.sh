@@ -20,5 +20,9 @@ for r in rows[:10]:
     print(f"{r['lambda']:.2f}  {r['source_a']['text']} | {r['source_b']['text']}\n      -> {r['text']}  (intrusion={r['intrusion']})")
 PY
 echo "--- task model without and with augmentation (eval: examples/reviews-test.tsv) ---"
+echo "linear probe on frozen embeddings:"
 $imix train --data examples/reviews.tsv --eval examples/reviews-test.tsv
 $imix train --data examples/reviews.tsv --augment "$out/aug.jsonl" --eval examples/reviews-test.tsv
+echo "fine-tuned encoder + head (the paper's task model):"
+$imix train --data examples/reviews.tsv --eval examples/reviews-test.tsv --finetune
+$imix train --data examples/reviews.tsv --augment "$out/aug.jsonl" --eval examples/reviews-test.tsv --finetune
