@@ -126,6 +126,9 @@ pub fn run(a: AlignArgs) -> Result<()> {
     let opt = ReadOptions { text_column: a.text_column.clone(), ..Default::default() };
     let corpus = read_files(&a.corpus, &opt)?;
     let texts: Vec<String> = corpus.rows.into_iter().map(|r| r.text).collect();
+    if texts.is_empty() {
+        anyhow::bail!("no sentences in {}: nothing to train on", a.corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
     tracing::info!("{} sentences from {} file(s)", texts.len(), a.corpus.len());
     let (enc, llm) = a.models.load()?;
     let with_suffix = |s: &str| {

@@ -161,6 +161,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     if a.steps < 2 {
         anyhow::bail!("--steps must be at least 2 (the two ends)");
     }
+    let gen = a.dec.options()?;
     let (enc, llm) = a.models.load()?;
     let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
     let inv = Inverter::new(&enc, &llm, &adaptor)?;
@@ -170,7 +171,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     let ha = h.get(0)?.unsqueeze(0)?.repeat((n, 1))?;
     let hb = h.get(1)?.unsqueeze(0)?.repeat((n, 1))?;
     let hm = mix_embeddings(&ha, &hb, &lambdas, true)?;
-    let out = inv.decode(&hm, &a.dec.options()?)?;
+    let out = inv.decode(&hm, &gen)?;
     let refs: Vec<&str> = out.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
     let hg = enc.embed(&refs)?;
     let (ca, cb) = (cosine_rows(&hg, &ha)?, cosine_rows(&hg, &hb)?);

