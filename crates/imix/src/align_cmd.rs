@@ -119,6 +119,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
     if let Some(m) = a.max_minutes {
         check::positive("--max-minutes", m)?;
     }
+    inversed_mixup::data::io::check_writable(&a.out)?;
     if a.lora_rank > 0 {
         Target::parse_list(&a.lora_targets)?;
         check::positive("--lora-alpha", a.lora_alpha)?;
@@ -224,12 +225,22 @@ pub fn run(a: AlignArgs) -> Result<()> {
     Ok(())
 }
 
-/// Drops curve lines after `step` (written after the last checkpoint of an interrupted run).
+/// Drops curve lines after `step` (written after the last checkpoint of an interrupted run). A
+/// torn last line (the run was killed while writing it) is dropped with a warning; a corrupt line
+/// before it is an error.
 fn truncate_log(path: &std::path::Path, step: usize) -> Result<()> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
     let mut keep = String::new();
-    for l in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(l).with_context(|| format!("{}: corrupt curve line", path.display()))?;
+    for (i, l) in lines.iter().enumerate() {
+        let v: serde_json::Value = match serde_json::from_str(l) {
+            Ok(v) => v,
+            Err(_) if i + 1 == lines.len() => {
+                tracing::warn!("{}:{}: dropping a torn last line", path.display(), i + 1);
+                break;
+            }
+            Err(e) => anyhow::bail!("{}:{}: corrupt curve line ({e})", path.display(), i + 1),
+        };
         if v["step"].as_u64().is_some_and(|s| s as usize <= step) {
             keep.push_str(l);
             keep.push('\n');

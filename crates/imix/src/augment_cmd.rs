@@ -66,6 +66,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     check::at_least_one("--per-example", a.per_example)?;
     check::at_least_one("--batch-size", a.batch_size)?;
     check::unit("--threshold", a.threshold)?;
+    inversed_mixup::data::io::check_writable(&a.out)?;
     a.dec.options()?;
     let lambda: LambdaSpec = a.lambda.parse()?;
     let paths = BundlePaths::new(&a.model);

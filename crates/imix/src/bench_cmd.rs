@@ -101,6 +101,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     }
     crate::check::unit("--threshold", a.threshold)?;
     crate::check::positive("--lr-encoder", a.lr_encoder)?;
+    inversed_mixup::data::io::check_writable(&a.out.join("results.jsonl"))?;
     if a.quick {
         a.datasets.truncate(1);
         a.shots.truncate(1);

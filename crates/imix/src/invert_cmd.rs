@@ -39,6 +39,7 @@ pub struct InvertArgs {
 /// Runs `imix invert`.
 pub fn run(a: InvertArgs) -> Result<()> {
     check::at_least_one("--batch-size", a.batch_size)?;
+    inversed_mixup::data::io::check_writable(&a.output)?;
     if let Some(n) = a.limit {
         check::at_least_one("--limit", n)?;
     }

@@ -72,6 +72,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     for (flag, n) in [("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--steps", a.steps)] {
         check::at_least_one(flag, n)?;
     }
+    if let Some(o) = &a.out {
+        inversed_mixup::data::io::check_writable(o)?;
+    }
     let (pool, data) = a.data.load_with_pool(None)?;
     let eval = read_labelled(std::slice::from_ref(&a.eval), &a.data.text_column, &a.data.label_column, Some(&data.labels))?;
     let mut texts = data.texts();

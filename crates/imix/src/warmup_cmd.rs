@@ -65,6 +65,7 @@ pub fn run(a: WarmupArgs) -> Result<()> {
         check::at_least_one(f, n)?;
     }
     check::non_negative("--beta", a.beta)?;
+    inversed_mixup::data::io::check_writable(&a.out.join("classifier.safetensors"))?;
     for (f, v) in [("--lr-classifier", a.lr_classifier), ("--lr-adaptor", a.lr_adaptor), ("--lr-encoder", a.lr_encoder)] {
         check::positive(f, v)?;
     }

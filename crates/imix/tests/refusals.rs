@@ -106,6 +106,13 @@ const TABLE: &[(&str, i32, &str)] = &[
     ("bench --data-dir D --out D/o --per-example 0", 1, "--per-example 0"),
     ("bench --data-dir D --out D/o --methods foo", 2, "foo"),
     ("bench --data-dir D/nowhere --out D/o", 1, "retrieval-mixup needs unlabeled sentences"),
+    // outputs that cannot be written are found before any work
+    ("align --corpus D/sentences.txt --out D/train.tsv/a.st", 1, "not a directory"),
+    ("warmup --data D/train.tsv --out D/train.tsv/m", 1, "not a directory"),
+    ("augment --model D/o --data D/train.tsv --out D/train.tsv/a.jsonl", 1, "not a directory"),
+    ("invert --input D/sentences.txt --output D/train.tsv/i.jsonl", 1, "not a directory"),
+    ("train --data D/train.tsv --eval D/train.tsv --out D/train.tsv/c.st", 1, "not a directory"),
+    ("bench --data-dir D --out D/train.tsv/b", 1, "not a directory"),
     // interpolate and the command line itself
     ("interpolate a b --steps 1", 1, "--steps must be at least 2"),
     ("interpolate a b --decode beam:999", 1, "from 1 to 64"),

@@ -17,12 +17,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
+/// Removes temp files that a killed run left beside `path` (`.NAME.tmpPID` of another process).
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let prefix = format!(".{}.tmp", name.to_string_lossy());
+    let mine = tmp_path(path);
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p != mine && e.file_name().to_string_lossy().strip_prefix(&prefix).is_some_and(|pid| pid.chars().all(|c| c.is_ascii_digit())) {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Checks, before any work, that `path` can be written: its nearest existing ancestor is a
+/// writable directory (nothing is created). An unwritable output is then reported at once, not
+/// after the work.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let mut dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    while !dir.exists() {
+        dir = match dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(p) => p,
+            None => Path::new("."),
+        };
+    }
+    let meta = fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::io(path, std::io::Error::other(format!("{} is not a directory", dir.display()))));
+    }
+    let probe = dir.join(format!(".imix-write-check.{}", std::process::id()));
+    fs::File::create(&probe).map_err(|e| Error::io(path, std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", dir.display()))))?;
+    let _ = fs::remove_file(probe);
+    Ok(())
+}
+
 /// Streams content into `path` atomically: `fill` writes to a buffered temp file that only
 /// replaces `path` once everything was written and synced.
 pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
+    remove_stale_temps(path);
     let tmp = tmp_path(path);
     let res = (|| {
         let f = fs::File::create(&tmp)?;
@@ -47,6 +83,29 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_runs_temp_file_is_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        fs::write(dir.path().join(".out.jsonl.tmp999999"), b"half").unwrap();
+        fs::write(dir.path().join(".other.tmp1"), b"not ours").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, [".other.tmp1", "out.jsonl"]);
+    }
+
+    #[test]
+    fn unwritable_outputs_are_found_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_writable(&dir.path().join("a/b/c.jsonl")).is_ok());
+        assert!(!dir.path().join("a").exists(), "the check must not create directories");
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        let e = check_writable(&file.join("c.jsonl")).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+    }
 
     #[test]
     fn failed_write_leaves_old_file_and_no_temp() {
