@@ -31,6 +31,11 @@ pub struct InvertArgs {
     /// Sentences decoded together
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    /// An independent sentence encoder (BERT directory) that scores each reconstruction too
+    /// (mean_judge_cosine): neither training nor reranking sees it, so its cosine measures content,
+    /// not selection. bench/judge/paraphrase_minilm.py prepares one from a PyPI wheel
+    #[arg(long, value_name = "DIR")]
+    judge_encoder: Option<PathBuf>,
     /// Only the first N sentences
     #[arg(long)]
     limit: Option<usize>,
@@ -52,11 +57,15 @@ pub fn run(a: InvertArgs) -> Result<()> {
     if texts.is_empty() {
         anyhow::bail!("{}: no sentences to invert", a.input.display());
     }
+    let judge = a.judge_encoder.as_ref().map(|d| inversed_mixup::nets::encoder::Encoder::load(d, &candle_core::Device::Cpu)).transpose()?;
     let (enc, llm) = a.models.load()?;
     let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
     let inv = Inverter::new(&enc, &llm, &adaptor)?;
     let pb = bar(texts.len() as u64, "invert");
-    let rows = inv.invert(&texts, a.batch_size, &gen, &|d, _| pb.set_position(d as u64))?;
+    let mut rows = inv.invert(&texts, a.batch_size, &gen, &|d, _| pb.set_position(d as u64))?;
+    if let Some(j) = &judge {
+        inversed_mixup::method::invert::judge(j, &mut rows)?;
+    }
     pb.finish_and_clear();
     jsonl::write(&a.output, &rows)?;
     println!("{}", summarize(&rows));

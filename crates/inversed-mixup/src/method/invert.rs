@@ -38,6 +38,9 @@ pub struct InvertRow {
     pub bleu: f64,
     /// Exact match (case-insensitive).
     pub exact: bool,
+    /// Cosine under an independent judge encoder that neither training nor reranking uses (when given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_cosine: Option<f64>,
 }
 
 /// Means over a set of reconstructions.
@@ -53,11 +56,22 @@ pub struct InvertSummary {
     pub mean_cosine: f64,
     /// Fraction reconstructed exactly.
     pub exact: f64,
+    /// Mean cosine under the judge encoder (when every row has one).
+    pub mean_judge_cosine: Option<f64>,
+    /// Reconstructions that came out empty (scored 0, and counted here rather than hidden).
+    pub empty: usize,
 }
 
 impl std::fmt::Display for InvertSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mean_token_f1={:.4} mean_bleu={:.4} mean_cosine={:.4} exact={:.4}", self.mean_token_f1, self.mean_bleu, self.mean_cosine, self.exact)
+        write!(f, "mean_token_f1={:.4} mean_bleu={:.4} mean_cosine={:.4} exact={:.4}", self.mean_token_f1, self.mean_bleu, self.mean_cosine, self.exact)?;
+        if let Some(j) = self.mean_judge_cosine {
+            write!(f, " mean_judge_cosine={j:.4}")?;
+        }
+        if self.empty > 0 {
+            write!(f, " empty={}", self.empty)?;
+        }
+        Ok(())
     }
 }
 
@@ -125,7 +139,7 @@ impl<'a> Inverter<'a> {
             let h2 = self.encoder.embed(&rec_refs)?;
             let cos = cosine_rows(&h, &h2)?;
             for ((t, r), c) in chunk.iter().zip(rec).zip(cos) {
-                out.push(InvertRow { token_f1: text::token_f1(t, &r), bleu: text::bleu(t, &r), exact: text::exact(t, &r), text: t.clone(), reconstruction: r, cosine: c });
+                out.push(InvertRow { token_f1: text::token_f1(t, &r), bleu: text::bleu(t, &r), exact: text::exact(t, &r), text: t.clone(), reconstruction: r, cosine: c, judge_cosine: None });
             }
             progress(out.len(), texts.len());
         }
@@ -151,5 +165,20 @@ pub fn summarize(rows: &[InvertRow]) -> InvertSummary {
         mean_bleu: rows.iter().map(|r| r.bleu).sum::<f64>() / n,
         mean_cosine: rows.iter().map(|r| r.cosine).sum::<f64>() / n,
         exact: rows.iter().filter(|r| r.exact).count() as f64 / n,
+        mean_judge_cosine: rows.iter().map(|r| r.judge_cosine).sum::<Option<f64>>().map(|s| s / n),
+        empty: rows.iter().filter(|r| r.reconstruction.trim().is_empty()).count(),
     }
+}
+
+/// Adds the judge encoder's cosine between each text and its reconstruction to `rows`.
+pub fn judge(judge: &Encoder, rows: &mut [InvertRow]) -> Result<()> {
+    for chunk in rows.chunks_mut(64) {
+        let a: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
+        let b: Vec<&str> = chunk.iter().map(|r| if r.reconstruction.is_empty() { " " } else { r.reconstruction.as_str() }).collect();
+        let cos = cosine_rows(&judge.embed(&a)?, &judge.embed(&b)?)?;
+        for (r, c) in chunk.iter_mut().zip(cos) {
+            r.judge_cosine = Some(c);
+        }
+    }
+    Ok(())
 }
