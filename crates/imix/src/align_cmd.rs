@@ -117,7 +117,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
     check::non_negative("--clip", a.clip)?;
     check::non_negative("--weight-decay", a.weight_decay)?;
     if let Some(m) = a.max_minutes {
-        check::positive("--max-minutes", m)?;
+        check::non_negative("--max-minutes", m)?;
     }
     inversed_mixup::data::io::check_writable(&a.out)?;
     if a.lora_rank > 0 {

@@ -35,7 +35,7 @@ const TABLE: &[(&str, i32, &str)] = &[
     ("align --corpus D/sentences.txt --out D/o/a.st --lr-floor 1.5", 1, "--lr-floor 1.5: must lie in [0, 1]"),
     ("align --corpus D/sentences.txt --out D/o/a.st --clip -1", 1, "--clip -1"),
     ("align --corpus D/sentences.txt --out D/o/a.st --weight-decay nan", 1, "--weight-decay NaN"),
-    ("align --corpus D/sentences.txt --out D/o/a.st --max-minutes 0", 1, "--max-minutes 0"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --max-minutes -1", 1, "--max-minutes -1: must be a number >= 0"),
     ("align --corpus D/sentences.txt --out D/o/a.st --max-target-tokens 0", 1, "--max-target-tokens 0"),
     ("align --corpus D/sentences.txt --out D/o/a.st --checkpoint-every 0", 1, "--checkpoint-every 0"),
     ("align --corpus D/sentences.txt --out D/o/a.st --lora-rank 4 --lora-alpha 0", 1, "--lora-alpha 0"),
