@@ -2,9 +2,10 @@
 
 use crate::check;
 use crate::common::{bar, ModelArgs};
+use crate::input_args::InputArgs;
 use anyhow::{Context, Result};
 use clap::Args;
-use inversed_mixup::data::corpus::{read_files, ReadOptions};
+use inversed_mixup::data::corpus::read_files;
 use inversed_mixup::data::jsonl;
 use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::nets::encoder::embed_corpus;
@@ -29,6 +30,8 @@ pub struct AlignArgs {
     /// Column (or JSON key) with the text in TSV/CSV/JSONL files
     #[arg(long, default_value = "text")]
     text_column: String,
+    #[command(flatten)]
+    input: InputArgs,
     /// Soft tokens per embedding
     #[arg(long, default_value_t = 4)]
     k: usize,
@@ -120,11 +123,12 @@ pub fn run(a: AlignArgs) -> Result<()> {
         check::non_negative("--max-minutes", m)?;
     }
     inversed_mixup::data::io::check_writable(&a.out)?;
+    a.input.check()?;
     if a.lora_rank > 0 {
         Target::parse_list(&a.lora_targets)?;
         check::positive("--lora-alpha", a.lora_alpha)?;
     }
-    let opt = ReadOptions { text_column: a.text_column.clone(), ..Default::default() };
+    let opt = a.input.options(&a.text_column, None);
     let corpus = read_files(&a.corpus, &opt)?;
     let texts: Vec<String> = corpus.rows.into_iter().map(|r| r.text).collect();
     if texts.is_empty() {

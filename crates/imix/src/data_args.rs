@@ -1,8 +1,9 @@
 //! Labelled-data arguments shared by warmup, augment and train.
 
+use crate::input_args::InputArgs;
 use anyhow::Result;
 use clap::Args;
-use inversed_mixup::data::labelled::{few_shot, read_labelled, Labelled};
+use inversed_mixup::data::labelled::{few_shot, read_labelled_with, Labelled};
 use std::path::PathBuf;
 
 /// Where labelled data comes from and how much of it to use.
@@ -23,6 +24,8 @@ pub struct DataArgs {
     /// Seed of the few-shot sample
     #[arg(long, default_value_t = 0)]
     pub shots_seed: u64,
+    #[command(flatten)]
+    pub input: InputArgs,
 }
 
 impl DataArgs {
@@ -36,7 +39,8 @@ impl DataArgs {
         if let Some(k) = self.shots {
             crate::check::at_least_one("--shots", k)?;
         }
-        let all = read_labelled(std::slice::from_ref(&self.data), &self.text_column, &self.label_column, known)?;
+        self.input.check()?;
+        let all = read_labelled_with(std::slice::from_ref(&self.data), &self.input.options(&self.text_column, Some(&self.label_column)), known)?;
         let d = match self.shots {
             Some(k) => few_shot(&all, k, self.shots_seed),
             None => all.clone(),

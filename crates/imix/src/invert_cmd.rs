@@ -2,9 +2,10 @@
 
 use crate::check;
 use crate::common::{bar, load_adaptor, DecodeArgs, ModelArgs};
+use crate::input_args::InputArgs;
 use anyhow::Result;
 use clap::Args;
-use inversed_mixup::data::corpus::{read_files, ReadOptions};
+use inversed_mixup::data::corpus::read_files;
 use inversed_mixup::data::jsonl;
 use inversed_mixup::method::invert::{summarize, Inverter};
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ pub struct InvertArgs {
     /// Column (or JSON key) with the text in TSV/CSV/JSONL input
     #[arg(long, default_value = "text")]
     text_column: String,
+    #[command(flatten)]
+    reading: InputArgs,
     #[command(flatten)]
     dec: DecodeArgs,
     /// Sentences decoded together
@@ -56,7 +59,8 @@ pub fn run(a: InvertArgs) -> Result<()> {
         check::at_least_one("--limit", n)?;
     }
     let gen = a.dec.options()?;
-    let opt = ReadOptions { text_column: a.text_column.clone(), ..Default::default() };
+    a.reading.check()?;
+    let opt = a.reading.options(&a.text_column, None);
     let mut texts: Vec<String> = read_files(std::slice::from_ref(&a.input), &opt)?.rows.into_iter().map(|r| r.text).collect();
     if let Some(n) = a.limit {
         texts.truncate(n);
@@ -74,7 +78,7 @@ pub fn run(a: InvertArgs) -> Result<()> {
         pb.finish_and_clear();
         rows
     } else {
-        let pool: Vec<String> = read_files(&a.retrieve_from, &ReadOptions { text_column: a.text_column.clone(), ..Default::default() })?.rows.into_iter().map(|r| r.text).collect();
+        let pool: Vec<String> = read_files(&a.retrieve_from, &opt)?.rows.into_iter().map(|r| r.text).collect();
         let pb = bar(pool.len() as u64, "pool");
         let h = inversed_mixup::nets::encoder::embed_corpus(&enc, &pool, a.retrieve_cache.as_deref(), &|d, _| pb.set_position(d as u64))?;
         pb.finish_and_clear();

@@ -6,6 +6,7 @@ mod bench_cmd;
 mod check;
 mod common;
 mod data_args;
+mod input_args;
 mod invert_cmd;
 mod process;
 mod report;

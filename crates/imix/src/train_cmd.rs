@@ -5,7 +5,7 @@ use crate::common::{bar, ModelArgs};
 use crate::data_args::DataArgs;
 use anyhow::Result;
 use clap::Args;
-use inversed_mixup::data::labelled::{dev_sample, read_labelled, Labelled};
+use inversed_mixup::data::labelled::{dev_sample, read_labelled_with, Labelled};
 use inversed_mixup::eval::classes::{accuracy_macro_f1, argmax};
 use inversed_mixup::method::augment::read_augmented;
 use inversed_mixup::method::classifier::{one_hot, Classifier};
@@ -76,7 +76,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         inversed_mixup::data::io::check_writable(o)?;
     }
     let (pool, data) = a.data.load_with_pool(None)?;
-    let eval = read_labelled(std::slice::from_ref(&a.eval), &a.data.text_column, &a.data.label_column, Some(&data.labels))?;
+    let eval = read_labelled_with(std::slice::from_ref(&a.eval), &a.data.input.options(&a.data.text_column, Some(&a.data.label_column)), Some(&data.labels))?;
     let mut texts = data.texts();
     let mut targets = one_hot(&data.y, data.labels.len());
     if let Some(p) = &a.augment {

@@ -14,6 +14,7 @@ fn files(dir: &Path) -> PathBuf {
     w("badrow.tsv", "label\ttext\npos\tok\npos\ttoo\tmany\n");
     w("mid-blank.txt", "one\n\nthree\n");
     w("sentences.txt", "The cat sat on the mat.\n");
+    w("long.txt", "short\na sentence far longer than the limit\n");
     w("sum.jsonl", "{\"text\": \"x\", \"soft_label\": {\"pos\": 0.7, \"neg\": 0.7}}\n");
     w("label.jsonl", "{\"text\": \"x\", \"soft_label\": {\"positive\": 1.0}}\n");
     w("nocol.csv", "text,lambda\nx,0.5\n");
@@ -46,6 +47,10 @@ const TABLE: &[(&str, i32, &str)] = &[
     ("align --corpus D/mid-blank.txt --out D/o/a.st", 1, "mid-blank.txt:2: empty text"),
     ("align --corpus D/notutf8.txt --out D/o/a.st", 1, "notutf8.txt:2: not valid UTF-8"),
     ("align --out D/o/a.st", 2, "--corpus"),
+    ("align --corpus D/long.txt --out D/o/a.st --max-chars 10", 1, "long.txt:2: text is 36 characters, over the limit of 10 (--max-chars)"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --max-chars 0", 1, "--max-chars 0"),
+    ("invert --input D/long.txt --output D/o/i.jsonl --max-chars 10", 1, "long.txt:2: text is 36 characters"),
+    ("train --data D/train.tsv --eval D/train.tsv --max-chars 0", 1, "--max-chars 0"),
     // warmup
     ("warmup --data D/train.tsv --out D/o --batch-size 0", 1, "--batch-size 0"),
     ("warmup --data D/train.tsv --out D/o --steps 0", 1, "--steps 0"),

@@ -28,8 +28,15 @@ impl Labelled {
 /// Reads labelled files. With `known` labels (a trained model's), any other label is an error
 /// naming its file and line; otherwise the label set is the sorted set found in the data.
 pub fn read_labelled(paths: &[PathBuf], text_column: &str, label_column: &str, known: Option<&[String]>) -> Result<Labelled> {
-    let opt = ReadOptions { text_column: text_column.into(), label_column: Some(label_column.into()), ..Default::default() };
-    let rows = read_files(paths, &opt)?.rows;
+    read_labelled_with(paths, &ReadOptions { text_column: text_column.into(), label_column: Some(label_column.into()), ..Default::default() }, known)
+}
+
+/// [`read_labelled`] with every reading option (`label_column` must be set).
+pub fn read_labelled_with(paths: &[PathBuf], opt: &ReadOptions, known: Option<&[String]>) -> Result<Labelled> {
+    if opt.label_column.is_none() {
+        return Err(Error::Config("reading labelled data needs a label column".into()));
+    }
+    let rows = read_files(paths, opt)?.rows;
     if rows.is_empty() {
         return Err(Error::Config(format!("no labelled rows in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))));
     }
