@@ -84,18 +84,13 @@ impl Restore {
         Ok(())
     }
 
-    /// Header entry `key`, deserialised.
-    pub fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
-        serde_json::from_value(self.meta[key].clone()).map_err(|e| self.bad(format!("header {key}: {e}")))
-    }
-
     /// The step the checkpoint was written at.
     pub fn step(&self) -> Result<usize> {
         self.meta["step"].as_u64().map(|s| s as usize).ok_or_else(|| self.bad("no step"))
     }
 
     /// The tensors stored under `group`, by name.
-    pub fn group(&self, group: &str) -> HashMap<String, Tensor> {
+    fn group(&self, group: &str) -> HashMap<String, Tensor> {
         let p = format!("{group}/");
         self.tensors.iter().filter_map(|(k, v)| k.strip_prefix(&p).filter(|n| !n.starts_with("opt/")).map(|n| (n.to_string(), v.clone()))).collect()
     }
