@@ -218,6 +218,13 @@ impl Sample<'_> {
         Ok(accuracy_macro_f1(&self.cell.test.y, &pred, self.data.labels.len()))
     }
 
+    /// Embeddings of the sample mixed pairwise: `lambda · h[a] + (1 - lambda) · h[b]` per `(a, b, lambda)`.
+    fn mixed(&self, pairs: &[(usize, usize, f64)], renormalize: bool) -> Result<Tensor> {
+        let ids = |f: fn(&(usize, usize, f64)) -> usize| Tensor::new(pairs.iter().map(|x| f(x) as u32).collect::<Vec<_>>().as_slice(), self.h.device());
+        let l: Vec<f64> = pairs.iter().map(|x| x.2).collect();
+        mix_embeddings(&self.h.index_select(&ids(|x| x.0)?, 0)?, &self.h.index_select(&ids(|x| x.1)?, 0)?, &l, renormalize)
+    }
+
     /// A method that needs no LLM: none, EDA or embedding Mixup.
     fn baseline(&self, m: &Models, method: Method, cfg: &BenchConfig) -> Result<Option<CellResult>> {
         let t0 = std::time::Instant::now();
@@ -240,9 +247,7 @@ impl Sample<'_> {
                 let (pool, pool_h) = m.pool.ok_or_else(|| crate::Error::Config("retrieval-mixup needs an unlabeled pool".into()))?;
                 // The same pairs and ratios as inversed-mixup's, so the two differ only in how a mix becomes text.
                 let mixes = plan(&self.data.y, cfg.pairing, cfg.per_example, &cfg.lambda, seed)?;
-                let ids = |f: fn(&crate::method::mixup::Mix) -> usize| Tensor::new(mixes.iter().map(|x| f(x) as u32).collect::<Vec<_>>().as_slice(), self.h.device());
-                let l: Vec<f64> = mixes.iter().map(|x| x.lambda).collect();
-                let hm = mix_embeddings(&self.h.index_select(&ids(|x| x.a)?, 0)?, &self.h.index_select(&ids(|x| x.b)?, 0)?, &l, true)?;
+                let hm = self.mixed(&mixes.iter().map(|x| (x.a, x.b, x.lambda)).collect::<Vec<_>>(), true)?;
                 let nearest = hm.matmul(&pool_h.t()?)?.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
                 let c = self.data.labels.len();
                 Extra {
@@ -254,9 +259,7 @@ impl Sample<'_> {
             Method::EmbedMixup if matches!(cfg.protocol, Protocol::Finetune(_)) => Extra { mixup: Some(alpha), ..Default::default() },
             Method::EmbedMixup => {
                 let p = embed_mixup_plan(self.texts.len(), cfg.per_example, alpha, seed)?;
-                let ids = |f: fn(&(usize, usize, f64)) -> usize| Tensor::new(p.iter().map(|x| f(x) as u32).collect::<Vec<_>>().as_slice(), self.h.device());
-                let l: Vec<f64> = p.iter().map(|x| x.2).collect();
-                let mh = mix_embeddings(&self.h.index_select(&ids(|x| x.0)?, 0)?, &self.h.index_select(&ids(|x| x.1)?, 0)?, &l, false)?;
+                let mh = self.mixed(&p, false)?;
                 let my: Vec<Vec<f64>> = p.iter().map(|&(a, b, l)| self.y[a].iter().zip(&self.y[b]).map(|(u, v)| l * u + (1.0 - l) * v).collect()).collect();
                 Extra { h: Some(mh), y: my, ..Default::default() }
             }

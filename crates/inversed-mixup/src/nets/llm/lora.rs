@@ -42,10 +42,16 @@ impl Target {
         }
         let mut v = Vec::new();
         for p in s.split(',').map(str::trim) {
-            let t = Target::ALL
-                .into_iter()
-                .find(|t| serde_json::to_value(t).ok().and_then(|j| j.as_str().map(|x| x == p)).unwrap_or(false))
-                .ok_or_else(|| Error::Config(format!("LoRA target {p:?}: expected q, k, v, o, gate, up, down (comma-separated) or all")))?;
+            let t = match p {
+                "q" => Target::Q,
+                "k" => Target::K,
+                "v" => Target::V,
+                "o" => Target::O,
+                "gate" => Target::Gate,
+                "up" => Target::Up,
+                "down" => Target::Down,
+                _ => return Err(Error::Config(format!("LoRA target {p:?}: expected q, k, v, o, gate, up, down (comma-separated) or all"))),
+            };
             if !v.contains(&t) {
                 v.push(t);
             }
