@@ -9,8 +9,8 @@ imix=target/release/imix
 out=results/demo
 mkdir -p "$out"
 rm -f "$out/model/warmup.ckpt"
-$imix warmup --data examples/reviews.tsv --out "$out/model" --steps 30 --seed 0
-$imix augment --model "$out/model" --data examples/reviews.tsv --out "$out/aug.jsonl" \
+$imix warmup --input examples/reviews.tsv --out "$out/model" --steps 30 --seed 0
+$imix augment --model "$out/model" --input examples/reviews.tsv --out "$out/aug.jsonl" \
   --pairs cross-class --lambda grid:0,0.25,0.5,0.75,1 --seed 0
 echo "--- a few generated sentences (lambda, source A | source B -> generated) ---"
 python3 - "$out/aug.jsonl" <<'PY' || head -n 5 "$out/aug.jsonl"
@@ -21,8 +21,8 @@ for r in rows[:10]:
 PY
 echo "--- task model without and with augmentation (eval: examples/reviews-test.tsv) ---"
 echo "linear probe on frozen embeddings:"
-$imix train --data examples/reviews.tsv --eval examples/reviews-test.tsv
-$imix train --data examples/reviews.tsv --augment "$out/aug.jsonl" --eval examples/reviews-test.tsv
+$imix train --input examples/reviews.tsv --eval examples/reviews-test.tsv
+$imix train --input examples/reviews.tsv --augment "$out/aug.jsonl" --eval examples/reviews-test.tsv
 echo "fine-tuned encoder + head (the paper's task model):"
-$imix train --data examples/reviews.tsv --eval examples/reviews-test.tsv --finetune
-$imix train --data examples/reviews.tsv --augment "$out/aug.jsonl" --eval examples/reviews-test.tsv --finetune
+$imix train --input examples/reviews.tsv --eval examples/reviews-test.tsv --finetune
+$imix train --input examples/reviews.tsv --augment "$out/aug.jsonl" --eval examples/reviews-test.tsv --finetune

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 pub struct AlignArgs {
     /// Unlabeled sentences: text files (one a line) or the text column of .tsv/.csv/.jsonl; repeatable.
     /// The last --holdout sentences are held out for evaluation.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long = "input", visible_alias = "corpus", value_name = "FILE", required = true, num_args = 1..)]
     corpus: Vec<PathBuf>,
     /// Where to write the trained adaptor (.safetensors); its checkpoint goes to OUT.ckpt
     #[arg(long)]

@@ -20,9 +20,9 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Folder with DATASET/{train,test}.tsv (header label<TAB>text)
-    #[arg(long, default_value = "../shared/data/benchmarks")]
+    #[arg(long = "input", visible_alias = "data-dir", value_name = "DIR", default_value = "../shared/data/benchmarks")]
     data_dir: PathBuf,
-    /// Datasets (sub-folders of --data-dir)
+    /// Datasets (sub-folders of --input)
     #[arg(long, value_delimiter = ',', default_value = "sst2,trec,subj,mr")]
     datasets: Vec<String>,
     /// Examples per class

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// Labelled data: .tsv (header label<TAB>text), .csv or .jsonl
-    #[arg(long)]
+    #[arg(long = "input", visible_alias = "data", value_name = "FILE")]
     pub data: PathBuf,
     /// Column (or JSON key) with the text
     #[arg(long, default_value = "text")]

