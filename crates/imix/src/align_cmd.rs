@@ -123,6 +123,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
         check::non_negative("--max-minutes", m)?;
     }
     inversed_mixup::data::io::check_writable(&a.out)?;
+    check::resume_target(a.resume, &checkpoint_path(&a.out))?;
     a.input.check()?;
     if a.lora_rank > 0 {
         Target::parse_list(&a.lora_targets)?;
@@ -190,8 +191,6 @@ pub fn run(a: AlignArgs) -> Result<()> {
         tr.load_checkpoint(&ckpt).with_context(|| "use the same flags as the interrupted run")?;
         tracing::info!("resumed at step {} from {}", tr.step, ckpt.display());
         truncate_log(&log_path, tr.step)?;
-    } else if ckpt.exists() {
-        anyhow::bail!("{} exists: pass --resume to continue it, or delete it to start over", ckpt.display());
     } else {
         inversed_mixup::data::io::write_atomic(&log_path, b"")?;
     }

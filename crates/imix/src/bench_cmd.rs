@@ -2,7 +2,7 @@
 
 use crate::common::{bar, default_adaptor, ModelArgs};
 use crate::report;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use inversed_mixup::data::corpus::{read_files, ReadOptions};
 use inversed_mixup::data::jsonl;
@@ -135,7 +135,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     } else {
         None
     };
-    std::fs::create_dir_all(a.out.join("generated")).with_context(|| a.out.display().to_string())?;
+    let out_dir = inversed_mixup::data::io::CreatedDirs::create(&a.out.join("generated"))?;
     let results_path = a.out.join("results.jsonl");
     let mut results = read_results(&results_path)?;
     let (enc, llm) = a.models.load()?;
@@ -201,6 +201,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     // not in this report.
     let mine: Vec<CellResult> = results.into_iter().filter(|r| r.task_model == cfg.protocol.name()).collect();
     report::write(&a.out, &mine, &a.methods)?;
+    out_dir.keep();
     println!("{cells} cells ({computed} computed now) in {:.1} min; reports in {}", started.elapsed().as_secs_f64() / 60.0, a.out.display());
     Ok(())
 }

@@ -35,6 +35,16 @@ pub fn non_negative(flag: &str, v: f64) -> Result<()> {
     Ok(())
 }
 
+/// `--resume` needs a checkpoint to continue, and a new run must not overwrite one: both are
+/// found before any work.
+pub fn resume_target(resume: bool, ckpt: &std::path::Path) -> Result<()> {
+    match (resume, ckpt.exists()) {
+        (true, false) => bail!("--resume: no checkpoint at {} to continue (leave out --resume to start a new run)", ckpt.display()),
+        (false, true) => bail!("{} exists: pass --resume to continue it, or delete it to start over", ckpt.display()),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,13 +66,14 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     }
     check::non_negative("--beta", a.beta)?;
     inversed_mixup::data::io::check_writable(&a.out.join("classifier.safetensors"))?;
+    check::resume_target(a.resume, &BundlePaths::new(&a.out).checkpoint())?;
     for (f, v) in [("--lr-classifier", a.lr_classifier), ("--lr-adaptor", a.lr_adaptor), ("--lr-encoder", a.lr_encoder)] {
         check::positive(f, v)?;
     }
     let data = a.data.load(None)?;
     let (enc, llm) = a.models.load()?;
     let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let out_dir = inversed_mixup::data::io::CreatedDirs::create(&a.out)?;
     let texts = data.texts();
     let emb = embed_corpus(&enc, &texts, None, &|_, _| {})?;
     let cls = Classifier::new(data.labels.clone(), enc.dim(), llm.device())?;
@@ -101,9 +102,6 @@ pub fn run(a: WarmupArgs) -> Result<()> {
         w.load_checkpoint(&ckpt)?;
         tracing::info!("resumed at step {}", w.step);
     } else {
-        if ckpt.exists() {
-            anyhow::bail!("{} exists: pass --resume to continue it, or delete it to start over", ckpt.display());
-        }
         inversed_mixup::data::io::write_atomic(&curve, b"")?;
     }
     let mut log = std::fs::OpenOptions::new().append(true).open(&curve).with_context(|| curve.display().to_string())?;
@@ -122,6 +120,7 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     pb.finish_and_clear();
     let meta = serde_json::json!({"encoder": enc.name(), "finetuned_encoder": a.finetune_encoder, "data": a.data.data, "shots": a.data.shots, "shots_seed": a.data.shots_seed});
     bundle::save(&paths, &w, meta)?;
+    out_dir.keep();
     println!("task model and refined adaptor written to {}", a.out.display());
     Ok(())
 }

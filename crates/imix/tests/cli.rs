@@ -122,10 +122,8 @@ fn bad_input_lines_are_reported_with_file_and_line() {
     assert!(!d.path().join("o.jsonl").exists(), "no output on failure");
 }
 
-#[test]
-fn a_mismatched_adaptor_is_refused_by_the_cli() {
-    let d = tempfile::tempdir().unwrap();
-    let inp = write(d.path(), "in.txt", "hello there\n");
+/// An adaptor file made for another encoder (refused by every command that loads one).
+fn mismatched_adaptor(dir: &std::path::Path) -> std::path::PathBuf {
     let a = inversed_mixup::method::adaptor::Adaptor::new(
         inversed_mixup::method::adaptor::AdaptorConfig {
             encoder: "some-other-encoder".into(),
@@ -141,8 +139,16 @@ fn a_mismatched_adaptor_is_refused_by_the_cli() {
         &candle_core::Device::Cpu,
     )
     .unwrap();
-    let p = d.path().join("other.safetensors");
+    let p = dir.join("other.safetensors");
     a.save(&p, true).unwrap();
+    p
+}
+
+#[test]
+fn a_mismatched_adaptor_is_refused_by_the_cli() {
+    let d = tempfile::tempdir().unwrap();
+    let inp = write(d.path(), "in.txt", "hello there\n");
+    let p = mismatched_adaptor(d.path());
     let r = imix().args(["invert", "--input"]).arg(&inp).arg("--output").arg(d.path().join("o.jsonl")).arg("--adaptor").arg(&p).output().unwrap();
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
@@ -176,4 +182,29 @@ fn input_and_out_name_every_command_and_old_names_still_work() {
         assert!(!r.status.success() && err.contains(&format!("{}:3", bad.display())), "invert {out}: {err}");
     }
     assert!(!o.exists() && !d.path().join("o.jsonl").exists(), "no output on failure");
+}
+
+/// A run that fails after its output directory was made (here `bench`, whose adaptor is found
+/// not to fit once the models are loaded) removes that directory again.
+#[test]
+fn a_failed_run_leaves_no_empty_output_directory() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("tiny")).unwrap();
+    for split in ["train", "test"] {
+        write(&d.path().join("tiny"), &format!("{split}.tsv"), "label\ttext\npos\ta lovely film\nneg\ta boring film\n");
+    }
+    let adaptor = mismatched_adaptor(d.path());
+    let out = d.path().join("new/bench");
+    let r = imix()
+        .args(["bench", "--input"])
+        .arg(d.path())
+        .args(["--datasets", "tiny", "--shots", "1", "--seeds", "1", "--methods", "none", "--out"])
+        .arg(&out)
+        .arg("--adaptor")
+        .arg(&adaptor)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("some-other-encoder"), "{err}");
+    assert!(!d.path().join("new").exists(), "a failed bench left {} behind", d.path().join("new").display());
 }

@@ -31,6 +31,40 @@ fn remove_stale_temps(path: &Path) {
     }
 }
 
+/// Directories created for a command's outputs. Dropped without [`CreatedDirs::keep`] (the
+/// command failed), the ones still empty are removed again, so a failed run leaves no empty
+/// output directory; anything written into them (a checkpoint to resume from) stays.
+#[must_use = "dropping it removes the directories again"]
+pub struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    /// Creates `dir` with its missing ancestors and remembers which of them are new.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let mut new = Vec::new();
+        let mut d = Some(dir).filter(|d| !d.as_os_str().is_empty());
+        while let Some(p) = d.filter(|p| !p.exists()) {
+            new.push(p.to_path_buf());
+            d = p.parent().filter(|d| !d.as_os_str().is_empty());
+        }
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(Self(new))
+    }
+
+    /// Keeps the directories: the command succeeded.
+    pub fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        // Deepest first; remove_dir fails (and leaves it) on a directory that is not empty.
+        for d in &self.0 {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
 /// Checks, before any work, that `path` can be written: its nearest existing ancestor is a
 /// writable directory (nothing is created). An unwritable output is then reported at once, not
 /// after the work.
@@ -55,9 +89,10 @@ pub fn check_writable(path: &Path) -> Result<()> {
 /// Streams content into `path` atomically: `fill` writes to a buffered temp file that only
 /// replaces `path` once everything was written and synced.
 pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
+    let dirs = match path.parent() {
+        Some(dir) => CreatedDirs::create(dir)?,
+        None => CreatedDirs(Vec::new()),
+    };
     remove_stale_temps(path);
     let tmp = tmp_path(path);
     let res = (|| {
@@ -72,6 +107,7 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
+    dirs.keep();
     Ok(())
 }
 
@@ -94,6 +130,21 @@ mod tests {
         let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         assert_eq!(names, [".other.tmp1", "out.jsonl"]);
+    }
+
+    #[test]
+    fn created_dirs_are_removed_on_failure_unless_something_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(CreatedDirs::create(&dir.path().join("a/b/c")).unwrap());
+        assert!(!dir.path().join("a").exists(), "a failed run leaves no empty directory");
+        let g = CreatedDirs::create(&dir.path().join("a/b/c")).unwrap();
+        fs::write(dir.path().join("a/b/ckpt"), b"x").unwrap();
+        drop(g);
+        assert!(dir.path().join("a/b/ckpt").exists() && !dir.path().join("a/b/c").exists(), "written files and their directories stay");
+        CreatedDirs::create(&dir.path().join("d/e")).unwrap().keep();
+        assert!(dir.path().join("d/e").is_dir(), "kept on success");
+        let e = write_atomic_with(&dir.path().join("f/g/out.jsonl"), |_| Err(std::io::Error::other("disk full")));
+        assert!(e.is_err() && !dir.path().join("f").exists(), "a failed atomic write removes the directories it made");
     }
 
     #[test]
