@@ -71,23 +71,55 @@ fn warmup_augment_train_end_to_end() {
     assert!(!r.status.success() && err.contains(&format!("{}:2: unknown label \"positive\"", bad.display())), "{err}");
 }
 
+/// A run killed inside its output write (held there by the test hook, with the new rows already
+/// in the temp file) leaves the previous output byte-identical, and the next run removes the
+/// killed run's temp file.
 #[test]
-fn an_interrupted_augment_leaves_no_output_file() {
+fn an_augment_killed_while_writing_keeps_the_old_output() {
     let d = tempfile::tempdir().unwrap();
     let model = d.path().join("model");
     let data = root().join("examples/reviews.tsv");
-    ok(&imix(&["warmup", "--data", data.to_str().unwrap(), "--shots", "2", "--steps", "1", "--batch-size", "2", "--out", model.to_str().unwrap()]));
+    ok(&imix(&["warmup", "--input", data.to_str().unwrap(), "--shots", "2", "--steps", "1", "--batch-size", "2", "--out", model.to_str().unwrap()]));
     let out = d.path().join("aug.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imix"))
-        .args(["augment", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--per-example", "4", "--lambda", "grid:0,0.5,1", "--out", out.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(8));
+    let args = |seed: &str| -> Vec<String> {
+        [
+            "augment",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            data.to_str().unwrap(),
+            "--shots",
+            "2",
+            "--per-example",
+            "1",
+            "--max-new-tokens",
+            "8",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    ok(&imix(&args("0").iter().map(String::as_str).collect::<Vec<_>>()));
+    let old = std::fs::read(&out).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imix")).args(args("1")).env("IMIX_TEST_WRITE_PAUSE_MS", "600000").stderr(std::process::Stdio::null()).spawn().unwrap();
+    let tmp = d.path().join(format!(".aug.jsonl.tmp{}", child.id()));
+    let t0 = std::time::Instant::now();
+    // Inside the write: its rows are in the temp file (or, for a writer that is not atomic, the
+    // output itself has changed).
+    while std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) == 0 && std::fs::read(&out).unwrap() == old {
+        assert!(t0.elapsed().as_secs() < 300, "the second run never reached its write");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
-    let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains("aug")).collect();
-    assert!(left.is_empty(), "killed run left {left:?}");
+    assert!(std::fs::read(&out).unwrap() == old, "the old output changed although the run was killed inside the write");
+    assert!(std::fs::read(&tmp).is_ok_and(|t| t != old), "the killed run's rows (other ones: another seed) are in its temp file");
+    ok(&imix(&args("0").iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(!tmp.exists(), "the next run left the killed run's temp file");
+    assert!(std::fs::read(&out).unwrap() == old, "same seed, same rows");
 }
 
 #[test]

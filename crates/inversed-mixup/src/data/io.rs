@@ -101,6 +101,7 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::
         fill(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
+        pause_for_tests();
         fs::rename(&tmp, path)
     })();
     if let Err(e) = res {
@@ -109,6 +110,14 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::
     }
     dirs.keep();
     Ok(())
+}
+
+/// Test hook: `IMIX_TEST_WRITE_PAUSE_MS` holds a finished temp file that long before its rename,
+/// so that a test can kill the process inside the write and see the old output survive.
+fn pause_for_tests() {
+    if let Some(ms) = std::env::var("IMIX_TEST_WRITE_PAUSE_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// Reads a whole file, naming it in the error.
