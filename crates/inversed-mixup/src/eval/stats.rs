@@ -60,3 +60,52 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
         cov / (vx * vy).sqrt()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// mean_std reports the sample (n - 1) standard deviation: Python's statistics.stdev, not pstdev.
+    #[test]
+    fn mean_std_is_the_sample_std() {
+        // statistics.mean = 5, statistics.stdev = sqrt(32 / 7) = 2.138089935299395 (pstdev would be 2.0).
+        let (m, s) = mean_std(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert!((m - 5.0).abs() < 1e-12, "{m}");
+        assert!((s - 2.138089935299395).abs() < 1e-12, "{s}");
+        assert_eq!(mean_std(&[0.7]), (0.7, 0.0));
+        let (m, s) = mean_std(&[]);
+        assert!(m.is_nan() && s.is_nan());
+    }
+
+    /// The paired test is exact, two-sided and counts ties as extreme: p = hits / 2^n over all sign flips.
+    #[test]
+    fn paired_permutation_p_is_exact_and_two_sided() {
+        // All 5 differences positive: only the identity and the all-flipped signs reach |sum|: 2 / 2^5.
+        let a = [3.0, 4.0, 5.0, 6.0, 7.0];
+        assert_eq!(paired_permutation_p(&a, &[2.0, 2.0, 3.0, 1.0, 6.5]), 2.0 / 32.0);
+        // Identical vectors: every flip ties with the observed 0.
+        assert_eq!(paired_permutation_p(&a, &a), 1.0);
+        // Mixed signs, differences [1.5, -0.5, 2, 0.25, -1, 3] (exact in binary). Python, itertools over the
+        // 64 sign vectors: 16 reach |sum| >= 5.25 (p = 0.25); only 12 exceed it (ties matter) and one-sided
+        // 8 reach sum >= 5.25, so a strict or one-sided count would give 0.1875 or 0.125.
+        let a = [2.5, 0.5, 3.0, 1.25, 0.0, 4.0];
+        let b = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+        assert_eq!(paired_permutation_p(&a, &b), 0.25);
+        // Nothing to test, or too many pairs to enumerate: NaN rather than a made-up p.
+        assert!(paired_permutation_p(&[], &[]).is_nan());
+        assert!(paired_permutation_p(&[1.0; 17], &[0.0; 17]).is_nan());
+        assert_eq!(paired_permutation_p(&[1.0; 16], &[0.0; 16]), 2.0 / 65536.0);
+    }
+
+    /// Spearman uses average ranks for ties (Python: statistics.correlation of the averaged ranks).
+    #[test]
+    fn spearman_averages_tied_ranks() {
+        // Ranks x = [0, 1.5, 1.5, 3, 4], y = [1, 0, 4, 2.5, 2.5]; their Pearson r is 0.3684210526315789 (= 7/19).
+        let r = spearman(&[1.0, 2.0, 2.0, 3.0, 5.0], &[2.0, 1.0, 4.0, 3.0, 3.0]);
+        assert!((r - 7.0 / 19.0).abs() < 1e-12, "{r}");
+        // Monotone but not linear: exactly 1 and -1; a constant side has no correlation: 0.
+        assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[1.0, 8.0, 27.0, 1000.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[9.0, 4.0, 1.0, 0.0]) + 1.0).abs() < 1e-12);
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[5.0, 5.0, 5.0]), 0.0);
+    }
+}

@@ -32,7 +32,9 @@ fn counts<T: std::hash::Hash + Eq + Clone>(xs: &[T]) -> HashMap<T, usize> {
     m
 }
 
-/// Multiset token F1 between reference and hypothesis (SQuAD style), in [0, 1].
+/// Multiset token F1 between reference and hypothesis (SQuAD's formula), in [0, 1]: 1 when both are
+/// empty, 0 when one is. The tokens are those of [`words`]; unlike SQuAD's normalisation, articles and
+/// punctuation are kept (punctuation marks are tokens).
 pub fn token_f1(reference: &str, hypothesis: &str) -> f64 {
     let (r, h) = (words(reference), words(hypothesis));
     if r.is_empty() || h.is_empty() {
@@ -48,7 +50,13 @@ pub fn token_f1(reference: &str, hypothesis: &str) -> f64 {
     2.0 * p * rr / (p + rr)
 }
 
-/// Sentence BLEU-4 in [0, 1] with sacreBLEU's default "exp" smoothing for orders with no match.
+/// Sentence BLEU-4 in [0, 1], defined as sacreBLEU's `sentence_bleu` defaults: "exp" smoothing for
+/// orders with no match, effective order (orders longer than the hypothesis are left out of the
+/// geometric mean) and 0 when no token matches at all. The tokens are those of [`words`], so this
+/// equals `sentence_bleu(hyp, [ref], lowercase=True, tokenize="13a").score / 100` wherever 13a splits
+/// alike; it differs by design where 13a keeps a token whole and `words` splits it: hyphens inside
+/// words ("well-known"), '.' and ',' between digits ("3.2", "1,000") and non-ASCII punctuation.
+/// Checked against sacreBLEU 2.6.0 by tests/text_metrics.rs (fixture from reference/make_bleu_fixture.py).
 pub fn bleu(reference: &str, hypothesis: &str) -> f64 {
     let (r, h) = (words(reference), words(hypothesis));
     if h.is_empty() || r.is_empty() {
@@ -56,19 +64,21 @@ pub fn bleu(reference: &str, hypothesis: &str) -> f64 {
     }
     let mut log_p = 0.0f64;
     let mut k = 1.0f64;
-    for n in 1..=4usize {
-        if h.len() < n {
-            // Too short for this order: sacreBLEU counts it like a zero match.
-            k *= 2.0;
-            log_p += (1.0 / k).ln();
-            continue;
-        }
+    // Fix (issue 16.8): orders longer than the hypothesis used to count as smoothed zero matches
+    // within a mean over 4 orders, and a hypothesis sharing no token still scored > 0; neither is
+    // sacreBLEU (an exact two-word reconstruction scored 0.59). Now: effective order, early 0.
+    let orders = h.len().min(4);
+    for n in 1..=orders {
         let hn: Vec<&[String]> = h.windows(n).collect();
         let rn: Vec<&[String]> = r.windows(n.min(r.len())).filter(|w| w.len() == n).collect();
         let (hc, rc) = (counts(&hn), counts(&rn));
         let m: usize = hc.iter().map(|(g, &c)| c.min(*rc.get(g).unwrap_or(&0))).sum();
         let total = hn.len() as f64;
         let p = if m == 0 {
+            if n == 1 {
+                // No unigram matches, hence no match of any order: sacreBLEU returns 0 (its #141).
+                return 0.0;
+            }
             k *= 2.0;
             1.0 / (k * total)
         } else {
@@ -77,7 +87,7 @@ pub fn bleu(reference: &str, hypothesis: &str) -> f64 {
         log_p += p.ln();
     }
     let bp = if h.len() < r.len() { (1.0 - r.len() as f64 / h.len() as f64).exp() } else { 1.0 };
-    bp * (log_p / 4.0).exp()
+    bp * (log_p / orders as f64).exp()
 }
 
 /// Exact match after trimming and lower-casing.

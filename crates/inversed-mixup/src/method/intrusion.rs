@@ -76,3 +76,30 @@ pub fn judge(predicted: &[f64], soft: &[f64], ya: usize, yb: usize, threshold: f
 pub fn relabel(soft: &[f64], predicted: &[f64]) -> Vec<f64> {
     soft.iter().zip(predicted).map(|(s, p)| 0.5 * s + 0.5 * p).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rule (b) alone: a confident prediction of a source class that the soft label weights less is an
+    /// intrusion ("dominant class flipped"); the same prediction is not when the label favours that class,
+    /// has no dominant class (within 1e-9), is below the threshold, or both sources share the class.
+    #[test]
+    fn dominant_class_flipped_decides_alone() {
+        // Class 1 is a source class (rule (a) cannot fire) and the prediction is confident (0.85 >= 0.8).
+        let pred = [0.1, 0.85, 0.05];
+        let v = judge(&pred, &[0.6, 0.4, 0.0], 0, 1, 0.8);
+        assert!(v.intrusion, "{v:?}");
+        assert!(v.reason.starts_with("dominant class flipped: label favours 0, prediction 1"), "{v:?}");
+        // The rule reads the label's weights, not which source came first.
+        assert!(judge(&pred, &[0.6, 0.4, 0.0], 1, 0, 0.8).intrusion);
+        // A label only just favouring class 0 is still flipped; a difference within 1e-9 is a tie.
+        assert!(judge(&pred, &[0.5 + 1e-6, 0.5 - 1e-6, 0.0], 0, 1, 0.8).intrusion);
+        // Near cases that must not fire.
+        let no = Verdict { intrusion: false, reason: String::new() };
+        assert_eq!(judge(&pred, &[0.4, 0.6, 0.0], 0, 1, 0.8), no, "label favours the predicted class");
+        assert_eq!(judge(&pred, &[0.5 + 1e-10, 0.5 - 1e-10, 0.0], 0, 1, 0.8), no, "no dominant class");
+        assert_eq!(judge(&pred, &[0.6, 0.4, 0.0], 0, 1, 0.86), no, "not confident enough");
+        assert_eq!(judge(&[0.85, 0.1, 0.05], &[1.0, 0.0, 0.0], 0, 0, 0.8), no, "same-class sources");
+    }
+}
