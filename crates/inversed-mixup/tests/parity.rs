@@ -112,3 +112,22 @@ fn lean_training_path_matches_the_plain_path_on_the_real_llm() {
     let h = candle_core::Tensor::from_vec((0..32).map(|i| (i as f32 * 0.37).sin() * 0.25).collect::<Vec<f32>>(), (2, 16), &candle_core::Device::Cpu).unwrap();
     common::assert_lean_equals_plain(&mut llm, &prompt, &a, &h, &["The cat sat on the mat.", "A short sentence about rivers and hills."], 1e-4, 1e-3);
 }
+
+/// Whole rows: all 49,152 logits at the last position of each prompt of logits.json equal those
+/// of transformers (reference/make_logit_rows.py), not only the probed ids.
+#[test]
+fn llm_full_logit_rows_match_transformers_gguf() {
+    let m = llm();
+    let path = format!("{}/tests/fixtures/logit_rows.safetensors", env!("CARGO_MANIFEST_DIR"));
+    let want = candle_core::safetensors::load(&path, &Device::Cpu).unwrap()["last_position"].to_vec2::<f32>().unwrap();
+    let rows = fixture("logits.json")["rows"].as_array().unwrap().clone();
+    assert_eq!(want.len(), rows.len());
+    for (row, want) in rows.iter().zip(&want) {
+        let ids: Vec<u32> = row["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let logits = m.forward_ids(&ids).unwrap().squeeze(0).unwrap();
+        let got = logits.get(ids.len() - 1).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got.len(), 49152);
+        let (worst, at) = got.iter().zip(want).enumerate().map(|(j, (g, w))| ((g - w).abs(), j)).fold((0f32, 0), |m, x| if x.0 > m.0 { x } else { m });
+        assert!(worst < 2e-3, "{:?}: logit of id {at} differs by {worst} ({} vs {})", row["prompt"], got[at], want[at]);
+    }
+}
