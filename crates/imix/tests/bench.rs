@@ -66,4 +66,14 @@ fn quick_bench_runs_reports_and_resumes_identically() {
         v
     };
     assert_eq!(strip(&std::fs::read_to_string(&results).unwrap()), strip(&first));
+    // A half-done cell (seed 1 has only some of its methods, as after a run with fewer --methods):
+    // only the missing methods run, to the same numbers, and the cell's generated rows stay whole.
+    let generated = d.path().join("out/generated/toy-2-1.jsonl");
+    let gen_first = std::fs::read_to_string(&generated).unwrap();
+    let half: String = first.lines().filter(|l| l.contains("\"seed\":0") || ["\"none\"", "\"eda\"", "\"inversed-mixup-keep\""].iter().any(|m| l.contains(m))).map(|l| format!("{l}\n")).collect();
+    assert_eq!(half.lines().count(), 9 + 3);
+    std::fs::write(&results, half).unwrap();
+    assert!(bench(d.path()).contains("(1 computed now)"));
+    assert_eq!(strip(&std::fs::read_to_string(&results).unwrap()), strip(&first));
+    assert_eq!(strip(&std::fs::read_to_string(&generated).unwrap()), strip(&gen_first), "the generated rows of the half-done cell changed");
 }
