@@ -130,3 +130,41 @@ fn interpolate_prints_the_path_from_b_to_a() {
     assert!(lines[0].starts_with("B  A dull") && lines[4].starts_with("A  A wonderful"));
     assert!(lines[1].starts_with("lambda=0.00") && lines[3].starts_with("lambda=1.00"));
 }
+
+/// `warmup --resume` through the CLI: a run killed after a checkpoint and resumed writes the
+/// same task model and adaptor, byte for byte, as a run that was never interrupted.
+#[test]
+fn a_killed_warmup_resumes_to_the_uninterrupted_result() {
+    let d = tempfile::tempdir().unwrap();
+    let data = root().join("examples/reviews.tsv");
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    let args = |out: &Path| -> Vec<String> {
+        ["warmup", "--input", data.to_str().unwrap(), "--shots", "2", "--steps", "8", "--batch-size", "2", "--checkpoint-every", "1", "--seed", "3", "--out", out.to_str().unwrap()]
+            .map(String::from)
+            .to_vec()
+    };
+    ok(&Command::new(env!("CARGO_BIN_EXE_imix")).args(args(&a)).output().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imix")).args(args(&b)).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let ckpt = b.join("warmup.ckpt");
+    let t0 = std::time::Instant::now();
+    while !ckpt.exists() {
+        assert!(t0.elapsed().as_secs() < 300, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!b.join("classifier.safetensors").exists(), "the run finished before it was killed: nothing was resumed");
+    let mut resume = args(&b);
+    resume.push("--resume".into());
+    let r = Command::new(env!("CARGO_BIN_EXE_imix")).args(&resume).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("written to"), "{err}");
+    // It continued (from a step after the first), it did not start over.
+    let from: usize = err.split("resumed at step ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no resume in {err}"));
+    assert!((1..8).contains(&from), "resumed at step {from}");
+    let steps: Vec<u64> = std::fs::read_to_string(b.join("warmup.curve.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<u64>>(), "the curve has each step once");
+    for f in ["classifier.safetensors", "adaptor.safetensors"] {
+        assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs after kill + --resume");
+    }
+}
