@@ -161,3 +161,51 @@ fn lambda_plots(out: &Path, g: &[(String, AugLite)]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(method: Method, seed: u64, accuracy: f64, intrusion: Option<f64>) -> CellResult {
+        CellResult {
+            dataset: "toy".into(),
+            shots: 10,
+            seed,
+            method,
+            task_model: "finetune".into(),
+            accuracy,
+            macro_f1: accuracy - 0.1,
+            train_rows: 20,
+            aug_rows: 40,
+            intrusion_rate: intrusion,
+            seconds: 1.0,
+        }
+    }
+
+    /// summary.md: mean ± sample std in %, the best mean in bold (only it), seed counts, intrusion
+    /// rates, and paired tests whose mean difference and exact p are computed by hand here.
+    #[test]
+    fn summary_tables_state_what_the_rows_say() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rows = Vec::new();
+        for (s, (n, e, k)) in [(0.60, 0.62, 0.70), (0.64, 0.60, 0.74), (0.62, 0.64, 0.72)].into_iter().enumerate() {
+            rows.push(row(Method::None, s as u64, n, None));
+            rows.push(row(Method::EmbedMixup, s as u64, e, None));
+            rows.push(row(Method::InversedMixupKeep, s as u64, k, Some(0.25 * s as f64)));
+        }
+        let methods = [Method::None, Method::EmbedMixup, Method::InversedMixupKeep];
+        write(d.path(), &rows, &methods).unwrap();
+        let md = std::fs::read_to_string(d.path().join("summary.md")).unwrap();
+        // none: mean 62.0, sample std 2.0; keep: mean 72.0, std 2.0 and best; intrusion mean 25 %.
+        assert!(md.contains("| toy | 10 | none | 3 | 62.0 ± 2.0 | 52.0 ± 2.0 | 40 |  |"), "{md}");
+        assert!(md.contains("| toy | 10 | embed-mixup | 3 | 62.0 ± 2.0 |"), "{md}");
+        assert!(md.contains("| toy | 10 | inversed-mixup-keep | 3 | **72.0 ± 2.0** | 62.0 ± 2.0 | 40 | 25.0 % |"), "{md}");
+        assert_eq!(md.matches("**").count(), 2, "exactly one bold cell:\n{md}");
+        // keep beats none by +10 on all 3 seeds: exact two-sided p = 2 / 2^3 = 0.25.
+        assert!(md.contains("| toy | 10 | none | +10.0 | 0.250 |"), "{md}");
+        assert!(md.contains("| toy | 10 | embed-mixup | +10.0 | 0.250 |"), "{md}");
+        for f in ["accuracy.svg"] {
+            assert!(d.path().join(f).exists(), "{f}");
+        }
+    }
+}
