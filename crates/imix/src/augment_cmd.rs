@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use inversed_mixup::data::jsonl;
 use inversed_mixup::eval::stats::spearman;
-use inversed_mixup::method::augment::{augment, controllability, mix_embeddings, AugRow, AugmentOptions};
+use inversed_mixup::method::augment::{augment, controllability, mix_embeddings, AugRow, AugmentOptions, LabelFrom};
 use inversed_mixup::method::intrusion::Mitigation;
 use inversed_mixup::method::invert::{cosine_rows, Inverter};
 use inversed_mixup::method::mixup::{plan, LambdaSpec, Pairing};
@@ -53,6 +53,10 @@ pub struct AugmentArgs {
     /// Intruders: keep, drop, or relabel (soft label blended 50/50 with the prediction)
     #[arg(long, value_enum, default_value_t = Mitigation::Keep)]
     intrusion: Mitigation,
+    /// Label source: mix (the mixing ratio, as in the paper) or content (the ratio the generated
+    /// sentence's own embedding shows, so a decode that copied one source gets that source's label)
+    #[arg(long, value_enum, default_value_t = LabelFrom::Mix)]
+    label: LabelFrom,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     format: Format,
@@ -77,7 +81,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     let (cls, enc, adaptor) = (b.classifier, b.encoder, b.adaptor);
     let inv = Inverter::new(&enc, &llm, &adaptor)?;
     let mixes = plan(&data.y, a.pairs, a.per_example, &lambda, a.dec.seed)?;
-    let opt = AugmentOptions { gen: a.dec.options()?, threshold: a.threshold, mitigation: a.intrusion, batch_size: a.batch_size, renormalize: true };
+    let opt = AugmentOptions { gen: a.dec.options()?, threshold: a.threshold, mitigation: a.intrusion, batch_size: a.batch_size, renormalize: true, label: a.label };
     let pb = bar(mixes.len() as u64, "augment");
     let (rows, st) = augment(&inv, &cls, &data, &mixes, &opt, &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();

@@ -32,7 +32,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     seeds: u64,
     /// Methods to run
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "none,duplicate,eda,embed-mixup,retrieval-mixup,reconstruct,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-relabel")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "none,duplicate,eda,embed-mixup,retrieval-mixup,reconstruct,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-relabel,inversed-mixup-content"
+    )]
     methods: Vec<Method>,
     /// Unlabeled sentences for retrieval-mixup (one a line) [default: DATA_DIR/../unlabeled/wiki.txt]
     #[arg(long, value_name = "FILE")]

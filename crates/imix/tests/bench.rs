@@ -40,7 +40,7 @@ fn quick_bench_runs_reports_and_resumes_identically() {
     assert!(out.contains("2 cells (2 computed now)"), "{out}");
     let results = d.path().join("out/results.jsonl");
     let first = std::fs::read_to_string(&results).unwrap();
-    assert_eq!(first.lines().count(), 2 * 9, "two seeds x nine methods");
+    assert_eq!(first.lines().count(), 2 * 10, "two seeds x ten methods");
     for f in ["summary.md", "accuracy.svg", "controllability.svg", "intrusion.svg", "generated/toy-2-0.jsonl"] {
         assert!(d.path().join("out").join(f).exists(), "missing {f}");
     }
@@ -71,7 +71,7 @@ fn quick_bench_runs_reports_and_resumes_identically() {
     let generated = d.path().join("out/generated/toy-2-1.jsonl");
     let gen_first = std::fs::read_to_string(&generated).unwrap();
     let half: String = first.lines().filter(|l| l.contains("\"seed\":0") || ["\"none\"", "\"eda\"", "\"inversed-mixup-keep\""].iter().any(|m| l.contains(m))).map(|l| format!("{l}\n")).collect();
-    assert_eq!(half.lines().count(), 9 + 3);
+    assert_eq!(half.lines().count(), 10 + 3);
     std::fs::write(&results, half).unwrap();
     assert!(bench(d.path()).contains("(1 computed now)"));
     assert_eq!(strip(&std::fs::read_to_string(&results).unwrap()), strip(&first));

@@ -36,7 +36,14 @@ fn keep_drop_relabel_on_a_classifier_that_always_contradicts() {
     let mixes = plan(&y, Pairing::CrossClass, 1, &LambdaSpec::Grid(vec![0.25, 0.75]), 0).unwrap();
     let inv = Inverter::new(&enc, &llm, &adaptor).unwrap();
     let run = |m: Mitigation, decode: Decode, seed: u64| {
-        let opt = AugmentOptions { gen: GenerateOptions { decode, max_new_tokens: 5, seed, ..Default::default() }, threshold: 0.6, mitigation: m, batch_size: 3, renormalize: true };
+        let opt = AugmentOptions {
+            gen: GenerateOptions { decode, max_new_tokens: 5, seed, ..Default::default() },
+            threshold: 0.6,
+            mitigation: m,
+            batch_size: 3,
+            renormalize: true,
+            label: Default::default(),
+        };
         augment(&inv, &cls, &data, &mixes, &opt, &|_, _| {}).unwrap()
     };
     let (kept, st) = run(Mitigation::Keep, Decode::Greedy, 0);

@@ -6,7 +6,7 @@ use crate::eval::classes::{accuracy_macro_f1, argmax};
 use crate::fewshot::baselines::{eda_all, embed_mixup_plan};
 use crate::fewshot::methods::Method;
 use crate::method::adaptor::Adaptor;
-use crate::method::augment::{augment, mix_embeddings, AugRow, AugmentOptions};
+use crate::method::augment::{augment, mix_embeddings, AugRow, AugmentOptions, LabelFrom};
 use crate::method::classifier::{one_hot, Classifier};
 use crate::method::intrusion::Mitigation;
 use crate::method::invert::Inverter;
@@ -271,9 +271,13 @@ impl Sample<'_> {
     }
 
     /// Trains on the sample plus the generated rows that `mitigation` keeps (with their labels).
-    fn fit_generated(&self, m: &Models, rows: &[AugRow], mitigation: Mitigation, cfg: &BenchConfig) -> Result<((f64, f64), usize)> {
+    fn fit_generated(&self, m: &Models, rows: &[AugRow], mitigation: Mitigation, label: LabelFrom, cfg: &BenchConfig) -> Result<((f64, f64), usize)> {
         let vec_of = |map: &std::collections::BTreeMap<String, f64>| self.data.labels.iter().map(|l| map[l]).collect::<Vec<f64>>();
-        let (texts, y): (Vec<String>, Vec<Vec<f64>>) = rows.iter().filter_map(|r| mitigation.apply(&vec_of(&r.mix_label), &vec_of(&r.predicted), r.intrusion).map(|s| (r.text.clone(), s))).unzip();
+        let base = |r: &AugRow| match label {
+            LabelFrom::Mix => vec_of(&r.mix_label),
+            LabelFrom::Content => self.data.labels.iter().map(|l| r.content_lambda * f64::from(*l == r.source_a.label) + (1.0 - r.content_lambda) * f64::from(*l == r.source_b.label)).collect(),
+        };
+        let (texts, y): (Vec<String>, Vec<Vec<f64>>) = rows.iter().filter_map(|r| mitigation.apply(&base(r), &vec_of(&r.predicted), r.intrusion).map(|s| (r.text.clone(), s))).unzip();
         let n = texts.len();
         Ok((self.fit_eval(m, Extra { texts, y, ..Default::default() }, cfg)?, n))
     }
@@ -313,14 +317,14 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
     let generate = |pairing: Pairing, lambda: &LambdaSpec| -> Result<(Vec<AugRow>, f64)> {
         let t = std::time::Instant::now();
         let mixes = plan(&sample.data.y, pairing, cfg.per_example, lambda, seed)?;
-        let o = AugmentOptions { gen: GenerateOptions { seed, ..cfg.gen.clone() }, threshold: cfg.threshold, mitigation: Mitigation::Keep, batch_size: 16, renormalize: true };
+        let o = AugmentOptions { gen: GenerateOptions { seed, ..cfg.gen.clone() }, threshold: cfg.threshold, mitigation: Mitigation::Keep, batch_size: 16, renormalize: true, label: LabelFrom::Mix };
         let (rows, _) = augment(&inv, &w.classifier, &sample.data, &mixes, &o, &|_, _| {})?;
         Ok((rows, t.elapsed().as_secs_f64()))
     };
     if missing.contains(&Method::Reconstruct) {
         // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
         let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0))?;
-        let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, cfg)?;
+        let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, cfg)?;
         out.push(sample.result(Method::Reconstruct, scores, n, None, shared + secs));
     }
     let mut gen_rows = Vec::new();
@@ -329,7 +333,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         let rate = rows.iter().filter(|r| r.intrusion).count() as f64 / rows.len().max(1) as f64;
         for &method in missing {
             if let Some(policy) = method.mitigation() {
-                let (scores, n) = sample.fit_generated(m, &rows, policy, cfg)?;
+                let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), cfg)?;
                 out.push(sample.result(method, scores, n, Some(rate), shared + secs));
             }
         }

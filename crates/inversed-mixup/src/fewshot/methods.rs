@@ -1,5 +1,6 @@
 //! The augmentation methods the benchmark compares.
 
+use crate::method::augment::LabelFrom;
 use crate::method::intrusion::Mitigation;
 use serde::{Deserialize, Serialize};
 
@@ -27,11 +28,13 @@ pub enum Method {
     InversedMixupDrop,
     /// inversedMixup, intruders relabelled.
     InversedMixupRelabel,
+    /// Generated rows labelled by the ratio their own embedding shows (`content_lambda`), all kept.
+    InversedMixupContent,
 }
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::None,
         Method::Duplicate,
         Method::Eda,
@@ -41,6 +44,7 @@ impl Method {
         Method::InversedMixupKeep,
         Method::InversedMixupDrop,
         Method::InversedMixupRelabel,
+        Method::InversedMixupContent,
     ];
 
     /// The name used in reports and result files.
@@ -55,6 +59,7 @@ impl Method {
             Method::InversedMixupKeep => "inversed-mixup-keep",
             Method::InversedMixupDrop => "inversed-mixup-drop",
             Method::InversedMixupRelabel => "inversed-mixup-relabel",
+            Method::InversedMixupContent => "inversed-mixup-content",
         }
     }
 
@@ -69,7 +74,16 @@ impl Method {
             Method::InversedMixupKeep => Some(Mitigation::Keep),
             Method::InversedMixupDrop => Some(Mitigation::Drop),
             Method::InversedMixupRelabel => Some(Mitigation::Relabel),
+            Method::InversedMixupContent => Some(Mitigation::Keep),
             _ => None,
+        }
+    }
+
+    /// Where the label of a generated row comes from (before mitigation).
+    pub fn label_from(self) -> LabelFrom {
+        match self {
+            Method::InversedMixupContent => LabelFrom::Content,
+            _ => LabelFrom::Mix,
         }
     }
 }

@@ -49,6 +49,30 @@ pub struct AugRow {
     pub cos_a: f64,
     /// Encoder cosine to source B's embedding.
     pub cos_b: f64,
+    /// The ratio the sentence's own embedding shows: where it projects on the line from source B
+    /// (0) to source A (1), clamped to [0, 1]. Far from `lambda` when the decoder copied a source.
+    pub content_lambda: f64,
+}
+
+/// Where a generated sentence's training label comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum LabelFrom {
+    /// The mixing ratio lambda (the paper's soft label).
+    #[default]
+    Mix,
+    /// The ratio the sentence's embedding shows (`content_lambda`): a decode that copied one source
+    /// gets that source's label instead of a blend its text does not carry.
+    Content,
+}
+
+/// Where each row of `g` lies on the segment from `b` (0) to `a` (1), clamped to [0, 1]; rows whose
+/// sources coincide keep `fallback`.
+pub fn content_lambda(g: &Tensor, a: &Tensor, b: &Tensor, fallback: &[f64]) -> Result<Vec<f64>> {
+    let d = (a - b)?;
+    let num = ((g - b)? * &d)?.sum(D::Minus1)?.to_vec1::<f32>()?;
+    let den = d.sqr()?.sum(D::Minus1)?.to_vec1::<f32>()?;
+    Ok(num.iter().zip(&den).zip(fallback).map(|((&n, &q), &f)| if q > 1e-8 { f64::from(n / q).clamp(0.0, 1.0) } else { f }).collect())
 }
 
 /// Settings of stage 3.
@@ -64,6 +88,8 @@ pub struct AugmentOptions {
     pub batch_size: usize,
     /// Re-normalise mixed embeddings to unit length (the encoder's own embeddings are unit length).
     pub renormalize: bool,
+    /// Where the label (before mitigation) comes from.
+    pub label: LabelFrom,
 }
 
 /// Counts for the summary line.
@@ -122,12 +148,18 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
             let sel = Tensor::new(keep.iter().map(|&j| j as u32).collect::<Vec<_>>().as_slice(), emb.device())?;
             let cos_a = cosine_rows(&hg, &ha.index_select(&sel, 0)?)?;
             let cos_b = cosine_rows(&hg, &hb.index_select(&sel, 0)?)?;
+            let kept_lambdas: Vec<f64> = keep.iter().map(|&j| chunk[j].lambda).collect();
+            let content = content_lambda(&hg, &ha.index_select(&sel, 0)?, &hb.index_select(&sel, 0)?, &kept_lambdas)?;
             let pred = cls.probs(&hg)?;
             for (k, &j) in keep.iter().enumerate() {
                 let m = &chunk[j];
                 let (ya, yb) = (data.y[m.a], data.y[m.b]);
                 let mix = soft_label(ya, yb, m.lambda, c);
-                let v = judge(&pred[k], &mix, ya, yb, opt.threshold);
+                let base = match opt.label {
+                    LabelFrom::Mix => mix.clone(),
+                    LabelFrom::Content => soft_label(ya, yb, content[k], c),
+                };
+                let v = judge(&pred[k], &base, ya, yb, opt.threshold);
                 if v.intrusion {
                     st.intruding += 1;
                     match opt.mitigation {
@@ -136,7 +168,7 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
                         Mitigation::Keep => {}
                     }
                 }
-                let Some(soft) = opt.mitigation.apply(&mix, &pred[k], v.intrusion) else { continue };
+                let Some(soft) = opt.mitigation.apply(&base, &pred[k], v.intrusion) else { continue };
                 let src = |i: usize| Source { text: data.rows[i].text.clone(), label: data.labels[data.y[i]].clone(), index: i };
                 rows.push(AugRow {
                     text: gen[j].clone(),
@@ -150,6 +182,7 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
                     intrusion_reason: v.reason,
                     cos_a: cos_a[k],
                     cos_b: cos_b[k],
+                    content_lambda: content[k],
                 });
             }
         }
@@ -214,4 +247,24 @@ pub fn read_augmented(path: &Path, labels: &[String]) -> Result<Vec<(String, Vec
         out.push((t.to_string(), check(i + 1, y)?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The content ratio reads back the mix a point was built from, is clamped outside the
+    /// segment, and keeps the fallback where both sources are the same point.
+    #[test]
+    fn content_lambda_is_the_projection_on_the_segment() {
+        let t = |v: Vec<f32>| Tensor::from_vec(v, (4, 3), &Device::Cpu).unwrap();
+        let a = t(vec![1., 0., 0., 1., 0., 0., 1., 0., 0., 0., 1., 0.]);
+        let b = t(vec![0., 1., 0., 0., 1., 0., 0., 1., 0., 0., 1., 0.]);
+        // 0.3 a + 0.7 b (plus a component off the line, which the projection ignores); a copy of
+        // a; beyond b; and a row whose sources coincide.
+        let g = t(vec![0.3, 0.7, 0.5, 1., 0., 0., -0.5, 1.5, 0., 0.2, 0.9, 0.]);
+        let l = content_lambda(&g, &a, &b, &[0.5, 0.5, 0.5, 0.25]).unwrap();
+        assert!((l[0] - 0.3).abs() < 1e-6 && l[1] == 1.0 && l[2] == 0.0 && l[3] == 0.25, "{l:?}");
+    }
 }
