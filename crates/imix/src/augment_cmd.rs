@@ -11,6 +11,7 @@ use inversed_mixup::method::augment::{augment, controllability, mix_embeddings, 
 use inversed_mixup::method::intrusion::Mitigation;
 use inversed_mixup::method::invert::{cosine_rows, Inverter};
 use inversed_mixup::method::mixup::{plan, LambdaSpec, Pairing};
+use inversed_mixup::method::shard::Shard;
 use inversed_mixup::stages::bundle::{self, BundlePaths};
 use std::path::PathBuf;
 
@@ -63,6 +64,10 @@ pub struct AugmentArgs {
     /// Mixes decoded together
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    /// Run only shard I of N (0-based, e.g. $SLURM_ARRAY_TASK_ID/N): whole decode batches, split
+    /// evenly; the shards' JSONL files concatenated in order equal the unsharded output byte for byte
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
 }
 
 /// Runs `imix augment`.
@@ -71,6 +76,9 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     check::at_least_one("--batch-size", a.batch_size)?;
     check::unit("--threshold", a.threshold)?;
     inversed_mixup::data::io::check_writable(&a.out)?;
+    if a.shard.is_some() && a.format == Format::Csv {
+        anyhow::bail!("--shard writes JSONL (shards concatenate into the unsharded file): leave out --format csv");
+    }
     a.dec.options()?;
     let lambda: LambdaSpec = a.lambda.parse()?;
     let paths = BundlePaths::new(&a.model);
@@ -81,7 +89,13 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     let (cls, enc, adaptor) = (b.classifier, b.encoder, b.adaptor);
     let inv = Inverter::new(&enc, &llm, &adaptor)?;
     let mixes = plan(&data.y, a.pairs, a.per_example, &lambda, a.dec.seed)?;
-    let opt = AugmentOptions { gen: a.dec.options()?, threshold: a.threshold, mitigation: a.intrusion, batch_size: a.batch_size, renormalize: true, label: a.label };
+    let part = a.shard.unwrap_or(Shard::ALL).range(mixes.len(), a.batch_size);
+    // Decode seeds are offset by each batch's first index: offsetting by the shard's start keeps
+    // every batch's seed what it is in the unsharded run.
+    let mut gen = a.dec.options()?;
+    gen.seed = gen.seed.wrapping_add(part.start as u64);
+    let mixes = &mixes[part];
+    let opt = AugmentOptions { gen, threshold: a.threshold, mitigation: a.intrusion, batch_size: a.batch_size, renormalize: true, label: a.label };
     let pb = bar(mixes.len() as u64, "augment");
     let (rows, st) = augment(&inv, &cls, &data, &mixes, &opt, &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();
@@ -117,7 +131,9 @@ pub fn run(a: AugmentArgs) -> Result<()> {
 fn to_csv(rows: &[AugRow], labels: &[String]) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut h: Vec<String> =
-        ["text", "lambda", "source_a_text", "source_a_label", "source_a_index", "source_b_text", "source_b_label", "source_b_index", "intrusion", "cos_a", "cos_b"].map(String::from).to_vec();
+        ["text", "lambda", "source_a_text", "source_a_label", "source_a_index", "source_b_text", "source_b_label", "source_b_index", "intrusion", "cos_a", "cos_b", "content_lambda"]
+            .map(String::from)
+            .to_vec();
     h.extend(labels.iter().map(|l| format!("soft_label.{l}")));
     h.extend(labels.iter().map(|l| format!("predicted.{l}")));
     w.write_record(&h)?;
@@ -134,6 +150,7 @@ fn to_csv(rows: &[AugRow], labels: &[String]) -> Result<Vec<u8>> {
             r.intrusion.to_string(),
             format!("{:.6}", r.cos_a),
             format!("{:.6}", r.cos_b),
+            format!("{:.6}", r.content_lambda),
         ];
         f.extend(labels.iter().map(|l| format!("{:.6}", r.soft_label[l])));
         f.extend(labels.iter().map(|l| format!("{:.6}", r.predicted[l])));

@@ -168,3 +168,50 @@ fn a_killed_warmup_resumes_to_the_uninterrupted_result() {
         assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs after kill + --resume");
     }
 }
+
+/// `augment --shard I/N`: the shards' outputs concatenated in order are the unsharded output,
+/// byte for byte (shards hold whole decode batches and keep their decode seeds).
+#[test]
+fn sharded_augment_concatenates_to_the_unsharded_output() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("model");
+    let data = root().join("examples/reviews.tsv");
+    ok(&imix(&["warmup", "--input", data.to_str().unwrap(), "--shots", "3", "--steps", "1", "--batch-size", "2", "--out", model.to_str().unwrap()]));
+    let run = |out: &Path, shard: Option<&str>| {
+        let mut args = vec![
+            "augment",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            data.to_str().unwrap(),
+            "--shots",
+            "3",
+            "--per-example",
+            "2",
+            "--batch-size",
+            "2",
+            "--decode",
+            "top-p:0.9",
+            "--max-new-tokens",
+            "8",
+            "--seed",
+            "7",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(s) = shard {
+            args.extend(["--shard", s]);
+        }
+        ok(&imix(&args));
+        std::fs::read(out).unwrap()
+    };
+    let whole = run(&d.path().join("all.jsonl"), None);
+    assert_eq!(whole.iter().filter(|&&b| b == b'\n').count(), 12, "6 examples x 2 rows");
+    let mut joined = Vec::new();
+    for i in 0..4 {
+        joined.extend(run(&d.path().join(format!("part{i}.jsonl")), Some(&format!("{i}/4"))));
+    }
+    assert!(joined == whole, "the 4 shards do not concatenate to the unsharded output");
+    let bad = imix(&["augment", "--model", model.to_str().unwrap(), "--input", data.to_str().unwrap(), "--shard", "4/4", "--out", "x.jsonl"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("expected I/N"));
+}

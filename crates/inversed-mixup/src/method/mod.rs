@@ -1,5 +1,5 @@
 //! The method: the adaptor (embedding to soft tokens), the prompt around them, inversion of
-//! embeddings into sentences, Mixup planning, augmentation with soft labels, manifold-intrusion
+//! embeddings into sentences, Mixup planning, sharding of stage 3, augmentation with soft labels, manifold-intrusion
 //! judgement and the task classifier.
 
 pub mod adaptor;
@@ -9,4 +9,5 @@ pub mod intrusion;
 pub mod invert;
 pub mod mixup;
 pub mod prompt;
+pub mod shard;
 pub mod task_model;
