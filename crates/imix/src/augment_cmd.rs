@@ -97,7 +97,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     let mixes = &mixes[part];
     let opt = AugmentOptions { gen, threshold: a.threshold, mitigation: a.intrusion, batch_size: a.batch_size, renormalize: true, label: a.label };
     let pb = bar(mixes.len() as u64, "augment");
-    let (rows, st) = augment(&inv, &cls, &data, &mixes, &opt, &|d, _| pb.set_position(d as u64))?;
+    let (rows, st) = augment(&inv, &cls, &data, mixes, &opt, &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();
     if a.format == Format::Csv {
         inversed_mixup::data::io::write_atomic(&a.out, &to_csv(&rows, &cls.labels)?)?;
