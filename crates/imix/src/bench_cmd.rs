@@ -1,6 +1,6 @@
 //! `imix bench`: the few-shot benchmark grid, resumable, with reports.
 
-use crate::common::{bar, default_adaptor, ModelArgs};
+use crate::common::{bar, ModelArgs};
 use crate::report;
 use anyhow::Result;
 use clap::Args;
@@ -144,7 +144,10 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     let results_path = a.out.join("results.jsonl");
     let mut results = read_results(&results_path)?;
     let (enc, llm) = a.models.load()?;
-    let adaptor_path = a.adaptor.clone().unwrap_or_else(default_adaptor);
+    let adaptor_path = match &a.adaptor {
+        Some(p) => p.clone(),
+        None => inversed_mixup::method::shipped::default_adaptor()?,
+    };
     Adaptor::load(&adaptor_path, llm.device())?.check_models(&adaptor_path, enc.name(), enc.dim(), llm.name(), llm.config())?;
     let encoder_dir = a.models.encoder_dir()?;
     let pool = match &pool_path {

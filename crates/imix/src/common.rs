@@ -77,20 +77,12 @@ impl DecodeArgs {
     }
 }
 
-/// The adaptor shipped with the repository for the default encoder/LLM pair.
-pub fn default_adaptor() -> PathBuf {
-    if let Some(p) = std::env::var_os("IMIX_ADAPTOR") {
-        return PathBuf::from(p);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/adaptor-minilm-smollm2.safetensors")
-}
-
 /// Loads an adaptor (or the shipped default) and checks it belongs to these models.
 pub fn load_adaptor(path: Option<&Path>, enc: &Encoder, llm: &Llm) -> Result<Adaptor> {
-    let p = path.map(Path::to_path_buf).unwrap_or_else(default_adaptor);
-    if !p.exists() && path.is_none() {
-        anyhow::bail!("no default adaptor at {}; train one with `imix align` and pass --adaptor", p.display());
-    }
+    let p = match path {
+        Some(p) => p.to_path_buf(),
+        None => inversed_mixup::method::shipped::default_adaptor()?,
+    };
     let a = Adaptor::load(&p, llm.device())?;
     a.check_models(&p, enc.name(), enc.dim(), llm.name(), llm.config())?;
     Ok(a)

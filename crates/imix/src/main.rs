@@ -40,7 +40,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about,
     long_about,
     verbatim_doc_comment,
-    after_help = "Environment:\n  IMIX_CACHE    where models fetched from PyPI are kept [default: $XDG_CACHE_HOME/inversed-mixup or ~/.cache/inversed-mixup]\n  IMIX_ADAPTOR  the stage-1 adaptor used when --adaptor is not given [default: the shipped one]\n  IMIX_LOG      log filter, e.g. warn, info, debug [default: info]\n  NO_COLOR      set to turn colours off (they are off anyway when stderr is not a terminal)"
+    after_help = "Environment:\n  IMIX_CACHE    where models fetched from PyPI are kept [default: $XDG_CACHE_HOME/inversed-mixup or ~/.cache/inversed-mixup]\n  IMIX_ADAPTOR  the stage-1 adaptor used when --adaptor is not given [default: the shipped one, embedded in imix and copied into the cache on first use]\n  IMIX_LOG      log filter, e.g. warn, info, debug [default: info]\n  NO_COLOR      set to turn colours off (they are off anyway when stderr is not a terminal)"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -10,4 +10,5 @@ pub mod invert;
 pub mod mixup;
 pub mod prompt;
 pub mod shard;
+pub mod shipped;
 pub mod task_model;
