@@ -206,7 +206,13 @@ pub fn run(a: AlignArgs) -> Result<()> {
         let mut msg = format!("loss {:.3} (avg {:.3}) {:.0} tok/s", s.loss, ema.unwrap_or(s.loss), s.tokens as f64 / s.seconds);
         if let Some(e) = s.eval_loss {
             msg.push_str(&format!(" eval {e:.3}"));
-            pb.println(format!("step {}: train {:.4} held-out {:.4}", s.step, ema.unwrap_or(s.loss), e));
+            let line = format!("step {}: train {:.4} held-out {:.4}", s.step, ema.unwrap_or(s.loss), e);
+            // A hidden bar (stderr not a terminal: a background run's log) drops println lines.
+            if pb.is_hidden() {
+                tracing::info!("{line}");
+            } else {
+                pb.println(line);
+            }
         }
         pb.set_message(msg);
         pb.set_position(tr.step as u64);
