@@ -12,6 +12,33 @@ fn metric_by_seed(rows: &[CellResult], ds: &str, shots: usize, method: Method, f
     rows.iter().filter(|r| r.dataset == ds && r.shots == shots && r.method == method).map(|r| (r.seed, f(r))).collect()
 }
 
+/// Means over seeds of the generator diagnostics, for the methods that generate text.
+fn generator_table(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)]) -> String {
+    let mut md = String::from(
+        "\n## Generated rows\n\nMeans over seeds. fidelity: encoder cosine of a sentence to the mixed embedding it was decoded from; \
+lambda gap: mean |content ratio - mixing ratio| (the content ratio is where the sentence's embedding projects between its sources); \
+copies: share of mixes with lambda in [0.2, 0.8] whose content sits at one source; distinct-2: distinct word bigrams / bigrams.\n\n\
+| dataset | shots | method | fidelity | lambda gap | copies | distinct-2 |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut any = false;
+    for (ds, shots) in groups {
+        for m in methods {
+            let g: Vec<_> = rows.iter().filter(|r| &r.dataset == ds && r.shots == *shots && r.method == *m).filter_map(|r| r.generator).collect();
+            if g.is_empty() {
+                continue;
+            }
+            any = true;
+            let mean = |f: fn(&inversed_mixup::method::augment::GenDiagnostics) -> f64| g.iter().map(f).sum::<f64>() / g.len() as f64;
+            md.push_str(&format!("| {ds} | {shots} | {m} | {:.3} | {:.3} | {:.1} % | {:.3} |\n", mean(|d| d.fidelity), mean(|d| d.lambda_gap), 100.0 * mean(|d| d.copy_rate), mean(|d| d.distinct_2)));
+        }
+    }
+    if any {
+        md
+    } else {
+        String::new()
+    }
+}
+
 /// Writes summary.md and the three SVG plots into `out`.
 pub fn write(out: &Path, rows: &[CellResult], methods: &[Method]) -> Result<()> {
     let mut groups: Vec<(String, usize)> = rows.iter().map(|r| (r.dataset.clone(), r.shots)).collect();
@@ -56,6 +83,7 @@ p-values: two-sided paired sign-flip permutation test over seeds (exact), accura
             md.push_str(&format!("| {ds} | {shots} | {base} | {:+.1} | {:.3} |\n", 100.0 * d, paired_permutation_p(&x, &y)));
         }
     }
+    md.push_str(&generator_table(rows, methods, &groups));
     inversed_mixup::data::io::write_atomic(&out.join("summary.md"), md.as_bytes())?;
     accuracy_plot(&out.join("accuracy.svg"), rows, methods, &groups)?;
     let generated = read_generated(&out.join("generated"))?;
@@ -179,6 +207,7 @@ mod tests {
             aug_rows: 40,
             intrusion_rate: intrusion,
             seconds: 1.0,
+            generator: intrusion.map(|_| inversed_mixup::method::augment::GenDiagnostics { fidelity: 0.5, lambda_gap: 0.2, copy_rate: 0.25, distinct_2: 0.8 }),
         }
     }
 
@@ -204,6 +233,7 @@ mod tests {
         // keep beats none by +10 on all 3 seeds: exact two-sided p = 2 / 2^3 = 0.25.
         assert!(md.contains("| toy | 10 | none | +10.0 | 0.250 |"), "{md}");
         assert!(md.contains("| toy | 10 | embed-mixup | +10.0 | 0.250 |"), "{md}");
+        assert!(md.contains("| toy | 10 | inversed-mixup-keep | 0.500 | 0.200 | 25.0 % | 0.800 |"), "{md}");
         assert!(d.path().join("accuracy.svg").exists());
     }
 }

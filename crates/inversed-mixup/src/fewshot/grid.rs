@@ -6,7 +6,7 @@ use crate::eval::classes::{accuracy_macro_f1, argmax};
 use crate::fewshot::baselines::{eda_all, embed_mixup_plan};
 use crate::fewshot::methods::Method;
 use crate::method::adaptor::Adaptor;
-use crate::method::augment::{augment, mix_embeddings, AugRow, AugmentOptions, LabelFrom};
+use crate::method::augment::{augment, mix_embeddings, AugRow, AugmentOptions, GenDiagnostics, LabelFrom};
 use crate::method::classifier::{one_hot, Classifier};
 use crate::method::intrusion::Mitigation;
 use crate::method::invert::Inverter;
@@ -46,6 +46,9 @@ pub struct CellResult {
     pub intrusion_rate: Option<f64>,
     /// Wall-clock seconds spent on this method (shared warm-up and generation counted once).
     pub seconds: f64,
+    /// How the generated rows relate to their targets (generating methods; absent in older rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GenDiagnostics>,
 }
 
 fn probe_name() -> String {
@@ -177,6 +180,7 @@ impl Sample<'_> {
             aug_rows,
             intrusion_rate,
             seconds,
+            generator: None,
         }
     }
 
@@ -325,7 +329,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
         let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0))?;
         let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, cfg)?;
-        out.push(sample.result(Method::Reconstruct, scores, n, None, shared + secs));
+        out.push(CellResult { generator: GenDiagnostics::of(&rows), ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) });
     }
     let mut gen_rows = Vec::new();
     if missing.iter().any(|x| x.mitigation().is_some()) {
@@ -334,7 +338,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         for &method in missing {
             if let Some(policy) = method.mitigation() {
                 let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), cfg)?;
-                out.push(sample.result(method, scores, n, Some(rate), shared + secs));
+                out.push(CellResult { generator: GenDiagnostics::of(&rows), ..sample.result(method, scores, n, Some(rate), shared + secs) });
             }
         }
         gen_rows = rows;

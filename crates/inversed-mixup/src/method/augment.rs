@@ -49,6 +49,8 @@ pub struct AugRow {
     pub cos_a: f64,
     /// Encoder cosine to source B's embedding.
     pub cos_b: f64,
+    /// Encoder cosine to the mixed embedding it was decoded from (fidelity to its target).
+    pub cos_target: f64,
     /// The ratio the sentence's own embedding shows: where it projects on the line from source B
     /// (0) to source A (1), clamped to [0, 1]. Far from `lambda` when the decoder copied a source.
     pub content_lambda: f64,
@@ -148,6 +150,7 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
             let sel = Tensor::new(keep.iter().map(|&j| j as u32).collect::<Vec<_>>().as_slice(), emb.device())?;
             let cos_a = cosine_rows(&hg, &ha.index_select(&sel, 0)?)?;
             let cos_b = cosine_rows(&hg, &hb.index_select(&sel, 0)?)?;
+            let cos_target = cosine_rows(&hg, &hm.index_select(&sel, 0)?)?;
             let kept_lambdas: Vec<f64> = keep.iter().map(|&j| chunk[j].lambda).collect();
             let content = content_lambda(&hg, &ha.index_select(&sel, 0)?, &hb.index_select(&sel, 0)?, &kept_lambdas)?;
             let pred = cls.probs(&hg)?;
@@ -182,6 +185,7 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
                     intrusion_reason: v.reason,
                     cos_a: cos_a[k],
                     cos_b: cos_b[k],
+                    cos_target: cos_target[k],
                     content_lambda: content[k],
                 });
             }
@@ -189,6 +193,47 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
         progress(st.generated, mixes.len());
     }
     Ok((rows, st))
+}
+
+/// How generated rows relate to what they were asked to be (bench diagnostics).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct GenDiagnostics {
+    /// Mean encoder cosine of each sentence to its mixed target embedding.
+    pub fidelity: f64,
+    /// Mean |content_lambda - lambda|: how far the content's ratio is from the label's.
+    pub lambda_gap: f64,
+    /// Share of rows asked for a real mix (lambda in [0.2, 0.8]) whose content sits at one source
+    /// (content_lambda below 0.05 or above 0.95): decodes that copied a source.
+    pub copy_rate: f64,
+    /// Distinct word bigrams over all word bigrams of the generated text (diversity).
+    pub distinct_2: f64,
+}
+
+impl GenDiagnostics {
+    /// Diagnostics of `rows` (None when there are none).
+    pub fn of(rows: &[AugRow]) -> Option<Self> {
+        if rows.is_empty() {
+            return None;
+        }
+        let n = rows.len() as f64;
+        let mid: Vec<&AugRow> = rows.iter().filter(|r| (0.2..=0.8).contains(&r.lambda)).collect();
+        let copies = mid.iter().filter(|r| r.content_lambda < 0.05 || r.content_lambda > 0.95).count();
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0usize;
+        for r in rows {
+            let w = crate::eval::text::words(&r.text);
+            for b in w.windows(2) {
+                seen.insert((b[0].clone(), b[1].clone()));
+                total += 1;
+            }
+        }
+        Some(GenDiagnostics {
+            fidelity: rows.iter().map(|r| r.cos_target).sum::<f64>() / n,
+            lambda_gap: rows.iter().map(|r| (r.content_lambda - r.lambda).abs()).sum::<f64>() / n,
+            copy_rate: if mid.is_empty() { 0.0 } else { copies as f64 / mid.len() as f64 },
+            distinct_2: if total == 0 { 0.0 } else { seen.len() as f64 / total as f64 },
+        })
+    }
 }
 
 /// Mean of `cos_a - cos_b` per lambda value (sorted by lambda), and its count.
@@ -253,6 +298,37 @@ pub fn read_augmented(path: &Path, labels: &[String]) -> Result<Vec<(String, Vec
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    fn row(text: &str, lambda: f64, content_lambda: f64, cos_target: f64) -> AugRow {
+        let src = Source { text: String::new(), label: "x".into(), index: 0 };
+        AugRow {
+            text: text.into(),
+            lambda,
+            source_a: src.clone(),
+            source_b: src,
+            soft_label: BTreeMap::new(),
+            mix_label: BTreeMap::new(),
+            predicted: BTreeMap::new(),
+            intrusion: false,
+            intrusion_reason: String::new(),
+            cos_a: 0.0,
+            cos_b: 0.0,
+            cos_target,
+            content_lambda,
+        }
+    }
+
+    /// Copies are counted only among real mixes; distinct-2 counts repeated bigrams once.
+    #[test]
+    fn generator_diagnostics_on_known_rows() {
+        let rows = [row("a b a b", 0.5, 0.98, 0.9), row("c d", 0.3, 0.3, 0.7), row("e f", 1.0, 1.0, 0.5), row("g h", 0.6, 0.02, 0.3)];
+        let g = GenDiagnostics::of(&rows).unwrap();
+        assert!((g.fidelity - 0.6).abs() < 1e-12 && (g.copy_rate - 2.0 / 3.0).abs() < 1e-12, "{g:?}");
+        assert!((g.lambda_gap - (0.48 + 0.0 + 0.0 + 0.58) / 4.0).abs() < 1e-12, "{g:?}");
+        // Bigrams: ab ba ab | cd | ef | gh: 6 in all, 5 distinct.
+        assert!((g.distinct_2 - 5.0 / 6.0).abs() < 1e-12, "{g:?}");
+        assert!(GenDiagnostics::of(&[]).is_none());
+    }
 
     /// The content ratio reads back the mix a point was built from, is clamped outside the
     /// segment, and keeps the fallback where both sources are the same point.
