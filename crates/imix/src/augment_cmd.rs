@@ -115,10 +115,11 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     let rho = spearman(&rows.iter().map(|r| r.lambda).collect::<Vec<_>>(), &rows.iter().map(|r| r.cos_a - r.cos_b).collect::<Vec<_>>());
     let rate = st.intruding as f64 / (st.generated - st.empty).max(1) as f64;
     println!(
-        "generated={} written={} empty={} intruding={} intrusion_rate={rate:.4} dropped={} relabelled={} spearman_lambda_vs_cos_diff={rho:.4}",
+        "generated={} written={} empty={} looping={} intruding={} intrusion_rate={rate:.4} dropped={} relabelled={} spearman_lambda_vs_cos_diff={rho:.4}",
         st.generated,
         rows.len(),
         st.empty,
+        rows.iter().filter(|r| inversed_mixup::eval::text::loops(&r.text)).count(),
         st.intruding,
         st.dropped,
         st.relabelled

@@ -1,4 +1,4 @@
-//! Reconstruction metrics: token F1, sentence BLEU, exact match.
+//! Reconstruction metrics: token F1, sentence BLEU, exact match, and loop detection.
 
 use std::collections::HashMap;
 
@@ -30,6 +30,21 @@ fn counts<T: std::hash::Hash + Eq + Clone>(xs: &[T]) -> HashMap<T, usize> {
         *m.entry(x.clone()).or_insert(0) += 1;
     }
     m
+}
+
+/// How often the most frequent word `n`-gram of `text` occurs: 3 or more for a 3-gram marks a
+/// decode that loops ("a film about a film about a film").
+pub fn max_ngram_count(text: &str, n: usize) -> usize {
+    let w = words(text);
+    if n == 0 || w.len() < n {
+        return 0;
+    }
+    counts(&w.windows(n).collect::<Vec<_>>()).into_values().max().unwrap_or(0)
+}
+
+/// True when some word 3-gram occurs three or more times: the loop that repetition control prevents.
+pub fn loops(text: &str) -> bool {
+    max_ngram_count(text, 3) >= 3
 }
 
 /// Multiset token F1 between reference and hypothesis (SQuAD's formula), in [0, 1]: 1 when both are
@@ -93,4 +108,18 @@ pub fn bleu(reference: &str, hypothesis: &str) -> f64 {
 /// Exact match after trimming and lower-casing.
 pub fn exact(reference: &str, hypothesis: &str) -> bool {
     reference.trim().to_lowercase() == hypothesis.trim().to_lowercase()
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+
+    #[test]
+    fn loops_are_three_repeats_of_a_trigram() {
+        assert_eq!(max_ngram_count("a film about a film about a film", 3), 2);
+        assert!(!loops("a film about a film about a film"));
+        assert!(loops("a film about a film about a film about a film"));
+        assert_eq!(max_ngram_count("one two", 3), 0);
+        assert!(!loops("The cat sat on the mat."));
+    }
 }

@@ -60,6 +60,8 @@ pub struct InvertSummary {
     pub mean_judge_cosine: Option<f64>,
     /// Reconstructions that came out empty (scored 0, and counted here rather than hidden).
     pub empty: usize,
+    /// Reconstructions that loop (a word 3-gram three or more times).
+    pub looping: usize,
 }
 
 impl std::fmt::Display for InvertSummary {
@@ -71,7 +73,7 @@ impl std::fmt::Display for InvertSummary {
         if self.empty > 0 {
             write!(f, " empty={}", self.empty)?;
         }
-        Ok(())
+        write!(f, " looping={}", self.looping)
     }
 }
 
@@ -167,6 +169,7 @@ pub fn summarize(rows: &[InvertRow]) -> InvertSummary {
         exact: rows.iter().filter(|r| r.exact).count() as f64 / n,
         mean_judge_cosine: rows.iter().map(|r| r.judge_cosine).sum::<Option<f64>>().map(|s| s / n),
         empty: rows.iter().filter(|r| r.reconstruction.trim().is_empty()).count(),
+        looping: rows.iter().filter(|r| crate::eval::text::loops(&r.reconstruction)).count(),
     }
 }
 
