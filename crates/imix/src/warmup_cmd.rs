@@ -101,6 +101,7 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     if a.resume {
         w.load_checkpoint(&ckpt)?;
         tracing::info!("resumed at step {}", w.step);
+        crate::common::truncate_curve(&curve, w.step)?;
     } else {
         inversed_mixup::data::io::write_atomic(&curve, b"")?;
     }
