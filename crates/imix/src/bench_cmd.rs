@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// Fine-tuning: peak learning rate of the encoder
     #[arg(long, default_value_t = 5e-5)]
     lr_encoder: f64,
+    /// Stop cleanly (finished cells saved, reports written) once this many minutes have passed;
+    /// the same command continues where it stopped
+    #[arg(long, value_name = "MIN")]
+    max_minutes: Option<f64>,
     /// Stage-1 adaptor [default: the shipped one]
     #[arg(long)]
     adaptor: Option<PathBuf>,
@@ -106,6 +110,9 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     }
     crate::check::unit("--threshold", a.threshold)?;
     crate::check::positive("--lr-encoder", a.lr_encoder)?;
+    if let Some(m) = a.max_minutes {
+        crate::check::non_negative("--max-minutes", m)?;
+    }
     inversed_mixup::data::io::check_writable(&a.out.join("results.jsonl"))?;
     if a.quick {
         a.datasets.truncate(1);
@@ -165,6 +172,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     let pb = bar(cells as u64, "bench");
     let started = std::time::Instant::now();
     let mut computed = 0usize;
+    let mut stopped = false;
     for ds in &a.datasets {
         let (train, mut test) = load_dataset(&a.data_dir, ds)?;
         if let Some(n) = cfg.max_test.filter(|&n| n < test.rows.len()) {
@@ -181,7 +189,10 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                 let done = |m: Method, r: &[CellResult]| r.iter().any(|c| &c.dataset == ds && c.shots == shots && c.seed == seed && c.method == m && c.task_model == cfg.protocol.name());
                 let missing: Vec<Method> = a.methods.iter().copied().filter(|&m| !done(m, &results)).collect();
                 pb.set_message(format!("{ds} {shots}-shot seed {seed}"));
-                if !missing.is_empty() {
+                if !missing.is_empty() && a.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
+                    stopped = true;
+                }
+                if !missing.is_empty() && !stopped {
                     if test_h.is_none() {
                         let t = test.texts();
                         test_h = Some(inversed_mixup::nets::encoder::embed_corpus(&enc, &t, None, &|_, _| {})?);
@@ -211,5 +222,8 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     report::write(&a.out, &mine, &a.methods)?;
     out_dir.keep();
     println!("{cells} cells ({computed} computed now) in {:.1} min; reports in {}", started.elapsed().as_secs_f64() / 60.0, a.out.display());
+    if stopped {
+        println!("stopped after --max-minutes with cells left: run the same command again to continue");
+    }
     Ok(())
 }

@@ -20,8 +20,13 @@ fn write_toy(dir: &std::path::Path) {
 }
 
 fn bench(dir: &std::path::Path) -> String {
+    bench_with(dir, &[])
+}
+
+fn bench_with(dir: &std::path::Path, extra: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_imix"))
         .args(["bench", "--quick", "--datasets", "toy", "--shots", "2", "--warmup-steps", "2"])
+        .args(extra)
         .arg("--data-dir")
         .arg(dir.join("benchmarks"))
         .arg("--out")
@@ -36,6 +41,9 @@ fn bench(dir: &std::path::Path) -> String {
 fn quick_bench_runs_reports_and_resumes_identically() {
     let d = tempfile::tempdir().unwrap();
     write_toy(d.path());
+    // Out of time before the first cell: nothing computed, told how to continue.
+    let out = bench_with(d.path(), &["--max-minutes", "0"]);
+    assert!(out.contains("2 cells (0 computed now)") && out.contains("run the same command again"), "{out}");
     let out = bench(d.path());
     assert!(out.contains("2 cells (2 computed now)"), "{out}");
     let results = d.path().join("out/results.jsonl");

@@ -112,6 +112,7 @@ const TABLE: &[(&str, i32, &str)] = &[
     ("bench --data-dir D --out D/o --lr-encoder 0", 1, "--lr-encoder 0"),
     ("bench --data-dir D --out D/o --per-example 0", 1, "--per-example 0"),
     ("bench --data-dir D --out D/o --methods foo", 2, "foo"),
+    ("bench --data-dir D --out D/o --max-minutes -1", 1, "--max-minutes -1"),
     ("bench --data-dir D/nowhere --out D/o", 1, "retrieval-mixup needs unlabeled sentences"),
     // outputs that cannot be written are found before any work
     ("align --corpus D/sentences.txt --out D/train.tsv/a.st", 1, "not a directory"),
