@@ -1,0 +1,97 @@
+"""Bad input raises ImixError (a ValueError) with the message `imix` prints for the same mistake.
+
+Where the command line names a file and line (`train.tsv:4: empty text`), Python names the list and
+index (`texts[2]: empty text`); the rest of the message is the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import cli_error, run_imix, write_tsv
+
+from inversed_mixup import Augmenter, ImixError
+
+
+def augment_both(aug, small, bundle, imix_bin, tmp_path, kw, flags, texts=None, labels=None):
+    """The Python error and the command line's error for the same augmentation call."""
+    texts = small[0] if texts is None else texts
+    labels = small[1] if labels is None else labels
+    with pytest.raises(ImixError) as e:
+        aug.augment(texts, labels, bundle, progress=False, **kw)
+    data = write_tsv(tmp_path / "d.tsv", texts, labels)
+    cli = cli_error(run_imix(imix_bin, "augment", "--model", bundle, "--input", str(data), "--out", str(tmp_path / "o.jsonl"), *flags))
+    return str(e.value), cli
+
+
+#: (Python keywords, imix flags) whose messages are identical.
+SAME = {
+    "decode spec": (dict(decode="beam:100000"), ["--decode", "beam:100000"]),
+    "top-p out of range": (dict(decode="top-p:1.5"), ["--decode", "top-p:1.5"]),
+    "batch size 0": (dict(batch_size=0), ["--batch-size", "0"]),
+    "threshold": (dict(threshold=1.5), ["--threshold", "1.5"]),
+    "lambda grid": (dict(lam="grid:0,2"), ["--lambda", "grid:0,2"]),
+    "max new tokens": (dict(max_new_tokens=0), ["--max-new-tokens", "0"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SAME))
+def test_bad_settings_have_the_cli_message(case, aug: Augmenter, small, bundle: str, imix_bin: str, tmp_path: Path):
+    py, cli = augment_both(aug, small, bundle, imix_bin, tmp_path, *SAME[case])
+    assert py == cli, (py, cli)
+
+
+def test_bad_shard_has_the_cli_message(aug: Augmenter, small, bundle: str, imix_bin: str, tmp_path: Path):
+    for shard, flag in [((4, 4), "4/4"), ((-1, 3), "-1/3"), ("1", "1")]:
+        py, cli = augment_both(aug, small, bundle, imix_bin, tmp_path, dict(shard=shard), [f"--shard={flag}"])
+        assert py == f'invalid configuration: --shard "{flag}": expected I/N with 0 <= I < N, e.g. 0/4 (I is 0-based, as SLURM_ARRAY_TASK_ID)'
+        # clap puts its own words in front: "invalid value '4/4' for '--shard <I/N>': ..."
+        assert cli.endswith(py), (py, cli)
+
+
+def test_unknown_label_has_the_cli_message(aug: Augmenter, small, bundle: str, imix_bin: str, tmp_path: Path):
+    labels = list(small[1])
+    labels[7] = "meh"
+    py, cli = augment_both(aug, small, bundle, imix_bin, tmp_path, {}, [], labels=labels)
+    assert py == 'labels[7]: unknown label "meh" (the model knows neg, pos)'
+    assert cli.endswith("d.tsv:9: " + py.split(": ", 1)[1]), cli
+
+
+def test_empty_text_has_the_cli_message(aug: Augmenter, small, bundle: str, imix_bin: str, tmp_path: Path):
+    texts = list(small[0])
+    texts[2] = "   "
+    py, cli = augment_both(aug, small, bundle, imix_bin, tmp_path, {}, [], texts=texts)
+    assert py == "texts[2]: empty text" and cli.endswith("d.tsv:4: empty text"), (py, cli)
+    with pytest.raises(ImixError, match=r"^texts\[1\]: empty text$"):
+        aug.invert(["fine", ""], progress=False)
+
+
+def test_empty_lists_are_refused(aug: Augmenter, bundle: str, imix_bin: str, tmp_path: Path):
+    with pytest.raises(ImixError) as e:
+        aug.augment([], [], bundle, progress=False)
+    empty = write_tsv(tmp_path / "empty.tsv", [], [])
+    cli = cli_error(run_imix(imix_bin, "augment", "--model", bundle, "--input", str(empty), "--out", str(tmp_path / "o.jsonl")))
+    assert str(e.value) == "invalid configuration: no labelled rows in texts"
+    assert cli == f"invalid configuration: no labelled rows in {empty}"
+    with pytest.raises(ImixError, match="^invalid configuration: no labelled rows in texts$"):
+        aug.warmup([], [], tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(ImixError, match="^texts: no sentences to invert$"):
+        aug.invert([], progress=False)
+
+
+def test_other_mistakes(aug: Augmenter, small, bundle: str, imix_bin: str, tmp_path: Path):
+    with pytest.raises(ImixError, match="^texts and labels differ in length: 8 texts, 7 labels$"):
+        aug.augment(small[0], small[1][:7], bundle, progress=False)
+    # Not a bundle: the same message as imix for the same path.
+    with pytest.raises(ImixError) as e:
+        aug.augment(*small, tmp_path, progress=False)
+    data = write_tsv(tmp_path / "d.tsv", *small)
+    assert str(e.value) == cli_error(run_imix(imix_bin, "augment", "--model", str(tmp_path), "--input", str(data), "--out", str(tmp_path / "o.jsonl")))
+    with pytest.raises(ImixError, match=r"^--steps must be at least 2 \(the two ends\)$"):
+        aug.interpolate("a", "b", steps=1)
+    with pytest.raises(ImixError, match="^--steps 0: must be at least 1$"):
+        aug.warmup(*small, tmp_path / "w", steps=0)
+    with pytest.raises(TypeError):
+        aug.augment(*small, bundle, shard=3)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Every test, on a fresh machine with Rust stable and Python 3 (with pip): the Rust workspace, then
+# the Python package. The package's wheel is built with maturin and installed into a virtual
+# environment outside the repository (reused when present), and its tests (crates/imix-py/tests)
+# run against the release build of the imix command. Stops, non-zero, at the first failing step.
+#
+# Environment: IMIX_CACHE (model cache, default ~/.cache/inversed-mixup; the environment goes in
+# its pyenv/ folder unless IMIX_PYENV names another), PYTHON (the interpreter that creates the
+# environment, default python3), PYTEST_ARGS (extra pytest arguments, e.g. "-k shard").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test --workspace"
+cargo test --workspace
+
+echo "== the imix command (release)"
+cargo build --release -p imix
+export IMIX_BIN="$PWD/target/release/imix"
+
+echo "== Python environment"
+venv="${IMIX_PYENV:-${IMIX_CACHE:-$HOME/.cache/inversed-mixup}/pyenv}"
+python="${PYTHON:-python3}"
+if ! "$venv/bin/python" -c "import sys; assert sys.version_info >= (3, 9)" 2>/dev/null; then
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    # Without ensurepip (Debian's python3 without python3-venv), create it bare and let the
+    # system pip install pip into it.
+    "$python" -m venv "$venv" || { rm -rf "$venv" && "$python" -m venv --without-pip "$venv" && "$python" -m pip --python "$venv/bin/python" install --quiet pip; }
+fi
+py="$venv/bin/python"
+"$py" -m pip install --quiet --disable-pip-version-check -r crates/imix-py/requirements-test.txt
+
+echo "== the inversed_mixup wheel"
+wheels="target/wheels/test"
+rm -rf "$wheels"
+"$py" -m maturin build --release -m crates/imix-py/Cargo.toml -o "$wheels" --interpreter "$py"
+"$py" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheels"/inversed_mixup-*.whl
+
+echo "== pytest crates/imix-py/tests"
+# From the tests' folder, so that `import inversed_mixup` finds the installed wheel, not sources.
+cd crates/imix-py/tests
+# shellcheck disable=SC2086
+"$py" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} .
