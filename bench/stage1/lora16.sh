@@ -18,6 +18,6 @@ head -n -50 ../shared/data/unlabeled/wiki.txt > $out/wiki-train.txt
 tail -n 50 ../shared/data/unlabeled/wiki.txt > $out/wiki-heldout.txt
 cargo build --release -q -p imix
 target/release/imix align \
-  --corpus ../shared/data/benchmarks/{sst2,trec,subj,mr}/train.tsv $out/brown.txt $out/wiki-train.txt \
+  --input ../shared/data/benchmarks/{sst2,trec,subj,mr}/train.tsv $out/brown.txt $out/wiki-train.txt \
   --out $out/lora16.safetensors --lora-rank 16 --lora-alpha 32 --k 4 \
   --steps 24000 --lr 5e-4 --warmup 200 --eval-every 250 --seed 0 --half "$@"
