@@ -13,10 +13,10 @@ use errors::{check, Fail, ImixError, Result};
 use inversed_mixup::data::io::{check_writable, write_atomic, CreatedDirs};
 use inversed_mixup::data::jsonl;
 use inversed_mixup::method::adaptor::Adaptor;
-use inversed_mixup::method::augment::{augment, mix_embeddings, AugmentOptions, LabelFrom};
+use inversed_mixup::method::augment::{augment, interpolate, AugmentOptions, LabelFrom};
 use inversed_mixup::method::classifier::Classifier;
 use inversed_mixup::method::intrusion::Mitigation;
-use inversed_mixup::method::invert::{cosine_rows, Inverter};
+use inversed_mixup::method::invert::Inverter;
 use inversed_mixup::method::mixup::{plan, LambdaSpec, Pairing};
 use inversed_mixup::method::shard::Shard;
 use inversed_mixup::nets::encoder::{embed_corpus, Encoder};
@@ -79,15 +79,6 @@ fn gen_options(decode: &str, max_new_tokens: usize, seed: u64, no_repeat_ngram: 
     check::positive("--repetition-penalty", repetition_penalty as f64)?;
     check::at_least_one("--max-new-tokens", max_new_tokens)?;
     Ok(GenerateOptions { decode: decode.parse()?, max_new_tokens, seed, temperature: 1.0, no_repeat_ngram, repetition_penalty })
-}
-
-/// One step of `interpolate`, in the order `imix interpolate` prints its columns.
-#[derive(serde::Serialize)]
-struct Step<'a> {
-    lambda: f64,
-    text: &'a str,
-    cos_a: f64,
-    cos_b: f64,
 }
 
 fn label_from(s: &str) -> Result<LabelFrom> {
@@ -242,20 +233,7 @@ impl Augmenter {
             }
             let gen = gen_options(&decode, max_new_tokens, seed, no_repeat_ngram, repetition_penalty)?;
             let w = self.default_inverter()?;
-            let (inv, enc) = (w.borrow_dependent(), &w.borrow_owner().encoder);
-            // As crates/imix/src/augment_cmd.rs `interpolate`.
-            let h = enc.embed(&[a.as_str(), b.as_str()])?;
-            let lambdas: Vec<f64> = (0..steps).map(|i| i as f64 / (steps - 1) as f64).collect();
-            let n = lambdas.len();
-            let ha = h.get(0)?.unsqueeze(0)?.repeat((n, 1))?;
-            let hb = h.get(1)?.unsqueeze(0)?.repeat((n, 1))?;
-            let hm = mix_embeddings(&ha, &hb, &lambdas, true)?;
-            let out = inv.decode(&hm, &gen)?;
-            let refs: Vec<&str> = out.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
-            let hg = enc.embed(&refs)?;
-            let (ca, cb) = (cosine_rows(&hg, &ha)?, cosine_rows(&hg, &hb)?);
-            let rows: Vec<Step> = (0..n).map(|i| Step { lambda: lambdas[i], text: &out[i], cos_a: ca[i], cos_b: cb[i] }).collect();
-            runtime::jsonl(&rows)
+            runtime::jsonl(&interpolate(w.borrow_dependent(), &a, &b, steps, &gen)?)
         })
     }
 

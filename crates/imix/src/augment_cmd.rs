@@ -7,9 +7,9 @@ use anyhow::Result;
 use clap::Args;
 use inversed_mixup::data::jsonl;
 use inversed_mixup::eval::stats::spearman;
-use inversed_mixup::method::augment::{augment, controllability, mix_embeddings, AugRow, AugmentOptions, LabelFrom};
+use inversed_mixup::method::augment::{augment, controllability, AugRow, AugmentOptions, LabelFrom};
 use inversed_mixup::method::intrusion::Mitigation;
-use inversed_mixup::method::invert::{cosine_rows, Inverter};
+use inversed_mixup::method::invert::Inverter;
 use inversed_mixup::method::mixup::{plan, LambdaSpec, Pairing};
 use inversed_mixup::method::shard::Shard;
 use inversed_mixup::stages::bundle::{self, BundlePaths};
@@ -188,19 +188,9 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     let (enc, llm) = a.models.load()?;
     let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
     let inv = Inverter::new(&enc, &llm, &adaptor)?;
-    let h = enc.embed(&[a.a.as_str(), a.b.as_str()])?;
-    let lambdas: Vec<f64> = (0..a.steps).map(|i| i as f64 / (a.steps - 1) as f64).collect();
-    let n = lambdas.len();
-    let ha = h.get(0)?.unsqueeze(0)?.repeat((n, 1))?;
-    let hb = h.get(1)?.unsqueeze(0)?.repeat((n, 1))?;
-    let hm = mix_embeddings(&ha, &hb, &lambdas, true)?;
-    let out = inv.decode(&hm, &gen)?;
-    let refs: Vec<&str> = out.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
-    let hg = enc.embed(&refs)?;
-    let (ca, cb) = (cosine_rows(&hg, &ha)?, cosine_rows(&hg, &hb)?);
     println!("B  {}", a.b);
-    for i in 0..n {
-        println!("lambda={:.2}  cos_a={:.3} cos_b={:.3}  {}  {}", lambdas[i], ca[i], cb[i], gauge(ca[i], cb[i]), out[i]);
+    for p in inversed_mixup::method::augment::interpolate(&inv, &a.a, &a.b, a.steps, &gen)? {
+        println!("lambda={:.2}  cos_a={:.3} cos_b={:.3}  {}  {}", p.lambda, p.cos_a, p.cos_b, gauge(p.cos_a, p.cos_b), p.text);
     }
     println!("A  {}", a.a);
     Ok(())

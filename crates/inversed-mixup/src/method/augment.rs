@@ -195,6 +195,37 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
     Ok((rows, st))
 }
 
+/// One sentence on the path between two sentences (`imix interpolate`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PathStep {
+    /// Weight of sentence A.
+    pub lambda: f64,
+    /// The decoded mix.
+    pub text: String,
+    /// Encoder cosine to A.
+    pub cos_a: f64,
+    /// Encoder cosine to B.
+    pub cos_b: f64,
+}
+
+/// Decodes `steps` evenly spaced mixes from `b` (lambda 0) to `a` (lambda 1) and scores each
+/// against both ends.
+pub fn interpolate(inv: &Inverter, a: &str, b: &str, steps: usize, gen: &GenerateOptions) -> Result<Vec<PathStep>> {
+    if steps < 2 {
+        return Err(Error::Config("--steps must be at least 2 (the two ends)".into()));
+    }
+    let h = inv.encoder.embed(&[a, b])?;
+    let lambdas: Vec<f64> = (0..steps).map(|i| i as f64 / (steps - 1) as f64).collect();
+    let ha = h.get(0)?.unsqueeze(0)?.repeat((steps, 1))?;
+    let hb = h.get(1)?.unsqueeze(0)?.repeat((steps, 1))?;
+    let out = inv.decode(&mix_embeddings(&ha, &hb, &lambdas, true)?, gen)?;
+    // An empty decode is scored as a blank, not left out: every lambda keeps its row.
+    let refs: Vec<&str> = out.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
+    let hg = inv.encoder.embed(&refs)?;
+    let (ca, cb) = (cosine_rows(&hg, &ha)?, cosine_rows(&hg, &hb)?);
+    Ok(out.into_iter().enumerate().map(|(i, text)| PathStep { lambda: lambdas[i], text, cos_a: ca[i], cos_b: cb[i] }).collect())
+}
+
 /// How generated rows relate to what they were asked to be (bench diagnostics).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct GenDiagnostics {
