@@ -279,7 +279,7 @@ impl Sample<'_> {
         let vec_of = |map: &std::collections::BTreeMap<String, f64>| self.data.labels.iter().map(|l| map[l]).collect::<Vec<f64>>();
         let base = |r: &AugRow| match label {
             LabelFrom::Mix => vec_of(&r.mix_label),
-            LabelFrom::Content => self.data.labels.iter().map(|l| r.content_lambda * f64::from(*l == r.source_a.label) + (1.0 - r.content_lambda) * f64::from(*l == r.source_b.label)).collect(),
+            LabelFrom::Content => soft_label(self.data.y[r.source_a.index], self.data.y[r.source_b.index], r.content_lambda, self.data.labels.len()),
         };
         let (texts, y): (Vec<String>, Vec<Vec<f64>>) = rows.iter().filter_map(|r| mitigation.apply(&base(r), &vec_of(&r.predicted), r.intrusion).map(|s| (r.text.clone(), s))).unzip();
         let n = texts.len();
