@@ -62,50 +62,12 @@ impl From<Fail> for PyErr {
     }
 }
 
-/// The command line's argument checks (`crates/imix/src/check.rs`), with its messages: arguments
-/// are named by the flag that sets them in `imix`, which the Python keyword mirrors
-/// (`--batch-size` is `batch_size`).
-pub mod check {
-    use super::{Fail, Result};
+/// The command line's argument checks, with its messages: arguments are named by the flag that
+/// sets them in `imix`, which the Python keyword mirrors (`--batch-size` is `batch_size`).
+pub use inversed_mixup::data::flags as check;
 
-    /// A finite number above zero.
-    pub fn positive(flag: &str, v: f64) -> Result<()> {
-        if !(v.is_finite() && v > 0.0) {
-            return Err(Fail::Bad(format!("{flag} {v}: must be a positive number")));
-        }
-        Ok(())
-    }
-
-    /// A finite number from 0 to 1.
-    pub fn unit(flag: &str, v: f64) -> Result<()> {
-        if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
-            return Err(Fail::Bad(format!("{flag} {v}: must lie in [0, 1]")));
-        }
-        Ok(())
-    }
-
-    /// A count of at least one.
-    pub fn at_least_one(flag: &str, n: usize) -> Result<()> {
-        if n == 0 {
-            return Err(Fail::Bad(format!("{flag} 0: must be at least 1")));
-        }
-        Ok(())
-    }
-
-    /// A finite number that is not negative.
-    pub fn non_negative(flag: &str, v: f64) -> Result<()> {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(Fail::Bad(format!("{flag} {v}: must be a number >= 0")));
-        }
-        Ok(())
-    }
-
-    /// `resume` needs a checkpoint to continue, and a new run must not overwrite one.
-    pub fn resume_target(resume: bool, ckpt: &std::path::Path) -> Result<()> {
-        match (resume, ckpt.exists()) {
-            (true, false) => Err(Fail::Bad(format!("--resume: no checkpoint at {} to continue (leave out --resume to start a new run)", ckpt.display()))),
-            (false, true) => Err(Fail::Bad(format!("{} exists: pass --resume to continue it, or delete it to start over", ckpt.display()))),
-            _ => Ok(()),
-        }
+impl From<inversed_mixup::data::flags::Refused> for Fail {
+    fn from(e: inversed_mixup::data::flags::Refused) -> Self {
+        Fail::Bad(e.0)
     }
 }
