@@ -33,7 +33,7 @@ if work == "peak":
     # Practical f32 peak of this CPU: a large square matmul through PyTorch's BLAS.
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     med, ts = timed(lambda: a @ b, 2, 5)
-    print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "gflops": 2 * 2048**3 / med / 1e9}))
+    print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "gflops": 2 * 2048**3 / med / 1e9, "simd": torch.backends.cpu.get_cpu_capability()}))
     sys.exit()
 
 if work == "encode":

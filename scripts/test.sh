@@ -13,6 +13,13 @@ cd "$(dirname "$0")/.."
 echo "== cargo test --workspace"
 cargo test --workspace
 
+echo "== gradient tests on the narrower instruction-set paths (the run above used the widest)"
+# IMIX_SIMD caps the kernels' path; on a CPU without a path the cap falls back to what it has.
+for cap in avx2 scalar; do
+    IMIX_SIMD=$cap cargo test -q -p imix-kernels --test grad
+    IMIX_SIMD=$cap cargo test -q -p inversed-mixup --test grad --test lora
+done
+
 echo "== the imix command (release)"
 cargo build --release -p imix
 export IMIX_BIN="$PWD/target/release/imix"

@@ -5,7 +5,9 @@
 
 use num_traits::Float;
 
-/// Lanes per accumulator (one AVX2 register of f32).
+/// Lanes per accumulator (one AVX2 register of f32). Also under AVX-512: sixteen lanes made the
+/// AVX2 build of single-row decoding 1.3x slower (BENCHMARKS.md), and the heavy products have
+/// their own 512-bit kernels.
 pub const LANES: usize = 8;
 
 /// The lanes of an accumulator summed in order.

@@ -4,15 +4,16 @@
 //! products) and direct gemm calls. Nothing here knows the method; everything is tested against
 //! finite differences or the candle composition it replaces.
 //!
-//! One runtime dispatch ([`simd_dispatch!`]) picks a vector build of each kernel; the lane helpers
+//! One runtime dispatch ([`simd_dispatch!`], levels in [`simd`]) picks a vector build of each kernel; the lane helpers
 //! ([`lanes`]) give loops the independent accumulators they need to vectorise.
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-/// Defines a function whose `#[inline(always)]` body also gets an AVX2+FMA build, picked at run
-/// time (loops written to vectorise then use 256-bit lanes; the default target is baseline
-/// x86-64, so a binary built once runs everywhere). Optionally generic over one bounded type
-/// parameter. The single place where kernels choose an instruction set.
+/// Defines a function whose `#[inline(always)]` body also gets an AVX-512 build and an AVX2+FMA
+/// build, one of which is picked at run time by [`simd::level`] (loops written to vectorise then
+/// use 512- or 256-bit lanes; the default target is baseline x86-64, so a binary built once runs
+/// everywhere). Optionally generic over one bounded type parameter. The single place where
+/// kernels choose an instruction set.
 #[macro_export]
 macro_rules! simd_dispatch {
     ($(#[$m:meta])* $vis:vis fn $name:ident $(<$g:ident: $b:path>)? ($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
@@ -21,26 +22,40 @@ macro_rules! simd_dispatch {
             #[inline(always)]
             fn body $(<$g: $b>)? ($($a: $t),*) $(-> $r)? $body
             #[cfg(target_arch = "x86_64")]
-            if $crate::has_avx2() {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2 $(<$g: $b>)? ($($a: $t),*) $(-> $r)? {
-                    body($($a),*)
+            match $crate::simd::level() {
+                $crate::simd::Level::Avx512 => {
+                    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                    unsafe fn avx512 $(<$g: $b>)? ($($a: $t),*) $(-> $r)? {
+                        body($($a),*)
+                    }
+                    // SAFETY: the CPU supports the features the function was compiled for.
+                    return unsafe { avx512($($a),*) };
                 }
-                // SAFETY: the CPU supports the features the function was compiled for.
-                return unsafe { avx2($($a),*) };
+                $crate::simd::Level::Avx2 => {
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn avx2 $(<$g: $b>)? ($($a: $t),*) $(-> $r)? {
+                        body($($a),*)
+                    }
+                    // SAFETY: the CPU supports the features the function was compiled for.
+                    return unsafe { avx2($($a),*) };
+                }
+                $crate::simd::Level::Scalar => {}
             }
             body($($a),*)
         }
     };
 }
 
-/// Whether this CPU runs the AVX2+FMA builds (checked once per call site by `std`'s cache).
+/// Whether the kernels run their AVX2+FMA (or wider) builds now.
 #[inline(always)]
 pub fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    simd::level() >= simd::Level::Avx2
+}
+
+/// Whether the kernels run their AVX-512 builds now.
+#[inline(always)]
+pub fn has_avx512() -> bool {
+    simd::level() >= simd::Level::Avx512
 }
 
 /// The float types the kernels run in: f32 (training and inference) and f64 (finite-difference
@@ -71,6 +86,7 @@ pub mod loss;
 pub mod matmul;
 pub mod matvec;
 pub mod packed_attention;
+pub mod simd;
 pub mod storage;
 
 pub use frozen_linear::FrozenLinear;

@@ -21,9 +21,9 @@ fn dots<const R: usize>(w: &[f32], xs: [&[f32]; R]) -> [f32; R] {
     let full = k / LANES * LANES;
     let mut j = 0;
     while j < full {
-        let wv: &[f32; LANES] = w[j..j + LANES].try_into().expect("8 lanes");
+        let wv: &[f32; LANES] = w[j..j + LANES].try_into().expect("LANES lanes");
         for r in 0..R {
-            let xv: &[f32; LANES] = xs[r][j..j + LANES].try_into().expect("8 lanes");
+            let xv: &[f32; LANES] = xs[r][j..j + LANES].try_into().expect("LANES lanes");
             for l in 0..LANES {
                 acc[r][l] += wv[l] * xv[l];
             }
@@ -96,23 +96,83 @@ unsafe fn block_avx2(x: &[f32], m: usize, k: usize, w: &[f32], yt: &mut [f32]) {
     }
 }
 
+/// AVX-512 tile: 4 weight rows x 4 rows of `x` in 16 of the 32 vector registers; 8 loads feed 16
+/// FMAs of 16 lanes each. Leftover rows of `x` go through a 4 x 1 tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn block_avx512(x: &[f32], m: usize, k: usize, w: &[f32], yt: &mut [f32]) {
+    let rows = w.len() / k;
+    if !k.is_multiple_of(16) || !rows.is_multiple_of(4) {
+        return block(x, m, k, w, yt);
+    }
+    let (xp, wp) = (x.as_ptr(), w.as_ptr());
+    for o in (0..rows).step_by(4) {
+        let wr = [wp.add(o * k), wp.add((o + 1) * k), wp.add((o + 2) * k), wp.add((o + 3) * k)];
+        let mut i = 0;
+        while i + 4 <= m {
+            let d = tile_avx512::<4>(std::array::from_fn(|c| xp.add((i + c) * k)), wr, k);
+            for (r, dr) in d.iter().enumerate() {
+                yt[(o + r) * m + i..][..4].copy_from_slice(dr);
+            }
+            i += 4;
+        }
+        while i < m {
+            let d = tile_avx512::<1>([xp.add(i * k)], wr, k);
+            for (r, dr) in d.iter().enumerate() {
+                yt[(o + r) * m + i] = dr[0];
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Dot products of four weight rows with `R` rows of `x`, all `k` long (`k` a multiple of 16).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+#[inline]
+unsafe fn tile_avx512<const R: usize>(xs: [*const f32; R], wr: [*const f32; 4], k: usize) -> [[f32; R]; 4] {
+    use std::arch::x86_64::*;
+    let mut a = [[_mm512_setzero_ps(); R]; 4];
+    let mut j = 0;
+    while j < k {
+        let mut u = [_mm512_setzero_ps(); R];
+        for c in 0..R {
+            u[c] = _mm512_loadu_ps(xs[c].add(j));
+        }
+        for r in 0..4 {
+            let wv = _mm512_loadu_ps(wr[r].add(j));
+            for c in 0..R {
+                a[r][c] = _mm512_fmadd_ps(wv, u[c], a[r][c]);
+            }
+        }
+        j += 16;
+    }
+    let mut d = [[0f32; R]; 4];
+    for r in 0..4 {
+        for c in 0..R {
+            d[r][c] = _mm512_reduce_add_ps(a[r][c]);
+        }
+    }
+    d
+}
+
 /// `y (m, out) = x (m, k) @ w (out, k)^T`, parallel over weight rows.
 pub fn matmul_wt(x: &[f32], m: usize, k: usize, w: &[f32], out: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "matvec: x is not (m, k)");
     assert_eq!(w.len(), out * k, "matvec: w is not (out, k)");
     #[cfg(target_arch = "x86_64")]
-    let fast = crate::has_avx2();
+    let level = crate::simd::level();
     let mut y = vec![0f32; m * out];
     let yp = OutPtr(y.as_mut_ptr());
     w.par_chunks(ROWS_PER_TASK * k).enumerate().for_each(|(c, wc)| {
         let rows = wc.len() / k;
         let mut yt = vec![0f32; rows * m];
         #[cfg(target_arch = "x86_64")]
-        if fast {
-            // SAFETY: the CPU supports the features the function was compiled for.
-            unsafe { block_avx2(x, m, k, wc, &mut yt) };
-        } else {
-            block(x, m, k, wc, &mut yt);
+        match level {
+            // SAFETY (both): the CPU supports the features the function was compiled for.
+            crate::simd::Level::Avx512 => unsafe { block_avx512(x, m, k, wc, &mut yt) },
+            crate::simd::Level::Avx2 => unsafe { block_avx2(x, m, k, wc, &mut yt) },
+            crate::simd::Level::Scalar => block(x, m, k, wc, &mut yt),
         }
         #[cfg(not(target_arch = "x86_64"))]
         block(x, m, k, wc, &mut yt);

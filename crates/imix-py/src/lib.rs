@@ -141,6 +141,7 @@ impl Augmenter {
     #[pyo3(signature = (encoder=None, llm=None, adaptor=None))]
     fn new(py: Python<'_>, encoder: Option<PathBuf>, llm: Option<PathBuf>, adaptor: Option<PathBuf>) -> PyResult<Self> {
         runtime::compute(py, None, |_| {
+            imix_kernels::simd::cap_from_env().map_err(Fail::Bad)?;
             let dev = Device::Cpu;
             let ep = fetch::resolve(encoder.as_deref(), &fetch::ENCODER)?;
             let lp = fetch::resolve(llm.as_deref(), &fetch::LLM)?;

@@ -95,3 +95,13 @@ def test_other_mistakes(aug: Augmenter, small, bundle: str, imix_bin: str, tmp_p
         aug.warmup(*small, tmp_path / "w", steps=0)
     with pytest.raises(TypeError):
         aug.augment(*small, bundle, shard=3)
+
+
+def test_a_misspelt_instruction_set_cap_is_refused(monkeypatch, imix_bin: str, tmp_path: Path):
+    # The same refusal as the command line's, before any model loads.
+    monkeypatch.setenv("IMIX_SIMD", "sse9")
+    with pytest.raises(ImixError) as e:
+        Augmenter()
+    msg = 'IMIX_SIMD="sse9" is not one of scalar, avx2, avx512'
+    assert str(e.value) == msg
+    assert cli_error(run_imix(imix_bin, "fetch")) == msg

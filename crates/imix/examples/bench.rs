@@ -6,7 +6,8 @@
 //! BENCH_SPIN=1 keeps candle's default idle spinning of matmul workers; BENCH_AB=1 (encode) first
 //! times the encoder's raw inference path against its candle composition in one process;
 //! BENCH_MAIN=1 runs on the main thread instead of a worker of the compute pool; BENCH_LORA=R (train)
-//! trains rank-R LoRA deltas on all projections with the adaptor.
+//! trains rank-R LoRA deltas on all projections with the adaptor. IMIX_SIMD=avx2|scalar caps the
+//! kernels' instruction set (the `simd` field of each result says which ran).
 #[path = "../src/process.rs"]
 mod process;
 
@@ -122,7 +123,10 @@ fn run() {
         let toks: Vec<usize> = r.iter().map(|t| enc.tokenize(t).unwrap().len()).collect();
         let (d, ff) = (enc.dim(), 4 * enc.dim());
         let flop: f64 = toks.iter().map(|&l| (enc.num_layers() * (l * 2 * (4 * d * d + 2 * d * ff) + 4 * l * l * d)) as f64).sum();
-        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "items_per_s": 64.0 / med, "flop": flop, "peak_rss_mb": peak_mb()}));
+        println!(
+            "{}",
+            serde_json::json!({"side": "rust", "workload": work, "simd": imix_kernels::simd::level().name(), "median_s": med, "runs": runs, "items_per_s": 64.0 / med, "flop": flop, "peak_rss_mb": peak_mb()})
+        );
         return;
     }
     let mut llm = Llm::load(&fetch::resolve(None, &fetch::LLM).unwrap(), &dev).unwrap();
@@ -165,7 +169,7 @@ fn run() {
         // Forward + input-only backward (about the forward again), logits at the 32 targets only.
         let c = llm.config();
         let fwd = llm_forward_flop(c, 8, prompt.len() + 31) + (8 * 32 * 2 * c.hidden * c.vocab) as f64;
-        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "flop": 2.0 * fwd, "peak_rss_mb": peak_mb()}));
+        println!("{}", serde_json::json!({"side": "rust", "workload": work, "simd": imix_kernels::simd::level().name(), "median_s": med, "runs": runs, "flop": 2.0 * fwd, "peak_rss_mb": peak_mb()}));
     } else {
         let b = if work == "gen1" { 1 } else { 16 };
         let x = prompt.embeds(&llm, &a.forward(&unit_rows(b, 0)).unwrap()).unwrap();
@@ -186,6 +190,9 @@ fn run() {
             flop += (c.layers * b * (lin + 4 * (p + t + 1) * c.hidden)) as f64;
         }
         flop += (b * 32 * 2 * c.hidden * c.vocab) as f64;
-        println!("{}", serde_json::json!({"side": "rust", "workload": work, "median_s": med, "runs": runs, "tokens_per_s": (b * 32) as f64 / med, "flop": flop, "peak_rss_mb": peak_mb()}));
+        println!(
+            "{}",
+            serde_json::json!({"side": "rust", "workload": work, "simd": imix_kernels::simd::level().name(), "median_s": med, "runs": runs, "tokens_per_s": (b * 32) as f64 / med, "flop": flop, "peak_rss_mb": peak_mb()})
+        );
     }
 }

@@ -40,7 +40,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about,
     long_about,
     verbatim_doc_comment,
-    after_help = "Environment:\n  IMIX_CACHE    where models fetched from PyPI are kept [default: $XDG_CACHE_HOME/inversed-mixup or ~/.cache/inversed-mixup]\n  IMIX_ADAPTOR  the stage-1 adaptor used when --adaptor is not given [default: the shipped one, embedded in imix and copied into the cache on first use]\n  IMIX_LOG      log filter, e.g. warn, info, debug [default: info]\n  NO_COLOR      set to turn colours off (they are off anyway when stderr is not a terminal)"
+    after_help = "Environment:\n  IMIX_CACHE    where models fetched from PyPI are kept [default: $XDG_CACHE_HOME/inversed-mixup or ~/.cache/inversed-mixup]\n  IMIX_ADAPTOR  the stage-1 adaptor used when --adaptor is not given [default: the shipped one, embedded in imix and copied into the cache on first use]\n  IMIX_LOG      log filter, e.g. warn, info, debug [default: info]\n  IMIX_SIMD     cap the CPU kernels' instruction set: scalar, avx2 or avx512 [default: the best this CPU has]\n  NO_COLOR      set to turn colours off (they are off anyway when stderr is not a terminal)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -88,6 +88,12 @@ fn main() {
         .with_target(false)
         .init();
     let cli = Cli::parse();
+    // A misspelt instruction-set cap is refused before any work, not silently ignored.
+    if let Err(e) = imix_kernels::simd::cap_from_env() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    tracing::debug!("CPU kernels: {} (this CPU supports up to {})", imix_kernels::simd::level().name(), imix_kernels::simd::detected().name());
     let r = process::on_compute_pool(|| match cli.cmd {
         Cmd::Fetch => common::fetch_models(),
         Cmd::Align(a) => align_cmd::run(a),

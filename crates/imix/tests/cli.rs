@@ -208,3 +208,15 @@ fn a_failed_run_leaves_no_empty_output_directory() {
     assert!(!r.status.success() && err.contains("some-other-encoder"), "{err}");
     assert!(!d.path().join("new").exists(), "a failed bench left {} behind", d.path().join("new").display());
 }
+
+/// A misspelt `IMIX_SIMD` is refused before any work; a valid cap is accepted (and `--help` says so).
+#[test]
+fn the_instruction_set_cap_is_checked_before_any_work() {
+    let r = imix().arg("fetch").env("IMIX_SIMD", "sse9").output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("error: IMIX_SIMD=\"sse9\" is not one of scalar, avx2, avx512"), "{err}");
+    let r = imix().arg("--help").env("IMIX_SIMD", "avx2").output().unwrap();
+    assert!(r.status.success());
+    assert!(String::from_utf8_lossy(&r.stdout).contains("IMIX_SIMD"));
+}
