@@ -169,9 +169,14 @@ pub fn matmul_wt(x: &[f32], m: usize, k: usize, w: &[f32], out: usize) -> Vec<f3
         let mut yt = vec![0f32; rows * m];
         #[cfg(target_arch = "x86_64")]
         match level {
-            // SAFETY (both): the CPU supports the features the function was compiled for.
-            crate::simd::Level::Avx512 => unsafe { block_avx512(x, m, k, wc, &mut yt) },
-            crate::simd::Level::Avx2 => unsafe { block_avx2(x, m, k, wc, &mut yt) },
+            crate::simd::Level::Avx512 => {
+                // SAFETY: the level is at most what the CPU supports (simd::level).
+                unsafe { block_avx512(x, m, k, wc, &mut yt) }
+            }
+            crate::simd::Level::Avx2 => {
+                // SAFETY: the level is at most what the CPU supports (simd::level).
+                unsafe { block_avx2(x, m, k, wc, &mut yt) }
+            }
             crate::simd::Level::Scalar => block(x, m, k, wc, &mut yt),
         }
         #[cfg(not(target_arch = "x86_64"))]
