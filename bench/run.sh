@@ -15,7 +15,7 @@ enc=$(target/release/imix fetch | sed -n 's/^encoder: *//p')
 llm=$(target/release/imix fetch | sed -n 's/^llm: *//p')
 : > bench/results.jsonl
 "$py" bench/torch_bench.py peak "$enc" "$llm" 2>/dev/null | tee -a bench/results.jsonl
-for w in train gen1 gen16 encode; do
+for w in train train-lora gen1 gen16 encode finetune; do
   "$bench" "$w" | tee -a bench/results.jsonl
   "$py" bench/torch_bench.py "$w" "$enc" "$llm" 2>/dev/null | tee -a bench/results.jsonl
 done
@@ -41,7 +41,7 @@ print(f"CPU peak ~ {peak:.0f} GFLOP/s at the nominal clock ({os.cpu_count()} cor
       f"PyTorch 2048^3 matmul: {by[('peak', 'pytorch')]['gflops']:.0f} GFLOP/s")
 print("| workload | Rust median | PyTorch median | Rust/PyTorch time | Rust GFLOP/s (% peak) | PyTorch GFLOP/s (% peak) | Rust RSS MB | PyTorch RSS MB | RSS ratio |")
 print("|---|---|---|---|---|---|---|---|---|")
-for w in ["train", "gen1", "gen16", "encode"]:
+for w in ["train", "train-lora", "gen1", "gen16", "encode", "finetune"]:
     r, p = by[(w, "rust")], by[(w, "pytorch")]
     gr, gp = r["flop"] / r["median_s"] / 1e9, r["flop"] / p["median_s"] / 1e9
     print(f"| {w} | {r['median_s']:.3f} s | {p['median_s']:.3f} s | {r['median_s']/p['median_s']:.2f} | {gr:.1f} ({100*gr/peak:.0f} %) | {gp:.1f} ({100*gp/peak:.0f} %) | {r['peak_rss_mb']:.0f} | {p['peak_rss_mb']:.0f} | {r['peak_rss_mb']/p['peak_rss_mb']:.2f} |")

@@ -1,8 +1,9 @@
 """PyTorch side of the benchmark: the same workloads as `cargo run --release --example bench`.
 
 Usage: python bench/torch_bench.py WORKLOAD ENCODER_DIR GGUF_FILE
-WORKLOAD: train | gen1 | gen16 | encode. Prints one JSON line (median seconds, throughput, peak RSS).
-Needs torch, transformers, gguf, accelerate, sentence-transformers. Never needed by CI.
+WORKLOAD: train | train-lora | gen1 | gen16 | encode | finetune. Prints one JSON line (median
+seconds, throughput, peak RSS). Needs torch, transformers, gguf, accelerate, sentence-transformers
+and (train-lora) peft. Never needed by CI.
 """
 import json, os, resource, statistics, sys, time
 import torch
@@ -45,6 +46,30 @@ if work == "encode":
     print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "items_per_s": 64 / med, "peak_rss_mb": peak_mb()}))
     sys.exit()
 
+if work == "finetune":
+    # One step of the fine-tuned task model: every encoder weight and a 2-class linear head on 16
+    # sentences, soft-label cross-entropy, AdamW (encoder 5e-5 / decay 0.01, head 1e-3 / 1e-4).
+    # Dropout off, as on the Rust side (it has none).
+    from sentence_transformers import SentenceTransformer
+    st = SentenceTransformer(enc_dir, device="cpu").eval()
+    head = torch.nn.Linear(384, 2)
+    sents = [f"sentence number {i} is about the weather in a small town near the river." for i in range(16)]
+    feats = st.tokenize(sents)
+    y = torch.tensor([[1.0, 0.0] if i % 2 == 0 else [0.0, 1.0] for i in range(16)])
+    opt = torch.optim.AdamW([{"params": st.parameters(), "lr": 5e-5, "weight_decay": 0.01},
+                             {"params": head.parameters(), "lr": 1e-3, "weight_decay": 1e-4}])
+
+    def step():
+        h = st(dict(feats))["sentence_embedding"]
+        loss = torch.nn.functional.cross_entropy(head(h), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    med, ts = timed(step, 2, 9)
+    print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "peak_rss_mb": peak_mb()}))
+    sys.exit()
+
 from transformers import AutoModelForCausalLM, AutoTokenizer
 d, f = os.path.dirname(gguf), os.path.basename(gguf)
 tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
@@ -67,11 +92,19 @@ def prompt(h):
     return torch.cat([pe, soft, se], 1)
 
 
-if work == "train":
+if work == "train-lora":
+    # Rank-16 LoRA (alpha 32) on every projection of every layer, trained with the adaptor (peft).
+    import peft
+    cfg = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = peft.get_peft_model(model, cfg).base_model.model
+
+if work in ("train", "train-lora"):
     g = torch.Generator().manual_seed(0)
     h = torch.nn.functional.normalize(torch.randn(B, 384, generator=g), dim=-1)
     tgt = torch.randint(100, 40000, (B, T), generator=g)
-    opt = torch.optim.AdamW(adaptor.parameters(), lr=1e-3)
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert (work == "train-lora") == bool(lora) and all(p.requires_grad for p in lora)
+    opt = torch.optim.AdamW(list(adaptor.parameters()) + lora, lr=1e-3)
     P = len(pre_ids) + K + len(suf_ids)
 
     def step():

@@ -75,6 +75,7 @@ where
 }
 
 pub mod activation;
+pub mod adamw;
 pub mod causal_attention;
 pub mod decode_attention;
 pub mod fastmath;

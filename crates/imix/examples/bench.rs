@@ -1,5 +1,7 @@
 //! Rust side of the benchmark (see bench/run.sh): the same workloads as bench/torch_bench.py.
-//! `cargo run --release --example bench -- WORKLOAD` with WORKLOAD = train | gen1 | gen16 | encode.
+//! `cargo run --release --example bench -- WORKLOAD` with WORKLOAD = train | train-lora | gen1 |
+//! gen16 | encode | finetune (train-lora: the stage-1 step with rank-16 LoRA on every projection;
+//! finetune: one step of the fine-tuned task model, encoder + linear head, 16 sentences).
 //! Env: BENCH_PHASES=1 prints forward/backward time, loss and gradient norm per step;
 //! BENCH_PLAIN=1 trains through the plain composition instead of the lean path; BENCH_RSS=1
 //! prints memory after each phase; BENCH_PURGE=1 keeps mimalloc's default page purging;
@@ -89,9 +91,47 @@ fn main() {
     run()
 }
 
+/// Matmul FLOPs of one MiniLM forward over sentences of these token counts: per token
+/// 2·(4d² + 2d·ffn) per layer, plus attention.
+fn encoder_forward_flop(enc: &Encoder, toks: &[usize]) -> f64 {
+    let (d, ff) = (enc.dim(), 4 * enc.dim());
+    toks.iter().map(|&l| (enc.num_layers() * (l * 2 * (4 * d * d + 2 * d * ff) + 4 * l * l * d)) as f64).sum()
+}
+
+/// One fine-tuning step of the task model: the encoder (every layer) and a 2-class linear head on
+/// 16 sentences, soft-label cross-entropy, backward, AdamW on both (as `TaskModel::finetune`).
+fn finetune_step_bench(dev: &Device) {
+    use inversed_mixup::method::classifier::{targets_tensor, Classifier};
+    let (enc, varmap) = Encoder::load_trainable(&fetch::resolve(None, &fetch::ENCODER).unwrap(), None, dev).unwrap();
+    let head = Classifier::new(vec!["a".into(), "b".into()], enc.dim(), dev).unwrap();
+    let s: Vec<String> = (0..16).map(|i| format!("sentence number {i} is about the weather in a small town near the river.")).collect();
+    let r: Vec<&str> = s.iter().map(String::as_str).collect();
+    let y = targets_tensor(&(0..16).map(|i| if i % 2 == 0 { vec![1.0, 0.0] } else { vec![0.0, 1.0] }).collect::<Vec<_>>(), dev).unwrap();
+    let (_, trained) = enc.select_vars(&varmap, 0).unwrap();
+    let mut opt_e = AdamW::new(trained, AdamWConfig { weight_decay: 0.01, ..Default::default() }).unwrap();
+    let mut opt_h = AdamW::new(head.vars(), AdamWConfig { weight_decay: 1e-4, ..Default::default() }).unwrap();
+    let (med, runs) = timed(
+        || {
+            let loss = head.loss(&enc.embed(&r).unwrap(), &y).unwrap();
+            let g = loss.backward().unwrap();
+            opt_e.step(&g, 5e-5, 1.0).unwrap();
+            opt_h.step(&g, 1e-3, 0.0).unwrap();
+        },
+        2,
+        9,
+    );
+    // Forward, then input and weight gradients (two more forwards' worth of products).
+    let toks: Vec<usize> = r.iter().map(|t| enc.tokenize(t).unwrap().len()).collect();
+    let flop = 3.0 * encoder_forward_flop(&enc, &toks);
+    println!("{}", serde_json::json!({"side": "rust", "workload": "finetune", "simd": imix_kernels::simd::level().name(), "median_s": med, "runs": runs, "flop": flop, "peak_rss_mb": peak_mb()}));
+}
+
 fn run() {
-    let work = std::env::args().nth(1).expect("workload: train | gen1 | gen16 | encode");
+    let work = std::env::args().nth(1).expect("workload: train | train-lora | gen1 | gen16 | encode | finetune");
     let dev = Device::Cpu;
+    if work == "finetune" {
+        return finetune_step_bench(&dev);
+    }
     if work == "encode" {
         let enc = Encoder::load(&fetch::resolve(None, &fetch::ENCODER).unwrap(), &dev).unwrap();
         let s: Vec<String> = (0..64).map(|i| format!("sentence number {i} is about the weather in a small town near the river.")).collect();
@@ -121,8 +161,7 @@ fn run() {
         );
         // MiniLM: per token 2*(4 d^2 + 2 d ffn) per layer, plus attention.
         let toks: Vec<usize> = r.iter().map(|t| enc.tokenize(t).unwrap().len()).collect();
-        let (d, ff) = (enc.dim(), 4 * enc.dim());
-        let flop: f64 = toks.iter().map(|&l| (enc.num_layers() * (l * 2 * (4 * d * d + 2 * d * ff) + 4 * l * l * d)) as f64).sum();
+        let flop = encoder_forward_flop(&enc, &toks);
         println!(
             "{}",
             serde_json::json!({"side": "rust", "workload": work, "simd": imix_kernels::simd::level().name(), "median_s": med, "runs": runs, "items_per_s": 64.0 / med, "flop": flop, "peak_rss_mb": peak_mb()})
@@ -136,14 +175,16 @@ fn run() {
     rss_note("llm loaded");
     // BENCH_LORA=R: the adaptor carries rank-R LoRA deltas on every projection (alpha 2R), as peft's
     // LoraConfig(r=R, lora_alpha=2R, target_modules=q,k,v,o,gate,up,down) on the PyTorch side.
-    let lora = std::env::var("BENCH_LORA").ok().map(|r| {
+    // The train-lora workload: rank 16, as the shipped adaptor.
+    let rank = std::env::var("BENCH_LORA").ok().or_else(|| (work == "train-lora").then(|| "16".into()));
+    let lora = rank.map(|r| {
         let rank: usize = r.parse().expect("BENCH_LORA=rank");
         LoraConfig { rank, alpha: 2.0 * rank as f64, targets: Target::ALL.to_vec(), dims: LoraDims::of(llm.config()) }
     });
     let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into(), lora };
     let a = Adaptor::new(cfg, 0, &dev).unwrap();
     let prompt = Prompt::new(DEFAULT_TEMPLATE, 4, &llm).unwrap();
-    if work == "train" {
+    if work == "train" || work == "train-lora" {
         let h = unit_rows(8, 0);
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         // 31 target tokens + EOS = 32 predicted positions, as the PyTorch side's 32 targets.

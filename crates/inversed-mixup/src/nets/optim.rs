@@ -1,7 +1,7 @@
 //! AdamW with decoupled weight decay and global-norm clipping, whose state can be checkpointed
 //! exactly (candle's AdamW does not expose its moments, so an exact resume needs our own).
 
-use candle_core::{backprop::GradStore, Tensor, Var};
+use candle_core::{backprop::GradStore, DType, Tensor, Var};
 use std::collections::HashMap;
 
 /// AdamW hyper-parameters.
@@ -26,8 +26,9 @@ impl Default for AdamWConfig {
 /// Optimiser over a fixed, named list of variables.
 pub struct AdamW {
     vars: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    /// Per variable, its moments flattened into one tensor: first m, then v. f32 variables are
+    /// updated in place by `imix_kernels::adamw` (no temporaries); others by candle ops.
+    mv: Vec<Tensor>,
     /// Updates applied so far.
     pub t: usize,
     cfg: AdamWConfig,
@@ -36,9 +37,8 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments for `vars` (name, var).
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> candle_core::Result<Self> {
-        let m = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
-        let v = m.clone();
-        Ok(Self { vars, m, v, t: 0, cfg })
+        let mv = vars.iter().map(|(_, v)| Tensor::zeros(2 * v.elem_count(), v.dtype(), v.device())).collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self { vars, mv, t: 0, cfg })
     }
 
     /// Global L2 norm of the gradients of our variables (missing gradients count as zero).
@@ -65,27 +65,44 @@ impl AdamW {
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
+        // As candle's `affine` takes its f64 factors: rounded to f32 one by one.
+        let h = imix_kernels::adamw::AdamWStep {
+            scale: scale as f32,
+            b1: (b1 as f32, (1.0 - b1) as f32),
+            b2: (b2 as f32, (1.0 - b2) as f32),
+            inv_c: ((1.0 / c1) as f32, (1.0 / c2) as f32),
+            eps: self.cfg.eps as f32,
+            decay_lr: ((1.0 - lr * self.cfg.weight_decay) as f32, lr as f32),
+        };
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let p = var.as_tensor();
+            if p.dtype() == DType::F32 && p.is_contiguous() {
+                imix_kernels::adamw::step(p, &self.mv[i], g, h)?;
+                continue;
+            }
+            // The same update by candle ops (f64 variables in tests).
+            let (n, dims) = (p.elem_count(), p.dims());
             let g = (g * scale)?;
-            self.m[i] = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
-            self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let mh = (&self.m[i] / c1)?;
-            let vh = (&self.v[i] / c2)?;
-            let upd = (mh / (vh.sqrt()? + self.cfg.eps)?)?;
-            let p = var.as_tensor().detach();
-            let p = ((&p * (1.0 - lr * self.cfg.weight_decay))? - (upd * lr)?)?;
-            var.set(&p)?;
+            let m = ((self.mv[i].narrow(0, 0, n)?.reshape(dims)? * b1)? + (&g * (1.0 - b1))?)?;
+            let v = ((self.mv[i].narrow(0, n, n)?.reshape(dims)? * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let upd = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.cfg.eps)?)?;
+            let np = ((p.detach() * (1.0 - lr * self.cfg.weight_decay))? - (upd * lr)?)?;
+            var.set(&np)?;
+            self.mv[i] = Tensor::cat(&[m.flatten_all()?, v.flatten_all()?], 0)?;
         }
         Ok(norm)
     }
 
-    /// Moments as named tensors (`m.<name>`, `v.<name>`) for checkpoints.
+    /// Moments as named tensors (`m.<name>`, `v.<name>`) for checkpoints (copies: the moments
+    /// change in place).
     pub fn state(&self) -> HashMap<String, Tensor> {
         let mut s = HashMap::new();
-        for (i, (n, _)) in self.vars.iter().enumerate() {
-            s.insert(format!("m.{n}"), self.m[i].clone());
-            s.insert(format!("v.{n}"), self.v[i].clone());
+        for (i, (n, var)) in self.vars.iter().enumerate() {
+            let k = var.elem_count();
+            let part = |o: usize| self.mv[i].narrow(0, o, k).and_then(|t| t.reshape(var.dims())).and_then(|t| t.copy()).expect("moments hold 2n elements");
+            s.insert(format!("m.{n}"), part(0));
+            s.insert(format!("v.{n}"), part(k));
         }
         s
     }
@@ -93,13 +110,16 @@ impl AdamW {
     /// Restores moments written by [`AdamW::state`]; `t` is restored by the caller.
     pub fn load_state(&mut self, s: &HashMap<String, Tensor>) -> Result<(), String> {
         for (i, (n, var)) in self.vars.iter().enumerate() {
-            for (key, slot) in [(format!("m.{n}"), &mut self.m[i]), (format!("v.{n}"), &mut self.v[i])] {
+            let mut parts = Vec::with_capacity(2);
+            for key in [format!("m.{n}"), format!("v.{n}")] {
                 let t = s.get(&key).ok_or_else(|| format!("missing optimizer tensor {key}"))?;
                 if t.dims() != var.dims() {
                     return Err(format!("optimizer tensor {key} has shape {:?}, expected {:?}", t.dims(), var.dims()));
                 }
-                *slot = t.clone();
+                parts.push(t.to_dtype(var.dtype()).and_then(|t| t.flatten_all()).map_err(|e| format!("optimizer tensor {key}: {e}"))?);
             }
+            // A fresh tensor: the update writes into it, never into the caller's.
+            self.mv[i] = Tensor::cat(&parts, 0).map_err(|e| format!("optimizer state of {n}: {e}"))?;
         }
         Ok(())
     }
