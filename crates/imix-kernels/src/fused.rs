@@ -303,3 +303,100 @@ pub fn rms_norm_input_grad(x: &Tensor, w: &Tensor, g: &Tensor, eps: f32) -> cand
 pub fn rms_norm_input_grad_plus(x: &Tensor, w: &Tensor, g: &Tensor, eps: f32, plus: &Tensor) -> candle_core::Result<Tensor> {
     x.detach().contiguous()?.apply_op3(&w.detach().contiguous()?, &g.detach().contiguous()?, RmsInputGrad { eps: eps as f64, plus: Some(plus.detach().contiguous()?) })
 }
+
+crate::simd_dispatch!(
+    /// LayerNorm of whole rows of `xs` into `out` (every element written).
+    fn ln_chunk<T: Real>(out: &mut [MaybeUninit<T>], xs: &[T], w: &[T], b: &[T], eps: f64) {
+        let d = w.len();
+        let n = T::of(d as f64);
+        for (o, row) in out.chunks_mut(d).zip(xs.chunks(d)) {
+            let mean = crate::lanes::sum(row) / n;
+            let r = T::of(1.0) / (crate::lanes::sum_sq_dev(row, mean) / n + T::of(eps)).sqrt();
+            for i in 0..d {
+                o[i].write((row[i] - mean) * r * w[i] + b[i]);
+            }
+        }
+    }
+);
+
+fn ln_rows<T: Real + Send + Sync>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
+    use rayon::prelude::*;
+    let per = (w.len() * rows_per_task(w.len())).max(1);
+    let mut out: Vec<T> = Vec::with_capacity(x.len());
+    out.spare_capacity_mut()[..x.len()].par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(o, xs)| ln_chunk(o, xs, w, b, eps));
+    // SAFETY: the chunks cover all x.len() elements and `ln_chunk` writes every one.
+    unsafe { out.set_len(x.len()) };
+    out
+}
+
+crate::simd_dispatch!(
+    /// With x̂ = (x - mean)·r and gw = g·w: dx = r·(gw - mean(gw) - x̂·mean(gw·x̂)); dw = Σ g·x̂;
+    /// db = Σ g over rows.
+    fn ln_bwd_rows<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64, dx: &mut [T], dw: &mut [T], db: &mut [T]) {
+        let d = w.len();
+        let n = T::of(d as f64);
+        let mut xh = vec![T::of(0.0); d];
+        let mut gw = vec![T::of(0.0); d];
+        for ((xr, gr), dr) in x.chunks(d).zip(g.chunks(d)).zip(dx.chunks_mut(d)) {
+            let mean = crate::lanes::sum(xr) / n;
+            let r = T::of(1.0) / (crate::lanes::sum_sq_dev(xr, mean) / n + T::of(eps)).sqrt();
+            for i in 0..d {
+                xh[i] = (xr[i] - mean) * r;
+                gw[i] = gr[i] * w[i];
+                dw[i] = dw[i] + gr[i] * xh[i];
+                db[i] = db[i] + gr[i];
+            }
+            let mg = crate::lanes::sum(&gw) / n;
+            let mgx = crate::lanes::dot(&gw, &xh) / n;
+            for i in 0..d {
+                dr[i] = r * (gw[i] - mg - xh[i] * mgx);
+            }
+        }
+    }
+);
+
+/// LayerNorm `(x - mean) / sqrt(var + eps) * w + b` over the last dimension.
+struct LayerNorm(f64);
+
+impl candle_core::CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = *l1.dims().last().unwrap_or(&1);
+        if l2.shape().elem_count() != d || l3.shape().elem_count() != d {
+            candle_core::bail!("fused-layer-norm: weight {:?} and bias {:?} for rows of {d}", l2.dims(), l3.dims());
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                CpuStorage::F32(ln_rows(contiguous(x, l1, "fused op")?, contiguous(w, l2, "fused op")?, contiguous(b, l3, "fused op")?, self.0))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                CpuStorage::F64(ln_rows(contiguous(x, l1, "fused op")?, contiguous(w, l2, "fused op")?, contiguous(b, l3, "fused op")?, self.0))
+            }
+            _ => candle_core::bail!("fused-layer-norm: input, weight and bias must all be f32 or all f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        fn run<T: Real + candle_core::WithDType>(x: &Tensor, w: &Tensor, b: &Tensor, g: &Tensor, eps: f64) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+            let v = |t: &Tensor| t.flatten_all()?.to_dtype(T::DTYPE)?.to_vec1::<T>();
+            let (xv, wv, gv) = (v(x)?, v(w)?, v(g)?);
+            let d = wv.len();
+            let (mut dx, mut dw, mut db) = (vec![T::of(0.0); xv.len()], vec![T::of(0.0); d], vec![T::of(0.0); d]);
+            ln_bwd_rows(&xv, &wv, &gv, eps, &mut dx, &mut dw, &mut db);
+            Ok((Tensor::from_vec(dx, x.shape(), x.device())?, Tensor::from_vec(dw, w.shape(), w.device())?, Tensor::from_vec(db, b.shape(), b.device())?))
+        }
+        let (dx, dw, db) = match x.dtype() {
+            DType::F32 => run::<f32>(x, w, b, g, self.0)?,
+            _ => run::<f64>(x, w, b, g, self.0)?,
+        };
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// LayerNorm over the last dimension, fused, with a backward pass (input, weight and bias): the
+/// differentiable replacement of `candle_nn::ops::layer_norm_slow`'s ten ops.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm(eps as f64))
+}

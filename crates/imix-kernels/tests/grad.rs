@@ -64,14 +64,20 @@ fn fused_ops_match_finite_differences_and_the_compositions() {
     let x = rand(&[2, 3, 6], 42);
     check("fused rms_norm (weight)", &w, &|w| imix_kernels::fused::rms_norm(&x, w, 1e-5));
     check("fused softmax", &rand(&[2, 3, 6], 43), &|x| imix_kernels::fused::softmax(x));
+    let (lw, lb, lx) = (rand(&[6], 47), rand(&[6], 48), rand(&[2, 3, 6], 49));
+    check("fused layer_norm (input)", &lx, &|x| imix_kernels::fused::layer_norm(x, &lw, &lb, 1e-5));
+    check("fused layer_norm (weight)", &lw, &|w| imix_kernels::fused::layer_norm(&lx, w, &lb, 1e-5));
+    check("fused layer_norm (bias)", &lb, &|b| imix_kernels::fused::layer_norm(&lx, &lw, b, 1e-5));
     // Same values and gradients as the differentiable compositions, in f32 too.
     for dt in [DType::F64, DType::F32] {
         let x = Var::from_tensor(&rand(&[4, 5, 8], 44).to_dtype(dt).unwrap()).unwrap();
         let w = rand(&[8], 45).to_dtype(dt).unwrap();
         let r = rand(&[4, 5, 8], 46).to_dtype(dt).unwrap();
         let tol = if dt == DType::F64 { 1e-10 } else { 1e-5 };
-        let pairs: [(&str, Tensor, Tensor); 2] = [
+        let bias = rand(&[8], 47).to_dtype(dt).unwrap();
+        let pairs: [(&str, Tensor, Tensor); 3] = [
             ("rms_norm", imix_kernels::fused::rms_norm(x.as_tensor(), &w, 1e-5).unwrap(), candle_nn::ops::rms_norm_slow(x.as_tensor(), &w, 1e-5).unwrap()),
+            ("layer_norm", imix_kernels::fused::layer_norm(x.as_tensor(), &w, &bias, 1e-5).unwrap(), candle_nn::ops::layer_norm_slow(x.as_tensor(), &w, &bias, 1e-5).unwrap()),
             ("softmax", imix_kernels::fused::softmax(x.as_tensor()).unwrap(), candle_nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).unwrap()),
         ];
         for (name, fused, composed) in pairs {

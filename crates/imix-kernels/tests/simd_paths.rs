@@ -77,6 +77,17 @@ fn norms_softmax_and_rope_agree_on_every_path() {
         let g = rand_t(&[rows, d], 12);
         same_on_every_path("softmax", 1e-7, 1e-5, &|| flat(&imix_kernels::fused::softmax(&x).unwrap()));
         same_on_every_path("rms_norm", 1e-6, 1e-5, &|| flat(&imix_kernels::fused::rms_norm(&x, &w, 1e-5).unwrap()));
+        let b = rand_t(&[d], 17);
+        same_on_every_path("fused layer_norm and its gradients", 1e-5, 1e-4, &|| {
+            let (xv, wv, bv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap(), Var::from_tensor(&b).unwrap());
+            let y = imix_kernels::fused::layer_norm(xv.as_tensor(), wv.as_tensor(), bv.as_tensor(), 1e-5).unwrap();
+            let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut out = flat(&y);
+            for v in [&xv, &wv, &bv] {
+                out.extend(flat(grads.get(v.as_tensor()).unwrap()));
+            }
+            out
+        });
         same_on_every_path("rms_norm_input_grad", 1e-5, 1e-4, &|| flat(&imix_kernels::fused::rms_norm_input_grad(&x, &w, &g, 1e-5).unwrap()));
         let (xs, ws, bs) = (rand_vec(rows * d, 13), rand_vec(d, 14), rand_vec(d, 15));
         same_on_every_path("layer_norm", 1e-5, 1e-5, &|| {

@@ -13,10 +13,10 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, grad: bool) -> candle_core::Re
     }
 }
 
-/// LayerNorm; `grad` selects the differentiable composition instead of candle's fused kernel.
+/// LayerNorm; `grad` selects our fused op with a backward instead of candle's forward-only kernel.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32, grad: bool) -> candle_core::Result<Tensor> {
     if grad {
-        candle_nn::ops::layer_norm_slow(x, w, b, eps)
+        fused::layer_norm(x, w, b, eps)
     } else {
         candle_nn::ops::layer_norm(&x.contiguous()?, w, b, eps)
     }
