@@ -10,8 +10,7 @@ mod runtime;
 
 use candle_core::Device;
 use errors::{check, Fail, ImixError, Result};
-use inversed_mixup::data::io::{check_writable, write_atomic, CreatedDirs};
-use inversed_mixup::data::jsonl;
+use inversed_mixup::data::io::{check_writable, CreatedDirs};
 use inversed_mixup::method::adaptor::Adaptor;
 use inversed_mixup::method::augment::{augment, interpolate, AugmentOptions, LabelFrom};
 use inversed_mixup::method::classifier::Classifier;
@@ -28,7 +27,6 @@ use inversed_mixup::Error;
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2};
 use pyo3::prelude::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -291,24 +289,8 @@ impl Augmenter {
             if let (Some(top), Some((te, vm))) = (finetune_encoder, &trainable) {
                 w = w.with_finetune(FineTune::new(te, vm, top, &texts)?);
             }
-            let (ckpt, curve) = (paths.checkpoint(), paths.curve());
-            if resume {
-                w.load_checkpoint(&ckpt)?;
-            } else {
-                write_atomic(&curve, b"")?;
-            }
-            let io = |p: &Path, e: std::io::Error| Fail::Lib(Error::io(p, e));
-            let mut log = std::fs::OpenOptions::new().append(true).open(&curve).map_err(|e| io(&curve, e))?;
-            report(w.step, steps);
-            while w.step < steps {
-                let s = w.train_step()?;
-                jsonl::append(&mut log, &s).map_err(|e| io(&curve, e))?;
-                if w.step % checkpoint_every == 0 || w.step == steps {
-                    log.flush().map_err(|e| io(&curve, e))?;
-                    w.save_checkpoint(&ckpt)?;
-                }
-                report(w.step, steps);
-            }
+            report(0, steps);
+            w.run(steps, checkpoint_every, &paths.checkpoint(), &paths.curve(), resume, &mut |s| report(s.step, steps))?;
             // `data` is a file name in the command line's bundles; the rows came from Python here.
             let meta = serde_json::json!({"encoder": enc.name(), "finetuned_encoder": finetune_encoder, "data": null, "shots": shots, "shots_seed": shots_seed});
             bundle::save(&paths, &w, meta)?;

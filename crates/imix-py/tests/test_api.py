@@ -4,6 +4,7 @@ line, progress callbacks, and the GIL released during compute."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -114,3 +115,25 @@ def test_package_surface():
     assert inversed_mixup.__version__ == "0.1.0"
     pkg = Path(inversed_mixup.__file__).parent
     assert (pkg / "py.typed").is_file() and (pkg / "__init__.pyi").is_file()
+
+
+def test_warmup_resume_continues_the_curve_without_repeating_steps(aug: Augmenter, small, tmp_path: Path):
+    # Keep the step-2 checkpoint of a 4-step run, then put it back as if the run had been killed
+    # after logging steps 3 and part of 4: resuming cuts the curve back to step 2, as imix does,
+    # and retraces steps 3 and 4 exactly.
+    out = tmp_path / "m"
+    ckpt, curve, kept = out / "warmup.ckpt", out / "warmup.curve.jsonl", tmp_path / "step2.ckpt"
+
+    def keep_step_2(done, total):
+        if done == 2:
+            shutil.copy(ckpt, kept)
+
+    aug.warmup(*small, out, steps=4, batch_size=4, checkpoint_every=2, progress=keep_step_2)
+    full = [json.loads(l) for l in curve.read_text().splitlines()]
+    shutil.copy(kept, ckpt)
+    with curve.open("a") as f:
+        f.write('{"step":4,"c')
+    aug.warmup(*small, out, steps=4, batch_size=4, checkpoint_every=2, resume=True, progress=False)
+    rows = [json.loads(l) for l in curve.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows == full

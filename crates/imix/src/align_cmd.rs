@@ -190,7 +190,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
     if a.resume {
         tr.load_checkpoint(&ckpt).with_context(|| "use the same flags as the interrupted run")?;
         tracing::info!("resumed at step {} from {}", tr.step, ckpt.display());
-        crate::common::truncate_curve(&log_path, tr.step)?;
+        inversed_mixup::data::jsonl::truncate_curve(&log_path, tr.step)?;
     } else {
         inversed_mixup::data::io::write_atomic(&log_path, b"")?;
     }

@@ -103,28 +103,3 @@ pub fn fetch_models() -> Result<()> {
     println!("llm:     {}", l.display());
     Ok(())
 }
-
-/// Drops curve lines after `step` (written after the last checkpoint of an interrupted run). A
-/// torn last line (the run was killed while writing it) is dropped with a warning; a corrupt line
-/// before it is an error.
-pub fn truncate_curve(path: &std::path::Path, step: usize) -> Result<()> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut keep = String::new();
-    for (i, l) in lines.iter().enumerate() {
-        let v: serde_json::Value = match serde_json::from_str(l) {
-            Ok(v) => v,
-            Err(_) if i + 1 == lines.len() => {
-                tracing::warn!("{}:{}: dropping a torn last line", path.display(), i + 1);
-                break;
-            }
-            Err(e) => anyhow::bail!("{}:{}: corrupt curve line ({e})", path.display(), i + 1),
-        };
-        if v["step"].as_u64().is_some_and(|s| s as usize <= step) {
-            keep.push_str(l);
-            keep.push('\n');
-        }
-    }
-    inversed_mixup::data::io::write_atomic(path, keep.as_bytes())?;
-    Ok(())
-}

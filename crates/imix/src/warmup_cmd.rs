@@ -3,15 +3,13 @@
 use crate::check;
 use crate::common::{bar, load_adaptor, ModelArgs};
 use crate::data_args::DataArgs;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use inversed_mixup::data::jsonl;
 use inversed_mixup::method::classifier::Classifier;
 use inversed_mixup::nets::encoder::embed_corpus;
 use inversed_mixup::nets::encoder::Encoder;
 use inversed_mixup::stages::bundle::{self, BundlePaths};
 use inversed_mixup::stages::warmup::{FineTune, Warmup, WarmupConfig};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Arguments of `imix warmup`.
@@ -98,26 +96,17 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     }
     let paths = BundlePaths::new(&a.out);
     let (ckpt, curve) = (paths.checkpoint(), paths.curve());
-    if a.resume {
-        w.load_checkpoint(&ckpt)?;
-        tracing::info!("resumed at step {}", w.step);
-        crate::common::truncate_curve(&curve, w.step)?;
-    } else {
-        inversed_mixup::data::io::write_atomic(&curve, b"")?;
-    }
-    let mut log = std::fs::OpenOptions::new().append(true).open(&curve).with_context(|| curve.display().to_string())?;
     let pb = bar(a.steps as u64, "warmup");
-    pb.set_position(w.step as u64);
-    while w.step < a.steps {
-        let s = w.train_step()?;
-        jsonl::append(&mut log, &s)?;
-        pb.set_message(format!("ce {:.3} gen {:.3}", s.ce, s.gen));
-        pb.set_position(w.step as u64);
-        if w.step % a.checkpoint_every.max(1) == 0 || w.step == a.steps {
-            log.flush()?;
-            w.save_checkpoint(&ckpt)?;
+    let mut first = true;
+    w.run(a.steps, a.checkpoint_every, &ckpt, &curve, a.resume, &mut |s| {
+        if first {
+            // The bar starts where a resumed run picked up.
+            pb.set_position(s.step.saturating_sub(1) as u64);
+            first = false;
         }
-    }
+        pb.set_message(format!("ce {:.3} gen {:.3}", s.ce, s.gen));
+        pb.set_position(s.step as u64);
+    })?;
     pb.finish_and_clear();
     let meta = serde_json::json!({"encoder": enc.name(), "finetuned_encoder": a.finetune_encoder, "data": a.data.data, "shots": a.data.shots, "shots_seed": a.data.shots_seed});
     bundle::save(&paths, &w, meta)?;

@@ -26,6 +26,34 @@ pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     text.lines().enumerate().map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::Input { path: path.to_path_buf(), line: i + 1, msg: format!("corrupt row: {e}") })).collect()
 }
 
+/// Keeps the lines of a learning curve up to and including `step` (a resumed run appends from
+/// there, so the curve never repeats a step); a torn last line (the run was killed while writing
+/// it) is dropped, a corrupt line elsewhere is an error naming it. A missing file counts as empty.
+pub fn truncate_curve(path: &Path, step: usize) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let mut keep = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        let v: serde_json::Value = match serde_json::from_str(l) {
+            Ok(v) => v,
+            Err(_) if i + 1 == lines.len() => {
+                tracing::warn!("{}:{}: dropping a torn last line", path.display(), i + 1);
+                break;
+            }
+            Err(e) => return Err(Error::Input { path: path.to_path_buf(), line: i + 1, msg: format!("corrupt curve line ({e})") }),
+        };
+        if v["step"].as_u64().is_some_and(|s| s as usize <= step) {
+            keep.push_str(l);
+            keep.push('\n');
+        }
+    }
+    crate::data::io::write_atomic(path, keep.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +76,18 @@ mod tests {
         std::fs::write(&p, "{\"a\":1,\"b\":\"x\"}\nnot json\n").unwrap();
         let e = read::<Row>(&p).unwrap_err().to_string();
         assert!(e.contains(":2:"), "{e}");
+    }
+
+    #[test]
+    fn a_curve_is_cut_back_to_the_checkpoint_and_a_torn_line_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.jsonl");
+        std::fs::write(&p, "{\"step\":1}\n{\"step\":2}\n{\"step\":3}\n{\"step\":4,\"x").unwrap();
+        truncate_curve(&p, 2).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"step\":1}\n{\"step\":2}\n");
+        std::fs::write(&p, "{\"step\":1}\nnot json\n{\"step\":2}\n").unwrap();
+        let e = truncate_curve(&p, 2).unwrap_err().to_string();
+        assert!(e.contains("c.jsonl:2:") && e.contains("corrupt curve line"), "{e}");
+        truncate_curve(&dir.path().join("missing.jsonl"), 3).unwrap();
     }
 }

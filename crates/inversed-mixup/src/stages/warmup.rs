@@ -203,6 +203,33 @@ impl<'a> Warmup<'a> {
         self.step = r.step()?;
         Ok(())
     }
+
+    /// Trains to `steps` total steps (from step 0, or from the checkpoint `ckpt` with `resume`),
+    /// appending one line per step to the learning curve `curve` (cut back to the checkpoint's
+    /// step on resume) and saving the checkpoint every `checkpoint_every` steps and at the end.
+    /// `on_step` sees each step's log (progress bars). The loop `imix warmup` and the Python
+    /// package share.
+    pub fn run(&mut self, steps: usize, checkpoint_every: usize, ckpt: &Path, curve: &Path, resume: bool, on_step: &mut dyn FnMut(&WarmupLog)) -> Result<()> {
+        if resume {
+            self.load_checkpoint(ckpt)?;
+            tracing::info!("resumed at step {}", self.step);
+            crate::data::jsonl::truncate_curve(curve, self.step)?;
+        } else {
+            crate::data::io::write_atomic(curve, b"")?;
+        }
+        let io = |e: std::io::Error| Error::io(curve, e);
+        let mut log = std::fs::OpenOptions::new().append(true).open(curve).map_err(io)?;
+        while self.step < steps {
+            let s = self.train_step()?;
+            crate::data::jsonl::append(&mut log, &s).map_err(io)?;
+            if self.step.is_multiple_of(checkpoint_every.max(1)) || self.step == steps {
+                std::io::Write::flush(&mut log).map_err(io)?;
+                self.save_checkpoint(ckpt)?;
+            }
+            on_step(&s);
+        }
+        Ok(())
+    }
 }
 
 /// Writes the fine-tuned encoder weights (all of them, so the file loads on its own) atomically.
