@@ -15,9 +15,9 @@ cargo test --workspace
 
 echo "== gradient tests on the narrower instruction-set paths (the run above used the widest)"
 # IMIX_SIMD caps the kernels' path; on a CPU without a path the cap falls back to what it has.
+# --workspace (not -p) reuses the build above instead of compiling another feature set.
 for cap in avx2 scalar; do
-    IMIX_SIMD=$cap cargo test -q -p imix-kernels --test grad
-    IMIX_SIMD=$cap cargo test -q -p inversed-mixup --test grad --test lora
+    IMIX_SIMD=$cap cargo test --workspace -q --test grad --test lora
 done
 
 echo "== the imix command (release)"
