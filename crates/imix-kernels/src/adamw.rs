@@ -1,62 +1,49 @@
-//! AdamW updates in place, in two passes over f32 storage and without temporaries. The candle
+//! AdamW updates in place, in two passes over the storage and without temporaries. The candle
 //! composition allocates about sixteen parameter-sized tensors per variable and step, which for a
 //! fine-tuned encoder (22.7M weights) cost more than the backward itself (BENCHMARKS.md).
-//! Each expression follows the composition's order of f32 operations, so the results are the same.
+//! Each expression follows the composition's order of operations, with its factors rounded to the
+//! variable's float type as candle's `affine` rounds them, so the results are the same.
 
+use crate::storage::{contiguous, contiguous_mut};
+use crate::Real;
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
 
-/// Hyper-parameters of one update, already in f32 as candle's `affine` uses them.
+/// Factors of one update, in f64 (each is rounded to the variable's type, as `affine` does).
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWStep {
     /// Gradient scale (clipping).
-    pub scale: f32,
+    pub scale: f64,
     /// First-moment decay and `1 - beta1`.
-    pub b1: (f32, f32),
+    pub b1: (f64, f64),
     /// Second-moment decay and `1 - beta2`.
-    pub b2: (f32, f32),
+    pub b2: (f64, f64),
     /// `1 / (1 - beta1^t)` and `1 / (1 - beta2^t)`.
-    pub inv_c: (f32, f32),
+    pub inv_c: (f64, f64),
     /// Denominator epsilon.
-    pub eps: f32,
+    pub eps: f64,
     /// `1 - lr · weight_decay` and the learning rate.
-    pub decay_lr: (f32, f32),
+    pub decay_lr: (f64, f64),
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("adamw: {what} must be contiguous f32"),
-    }
+/// [`AdamWStep`] in the variable's type.
+struct Factors<T> {
+    scale: T,
+    b1: (T, T),
+    b2: (T, T),
+    inv_c: (T, T),
+    eps: T,
+    decay_lr: (T, T),
 }
 
-fn contiguous_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a mut [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
-        _ => candle_core::bail!("adamw: {what} must be contiguous f32"),
-    }
-}
-
-/// Moments `mv` (`2n`: m then v) updated with the gradient `g` (`n`).
-struct Moments(AdamWStep);
-
-impl InplaceOp2 for Moments {
-    fn name(&self) -> &'static str {
-        "adamw-moments"
-    }
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
-        let g = contiguous(s2, l2, "the gradient")?;
-        let mv = contiguous_mut(s1, l1, "the moments")?;
-        if mv.len() != 2 * g.len() {
-            candle_core::bail!("adamw: {} moments for {} gradients", mv.len(), g.len());
-        }
-        let (m, v) = mv.split_at_mut(g.len());
-        moments(m, v, g, &self.0);
-        Ok(())
+impl AdamWStep {
+    fn to<T: Real>(self) -> Factors<T> {
+        let p = |(a, b): (f64, f64)| (T::of(a), T::of(b));
+        Factors { scale: T::of(self.scale), b1: p(self.b1), b2: p(self.b2), inv_c: p(self.inv_c), eps: T::of(self.eps), decay_lr: p(self.decay_lr) }
     }
 }
 
 crate::simd_dispatch!(
-    fn moments(m: &mut [f32], v: &mut [f32], g: &[f32], h: &AdamWStep) {
+    fn moments<T: Real>(m: &mut [T], v: &mut [T], g: &[T], h: &Factors<T>) {
         let n = m.len();
         let (v, g) = (&mut v[..n], &g[..n]);
         for i in 0..n {
@@ -67,27 +54,8 @@ crate::simd_dispatch!(
     }
 );
 
-/// A parameter updated from its moments `mv` (`2n`).
-struct Apply(AdamWStep);
-
-impl InplaceOp2 for Apply {
-    fn name(&self) -> &'static str {
-        "adamw-apply"
-    }
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
-        let mv = contiguous(s2, l2, "the moments")?;
-        let p = contiguous_mut(s1, l1, "the parameter")?;
-        if mv.len() != 2 * p.len() {
-            candle_core::bail!("adamw: {} moments for {} weights", mv.len(), p.len());
-        }
-        let (m, v) = mv.split_at(p.len());
-        apply(p, m, v, &self.0);
-        Ok(())
-    }
-}
-
 crate::simd_dispatch!(
-    fn apply(p: &mut [f32], m: &[f32], v: &[f32], h: &AdamWStep) {
+    fn apply<T: Real>(p: &mut [T], m: &[T], v: &[T], h: &Factors<T>) {
         let n = p.len();
         let (m, v) = (&m[..n], &v[..n]);
         for i in 0..n {
@@ -97,18 +65,64 @@ crate::simd_dispatch!(
     }
 );
 
-/// One AdamW update of the f32 parameter `p` (contiguous, any shape) with gradient `g`, its
-/// moments in `mv` (contiguous, `2 · p.elem_count()` elements: first m, then v). All in place.
+/// One of the two passes: the moments `mv` (`2n`: m then v) from the gradient (`n`), or the
+/// weights (`n`) from the moments.
+struct Pass {
+    h: AdamWStep,
+    moments: bool,
+}
+
+impl Pass {
+    fn run<T: Real>(&self, dst: &mut [T], src: &[T]) -> candle_core::Result<()> {
+        let h = self.h.to::<T>();
+        if self.moments {
+            if dst.len() != 2 * src.len() {
+                candle_core::bail!("adamw: {} moments for {} gradients", dst.len(), src.len());
+            }
+            let (m, v) = dst.split_at_mut(src.len());
+            moments(m, v, src, &h);
+        } else {
+            if src.len() != 2 * dst.len() {
+                candle_core::bail!("adamw: {} moments for {} weights", src.len(), dst.len());
+            }
+            let (m, v) = src.split_at(dst.len());
+            apply(dst, m, v, &h);
+        }
+        Ok(())
+    }
+}
+
+impl InplaceOp2 for Pass {
+    fn name(&self) -> &'static str {
+        if self.moments {
+            "adamw-moments"
+        } else {
+            "adamw-apply"
+        }
+    }
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
+        let op = self.name();
+        match (s1, s2) {
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => self.run(contiguous_mut(d, l1, op)?, contiguous(s, l2, op)?),
+            (CpuStorage::F64(d), CpuStorage::F64(s)) => self.run(contiguous_mut(d, l1, op)?, contiguous(s, l2, op)?),
+            _ => candle_core::bail!("{op}: weights, gradients and moments must all be f32 or all f64"),
+        }
+    }
+}
+
+/// One AdamW update of the parameter `p` (f32 or f64, contiguous, any shape) with gradient `g`,
+/// its moments in `mv` (contiguous, same type, `2 · p.elem_count()` elements: first m, then v).
+/// All in place.
 pub fn step(p: &Tensor, mv: &Tensor, g: &Tensor, h: AdamWStep) -> candle_core::Result<()> {
     let g = g.contiguous()?;
-    mv.inplace_op2(&g, &Moments(h))?;
-    p.inplace_op2(mv, &Apply(h))
+    mv.inplace_op2(&g, &Pass { h, moments: true })?;
+    p.inplace_op2(mv, &Pass { h, moments: false })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     /// The candle composition this replaces, as `AdamW::step` wrote it.
     fn composed(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, (scale, b1, b2, c1, c2, eps, lr, wd): (f64, f64, f64, f64, f64, f64, f64, f64)) -> (Tensor, Tensor, Tensor) {
@@ -124,28 +138,23 @@ mod tests {
     fn in_place_update_equals_the_candle_composition_bit_for_bit() {
         let dev = Device::Cpu;
         let n = 1000; // a tail after the vector blocks
-        let mut p_ref = Tensor::randn(0f32, 1.0, (10, 100), &dev).unwrap();
-        let (mut m_ref, mut v_ref) = (p_ref.zeros_like().unwrap(), p_ref.zeros_like().unwrap());
-        let p = p_ref.copy().unwrap();
-        let mv = Tensor::zeros(2 * n, candle_core::DType::F32, &dev).unwrap();
-        for t in 1..=4 {
-            let g = Tensor::randn(0f32, 0.1, (10, 100), &dev).unwrap();
-            let (b1, b2, eps, lr, wd, scale) = (0.9f64, 0.999f64, 1e-8, 1e-3 * t as f64, 0.01, 0.7);
-            let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-            (p_ref, m_ref, v_ref) = composed(&p_ref, &m_ref, &v_ref, &g, (scale, b1, b2, c1, c2, eps, lr, wd));
-            let h = AdamWStep {
-                scale: scale as f32,
-                b1: (b1 as f32, (1.0 - b1) as f32),
-                b2: (b2 as f32, (1.0 - b2) as f32),
-                inv_c: ((1.0 / c1) as f32, (1.0 / c2) as f32),
-                eps: eps as f32,
-                decay_lr: ((1.0 - lr * wd) as f32, lr as f32),
-            };
-            step(&p, &mv, &g, h).unwrap();
-            let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&p), bits(&p_ref), "step {t}: weights");
-            assert_eq!(bits(&mv.narrow(0, 0, n).unwrap()), bits(&m_ref), "step {t}: first moment");
-            assert_eq!(bits(&mv.narrow(0, n, n).unwrap()), bits(&v_ref), "step {t}: second moment");
+        for dt in [DType::F32, DType::F64] {
+            let mut p_ref = Tensor::randn(0f32, 1.0, (10, 100), &dev).unwrap().to_dtype(dt).unwrap();
+            let (mut m_ref, mut v_ref) = (p_ref.zeros_like().unwrap(), p_ref.zeros_like().unwrap());
+            let p = p_ref.copy().unwrap();
+            let mv = Tensor::zeros(2 * n, dt, &dev).unwrap();
+            for t in 1..=4 {
+                let g = Tensor::randn(0f32, 0.1, (10, 100), &dev).unwrap().to_dtype(dt).unwrap();
+                let (b1, b2, eps, lr, wd, scale) = (0.9f64, 0.999f64, 1e-8, 1e-3 * t as f64, 0.01, 0.7);
+                let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+                (p_ref, m_ref, v_ref) = composed(&p_ref, &m_ref, &v_ref, &g, (scale, b1, b2, c1, c2, eps, lr, wd));
+                let h = AdamWStep { scale, b1: (b1, 1.0 - b1), b2: (b2, 1.0 - b2), inv_c: (1.0 / c1, 1.0 / c2), eps, decay_lr: (1.0 - lr * wd, lr) };
+                step(&p, &mv, &g, h).unwrap();
+                let bits = |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&p), bits(&p_ref), "{dt:?} step {t}: weights");
+                assert_eq!(bits(&mv.narrow(0, 0, n).unwrap()), bits(&m_ref), "{dt:?} step {t}: first moment");
+                assert_eq!(bits(&mv.narrow(0, n, n).unwrap()), bits(&v_ref), "{dt:?} step {t}: second moment");
+            }
         }
     }
 }

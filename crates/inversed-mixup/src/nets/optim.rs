@@ -1,7 +1,7 @@
 //! AdamW with decoupled weight decay and global-norm clipping, whose state can be checkpointed
 //! exactly (candle's AdamW does not expose its moments, so an exact resume needs our own).
 
-use candle_core::{backprop::GradStore, DType, Tensor, Var};
+use candle_core::{backprop::GradStore, Tensor, Var};
 use std::collections::HashMap;
 
 /// AdamW hyper-parameters.
@@ -26,8 +26,8 @@ impl Default for AdamWConfig {
 /// Optimiser over a fixed, named list of variables.
 pub struct AdamW {
     vars: Vec<(String, Var)>,
-    /// Per variable, its moments flattened into one tensor: first m, then v. f32 variables are
-    /// updated in place by `imix_kernels::adamw` (no temporaries); others by candle ops.
+    /// Per variable, its moments flattened into one tensor: first m, then v, updated in place
+    /// with the variable by `imix_kernels::adamw` (no temporaries).
     mv: Vec<Tensor>,
     /// Updates applied so far.
     pub t: usize,
@@ -65,31 +65,12 @@ impl AdamW {
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
-        // As candle's `affine` takes its f64 factors: rounded to f32 one by one.
-        let h = imix_kernels::adamw::AdamWStep {
-            scale: scale as f32,
-            b1: (b1 as f32, (1.0 - b1) as f32),
-            b2: (b2 as f32, (1.0 - b2) as f32),
-            inv_c: ((1.0 / c1) as f32, (1.0 / c2) as f32),
-            eps: self.cfg.eps as f32,
-            decay_lr: ((1.0 - lr * self.cfg.weight_decay) as f32, lr as f32),
-        };
+        // The factors as candle's `affine` would take them (the kernel rounds each to the
+        // variable's type).
+        let h = imix_kernels::adamw::AdamWStep { scale, b1: (b1, 1.0 - b1), b2: (b2, 1.0 - b2), inv_c: (1.0 / c1, 1.0 / c2), eps: self.cfg.eps, decay_lr: (1.0 - lr * self.cfg.weight_decay, lr) };
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let p = var.as_tensor();
-            if p.dtype() == DType::F32 && p.is_contiguous() {
-                imix_kernels::adamw::step(p, &self.mv[i], g, h)?;
-                continue;
-            }
-            // The same update by candle ops (f64 variables in tests).
-            let (n, dims) = (p.elem_count(), p.dims());
-            let g = (g * scale)?;
-            let m = ((self.mv[i].narrow(0, 0, n)?.reshape(dims)? * b1)? + (&g * (1.0 - b1))?)?;
-            let v = ((self.mv[i].narrow(0, n, n)?.reshape(dims)? * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let upd = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.cfg.eps)?)?;
-            let np = ((p.detach() * (1.0 - lr * self.cfg.weight_decay))? - (upd * lr)?)?;
-            var.set(&np)?;
-            self.mv[i] = Tensor::cat(&[m.flatten_all()?, v.flatten_all()?], 0)?;
+            imix_kernels::adamw::step(var.as_tensor(), &self.mv[i], g, h)?;
         }
         Ok(norm)
     }
