@@ -52,12 +52,6 @@ pub fn has_avx2() -> bool {
     simd::level() >= simd::Level::Avx2
 }
 
-/// Whether the kernels run their AVX-512 builds now.
-#[inline(always)]
-pub fn has_avx512() -> bool {
-    simd::level() >= simd::Level::Avx512
-}
-
 /// The float types the kernels run in: f32 (training and inference) and f64 (finite-difference
 /// tests), as `num_traits::Float` plus what parallel kernels need.
 pub trait Real: num_traits::Float + Default + Send + Sync + std::iter::Sum + 'static {

@@ -97,13 +97,7 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     let paths = BundlePaths::new(&a.out);
     let (ckpt, curve) = (paths.checkpoint(), paths.curve());
     let pb = bar(a.steps as u64, "warmup");
-    let mut first = true;
     w.run(a.steps, a.checkpoint_every, &ckpt, &curve, a.resume, &mut |s| {
-        if first {
-            // The bar starts where a resumed run picked up.
-            pb.set_position(s.step.saturating_sub(1) as u64);
-            first = false;
-        }
         pb.set_message(format!("ce {:.3} gen {:.3}", s.ce, s.gen));
         pb.set_position(s.step as u64);
     })?;
