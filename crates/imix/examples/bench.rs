@@ -59,6 +59,15 @@ fn rss_note(what: &str) {
     }
 }
 
+/// One JSON line of results (the fields bench/run.sh reads), with a throughput when it has one.
+fn print_result(work: &str, med: f64, runs: Vec<f64>, flop: f64, rate: Option<(&str, f64)>) {
+    let mut r = serde_json::json!({"side": "rust", "workload": work, "simd": imix_kernels::simd::level().name(), "median_s": med, "runs": runs, "flop": flop, "peak_rss_mb": peak_mb()});
+    if let Some((k, v)) = rate {
+        r[k] = v.into();
+    }
+    println!("{r}");
+}
+
 fn unit_rows(n: usize, seed: u64) -> Tensor {
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let v: Vec<f32> = (0..n * 384).map(|_| r.random_range(-1.0f32..1.0)).collect();
@@ -123,7 +132,7 @@ fn finetune_step_bench(dev: &Device) {
     // Forward, then input and weight gradients (two more forwards' worth of products).
     let toks: Vec<usize> = r.iter().map(|t| enc.tokenize(t).unwrap().len()).collect();
     let flop = 3.0 * encoder_forward_flop(&enc, &toks);
-    println!("{}", serde_json::json!({"side": "rust", "workload": "finetune", "simd": imix_kernels::simd::level().name(), "median_s": med, "runs": runs, "flop": flop, "peak_rss_mb": peak_mb()}));
+    print_result("finetune", med, runs, flop, None);
 }
 
 fn run() {
@@ -162,10 +171,7 @@ fn run() {
         // MiniLM: per token 2*(4 d^2 + 2 d ffn) per layer, plus attention.
         let toks: Vec<usize> = r.iter().map(|t| enc.tokenize(t).unwrap().len()).collect();
         let flop = encoder_forward_flop(&enc, &toks);
-        println!(
-            "{}",
-            serde_json::json!({"side": "rust", "workload": work, "simd": imix_kernels::simd::level().name(), "median_s": med, "runs": runs, "items_per_s": 64.0 / med, "flop": flop, "peak_rss_mb": peak_mb()})
-        );
+        print_result(&work, med, runs, flop, Some(("items_per_s", 64.0 / med)));
         return;
     }
     let mut llm = Llm::load(&fetch::resolve(None, &fetch::LLM).unwrap(), &dev).unwrap();
@@ -210,7 +216,7 @@ fn run() {
         // Forward + input-only backward (about the forward again), logits at the 32 targets only.
         let c = llm.config();
         let fwd = llm_forward_flop(c, 8, prompt.len() + 31) + (8 * 32 * 2 * c.hidden * c.vocab) as f64;
-        println!("{}", serde_json::json!({"side": "rust", "workload": work, "simd": imix_kernels::simd::level().name(), "median_s": med, "runs": runs, "flop": 2.0 * fwd, "peak_rss_mb": peak_mb()}));
+        print_result(&work, med, runs, 2.0 * fwd, None);
     } else {
         let b = if work == "gen1" { 1 } else { 16 };
         let x = prompt.embeds(&llm, &a.forward(&unit_rows(b, 0)).unwrap()).unwrap();
@@ -231,9 +237,6 @@ fn run() {
             flop += (c.layers * b * (lin + 4 * (p + t + 1) * c.hidden)) as f64;
         }
         flop += (b * 32 * 2 * c.hidden * c.vocab) as f64;
-        println!(
-            "{}",
-            serde_json::json!({"side": "rust", "workload": work, "simd": imix_kernels::simd::level().name(), "median_s": med, "runs": runs, "tokens_per_s": (b * 32) as f64 / med, "flop": flop, "peak_rss_mb": peak_mb()})
-        );
+        print_result(&work, med, runs, flop, Some(("tokens_per_s", (b * 32) as f64 / med)));
     }
 }
