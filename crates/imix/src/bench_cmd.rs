@@ -7,6 +7,7 @@ use clap::Args;
 use inversed_mixup::data::corpus::{read_files, ReadOptions};
 use inversed_mixup::data::jsonl;
 use inversed_mixup::fewshot::grid::{load_dataset, read_results, run_cell, BenchConfig, Cell, CellResult, Models, Protocol};
+use inversed_mixup::fewshot::judge::Judge;
 use inversed_mixup::fewshot::methods::Method;
 use inversed_mixup::method::adaptor::Adaptor;
 use inversed_mixup::method::mixup::Pairing;
@@ -184,6 +185,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
             test.y = idx.iter().map(|&i| test.y[i]).collect();
         }
         let mut test_h: Option<candle_core::Tensor> = None;
+        let mut judge: Option<Judge> = None;
         for &shots in &a.shots {
             for seed in 0..a.seeds {
                 let done = |m: Method, r: &[CellResult]| r.iter().any(|c| &c.dataset == ds && c.shots == shots && c.seed == seed && c.method == m && c.task_model == cfg.protocol.name());
@@ -197,7 +199,16 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                         let t = test.texts();
                         test_h = Some(inversed_mixup::nets::encoder::embed_corpus(&enc, &t, None, &|_, _| {})?);
                     }
-                    let cell = Cell { dataset: ds, train: &train, test: &test, test_h: test_h.as_ref().expect("set above"), shots, seed };
+                    let test_h = test_h.as_ref().expect("set above");
+                    if judge.is_none() && missing.iter().any(|m| m.generates()) {
+                        // The label judge of the generator diagnostics: a probe on the whole train split.
+                        let t = train.texts();
+                        let jb = bar(t.len() as u64, &format!("{ds} judge"));
+                        let train_h = inversed_mixup::nets::encoder::embed_corpus(&enc, &t, Some(&a.out.join(format!("judge-{ds}.emb.safetensors"))), &|d, _| jb.set_position(d as u64))?;
+                        jb.finish_and_clear();
+                        judge = Some(Judge::train(&train, &train_h, &test, test_h)?);
+                    }
+                    let cell = Cell { dataset: ds, train: &train, test: &test, test_h, shots, seed, judge: judge.as_ref() };
                     let (rows, generated) = run_cell(&models, &cell, &missing, &cfg)?;
                     if !generated.is_empty() {
                         jsonl::write(&a.out.join("generated").join(format!("{ds}-{shots}-{seed}.jsonl")), &generated)?;

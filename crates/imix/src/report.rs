@@ -17,8 +17,9 @@ fn generator_table(rows: &[CellResult], methods: &[Method], groups: &[(String, u
     let mut md = String::from(
         "\n## Generated rows\n\nMeans over seeds. fidelity: encoder cosine of a sentence to the mixed embedding it was decoded from; \
 lambda gap: mean |content ratio - mixing ratio| (the content ratio is where the sentence's embedding projects between its sources); \
-copies: share of mixes with lambda in [0.2, 0.8] whose content sits at one source; distinct-2: distinct word bigrams / bigrams.\n\n\
-| dataset | shots | method | fidelity | lambda gap | copies | distinct-2 |\n|---|---|---|---|---|---|---|\n",
+copies: share of mixes with lambda in [0.2, 0.8] whose content sits at one source; distinct-2: distinct word bigrams / bigrams; \
+label agreement: share of sentences that a linear probe trained on the whole train split (its test accuracy in brackets) reads as the class their mix label weights most.\n\n\
+| dataset | shots | method | fidelity | lambda gap | copies | distinct-2 | label agreement |\n|---|---|---|---|---|---|---|---|\n",
     );
     let mut any = false;
     for (ds, shots) in groups {
@@ -29,7 +30,20 @@ copies: share of mixes with lambda in [0.2, 0.8] whose content sits at one sourc
             }
             any = true;
             let mean = |f: fn(&inversed_mixup::method::augment::GenDiagnostics) -> f64| g.iter().map(f).sum::<f64>() / g.len() as f64;
-            md.push_str(&format!("| {ds} | {shots} | {m} | {:.3} | {:.3} | {:.1} % | {:.3} |\n", mean(|d| d.fidelity), mean(|d| d.lambda_gap), 100.0 * mean(|d| d.copy_rate), mean(|d| d.distinct_2)));
+            let agree: Vec<(f64, f64)> = g.iter().filter_map(|d| d.label_agreement.zip(d.judge_accuracy)).collect();
+            let agree = if agree.is_empty() {
+                String::new()
+            } else {
+                let n = agree.len() as f64;
+                format!("{:.1} % ({:.1} %)", 100.0 * agree.iter().map(|a| a.0).sum::<f64>() / n, 100.0 * agree.iter().map(|a| a.1).sum::<f64>() / n)
+            };
+            md.push_str(&format!(
+                "| {ds} | {shots} | {m} | {:.3} | {:.3} | {:.1} % | {:.3} | {agree} |\n",
+                mean(|d| d.fidelity),
+                mean(|d| d.lambda_gap),
+                100.0 * mean(|d| d.copy_rate),
+                mean(|d| d.distinct_2)
+            ));
         }
     }
     if any {
@@ -207,7 +221,14 @@ mod tests {
             aug_rows: 40,
             intrusion_rate: intrusion,
             seconds: 1.0,
-            generator: intrusion.map(|_| inversed_mixup::method::augment::GenDiagnostics { fidelity: 0.5, lambda_gap: 0.2, copy_rate: 0.25, distinct_2: 0.8 }),
+            generator: intrusion.map(|_| inversed_mixup::method::augment::GenDiagnostics {
+                fidelity: 0.5,
+                lambda_gap: 0.2,
+                copy_rate: 0.25,
+                distinct_2: 0.8,
+                label_agreement: Some(0.6 + 0.1 * seed as f64),
+                judge_accuracy: Some(0.9),
+            }),
         }
     }
 
@@ -233,7 +254,8 @@ mod tests {
         // keep beats none by +10 on all 3 seeds: exact two-sided p = 2 / 2^3 = 0.25.
         assert!(md.contains("| toy | 10 | none | +10.0 | 0.250 |"), "{md}");
         assert!(md.contains("| toy | 10 | embed-mixup | +10.0 | 0.250 |"), "{md}");
-        assert!(md.contains("| toy | 10 | inversed-mixup-keep | 0.500 | 0.200 | 25.0 % | 0.800 |"), "{md}");
+        // Label agreement 60, 70, 80 % over the seeds: mean 70 %, judged by a 90 % judge.
+        assert!(md.contains("| toy | 10 | inversed-mixup-keep | 0.500 | 0.200 | 25.0 % | 0.800 | 70.0 % (90.0 %) |"), "{md}");
         assert!(d.path().join("accuracy.svg").exists());
     }
 }

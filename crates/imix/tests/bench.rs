@@ -54,6 +54,14 @@ fn quick_bench_runs_reports_and_resumes_identically() {
     }
     let summary = std::fs::read_to_string(d.path().join("out/summary.md")).unwrap();
     assert!(summary.contains("| toy | 2 | inversed-mixup-relabel |") && summary.contains("**"), "{summary}");
+    // Every generating method's rows carry the judge's label agreement, a share.
+    let generating: Vec<&str> = first.lines().filter(|l| l.contains("\"generator\"")).collect();
+    assert_eq!(generating.len(), 2 * 5, "two seeds x reconstruct and four inversed-mixup variants");
+    for l in generating {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let a = v["generator"]["label_agreement"].as_f64().unwrap_or_else(|| panic!("no label agreement: {l}"));
+        assert!((0.0..=1.0).contains(&a) && v["generator"]["judge_accuracy"].as_f64().is_some(), "{l}");
+    }
     // A finished grid recomputes nothing.
     assert!(bench(d.path()).contains("(0 computed now)"));
     assert_eq!(std::fs::read_to_string(&results).unwrap(), first);

@@ -4,6 +4,7 @@
 use crate::data::labelled::{dev_sample, few_shot, read_labelled, Labelled};
 use crate::eval::classes::{accuracy_macro_f1, argmax};
 use crate::fewshot::baselines::{eda_all, embed_mixup_plan};
+use crate::fewshot::judge::Judge;
 use crate::fewshot::methods::Method;
 use crate::method::adaptor::Adaptor;
 use crate::method::augment::{augment, mix_embeddings, AugRow, AugmentOptions, GenDiagnostics, LabelFrom};
@@ -136,6 +137,8 @@ pub struct Cell<'a> {
     pub shots: usize,
     /// Seed of the sample and of every random choice in the cell.
     pub seed: u64,
+    /// Judge of generated rows' labels (trained on the whole train split), for the diagnostics.
+    pub judge: Option<&'a Judge>,
 }
 
 /// A cell's few-shot sample with its embeddings and one-hot labels.
@@ -325,20 +328,29 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         let (rows, _) = augment(&inv, &w.classifier, &sample.data, &mixes, &o, &|_, _| {})?;
         Ok((rows, t.elapsed().as_secs_f64()))
     };
+    let diagnose = |rows: &[AugRow]| -> Result<Option<GenDiagnostics>> {
+        let Some(mut d) = GenDiagnostics::of(rows) else { return Ok(None) };
+        if let Some(j) = cell.judge {
+            d.label_agreement = j.agreement(m.encoder, rows)?;
+            d.judge_accuracy = Some(j.test_accuracy);
+        }
+        Ok(Some(d))
+    };
     if missing.contains(&Method::Reconstruct) {
         // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
         let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0))?;
         let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, cfg)?;
-        out.push(CellResult { generator: GenDiagnostics::of(&rows), ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) });
+        out.push(CellResult { generator: diagnose(&rows)?, ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) });
     }
     let mut gen_rows = Vec::new();
     if missing.iter().any(|x| x.mitigation().is_some()) {
         let (rows, secs) = generate(cfg.pairing, &cfg.lambda)?;
         let rate = rows.iter().filter(|r| r.intrusion).count() as f64 / rows.len().max(1) as f64;
+        let generator = diagnose(&rows)?;
         for &method in missing {
             if let Some(policy) = method.mitigation() {
                 let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), cfg)?;
-                out.push(CellResult { generator: GenDiagnostics::of(&rows), ..sample.result(method, scores, n, Some(rate), shared + secs) });
+                out.push(CellResult { generator, ..sample.result(method, scores, n, Some(rate), shared + secs) });
             }
         }
         gen_rows = rows;

@@ -2,4 +2,5 @@
 
 pub mod baselines;
 pub mod grid;
+pub mod judge;
 pub mod methods;

@@ -238,6 +238,13 @@ pub struct GenDiagnostics {
     pub copy_rate: f64,
     /// Distinct word bigrams over all word bigrams of the generated text (diversity).
     pub distinct_2: f64,
+    /// Share of rows that a judge trained on the whole train split reads as the class their mix
+    /// label weights most (set by the benchmark, which has such a judge; absent in older rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_agreement: Option<f64>,
+    /// That judge's accuracy on the test split (how far its verdicts can be trusted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_accuracy: Option<f64>,
 }
 
 impl GenDiagnostics {
@@ -263,6 +270,8 @@ impl GenDiagnostics {
             lambda_gap: rows.iter().map(|r| (r.content_lambda - r.lambda).abs()).sum::<f64>() / n,
             copy_rate: if mid.is_empty() { 0.0 } else { copies as f64 / mid.len() as f64 },
             distinct_2: if total == 0 { 0.0 } else { seen.len() as f64 / total as f64 },
+            label_agreement: None,
+            judge_accuracy: None,
         })
     }
 }
