@@ -4,6 +4,7 @@ mod align_cmd;
 mod augment_cmd;
 mod bench_cmd;
 mod check;
+mod claims;
 mod common;
 mod data_args;
 mod input_args;

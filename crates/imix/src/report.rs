@@ -1,7 +1,7 @@
 //! Benchmark reports: summary.md (mean ± std, best in bold, paired tests) and SVG plots.
 
 use anyhow::Result;
-use inversed_mixup::eval::stats::{mean_std, paired_permutation_p};
+use inversed_mixup::eval::stats::mean_std;
 use inversed_mixup::fewshot::grid::CellResult;
 use inversed_mixup::fewshot::methods::Method;
 use plotters::prelude::*;
@@ -60,7 +60,7 @@ pub fn write(out: &Path, rows: &[CellResult], methods: &[Method]) -> Result<()> 
     groups.dedup();
     let mut md = String::from(
         "# Few-shot benchmark\n\nMean ± std over seeds (accuracy / macro-F1, %); best mean accuracy in bold. \
-p-values: two-sided paired sign-flip permutation test over seeds (exact), accuracy of inversed-mixup-keep against the named baseline.\n\n",
+Paired tests and the generated claims follow the table.\n\n",
     );
     md.push_str("| dataset | shots | method | seeds | accuracy | macro-F1 | aug rows | intrusion |\n|---|---|---|---|---|---|---|---|\n");
     for (ds, shots) in &groups {
@@ -82,21 +82,8 @@ p-values: two-sided paired sign-flip permutation test over seeds (exact), accura
             md.push_str(&format!("| {ds} | {shots} | {m} | {} | {a} | {:.1} ± {:.1} | {:.0} | {irs} |\n", acc.len(), 100.0 * fm, 100.0 * fsd, mean_std(&aug).0));
         }
     }
-    md.push_str("\n## Paired tests (accuracy)\n\n| dataset | shots | inversed-mixup-keep vs | mean diff (pts) | p |\n|---|---|---|---|---|\n");
-    for (ds, shots) in &groups {
-        let im = metric_by_seed(rows, ds, *shots, Method::InversedMixupKeep, |r| r.accuracy);
-        for base in [Method::None, Method::EmbedMixup] {
-            let b = metric_by_seed(rows, ds, *shots, base, |r| r.accuracy);
-            let seeds: Vec<u64> = im.keys().filter(|s| b.contains_key(s)).copied().collect();
-            if seeds.is_empty() {
-                continue;
-            }
-            let x: Vec<f64> = seeds.iter().map(|s| im[s]).collect();
-            let y: Vec<f64> = seeds.iter().map(|s| b[s]).collect();
-            let d = x.iter().zip(&y).map(|(a, b)| a - b).sum::<f64>() / x.len() as f64;
-            md.push_str(&format!("| {ds} | {shots} | {base} | {:+.1} | {:.3} |\n", 100.0 * d, paired_permutation_p(&x, &y)));
-        }
-    }
+    md.push_str(&crate::claims::paired_table(rows, methods, &groups));
+    md.push_str(&crate::claims::claims(rows, methods, &groups));
     md.push_str(&generator_table(rows, methods, &groups));
     inversed_mixup::data::io::write_atomic(&out.join("summary.md"), md.as_bytes())?;
     accuracy_plot(&out.join("accuracy.svg"), rows, methods, &groups)?;
@@ -252,8 +239,8 @@ mod tests {
         assert!(md.contains("| toy | 10 | inversed-mixup-keep | 3 | **72.0 ± 2.0** | 62.0 ± 2.0 | 40 | 25.0 % |"), "{md}");
         assert_eq!(md.matches("**").count(), 2, "exactly one bold cell:\n{md}");
         // keep beats none by +10 on all 3 seeds: exact two-sided p = 2 / 2^3 = 0.25.
-        assert!(md.contains("| toy | 10 | none | +10.0 | 0.250 |"), "{md}");
-        assert!(md.contains("| toy | 10 | embed-mixup | +10.0 | 0.250 |"), "{md}");
+        assert!(md.contains("| toy | 10 | inversed-mixup-keep | +10.0 (3/0), p 0.250 | +10.0 (3/0), p 0.250 |"), "{md}");
+        assert!(md.contains("is above `none` in mean accuracy on 1 of 1 datasets (toy +10.0"), "{md}");
         // Label agreement 60, 70, 80 % over the seeds: mean 70 %, judged by a 90 % judge.
         assert!(md.contains("| toy | 10 | inversed-mixup-keep | 0.500 | 0.200 | 25.0 % | 0.800 | 70.0 % (90.0 %) |"), "{md}");
         assert!(d.path().join("accuracy.svg").exists());
