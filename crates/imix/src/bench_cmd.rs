@@ -227,6 +227,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
+    record_run(&a.out.join("runs.jsonl"), started, computed, stopped)?;
     // Rows of the other task model (a grid run earlier into the same folder) stay in the file but
     // not in this report.
     let mine: Vec<CellResult> = results.into_iter().filter(|r| r.task_model == cfg.protocol.name()).collect();
@@ -236,5 +237,27 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     if stopped {
         println!("stopped after --max-minutes with cells left: run the same command again to continue");
     }
+    Ok(())
+}
+
+/// Appends what produced this run's cells to `runs.jsonl`: the command line, the commit the binary
+/// was built from, the CPU and the kernels' instruction set, the wall time and the cells computed.
+fn record_run(path: &std::path::Path, started: std::time::Instant, computed: usize, stopped: bool) -> Result<()> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()));
+    let record = serde_json::json!({
+        "finished_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "minutes": started.elapsed().as_secs_f64() / 60.0,
+        "command": std::env::args().collect::<Vec<_>>(),
+        "commit": env!("IMIX_GIT_COMMIT"),
+        "version": env!("CARGO_PKG_VERSION"),
+        "cpu": cpu.unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+        "cores": rayon::current_num_threads(),
+        "kernels": imix_kernels::simd::level().name(),
+        "cells_computed": computed,
+        "stopped_early": stopped,
+    });
+    let mut rows: Vec<serde_json::Value> = jsonl::read(path)?;
+    rows.push(record);
+    jsonl::write(path, &rows)?;
     Ok(())
 }

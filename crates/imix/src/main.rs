@@ -37,7 +37,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "imix",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("IMIX_GIT_COMMIT"), ")"),
     about,
     long_about,
     verbatim_doc_comment,

@@ -46,6 +46,12 @@ fn quick_bench_runs_reports_and_resumes_identically() {
     assert!(out.contains("2 cells (0 computed now)") && out.contains("run the same command again"), "{out}");
     let out = bench(d.path());
     assert!(out.contains("2 cells (2 computed now)"), "{out}");
+    // Each run is recorded with what produced it.
+    let runs: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("out/runs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!((runs[0]["cells_computed"].as_u64(), runs[0]["stopped_early"].as_bool()), (Some(0), Some(true)));
+    assert_eq!((runs[1]["cells_computed"].as_u64(), runs[1]["stopped_early"].as_bool()), (Some(2), Some(false)));
+    assert!(runs[1]["commit"].as_str().is_some_and(|c| !c.is_empty()) && runs[1]["command"][1] == "bench" && runs[1]["cpu"].is_string(), "{:?}", runs[1]);
     let results = d.path().join("out/results.jsonl");
     let first = std::fs::read_to_string(&results).unwrap();
     assert_eq!(first.lines().count(), 2 * 10, "two seeds x ten methods");
