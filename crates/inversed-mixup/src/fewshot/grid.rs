@@ -238,7 +238,7 @@ impl Sample<'_> {
         let seed = self.cell.seed;
         let alpha = match cfg.lambda {
             LambdaSpec::Beta(a) => a,
-            _ => 0.4,
+            _ => 0.2,
         };
         let extra = match method {
             Method::None => Extra::default(),

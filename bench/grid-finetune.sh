@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The benchmark grid under the fine-tuned task model (RESULTS.md): every method of `imix bench` on
+# sst2, trec, subj and mr, 10 shots per class with 10 seeds, then 50 shots with 5 seeds, the shipped
+# adaptor, the settings chosen on dev splits. Staged so that a partial run covers every dataset:
+# seeds 0-3 at 10 shots first, then 4-9, then 50 shots. Long: run it in sittings with the same
+# command, e.g. `bash bench/grid-finetune.sh --max-minutes 120`; finished cells are never recomputed.
+# The reports (summary.md with paired tests and generated claims, plots, results.jsonl, runs.jsonl
+# naming commit, command and CPU of every sitting) are copied to bench/grid-finetune/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p imix
+out=results/grid-finetune
+budget=""
+if [ "${1:-}" = "--max-minutes" ]; then budget=$2; fi
+start=$(date +%s)
+left() { [ -z "$budget" ] && return 0; awk -v b="$budget" -v s="$start" -v n="$(date +%s)" 'BEGIN { printf "%.1f", b - (n - s) / 60 }'; }
+run() {
+  local m; m=$(left)
+  if [ -n "$budget" ] && awk -v m="$m" 'BEGIN { exit !(m <= 0) }'; then m=0; fi
+  target/release/imix bench --input ../shared/data/benchmarks --datasets sst2,trec,subj,mr \
+    --out $out ${budget:+--max-minutes $m} "$@"
+}
+run --shots 10 --seeds 4
+run --shots 10 --seeds 10
+run --shots 50 --seeds 5
+mkdir -p bench/grid-finetune
+cp $out/{summary.md,results.jsonl,runs.jsonl,accuracy.svg,controllability.svg,intrusion.svg} bench/grid-finetune/
