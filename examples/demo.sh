@@ -24,9 +24,9 @@ for r in rows[:10]:
     print(f"{r['lambda']:.2f}  {r['source_a']['text']} | {r['source_b']['text']}\n      -> {r['text']}")
 PY
 
-echo "--- augmentation for training: the benchmark's settings (random pairs, lambda ~ Beta(0.4, 0.4), 2 rows per review) ---"
+echo "--- augmentation for training: the benchmark's settings (random pairs, lambda ~ Beta(0.2, 0.2), 2 rows per review) ---"
 $imix augment --model "$out/model" --input $train --out "$out/aug.jsonl" \
-  --pairs random --lambda beta:0.4 --per-example 2 --seed 0
+  --pairs random --lambda beta:0.2 --per-example 2 --seed 0
 python3 - "$out/aug.jsonl" <<'PY' || head -n 5 "$out/aug.jsonl"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -35,11 +35,20 @@ for r in rows[:8]:
     print(f"{r['lambda']:.2f}  {r['source_a']['text']} | {r['source_b']['text']}\n      -> {r['text']}  [{label}]")
 PY
 
-echo "--- the fine-tuned task model (encoder + head, the paper's) on $heldout, without and with the augmented rows ---"
-$imix train --input $train --eval $heldout --finetune --seed 0 | tee "$out/without.txt"
-$imix train --input $train --augment "$out/aug.jsonl" --eval $heldout --finetune --seed 0 | tee "$out/with.txt"
+echo "--- the fine-tuned task model (encoder + head, the paper's) on $heldout, without and with the augmented rows, 3 seeds ---"
+for seed in 0 1 2; do
+  $imix train --input $train --eval $heldout --finetune --seed $seed | tee "$out/without-$seed.txt"
+  $imix train --input $train --augment "$out/aug.jsonl" --eval $heldout --finetune --seed $seed | tee "$out/with-$seed.txt"
+done
 echo "--- the same with a linear probe on frozen embeddings (readable text cannot add much here) ---"
 $imix train --input $train --eval $heldout
 $imix train --input $train --augment "$out/aug.jsonl" --eval $heldout
-acc() { grep -o 'accuracy=[0-9.]*' "$1" | cut -d= -f2; }
-echo "held-out accuracy ($(($(wc -l < $heldout) - 1)) reviews), fine-tuned: without $(acc "$out/without.txt"), with inversedMixup $(acc "$out/with.txt")"
+python3 - "$out" "$(($(wc -l < $heldout) - 1))" <<'PY'
+import re, sys
+acc = lambda f: float(re.search(r"accuracy=([0-9.]+)", open(f).read()).group(1))
+w = [acc(f"{sys.argv[1]}/without-{s}.txt") for s in range(3)]
+a = [acc(f"{sys.argv[1]}/with-{s}.txt") for s in range(3)]
+print(f"held-out accuracy ({sys.argv[2]} reviews), fine-tuned, seeds 0/1/2: "
+      f"without {' '.join(f'{x:.3f}' for x in w)} (mean {sum(w) / 3:.3f}); "
+      f"with inversedMixup {' '.join(f'{x:.3f}' for x in a)} (mean {sum(a) / 3:.3f})")
+PY

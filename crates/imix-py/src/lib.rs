@@ -302,7 +302,7 @@ impl Augmenter {
     /// `imix augment` (stage 3) on lists, with the bundle `model` written by `warmup`: JSON
     /// Lines rows exactly as the command writes them for the same arguments, and the summary
     /// counts as a JSON object.
-    #[pyo3(signature = (texts, labels, model, *, pairs="cross-class".to_string(), lam="0.5".to_string(), per_example=1, threshold=0.8, intrusion="keep".to_string(), label="mix".to_string(), decode="greedy".to_string(), max_new_tokens=48, seed=0, batch_size=16, no_repeat_ngram=3, repetition_penalty=1.0, shard=None, shots=None, shots_seed=0, max_chars=2000, progress=None))]
+    #[pyo3(signature = (texts, labels, model, *, pairs="cross-class".to_string(), lam="beta:0.2".to_string(), per_example=1, threshold=0.8, intrusion="keep".to_string(), label="mix".to_string(), decode="greedy".to_string(), max_new_tokens=48, seed=0, batch_size=16, no_repeat_ngram=3, repetition_penalty=1.0, shard=None, shots=None, shots_seed=0, max_chars=2000, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn augment(
         &self,

@@ -280,7 +280,7 @@ class Augmenter:
         model: PathArg,
         *,
         pairs: str = "cross-class",
-        lam: str = "0.5",
+        lam: str = "beta:0.2",
         per_example: int = 1,
         threshold: float = 0.8,
         intrusion: str = "keep",
@@ -306,8 +306,8 @@ class Augmenter:
         ``mix_label``, ``predicted``, ``intrusion``, ``intrusion_reason``, ``cos_a``, ``cos_b``,
         ``cos_target``, ``content_lambda``); the same arguments and seed give the same rows.
 
-        ``pairs``: cross-class, same-class or random. ``lam``: ``0.5``, ``beta:ALPHA`` or
-        ``grid:0,0.25,0.5,0.75,1``. ``intrusion``: keep, drop or relabel. ``label``: mix or
+        ``pairs``: cross-class, same-class or random. ``lam``: a value such as ``0.5``,
+        ``beta:ALPHA`` (default ``beta:0.2``, the best on dev splits) or ``grid:0,0.25,0.5,0.75,1``. ``intrusion``: keep, drop or relabel. ``label``: mix or
         content. ``shard=(i, n)``: only shard i (0-based) of n, whole decode batches with their
         seeds, so that the shards' rows concatenated in order equal the unsharded rows.
         """
