@@ -102,13 +102,26 @@ pub fn claims(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)
                 let sig: Vec<&str> = cmp.iter().filter(|(_, p)| p.p < 0.05).map(|(ds, _)| *ds).collect();
                 let seeds = cmp.iter().map(|(_, p)| p.seeds).min().unwrap_or(0);
                 md.push_str(&format!(
-                    "- {k} shots: `{v}` is above `{base}` in mean accuracy on {} of {} datasets ({}; at or below: {}); p < 0.05 on {} ({seeds}+ seeds each).\n",
+                    "- {k} shots: `{v}` is above `{base}` in mean accuracy on {} of {} datasets ({}; at or below: {}); p < 0.05 on {} ({seeds}+ seeds each; the smallest p {seeds} seeds allow is {:.3}).\n",
                     above.len(),
                     cmp.len(),
                     if above.is_empty() { "none".into() } else { above.join(", ") },
                     if below.is_empty() { "none".into() } else { below.join(", ") },
                     if sig.is_empty() { "none".into() } else { sig.join(", ") },
+                    2.0 / 2f64.powi(seeds as i32),
                 ));
+            }
+        }
+        // The intrusion policies (and label sources) against each other.
+        let vars = variants(methods);
+        for (i, &x) in vars.iter().enumerate() {
+            for &y in &vars[i + 1..] {
+                let cmp: Vec<(&str, Paired)> = sets.iter().filter_map(|ds| paired(rows, ds, k, x, y).map(|p| (*ds, p))).collect();
+                if cmp.is_empty() {
+                    continue;
+                }
+                let diffs: Vec<String> = cmp.iter().map(|(ds, p)| format!("{ds} {:+.1}", p.diff)).collect();
+                md.push_str(&format!("- {k} shots: `{x}` is above `{y}` on {} of {} datasets ({}).\n", cmp.iter().filter(|(_, p)| p.diff > 0.0).count(), cmp.len(), diffs.join(", ")));
             }
         }
         for ds in &sets {
@@ -158,14 +171,17 @@ mod tests {
             rows.push(row("a", Method::None, s, base));
             rows.push(row("a", Method::Eda, s, base + 0.05));
             rows.push(row("a", Method::InversedMixupKeep, s, base + 0.02));
+            rows.push(row("a", Method::InversedMixupDrop, s, base + 0.03));
             rows.push(row("b", Method::None, s, base));
             rows.push(row("b", Method::Eda, s, base));
             rows.push(row("b", Method::InversedMixupKeep, s, base - if s == 0 { 0.04 } else { 0.0 }));
         }
-        let methods = [Method::None, Method::Eda, Method::InversedMixupKeep];
+        let methods = [Method::None, Method::Eda, Method::InversedMixupKeep, Method::InversedMixupDrop];
         let groups = vec![("a".to_string(), 10), ("b".to_string(), 10)];
         let c = claims(&rows, &methods, &groups);
-        assert!(c.contains("- 10 shots: `inversed-mixup-keep` is above `none` in mean accuracy on 1 of 2 datasets (a +2.0; at or below: b -1.0); p < 0.05 on none (4+ seeds each)."), "{c}");
+        // Policies against each other, on the datasets both ran (drop ran only on "a").
+        assert!(c.contains("- 10 shots: `inversed-mixup-keep` is above `inversed-mixup-drop` on 0 of 1 datasets (a -1.0)."), "{c}");
+        assert!(c.contains("- 10 shots: `inversed-mixup-keep` is above `none` in mean accuracy on 1 of 2 datasets (a +2.0; at or below: b -1.0); p < 0.05 on none (4+ seeds each; the smallest p 4 seeds allow is 0.125)."), "{c}");
         assert!(c.contains("is above `eda` in mean accuracy on 0 of 2 datasets (none; at or below: a -3.0, b -1.0)"), "{c}");
         assert!(c.contains("- 10 shots, a: the best mean accuracy is `eda` (66.5)."), "{c}");
         assert!(c.contains("- 10 shots, b: the best mean accuracy is `none` (61.5)."), "{c}");
