@@ -116,3 +116,29 @@ fn dev_sample_is_drawn_outside_the_training_sample() {
     let big = few_shot(&all, 18, 1);
     assert_eq!(dev_sample(&all, &big, 5, 1).rows.len(), 4);
 }
+
+/// Predictions of a fine-tuned encoder run through a frozen snapshot on the fused inference path:
+/// its embeddings equal the differentiable composition's, and it keeps the weights it was taken
+/// with while training goes on.
+#[test]
+fn snapshot_embeds_like_the_trainable_encoder_and_stays_fixed() {
+    let (texts, y) = data();
+    let (_d, enc, vm) = encoder();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let snap = enc.snapshot().unwrap();
+    assert!(!snap.grad);
+    let diff = |a: &candle_core::Tensor, b: &candle_core::Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let before = enc.embed(&refs).unwrap();
+    assert!(diff(&before, &snap.embed(&refs).unwrap()) < 1e-5);
+    let head = Classifier::new(vec!["no".into(), "yes".into()], enc.dim(), &DEV).unwrap();
+    let cfg = FinetuneConfig { epochs: 2, batch_size: 5, lr_encoder: 1e-2, lr_head: 1e-2, ..Default::default() };
+    let model = TaskModel { encoder: &enc, varmap: &vm, head: &head };
+    model.finetune(&texts, &one_hot(&y, 2), None, &cfg, &|_| {}).unwrap();
+    let after = enc.embed(&refs).unwrap();
+    assert!(diff(&before, &after) > 1e-3, "training moved the encoder");
+    assert!(diff(&before, &snap.embed(&refs).unwrap()) < 1e-5, "the snapshot kept its weights");
+    assert!(diff(&after, &enc.snapshot().unwrap().embed(&refs).unwrap()) < 1e-5);
+    // predict() goes through a snapshot: the head applied to the composition's embeddings agrees.
+    let composed: Vec<usize> = head.probs(&after.detach()).unwrap().iter().map(|p| inversed_mixup::eval::classes::argmax(p)).collect();
+    assert_eq!(model.predict(&texts).unwrap(), composed);
+}

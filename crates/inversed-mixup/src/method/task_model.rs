@@ -86,10 +86,14 @@ impl TaskModel<'_> {
 
     /// Class predictions for `texts`, in batches.
     pub fn predict(&self, texts: &[String]) -> Result<Vec<usize>> {
+        // A fine-tuned encoder predicts through a frozen snapshot: the fused inference path,
+        // several times faster than the differentiable ops on a test split.
+        let frozen = if self.encoder.grad { Some(self.encoder.snapshot()?) } else { None };
+        let encoder = frozen.as_ref().unwrap_or(self.encoder);
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(32) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            let h = self.encoder.embed(&refs)?.detach();
+            let h = encoder.embed(&refs)?.detach();
             out.extend(self.head.probs(&h)?.iter().map(|p| argmax(p)));
         }
         Ok(out)

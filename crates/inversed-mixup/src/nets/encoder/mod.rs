@@ -196,6 +196,40 @@ impl Encoder {
         Ok(Self { cfg, tokenizer, word, pos, typ, ln: ln_e, layers, pooling, normalize, max_len, name, grad: false, device: device.clone() })
     }
 
+    /// A frozen copy of this encoder's current weights, with Q/K/V stacked, so that inference
+    /// (test and dev predictions of a fine-tuned model) runs the fused raw path instead of the
+    /// differentiable composition. The copy does not change when training goes on.
+    pub fn snapshot(&self) -> Result<Self> {
+        let t = |x: &Tensor| x.detach().copy();
+        let lin = |l: &Linear| -> candle_core::Result<Linear> { Ok(Linear::new(t(l.weight())?, l.bias().map(t).transpose()?)) };
+        let emb = |e: &Embedding| -> candle_core::Result<Embedding> { Ok(Embedding::new(t(e.embeddings())?, e.hidden_size())) };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let (q, k, v) = (lin(&l.q)?, lin(&l.k)?, lin(&l.v)?);
+            let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+            let b = match (q.bias(), k.bias(), v.bias()) {
+                (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)?),
+                _ => None,
+            };
+            layers.push(Layer { qkv: Some(Linear::new(w, b)), q, k, v, o: lin(&l.o)?, ln1: (t(&l.ln1.0)?, t(&l.ln1.1)?), up: lin(&l.up)?, down: lin(&l.down)?, ln2: (t(&l.ln2.0)?, t(&l.ln2.1)?) });
+        }
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            tokenizer: self.tokenizer.clone(),
+            word: emb(&self.word)?,
+            pos: emb(&self.pos)?,
+            typ: emb(&self.typ)?,
+            ln: (t(&self.ln.0)?, t(&self.ln.1)?),
+            layers,
+            pooling: self.pooling,
+            normalize: self.normalize,
+            max_len: self.max_len,
+            name: self.name.clone(),
+            grad: false,
+            device: self.device.clone(),
+        })
+    }
+
     /// Transformer layers.
     pub fn num_layers(&self) -> usize {
         self.cfg.num_hidden_layers
