@@ -170,6 +170,8 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         None => None,
     };
     let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path, encoder_dir: &encoder_dir, pool: pool.as_ref().map(|(t, h)| (t.as_slice(), h)) };
+    // Recorded before any work as well, so that cells of a killed run still name their commit.
+    record_run(&a.out.join("runs.jsonl"), "started", std::time::Instant::now(), 0, false)?;
     let cells = a.datasets.len() * a.shots.len() * a.seeds as usize;
     let pb = bar(cells as u64, "bench");
     let started = std::time::Instant::now();
@@ -228,7 +230,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    record_run(&a.out.join("runs.jsonl"), started, computed, stopped)?;
+    record_run(&a.out.join("runs.jsonl"), "finished", started, computed, stopped)?;
     // Rows of the other task model (a grid run earlier into the same folder) stay in the file but
     // not in this report.
     let mine: Vec<CellResult> = results.into_iter().filter(|r| r.task_model == cfg.protocol.name()).collect();
@@ -241,12 +243,14 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Appends what produced this run's cells to `runs.jsonl`: the command line, the commit the binary
-/// was built from, the CPU and the kernels' instruction set, the wall time and the cells computed.
-fn record_run(path: &std::path::Path, started: std::time::Instant, computed: usize, stopped: bool) -> Result<()> {
+/// Appends what produces this run's cells to `runs.jsonl` (`event`: started or finished): the
+/// command line, the commit the binary was built from, the CPU and the kernels' instruction set,
+/// the wall time and the cells computed.
+fn record_run(path: &std::path::Path, event: &str, started: std::time::Instant, computed: usize, stopped: bool) -> Result<()> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()));
     let record = serde_json::json!({
-        "finished_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "event": event,
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "minutes": started.elapsed().as_secs_f64() / 60.0,
         "command": std::env::args().collect::<Vec<_>>(),
         "commit": env!("IMIX_GIT_COMMIT"),

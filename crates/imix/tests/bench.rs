@@ -48,10 +48,11 @@ fn quick_bench_runs_reports_and_resumes_identically() {
     assert!(out.contains("2 cells (2 computed now)"), "{out}");
     // Each run is recorded with what produced it.
     let runs: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("out/runs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(runs.len(), 2, "{runs:?}");
-    assert_eq!((runs[0]["cells_computed"].as_u64(), runs[0]["stopped_early"].as_bool()), (Some(0), Some(true)));
-    assert_eq!((runs[1]["cells_computed"].as_u64(), runs[1]["stopped_early"].as_bool()), (Some(2), Some(false)));
-    assert!(runs[1]["commit"].as_str().is_some_and(|c| !c.is_empty()) && runs[1]["command"][1] == "bench" && runs[1]["cpu"].is_string(), "{:?}", runs[1]);
+    let events: Vec<&str> = runs.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["started", "finished", "started", "finished"], "{runs:?}");
+    assert_eq!((runs[1]["cells_computed"].as_u64(), runs[1]["stopped_early"].as_bool()), (Some(0), Some(true)));
+    assert_eq!((runs[3]["cells_computed"].as_u64(), runs[3]["stopped_early"].as_bool()), (Some(2), Some(false)));
+    assert!(runs[2]["commit"].as_str().is_some_and(|c| !c.is_empty()) && runs[2]["command"][1] == "bench" && runs[2]["cpu"].is_string(), "{:?}", runs[2]);
     let results = d.path().join("out/results.jsonl");
     let first = std::fs::read_to_string(&results).unwrap();
     assert_eq!(first.lines().count(), 2 * 10, "two seeds x ten methods");
