@@ -52,6 +52,11 @@ pub struct BenchArgs {
     /// Stage-2 warm-up steps per cell
     #[arg(long, default_value_t = 30)]
     warmup_steps: usize,
+    /// Stage 2 fine-tunes the task encoder with the head while it refines the adaptor (the paper's
+    /// warm-up); stage 3 then mixes and judges with that encoder. The final task model starts from
+    /// the pretrained encoder either way. Off: the encoder stays frozen in stages 2 and 3
+    #[arg(long)]
+    warmup_finetune: bool,
     /// Pairing for inversed-mixup
     #[arg(long, value_enum, default_value_t = Pairing::Random)]
     pairs: Pairing,
@@ -135,6 +140,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         cls_steps: 300,
         cls_lr: 5e-2,
         max_test: a.max_test,
+        warmup_finetune: a.warmup_finetune,
         protocol: match a.task_model {
             TaskModelKind::Probe => Protocol::Probe,
             TaskModelKind::Finetune => Protocol::Finetune(FinetuneConfig { epochs: a.epochs, lr_encoder: a.lr_encoder, ..Default::default() }),
@@ -191,7 +197,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         let mut judge: Option<Judge> = None;
         for &shots in &a.shots {
             for seed in 0..a.seeds {
-                let done = |m: Method, r: &[CellResult]| r.iter().any(|c| &c.dataset == ds && c.shots == shots && c.seed == seed && c.method == m && c.task_model == cfg.protocol.name());
+                let done = |m: Method, r: &[CellResult]| r.iter().any(|c| c.answers(ds, shots, seed, m, &cfg));
                 let missing: Vec<Method> = a.methods.iter().copied().filter(|&m| !done(m, &results)).collect();
                 pb.set_message(format!("{ds} {shots}-shot seed {seed}"));
                 if !missing.is_empty() && a.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
@@ -214,7 +220,8 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                     let cell = Cell { dataset: ds, train: &train, test: &test, test_h, shots, seed, judge: judge.as_ref() };
                     let (rows, generated) = run_cell(&models, &cell, &missing, &cfg)?;
                     if !generated.is_empty() {
-                        jsonl::write(&a.out.join("generated").join(format!("{ds}-{shots}-{seed}.jsonl")), &generated)?;
+                        let wf = if cfg.warmup_finetune { "-warmup-finetune" } else { "" };
+                        jsonl::write(&a.out.join("generated").join(format!("{ds}-{shots}-{seed}{wf}.jsonl")), &generated)?;
                     }
                     computed += 1;
                     for r in rows {
@@ -231,9 +238,9 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     }
     pb.finish_and_clear();
     record_run(&a.out.join("runs.jsonl"), "finished", started, computed, stopped)?;
-    // Rows of the other task model (a grid run earlier into the same folder) stay in the file but
-    // not in this report.
-    let mine: Vec<CellResult> = results.into_iter().filter(|r| r.task_model == cfg.protocol.name()).collect();
+    // Rows of the other task model or warm-up setting (a grid run earlier into the same folder)
+    // stay in the file but not in this report.
+    let mine: Vec<CellResult> = results.into_iter().filter(|r| r.answers(&r.dataset, r.shots, r.seed, r.method, &cfg)).collect();
     report::write(&a.out, &mine, &a.methods)?;
     out_dir.keep();
     println!("{cells} cells ({computed} computed now) in {:.1} min; reports in {}", started.elapsed().as_secs_f64() / 60.0, a.out.display());

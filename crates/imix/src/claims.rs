@@ -158,6 +158,7 @@ mod tests {
             intrusion_rate: None,
             seconds: 1.0,
             generator: None,
+            warmup_finetune: false,
         }
     }
 

@@ -216,6 +216,7 @@ mod tests {
                 label_agreement: Some(0.6 + 0.1 * seed as f64),
                 judge_accuracy: Some(0.9),
             }),
+            warmup_finetune: false,
         }
     }
 

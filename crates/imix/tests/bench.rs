@@ -100,3 +100,26 @@ fn quick_bench_runs_reports_and_resumes_identically() {
     assert_eq!(strip(&std::fs::read_to_string(&results).unwrap()), strip(&first));
     assert_eq!(strip(&std::fs::read_to_string(&generated).unwrap()), strip(&gen_first), "the generated rows of the half-done cell changed");
 }
+
+/// `--warmup-finetune` (stage 2 fine-tunes the encoder, stage 3 works in its space) into a folder
+/// that holds a frozen-warm-up run: the baseline is reused, the generating method is computed again
+/// under the new setting and marked so, its generated rows are kept apart and differ, and each
+/// setting's report holds only its own rows.
+#[test]
+fn warmup_finetune_cells_are_their_own_and_reuse_the_baselines() {
+    let d = tempfile::tempdir().unwrap();
+    write_toy(d.path());
+    let m = ["--methods", "none,inversed-mixup-keep", "--seeds", "1"];
+    assert!(bench_with(d.path(), &m).contains("1 cells (1 computed now)"));
+    let out = bench_with(d.path(), &[&m[..], &["--warmup-finetune"]].concat());
+    assert!(out.contains("1 cells (1 computed now)"), "{out}");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("out/results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<(String, bool)> = rows.iter().map(|r| (r["method"].as_str().unwrap().to_string(), r["warmup_finetune"].as_bool().unwrap_or(false))).collect();
+    assert_eq!(kinds, [("none".into(), false), ("inversed-mixup-keep".into(), false), ("inversed-mixup-keep".into(), true)]);
+    let g = |f: &str| std::fs::read_to_string(d.path().join("out/generated").join(f)).unwrap();
+    assert_ne!(g("toy-2-0.jsonl"), g("toy-2-0-warmup-finetune.jsonl"), "a fine-tuned warm-up embeds, hence generates, differently");
+    // Run again with the flag: nothing left to compute.
+    assert!(bench_with(d.path(), &[&m[..], &["--warmup-finetune"]].concat()).contains("(0 computed now)"));
+    let summary = std::fs::read_to_string(d.path().join("out/summary.md")).unwrap();
+    assert_eq!(summary.matches("| toy | 2 | inversed-mixup-keep | 1 |").count(), 1, "{summary}");
+}

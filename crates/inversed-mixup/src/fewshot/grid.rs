@@ -15,7 +15,7 @@ use crate::method::mixup::{plan, soft_label, LambdaSpec, Pairing};
 use crate::method::task_model::{FinetuneConfig, TaskModel};
 use crate::nets::encoder::Encoder;
 use crate::nets::llm::{GenerateOptions, Llm};
-use crate::stages::warmup::{Warmup, WarmupConfig};
+use crate::stages::warmup::{FineTune, Warmup, WarmupConfig};
 use crate::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,22 @@ pub struct CellResult {
     /// How the generated rows relate to their targets (generating methods; absent in older rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<GenDiagnostics>,
+    /// A generating method whose stage 2 fine-tuned the encoder (`BenchConfig::warmup_finetune`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warmup_finetune: bool,
+}
+
+impl CellResult {
+    /// Whether this row is the result of `method` in cell (dataset, shots, seed) under `cfg`
+    /// (methods that generate nothing do not depend on the warm-up setting).
+    pub fn answers(&self, dataset: &str, shots: usize, seed: u64, method: Method, cfg: &BenchConfig) -> bool {
+        self.dataset == dataset
+            && self.shots == shots
+            && self.seed == seed
+            && self.method == method
+            && self.task_model == cfg.protocol.name()
+            && self.warmup_finetune == (cfg.warmup_finetune && method.generates())
+    }
 }
 
 fn probe_name() -> String {
@@ -79,6 +95,10 @@ pub struct BenchConfig {
     pub max_test: Option<usize>,
     /// How the task model learns from each method's rows.
     pub protocol: Protocol,
+    /// Stage 2 fine-tunes the task encoder too (the paper's warm-up); stage 3 then embeds, mixes
+    /// and judges with the warmed-up encoder. The final task model still starts from the
+    /// pretrained encoder.
+    pub warmup_finetune: bool,
 }
 
 /// The task model of the benchmark.
@@ -184,6 +204,7 @@ impl Sample<'_> {
             intrusion_rate,
             seconds,
             generator: None,
+            warmup_finetune: false,
         }
     }
 
@@ -314,13 +335,19 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
     let seed = cell.seed;
     let adaptor = Adaptor::load(m.adaptor, m.llm.device())?;
     let cls = Classifier::new(sample.data.labels.clone(), m.encoder.dim(), sample.h.device())?;
-    let wcfg = WarmupConfig { steps: cfg.warmup_steps, seed, ..Default::default() };
+    let trainable = if cfg.warmup_finetune { Some(Encoder::load_trainable(m.encoder_dir, None, sample.h.device())?) } else { None };
+    let wcfg = WarmupConfig { steps: cfg.warmup_steps, seed, finetune: trainable.as_ref().map(|_| 0), ..Default::default() };
     let mut w = Warmup::new(m.llm, adaptor, cls, &sample.texts, sample.h.clone(), sample.data.y.clone(), wcfg)?;
+    if let Some((enc, varmap)) = &trainable {
+        w = w.with_finetune(FineTune::new(enc, varmap, 0, &sample.texts)?);
+    }
     while w.step < cfg.warmup_steps {
         w.train_step()?;
     }
     let shared = t0.elapsed().as_secs_f64();
-    let inv = Inverter::new(m.encoder, m.llm, &w.adaptor)?;
+    // Stage 3 embeds, mixes and judges in the space the warm-up left: the fine-tuned encoder's, frozen.
+    let warmed = trainable.as_ref().map(|(enc, _)| enc.snapshot()).transpose()?;
+    let inv = Inverter::new(warmed.as_ref().unwrap_or(m.encoder), m.llm, &w.adaptor)?;
     let generate = |pairing: Pairing, lambda: &LambdaSpec| -> Result<(Vec<AugRow>, f64)> {
         let t = std::time::Instant::now();
         let mixes = plan(&sample.data.y, pairing, cfg.per_example, lambda, seed)?;
@@ -340,7 +367,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
         let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0))?;
         let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, cfg)?;
-        out.push(CellResult { generator: diagnose(&rows)?, ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) });
+        out.push(CellResult { generator: diagnose(&rows)?, warmup_finetune: cfg.warmup_finetune, ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) });
     }
     let mut gen_rows = Vec::new();
     if missing.iter().any(|x| x.mitigation().is_some()) {
@@ -350,7 +377,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         for &method in missing {
             if let Some(policy) = method.mitigation() {
                 let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), cfg)?;
-                out.push(CellResult { generator, ..sample.result(method, scores, n, Some(rate), shared + secs) });
+                out.push(CellResult { generator, warmup_finetune: cfg.warmup_finetune, ..sample.result(method, scores, n, Some(rate), shared + secs) });
             }
         }
         gen_rows = rows;
