@@ -11,7 +11,7 @@ const BASELINES: [Method; 5] = [Method::None, Method::Duplicate, Method::Eda, Me
 
 /// Accuracy by seed of one method in one (dataset, shots) group.
 fn by_seed(rows: &[CellResult], ds: &str, shots: usize, m: Method) -> BTreeMap<u64, f64> {
-    rows.iter().filter(|r| r.dataset == ds && r.shots == shots && r.method == m).map(|r| (r.seed, r.accuracy)).collect()
+    crate::report::metric_by_seed(rows, ds, shots, m, |r| r.accuracy)
 }
 
 /// A paired comparison of two methods over the seeds both have.
@@ -86,7 +86,6 @@ and the two-sided exact sign-flip permutation p over seeds.\n\n| dataset | shots
 pub fn claims(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)]) -> String {
     let mut md = String::from("\n## What the rows say (generated from them)\n\n");
     let mut shots: Vec<usize> = groups.iter().map(|g| g.1).collect();
-    shots.dedup();
     shots.sort();
     shots.dedup();
     for &k in &shots {

@@ -8,7 +8,8 @@ use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-fn metric_by_seed(rows: &[CellResult], ds: &str, shots: usize, method: Method, f: fn(&CellResult) -> f64) -> BTreeMap<u64, f64> {
+/// One metric of `method` by seed in a (dataset, shots) group.
+pub(crate) fn metric_by_seed(rows: &[CellResult], ds: &str, shots: usize, method: Method, f: fn(&CellResult) -> f64) -> BTreeMap<u64, f64> {
     rows.iter().filter(|r| r.dataset == ds && r.shots == shots && r.method == method).map(|r| (r.seed, f(r))).collect()
 }
 

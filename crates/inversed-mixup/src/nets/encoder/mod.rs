@@ -167,18 +167,8 @@ impl Encoder {
                 let a = l.pp("attention");
                 let lin = |n: &str, i, o| candle_nn::linear(i, o, a.pp(n));
                 let (q, k, v) = (lin("self.query", h, h)?, lin("self.key", h, h)?, lin("self.value", h, h)?);
-                let stack = |f: &dyn Fn(&Linear) -> Option<Tensor>| -> candle_core::Result<Option<Tensor>> {
-                    match (f(&q), f(&k), f(&v)) {
-                        (Some(a), Some(b), Some(c)) => Ok(Some(Tensor::cat(&[a, b, c], 0)?)),
-                        _ => Ok(None),
-                    }
-                };
-                let qkv = match (stack(&|l| Some(l.weight().clone()))?, stack(&|l| l.bias().cloned())?) {
-                    (Some(w), b) => Some(Linear::new(w, b)),
-                    _ => None,
-                };
                 layers.push(Layer {
-                    qkv,
+                    qkv: Some(stacked_qkv(&q, &k, &v)?),
                     q,
                     k,
                     v,
@@ -206,12 +196,17 @@ impl Encoder {
         let mut layers = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             let (q, k, v) = (lin(&l.q)?, lin(&l.k)?, lin(&l.v)?);
-            let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
-            let b = match (q.bias(), k.bias(), v.bias()) {
-                (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)?),
-                _ => None,
-            };
-            layers.push(Layer { qkv: Some(Linear::new(w, b)), q, k, v, o: lin(&l.o)?, ln1: (t(&l.ln1.0)?, t(&l.ln1.1)?), up: lin(&l.up)?, down: lin(&l.down)?, ln2: (t(&l.ln2.0)?, t(&l.ln2.1)?) });
+            layers.push(Layer {
+                qkv: Some(stacked_qkv(&q, &k, &v)?),
+                q,
+                k,
+                v,
+                o: lin(&l.o)?,
+                ln1: (t(&l.ln1.0)?, t(&l.ln1.1)?),
+                up: lin(&l.up)?,
+                down: lin(&l.down)?,
+                ln2: (t(&l.ln2.0)?, t(&l.ln2.1)?),
+            });
         }
         Ok(Self {
             cfg: self.cfg.clone(),
@@ -352,6 +347,16 @@ impl Encoder {
             Ok(e)
         }
     }
+}
+
+/// Q, K and V projections stacked into one (inference runs one matmul); biases only when all have one.
+fn stacked_qkv(q: &Linear, k: &Linear, v: &Linear) -> candle_core::Result<Linear> {
+    let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+    let b = match (q.bias(), k.bias(), v.bias()) {
+        (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)?),
+        _ => None,
+    };
+    Ok(Linear::new(w, b))
 }
 
 /// Reads and parses a JSON file, naming it in errors.
