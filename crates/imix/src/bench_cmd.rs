@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use inversed_mixup::data::corpus::{read_files, ReadOptions};
 use inversed_mixup::data::jsonl;
-use inversed_mixup::fewshot::grid::{load_dataset, read_results, run_cell, BenchConfig, Cell, CellResult, Models, Protocol};
+use inversed_mixup::fewshot::grid::{load_dataset, load_dev, read_results, run_cell, shots_name, BenchConfig, Cell, CellResult, Models, Protocol, ALL_SHOTS};
 use inversed_mixup::fewshot::judge::Judge;
 use inversed_mixup::fewshot::methods::Method;
 use inversed_mixup::method::adaptor::Adaptor;
@@ -26,8 +26,10 @@ pub struct BenchArgs {
     /// Datasets (sub-folders of --input)
     #[arg(long, value_delimiter = ',', default_value = "sst2,trec,subj,mr")]
     datasets: Vec<String>,
-    /// Examples per class
-    #[arg(long, value_delimiter = ',', default_value = "10,50")]
+    /// Examples per class; `all` is the fully supervised setting: the whole train split, the best
+    /// epoch chosen on the dataset's dev.tsv (few-shot cells draw their dev sample from train).
+    /// Fully supervised fine-tuning is long: pass fewer --epochs (3 is usual) and --methods
+    #[arg(long, value_delimiter = ',', default_value = "10,50", value_parser = parse_shots)]
     shots: Vec<usize>,
     /// Seeds per (dataset, shots): 0..N
     #[arg(long, default_value_t = 5)]
@@ -57,6 +59,11 @@ pub struct BenchArgs {
     /// the pretrained encoder either way. Off: the encoder stays frozen in stages 2 and 3
     #[arg(long)]
     warmup_finetune: bool,
+    /// With --warmup-finetune: the final task model of the generating methods starts from the
+    /// warmed-up encoder (a fresh head) instead of the pretrained one; the baselines still start
+    /// from the pretrained encoder, so compare generating methods between the two settings
+    #[arg(long, requires = "warmup_finetune")]
+    final_from_warmup: bool,
     /// Pairing for inversed-mixup
     #[arg(long, value_enum, default_value_t = Pairing::Random)]
     pairs: Pairing,
@@ -81,7 +88,7 @@ pub struct BenchArgs {
     /// frozen embeddings (under which readable text cannot help)
     #[arg(long, value_enum, default_value_t = TaskModelKind::Finetune)]
     task_model: TaskModelKind,
-    /// Fine-tuning epochs (the best on a dev sample of --shots per class is kept)
+    /// Fine-tuning epochs (the best on the dev sample, or on dev.tsv with --shots all, is kept)
     #[arg(long, default_value_t = 15)]
     epochs: usize,
     /// Fine-tuning: peak learning rate of the encoder
@@ -98,6 +105,17 @@ pub struct BenchArgs {
     models: ModelArgs,
 }
 
+/// `--shots`: a count of at least 1, or `all` ([`ALL_SHOTS`]).
+fn parse_shots(s: &str) -> Result<usize, String> {
+    match s {
+        "all" => Ok(ALL_SHOTS),
+        _ => match s.parse::<usize>() {
+            Ok(0) | Err(_) => Err(format!("{s:?} is neither a count of at least 1 nor `all`")),
+            Ok(n) => Ok(n),
+        },
+    }
+}
+
 /// The task models `imix bench` can train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TaskModelKind {
@@ -111,9 +129,6 @@ pub enum TaskModelKind {
 pub fn run(mut a: BenchArgs) -> Result<()> {
     for (f, n) in [("--seeds", a.seeds as usize), ("--per-example", a.per_example), ("--epochs", a.epochs), ("--max-test", a.max_test.unwrap_or(1))] {
         crate::check::at_least_one(f, n)?;
-    }
-    if a.shots.contains(&0) {
-        anyhow::bail!("--shots: every count must be at least 1");
     }
     crate::check::unit("--threshold", a.threshold)?;
     crate::check::positive("--lr-encoder", a.lr_encoder)?;
@@ -141,6 +156,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         cls_lr: 5e-2,
         max_test: a.max_test,
         warmup_finetune: a.warmup_finetune,
+        final_from_warmup: a.final_from_warmup,
         protocol: match a.task_model {
             TaskModelKind::Probe => Protocol::Probe,
             TaskModelKind::Finetune => Protocol::Finetune(FinetuneConfig { epochs: a.epochs, lr_encoder: a.lr_encoder, ..Default::default() }),
@@ -155,6 +171,17 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     } else {
         None
     };
+    // Every split a cell will read exists, before any model loads.
+    for ds in &a.datasets {
+        let splits: &[&str] = if a.shots.contains(&ALL_SHOTS) { &["train", "test", "dev"] } else { &["train", "test"] };
+        for split in splits {
+            let p = a.data_dir.join(ds).join(format!("{split}.tsv"));
+            if !p.is_file() {
+                let why = if *split == "dev" { " (--shots all selects the model on it)" } else { "" };
+                anyhow::bail!("--datasets {ds}: {} does not exist{why}", p.display());
+            }
+        }
+    }
     let out_dir = inversed_mixup::data::io::CreatedDirs::create(&a.out.join("generated"))?;
     let results_path = a.out.join("results.jsonl");
     let mut results = read_results(&results_path)?;
@@ -185,6 +212,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     let mut stopped = false;
     for ds in &a.datasets {
         let (train, mut test) = load_dataset(&a.data_dir, ds)?;
+        let dev = if a.shots.contains(&ALL_SHOTS) { Some(load_dev(&a.data_dir, ds, &train.labels)?) } else { None };
         if let Some(n) = cfg.max_test.filter(|&n| n < test.rows.len()) {
             let mut idx: Vec<usize> = (0..test.rows.len()).collect();
             idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(12345));
@@ -199,7 +227,8 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
             for seed in 0..a.seeds {
                 let done = |m: Method, r: &[CellResult]| r.iter().any(|c| c.answers(ds, shots, seed, m, &cfg));
                 let missing: Vec<Method> = a.methods.iter().copied().filter(|&m| !done(m, &results)).collect();
-                pb.set_message(format!("{ds} {shots}-shot seed {seed}"));
+                let shot = shots_name(shots);
+                pb.set_message(format!("{ds} {shot}-shot seed {seed}"));
                 if !missing.is_empty() && a.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
                     stopped = true;
                 }
@@ -217,16 +246,16 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                         jb.finish_and_clear();
                         judge = Some(Judge::train(&train, &train_h, &test, test_h)?);
                     }
-                    let cell = Cell { dataset: ds, train: &train, test: &test, test_h, shots, seed, judge: judge.as_ref() };
+                    let cell = Cell { dataset: ds, train: &train, test: &test, test_h, shots, dev: dev.as_ref(), seed, judge: judge.as_ref() };
                     let (rows, generated) = run_cell(&models, &cell, &missing, &cfg)?;
                     if !generated.is_empty() {
                         let wf = if cfg.warmup_finetune { "-warmup-finetune" } else { "" };
-                        jsonl::write(&a.out.join("generated").join(format!("{ds}-{shots}-{seed}{wf}.jsonl")), &generated)?;
+                        jsonl::write(&a.out.join("generated").join(format!("{ds}-{shot}-{seed}{wf}.jsonl")), &generated)?;
                     }
                     computed += 1;
                     for r in rows {
-                        tracing::info!("{ds} {shots}-shot seed {seed} {}: accuracy {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1);
-                        pb.println(format!("{ds} {shots}-shot seed {seed} {:<24} acc {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1));
+                        tracing::info!("{ds} {shot}-shot seed {seed} {}: accuracy {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1);
+                        pb.println(format!("{ds} {shot}-shot seed {seed} {:<24} acc {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1));
                         results.push(r);
                     }
                     // Persist after every cell: a killed run loses at most the cell in progress.
@@ -241,7 +270,10 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     // Rows of the other task model or warm-up setting (a grid run earlier into the same folder)
     // stay in the file but not in this report.
     let mine: Vec<CellResult> = results.into_iter().filter(|r| r.answers(&r.dataset, r.shots, r.seed, r.method, &cfg)).collect();
-    report::write(&a.out, &mine, &a.methods)?;
+    // Every method with rows in the folder is reported (a later run with fewer --methods, such as
+    // the fully supervised one, keeps the others in the tables), in the canonical order.
+    let shown: Vec<Method> = <Method as clap::ValueEnum>::value_variants().iter().copied().filter(|m| a.methods.contains(m) || mine.iter().any(|r| r.method == *m)).collect();
+    report::write(&a.out, &mine, &shown)?;
     out_dir.keep();
     println!("{cells} cells ({computed} computed now) in {:.1} min; reports in {}", started.elapsed().as_secs_f64() / 60.0, a.out.display());
     if stopped {

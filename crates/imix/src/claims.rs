@@ -2,7 +2,7 @@
 //! that what summary.md says always agrees with its tables.
 
 use inversed_mixup::eval::stats::paired_permutation_p;
-use inversed_mixup::fewshot::grid::CellResult;
+use inversed_mixup::fewshot::grid::{shots_name, CellResult, ALL_SHOTS};
 use inversed_mixup::fewshot::methods::Method;
 use std::collections::BTreeMap;
 
@@ -67,7 +67,7 @@ and the two-sided exact sign-flip permutation p over seeds.\n\n| dataset | shots
             if by_seed(rows, ds, *shots, v).is_empty() {
                 continue;
             }
-            md.push_str(&format!("| {ds} | {shots} | {v} |"));
+            md.push_str(&format!("| {ds} | {} | {v} |", shots_name(*shots)));
             for &b in &bases {
                 match paired(rows, ds, *shots, v, b) {
                     Some(p) => md.push_str(&format!(" {:+.1} ({}/{}), p {:.3} |", p.diff, p.wins, p.losses, p.p)),
@@ -89,6 +89,7 @@ pub fn claims(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)
     shots.sort();
     shots.dedup();
     for &k in &shots {
+        let setting = if k == ALL_SHOTS { "the full train split".to_string() } else { format!("{k} shots") };
         let sets: Vec<&str> = groups.iter().filter(|g| g.1 == k).map(|g| g.0.as_str()).collect();
         for v in variants(methods) {
             for base in [Method::None, Method::Eda].into_iter().filter(|b| methods.contains(b)) {
@@ -101,7 +102,7 @@ pub fn claims(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)
                 let sig: Vec<&str> = cmp.iter().filter(|(_, p)| p.p < 0.05).map(|(ds, _)| *ds).collect();
                 let seeds = cmp.iter().map(|(_, p)| p.seeds).min().unwrap_or(0);
                 md.push_str(&format!(
-                    "- {k} shots: `{v}` is above `{base}` in mean accuracy on {} of {} datasets ({}; at or below: {}); p < 0.05 on {} ({seeds}+ seeds each; the smallest p {seeds} seeds allow is {:.3}).\n",
+                    "- {setting}: `{v}` is above `{base}` in mean accuracy on {} of {} datasets ({}; at or below: {}); p < 0.05 on {} ({seeds}+ seeds each; the smallest p {seeds} seeds allow is {:.3}).\n",
                     above.len(),
                     cmp.len(),
                     if above.is_empty() { "none".into() } else { above.join(", ") },
@@ -120,7 +121,7 @@ pub fn claims(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)
                     continue;
                 }
                 let diffs: Vec<String> = cmp.iter().map(|(ds, p)| format!("{ds} {:+.1}", p.diff)).collect();
-                md.push_str(&format!("- {k} shots: `{x}` is above `{y}` on {} of {} datasets ({}).\n", cmp.iter().filter(|(_, p)| p.diff > 0.0).count(), cmp.len(), diffs.join(", ")));
+                md.push_str(&format!("- {setting}: `{x}` is above `{y}` on {} of {} datasets ({}).\n", cmp.iter().filter(|(_, p)| p.diff > 0.0).count(), cmp.len(), diffs.join(", ")));
             }
         }
         for ds in &sets {
@@ -132,7 +133,7 @@ pub fn claims(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)
                 })
                 .fold(None, |acc: Option<(Method, f64)>, x| if acc.is_none_or(|a| x.1 > a.1) { Some(x) } else { acc });
             if let Some((m, a)) = best {
-                md.push_str(&format!("- {k} shots, {ds}: the best mean accuracy is `{m}` ({:.1}).\n", 100.0 * a));
+                md.push_str(&format!("- {setting}, {ds}: the best mean accuracy is `{m}` ({:.1}).\n", 100.0 * a));
             }
         }
     }
@@ -158,6 +159,7 @@ mod tests {
             seconds: 1.0,
             generator: None,
             warmup_finetune: false,
+            final_from_warmup: false,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use inversed_mixup::eval::stats::mean_std;
-use inversed_mixup::fewshot::grid::CellResult;
+use inversed_mixup::fewshot::grid::{shots_name, CellResult};
 use inversed_mixup::fewshot::methods::Method;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -39,7 +39,8 @@ label agreement: share of sentences that a linear probe trained on the whole tra
                 format!("{:.1} % ({:.1} %)", 100.0 * agree.iter().map(|a| a.0).sum::<f64>() / n, 100.0 * agree.iter().map(|a| a.1).sum::<f64>() / n)
             };
             md.push_str(&format!(
-                "| {ds} | {shots} | {m} | {:.3} | {:.3} | {:.1} % | {:.3} | {agree} |\n",
+                "| {ds} | {} | {m} | {:.3} | {:.3} | {:.1} % | {:.3} | {agree} |\n",
+                shots_name(*shots),
                 mean(|d| d.fidelity),
                 mean(|d| d.lambda_gap),
                 100.0 * mean(|d| d.copy_rate),
@@ -80,7 +81,7 @@ Paired tests and the generated claims follow the table.\n\n",
             let a = format!("{:.1} ± {:.1}", 100.0 * am, 100.0 * asd);
             let a = if (am - best).abs() < 1e-12 { format!("**{a}**") } else { a };
             let irs = if ir.is_empty() { "".into() } else { format!("{:.1} %", 100.0 * mean_std(&ir).0) };
-            md.push_str(&format!("| {ds} | {shots} | {m} | {} | {a} | {:.1} ± {:.1} | {:.0} | {irs} |\n", acc.len(), 100.0 * fm, 100.0 * fsd, mean_std(&aug).0));
+            md.push_str(&format!("| {ds} | {} | {m} | {} | {a} | {:.1} ± {:.1} | {:.0} | {irs} |\n", shots_name(*shots), acc.len(), 100.0 * fm, 100.0 * fsd, mean_std(&aug).0));
         }
     }
     md.push_str(&crate::claims::paired_table(rows, methods, &groups));
@@ -137,7 +138,7 @@ fn accuracy_plot(path: &Path, rows: &[CellResult], methods: &[Method], groups: &
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(groups.len().max(1))
-        .x_label_formatter(&|x| groups.get(x.floor() as usize).map(|(d, s)| format!("{d} {s}")).unwrap_or_default())
+        .x_label_formatter(&|x| groups.get(x.floor() as usize).map(|(d, s)| format!("{d} {}", shots_name(*s))).unwrap_or_default())
         .y_desc("accuracy")
         .draw()?;
     for (mi, m) in methods.iter().enumerate() {
@@ -218,6 +219,7 @@ mod tests {
                 judge_accuracy: Some(0.9),
             }),
             warmup_finetune: false,
+            final_from_warmup: false,
         }
     }
 

@@ -72,6 +72,9 @@ fn quick_bench_runs_reports_and_resumes_identically() {
     // A finished grid recomputes nothing.
     assert!(bench(d.path()).contains("(0 computed now)"));
     assert_eq!(std::fs::read_to_string(&results).unwrap(), first);
+    // A run with fewer --methods into the folder still reports every method it holds.
+    assert!(bench_with(d.path(), &["--methods", "none"]).contains("(0 computed now)"));
+    assert_eq!(std::fs::read_to_string(d.path().join("out/summary.md")).unwrap(), summary, "the report lost methods");
     // Lose the second seed, as a run killed during it would: it is recomputed to the same numbers.
     let kept: String = first.lines().filter(|l| l.contains("\"seed\":0")).map(|l| format!("{l}\n")).collect();
     std::fs::write(&results, kept).unwrap();
@@ -122,4 +125,49 @@ fn warmup_finetune_cells_are_their_own_and_reuse_the_baselines() {
     assert!(bench_with(d.path(), &[&m[..], &["--warmup-finetune"]].concat()).contains("(0 computed now)"));
     let summary = std::fs::read_to_string(d.path().join("out/summary.md")).unwrap();
     assert_eq!(summary.matches("| toy | 2 | inversed-mixup-keep | 1 |").count(), 1, "{summary}");
+    // The final task model from the warmed-up encoder is a setting of its own too.
+    let out = bench_with(d.path(), &[&m[..], &["--warmup-finetune", "--final-from-warmup"]].concat());
+    assert!(out.contains("1 cells (1 computed now)"), "{out}");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("out/results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 4);
+    assert_eq!((rows[3]["method"].as_str(), rows[3]["warmup_finetune"].as_bool(), rows[3]["final_from_warmup"].as_bool()), (Some("inversed-mixup-keep"), Some(true), Some(true)));
+    assert!(rows[..3].iter().all(|r| r.get("final_from_warmup").is_none()), "{rows:?}");
+}
+
+/// `--shots all`: the whole train split, the best epoch chosen on the dataset's dev.tsv (read, and
+/// checked like any input), reported as `all`.
+#[test]
+fn full_supervision_trains_on_the_whole_split_and_selects_on_dev() {
+    let d = tempfile::tempdir().unwrap();
+    write_toy(d.path());
+    let dev = d.path().join("benchmarks/toy/dev.tsv");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_imix"))
+            .args(["bench", "--datasets", "toy", "--shots", "all", "--seeds", "1", "--epochs", "2", "--warmup-steps", "1", "--per-example", "1", "--methods", "none,inversed-mixup-keep"])
+            .arg("--data-dir")
+            .arg(d.path().join("benchmarks"))
+            .arg("--out")
+            .arg(d.path().join("out"))
+            .output()
+            .unwrap()
+    };
+    // No dev split: refused before any work, naming the file.
+    let o = run();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("toy/dev.tsv does not exist"), "{}", String::from_utf8_lossy(&o.stderr));
+    // A dev row with a label the train split does not have: the error names dev.tsv and its line.
+    std::fs::write(&dev, "label\ttext\npos\ta fine film\nmaybe\tso-so\n").unwrap();
+    let o = run();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("dev.tsv:3"), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(&dev, "label\ttext\npos\ta fine film\nneg\ta dreary film\n").unwrap();
+    let o = run();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("out/results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert_eq!((r["shots"].as_u64(), r["train_rows"].as_u64()), (Some(0), Some(12)), "the whole train split: {r}");
+    }
+    assert_eq!(rows[1]["aug_rows"].as_u64(), Some(12), "one generated row per original");
+    assert!(d.path().join("out/generated/toy-all-0.jsonl").exists());
+    let summary = std::fs::read_to_string(d.path().join("out/summary.md")).unwrap();
+    assert!(summary.contains("| toy | all | none | 1 |") && summary.contains("- the full train split, toy: the best mean accuracy"), "{summary}");
 }

@@ -104,7 +104,10 @@ const TABLE: &[(&str, i32, &str)] = &[
     ("train --data D/train.tsv --eval D/train.tsv --augment D/nocol.csv", 1, "nocol.csv:1: no column \"soft_label.neg\""),
     ("train --data D/train.tsv --eval D/train.tsv --shots 0", 1, "--shots 0"),
     // bench
-    ("bench --data-dir D --out D/o --shots 0", 1, "--shots"),
+    ("bench --data-dir D --out D/o --shots 0", 2, "--shots"),
+    ("bench --data-dir D --out D/o --final-from-warmup", 2, "--warmup-finetune"),
+    ("bench --data-dir D --out D/o --shots some", 2, "neither a count of at least 1 nor `all`"),
+    ("bench --data-dir D --out D/o --datasets toy --methods none", 1, "toy/train.tsv does not exist"),
     ("bench --data-dir D --out D/o --seeds 0", 1, "--seeds 0"),
     ("bench --data-dir D --out D/o --threshold 2", 1, "--threshold 2"),
     ("bench --data-dir D --out D/o --epochs 0", 1, "--epochs 0"),

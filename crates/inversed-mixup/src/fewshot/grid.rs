@@ -53,6 +53,10 @@ pub struct CellResult {
     /// A generating method whose stage 2 fine-tuned the encoder (`BenchConfig::warmup_finetune`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warmup_finetune: bool,
+    /// A generating method whose final task model started from the warmed-up encoder
+    /// (`BenchConfig::final_from_warmup`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub final_from_warmup: bool,
 }
 
 impl CellResult {
@@ -65,6 +69,7 @@ impl CellResult {
             && self.method == method
             && self.task_model == cfg.protocol.name()
             && self.warmup_finetune == (cfg.warmup_finetune && method.generates())
+            && self.final_from_warmup == (cfg.final_from_warmup && method.generates())
     }
 }
 
@@ -97,8 +102,11 @@ pub struct BenchConfig {
     pub protocol: Protocol,
     /// Stage 2 fine-tunes the task encoder too (the paper's warm-up); stage 3 then embeds, mixes
     /// and judges with the warmed-up encoder. The final task model still starts from the
-    /// pretrained encoder.
+    /// pretrained encoder unless `final_from_warmup`.
     pub warmup_finetune: bool,
+    /// With `warmup_finetune`: the final task model of the generating methods starts from the
+    /// warmed-up encoder (a fresh head) instead of the pretrained one.
+    pub final_from_warmup: bool,
 }
 
 /// The task model of the benchmark.
@@ -143,6 +151,29 @@ pub fn load_dataset(dir: &Path, name: &str) -> Result<(Labelled, Labelled)> {
     Ok((train, test))
 }
 
+/// `shots` of the fully supervised setting: the whole train split, model selection on the
+/// dataset's own dev split (`dev.tsv`).
+pub const ALL_SHOTS: usize = 0;
+
+/// How reports name a shot count: the number, or `all`.
+pub fn shots_name(shots: usize) -> String {
+    if shots == ALL_SHOTS {
+        "all".into()
+    } else {
+        shots.to_string()
+    }
+}
+
+/// Reads `dir/name/dev.tsv`, the model selection split of the fully supervised setting; a missing
+/// file is an error that says so.
+pub fn load_dev(dir: &Path, name: &str, labels: &[String]) -> Result<Labelled> {
+    let p = dir.join(name).join("dev.tsv");
+    if !p.is_file() {
+        return Err(crate::Error::Config(format!("the fully supervised setting (--shots all) selects the model on {}, which does not exist", p.display())));
+    }
+    read_labelled(&[p], "text", "label", Some(labels))
+}
+
 /// One cell of the grid: a dataset's few-shot sample for one (shots, seed), and its test split.
 pub struct Cell<'a> {
     /// Dataset name (folder under the data dir).
@@ -153,8 +184,11 @@ pub struct Cell<'a> {
     pub test: &'a Labelled,
     /// Embeddings of the test split.
     pub test_h: &'a Tensor,
-    /// Examples per class.
+    /// Examples per class ([`ALL_SHOTS`]: the whole train split).
     pub shots: usize,
+    /// The dataset's dev split: model selection of the fully supervised setting (few-shot cells
+    /// draw theirs from the train split instead).
+    pub dev: Option<&'a Labelled>,
     /// Seed of the sample and of every random choice in the cell.
     pub seed: u64,
     /// Judge of generated rows' labels (trained on the whole train split), for the diagnostics.
@@ -185,6 +219,9 @@ struct Extra {
     h: Option<Tensor>,
     /// Fine-tuning: embedding Mixup inside the loop with this Beta alpha.
     mixup: Option<f64>,
+    /// Fine-tuning: start from these encoder weights (the warmed-up encoder's) instead of the
+    /// pretrained ones.
+    init: Option<candle_nn::VarMap>,
 }
 
 impl Sample<'_> {
@@ -205,6 +242,7 @@ impl Sample<'_> {
             seconds,
             generator: None,
             warmup_finetune: false,
+            final_from_warmup: false,
         }
     }
 
@@ -215,6 +253,13 @@ impl Sample<'_> {
         let texts: Vec<String> = self.texts.iter().chain(&extra.texts).cloned().collect();
         let y: Vec<Vec<f64>> = self.y.iter().chain(&extra.y).cloned().collect();
         let (enc, varmap) = Encoder::load_trainable(m.encoder_dir, None, self.h.device())?;
+        if let Some(init) = &extra.init {
+            let from = init.data().lock().map_err(|_| crate::Error::Config("poisoned encoder weights".into()))?;
+            for (name, var) in varmap.data().lock().map_err(|_| crate::Error::Config("poisoned encoder weights".into()))?.iter() {
+                let src = from.get(name).ok_or_else(|| crate::Error::Config(format!("warmed-up encoder lacks {name}")))?;
+                var.set(src.as_tensor())?;
+            }
+        }
         let head = Classifier::new(self.data.labels.clone(), enc.dim(), self.h.device())?;
         let model = TaskModel { encoder: &enc, varmap: &varmap, head: &head };
         let fc = FinetuneConfig { seed: self.cell.seed, mixup_alpha: extra.mixup, ..fc.clone() };
@@ -299,7 +344,7 @@ impl Sample<'_> {
     }
 
     /// Trains on the sample plus the generated rows that `mitigation` keeps (with their labels).
-    fn fit_generated(&self, m: &Models, rows: &[AugRow], mitigation: Mitigation, label: LabelFrom, cfg: &BenchConfig) -> Result<((f64, f64), usize)> {
+    fn fit_generated(&self, m: &Models, rows: &[AugRow], mitigation: Mitigation, label: LabelFrom, init: Option<&candle_nn::VarMap>, cfg: &BenchConfig) -> Result<((f64, f64), usize)> {
         let vec_of = |map: &std::collections::BTreeMap<String, f64>| self.data.labels.iter().map(|l| map[l]).collect::<Vec<f64>>();
         let base = |r: &AugRow| match label {
             LabelFrom::Mix => vec_of(&r.mix_label),
@@ -307,20 +352,23 @@ impl Sample<'_> {
         };
         let (texts, y): (Vec<String>, Vec<Vec<f64>>) = rows.iter().filter_map(|r| mitigation.apply(&base(r), &vec_of(&r.predicted), r.intrusion).map(|s| (r.text.clone(), s))).unzip();
         let n = texts.len();
-        Ok((self.fit_eval(m, Extra { texts, y, ..Default::default() }, cfg)?, n))
+        Ok((self.fit_eval(m, Extra { texts, y, init: init.cloned(), ..Default::default() }, cfg)?, n))
     }
 }
 
 /// Runs the `missing` methods of one cell; returns their results and the generated rows (if any).
 pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
-    let data = few_shot(cell.train, cell.shots, cell.seed);
+    let full = cell.shots == ALL_SHOTS;
+    let data = if full { cell.train.clone() } else { few_shot(cell.train, cell.shots, cell.seed) };
     let texts = data.texts();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let h = m.encoder.embed_batched(&refs)?;
     let y = one_hot(&data.y, data.labels.len());
-    let dev = match cfg.protocol {
-        Protocol::Finetune(_) => dev_sample(cell.train, &data, cell.shots, cell.seed),
-        Protocol::Probe => Labelled { rows: Vec::new(), y: Vec::new(), labels: data.labels.clone() },
+    let dev = match (&cfg.protocol, cell.dev) {
+        (Protocol::Probe, _) => Labelled { rows: Vec::new(), y: Vec::new(), labels: data.labels.clone() },
+        (Protocol::Finetune(_), Some(d)) if full => d.clone(),
+        (Protocol::Finetune(_), None) if full => return Err(crate::Error::Config(format!("{}: the fully supervised setting needs the dev split", cell.dataset))),
+        (Protocol::Finetune(_), _) => dev_sample(cell.train, &data, cell.shots, cell.seed),
     };
     let sample = Sample { cell, data, texts, h, y, dev, protocol: cfg.protocol.name() };
     let mut out = Vec::new();
@@ -347,6 +395,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
     let shared = t0.elapsed().as_secs_f64();
     // Stage 3 embeds, mixes and judges in the space the warm-up left: the fine-tuned encoder's, frozen.
     let warmed = trainable.as_ref().map(|(enc, _)| enc.snapshot()).transpose()?;
+    let init = trainable.as_ref().filter(|_| cfg.final_from_warmup).map(|(_, vm)| vm);
     let inv = Inverter::new(warmed.as_ref().unwrap_or(m.encoder), m.llm, &w.adaptor)?;
     let generate = |pairing: Pairing, lambda: &LambdaSpec| -> Result<(Vec<AugRow>, f64)> {
         let t = std::time::Instant::now();
@@ -366,8 +415,13 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
     if missing.contains(&Method::Reconstruct) {
         // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
         let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0))?;
-        let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, cfg)?;
-        out.push(CellResult { generator: diagnose(&rows)?, warmup_finetune: cfg.warmup_finetune, ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) });
+        let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, init, cfg)?;
+        out.push(CellResult {
+            generator: diagnose(&rows)?,
+            warmup_finetune: cfg.warmup_finetune,
+            final_from_warmup: init.is_some(),
+            ..sample.result(Method::Reconstruct, scores, n, None, shared + secs)
+        });
     }
     let mut gen_rows = Vec::new();
     if missing.iter().any(|x| x.mitigation().is_some()) {
@@ -376,8 +430,8 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         let generator = diagnose(&rows)?;
         for &method in missing {
             if let Some(policy) = method.mitigation() {
-                let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), cfg)?;
-                out.push(CellResult { generator, warmup_finetune: cfg.warmup_finetune, ..sample.result(method, scores, n, Some(rate), shared + secs) });
+                let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), init, cfg)?;
+                out.push(CellResult { generator, warmup_finetune: cfg.warmup_finetune, final_from_warmup: init.is_some(), ..sample.result(method, scores, n, Some(rate), shared + secs) });
             }
         }
         gen_rows = rows;
