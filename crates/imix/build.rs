@@ -16,13 +16,14 @@ fn main() {
         None => "unknown".into(),
     };
     println!("cargo:rustc-env=IMIX_GIT_COMMIT={commit}");
-    // Rebuilt when HEAD moves or the index changes; outside a repository (a source package) never.
+    // Rebuilt when HEAD moves, the index changes or a source file is edited (an unstaged edit
+    // leaves HEAD and the index alone but makes the build dirty); outside a repository (a source
+    // package) never.
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        for f in ["HEAD", "index"] {
-            let p = Path::new(&dir).join(f);
-            if p.exists() {
-                println!("cargo:rerun-if-changed={}", p.display());
-            }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let watched = [Path::new(&dir).join("HEAD"), Path::new(&dir).join("index"), root.join("crates"), root.join("Cargo.toml"), root.join("Cargo.lock")];
+        for p in watched.iter().filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", p.display());
         }
     }
 }
