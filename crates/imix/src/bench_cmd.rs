@@ -202,11 +202,14 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         }
         None => None,
     };
-    let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path, encoder_dir: &encoder_dir, pool: pool.as_ref().map(|(t, h)| (t.as_slice(), h)) };
-    // Recorded before any work as well, so that cells of a killed run still name their commit.
-    record_run(&a.out.join("runs.jsonl"), "started", std::time::Instant::now(), 0, false)?;
     let cells = a.datasets.len() * a.shots.len() * a.seeds as usize;
     let pb = bar(cells as u64, "bench");
+    // The cell in progress, and what it is doing now, on the bar.
+    let current = std::cell::RefCell::new(String::new());
+    let progress = |what: &str| pb.set_message(format!("{} {what}", current.borrow()));
+    let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path, encoder_dir: &encoder_dir, pool: pool.as_ref().map(|(t, h)| (t.as_slice(), h)), progress: &progress };
+    // Recorded before any work as well, so that cells of a killed run still name their commit.
+    record_run(&a.out.join("runs.jsonl"), "started", std::time::Instant::now(), 0, false)?;
     let started = std::time::Instant::now();
     let mut computed = 0usize;
     let mut stopped = false;
@@ -228,7 +231,8 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                 let done = |m: Method, r: &[CellResult]| r.iter().any(|c| c.answers(ds, shots, seed, m, &cfg));
                 let missing: Vec<Method> = a.methods.iter().copied().filter(|&m| !done(m, &results)).collect();
                 let shot = shots_name(shots);
-                pb.set_message(format!("{ds} {shot}-shot seed {seed}"));
+                *current.borrow_mut() = format!("{ds} {shot}-shot seed {seed}:");
+                pb.set_message(current.borrow().clone());
                 if !missing.is_empty() && a.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
                     stopped = true;
                 }

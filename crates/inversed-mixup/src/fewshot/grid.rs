@@ -142,6 +142,9 @@ pub struct Models<'a> {
     pub encoder_dir: &'a Path,
     /// Unlabeled sentences and their (unit) embeddings, for retrieval Mixup.
     pub pool: Option<(&'a [String], &'a Tensor)>,
+    /// Told what the cell is doing (warm-up step, sentences decoded, fine-tuning epoch): a cell of
+    /// the fully supervised setting runs for an hour.
+    pub progress: &'a dyn Fn(&str),
 }
 
 /// Reads `dir/name/{train,test}.tsv`.
@@ -265,7 +268,9 @@ impl Sample<'_> {
         let fc = FinetuneConfig { seed: self.cell.seed, mixup_alpha: extra.mixup, ..fc.clone() };
         let dev_texts = self.dev.texts();
         let dev = (!dev_texts.is_empty()).then_some((dev_texts.as_slice(), self.dev.y.as_slice()));
-        model.finetune(&texts, &y, dev, &fc, &|_| {})?;
+        let n = texts.len();
+        (m.progress)(&format!("fine-tuning on {n} rows"));
+        model.finetune(&texts, &y, dev, &fc, &|l| (m.progress)(&format!("fine-tuned on {n} rows: epoch {}/{}", l.epoch, fc.epochs)))?;
         let pred = model.predict(&self.cell.test.texts())?;
         Ok(accuracy_macro_f1(&self.cell.test.y, &pred, self.data.labels.len()))
     }
@@ -390,6 +395,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         w = w.with_finetune(FineTune::new(enc, varmap, 0, &sample.texts)?);
     }
     while w.step < cfg.warmup_steps {
+        (m.progress)(&format!("warm-up step {}/{}", w.step + 1, cfg.warmup_steps));
         w.train_step()?;
     }
     let shared = t0.elapsed().as_secs_f64();
@@ -401,7 +407,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         let t = std::time::Instant::now();
         let mixes = plan(&sample.data.y, pairing, cfg.per_example, lambda, seed)?;
         let o = AugmentOptions { gen: GenerateOptions { seed, ..cfg.gen.clone() }, threshold: cfg.threshold, mitigation: Mitigation::Keep, batch_size: 16, renormalize: true, label: LabelFrom::Mix };
-        let (rows, _) = augment(&inv, &w.classifier, &sample.data, &mixes, &o, &|_, _| {})?;
+        let (rows, _) = augment(&inv, &w.classifier, &sample.data, &mixes, &o, &|d, n| (m.progress)(&format!("decoded {d}/{n}")))?;
         Ok((rows, t.elapsed().as_secs_f64()))
     };
     let diagnose = |rows: &[AugRow]| -> Result<Option<GenDiagnostics>> {
