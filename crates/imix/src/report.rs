@@ -18,9 +18,9 @@ fn generator_table(rows: &[CellResult], methods: &[Method], groups: &[(String, u
     let mut md = String::from(
         "\n## Generated rows\n\nMeans over seeds. fidelity: encoder cosine of a sentence to the mixed embedding it was decoded from; \
 lambda gap: mean |content ratio - mixing ratio| (the content ratio is where the sentence's embedding projects between its sources); \
-copies: share of mixes with lambda in [0.2, 0.8] whose content sits at one source; distinct-2: distinct word bigrams / bigrams; \
+copies: share of mixes with lambda in [0.2, 0.8] whose content sits at one source; verbatim: share of all rows that are one of their sources word for word; distinct-2: distinct word bigrams / bigrams; \
 label agreement: share of sentences that a linear probe trained on the whole train split (its test accuracy in brackets) reads as the class their mix label weights most.\n\n\
-| dataset | shots | method | fidelity | lambda gap | copies | distinct-2 | label agreement |\n|---|---|---|---|---|---|---|---|\n",
+| dataset | shots | method | fidelity | lambda gap | copies | verbatim | distinct-2 | label agreement |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut any = false;
     for (ds, shots) in groups {
@@ -31,6 +31,8 @@ label agreement: share of sentences that a linear probe trained on the whole tra
             }
             any = true;
             let mean = |f: fn(&inversed_mixup::method::augment::GenDiagnostics) -> f64| g.iter().map(f).sum::<f64>() / g.len() as f64;
+            let v: Vec<f64> = g.iter().filter_map(|d| d.verbatim).collect();
+            let verbatim = if v.is_empty() { "–".to_string() } else { format!("{:.1} %", 100.0 * v.iter().sum::<f64>() / v.len() as f64) };
             let agree: Vec<(f64, f64)> = g.iter().filter_map(|d| d.label_agreement.zip(d.judge_accuracy)).collect();
             let agree = if agree.is_empty() {
                 String::new()
@@ -39,7 +41,7 @@ label agreement: share of sentences that a linear probe trained on the whole tra
                 format!("{:.1} % ({:.1} %)", 100.0 * agree.iter().map(|a| a.0).sum::<f64>() / n, 100.0 * agree.iter().map(|a| a.1).sum::<f64>() / n)
             };
             md.push_str(&format!(
-                "| {ds} | {} | {m} | {:.3} | {:.3} | {:.1} % | {:.3} | {agree} |\n",
+                "| {ds} | {} | {m} | {:.3} | {:.3} | {:.1} % | {verbatim} | {:.3} | {agree} |\n",
                 shots_name(*shots),
                 mean(|d| d.fidelity),
                 mean(|d| d.lambda_gap),
@@ -215,6 +217,7 @@ mod tests {
                 lambda_gap: 0.2,
                 copy_rate: 0.25,
                 distinct_2: 0.8,
+                verbatim: Some(0.5),
                 label_agreement: Some(0.6 + 0.1 * seed as f64),
                 judge_accuracy: Some(0.9),
             }),
@@ -245,8 +248,8 @@ mod tests {
         // keep beats none by +10 on all 3 seeds: exact two-sided p = 2 / 2^3 = 0.25.
         assert!(md.contains("| toy | 10 | inversed-mixup-keep | +10.0 (3/0), p 0.250 | +10.0 (3/0), p 0.250 |"), "{md}");
         assert!(md.contains("is above `none` in mean accuracy on 1 of 1 datasets (toy +10.0"), "{md}");
-        // Label agreement 60, 70, 80 % over the seeds: mean 70 %, judged by a 90 % judge.
-        assert!(md.contains("| toy | 10 | inversed-mixup-keep | 0.500 | 0.200 | 25.0 % | 0.800 | 70.0 % (90.0 %) |"), "{md}");
+        // Verbatim 50 %; label agreement 60, 70, 80 % over the seeds: mean 70 %, judged by a 90 % judge.
+        assert!(md.contains("| toy | 10 | inversed-mixup-keep | 0.500 | 0.200 | 25.0 % | 50.0 % | 0.800 | 70.0 % (90.0 %) |"), "{md}");
         assert!(d.path().join("accuracy.svg").exists());
     }
 }

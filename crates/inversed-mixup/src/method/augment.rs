@@ -238,6 +238,10 @@ pub struct GenDiagnostics {
     pub copy_rate: f64,
     /// Distinct word bigrams over all word bigrams of the generated text (diversity).
     pub distinct_2: f64,
+    /// Share of all rows whose text is one of its sources verbatim (case and spacing aside): no
+    /// new sentence, a duplicate with a softened label (absent in older rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verbatim: Option<f64>,
     /// Share of rows that a judge trained on the whole train split reads as the class their mix
     /// label weights most (set by the benchmark, which has such a judge; absent in older rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,6 +260,8 @@ impl GenDiagnostics {
         let n = rows.len() as f64;
         let mid: Vec<&AugRow> = rows.iter().filter(|r| (0.2..=0.8).contains(&r.lambda)).collect();
         let copies = mid.iter().filter(|r| r.content_lambda < 0.05 || r.content_lambda > 0.95).count();
+        let norm = |t: &str| t.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ");
+        let verbatim = rows.iter().filter(|r| [&r.source_a.text, &r.source_b.text].iter().any(|s| norm(s) == norm(&r.text))).count();
         let mut seen = std::collections::HashSet::new();
         let mut total = 0usize;
         for r in rows {
@@ -270,6 +276,7 @@ impl GenDiagnostics {
             lambda_gap: rows.iter().map(|r| (r.content_lambda - r.lambda).abs()).sum::<f64>() / n,
             copy_rate: if mid.is_empty() { 0.0 } else { copies as f64 / mid.len() as f64 },
             distinct_2: if total == 0 { 0.0 } else { seen.len() as f64 / total as f64 },
+            verbatim: Some(verbatim as f64 / n),
             label_agreement: None,
             judge_accuracy: None,
         })
@@ -367,7 +374,15 @@ mod tests {
         assert!((g.lambda_gap - (0.48 + 0.0 + 0.0 + 0.58) / 4.0).abs() < 1e-12, "{g:?}");
         // Bigrams: ab ba ab | cd | ef | gh: 6 in all, 5 distinct.
         assert!((g.distinct_2 - 5.0 / 6.0).abs() < 1e-12, "{g:?}");
+        assert_eq!(g.verbatim, Some(0.0), "no row is a source");
         assert!(GenDiagnostics::of(&[]).is_none());
+        // Verbatim: a row that is either source word for word, case and spacing aside.
+        let mut copy_b = row("The  Film was FINE.", 0.9, 0.5, 0.5);
+        copy_b.source_b.text = "the film was fine.".into();
+        let mut near = row("the film was fine!", 0.9, 0.5, 0.5);
+        near.source_a.text = "the film was fine.".into();
+        let g = GenDiagnostics::of(&[copy_b, near]).unwrap();
+        assert_eq!(g.verbatim, Some(0.5), "{g:?}");
     }
 
     /// The content ratio reads back the mix a point was built from, is clamped outside the
