@@ -59,9 +59,9 @@ pub struct BenchArgs {
     /// the pretrained encoder either way. Off: the encoder stays frozen in stages 2 and 3
     #[arg(long)]
     warmup_finetune: bool,
-    /// With --warmup-finetune: the final task model of the generating methods starts from the
-    /// warmed-up encoder (a fresh head) instead of the pretrained one; the baselines still start
-    /// from the pretrained encoder, so compare generating methods between the two settings
+    /// With --warmup-finetune: every method's final task model starts from the cell's warmed-up
+    /// encoder (a fresh head) instead of the pretrained one, the baselines' too, so that all
+    /// methods start alike (the paper's stage 2 followed by retraining)
     #[arg(long, requires = "warmup_finetune")]
     final_from_warmup: bool,
     /// Pairing for inversed-mixup
@@ -132,6 +132,9 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     }
     crate::check::unit("--threshold", a.threshold)?;
     crate::check::positive("--lr-encoder", a.lr_encoder)?;
+    if a.final_from_warmup && a.task_model == TaskModelKind::Probe {
+        anyhow::bail!("--final-from-warmup: the linear probe has no encoder to start from (use --task-model finetune)");
+    }
     if let Some(m) = a.max_minutes {
         crate::check::non_negative("--max-minutes", m)?;
     }

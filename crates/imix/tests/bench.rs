@@ -125,13 +125,17 @@ fn warmup_finetune_cells_are_their_own_and_reuse_the_baselines() {
     assert!(bench_with(d.path(), &[&m[..], &["--warmup-finetune"]].concat()).contains("(0 computed now)"));
     let summary = std::fs::read_to_string(d.path().join("out/summary.md")).unwrap();
     assert_eq!(summary.matches("| toy | 2 | inversed-mixup-keep | 1 |").count(), 1, "{summary}");
-    // The final task model from the warmed-up encoder is a setting of its own too.
+    // Every final task model from the warmed-up encoder, the baseline's too: a setting of its own.
     let out = bench_with(d.path(), &[&m[..], &["--warmup-finetune", "--final-from-warmup"]].concat());
     assert!(out.contains("1 cells (1 computed now)"), "{out}");
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("out/results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(rows.len(), 4);
-    assert_eq!((rows[3]["method"].as_str(), rows[3]["warmup_finetune"].as_bool(), rows[3]["final_from_warmup"].as_bool()), (Some("inversed-mixup-keep"), Some(true), Some(true)));
+    assert_eq!(rows.len(), 5);
+    for r in &rows[3..] {
+        assert_eq!((r["warmup_finetune"].as_bool(), r["final_from_warmup"].as_bool()), (Some(true), Some(true)), "{r}");
+    }
+    assert_eq!((rows[3]["method"].as_str(), rows[4]["method"].as_str()), (Some("none"), Some("inversed-mixup-keep")));
     assert!(rows[..3].iter().all(|r| r.get("final_from_warmup").is_none()), "{rows:?}");
+    assert!(bench_with(d.path(), &[&m[..], &["--warmup-finetune", "--final-from-warmup"]].concat()).contains("(0 computed now)"));
 }
 
 /// `--shots all`: the whole train split, the best epoch chosen on the dataset's dev.tsv (read, and

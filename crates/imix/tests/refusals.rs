@@ -106,6 +106,7 @@ const TABLE: &[(&str, i32, &str)] = &[
     // bench
     ("bench --data-dir D --out D/o --shots 0", 2, "--shots"),
     ("bench --data-dir D --out D/o --final-from-warmup", 2, "--warmup-finetune"),
+    ("bench --data-dir D --out D/o --warmup-finetune --final-from-warmup --task-model probe", 1, "--final-from-warmup: the linear probe"),
     ("bench --data-dir D --out D/o --shots some", 2, "neither a count of at least 1 nor `all`"),
     ("bench --data-dir D --out D/o --datasets toy --methods none", 1, "toy/train.tsv does not exist"),
     ("bench --data-dir D --out D/o --seeds 0", 1, "--seeds 0"),
@@ -137,7 +138,15 @@ fn every_bad_flag_and_input_is_refused_clearly_before_any_work() {
     let dir = files(d.path());
     let mut failures = Vec::new();
     for (args, code, fragment) in TABLE {
-        let argv: Vec<String> = args.split_whitespace().map(|a| a.replace("D/", &format!("{}/", dir.display())).replace("D", &dir.display().to_string())).collect();
+        // Only a whole `D` or a leading `D/` is the temp dir (its random name may itself hold a D).
+        let argv: Vec<String> = args
+            .split_whitespace()
+            .map(|a| match a.strip_prefix('D') {
+                Some("") => dir.display().to_string(),
+                Some(rest) if rest.starts_with('/') => format!("{}{rest}", dir.display()),
+                _ => a.to_string(),
+            })
+            .collect();
         let t0 = std::time::Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_imix")).args(&argv).env("NO_COLOR", "1").env("IMIX_CACHE", dir.join("no-cache")).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

@@ -53,7 +53,7 @@ pub struct CellResult {
     /// A generating method whose stage 2 fine-tuned the encoder (`BenchConfig::warmup_finetune`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warmup_finetune: bool,
-    /// A generating method whose final task model started from the warmed-up encoder
+    /// A final task model that started from the cell's warmed-up encoder
     /// (`BenchConfig::final_from_warmup`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub final_from_warmup: bool,
@@ -68,8 +68,8 @@ impl CellResult {
             && self.seed == seed
             && self.method == method
             && self.task_model == cfg.protocol.name()
-            && self.warmup_finetune == (cfg.warmup_finetune && method.generates())
-            && self.final_from_warmup == (cfg.final_from_warmup && method.generates())
+            && self.warmup_finetune == (cfg.warmup_finetune && (method.generates() || cfg.final_from_warmup))
+            && self.final_from_warmup == cfg.final_from_warmup
     }
 }
 
@@ -104,8 +104,9 @@ pub struct BenchConfig {
     /// and judges with the warmed-up encoder. The final task model still starts from the
     /// pretrained encoder unless `final_from_warmup`.
     pub warmup_finetune: bool,
-    /// With `warmup_finetune`: the final task model of the generating methods starts from the
-    /// warmed-up encoder (a fresh head) instead of the pretrained one.
+    /// With `warmup_finetune`: every method's final task model (the baselines' too, so that all
+    /// start alike) starts from the cell's warmed-up encoder (a fresh head) instead of the
+    /// pretrained one.
     pub final_from_warmup: bool,
 }
 
@@ -304,14 +305,14 @@ impl Sample<'_> {
     }
 
     /// A method that needs no LLM: none, EDA or embedding Mixup.
-    fn baseline(&self, m: &Models, method: Method, cfg: &BenchConfig) -> Result<Option<CellResult>> {
+    fn baseline(&self, m: &Models, method: Method, init: Option<&candle_nn::VarMap>, cfg: &BenchConfig) -> Result<Option<CellResult>> {
         let t0 = std::time::Instant::now();
         let seed = self.cell.seed;
         let alpha = match cfg.lambda {
             LambdaSpec::Beta(a) => a,
             _ => 0.2,
         };
-        let extra = match method {
+        let mut extra = match method {
             Method::None => Extra::default(),
             Method::Eda => {
                 let aug = eda_all(&self.texts, cfg.per_example, seed);
@@ -344,8 +345,10 @@ impl Sample<'_> {
             _ => return Ok(None),
         };
         let aug = extra.y.len().max(if extra.mixup.is_some() { self.texts.len() } else { 0 });
+        extra.init = init.cloned();
         let scores = self.fit_eval(m, extra, cfg)?;
-        Ok(Some(self.result(method, scores, aug, None, t0.elapsed().as_secs_f64())))
+        let warm = init.is_some();
+        Ok(Some(CellResult { warmup_finetune: warm, final_from_warmup: warm, ..self.result(method, scores, aug, None, t0.elapsed().as_secs_f64()) }))
     }
 
     /// Trains on the sample plus the generated rows that `mitigation` keeps (with their labels).
@@ -377,10 +380,13 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
     };
     let sample = Sample { cell, data, texts, h, y, dev, protocol: cfg.protocol.name() };
     let mut out = Vec::new();
-    for &method in missing {
-        out.extend(sample.baseline(m, method, cfg)?);
+    let generating = missing.iter().any(|x| x.generates());
+    if !cfg.final_from_warmup {
+        for &method in missing {
+            out.extend(sample.baseline(m, method, None, cfg)?);
+        }
     }
-    if !missing.iter().any(|x| x.generates()) {
+    if !generating && !(cfg.final_from_warmup && !missing.is_empty()) {
         return Ok((out, Vec::new()));
     }
     // Stage 2 once per cell, shared by reconstruct and the three inversed-mixup variants.
@@ -402,6 +408,15 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
     // Stage 3 embeds, mixes and judges in the space the warm-up left: the fine-tuned encoder's, frozen.
     let warmed = trainable.as_ref().map(|(enc, _)| enc.snapshot()).transpose()?;
     let init = trainable.as_ref().filter(|_| cfg.final_from_warmup).map(|(_, vm)| vm);
+    if cfg.final_from_warmup {
+        // The baselines start from the same warmed-up encoder as the generating methods.
+        for &method in missing {
+            out.extend(sample.baseline(m, method, init, cfg)?);
+        }
+        if !generating {
+            return Ok((out, Vec::new()));
+        }
+    }
     let inv = Inverter::new(warmed.as_ref().unwrap_or(m.encoder), m.llm, &w.adaptor)?;
     let generate = |pairing: Pairing, lambda: &LambdaSpec| -> Result<(Vec<AugRow>, f64)> {
         let t = std::time::Instant::now();
