@@ -386,7 +386,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
             out.extend(sample.baseline(m, method, None, cfg)?);
         }
     }
-    if !generating && !(cfg.final_from_warmup && !missing.is_empty()) {
+    if !generating && (!cfg.final_from_warmup || missing.is_empty()) {
         return Ok((out, Vec::new()));
     }
     // Stage 2 once per cell, shared by reconstruct and the three inversed-mixup variants.
