@@ -68,8 +68,7 @@ impl CellResult {
             && self.seed == seed
             && self.method == method
             && self.task_model == cfg.protocol.name()
-            && self.warmup_finetune == (cfg.warmup_finetune && (method.generates() || cfg.final_from_warmup))
-            && self.final_from_warmup == cfg.final_from_warmup
+            && (self.warmup_finetune, self.final_from_warmup) == cfg.warm_flags(method)
     }
 }
 
@@ -108,6 +107,14 @@ pub struct BenchConfig {
     /// start alike) starts from the cell's warmed-up encoder (a fresh head) instead of the
     /// pretrained one.
     pub final_from_warmup: bool,
+}
+
+impl BenchConfig {
+    /// The warm-up flags a row of `method` carries under this config, `(warmup_finetune,
+    /// final_from_warmup)`: a baseline depends on the warm-up only when it starts from it.
+    pub fn warm_flags(&self, method: Method) -> (bool, bool) {
+        (self.warmup_finetune && (method.generates() || self.final_from_warmup), self.final_from_warmup)
+    }
 }
 
 /// The task model of the benchmark.
@@ -208,8 +215,8 @@ struct Sample<'a> {
     y: Vec<Vec<f64>>,
     /// Model selection rows for the fine-tuned protocol (outside the sample, from the train split).
     dev: Labelled,
-    /// Name of the task model protocol.
-    protocol: &'static str,
+    /// The benchmark's settings (task model, warm-up flags of the rows).
+    cfg: &'a BenchConfig,
 }
 
 /// What a method adds to the sample.
@@ -237,7 +244,7 @@ impl Sample<'_> {
             shots: c.shots,
             seed: c.seed,
             method,
-            task_model: self.protocol.into(),
+            task_model: self.cfg.protocol.name().into(),
             accuracy,
             macro_f1,
             train_rows: self.texts.len(),
@@ -245,8 +252,8 @@ impl Sample<'_> {
             intrusion_rate,
             seconds,
             generator: None,
-            warmup_finetune: false,
-            final_from_warmup: false,
+            warmup_finetune: self.cfg.warm_flags(method).0,
+            final_from_warmup: self.cfg.warm_flags(method).1,
         }
     }
 
@@ -258,8 +265,8 @@ impl Sample<'_> {
         let y: Vec<Vec<f64>> = self.y.iter().chain(&extra.y).cloned().collect();
         let (enc, varmap) = Encoder::load_trainable(m.encoder_dir, None, self.h.device())?;
         if let Some(init) = &extra.init {
-            let from = init.data().lock().map_err(|_| crate::Error::Config("poisoned encoder weights".into()))?;
-            for (name, var) in varmap.data().lock().map_err(|_| crate::Error::Config("poisoned encoder weights".into()))?.iter() {
+            let from = init.data().lock().expect("varmap lock");
+            for (name, var) in varmap.data().lock().expect("varmap lock").iter() {
                 let src = from.get(name).ok_or_else(|| crate::Error::Config(format!("warmed-up encoder lacks {name}")))?;
                 var.set(src.as_tensor())?;
             }
@@ -347,8 +354,7 @@ impl Sample<'_> {
         let aug = extra.y.len().max(if extra.mixup.is_some() { self.texts.len() } else { 0 });
         extra.init = init.cloned();
         let scores = self.fit_eval(m, extra, cfg)?;
-        let warm = init.is_some();
-        Ok(Some(CellResult { warmup_finetune: warm, final_from_warmup: warm, ..self.result(method, scores, aug, None, t0.elapsed().as_secs_f64()) }))
+        Ok(Some(self.result(method, scores, aug, None, t0.elapsed().as_secs_f64())))
     }
 
     /// Trains on the sample plus the generated rows that `mitigation` keeps (with their labels).
@@ -366,6 +372,9 @@ impl Sample<'_> {
 
 /// Runs the `missing` methods of one cell; returns their results and the generated rows (if any).
 pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
+    if cfg.final_from_warmup && !cfg.warmup_finetune {
+        return Err(crate::Error::Config("final_from_warmup needs warmup_finetune: there is no warmed-up encoder to start from".into()));
+    }
     let full = cell.shots == ALL_SHOTS;
     let data = if full { cell.train.clone() } else { few_shot(cell.train, cell.shots, cell.seed) };
     let texts = data.texts();
@@ -378,7 +387,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         (Protocol::Finetune(_), None) if full => return Err(crate::Error::Config(format!("{}: the fully supervised setting needs the dev split", cell.dataset))),
         (Protocol::Finetune(_), _) => dev_sample(cell.train, &data, cell.shots, cell.seed),
     };
-    let sample = Sample { cell, data, texts, h, y, dev, protocol: cfg.protocol.name() };
+    let sample = Sample { cell, data, texts, h, y, dev, cfg };
     let mut out = Vec::new();
     let generating = missing.iter().any(|x| x.generates());
     if !cfg.final_from_warmup {
@@ -437,12 +446,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
         let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0))?;
         let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, init, cfg)?;
-        out.push(CellResult {
-            generator: diagnose(&rows)?,
-            warmup_finetune: cfg.warmup_finetune,
-            final_from_warmup: init.is_some(),
-            ..sample.result(Method::Reconstruct, scores, n, None, shared + secs)
-        });
+        out.push(CellResult { generator: diagnose(&rows)?, ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) });
     }
     let mut gen_rows = Vec::new();
     if missing.iter().any(|x| x.mitigation().is_some()) {
@@ -452,7 +456,7 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) 
         for &method in missing {
             if let Some(policy) = method.mitigation() {
                 let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), init, cfg)?;
-                out.push(CellResult { generator, warmup_finetune: cfg.warmup_finetune, final_from_warmup: init.is_some(), ..sample.result(method, scores, n, Some(rate), shared + secs) });
+                out.push(CellResult { generator, ..sample.result(method, scores, n, Some(rate), shared + secs) });
             }
         }
         gen_rows = rows;
