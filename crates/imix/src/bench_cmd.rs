@@ -9,6 +9,7 @@ use inversed_mixup::data::jsonl;
 use inversed_mixup::fewshot::grid::{load_dataset, load_dev, read_results, run_cell, shots_name, BenchConfig, Cell, CellResult, Models, Protocol, ALL_SHOTS};
 use inversed_mixup::fewshot::judge::Judge;
 use inversed_mixup::fewshot::methods::Method;
+use inversed_mixup::fewshot::settings::conflict;
 use inversed_mixup::method::adaptor::Adaptor;
 use inversed_mixup::method::mixup::Pairing;
 use inversed_mixup::method::task_model::FinetuneConfig;
@@ -188,11 +189,16 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     let out_dir = inversed_mixup::data::io::CreatedDirs::create(&a.out.join("generated"))?;
     let results_path = a.out.join("results.jsonl");
     let mut results = read_results(&results_path)?;
-    let (enc, llm) = a.models.load()?;
     let adaptor_path = match &a.adaptor {
         Some(p) => p.clone(),
         None => inversed_mixup::method::shipped::default_adaptor()?,
     };
+    // A folder's rows count as this run's only when they were made with the same settings.
+    let settings = cfg.settings(&adaptor_path)?;
+    if let Some(c) = conflict(&results, &cfg, &a.shots, &settings) {
+        anyhow::bail!("{}: {c}. Write this run to another --out, or run with that row's settings", results_path.display());
+    }
+    let (enc, llm) = a.models.load()?;
     Adaptor::load(&adaptor_path, llm.device())?.check_models(&adaptor_path, enc.name(), enc.dim(), llm.name(), llm.config())?;
     let encoder_dir = a.models.encoder_dir()?;
     let pool = match &pool_path {

@@ -160,6 +160,7 @@ mod tests {
             generator: None,
             warmup_finetune: false,
             final_from_warmup: false,
+            settings: None,
         }
     }
 

@@ -223,6 +223,7 @@ mod tests {
             }),
             warmup_finetune: false,
             final_from_warmup: false,
+            settings: None,
         }
     }
 

@@ -24,7 +24,13 @@ fn bench(dir: &std::path::Path) -> String {
 }
 
 fn bench_with(dir: &std::path::Path, extra: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_imix"))
+    let o = bench_output(dir, extra);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn bench_output(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_imix"))
         .args(["bench", "--quick", "--datasets", "toy", "--shots", "2", "--warmup-steps", "2"])
         .args(extra)
         .arg("--data-dir")
@@ -32,9 +38,7 @@ fn bench_with(dir: &std::path::Path, extra: &[&str]) -> String {
         .arg("--out")
         .arg(dir.join("out"))
         .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
+        .unwrap()
 }
 
 #[test]
@@ -136,6 +140,27 @@ fn warmup_finetune_cells_are_their_own_and_reuse_the_baselines() {
     assert_eq!((rows[3]["method"].as_str(), rows[4]["method"].as_str()), (Some("none"), Some("inversed-mixup-keep")));
     assert!(rows[..3].iter().all(|r| r.get("final_from_warmup").is_none()), "{rows:?}");
     assert!(bench_with(d.path(), &[&m[..], &["--warmup-finetune", "--final-from-warmup"]].concat()).contains("(0 computed now)"));
+    // Every row records the settings that made it; a run with other settings into the folder is
+    // refused before any work, naming the row and the setting that differs.
+    let results = d.path().join("out/results.jsonl");
+    let runs = d.path().join("out/runs.jsonl");
+    let (before, runs_before) = (std::fs::read_to_string(&results).unwrap(), std::fs::read_to_string(&runs).unwrap());
+    assert!(rows.iter().all(|r| r["settings"]["lambda"] == "Beta(0.2)" && r["settings"]["adaptor"].as_str().is_some_and(|a| a.contains("sha256:"))), "{rows:?}");
+    let o = bench_output(d.path(), &[&m[..], &["--lambda", "0.5"]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("results.jsonl: line 1: toy 2-shot seed 0 none was computed with lambda Beta(0.2) (this run: Fixed(0.5))") && err.contains("another --out"), "{err}");
+    assert_eq!((std::fs::read_to_string(&results).unwrap(), std::fs::read_to_string(&runs).unwrap()), (before.clone(), runs_before), "a refused run wrote something");
+    // Rows written before settings were recorded are taken as they are.
+    let legacy: String = rows
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().unwrap().remove("settings");
+            format!("{r}\n")
+        })
+        .collect();
+    std::fs::write(&results, legacy).unwrap();
+    assert!(bench_with(d.path(), &[&m[..], &["--lambda", "0.5"]].concat()).contains("(0 computed now)"));
 }
 
 /// `--shots all`: the whole train split, the best epoch chosen on the dataset's dev.tsv (read, and

@@ -6,6 +6,7 @@ use crate::eval::classes::{accuracy_macro_f1, argmax};
 use crate::fewshot::baselines::{eda_all, embed_mixup_plan};
 use crate::fewshot::judge::Judge;
 use crate::fewshot::methods::Method;
+use crate::fewshot::settings::Settings;
 use crate::method::adaptor::Adaptor;
 use crate::method::augment::{augment, mix_embeddings, AugRow, AugmentOptions, GenDiagnostics, LabelFrom};
 use crate::method::classifier::{one_hot, Classifier};
@@ -57,11 +58,16 @@ pub struct CellResult {
     /// (`BenchConfig::final_from_warmup`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub final_from_warmup: bool,
+    /// The run's settings (`BenchConfig::settings`; absent in rows written before they were
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Settings>,
 }
 
 impl CellResult {
     /// Whether this row is the result of `method` in cell (dataset, shots, seed) under `cfg`
-    /// (methods that generate nothing do not depend on the warm-up setting).
+    /// (methods that generate nothing do not depend on the warm-up setting). Other settings are
+    /// not compared here: a row of other settings is a conflict ([`crate::fewshot::settings::conflict`]), refused before any work.
     pub fn answers(&self, dataset: &str, shots: usize, seed: u64, method: Method, cfg: &BenchConfig) -> bool {
         self.dataset == dataset
             && self.shots == shots
@@ -254,6 +260,7 @@ impl Sample<'_> {
             generator: None,
             warmup_finetune: self.cfg.warm_flags(method).0,
             final_from_warmup: self.cfg.warm_flags(method).1,
+            settings: None,
         }
     }
 
@@ -370,8 +377,18 @@ impl Sample<'_> {
     }
 }
 
-/// Runs the `missing` methods of one cell; returns their results and the generated rows (if any).
+/// Runs the `missing` methods of one cell; returns their results, stamped with the run's
+/// settings, and the generated rows (if any).
 pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
+    let settings = cfg.settings(m.adaptor)?;
+    let (mut rows, generated) = run_cell_methods(m, cell, missing, cfg)?;
+    for r in &mut rows {
+        r.settings = Some(settings.clone());
+    }
+    Ok((rows, generated))
+}
+
+fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
     if cfg.final_from_warmup && !cfg.warmup_finetune {
         return Err(crate::Error::Config("final_from_warmup needs warmup_finetune: there is no warmed-up encoder to start from".into()));
     }

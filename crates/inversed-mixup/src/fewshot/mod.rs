@@ -4,3 +4,4 @@ pub mod baselines;
 pub mod grid;
 pub mod judge;
 pub mod methods;
+pub mod settings;
