@@ -46,7 +46,8 @@ pub struct BenchArgs {
     /// Unlabeled sentences for retrieval-mixup (one a line) [default: DATA_DIR/../unlabeled/wiki.txt]
     #[arg(long, value_name = "FILE")]
     pool: Option<PathBuf>,
-    /// Output folder: results.jsonl, summary.md, *.svg, generated/
+    /// Output folder: results.jsonl, summary.md (summary-warmup-finetune.md, summary-final-from-warmup.md
+    /// for those protocols), *.svg, generated/
     #[arg(long, default_value = "results/bench")]
     out: PathBuf,
     /// Augmented rows per original example (every augmenting method)
@@ -286,13 +287,26 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     // Every method with rows in the folder is reported (a later run with fewer --methods, such as
     // the fully supervised one, keeps the others in the tables), in the canonical order.
     let shown: Vec<Method> = <Method as clap::ValueEnum>::value_variants().iter().copied().filter(|m| a.methods.contains(m) || mine.iter().any(|r| r.method == *m)).collect();
-    report::write(&a.out, &mine, &shown)?;
+    report::write(&a.out, &report_protocol(&cfg), &mine, &shown)?;
     out_dir.keep();
     println!("{cells} cells ({computed} computed now) in {:.1} min; reports in {}", started.elapsed().as_secs_f64() / 60.0, a.out.display());
     if stopped {
         println!("stopped after --max-minutes with cells left: run the same command again to continue");
     }
     Ok(())
+}
+
+/// Which report a run writes: each protocol of the folder has its own summary and accuracy plot.
+fn report_protocol(cfg: &BenchConfig) -> report::Protocol<'static> {
+    let probe = matches!(cfg.protocol, Protocol::Probe);
+    let (suffix, description) = match (probe, cfg.warmup_finetune, cfg.final_from_warmup) {
+        (true, false, _) => ("", "a linear probe on frozen encoder embeddings (under which readable text cannot add anything a mixed embedding does not)"),
+        (true, true, _) => ("-warmup-finetune", "a linear probe on frozen pretrained embeddings; stage 2 fine-tuned the encoder, and stage 3 mixed and judged in its space"),
+        (false, false, _) => ("", "the encoder fine-tuned with a linear head, from the pretrained encoder; stage 2 refined the adaptor with the encoder frozen"),
+        (false, true, false) => ("-warmup-finetune", "the encoder fine-tuned with a linear head, from the pretrained encoder; stage 2 fine-tuned the encoder while refining the adaptor, and stage 3 mixed and judged in its space"),
+        (false, true, true) => ("-final-from-warmup", "the paper's whole stage 2: it fine-tunes the encoder while refining the adaptor, stage 3 mixes and judges in that encoder's space, and every method's final model (the baselines' too) is fine-tuned from the warmed-up encoder with a fresh head"),
+    };
+    report::Protocol { suffix, description }
 }
 
 /// Appends what produces this run's cells to `runs.jsonl` (`event`: started or finished): the

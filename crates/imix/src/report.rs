@@ -57,8 +57,17 @@ label agreement: share of sentences that a linear probe trained on the whole tra
     }
 }
 
-/// Writes summary.md and the three SVG plots into `out`.
-pub fn write(out: &Path, rows: &[CellResult], methods: &[Method]) -> Result<()> {
+/// The protocol a report covers: its file names' suffix and the sentence that says what it is.
+pub struct Protocol<'a> {
+    /// Appended to `summary` and `accuracy` in the file names (empty for the default protocol).
+    pub suffix: &'a str,
+    /// What the rows' task models are, said under the title.
+    pub description: &'a str,
+}
+
+/// Writes summary{suffix}.md and accuracy{suffix}.svg (the rows of one protocol), and the two
+/// lambda plots of every generated row in the folder, into `out`.
+pub fn write(out: &Path, protocol: &Protocol, rows: &[CellResult], methods: &[Method]) -> Result<()> {
     let mut groups: Vec<(String, usize)> = rows.iter().map(|r| (r.dataset.clone(), r.shots)).collect();
     groups.sort();
     groups.dedup();
@@ -66,6 +75,7 @@ pub fn write(out: &Path, rows: &[CellResult], methods: &[Method]) -> Result<()> 
         "# Few-shot benchmark\n\nMean ± std over seeds (accuracy / macro-F1, %); best mean accuracy in bold. \
 Paired tests and the generated claims follow the table.\n\n",
     );
+    md.push_str(&format!("Task model: {}.\n\n", protocol.description));
     md.push_str("| dataset | shots | method | seeds | accuracy | macro-F1 | aug rows | intrusion |\n|---|---|---|---|---|---|---|---|\n");
     for (ds, shots) in &groups {
         let best =
@@ -89,8 +99,8 @@ Paired tests and the generated claims follow the table.\n\n",
     md.push_str(&crate::claims::paired_table(rows, methods, &groups));
     md.push_str(&crate::claims::claims(rows, methods, &groups));
     md.push_str(&generator_table(rows, methods, &groups));
-    inversed_mixup::data::io::write_atomic(&out.join("summary.md"), md.as_bytes())?;
-    accuracy_plot(&out.join("accuracy.svg"), rows, methods, &groups)?;
+    inversed_mixup::data::io::write_atomic(&out.join(format!("summary{}.md", protocol.suffix)), md.as_bytes())?;
+    accuracy_plot(&out.join(format!("accuracy{}.svg", protocol.suffix)), rows, methods, &groups)?;
     let generated = read_generated(&out.join("generated"))?;
     lambda_plots(out, &generated)?;
     Ok(())
@@ -239,8 +249,9 @@ mod tests {
             rows.push(row(Method::InversedMixupKeep, s as u64, k, Some(0.25 * s as f64)));
         }
         let methods = [Method::None, Method::EmbedMixup, Method::InversedMixupKeep];
-        write(d.path(), &rows, &methods).unwrap();
-        let md = std::fs::read_to_string(d.path().join("summary.md")).unwrap();
+        write(d.path(), &Protocol { suffix: "-x", description: "the X protocol" }, &rows, &methods).unwrap();
+        let md = std::fs::read_to_string(d.path().join("summary-x.md")).unwrap();
+        assert!(md.contains("Task model: the X protocol."), "{md}");
         // none: mean 62.0, sample std 2.0; keep: mean 72.0, std 2.0 and best; intrusion mean 25 %.
         assert!(md.contains("| toy | 10 | none | 3 | 62.0 ± 2.0 | 52.0 ± 2.0 | 40 |  |"), "{md}");
         assert!(md.contains("| toy | 10 | embed-mixup | 3 | 62.0 ± 2.0 |"), "{md}");
@@ -251,6 +262,6 @@ mod tests {
         assert!(md.contains("is above `none` in mean accuracy on 1 of 1 datasets (toy +10.0"), "{md}");
         // Verbatim 50 %; label agreement 60, 70, 80 % over the seeds: mean 70 %, judged by a 90 % judge.
         assert!(md.contains("| toy | 10 | inversed-mixup-keep | 0.500 | 0.200 | 25.0 % | 50.0 % | 0.800 | 70.0 % (90.0 %) |"), "{md}");
-        assert!(d.path().join("accuracy.svg").exists());
+        assert!(d.path().join("accuracy-x.svg").exists());
     }
 }

@@ -127,8 +127,12 @@ fn warmup_finetune_cells_are_their_own_and_reuse_the_baselines() {
     assert_ne!(g("toy-2-0.jsonl"), g("toy-2-0-warmup-finetune.jsonl"), "a fine-tuned warm-up embeds, hence generates, differently");
     // Run again with the flag: nothing left to compute.
     assert!(bench_with(d.path(), &[&m[..], &["--warmup-finetune"]].concat()).contains("(0 computed now)"));
-    let summary = std::fs::read_to_string(d.path().join("out/summary.md")).unwrap();
+    // Each setting's report holds only its own rows, under its own name.
+    let summary = std::fs::read_to_string(d.path().join("out/summary-warmup-finetune.md")).unwrap();
     assert_eq!(summary.matches("| toy | 2 | inversed-mixup-keep | 1 |").count(), 1, "{summary}");
+    assert!(summary.contains("stage 2 fine-tuned the encoder while refining the adaptor"), "{summary}");
+    let plain = std::fs::read_to_string(d.path().join("out/summary.md")).unwrap();
+    assert!(plain.contains("from the pretrained encoder; stage 2 refined the adaptor with the encoder frozen") && plain.matches("| toy | 2 | inversed-mixup-keep | 1 |").count() == 1, "{plain}");
     // Every final task model from the warmed-up encoder, the baseline's too: a setting of its own.
     let out = bench_with(d.path(), &[&m[..], &["--warmup-finetune", "--final-from-warmup"]].concat());
     assert!(out.contains("1 cells (1 computed now)"), "{out}");
@@ -140,6 +144,9 @@ fn warmup_finetune_cells_are_their_own_and_reuse_the_baselines() {
     assert_eq!((rows[3]["method"].as_str(), rows[4]["method"].as_str()), (Some("none"), Some("inversed-mixup-keep")));
     assert!(rows[..3].iter().all(|r| r.get("final_from_warmup").is_none()), "{rows:?}");
     assert!(bench_with(d.path(), &[&m[..], &["--warmup-finetune", "--final-from-warmup"]].concat()).contains("(0 computed now)"));
+    let whole = std::fs::read_to_string(d.path().join("out/summary-final-from-warmup.md")).unwrap();
+    assert!(whole.contains("the paper's whole stage 2") && whole.contains("| toy | 2 | none | 1 |") && whole.contains("| toy | 2 | inversed-mixup-keep | 1 |"), "{whole}");
+    assert!(d.path().join("out/accuracy-final-from-warmup.svg").exists());
     // Every row records the settings that made it; a run with other settings into the folder is
     // refused before any work, naming the row and the setting that differs.
     let results = d.path().join("out/results.jsonl");
