@@ -187,7 +187,7 @@ fn run() {
         let rank: usize = r.parse().expect("BENCH_LORA=rank");
         LoraConfig { rank, alpha: 2.0 * rank as f64, targets: Target::ALL.to_vec(), dims: LoraDims::of(llm.config()) }
     });
-    let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into(), lora };
+    let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into(), lora, deep: None };
     let a = Adaptor::new(cfg, 0, &dev).unwrap();
     let prompt = Prompt::new(DEFAULT_TEMPLATE, 4, &llm).unwrap();
     if work == "train" || work == "train-lora" {

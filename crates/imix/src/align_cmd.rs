@@ -8,6 +8,7 @@ use clap::Args;
 use inversed_mixup::data::corpus::read_files;
 use inversed_mixup::data::jsonl;
 use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::method::deep_soft::DeepConfig;
 use inversed_mixup::nets::encoder::embed_corpus;
 use inversed_mixup::nets::llm::lora::{LoraDims, Target};
 use inversed_mixup::nets::llm::LoraConfig;
@@ -48,6 +49,11 @@ pub struct AlignArgs {
     /// Projections that get LoRA deltas: comma-separated q,k,v,o,gate,up,down, or all
     #[arg(long, default_value = "all", value_name = "LIST")]
     lora_targets: String,
+    /// Deep soft tokens (P-Tuning v2 style): from the soft tokens, a rank-R projection per layer
+    /// gives their keys and values in every layer of the LLM (0: input soft tokens only). Starts
+    /// as a no-op, so it can continue an adaptor trained without it (--init)
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    deep_rank: usize,
     /// Prompt template; <soft> marks the soft tokens
     #[arg(long, default_value = DEFAULT_TEMPLATE)]
     template: String,
@@ -150,8 +156,21 @@ pub fn run(a: AlignArgs) -> Result<()> {
         0 => None,
         rank => Some(LoraConfig { rank, alpha: a.lora_alpha, targets: Target::parse_list(&a.lora_targets)?, dims: LoraDims::of(llm.config()) }),
     };
-    let acfg =
-        AdaptorConfig { encoder: enc.name().to_string(), enc_dim: enc.dim(), llm: llm.name().to_string(), llm_dim: llm.config().hidden, k: a.k, hidden: a.hidden, template: a.template.clone(), lora };
+    let deep = match a.deep_rank {
+        0 => None,
+        rank => Some(DeepConfig::for_llm(rank, llm.config())?),
+    };
+    let acfg = AdaptorConfig {
+        encoder: enc.name().to_string(),
+        enc_dim: enc.dim(),
+        llm: llm.name().to_string(),
+        llm_dim: llm.config().hidden,
+        k: a.k,
+        hidden: a.hidden,
+        template: a.template.clone(),
+        lora,
+        deep,
+    };
     let cfg = AlignConfig {
         steps: a.steps,
         batch_size: a.batch_size,
@@ -174,8 +193,12 @@ pub fn run(a: AlignArgs) -> Result<()> {
             ac.lora = None;
         }
         fc.lora = fc.lora.take().filter(|_| ac.lora.is_some());
+        // Likewise deep soft tokens: their up-projection starts at zero.
+        if fc.deep.is_none() {
+            ac.deep = None;
+        }
         if fc != ac {
-            anyhow::bail!("{}: its settings {:?} differ from this run's {:?}; match --k, --hidden, --template and the LoRA flags", p.display(), from.config(), adaptor.config());
+            anyhow::bail!("{}: its settings {:?} differ from this run's {:?}; match --k, --hidden, --template, the LoRA flags and --deep-rank", p.display(), from.config(), adaptor.config());
         }
         let w = from.sorted_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         adaptor.set_weights_present(&w)?;

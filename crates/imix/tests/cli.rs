@@ -77,21 +77,31 @@ fn align_resume_then_invert_with_the_real_models() {
     assert_eq!(losses("b.safetensors.curve.jsonl"), losses("a.safetensors.curve.jsonl"));
 
     // Warm start from an existing adaptor: allowed with matching settings, refused otherwise.
-    let warm = |k: &str| {
+    let warm = |k: &str, extra: &[&str]| {
         imix()
             .args(["align", "--corpus"])
             .arg(&corpus)
             .arg("--out")
-            .arg(d.path().join(format!("w{k}.safetensors")))
+            .arg(d.path().join(format!("w{k}{}.safetensors", extra.len())))
             .arg("--init")
             .arg(&out)
             .args(["--steps", "1", "--batch-size", "2", "--k", k, "--hidden", "32", "--holdout", "2"])
+            .args(extra)
             .output()
             .unwrap()
     };
-    assert!(warm("2").status.success());
-    let r = warm("3");
+    assert!(warm("2", &[]).status.success());
+    let r = warm("3", &[]);
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("differ"), "{}", String::from_utf8_lossy(&r.stderr));
+    // Deep soft tokens may start from an adaptor without them; the result decodes like any adaptor.
+    let r = warm("2", &["--deep-rank", "4"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let deep = d.path().join("w22.safetensors");
+    let r =
+        imix().args(["invert", "--input"]).arg(&corpus).arg("--output").arg(d.path().join("deep.jsonl")).arg("--adaptor").arg(&deep).args(["--limit", "2", "--max-new-tokens", "4"]).output().unwrap();
+    assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("mean_cosine="), "{}", String::from_utf8_lossy(&r.stderr));
+    let header = inversed_mixup::method::adaptor::Adaptor::load(&deep, &candle_core::Device::Cpu).unwrap().config().deep.clone().unwrap();
+    assert_eq!((header.rank, header.layers, header.hidden), (4, 30, 576), "the SmolLM2-135M layout");
 
     let output = d.path().join("inv.jsonl");
     let r = imix().args(["invert", "--input"]).arg(&corpus).arg("--output").arg(&output).arg("--adaptor").arg(&out).args(["--limit", "3", "--max-new-tokens", "6"]).output().unwrap();
@@ -134,6 +144,7 @@ fn mismatched_adaptor(dir: &std::path::Path) -> std::path::PathBuf {
             hidden: 4,
             template: "<soft>:".into(),
             lora: None,
+            deep: None,
         },
         0,
         &candle_core::Device::Cpu,

@@ -28,7 +28,17 @@ fn tiny() -> Tiny {
 }
 
 fn adaptor(t: &Tiny, seed: u64) -> Adaptor {
-    let cfg = AdaptorConfig { encoder: t.enc.name().into(), enc_dim: t.enc.dim(), llm: t.llm.name().into(), llm_dim: t.llm.config().hidden, k: 4, hidden: 32, template: "<soft>:".into(), lora: None };
+    let cfg = AdaptorConfig {
+        encoder: t.enc.name().into(),
+        enc_dim: t.enc.dim(),
+        llm: t.llm.name().into(),
+        llm_dim: t.llm.config().hidden,
+        k: 4,
+        hidden: 32,
+        template: "<soft>:".into(),
+        lora: None,
+        deep: None,
+    };
     Adaptor::new(cfg, seed, &DEV).unwrap()
 }
 

@@ -22,7 +22,7 @@ fn keep_drop_relabel_on_a_classifier_that_always_contradicts() {
     common::write_tiny_bert(&d.path().join("enc"), 2);
     let enc = Encoder::load(&d.path().join("enc"), &DEV).unwrap();
     let llm = Llm::load(&d.path().join("llm"), &DEV).unwrap();
-    let cfg = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into(), lora: None };
+    let cfg = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into(), lora: None, deep: None };
     let adaptor = Adaptor::new(cfg, 0, &DEV).unwrap();
     let tsv = d.path().join("t.tsv");
     std::fs::write(&tsv, "label\ttext\na\tthe cat sat\na\ta dog ran\nb\tbirds sing\nb\tfish swim\nc\tnothing here\n").unwrap();

@@ -10,7 +10,7 @@ use inversed_mixup::nets::llm::{Llm, LlmConfig};
 const DEV: Device = Device::Cpu;
 
 fn cfg() -> AdaptorConfig {
-    AdaptorConfig { encoder: "enc".into(), enc_dim: 16, llm: "llm".into(), llm_dim: 32, k: 2, hidden: 8, template: DEFAULT_TEMPLATE.into(), lora: None }
+    AdaptorConfig { encoder: "enc".into(), enc_dim: 16, llm: "llm".into(), llm_dim: 32, k: 2, hidden: 8, template: DEFAULT_TEMPLATE.into(), lora: None, deep: None }
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn setup() -> (tempfile::TempDir, Llm) {
 }
 
 fn adaptor(enc: &Encoder, llm: &Llm) -> Adaptor {
-    let cfg = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into(), lora: None };
+    let cfg = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into(), lora: None, deep: None };
     Adaptor::new(cfg, 0, &DEV).unwrap()
 }
 
@@ -88,7 +88,7 @@ fn warmup_resume_equals_an_uninterrupted_run() {
     let cfg = WarmupConfig { steps: 6, batch_size: 4, ..Default::default() };
     let new = |seed| {
         let cls = Classifier::new(vec!["p".into(), "q".into()], enc.dim(), &DEV).unwrap();
-        let cfg_a = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into(), lora: None };
+        let cfg_a = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into(), lora: None, deep: None };
         Warmup::new(&llm, Adaptor::new(cfg_a, seed, &DEV).unwrap(), cls, &texts, h.clone(), y.clone(), cfg.clone()).unwrap()
     };
     let mut full = new(0);

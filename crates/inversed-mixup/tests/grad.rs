@@ -81,7 +81,7 @@ fn tiny() -> (tempfile::TempDir, Llm, Adaptor) {
     let d = tempfile::tempdir().unwrap();
     common::write_tiny_llama(d.path(), 1);
     let llm = Llm::load(d.path(), &DEV).unwrap();
-    let cfg = AdaptorConfig { encoder: "e".into(), enc_dim: 6, llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 8, template: DEFAULT_TEMPLATE.into(), lora: None };
+    let cfg = AdaptorConfig { encoder: "e".into(), enc_dim: 6, llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 8, template: DEFAULT_TEMPLATE.into(), lora: None, deep: None };
     let a = Adaptor::new(cfg, 3, &DEV).unwrap();
     (d, llm, a)
 }

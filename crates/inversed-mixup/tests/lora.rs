@@ -19,8 +19,17 @@ fn lora_cfg(llm: &Llm, targets: &[Target]) -> LoraConfig {
 }
 
 fn adaptor(llm: &Llm, enc_dim: usize, targets: &[Target], seed: u64) -> Adaptor {
-    let cfg =
-        AdaptorConfig { encoder: "e".into(), enc_dim, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 2, hidden: 8, template: DEFAULT_TEMPLATE.into(), lora: Some(lora_cfg(llm, targets)) };
+    let cfg = AdaptorConfig {
+        encoder: "e".into(),
+        enc_dim,
+        llm: llm.name().into(),
+        llm_dim: llm.config().hidden,
+        k: 2,
+        hidden: 8,
+        template: DEFAULT_TEMPLATE.into(),
+        lora: Some(lora_cfg(llm, targets)),
+        deep: None,
+    };
     Adaptor::new(cfg, seed, &DEV).unwrap()
 }
 

@@ -106,7 +106,7 @@ fn lean_training_path_matches_the_plain_path_on_the_real_llm() {
     use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
     use inversed_mixup::method::prompt::Prompt;
     let mut llm = llm();
-    let cfg = AdaptorConfig { encoder: "e".into(), enc_dim: 16, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 32, template: DEFAULT_TEMPLATE.into(), lora: None };
+    let cfg = AdaptorConfig { encoder: "e".into(), enc_dim: 16, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 32, template: DEFAULT_TEMPLATE.into(), lora: None, deep: None };
     let a = Adaptor::new(cfg, 7, &candle_core::Device::Cpu).unwrap();
     let prompt = Prompt::new(DEFAULT_TEMPLATE, 4, &llm).unwrap();
     let h = candle_core::Tensor::from_vec((0..32).map(|i| (i as f32 * 0.37).sin() * 0.25).collect::<Vec<f32>>(), (2, 16), &candle_core::Device::Cpu).unwrap();

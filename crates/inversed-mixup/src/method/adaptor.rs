@@ -1,6 +1,7 @@
 //! The adaptor A: an MLP from the encoder's embedding to k soft tokens in the LLM's input space.
 
 use crate::data::checkpoint;
+use crate::method::deep_soft::{DeepConfig, DeepSoft};
 use crate::nets::llm::{LlmConfig, Lora, LoraConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Module, Tensor};
@@ -32,16 +33,21 @@ pub struct AdaptorConfig {
     /// LoRA deltas on the LLM's projections, trained with the adaptor (absent: the LLM is used as it is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
+    /// Deep soft tokens: per-layer K/V deltas at the soft-token positions (absent: input soft tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deep: Option<DeepConfig>,
 }
 
 /// The trainable adaptor. Its weights are `Var`s in its own `VarMap`, plus the LoRA deltas it
-/// carries for the LLM when configured; nothing else is trainable.
+/// carries for the LLM and its deep soft tokens' projections when configured; nothing else is
+/// trainable.
 pub struct Adaptor {
     cfg: AdaptorConfig,
     l1: Linear,
     l2: Linear,
     varmap: VarMap,
     lora: Option<Lora>,
+    deep: Option<DeepSoft>,
 }
 
 impl Adaptor {
@@ -55,7 +61,13 @@ impl Adaptor {
         let l1 = candle_nn::linear(cfg.enc_dim, cfg.hidden, vb.pp("l1"))?;
         let l2 = candle_nn::linear(cfg.hidden, cfg.k * cfg.llm_dim, vb.pp("l2"))?;
         let lora = cfg.lora.clone().map(|c| Lora::new(c, seed, device)).transpose()?;
-        let a = Self { cfg, l1, l2, varmap, lora };
+        let deep = cfg.deep.clone().map(|c| DeepSoft::new(c, seed, device)).transpose()?;
+        if let Some(d) = &cfg.deep {
+            if d.hidden != cfg.llm_dim {
+                return Err(Error::Config(format!("deep soft tokens of width {} for soft tokens of width {}", d.hidden, cfg.llm_dim)));
+            }
+        }
+        let a = Self { cfg, l1, l2, varmap, lora, deep };
         a.reinit(seed)?;
         Ok(a)
     }
@@ -91,12 +103,15 @@ impl Adaptor {
         v
     }
 
-    /// The trainable variables (MLP, then LoRA deltas), sorted by name: a stable order for
-    /// optimisers and checkpoints.
+    /// The trainable variables (MLP, LoRA deltas, deep soft tokens), sorted by name: a stable
+    /// order for optimisers and checkpoints.
     pub fn sorted_vars(&self) -> Vec<(String, candle_core::Var)> {
         let mut v = self.mlp_vars();
         if let Some(l) = &self.lora {
             v.extend(l.named_vars());
+        }
+        if let Some(d) = &self.deep {
+            v.extend(d.named_vars());
         }
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -105,6 +120,11 @@ impl Adaptor {
     /// The LoRA deltas it carries for the LLM, if any.
     pub fn lora(&self) -> Option<&Lora> {
         self.lora.as_ref()
+    }
+
+    /// Its deep soft tokens' projections, if any.
+    pub fn deep(&self) -> Option<&DeepSoft> {
+        self.deep.as_ref()
     }
 
     /// Its configuration.
@@ -162,7 +182,7 @@ impl Adaptor {
     }
 
     /// Copies in the tensors `t` has (checking shapes) and leaves the others as they are: an
-    /// adaptor without LoRA deltas starting a run with them.
+    /// adaptor without LoRA deltas or deep soft tokens starting a run with them.
     pub fn set_weights_present(&self, t: &HashMap<String, Tensor>) -> Result<()> {
         let have: HashMap<String, Tensor> = self.sorted_vars().into_iter().filter_map(|(n, _)| t.get(&n).map(|v| (n, v.clone()))).collect();
         let missing: Vec<String> = self.mlp_vars().into_iter().map(|(n, _)| n).filter(|n| !have.contains_key(n)).collect();
@@ -201,6 +221,9 @@ impl Adaptor {
         }
         if let Some(l) = &self.lora {
             l.check(llm_cfg).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        }
+        if let Some(d) = &self.deep {
+            d.check(llm_cfg).map_err(|e| Error::checkpoint(path, e.to_string()))?;
         }
         Ok(())
     }

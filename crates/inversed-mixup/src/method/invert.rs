@@ -124,7 +124,8 @@ impl<'a> Inverter<'a> {
         let soft = self.adaptor.forward(h)?;
         let llm = self.generator();
         let p = self.prompt.embeds(llm, &soft)?;
-        let ids = llm.generate(&p, opts)?;
+        let deep = self.adaptor.deep().map(|d| d.deltas(&soft, self.prompt.soft_start())).transpose()?;
+        let ids = llm.generate_deep(&p, deep.as_ref(), opts)?;
         ids.iter().map(|s| Ok(llm.tokenizer().decode(s)?.trim().to_string())).collect()
     }
 

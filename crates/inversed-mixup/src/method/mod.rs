@@ -5,6 +5,7 @@
 pub mod adaptor;
 pub mod augment;
 pub mod classifier;
+pub mod deep_soft;
 pub mod intrusion;
 pub mod invert;
 pub mod mixup;

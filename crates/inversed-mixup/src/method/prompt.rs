@@ -1,5 +1,6 @@
 //! The prompt around the soft tokens, and the teacher-forced sequence used by L_GEN.
 
+use crate::method::deep_soft::DeepSoft;
 use crate::nets::llm::{KvCache, Llm, Lora};
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -58,6 +59,11 @@ impl Prompt {
         llm.tokenizer().encode(&format!(" {}", text.trim()))
     }
 
+    /// Position of the first soft token in [`Prompt::embeds`].
+    pub fn soft_start(&self) -> usize {
+        self.prefix.len()
+    }
+
     /// Prompt embeddings `(n, len, hidden)` around soft tokens `(n, k, hidden)`.
     pub fn embeds(&self, llm: &Llm, soft: &Tensor) -> candle_core::Result<Tensor> {
         let (n, _, h) = soft.dims3()?;
@@ -98,6 +104,12 @@ impl Prompt {
     /// [`Prompt::gen_loss_with`] through an LLM carrying LoRA deltas. The prefix cache holds the
     /// base model's states, so with LoRA the whole prompt runs through the LLM.
     pub fn gen_loss_lora(&self, llm: &Llm, lora: Option<&Lora>, soft: &Tensor, targets: &[Vec<u32>], grad: bool) -> Result<(Tensor, usize)> {
+        self.gen_loss_deep(llm, lora, None, soft, targets, grad)
+    }
+
+    /// [`Prompt::gen_loss_lora`] with deep soft tokens (their deltas reach only the soft-token
+    /// positions and what follows, so the prefix cache stays valid).
+    pub fn gen_loss_deep(&self, llm: &Llm, lora: Option<&Lora>, deep: Option<&DeepSoft>, soft: &Tensor, targets: &[Vec<u32>], grad: bool) -> Result<(Tensor, usize)> {
         let cache = if lora.is_some() { None } else { self.prefix_kv.as_ref() };
         let n = targets.len();
         let eos = llm.tokenizer().eos;
@@ -127,9 +139,10 @@ impl Prompt {
         } else {
             p
         };
+        let deltas = deep.map(|d| d.deltas(soft, if cache.is_some() { 0 } else { self.prefix.len() })).transpose()?;
         let hid = match cache {
-            Some(c) => llm.forward_embeds_lora(&x, Some(&mut c.expand(n)?), grad, lora)?,
-            None => llm.forward_embeds_lora(&x, None, grad, lora)?,
+            Some(c) => llm.forward_embeds_deep(&x, Some(&mut c.expand(n)?), grad, lora, deltas.as_ref())?,
+            None => llm.forward_embeds_deep(&x, None, grad, lora, deltas.as_ref())?,
         };
         let h = llm.config().hidden;
         let sel = hid.narrow(1, self.len() - 1 - off, tmax)?.contiguous()?.reshape((n * tmax, h))?;

@@ -120,7 +120,7 @@ impl<'a> Aligner<'a> {
         let h = self.emb.index_select(&ids, 0)?;
         let soft = self.adaptor.forward(&h)?;
         let tg: Vec<Vec<u32>> = rows.iter().map(|&i| self.targets[i].clone()).collect();
-        self.prompt.gen_loss_lora(self.llm, self.adaptor.lora(), &soft, &tg, grad)
+        self.prompt.gen_loss_deep(self.llm, self.adaptor.lora(), self.adaptor.deep(), &soft, &tg, grad)
     }
 
     /// One optimiser step; returns its log line (with held-out loss on evaluation steps).

@@ -150,7 +150,7 @@ impl<'a> Warmup<'a> {
             let sel = Tensor::new(gen_rows.iter().map(|&j| j as u32).collect::<Vec<_>>().as_slice(), h.device())?;
             let soft = self.adaptor.forward(&h.index_select(&sel, 0)?)?;
             let tg: Vec<Vec<u32>> = gen_rows.iter().map(|&j| self.targets[rows[j]].clone()).collect();
-            let (g, _) = self.prompt.gen_loss_lora(self.llm, self.adaptor.lora(), &soft, &tg, true)?;
+            let (g, _) = self.prompt.gen_loss_deep(self.llm, self.adaptor.lora(), self.adaptor.deep(), &soft, &tg, true)?;
             let gv = g.to_scalar::<f32>()? as f64;
             ((&ce + (g * self.cfg.beta)?)?, gv)
         };

@@ -201,7 +201,7 @@ pub fn assert_lean_equals_plain(
     let targets: Vec<Vec<u32>> = texts.iter().map(|t| Prompt::target_ids(llm, t).unwrap()).collect();
     let mut run = |lean: bool| {
         llm.set_lean_training(lean);
-        let loss = prompt.gen_loss_lora(llm, a.lora(), &a.forward(h).unwrap(), &targets, true).unwrap().0;
+        let loss = prompt.gen_loss_deep(llm, a.lora(), a.deep(), &a.forward(h).unwrap(), &targets, true).unwrap().0;
         let g = loss.backward().unwrap();
         let grads: Vec<Vec<f32>> = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
         (loss.to_scalar::<f32>().unwrap(), grads)

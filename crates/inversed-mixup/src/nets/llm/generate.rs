@@ -1,6 +1,6 @@
 //! Cached, batched decoding from input embeddings: greedy, beam search, seeded top-p sampling.
 
-use super::Llm;
+use super::{KvCache, KvDelta, Llm};
 use crate::eval::classes::argmax;
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -92,10 +92,22 @@ fn banned(seq: &[u32], n: usize) -> Vec<u32> {
 impl Llm {
     /// Decodes one continuation per row of `prompt` `(b, t, hidden)`; returns token ids without EOS.
     pub fn generate(&self, prompt: &Tensor, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+        self.generate_deep(prompt, None, opts)
+    }
+
+    /// [`Llm::generate`] with deep soft tokens: K/V deltas at some of the prompt's positions.
+    pub fn generate_deep(&self, prompt: &Tensor, deep: Option<&KvDelta>, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
         match opts.decode {
-            Decode::Beam(w) if w > 1 => self.beam(prompt, w, opts),
-            _ => self.sample(prompt, opts),
+            Decode::Beam(w) if w > 1 => self.beam(prompt, deep, w, opts),
+            _ => self.sample(prompt, deep, opts),
         }
+    }
+
+    /// Runs the prompt into a fresh cache; returns the cache and the hidden states.
+    fn prefill(&self, prompt: &Tensor, deep: Option<&KvDelta>) -> Result<(KvCache, Tensor)> {
+        let mut cache = self.new_cache();
+        let h = self.forward_embeds_deep(prompt, Some(&mut cache), false, None, deep)?;
+        Ok((cache, h))
     }
 
     /// Greedy decoding of exactly `n` tokens per row, ignoring EOS (benchmarks: fixed work).
@@ -131,12 +143,12 @@ impl Llm {
         Ok(super::log_softmax(&l)?.to_vec2()?)
     }
 
-    fn sample(&self, prompt: &Tensor, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+    fn sample(&self, prompt: &Tensor, deep: Option<&KvDelta>, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
         let b = prompt.dim(0)?;
         let eos = self.tokenizer.eos;
         let mut rngs: Vec<ChaCha8Rng> = (0..b).map(|i| ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(i as u64))).collect();
-        let mut cache = self.new_cache();
-        let mut lp = self.last_logits(&self.forward_embeds(prompt, Some(&mut cache), false)?)?;
+        let (mut cache, h) = self.prefill(prompt, deep)?;
+        let mut lp = self.last_logits(&h)?;
         let mut out = vec![Vec::new(); b];
         let mut done = vec![false; b];
         for _ in 0..opts.max_new_tokens {
@@ -166,15 +178,17 @@ impl Llm {
     }
 
     #[allow(clippy::needless_range_loop)] // r indexes several parallel per-sequence arrays
-    fn beam(&self, prompt: &Tensor, w: usize, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+    fn beam(&self, prompt: &Tensor, deep: Option<&KvDelta>, w: usize, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
         let max_new = opts.max_new_tokens;
         let b = prompt.dim(0)?;
         let eos = self.tokenizer.eos;
         // Row r*w + j is beam j of sequence r.
         let idx: Vec<u32> = (0..b as u32).flat_map(|r| std::iter::repeat_n(r, w)).collect();
-        let prompt = prompt.index_select(&Tensor::new(idx.as_slice(), prompt.device())?, 0)?;
-        let mut cache = self.new_cache();
-        let mut lp = self.last_logprobs(&self.forward_embeds(&prompt, Some(&mut cache), false)?)?;
+        let idx = Tensor::new(idx.as_slice(), prompt.device())?;
+        let prompt = prompt.index_select(&idx, 0)?;
+        let deep = deep.map(|d| d.select(&idx)).transpose()?;
+        let (mut cache, h) = self.prefill(&prompt, deep.as_ref())?;
+        let mut lp = self.last_logprobs(&h)?;
         let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); b * w];
         // Only beam 0 starts alive, so the first step does not pick the same token w times.
         let mut score: Vec<f32> = (0..b * w).map(|i| if i % w == 0 { 0.0 } else { f32::NEG_INFINITY }).collect();

@@ -1,12 +1,14 @@
 //! The frozen causal LLM (Llama family): a forward on input embeddings, differentiable end to end
 //! for training, and a KV-cached path for generation.
 
+pub mod deep;
 mod generate;
 mod load;
 pub mod lora;
 mod tokenizer;
 mod train;
 
+pub use deep::KvDelta;
 pub use generate::{Decode, GenerateOptions};
 pub use load::permute_for_gguf;
 pub use lora::{Lora, LoraConfig};
@@ -177,13 +179,23 @@ impl Llm {
 
     /// [`Llm::forward_embeds`] with LoRA deltas on the projections (trained through when `grad`).
     pub fn forward_embeds_lora(&self, x: &Tensor, cache: Option<&mut KvCache>, grad: bool, lora: Option<&Lora>) -> candle_core::Result<Tensor> {
+        self.forward_embeds_deep(x, cache, grad, lora, None)
+    }
+
+    /// [`Llm::forward_embeds_lora`] with deep soft tokens: per-layer K/V deltas at some of `x`'s
+    /// positions (trained through when `grad`).
+    pub fn forward_embeds_deep(&self, x: &Tensor, cache: Option<&mut KvCache>, grad: bool, lora: Option<&Lora>, deep: Option<&KvDelta>) -> candle_core::Result<Tensor> {
         if let Some(l) = lora {
             l.check(&self.cfg).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         }
-        if grad && self.lean_training {
-            return self.forward_blocks(x, cache.as_deref(), lora);
+        if let Some(d) = deep {
+            let (b, t, _) = x.dims3()?;
+            d.check(b, t, self.cfg.layers, 2 * self.cfg.kv_heads * (self.cfg.hidden / self.cfg.heads))?;
         }
-        self.forward_plain(x, cache, grad, lora)
+        if grad && self.lean_training {
+            return self.forward_blocks(x, cache.as_deref(), lora, deep);
+        }
+        self.forward_plain(x, cache, grad, lora, deep)
     }
 
     /// Chooses the training path: `true` (default) runs each block as one autograd node with a
@@ -194,7 +206,7 @@ impl Llm {
 
     /// The plain composition: inference (fused kernels, KV cache) or, with `grad`, the reference
     /// training path that keeps every intermediate in the graph.
-    fn forward_plain(&self, x: &Tensor, mut cache: Option<&mut KvCache>, grad: bool, lora: Option<&Lora>) -> candle_core::Result<Tensor> {
+    fn forward_plain(&self, x: &Tensor, mut cache: Option<&mut KvCache>, grad: bool, lora: Option<&Lora>, deep: Option<&KvDelta>) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let off = cache.as_ref().map(|c| c.len).unwrap_or(0);
         let cos = self.cos.narrow(0, off, t)?;
@@ -216,7 +228,10 @@ impl Llm {
                 }
             };
             let h = ops::rms_norm(&x, &blk.attn_norm, self.cfg.rms_eps, grad)?;
-            let qkv = project(Slot::Qkv, &blk.qkv, &h)?;
+            let mut qkv = project(Slot::Qkv, &blk.qkv, &h)?;
+            if let Some(d) = deep {
+                qkv = (qkv + d.padded(i, t, nh * hd)?)?;
+            }
             let split = |from: usize, heads: usize| qkv.narrow(2, from * hd, heads * hd)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
             let (q, k, v) = (split(0, nh)?, split(nh, nkv)?, split(nh + nkv, nkv)?);
             let q = ops::rope(&q, &cos, &sin, grad)?;

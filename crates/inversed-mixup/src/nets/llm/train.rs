@@ -7,10 +7,11 @@
 //! out: input gradients of the frozen projections (one matmul each, never a weight gradient),
 //! the analytic RMSNorm and SwiGLU gradients and the causal-attention kernel's backward.
 
+use super::deep::KvDelta;
 use super::lora::{BlockLora, Lora, LoraConfig, Slot};
 use super::{Block, KvCache, Llm};
 use crate::nets::ops;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use imix_kernels::causal_attention::Causal;
 use imix_kernels::FrozenLinear;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,8 @@ struct BlockOp {
     attention: Causal,
     /// LoRA settings and this block's packed deltas (detached), when the LLM is trained with LoRA.
     lora: Option<(LoraConfig, Tensor)>,
+    /// This block's K/V deltas at the soft-token positions (one layer, detached), with deep soft tokens.
+    deep: Option<KvDelta>,
     /// Forward hand-over: `silu(gate)·up` and the mid-block residual, consumed by `cpu_fwd`.
     last: Mutex<Option<(Tensor, Tensor)>>,
     saved: Mutex<Option<Saved>>,
@@ -69,6 +72,9 @@ impl BlockOp {
         if let Some(d) = delta(Slot::Qkv, &h1)? {
             qkv = (qkv + d)?;
         }
+        if let Some(d) = &self.deep {
+            qkv = (qkv + d.padded(0, x.dim(1)?, self.q_width())?)?;
+        }
         let a = self.attention.forward(&qkv)?;
         let d_o = delta(Slot::O, &a)?;
         let keep_a = d_o.is_some();
@@ -92,8 +98,14 @@ impl BlockOp {
         Ok(())
     }
 
-    /// Input gradient of the block and, with LoRA, the gradient of its packed deltas.
-    fn backward(&self, g: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    /// Width of the queries in the stacked Q/K/V.
+    fn q_width(&self) -> usize {
+        self.attention.heads * self.attention.head_dim
+    }
+
+    /// Input gradient of the block and, with LoRA, the gradient of its packed deltas, and with
+    /// deep soft tokens, the gradient of its K/V deltas.
+    fn backward(&self, g: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
         let s = lock(&self.saved)?.take().ok_or_else(|| candle_core::Error::Msg("block: backward ran twice".into()))?;
         let bl = self.lora()?;
         let mut grads = vec![None; bl.as_ref().map_or(0, |b| b.len())];
@@ -116,13 +128,14 @@ impl BlockOp {
         }
         let g_qkv = self.attention.input_grad(&s.qkv, &g_a)?;
         drop(s.qkv);
+        let g_deep = self.deep.as_ref().map(|d| d.grad_of(0, &g_qkv, self.q_width())).transpose()?;
         let mut g_h1 = back(&g_qkv, &self.qkv)?;
         if let Some(b) = &bl {
             b.delta_backward(Slot::Qkv, &imix_kernels::fused::rms_norm(&s.x, &self.attn_norm, self.eps)?, &g_qkv, &mut g_h1, &mut grads)?;
         }
         let g_x = imix_kernels::fused::rms_norm_input_grad_plus(&s.x, &self.attn_norm, &g_h1, self.eps, &g_mid)?;
         let g_lora = bl.map(|b| b.pack(grads, g_x.dtype(), g_x.device())).transpose()?;
-        Ok((g_x, g_lora))
+        Ok((g_x, g_lora, g_deep))
     }
 
     fn output(&self) -> candle_core::Result<(CpuStorage, Shape)> {
@@ -154,6 +167,42 @@ impl CustomOp1 for BlockOp {
     }
 }
 
+/// The block with deep soft tokens: its K/V deltas are the second input.
+struct DeepBlockOp(BlockOp);
+
+impl CustomOp2 for DeepBlockOp {
+    fn name(&self) -> &'static str {
+        "llm-block-deep"
+    }
+
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout, _s2: &CpuStorage, _l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.0.output()
+    }
+
+    fn bwd(&self, _x: &Tensor, _d: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gx, _, gd) = self.0.backward(g)?;
+        Ok((Some(gx), gd))
+    }
+}
+
+/// The block with LoRA and deep soft tokens: packed LoRA deltas second, K/V deltas third.
+struct LoraDeepBlockOp(BlockOp);
+
+impl CustomOp3 for LoraDeepBlockOp {
+    fn name(&self) -> &'static str {
+        "llm-block-lora-deep"
+    }
+
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout, _s2: &CpuStorage, _l2: &Layout, _s3: &CpuStorage, _l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.0.output()
+    }
+
+    fn bwd(&self, _x: &Tensor, _p: &Tensor, _d: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (gx, gp, gd) = self.0.backward(g)?;
+        Ok((Some(gx), gp, gd))
+    }
+}
+
 /// The block with LoRA: its packed deltas are the second input, so that they get a gradient.
 struct LoraBlockOp(BlockOp);
 
@@ -167,7 +216,7 @@ impl CustomOp2 for LoraBlockOp {
     }
 
     fn bwd(&self, _x: &Tensor, _p: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (gx, gp) = self.0.backward(g)?;
+        let (gx, gp, _) = self.0.backward(g)?;
         Ok((Some(gx), gp))
     }
 }
@@ -175,7 +224,7 @@ impl CustomOp2 for LoraBlockOp {
 impl Llm {
     /// Training forward: blocks as single autograd nodes (see the module docs). With `cache`, the
     /// sequence continues a constant cached prefix, which is read, not extended.
-    pub(super) fn forward_blocks(&self, x: &Tensor, cache: Option<&KvCache>, lora: Option<&Lora>) -> candle_core::Result<Tensor> {
+    pub(super) fn forward_blocks(&self, x: &Tensor, cache: Option<&KvCache>, lora: Option<&Lora>, deep: Option<&KvDelta>) -> candle_core::Result<Tensor> {
         let (_, t, _) = x.dims3()?;
         if !matches!(x.dtype(), DType::F32 | DType::F64) {
             candle_core::bail!("training forward: f32 or f64 only, got {:?}", x.dtype());
@@ -189,6 +238,7 @@ impl Llm {
                 blk,
                 &x,
                 lora.map(|l| (l.config(), l.block(i).as_tensor())),
+                deep.map(|d| (d.start, &d.layers[i])),
                 Causal {
                     heads: self.cfg.heads,
                     kv_heads: self.cfg.kv_heads,
@@ -202,7 +252,7 @@ impl Llm {
         ops::rms_norm(&x, &self.norm, self.cfg.rms_eps, true)
     }
 
-    fn block_node(&self, blk: &Block, x: &Tensor, lora: Option<(&LoraConfig, &Tensor)>, attention: Causal) -> candle_core::Result<Tensor> {
+    fn block_node(&self, blk: &Block, x: &Tensor, lora: Option<(&LoraConfig, &Tensor)>, deep: Option<(usize, &Tensor)>, attention: Causal) -> candle_core::Result<Tensor> {
         let x = x.contiguous()?;
         let op = BlockOp {
             attn_norm: blk.attn_norm.clone(),
@@ -214,13 +264,16 @@ impl Llm {
             eps: self.cfg.rms_eps,
             attention,
             lora: lora.map(|(c, p)| (c.clone(), p.detach())),
+            deep: deep.map(|(start, d)| KvDelta { start, layers: vec![d.detach()] }),
             last: Mutex::new(None),
             saved: Mutex::new(None),
         };
         op.prepare(&x.detach())?;
-        match lora {
-            Some((_, packed)) => x.apply_op2(packed, LoraBlockOp(op)),
-            None => x.apply_op1(op),
+        match (lora, deep) {
+            (None, None) => x.apply_op1(op),
+            (Some((_, packed)), None) => x.apply_op2(packed, LoraBlockOp(op)),
+            (None, Some((_, d))) => x.apply_op2(d, DeepBlockOp(op)),
+            (Some((_, packed)), Some((_, d))) => x.apply_op3(packed, d, LoraDeepBlockOp(op)),
         }
     }
 }
