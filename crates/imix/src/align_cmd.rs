@@ -54,6 +54,10 @@ pub struct AlignArgs {
     /// as a no-op, so it can continue an adaptor trained without it (--init)
     #[arg(long, default_value_t = 0, value_name = "R")]
     deep_rank: usize,
+    /// Deep soft tokens: their deltas are multiplied by S, which under Adam multiplies their
+    /// learning rate by S (prefixes train at ~1e-2, LoRA at ~3e-4)
+    #[arg(long, default_value_t = 16.0, value_name = "S")]
+    deep_scale: f64,
     /// Prompt template; <soft> marks the soft tokens
     #[arg(long, default_value = DEFAULT_TEMPLATE)]
     template: String,
@@ -131,6 +135,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
     inversed_mixup::data::io::check_writable(&a.out)?;
     check::resume_target(a.resume, &checkpoint_path(&a.out))?;
     a.input.check()?;
+    check::positive("--deep-scale", a.deep_scale)?;
     if a.lora_rank > 0 {
         Target::parse_list(&a.lora_targets)?;
         check::positive("--lora-alpha", a.lora_alpha)?;
@@ -158,7 +163,7 @@ pub fn run(a: AlignArgs) -> Result<()> {
     };
     let deep = match a.deep_rank {
         0 => None,
-        rank => Some(DeepConfig::for_llm(rank, llm.config())?),
+        rank => Some(DeepConfig::for_llm(rank, a.deep_scale, llm.config())?),
     };
     let acfg = AdaptorConfig {
         encoder: enc.name().to_string(),

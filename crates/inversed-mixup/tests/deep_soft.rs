@@ -19,7 +19,7 @@ const DEV: Device = Device::Cpu;
 
 fn adaptor(llm: &Llm, enc_dim: usize, lora: bool, seed: u64) -> Adaptor {
     let lora = lora.then(|| LoraConfig { rank: 2, alpha: 4.0, targets: Target::ALL.to_vec(), dims: LoraDims::of(llm.config()) });
-    let deep = Some(DeepConfig::for_llm(3, llm.config()).unwrap());
+    let deep = Some(DeepConfig::for_llm(3, 2.0, llm.config()).unwrap());
     let cfg = AdaptorConfig { encoder: "e".into(), enc_dim, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 2, hidden: 8, template: DEFAULT_TEMPLATE.into(), lora, deep };
     Adaptor::new(cfg, seed, &DEV).unwrap()
 }
@@ -171,5 +171,5 @@ fn adaptor_file_keeps_the_deep_layout_and_refuses_a_mismatched_llm() {
     let t: std::collections::HashMap<String, Tensor> = a.sorted_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
     let e = c.set_weights(&t).unwrap_err().to_string();
     assert!(e.contains("deep.") && e.contains("shape"), "{e}");
-    assert!(DeepConfig::for_llm(0, llm.config()).is_err());
+    assert!(DeepConfig::for_llm(0, 1.0, llm.config()).is_err() && DeepConfig::for_llm(2, 0.0, llm.config()).is_err());
 }

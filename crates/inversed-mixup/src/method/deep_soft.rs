@@ -9,10 +9,13 @@ use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 /// Rank and the LLM shape the deltas belong to (stored in the adaptor header).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeepConfig {
     /// Width of the shared down-projection of each soft token.
     pub rank: usize,
+    /// Multiplies the deltas. Under Adam this multiplies their learning rate: prefixes train at
+    /// ~1e-2 (P-Tuning v2), an order of magnitude above LoRA, with which they share the optimiser.
+    pub scale: f64,
     /// LLM layers.
     pub layers: usize,
     /// LLM width (the soft tokens' width).
@@ -22,12 +25,15 @@ pub struct DeepConfig {
 }
 
 impl DeepConfig {
-    /// Deep soft tokens of rank `rank` for an LLM of shape `llm`.
-    pub fn for_llm(rank: usize, llm: &LlmConfig) -> Result<Self> {
+    /// Deep soft tokens of rank `rank` and delta scale `scale` for an LLM of shape `llm`.
+    pub fn for_llm(rank: usize, scale: f64, llm: &LlmConfig) -> Result<Self> {
         if rank == 0 {
             return Err(Error::Config("deep soft tokens: rank must be at least 1".into()));
         }
-        Ok(Self { rank, layers: llm.layers, hidden: llm.hidden, kv_width: 2 * llm.kv_heads * (llm.hidden / llm.heads) })
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(Error::Config(format!("deep soft tokens: scale must be positive, got {scale}")));
+        }
+        Ok(Self { rank, scale, layers: llm.layers, hidden: llm.hidden, kv_width: 2 * llm.kv_heads * (llm.hidden / llm.heads) })
     }
 }
 
@@ -65,14 +71,14 @@ impl DeepSoft {
         let (n, k, h) = soft.dims3()?;
         let c = &self.cfg;
         let z = soft.reshape((n * k, h))?.matmul(&self.down.as_tensor().t()?)?;
-        let all = z.matmul(self.up.as_tensor())?.reshape((n, k, c.layers, c.kv_width))?;
+        let all = (z.matmul(self.up.as_tensor())? * c.scale)?.reshape((n, k, c.layers, c.kv_width))?;
         let layers = (0..c.layers).map(|l| all.narrow(2, l, 1)?.squeeze(2)?.contiguous()).collect::<candle_core::Result<_>>()?;
         Ok(KvDelta { start, layers })
     }
 
     /// Refuses an LLM whose shape differs from the one the deltas were trained for.
     pub fn check(&self, llm: &LlmConfig) -> Result<()> {
-        let want = DeepConfig::for_llm(self.cfg.rank, llm)?;
+        let want = DeepConfig::for_llm(self.cfg.rank, self.cfg.scale, llm)?;
         if want != self.cfg {
             return Err(Error::Config(format!(
                 "deep soft tokens were trained for an LLM of {} layers, width {} and K/V width {}, but the LLM in use has {}, {} and {}",
