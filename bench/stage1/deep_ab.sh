@@ -10,7 +10,7 @@ s=results/stage1
 out=$s/deep-ab
 steps=${STEPS:-200}
 rank=${RANK:-64}
-scale=${SCALE:-16}
+scale=${SCALE:-1}
 mkdir -p $out
 cargo build --release -q -p imix
 common=(--input ../shared/data/benchmarks/{sst2,trec,subj,mr}/train.tsv $s/brown.txt $s/wiki-train.txt

@@ -55,8 +55,8 @@ pub struct AlignArgs {
     #[arg(long, default_value_t = 0, value_name = "R")]
     deep_rank: usize,
     /// Deep soft tokens: their deltas are multiplied by S, which under Adam multiplies their
-    /// learning rate by S (prefixes train at ~1e-2, LoRA at ~3e-4)
-    #[arg(long, default_value_t = 16.0, value_name = "S")]
+    /// learning rate by S (16 was worse than 1 continuing the shipped adaptor: README)
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
     deep_scale: f64,
     /// Prompt template; <soft> marks the soft tokens
     #[arg(long, default_value = DEFAULT_TEMPLATE)]
