@@ -12,6 +12,7 @@ use inversed_mixup::method::classifier::{one_hot, Classifier};
 use inversed_mixup::method::task_model::{FinetuneConfig, TaskModel};
 use inversed_mixup::nets::encoder::embed_corpus;
 use inversed_mixup::nets::encoder::Encoder;
+use inversed_mixup::stages::bundle::BundlePaths;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `imix train`.
@@ -31,6 +32,11 @@ pub struct TrainArgs {
     /// probe on frozen embeddings
     #[arg(long)]
     finetune: bool,
+    /// With --finetune: start from the encoder that `imix warmup --finetune-encoder N` fine-tuned
+    /// (the bundle folder DIR), with a fresh head, instead of the pretrained encoder: the paper's
+    /// stage 2 followed by retraining on original + augmented rows
+    #[arg(long, value_name = "DIR", requires = "finetune")]
+    from_warmup: Option<PathBuf>,
     /// With --finetune: train only the top N encoder layers (0: all layers and the embeddings)
     #[arg(long, default_value_t = 0, value_name = "N")]
     finetune_top: usize,
@@ -47,7 +53,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1e-3)]
     lr_head: f64,
     /// With --finetune: dev examples per class for model selection, drawn from --input outside the
-    /// training sample [default: --shots; without --shots no dev sample, the last epoch is kept]
+    /// training sample; 0: none, the last epoch is kept [default: --shots; without --shots none]
     #[arg(long, value_name = "K")]
     dev_shots: Option<usize>,
     /// With --finetune: seed of the data order and of the dev sample
@@ -59,8 +65,8 @@ pub struct TrainArgs {
     /// Probe: learning rate
     #[arg(long, default_value_t = 5e-2)]
     lr: f64,
-    /// Also save the trained classifier here
-    #[arg(long)]
+    /// Also save the trained classifier here (the linear probe; not with --finetune)
+    #[arg(long, conflicts_with = "finetune")]
     out: Option<PathBuf>,
 }
 
@@ -74,6 +80,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     if let Some(o) = &a.out {
         inversed_mixup::data::io::check_writable(o)?;
+    }
+    let warmed = a.from_warmup.as_ref().map(|d| BundlePaths::new(d).encoder());
+    if let (Some(dir), Some(w)) = (&a.from_warmup, &warmed) {
+        if !w.is_file() {
+            anyhow::bail!(
+                "--from-warmup {}: no {} in it (its warm-up did not fine-tune the encoder: run `imix warmup --finetune-encoder 0`)",
+                dir.display(),
+                w.file_name().unwrap_or_default().to_string_lossy()
+            );
+        }
     }
     let (pool, data) = a.data.load_with_pool(None)?;
     let eval = read_labelled_with(std::slice::from_ref(&a.eval), &a.data.input.options(&a.data.text_column, Some(&a.data.label_column)), Some(&data.labels))?;
@@ -90,7 +106,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let dev = candle_core::Device::Cpu;
     let ep = a.models.encoder_dir()?;
     if a.finetune {
-        return finetuned(&a, &pool, &data, &eval, &texts, &targets, &ep);
+        return finetuned(&a, &pool, &data, &eval, &texts, &targets, &ep, warmed.as_deref());
     }
     let enc = Encoder::load(&ep, &dev)?;
     let h = embed_corpus(&enc, &texts, None, &|_, _| {})?;
@@ -107,8 +123,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
 }
 
 /// `imix train --finetune`: the encoder and head trained together, the best epoch on a dev sample kept.
-fn finetuned(a: &TrainArgs, pool: &Labelled, data: &Labelled, eval: &Labelled, texts: &[String], targets: &[Vec<f64>], encoder_dir: &Path) -> Result<()> {
-    let dev_k = a.dev_shots.or(a.data.shots);
+#[allow(clippy::too_many_arguments)] // the parts of one command's state, passed as they are
+fn finetuned(a: &TrainArgs, pool: &Labelled, data: &Labelled, eval: &Labelled, texts: &[String], targets: &[Vec<f64>], encoder_dir: &Path, warmed: Option<&Path>) -> Result<()> {
+    // --dev-shots 0 asks for no dev sample (the last epoch is kept), like a run without --shots.
+    let dev_k = a.dev_shots.or(a.data.shots).filter(|&k| k > 0);
     let dev = dev_k.map(|k| dev_sample(pool, data, k, a.seed));
     if let Some(d) = &dev {
         if d.rows.is_empty() {
@@ -117,7 +135,10 @@ fn finetuned(a: &TrainArgs, pool: &Labelled, data: &Labelled, eval: &Labelled, t
         tracing::info!("dev sample: {} rows outside the training sample", d.rows.len());
     }
     let dev = dev.filter(|d| !d.rows.is_empty());
-    let (enc, varmap) = Encoder::load_trainable(encoder_dir, None, &candle_core::Device::Cpu)?;
+    let (enc, varmap) = Encoder::load_trainable(encoder_dir, warmed, &candle_core::Device::Cpu)?;
+    if let Some(w) = warmed {
+        tracing::info!("starting from the warmed-up encoder {}", w.display());
+    }
     let head = Classifier::new(data.labels.clone(), enc.dim(), &candle_core::Device::Cpu)?;
     let cfg = FinetuneConfig { epochs: a.epochs, batch_size: a.batch_size, lr_encoder: a.lr_encoder, lr_head: a.lr_head, top_layers: a.finetune_top, seed: a.seed, ..Default::default() };
     let dev_texts = dev.as_ref().map(|d| d.texts());

@@ -219,3 +219,30 @@ fn sharded_augment_concatenates_to_the_unsharded_output() {
     let bad = imix(&["augment", "--model", model.to_str().unwrap(), "--input", data.to_str().unwrap(), "--shard", "4/4", "--out", "x.jsonl"]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("expected I/N"));
 }
+
+/// The paper's stage 2 through the CLI: a warm-up that fine-tunes the encoder, then a final task
+/// model that starts from that encoder (`train --from-warmup`), which differs from one started
+/// from the pretrained encoder; a bundle without a fine-tuned encoder is refused before any work.
+#[test]
+fn train_starts_from_the_warmed_up_encoder() {
+    let d = tempfile::tempdir().unwrap();
+    let data = root().join("examples/reviews.tsv");
+    let test = root().join("examples/reviews-test.tsv");
+    let (data, test) = (data.to_str().unwrap(), test.to_str().unwrap());
+    let tuned = d.path().join("tuned");
+    let frozen = d.path().join("frozen");
+    ok(&imix(&["warmup", "--data", data, "--shots", "3", "--steps", "3", "--batch-size", "3", "--finetune-encoder", "0", "--lr-encoder", "1e-3", "--out", tuned.to_str().unwrap()]));
+    ok(&imix(&["warmup", "--data", data, "--shots", "3", "--steps", "1", "--batch-size", "3", "--out", frozen.to_str().unwrap()]));
+    let train = |extra: &[&str]| {
+        let mut a = vec!["train", "--data", data, "--shots", "3", "--dev-shots", "0", "--eval", test, "--finetune", "--epochs", "3", "--lr-head", "1e-2"];
+        a.extend_from_slice(extra);
+        imix(&a)
+    };
+    let loss = |o: &Output| ok(o).lines().last().unwrap().split_whitespace().find_map(|f| f.strip_prefix("final_loss=").map(str::to_string)).unwrap();
+    let from_pretrained = loss(&train(&[]));
+    let from_warmup = loss(&train(&["--from-warmup", tuned.to_str().unwrap()]));
+    assert_ne!(from_pretrained, from_warmup, "the warmed-up encoder should change the training");
+    let r = train(&["--from-warmup", frozen.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("no encoder.safetensors") && err.contains("--finetune-encoder"), "{err}");
+}
