@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// Augmented rows per original example (every augmenting method)
     #[arg(long, default_value_t = 2)]
     per_example: usize,
+    /// Loss weight of every augmented row (its soft target scaled by W; 1: like an original)
+    #[arg(long, default_value_t = 1.0, value_name = "W")]
+    aug_weight: f64,
     /// Stage-2 warm-up steps per cell
     #[arg(long, default_value_t = 30)]
     warmup_steps: usize,
@@ -133,6 +136,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         crate::check::at_least_one(f, n)?;
     }
     crate::check::unit("--threshold", a.threshold)?;
+    crate::check::positive("--aug-weight", a.aug_weight)?;
     crate::check::positive("--lr-encoder", a.lr_encoder)?;
     if a.final_from_warmup && a.task_model == TaskModelKind::Probe {
         anyhow::bail!("--final-from-warmup: the linear probe has no encoder to start from (use --task-model finetune)");
@@ -152,6 +156,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     }
     let cfg = BenchConfig {
         per_example: a.per_example,
+        aug_weight: a.aug_weight,
         warmup_steps: a.warmup_steps,
         pairing: a.pairs,
         lambda: a.lambda.parse()?,

@@ -26,6 +26,9 @@ pub struct TrainArgs {
     /// Labelled evaluation file (same format and label names as --input)
     #[arg(long)]
     eval: PathBuf,
+    /// Loss weight of every --augment row (its soft label scaled by W; 1: like an original row)
+    #[arg(long, default_value_t = 1.0, value_name = "W", requires = "augment")]
+    augment_weight: f64,
     #[command(flatten)]
     models: ModelArgs,
     /// Fine-tune the encoder with the head (the paper's task model) instead of fitting a linear
@@ -72,7 +75,7 @@ pub struct TrainArgs {
 
 /// Runs `imix train`.
 pub fn run(a: TrainArgs) -> Result<()> {
-    for (flag, v) in [("--lr-encoder", a.lr_encoder), ("--lr-head", a.lr_head), ("--lr", a.lr)] {
+    for (flag, v) in [("--lr-encoder", a.lr_encoder), ("--lr-head", a.lr_head), ("--lr", a.lr), ("--augment-weight", a.augment_weight)] {
         check::positive(flag, v)?;
     }
     for (flag, n) in [("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--steps", a.steps)] {
@@ -100,7 +103,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         tracing::info!("{} augmented rows from {}", aug.len(), p.display());
         for (t, y) in aug {
             texts.push(t);
-            targets.push(y);
+            targets.push(y.into_iter().map(|v| v * a.augment_weight).collect());
         }
     }
     let dev = candle_core::Device::Cpu;

@@ -61,6 +61,10 @@ fn warmup_augment_train_end_to_end() {
     let out = ok(&imix(&["train", "--data", data, "--shots", "3", "--augment", a1.to_str().unwrap(), "--eval", test]));
     let last = out.lines().last().unwrap();
     assert!(last.starts_with("train_rows=18 ") && last.contains(" accuracy=") && last.contains(" macro_f1="), "{last}");
+    // A lower weight on the augmented rows changes what the model learns from them.
+    let light = ok(&imix(&["train", "--data", data, "--shots", "3", "--augment", a1.to_str().unwrap(), "--augment-weight", "0.3", "--eval", test]));
+    let loss = |s: &str| s.lines().last().unwrap().split_whitespace().find_map(|f| f.strip_prefix("final_loss=").map(str::to_string)).unwrap();
+    assert_ne!(loss(&light), loss(&out), "{light}");
 
     // An augmented file with a label the data does not have names its file and line.
     let bad = d.path().join("bad.jsonl");

@@ -87,6 +87,9 @@ fn probe_name() -> String {
 pub struct BenchConfig {
     /// Augmented rows per original example, for every augmenting method.
     pub per_example: usize,
+    /// Loss weight of every augmented text row (its soft target scaled by it; 1: like an
+    /// original). Embedding Mixup inside fine-tuning mixes within batches and is not weighted.
+    pub aug_weight: f64,
     /// Stage-2 warm-up steps per cell.
     pub warmup_steps: usize,
     /// Pairing for inversed-mixup.
@@ -269,7 +272,7 @@ impl Sample<'_> {
     fn fit_eval(&self, m: &Models, extra: Extra, cfg: &BenchConfig) -> Result<(f64, f64)> {
         let Protocol::Finetune(fc) = &cfg.protocol else { return self.probe(m, extra, cfg) };
         let texts: Vec<String> = self.texts.iter().chain(&extra.texts).cloned().collect();
-        let y: Vec<Vec<f64>> = self.y.iter().chain(&extra.y).cloned().collect();
+        let y: Vec<Vec<f64>> = self.y.iter().cloned().chain(weighted(&extra.y, cfg.aug_weight)).collect();
         let (enc, varmap) = Encoder::load_trainable(m.encoder_dir, None, self.h.device())?;
         if let Some(init) = &extra.init {
             let from = init.data().lock().expect("varmap lock");
@@ -301,7 +304,7 @@ impl Sample<'_> {
             None => (self.h.clone(), self.y.clone()),
             Some(eh) => {
                 let mut y = self.y.clone();
-                y.extend_from_slice(&extra.y);
+                y.extend(weighted(&extra.y, cfg.aug_weight));
                 (Tensor::cat(&[&self.h, &eh], 0)?, y)
             }
         };
@@ -375,6 +378,11 @@ impl Sample<'_> {
         let n = texts.len();
         Ok((self.fit_eval(m, Extra { texts, y, init: init.cloned(), ..Default::default() }, cfg)?, n))
     }
+}
+
+/// Soft targets scaled by `w`: a row's share of the soft-label cross-entropy.
+fn weighted(y: &[Vec<f64>], w: f64) -> impl Iterator<Item = Vec<f64>> + '_ {
+    y.iter().map(move |r| r.iter().map(|v| v * w).collect())
 }
 
 /// Runs the `missing` methods of one cell; returns their results, stamped with the run's

@@ -18,6 +18,10 @@ impl BenchConfig {
         let mut s = Settings::new();
         let mut put = |k: &str, v: String| s.insert(k.to_string(), v);
         put("per_example", self.per_example.to_string());
+        // Recorded only when set, so that rows from before the setting existed still match.
+        if self.aug_weight != 1.0 {
+            put("aug_weight", self.aug_weight.to_string());
+        }
         put("warmup_steps", self.warmup_steps.to_string());
         put("pairing", format!("{:?}", self.pairing));
         put("lambda", format!("{:?}", self.lambda));
