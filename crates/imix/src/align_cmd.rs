@@ -136,6 +136,9 @@ pub fn run(a: AlignArgs) -> Result<()> {
     check::resume_target(a.resume, &checkpoint_path(&a.out))?;
     a.input.check()?;
     check::positive("--deep-scale", a.deep_scale)?;
+    if a.deep_rank == 0 && a.deep_scale != 1.0 {
+        anyhow::bail!("--deep-scale {} without --deep-rank: there are no deep soft tokens to scale", a.deep_scale);
+    }
     if a.lora_rank > 0 {
         Target::parse_list(&a.lora_targets)?;
         check::positive("--lora-alpha", a.lora_alpha)?;
@@ -203,7 +206,12 @@ pub fn run(a: AlignArgs) -> Result<()> {
             ac.deep = None;
         }
         if fc != ac {
-            anyhow::bail!("{}: its settings {:?} differ from this run's {:?}; match --k, --hidden, --template, the LoRA flags and --deep-rank", p.display(), from.config(), adaptor.config());
+            anyhow::bail!(
+                "{}: its settings {:?} differ from this run's {:?}; match --k, --hidden, --template, the LoRA flags, --deep-rank and --deep-scale",
+                p.display(),
+                from.config(),
+                adaptor.config()
+            );
         }
         let w = from.sorted_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         adaptor.set_weights_present(&w)?;

@@ -46,8 +46,8 @@ pub struct BenchArgs {
     /// Unlabeled sentences for retrieval-mixup (one a line) [default: DATA_DIR/../unlabeled/wiki.txt]
     #[arg(long, value_name = "FILE")]
     pool: Option<PathBuf>,
-    /// Output folder: results.jsonl, summary.md (summary-warmup-finetune.md, summary-final-from-warmup.md
-    /// for those protocols), *.svg, generated/
+    /// Output folder: results.jsonl, summary.md (summary-warmup-finetune.md,
+    /// summary-final-from-warmup.md, summary-probe*.md for those protocols), *.svg, generated/
     #[arg(long, default_value = "results/bench")]
     out: PathBuf,
     /// Augmented rows per original example (every augmenting method)
@@ -305,8 +305,8 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
 fn report_protocol(cfg: &BenchConfig) -> report::Protocol<'static> {
     let probe = matches!(cfg.protocol, Protocol::Probe);
     let (suffix, description) = match (probe, cfg.warmup_finetune, cfg.final_from_warmup) {
-        (true, false, _) => ("", "a linear probe on frozen encoder embeddings (under which readable text cannot add anything a mixed embedding does not)"),
-        (true, true, _) => ("-warmup-finetune", "a linear probe on frozen pretrained embeddings; stage 2 fine-tuned the encoder, and stage 3 mixed and judged in its space"),
+        (true, false, _) => ("-probe", "a linear probe on frozen encoder embeddings (under which readable text cannot add anything a mixed embedding does not)"),
+        (true, true, _) => ("-probe-warmup-finetune", "a linear probe on frozen pretrained embeddings; stage 2 fine-tuned the encoder, and stage 3 mixed and judged in its space"),
         (false, false, _) => ("", "the encoder fine-tuned with a linear head, from the pretrained encoder; stage 2 refined the adaptor with the encoder frozen"),
         (false, true, false) => ("-warmup-finetune", "the encoder fine-tuned with a linear head, from the pretrained encoder; stage 2 fine-tuned the encoder while refining the adaptor, and stage 3 mixed and judged in its space"),
         (false, true, true) => ("-final-from-warmup", "the paper's whole stage 2: it fine-tunes the encoder while refining the adaptor, stage 3 mixes and judges in that encoder's space, and every method's final model (the baselines' too) is fine-tuned from the warmed-up encoder with a fresh head"),

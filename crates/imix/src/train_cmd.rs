@@ -140,6 +140,12 @@ fn finetuned(a: &TrainArgs, pool: &Labelled, data: &Labelled, eval: &Labelled, t
     let dev = dev.filter(|d| !d.rows.is_empty());
     let (enc, varmap) = Encoder::load_trainable(encoder_dir, warmed, &candle_core::Device::Cpu)?;
     if let Some(w) = warmed {
+        // Same architecture, other encoder would load without complaint: the header names it.
+        let (_, meta) = inversed_mixup::data::checkpoint::load(w, &candle_core::Device::Cpu)?;
+        let theirs = meta["encoder"].as_str().unwrap_or("?");
+        if theirs != enc.name() {
+            anyhow::bail!("--from-warmup: {} was fine-tuned from encoder {theirs:?}, but the encoder in use is {:?}; pass the matching --encoder", w.display(), enc.name());
+        }
         tracing::info!("starting from the warmed-up encoder {}", w.display());
     }
     let head = Classifier::new(data.labels.clone(), enc.dim(), &candle_core::Device::Cpu)?;

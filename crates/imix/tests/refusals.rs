@@ -41,6 +41,8 @@ const TABLE: &[(&str, i32, &str)] = &[
     ("align --corpus D/sentences.txt --out D/o/a.st --checkpoint-every 0", 1, "--checkpoint-every 0"),
     ("align --corpus D/sentences.txt --out D/o/a.st --lora-rank 4 --lora-alpha 0", 1, "--lora-alpha 0"),
     ("align --corpus D/sentences.txt --out D/o/a.st --lora-rank 4 --lora-targets q,zz", 1, "LoRA target \"zz\""),
+    ("align --corpus D/sentences.txt --out D/o/a.st --deep-scale 2", 1, "--deep-scale 2 without --deep-rank"),
+    ("align --corpus D/sentences.txt --out D/o/a.st --deep-rank 4 --deep-scale 0", 1, "--deep-scale 0"),
     ("align --corpus D/missing.txt --out D/o/a.st", 1, "missing.txt: No such file"),
     ("align --corpus D/empty.txt --out D/o/a.st", 1, "no sentences in"),
     ("align --corpus D/blank.txt --out D/o/a.st", 1, "no sentences in"),

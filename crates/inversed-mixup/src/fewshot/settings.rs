@@ -41,18 +41,20 @@ impl BenchConfig {
     }
 }
 
-/// `name sha256:PREFIX` of a file: what identifies an adaptor across copies.
+/// `sha256:PREFIX` of a file's bytes: what identifies an adaptor across copies and names.
 fn file_id(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
     let hex: String = Sha256::digest(&bytes).iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(format!("{name} sha256:{hex}"))
+    Ok(format!("sha256:{hex}"))
 }
 
-/// The first row of `rows` that this run (settings `mine`, shot counts `shots`) would count as
+/// The first row of `rows` that this run (settings `mine`, shot counts `shots`) would report with
 /// its own but that was computed with other settings, described with the settings that differ
-/// (`line` is 1-based in results.jsonl). Rows without a record (written before settings were
+/// (`line` is 1-based in results.jsonl). Within one task model, warm-up setting and shot count a
+/// folder holds one set of settings, every dataset and method alike (conservative: a baseline is
+/// refused over a setting that cannot change it); other shot counts may differ (the fully
+/// supervised setting trains fewer epochs). Rows without a record (written before settings were
 /// recorded) are taken as they are.
 pub fn conflict(rows: &[CellResult], cfg: &BenchConfig, shots: &[usize], mine: &Settings) -> Option<String> {
     rows.iter().enumerate().find_map(|(i, r)| {
