@@ -5,6 +5,7 @@
 # bench/grid-finetune.sh (its rows are marked and kept apart), methods none, EDA and inversedMixup
 # keep/drop (keep and drop tie on the dev splits under this protocol: 74.6 vs 74.5). Staged: seeds
 # 0-3 of every dataset, then 4-9. Run it in sittings: `bash bench/grid-warm.sh --max-minutes 120`.
+# Its report is summary-final-from-warmup.md (the grid's own stays summary.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p imix
@@ -23,4 +24,4 @@ run() {
 run --shots 10 --seeds 4
 run --shots 10 --seeds 10
 mkdir -p bench/grid-finetune
-cp $out/{summary.md,results.jsonl,runs.jsonl,accuracy.svg,controllability.svg,intrusion.svg} bench/grid-finetune/
+cp $out/{summary-final-from-warmup.md,results.jsonl,runs.jsonl,accuracy-final-from-warmup.svg,controllability.svg,intrusion.svg} bench/grid-finetune/
