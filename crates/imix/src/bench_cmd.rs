@@ -266,7 +266,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                         judge = Some(Judge::train(&train, &train_h, &test, test_h)?);
                     }
                     let cell = Cell { dataset: ds, train: &train, test: &test, test_h, shots, dev: dev.as_ref(), seed, judge: judge.as_ref() };
-                    let (rows, generated) = run_cell(&models, &cell, &missing, &cfg)?;
+                    let (rows, generated) = run_cell(&models, &cell, &missing, &cfg, &settings)?;
                     if !generated.is_empty() {
                         let wf = if cfg.warmup_finetune { "-warmup-finetune" } else { "" };
                         jsonl::write(&a.out.join("generated").join(format!("{ds}-{shot}-{seed}{wf}.jsonl")), &generated)?;

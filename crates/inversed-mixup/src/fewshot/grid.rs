@@ -248,6 +248,7 @@ impl Sample<'_> {
     /// A result row of this cell.
     fn result(&self, method: Method, (accuracy, macro_f1): (f64, f64), aug_rows: usize, intrusion_rate: Option<f64>, seconds: f64) -> CellResult {
         let c = self.cell;
+        let (warmup_finetune, final_from_warmup) = self.cfg.warm_flags(method);
         CellResult {
             dataset: c.dataset.into(),
             shots: c.shots,
@@ -261,8 +262,8 @@ impl Sample<'_> {
             intrusion_rate,
             seconds,
             generator: None,
-            warmup_finetune: self.cfg.warm_flags(method).0,
-            final_from_warmup: self.cfg.warm_flags(method).1,
+            warmup_finetune,
+            final_from_warmup,
             settings: None,
         }
     }
@@ -386,9 +387,9 @@ fn weighted(y: &[Vec<f64>], w: f64) -> impl Iterator<Item = Vec<f64>> + '_ {
 }
 
 /// Runs the `missing` methods of one cell; returns their results, stamped with the run's
-/// settings, and the generated rows (if any).
-pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
-    let settings = cfg.settings(m.adaptor)?;
+/// `settings` (`cfg.settings(m.adaptor)`, computed once per run: it hashes the adaptor file), and
+/// the generated rows (if any).
+pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, settings: &Settings) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
     let (mut rows, generated) = run_cell_methods(m, cell, missing, cfg)?;
     for r in &mut rows {
         r.settings = Some(settings.clone());
