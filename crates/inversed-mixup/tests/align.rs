@@ -46,18 +46,14 @@ fn cfg(steps: usize) -> AlignConfig {
     AlignConfig { steps, batch_size: 4, lr: 1e-2, warmup: 2, holdout: 8, eval_every: 0, max_target_tokens: 64, ..Default::default() }
 }
 
-fn bits(ts: &[&candle_core::Tensor]) -> Vec<Vec<u32>> {
-    ts.iter().map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
-}
-
 #[test]
 fn training_leaves_llm_and_encoder_bit_identical_and_lowers_loss() {
     let t = tiny();
     let emb = embed_corpus(&t.enc, &t.texts, None, &|_, _| {}).unwrap();
-    let llm_before = bits(&t.llm.weights());
+    let llm_before = common::bits(&t.llm.weights());
     let emb_before = emb.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let a = adaptor(&t, 0);
-    let a_before = bits(&a.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
+    let a_before = common::adaptor_bits(&a);
     let mut tr = Aligner::new(&t.llm, a, &t.texts, emb, cfg(100)).unwrap();
     let first = tr.eval_loss().unwrap();
     let curve: Vec<f64> = (0..100).map(|_| tr.train_step().unwrap().loss).collect();
@@ -65,10 +61,10 @@ fn training_leaves_llm_and_encoder_bit_identical_and_lowers_loss() {
     let (early, late) = (curve[..10].iter().sum::<f64>() / 10.0, curve[90..].iter().sum::<f64>() / 10.0);
     assert!(late < early - 0.3, "training loss should fall clearly: {early} -> {late}");
     assert!(last < first, "held-out loss should fall: {first} -> {last}");
-    assert_eq!(bits(&t.llm.weights()), llm_before, "frozen LLM weights changed");
+    assert_eq!(common::bits(&t.llm.weights()), llm_before, "frozen LLM weights changed");
     let emb_after = embed_corpus(&t.enc, &t.texts, None, &|_, _| {}).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(emb_after.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), emb_before.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "encoder output changed");
-    let a_after = bits(&tr.adaptor.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
+    let a_after = common::adaptor_bits(&tr.adaptor);
     assert_ne!(a_after, a_before, "the adaptor did not train");
 }
 
@@ -91,7 +87,7 @@ fn resume_continues_exactly_like_an_uninterrupted_run() {
     assert_eq!(second.step, 3);
     resumed_curve.extend((0..5).map(|_| second.train_step().unwrap().loss));
     assert_eq!(resumed_curve, curve, "resumed loss curve must equal the uninterrupted one bit for bit");
-    let p = |a: &Aligner| bits(&a.adaptor.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
+    let p = |a: &Aligner| common::adaptor_bits(&a.adaptor);
     assert_eq!(p(&second), p(&full));
 }
 

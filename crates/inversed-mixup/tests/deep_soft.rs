@@ -6,14 +6,12 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::method::deep_soft::DeepConfig;
 use inversed_mixup::method::prompt::Prompt;
-use inversed_mixup::nets::encoder::{embed_corpus, Encoder};
 use inversed_mixup::nets::llm::lora::{LoraDims, Target};
 use inversed_mixup::nets::llm::{Llm, LoraConfig};
-use inversed_mixup::stages::align::{AlignConfig, Aligner};
 
 const DEV: Device = Device::Cpu;
 
@@ -37,23 +35,9 @@ fn perturb(a: &Adaptor, seed: u64) {
     }
 }
 
-fn tiny_llm() -> (tempfile::TempDir, Llm) {
-    let d = tempfile::tempdir().unwrap();
-    common::write_tiny_llama(d.path(), 1);
-    let llm = Llm::load(d.path(), &DEV).unwrap();
-    (d, llm)
-}
-
-fn rand(dims: &[usize], seed: u64) -> Tensor {
-    use rand::{Rng, SeedableRng};
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n: usize = dims.iter().product();
-    Tensor::from_vec((0..n).map(|_| r.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), dims, &DEV).unwrap()
-}
-
 #[test]
 fn deep_gradients_match_the_plain_path_and_finite_differences() {
-    let (_d, mut llm) = tiny_llm();
+    let (_d, mut llm) = common::tiny_llm();
     // The prompt prefix cached (deltas from position 0 of the input), not cached (from the end of
     // the prefix), and with LoRA (which runs the whole prompt).
     for (lora, cached) in [(false, true), (false, false), (true, true)] {
@@ -61,7 +45,7 @@ fn deep_gradients_match_the_plain_path_and_finite_differences() {
         perturb(&a, 4);
         let prompt = Prompt::new(DEFAULT_TEMPLATE, 2, &llm).unwrap();
         let prompt = if cached { prompt } else { prompt.without_prefix_cache() };
-        let h = rand(&[3, 6], 30);
+        let h = common::uniform(&[3, 6], 30);
         common::assert_lean_equals_plain(&mut llm, &prompt, &a, &h, &["a cat", "hello there world", "x"], 1e-5, 1e-4);
         llm.set_lean_training(true);
         let tg: Vec<Vec<u32>> = ["a cat", "hello there world"].iter().map(|t| Prompt::target_ids(&llm, t).unwrap()).collect();
@@ -78,14 +62,14 @@ fn deep_gradients_match_the_plain_path_and_finite_differences() {
 
 #[test]
 fn deep_soft_tokens_start_as_a_no_op_and_generation_applies_them_where_training_does() {
-    let (_d, llm) = tiny_llm();
+    let (_d, llm) = common::tiny_llm();
     let a = adaptor(&llm, 6, false, 5);
     let mut plain_cfg = a.config().clone();
     plain_cfg.deep = None;
     let plain = Adaptor::new(plain_cfg, 0, &DEV).unwrap();
     plain.set_weights_present(&a.sorted_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect()).unwrap();
     let prompt = Prompt::new(DEFAULT_TEMPLATE, 2, &llm).unwrap();
-    let h = rand(&[2, 6], 8);
+    let h = common::uniform(&[2, 6], 8);
     let tg: Vec<Vec<u32>> = ["a cat", "the dog ran"].iter().map(|t| Prompt::target_ids(&llm, t).unwrap()).collect();
     let loss = |x: &Adaptor| prompt.gen_loss_deep(&llm, None, x.deep(), &x.forward(&h).unwrap(), &tg, true).unwrap().0.to_scalar::<f32>().unwrap();
     assert_eq!(loss(&a).to_bits(), loss(&plain).to_bits(), "a zero up-projection must leave the model exactly as it was");
@@ -110,47 +94,17 @@ fn deep_soft_tokens_start_as_a_no_op_and_generation_applies_them_where_training_
     assert!(llm.forward_embeds_deep(&p, None, false, None, Some(&bad)).is_err());
 }
 
-fn bits(ts: &[&Tensor]) -> Vec<Vec<u32>> {
-    ts.iter().map(|t| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
-}
-
 #[test]
 fn training_with_deep_soft_tokens_keeps_base_weights_bit_identical_and_resumes_exactly() {
-    let d = tempfile::tempdir().unwrap();
-    common::write_tiny_llama(&d.path().join("llm"), 1);
-    common::write_tiny_bert(&d.path().join("enc"), 2);
-    let enc = Encoder::load(&d.path().join("enc"), &DEV).unwrap();
-    let llm = Llm::load(&d.path().join("llm"), &DEV).unwrap();
-    let texts = common::sentences(48, 3);
-    let emb = embed_corpus(&enc, &texts, None, &|_, _| {}).unwrap();
-    let cfg = AlignConfig { steps: 8, batch_size: 4, lr: 1e-2, warmup: 2, holdout: 8, eval_every: 0, max_target_tokens: 64, ..Default::default() };
-    let llm_before = bits(&llm.weights());
-    let deep_vars = |a: &Adaptor| bits(&a.deep().unwrap().named_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
-    let a = adaptor(&llm, enc.dim(), false, 0);
-    let deep_before = deep_vars(&a);
-    let mut full = Aligner::new(&llm, a, &texts, emb.clone(), cfg.clone()).unwrap();
-    let curve: Vec<f64> = (0..8).map(|_| full.train_step().unwrap().loss).collect();
-    assert_eq!(bits(&llm.weights()), llm_before, "frozen LLM weights changed");
-    let deep_after = deep_vars(&full.adaptor);
-    assert!(deep_after.iter().zip(&deep_before).all(|(x, y)| x != y), "both deep projections must train");
-
-    let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("a.ckpt");
-    let mut first = Aligner::new(&llm, adaptor(&llm, enc.dim(), false, 0), &texts, emb.clone(), cfg.clone()).unwrap();
-    let mut resumed: Vec<f64> = (0..3).map(|_| first.train_step().unwrap().loss).collect();
-    first.save_checkpoint(&ck).unwrap();
-    drop(first);
-    let mut second = Aligner::new(&llm, adaptor(&llm, enc.dim(), false, 9), &texts, emb, cfg).unwrap();
-    second.load_checkpoint(&ck).unwrap();
-    resumed.extend((0..5).map(|_| second.train_step().unwrap().loss));
-    assert_eq!(resumed, curve, "resumed loss curve must equal the uninterrupted one bit for bit (deep soft tokens on)");
-    let p = |a: &Aligner| bits(&a.adaptor.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
-    assert_eq!(p(&second), p(&full));
+    let deep_bits = |a: &Adaptor| common::bits(&a.deep().unwrap().named_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
+    common::assert_stage1_frozen_and_resumes_exactly("deep soft tokens on", &|llm, dim, seed| adaptor(llm, dim, false, seed), &|before, after| {
+        assert!(deep_bits(after).iter().zip(&deep_bits(before)).all(|(x, y)| x != y), "both deep projections must train");
+    });
 }
 
 #[test]
 fn adaptor_file_keeps_the_deep_layout_and_refuses_a_mismatched_llm() {
-    let (_d, llm) = tiny_llm();
+    let (_d, llm) = common::tiny_llm();
     let a = adaptor(&llm, 6, false, 1);
     perturb(&a, 2);
     let dir = tempfile::tempdir().unwrap();
@@ -158,7 +112,7 @@ fn adaptor_file_keeps_the_deep_layout_and_refuses_a_mismatched_llm() {
     a.save(&p, false).unwrap();
     let b = Adaptor::load(&p, &DEV).unwrap();
     assert_eq!(b.config(), a.config());
-    assert_eq!(bits(&b.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>()), bits(&a.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>()));
+    assert_eq!(common::adaptor_bits(&b), common::adaptor_bits(&a));
     assert!(b.check_models(&p, "e", 6, llm.name(), llm.config()).is_ok());
     let mut other = llm.config().clone();
     other.layers += 1;

@@ -4,13 +4,11 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::method::prompt::Prompt;
-use inversed_mixup::nets::encoder::{embed_corpus, Encoder};
 use inversed_mixup::nets::llm::lora::{LoraDims, Target};
 use inversed_mixup::nets::llm::{Llm, LoraConfig};
-use inversed_mixup::stages::align::{AlignConfig, Aligner};
 
 const DEV: Device = Device::Cpu;
 
@@ -43,29 +41,15 @@ fn perturb(a: &Adaptor, seed: u64) {
     }
 }
 
-fn tiny_llm() -> (tempfile::TempDir, Llm) {
-    let d = tempfile::tempdir().unwrap();
-    common::write_tiny_llama(d.path(), 1);
-    let llm = Llm::load(d.path(), &DEV).unwrap();
-    (d, llm)
-}
-
-fn rand(dims: &[usize], seed: u64) -> Tensor {
-    use rand::{Rng, SeedableRng};
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n: usize = dims.iter().product();
-    Tensor::from_vec((0..n).map(|_| r.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), dims, &DEV).unwrap()
-}
-
 #[test]
 fn lora_gradients_match_the_plain_path_and_finite_differences() {
-    let (_d, mut llm) = tiny_llm();
+    let (_d, mut llm) = common::tiny_llm();
     // Every target at once, and subsets that leave gaps in the stacked Q/K/V and gate/up slots.
     for targets in [Target::ALL.to_vec(), vec![Target::K, Target::Up], vec![Target::Q, Target::V, Target::O, Target::Down]] {
         let a = adaptor(&llm, 6, &targets, 3);
         perturb(&a, 4);
         let prompt = Prompt::new(DEFAULT_TEMPLATE, 2, &llm).unwrap();
-        let h = rand(&[3, 6], 30);
+        let h = common::uniform(&[3, 6], 30);
         common::assert_lean_equals_plain(&mut llm, &prompt, &a, &h, &["a cat", "hello there world", "x"], 1e-5, 1e-4);
         llm.set_lean_training(true);
         let tg: Vec<Vec<u32>> = ["a cat", "hello there world"].iter().map(|t| Prompt::target_ids(&llm, t).unwrap()).collect();
@@ -82,12 +66,12 @@ fn lora_gradients_match_the_plain_path_and_finite_differences() {
 
 #[test]
 fn merged_weights_equal_the_unmerged_forward_and_leave_the_base_untouched() {
-    let (_d, llm) = tiny_llm();
+    let (_d, llm) = common::tiny_llm();
     let a = adaptor(&llm, 6, &Target::ALL, 5);
     perturb(&a, 6);
     let before: Vec<Vec<f32>> = llm.weights().iter().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect();
     let merged = llm.with_lora(a.lora().unwrap()).unwrap();
-    let x = rand(&[2, 5, llm.config().hidden], 7);
+    let x = common::uniform(&[2, 5, llm.config().hidden], 7);
     let unmerged = llm.forward_embeds_lora(&x, None, false, a.lora()).unwrap();
     let m = merged.forward_embeds(&x, None, false).unwrap();
     let base = llm.forward_embeds(&x, None, false).unwrap();
@@ -98,53 +82,17 @@ fn merged_weights_equal_the_unmerged_forward_and_leave_the_base_untouched() {
     assert_eq!(before, after, "merging changed the base weights");
 }
 
-fn tiny_stage1() -> (tempfile::TempDir, Encoder, Llm, Vec<String>) {
-    let d = tempfile::tempdir().unwrap();
-    common::write_tiny_llama(&d.path().join("llm"), 1);
-    common::write_tiny_bert(&d.path().join("enc"), 2);
-    let enc = Encoder::load(&d.path().join("enc"), &DEV).unwrap();
-    let llm = Llm::load(&d.path().join("llm"), &DEV).unwrap();
-    (d, enc, llm, common::sentences(48, 3))
-}
-
-fn cfg(steps: usize) -> AlignConfig {
-    AlignConfig { steps, batch_size: 4, lr: 1e-2, warmup: 2, holdout: 8, eval_every: 0, max_target_tokens: 64, ..Default::default() }
-}
-
-fn bits(ts: &[&Tensor]) -> Vec<Vec<u32>> {
-    ts.iter().map(|t| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
-}
-
 #[test]
 fn training_with_lora_keeps_base_weights_bit_identical_and_resumes_exactly() {
-    let (_d, enc, llm, texts) = tiny_stage1();
-    let emb = embed_corpus(&enc, &texts, None, &|_, _| {}).unwrap();
-    let llm_before = bits(&llm.weights());
-    let a = adaptor(&llm, enc.dim(), &Target::ALL, 0);
-    let lora_before = bits(&a.lora().unwrap().named_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
-    let mut full = Aligner::new(&llm, a, &texts, emb.clone(), cfg(8)).unwrap();
-    let curve: Vec<f64> = (0..8).map(|_| full.train_step().unwrap().loss).collect();
-    assert_eq!(bits(&llm.weights()), llm_before, "frozen LLM weights changed");
-    let lora_after = bits(&full.adaptor.lora().unwrap().named_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
-    assert_ne!(lora_after, lora_before, "the LoRA deltas did not train");
-
-    let dir = tempfile::tempdir().unwrap();
-    let ck = dir.path().join("a.ckpt");
-    let mut first = Aligner::new(&llm, adaptor(&llm, enc.dim(), &Target::ALL, 0), &texts, emb.clone(), cfg(8)).unwrap();
-    let mut resumed: Vec<f64> = (0..3).map(|_| first.train_step().unwrap().loss).collect();
-    first.save_checkpoint(&ck).unwrap();
-    drop(first);
-    let mut second = Aligner::new(&llm, adaptor(&llm, enc.dim(), &Target::ALL, 9), &texts, emb, cfg(8)).unwrap();
-    second.load_checkpoint(&ck).unwrap();
-    resumed.extend((0..5).map(|_| second.train_step().unwrap().loss));
-    assert_eq!(resumed, curve, "resumed loss curve must equal the uninterrupted one bit for bit (LoRA on)");
-    let p = |a: &Aligner| bits(&a.adaptor.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
-    assert_eq!(p(&second), p(&full));
+    let lora_bits = |a: &Adaptor| common::bits(&a.lora().unwrap().named_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
+    common::assert_stage1_frozen_and_resumes_exactly("LoRA on", &|llm, dim, seed| adaptor(llm, dim, &Target::ALL, seed), &|before, after| {
+        assert_ne!(lora_bits(after), lora_bits(before), "the LoRA deltas did not train");
+    });
 }
 
 #[test]
 fn adaptor_file_keeps_the_lora_layout_and_refuses_a_mismatched_llm() {
-    let (_d, llm) = tiny_llm();
+    let (_d, llm) = common::tiny_llm();
     let a = adaptor(&llm, 6, &[Target::Q, Target::Down], 1);
     perturb(&a, 2);
     let dir = tempfile::tempdir().unwrap();
@@ -152,7 +100,7 @@ fn adaptor_file_keeps_the_lora_layout_and_refuses_a_mismatched_llm() {
     a.save(&p, false).unwrap();
     let b = Adaptor::load(&p, &DEV).unwrap();
     assert_eq!(b.config(), a.config());
-    assert_eq!(bits(&b.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>()), bits(&a.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>()));
+    assert_eq!(common::adaptor_bits(&b), common::adaptor_bits(&a));
     assert!(b.check_models(&p, "e", 6, llm.name(), llm.config()).is_ok());
     let mut other = llm.config().clone();
     other.layers += 1;

@@ -216,3 +216,67 @@ pub fn assert_lean_equals_plain(
         }
     }
 }
+
+/// The tiny Llama of [`write_tiny_llama`] (seed 1), loaded; keep the directory alive with it.
+pub fn tiny_llm() -> (tempfile::TempDir, inversed_mixup::nets::llm::Llm) {
+    let d = tempfile::tempdir().unwrap();
+    write_tiny_llama(d.path(), 1);
+    let llm = inversed_mixup::nets::llm::Llm::load(d.path(), &Device::Cpu).unwrap();
+    (d, llm)
+}
+
+/// An f32 tensor of seeded uniform values in [-1, 1).
+pub fn uniform(dims: &[usize], seed: u64) -> Tensor {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = dims.iter().product();
+    Tensor::from_vec((0..n).map(|_| r.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), dims, &Device::Cpu).unwrap()
+}
+
+/// The bit patterns of tensors (as f32): equality means bit-identical.
+pub fn bits(ts: &[&Tensor]) -> Vec<Vec<u32>> {
+    ts.iter().map(|t| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
+}
+
+/// The bit patterns of an adaptor's trainable variables, in `sorted_vars` order.
+pub fn adaptor_bits(a: &inversed_mixup::method::adaptor::Adaptor) -> Vec<Vec<u32>> {
+    bits(&a.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>())
+}
+
+/// Stage 1 on the tiny models with adaptors made by `make(llm, enc_dim, seed)`: 8 steps keep the
+/// LLM's weights bit-identical, and a run stopped after 3 steps, checkpointed and resumed into an
+/// adaptor of another seed gives the same loss curve and weights bit for bit. `trained(before,
+/// after)` then checks what the 8 steps changed (`what` names the setting in messages).
+pub fn assert_stage1_frozen_and_resumes_exactly(
+    what: &str,
+    make: &dyn Fn(&inversed_mixup::nets::llm::Llm, usize, u64) -> inversed_mixup::method::adaptor::Adaptor,
+    trained: &dyn Fn(&inversed_mixup::method::adaptor::Adaptor, &inversed_mixup::method::adaptor::Adaptor),
+) {
+    use inversed_mixup::nets::encoder::{embed_corpus, Encoder};
+    use inversed_mixup::nets::llm::Llm;
+    use inversed_mixup::stages::align::{AlignConfig, Aligner};
+    let d = tempfile::tempdir().unwrap();
+    write_tiny_llama(&d.path().join("llm"), 1);
+    write_tiny_bert(&d.path().join("enc"), 2);
+    let enc = Encoder::load(&d.path().join("enc"), &Device::Cpu).unwrap();
+    let llm = Llm::load(&d.path().join("llm"), &Device::Cpu).unwrap();
+    let texts = sentences(48, 3);
+    let emb = embed_corpus(&enc, &texts, None, &|_, _| {}).unwrap();
+    let cfg = AlignConfig { steps: 8, batch_size: 4, lr: 1e-2, warmup: 2, holdout: 8, eval_every: 0, max_target_tokens: 64, ..Default::default() };
+    let llm_before = bits(&llm.weights());
+    let mut full = Aligner::new(&llm, make(&llm, enc.dim(), 0), &texts, emb.clone(), cfg.clone()).unwrap();
+    let curve: Vec<f64> = (0..8).map(|_| full.train_step().unwrap().loss).collect();
+    assert_eq!(bits(&llm.weights()), llm_before, "frozen LLM weights changed ({what})");
+    trained(&make(&llm, enc.dim(), 0), &full.adaptor);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("a.ckpt");
+    let mut first = Aligner::new(&llm, make(&llm, enc.dim(), 0), &texts, emb.clone(), cfg.clone()).unwrap();
+    let mut resumed: Vec<f64> = (0..3).map(|_| first.train_step().unwrap().loss).collect();
+    first.save_checkpoint(&ck).unwrap();
+    drop(first);
+    let mut second = Aligner::new(&llm, make(&llm, enc.dim(), 9), &texts, emb, cfg).unwrap();
+    second.load_checkpoint(&ck).unwrap();
+    resumed.extend((0..5).map(|_| second.train_step().unwrap().loss));
+    assert_eq!(resumed, curve, "resumed loss curve must equal the uninterrupted one bit for bit ({what})");
+    assert_eq!(adaptor_bits(&second.adaptor), adaptor_bits(&full.adaptor), "resumed weights differ ({what})");
+}
