@@ -10,17 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p imix
 out=results/grid-finetune
-budget=""
-if [ "${1:-}" = "--max-minutes" ]; then budget=$2; fi
-start=$(date +%s)
-left() { [ -z "$budget" ] && return 0; awk -v b="$budget" -v s="$start" -v n="$(date +%s)" 'BEGIN { printf "%.1f", b - (n - s) / 60 }'; }
-run() {
-  local m; m=$(left)
-  if [ -n "$budget" ] && awk -v m="$m" 'BEGIN { exit !(m <= 0) }'; then m=0; fi
-  target/release/imix bench --input ../shared/data/benchmarks --datasets sst2,trec,subj,mr \
-    --methods none,eda,inversed-mixup-keep,inversed-mixup-drop --warmup-finetune --final-from-warmup \
-    --out $out ${budget:+--max-minutes $m} "$@"
-}
+source bench/grid-budget.sh
+run() { bench_grid --methods none,eda,inversed-mixup-keep,inversed-mixup-drop --warmup-finetune --final-from-warmup --out $out "$@"; }
 run --shots 10 --seeds 4
 run --shots 10 --seeds 10
 mkdir -p bench/grid-finetune
