@@ -302,7 +302,7 @@ impl Augmenter {
     /// `imix augment` (stage 3) on lists, with the bundle `model` written by `warmup`: JSON
     /// Lines rows exactly as the command writes them for the same arguments, and the summary
     /// counts as a JSON object.
-    #[pyo3(signature = (texts, labels, model, *, pairs="cross-class".to_string(), lam="beta:0.2".to_string(), per_example=1, threshold=0.8, intrusion="keep".to_string(), label="mix".to_string(), decode="greedy".to_string(), max_new_tokens=48, seed=0, batch_size=16, no_repeat_ngram=3, repetition_penalty=1.0, shard=None, shots=None, shots_seed=0, max_chars=2000, progress=None))]
+    #[pyo3(signature = (texts, labels, model, *, pairs="cross-class".to_string(), lam="beta:0.2".to_string(), per_example=1, threshold=0.8, intrusion="keep".to_string(), label="mix".to_string(), decode="greedy".to_string(), max_new_tokens=48, seed=0, batch_size=16, no_repeat_ngram=3, repetition_penalty=1.0, resample_copies=0, shard=None, shots=None, shots_seed=0, max_chars=2000, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn augment(
         &self,
@@ -322,6 +322,7 @@ impl Augmenter {
         batch_size: usize,
         no_repeat_ngram: usize,
         repetition_penalty: f32,
+        resample_copies: usize,
         shard: Option<String>,
         shots: Option<usize>,
         shots_seed: u64,
@@ -348,7 +349,7 @@ impl Augmenter {
             // start keeps every batch's seed what it is in the unsharded run.
             gen.seed = gen.seed.wrapping_add(part.start as u64);
             let mixes = &mixes[part];
-            let opt = AugmentOptions { gen, threshold, mitigation, batch_size, renormalize: true, label };
+            let opt = AugmentOptions { gen, threshold, mitigation, batch_size, renormalize: true, label, resample_copies };
             let (rows, st) = augment(inv, cls, &data, mixes, &opt, report)?;
             let stats = serde_json::to_string(&st).map_err(|e| Fail::Internal(e.to_string()))?;
             Ok((runtime::jsonl(&rows)?, stats))

@@ -59,6 +59,11 @@ pub struct AugmentArgs {
     /// sentence's own embedding shows, so a decode that copied one source gets that source's label)
     #[arg(long, value_enum, default_value_t = LabelFrom::Mix)]
     label: LabelFrom,
+    /// Decode again, by seeded top-p sampling (p 0.9), a sentence that is one of its two sources
+    /// word for word, up to N times (0: never): a near-source mix then adds a variation of its
+    /// source instead of a duplicate with a softened label (`imix bench`'s inversed-mixup-novel uses 4)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    resample_copies: usize,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     format: Format,
@@ -96,7 +101,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     let mut gen = a.dec.options()?;
     gen.seed = gen.seed.wrapping_add(part.start as u64);
     let mixes = &mixes[part];
-    let opt = AugmentOptions { gen, threshold: a.threshold, mitigation: a.intrusion, batch_size: a.batch_size, renormalize: true, label: a.label };
+    let opt = AugmentOptions { gen, threshold: a.threshold, mitigation: a.intrusion, batch_size: a.batch_size, renormalize: true, label: a.label, resample_copies: a.resample_copies };
     let pb = bar(mixes.len() as u64, "augment");
     let (rows, st) = augment(&inv, &cls, &data, mixes, &opt, &|d, _| pb.set_position(d as u64))?;
     pb.finish_and_clear();

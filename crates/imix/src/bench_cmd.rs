@@ -267,9 +267,9 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                     }
                     let cell = Cell { dataset: ds, train: &train, test: &test, test_h, shots, dev: dev.as_ref(), seed, judge: judge.as_ref() };
                     let (rows, generated) = run_cell(&models, &cell, &missing, &cfg, &settings)?;
-                    if !generated.is_empty() {
+                    for (tag, rows) in generated.iter().filter(|(_, r)| !r.is_empty()) {
                         let wf = if cfg.warmup_finetune { "-warmup-finetune" } else { "" };
-                        jsonl::write(&a.out.join("generated").join(format!("{ds}-{shot}-{seed}{wf}.jsonl")), &generated)?;
+                        jsonl::write(&a.out.join("generated").join(format!("{ds}-{shot}-{seed}{wf}{tag}.jsonl")), rows)?;
                     }
                     computed += 1;
                     for r in rows {

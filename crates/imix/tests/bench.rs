@@ -170,6 +170,41 @@ fn warmup_finetune_cells_are_their_own_and_reuse_the_baselines() {
     assert!(bench_with(d.path(), &[&m[..], &["--lambda", "0.5"]].concat()).contains("(0 computed now)"));
 }
 
+/// inversed-mixup-novel: the same greedy decodes as keep, except that a decode that copied one of
+/// its sources is sampled again; its rows are kept apart from the greedy ones (nothing overwritten).
+#[test]
+fn novel_replaces_only_copies_and_keeps_its_rows_apart() {
+    let d = tempfile::tempdir().unwrap();
+    write_toy(d.path());
+    // 3 rows per original and lambda 0.97: mixes that sit at a source, which the decoder copies.
+    let m = ["--methods", "inversed-mixup-keep,inversed-mixup-novel", "--seeds", "1", "--per-example", "3", "--lambda", "0.97"];
+    assert!(bench_with(d.path(), &m).contains("1 cells (1 computed now)"));
+    let read = |f: &str| -> Vec<serde_json::Value> { std::fs::read_to_string(d.path().join("out/generated").join(f)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let (greedy, novel) = (read("toy-2-0.jsonl"), read("toy-2-0-novel.jsonl"));
+    assert_eq!(greedy.len(), novel.len());
+    let norm = |v: &serde_json::Value| v.as_str().unwrap().split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ");
+    let copy = |r: &serde_json::Value| [&r["source_a"]["text"], &r["source_b"]["text"]].iter().any(|s| norm(s) == norm(&r["text"]));
+    let mut replaced = 0;
+    for (g, n) in greedy.iter().zip(&novel) {
+        assert_eq!((&g["source_a"], &g["lambda"]), (&n["source_a"], &n["lambda"]), "the same mixes in the same order");
+        if !copy(g) {
+            assert_eq!(g["text"], n["text"], "a decode that is not a copy is left alone");
+        } else if !copy(n) {
+            replaced += 1;
+        }
+    }
+    let copies = greedy.iter().filter(|r| copy(r)).count();
+    assert!(copies > 0, "the toy case must produce copies for this test to mean something");
+    assert!(replaced > 0, "no copy among {copies} was replaced");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("out/results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let verbatim = |m: &str| rows.iter().find(|r| r["method"] == m).unwrap()["generator"]["verbatim"].as_f64().unwrap();
+    assert!(verbatim("inversed-mixup-novel") < verbatim("inversed-mixup-keep"), "{rows:?}");
+    // Same seed, same rows.
+    std::fs::remove_file(d.path().join("out/results.jsonl")).unwrap();
+    bench_with(d.path(), &m);
+    assert_eq!(read("toy-2-0-novel.jsonl").iter().map(|r| r["text"].clone()).collect::<Vec<_>>(), novel.iter().map(|r| r["text"].clone()).collect::<Vec<_>>());
+}
+
 /// `--shots all`: the whole train split, the best epoch chosen on the dataset's dev.tsv (read, and
 /// checked like any input), reported as `all`.
 #[test]

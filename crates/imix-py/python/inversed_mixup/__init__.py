@@ -291,6 +291,7 @@ class Augmenter:
         batch_size: int = 16,
         no_repeat_ngram: int = 3,
         repetition_penalty: float = 1.0,
+        resample_copies: int = 0,
         shard: Union[Tuple[int, int], str, None] = None,
         shots: Optional[int] = None,
         shots_seed: int = 0,
@@ -308,7 +309,8 @@ class Augmenter:
 
         ``pairs``: cross-class, same-class or random. ``lam``: a value such as ``0.5``,
         ``beta:ALPHA`` (default ``beta:0.2``, the best on dev splits) or ``grid:0,0.25,0.5,0.75,1``. ``intrusion``: keep, drop or relabel. ``label``: mix or
-        content. ``shard=(i, n)``: only shard i (0-based) of n, whole decode batches with their
+        content. ``resample_copies=N``: a sentence that is one of its sources word for word is
+        sampled again (top-p 0.9) up to N times. ``shard=(i, n)``: only shard i (0-based) of n, whole decode batches with their
         seeds, so that the shards' rows concatenated in order equal the unsharded rows.
         """
         return _rows(
@@ -328,6 +330,7 @@ class Augmenter:
                 batch_size=batch_size,
                 no_repeat_ngram=no_repeat_ngram,
                 repetition_penalty=repetition_penalty,
+                resample_copies=resample_copies,
                 shard=shard,
                 shots=shots,
                 shots_seed=shots_seed,

@@ -388,8 +388,8 @@ fn weighted(y: &[Vec<f64>], w: f64) -> impl Iterator<Item = Vec<f64>> + '_ {
 
 /// Runs the `missing` methods of one cell; returns their results, stamped with the run's
 /// `settings` (`cfg.settings(m.adaptor)`, computed once per run: it hashes the adaptor file), and
-/// the generated rows (if any).
-pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, settings: &Settings) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
+/// the generated rows of each generation (tag "" for greedy decodes, "-novel" for resampled copies).
+pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, settings: &Settings) -> Result<(Vec<CellResult>, Generated)> {
     let (mut rows, generated) = run_cell_methods(m, cell, missing, cfg)?;
     for r in &mut rows {
         r.settings = Some(settings.clone());
@@ -397,7 +397,10 @@ pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, 
     Ok((rows, generated))
 }
 
-fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) -> Result<(Vec<CellResult>, Vec<AugRow>)> {
+/// Generated rows of a cell, one entry per generation: (file-name tag, rows).
+pub type Generated = Vec<(&'static str, Vec<AugRow>)>;
+
+fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) -> Result<(Vec<CellResult>, Generated)> {
     if cfg.final_from_warmup && !cfg.warmup_finetune {
         return Err(crate::Error::Config("final_from_warmup needs warmup_finetune: there is no warmed-up encoder to start from".into()));
     }
@@ -453,10 +456,18 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
         }
     }
     let inv = Inverter::new(warmed.as_ref().unwrap_or(m.encoder), m.llm, &w.adaptor)?;
-    let generate = |pairing: Pairing, lambda: &LambdaSpec| -> Result<(Vec<AugRow>, f64)> {
+    let generate = |pairing: Pairing, lambda: &LambdaSpec, resample_copies: usize| -> Result<(Vec<AugRow>, f64)> {
         let t = std::time::Instant::now();
         let mixes = plan(&sample.data.y, pairing, cfg.per_example, lambda, seed)?;
-        let o = AugmentOptions { gen: GenerateOptions { seed, ..cfg.gen.clone() }, threshold: cfg.threshold, mitigation: Mitigation::Keep, batch_size: 16, renormalize: true, label: LabelFrom::Mix };
+        let o = AugmentOptions {
+            gen: GenerateOptions { seed, ..cfg.gen.clone() },
+            threshold: cfg.threshold,
+            mitigation: Mitigation::Keep,
+            batch_size: 16,
+            renormalize: true,
+            label: LabelFrom::Mix,
+            resample_copies,
+        };
         let (rows, _) = augment(&inv, &w.classifier, &sample.data, &mixes, &o, &|d, n| (m.progress)(&format!("decoded {d}/{n}")))?;
         Ok((rows, t.elapsed().as_secs_f64()))
     };
@@ -470,22 +481,26 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
     };
     if missing.contains(&Method::Reconstruct) {
         // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
-        let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0))?;
+        let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0), 0)?;
         let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, init, cfg)?;
         out.push(CellResult { generator: diagnose(&rows)?, ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) });
     }
     let mut gen_rows = Vec::new();
-    if missing.iter().any(|x| x.mitigation().is_some()) {
-        let (rows, secs) = generate(cfg.pairing, &cfg.lambda)?;
+    // One generation per resampling setting: the greedy rows serve keep / drop / relabel / content.
+    let mut tries: Vec<usize> = missing.iter().filter(|x| x.mitigation().is_some()).map(|x| x.resample_copies()).collect();
+    tries.sort_unstable();
+    tries.dedup();
+    for t in tries {
+        let (rows, secs) = generate(cfg.pairing, &cfg.lambda, t)?;
         let rate = rows.iter().filter(|r| r.intrusion).count() as f64 / rows.len().max(1) as f64;
         let generator = diagnose(&rows)?;
-        for &method in missing {
+        for &method in missing.iter().filter(|x| x.resample_copies() == t) {
             if let Some(policy) = method.mitigation() {
                 let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), init, cfg)?;
                 out.push(CellResult { generator, ..sample.result(method, scores, n, Some(rate), shared + secs) });
             }
         }
-        gen_rows = rows;
+        gen_rows.push((if t > 0 { "-novel" } else { "" }, rows));
     }
     Ok((out, gen_rows))
 }

@@ -30,11 +30,17 @@ pub enum Method {
     InversedMixupRelabel,
     /// Generated rows labelled by the ratio their own embedding shows (`content_lambda`), all kept.
     InversedMixupContent,
+    /// inversedMixup whose decodes that copy a source verbatim are sampled again (top-p 0.9, up
+    /// to `NOVEL_TRIES` tries) so that a near-source mix adds a variation, not a duplicate; intruders kept.
+    InversedMixupNovel,
 }
+
+/// Sampling tries `inversed-mixup-novel` gives a decode that copied its source.
+pub const NOVEL_TRIES: usize = 4;
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 11] = [
         Method::None,
         Method::Duplicate,
         Method::Eda,
@@ -45,6 +51,7 @@ impl Method {
         Method::InversedMixupDrop,
         Method::InversedMixupRelabel,
         Method::InversedMixupContent,
+        Method::InversedMixupNovel,
     ];
 
     /// The name used in reports and result files.
@@ -60,6 +67,7 @@ impl Method {
             Method::InversedMixupDrop => "inversed-mixup-drop",
             Method::InversedMixupRelabel => "inversed-mixup-relabel",
             Method::InversedMixupContent => "inversed-mixup-content",
+            Method::InversedMixupNovel => "inversed-mixup-novel",
         }
     }
 
@@ -74,8 +82,17 @@ impl Method {
             Method::InversedMixupKeep => Some(Mitigation::Keep),
             Method::InversedMixupDrop => Some(Mitigation::Drop),
             Method::InversedMixupRelabel => Some(Mitigation::Relabel),
-            Method::InversedMixupContent => Some(Mitigation::Keep),
+            Method::InversedMixupContent | Method::InversedMixupNovel => Some(Mitigation::Keep),
             _ => None,
+        }
+    }
+
+    /// How many times a decode that copies its source is sampled again (0: never).
+    pub fn resample_copies(self) -> usize {
+        if self == Method::InversedMixupNovel {
+            NOVEL_TRIES
+        } else {
+            0
         }
     }
 

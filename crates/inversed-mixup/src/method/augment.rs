@@ -6,7 +6,7 @@ use crate::method::classifier::Classifier;
 use crate::method::intrusion::{judge, Mitigation};
 use crate::method::invert::{cosine_rows, Inverter};
 use crate::method::mixup::{soft_label, Mix};
-use crate::nets::llm::GenerateOptions;
+use crate::nets::llm::{Decode, GenerateOptions};
 use crate::{Error, Result};
 use candle_core::{Tensor, D};
 use serde::Serialize;
@@ -92,6 +92,10 @@ pub struct AugmentOptions {
     pub renormalize: bool,
     /// Where the label (before mitigation) comes from.
     pub label: LabelFrom,
+    /// A decode that is one of its sources verbatim is sampled again (seeded top-p 0.9) up to this
+    /// many times, keeping the first try that is not a copy (0: off). A near-source mix decoded back
+    /// to its source adds a duplicate with a softened label; a sample of it adds a variation.
+    pub resample_copies: usize,
 }
 
 /// Counts for the summary line.
@@ -107,6 +111,51 @@ pub struct AugmentStats {
     pub relabelled: usize,
     /// Decodes that produced no text (left out).
     pub empty: usize,
+    /// Copies of a source replaced by a sampled variation (`resample_copies`).
+    pub resampled: usize,
+}
+
+/// Whether `text` is `a` or `b` word for word (case and spacing aside).
+pub fn is_copy(text: &str, a: &str, b: &str) -> bool {
+    let norm = |t: &str| t.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ");
+    let t = norm(text);
+    t == norm(a) || t == norm(b)
+}
+
+/// Decodes again, by seeded top-p sampling, each row of `gen` that copies one of its sources,
+/// up to `tries` times; a row that copies on every try keeps its text. Returns the rows replaced.
+fn resample_copies(inv: &Inverter, hm: &Tensor, gen: &mut [String], chunk: &[Mix], texts: &[&str], g: &GenerateOptions, tries: usize) -> Result<usize> {
+    let copies = |j: usize, t: &str| is_copy(t, texts[chunk[j].a], texts[chunk[j].b]);
+    retry_copies(gen, tries, copies, |t, rows| {
+        let sel = Tensor::new(rows.iter().map(|&j| j as u32).collect::<Vec<_>>().as_slice(), hm.device())?;
+        // Each try its own sampling streams, as rerank's candidates have.
+        let o = GenerateOptions { decode: Decode::TopP(0.9), seed: g.seed.wrapping_add((t as u64 + 1) << 32), ..g.clone() };
+        inv.decode(&hm.index_select(&sel, 0)?, &o)
+    })
+}
+
+/// The loop of [`resample_copies`]: `decode(try, rows)` gives new texts for `rows`; a row is
+/// replaced by the first non-empty text that `copies(row, text)` does not flag.
+fn retry_copies(gen: &mut [String], tries: usize, copies: impl Fn(usize, &str) -> bool, mut decode: impl FnMut(usize, &[usize]) -> Result<Vec<String>>) -> Result<usize> {
+    let mut todo: Vec<usize> = (0..gen.len()).filter(|&j| copies(j, &gen[j])).collect();
+    let mut replaced = 0;
+    for t in 0..tries {
+        if todo.is_empty() {
+            break;
+        }
+        let out = decode(t, &todo)?;
+        let mut left = Vec::new();
+        for (&j, text) in todo.iter().zip(out) {
+            if text.is_empty() || copies(j, &text) {
+                left.push(j);
+            } else {
+                gen[j] = text;
+                replaced += 1;
+            }
+        }
+        todo = left;
+    }
+    Ok(replaced)
 }
 
 /// `lambda * a + (1 - lambda) * b` row-wise, optionally re-normalised.
@@ -140,7 +189,10 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
         let hm = mix_embeddings(&ha, &hb, &lambdas, opt.renormalize)?;
         let mut g = opt.gen.clone();
         g.seed = opt.gen.seed.wrapping_add((bi * opt.batch_size) as u64);
-        let gen = inv.decode(&hm, &g)?;
+        let mut gen = inv.decode(&hm, &g)?;
+        if opt.resample_copies > 0 {
+            st.resampled += resample_copies(inv, &hm, &mut gen, chunk, &texts, &g, opt.resample_copies)?;
+        }
         let keep: Vec<usize> = (0..gen.len()).filter(|&j| !gen[j].is_empty()).collect();
         st.generated += chunk.len();
         st.empty += chunk.len() - keep.len();
@@ -260,8 +312,7 @@ impl GenDiagnostics {
         let n = rows.len() as f64;
         let mid: Vec<&AugRow> = rows.iter().filter(|r| (0.2..=0.8).contains(&r.lambda)).collect();
         let copies = mid.iter().filter(|r| r.content_lambda < 0.05 || r.content_lambda > 0.95).count();
-        let norm = |t: &str| t.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ");
-        let verbatim = rows.iter().filter(|r| [&r.source_a.text, &r.source_b.text].iter().any(|s| norm(s) == norm(&r.text))).count();
+        let verbatim = rows.iter().filter(|r| is_copy(&r.text, &r.source_a.text, &r.source_b.text)).count();
         let mut seen = std::collections::HashSet::new();
         let mut total = 0usize;
         for r in rows {
@@ -387,6 +438,45 @@ mod tests {
 
     /// The content ratio reads back the mix a point was built from, is clamped outside the
     /// segment, and keeps the fallback where both sources are the same point.
+    #[test]
+    fn copies_are_case_and_spacing_blind() {
+        assert!(is_copy("The  film is GOOD.", "the film is good.", "x"));
+        assert!(is_copy("x", "a", " X "));
+        assert!(!is_copy("the film is good", "the film is good.", "x"));
+    }
+
+    #[test]
+    fn copies_are_retried_until_new_and_kept_when_every_try_copies() {
+        // Rows 0 and 2 copy their source; row 1 is new. Row 0 copies again on the first try and
+        // is new on the second; row 2 copies (or is empty) on every try.
+        let src = ["a b", "c d", "e f"];
+        let mut gen = vec!["A  b".to_string(), "new one".to_string(), "e f".to_string()];
+        let mut asked = Vec::new();
+        let n = retry_copies(
+            &mut gen,
+            3,
+            |j, t| is_copy(t, src[j], "zz"),
+            |t, rows| {
+                asked.push((t, rows.to_vec()));
+                Ok(rows
+                    .iter()
+                    .map(|&j| match (j, t) {
+                        (0, 0) => "a b".into(),
+                        (0, _) => "a b c".into(),
+                        (_, 1) => String::new(),
+                        _ => "E F".into(),
+                    })
+                    .collect())
+            },
+        )
+        .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(gen, ["a b c", "new one", "e f"]);
+        assert_eq!(asked, [(0, vec![0, 2]), (1, vec![0, 2]), (2, vec![2])]);
+        let mut none = gen.clone();
+        assert_eq!(retry_copies(&mut none, 0, |j, t| is_copy(t, src[j], "zz"), |_, _| unreachable!("0 tries decode nothing")).unwrap(), 0);
+    }
+
     #[test]
     fn content_lambda_is_the_projection_on_the_segment() {
         let t = |v: Vec<f32>| Tensor::from_vec(v, (4, 3), &Device::Cpu).unwrap();
