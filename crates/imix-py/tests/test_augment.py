@@ -19,6 +19,8 @@ CASES = {
         dict(decode="top-p:0.9", seed=7, per_example=2, intrusion="relabel", threshold=0.5, label="content", pairs="random", lam="beta:0.4", **TINY),
         ["--decode", "top-p:0.9", "--seed", "7", "--per-example", "2", "--intrusion", "relabel", "--threshold", "0.5", "--label", "content", "--pairs", "random", "--lambda", "beta:0.4", "--max-new-tokens", "8", "--batch-size", "2"],
     ),
+    # Mixes at a source, whose copies are sampled again.
+    "resample-copies": (dict(lam="0.97", resample_copies=3, seed=5, **TINY), ["--lambda", "0.97", "--resample-copies", "3", "--seed", "5", "--max-new-tokens", "8", "--batch-size", "2"]),
 }
 
 
