@@ -171,17 +171,24 @@ fn warmup_finetune_cells_are_their_own_and_reuse_the_baselines() {
 }
 
 /// inversed-mixup-novel: the same greedy decodes as keep, except that a decode that copied one of
-/// its sources is sampled again; its rows are kept apart from the greedy ones (nothing overwritten).
+/// its sources is sampled again; inversed-mixup-sampled samples every mix. Each keeps its rows
+/// apart from the greedy ones (nothing overwritten), and the same seed gives the same rows.
 #[test]
-fn novel_replaces_only_copies_and_keeps_its_rows_apart() {
+fn novel_and_sampled_decode_their_own_rows() {
     let d = tempfile::tempdir().unwrap();
     write_toy(d.path());
     // 3 rows per original and lambda 0.97: mixes that sit at a source, which the decoder copies.
-    let m = ["--methods", "inversed-mixup-keep,inversed-mixup-novel", "--seeds", "1", "--per-example", "3", "--lambda", "0.97"];
+    let m = ["--methods", "inversed-mixup-keep,inversed-mixup-novel,inversed-mixup-sampled", "--seeds", "1", "--per-example", "3", "--lambda", "0.97"];
     assert!(bench_with(d.path(), &m).contains("1 cells (1 computed now)"));
     let read = |f: &str| -> Vec<serde_json::Value> { std::fs::read_to_string(d.path().join("out/generated").join(f)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
-    let (greedy, novel) = (read("toy-2-0.jsonl"), read("toy-2-0-novel.jsonl"));
+    let (greedy, novel, sampled) = (read("toy-2-0.jsonl"), read("toy-2-0-novel.jsonl"), read("toy-2-0-sampled.jsonl"));
     assert_eq!(greedy.len(), novel.len());
+    assert_eq!(
+        greedy.iter().map(|r| (&r["source_a"], &r["source_b"], &r["lambda"])).collect::<Vec<_>>(),
+        sampled.iter().map(|r| (&r["source_a"], &r["source_b"], &r["lambda"])).collect::<Vec<_>>(),
+        "sampled decodes the same mixes"
+    );
+    assert!(greedy.iter().zip(&sampled).any(|(g, s)| g["text"] != s["text"]), "sampling changed no row");
     let norm = |v: &serde_json::Value| v.as_str().unwrap().split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ");
     let copy = |r: &serde_json::Value| [&r["source_a"]["text"], &r["source_b"]["text"]].iter().any(|s| norm(s) == norm(&r["text"]));
     let mut replaced = 0;
@@ -202,7 +209,9 @@ fn novel_replaces_only_copies_and_keeps_its_rows_apart() {
     // Same seed, same rows.
     std::fs::remove_file(d.path().join("out/results.jsonl")).unwrap();
     bench_with(d.path(), &m);
-    assert_eq!(read("toy-2-0-novel.jsonl").iter().map(|r| r["text"].clone()).collect::<Vec<_>>(), novel.iter().map(|r| r["text"].clone()).collect::<Vec<_>>());
+    let texts = |rows: &[serde_json::Value]| rows.iter().map(|r| r["text"].clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&read("toy-2-0-novel.jsonl")), texts(&novel));
+    assert_eq!(texts(&read("toy-2-0-sampled.jsonl")), texts(&sampled));
 }
 
 /// `--shots all`: the whole train split, the best epoch chosen on the dataset's dev.tsv (read, and

@@ -5,7 +5,7 @@ use crate::data::labelled::{dev_sample, few_shot, read_labelled, Labelled};
 use crate::eval::classes::{accuracy_macro_f1, argmax};
 use crate::fewshot::baselines::{eda_all, embed_mixup_plan};
 use crate::fewshot::judge::Judge;
-use crate::fewshot::methods::Method;
+use crate::fewshot::methods::{Decoding, Method, NOVEL_TRIES};
 use crate::fewshot::settings::Settings;
 use crate::method::adaptor::Adaptor;
 use crate::method::augment::{augment, mix_embeddings, AugRow, AugmentOptions, GenDiagnostics, LabelFrom};
@@ -15,7 +15,7 @@ use crate::method::invert::Inverter;
 use crate::method::mixup::{plan, soft_label, LambdaSpec, Pairing};
 use crate::method::task_model::{FinetuneConfig, TaskModel};
 use crate::nets::encoder::Encoder;
-use crate::nets::llm::{GenerateOptions, Llm};
+use crate::nets::llm::{Decode, GenerateOptions, Llm};
 use crate::stages::warmup::{FineTune, Warmup, WarmupConfig};
 use crate::Result;
 use candle_core::Tensor;
@@ -388,7 +388,7 @@ fn weighted(y: &[Vec<f64>], w: f64) -> impl Iterator<Item = Vec<f64>> + '_ {
 
 /// Runs the `missing` methods of one cell; returns their results, stamped with the run's
 /// `settings` (`cfg.settings(m.adaptor)`, computed once per run: it hashes the adaptor file), and
-/// the generated rows of each generation (tag "" for greedy decodes, "-novel" for resampled copies).
+/// the generated rows of each generation (tagged by its `Decoding`).
 pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, settings: &Settings) -> Result<(Vec<CellResult>, Generated)> {
     let (mut rows, generated) = run_cell_methods(m, cell, missing, cfg)?;
     for r in &mut rows {
@@ -456,11 +456,13 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
         }
     }
     let inv = Inverter::new(warmed.as_ref().unwrap_or(m.encoder), m.llm, &w.adaptor)?;
-    let generate = |pairing: Pairing, lambda: &LambdaSpec, resample_copies: usize| -> Result<(Vec<AugRow>, f64)> {
+    let generate = |pairing: Pairing, lambda: &LambdaSpec, decoding: Decoding| -> Result<(Vec<AugRow>, f64)> {
         let t = std::time::Instant::now();
         let mixes = plan(&sample.data.y, pairing, cfg.per_example, lambda, seed)?;
+        let decode = if decoding == Decoding::Sampled { Decode::TopP(0.9) } else { cfg.gen.decode };
+        let resample_copies = if decoding == Decoding::ResampleCopies { NOVEL_TRIES } else { 0 };
         let o = AugmentOptions {
-            gen: GenerateOptions { seed, ..cfg.gen.clone() },
+            gen: GenerateOptions { seed, decode, ..cfg.gen.clone() },
             threshold: cfg.threshold,
             mitigation: Mitigation::Keep,
             batch_size: 16,
@@ -481,26 +483,26 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
     };
     if missing.contains(&Method::Reconstruct) {
         // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
-        let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0), 0)?;
+        let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0), Decoding::Run)?;
         let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, init, cfg)?;
         out.push(CellResult { generator: diagnose(&rows)?, ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) });
     }
     let mut gen_rows = Vec::new();
-    // One generation per resampling setting: the greedy rows serve keep / drop / relabel / content.
-    let mut tries: Vec<usize> = missing.iter().filter(|x| x.mitigation().is_some()).map(|x| x.resample_copies()).collect();
-    tries.sort_unstable();
-    tries.dedup();
-    for t in tries {
-        let (rows, secs) = generate(cfg.pairing, &cfg.lambda, t)?;
+    // One generation per decoding: the run's decodes serve keep / drop / relabel / content.
+    let mut decodings: Vec<Decoding> = missing.iter().filter(|x| x.mitigation().is_some()).map(|x| x.decoding()).collect();
+    decodings.sort_unstable();
+    decodings.dedup();
+    for d in decodings {
+        let (rows, secs) = generate(cfg.pairing, &cfg.lambda, d)?;
         let rate = rows.iter().filter(|r| r.intrusion).count() as f64 / rows.len().max(1) as f64;
         let generator = diagnose(&rows)?;
-        for &method in missing.iter().filter(|x| x.resample_copies() == t) {
+        for &method in missing.iter().filter(|x| x.decoding() == d) {
             if let Some(policy) = method.mitigation() {
                 let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), init, cfg)?;
                 out.push(CellResult { generator, ..sample.result(method, scores, n, Some(rate), shared + secs) });
             }
         }
-        gen_rows.push((if t > 0 { "-novel" } else { "" }, rows));
+        gen_rows.push((d.tag(), rows));
     }
     Ok((out, gen_rows))
 }

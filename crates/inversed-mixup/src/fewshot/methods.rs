@@ -33,6 +33,31 @@ pub enum Method {
     /// inversedMixup whose decodes that copy a source verbatim are sampled again (top-p 0.9, up
     /// to `NOVEL_TRIES` tries) so that a near-source mix adds a variation, not a duplicate; intruders kept.
     InversedMixupNovel,
+    /// inversedMixup with every mix decoded by seeded top-p sampling (p 0.9) instead of the run's
+    /// `--decode`: each row a sample near its mix, not the single most likely sentence; intruders kept.
+    InversedMixupSampled,
+}
+
+/// How a generating method decodes its mixes (methods with the same decoding share one generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Decoding {
+    /// The run's decoding (`--decode`, greedy by default).
+    Run,
+    /// The run's decoding, with decodes that copy a source sampled again (`NOVEL_TRIES` tries).
+    ResampleCopies,
+    /// Every mix sampled, top-p 0.9, seeded.
+    Sampled,
+}
+
+impl Decoding {
+    /// The suffix of the generated-rows file (`generated/{dataset}-{shots}-{seed}{tag}.jsonl`).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Decoding::Run => "",
+            Decoding::ResampleCopies => "-novel",
+            Decoding::Sampled => "-sampled",
+        }
+    }
 }
 
 /// Sampling tries `inversed-mixup-novel` gives a decode that copied its source.
@@ -40,7 +65,7 @@ pub const NOVEL_TRIES: usize = 4;
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 11] = [
+    pub const ALL: [Method; 12] = [
         Method::None,
         Method::Duplicate,
         Method::Eda,
@@ -52,6 +77,7 @@ impl Method {
         Method::InversedMixupRelabel,
         Method::InversedMixupContent,
         Method::InversedMixupNovel,
+        Method::InversedMixupSampled,
     ];
 
     /// The name used in reports and result files.
@@ -68,6 +94,7 @@ impl Method {
             Method::InversedMixupRelabel => "inversed-mixup-relabel",
             Method::InversedMixupContent => "inversed-mixup-content",
             Method::InversedMixupNovel => "inversed-mixup-novel",
+            Method::InversedMixupSampled => "inversed-mixup-sampled",
         }
     }
 
@@ -82,17 +109,17 @@ impl Method {
             Method::InversedMixupKeep => Some(Mitigation::Keep),
             Method::InversedMixupDrop => Some(Mitigation::Drop),
             Method::InversedMixupRelabel => Some(Mitigation::Relabel),
-            Method::InversedMixupContent | Method::InversedMixupNovel => Some(Mitigation::Keep),
+            Method::InversedMixupContent | Method::InversedMixupNovel | Method::InversedMixupSampled => Some(Mitigation::Keep),
             _ => None,
         }
     }
 
-    /// How many times a decode that copies its source is sampled again (0: never).
-    pub fn resample_copies(self) -> usize {
-        if self == Method::InversedMixupNovel {
-            NOVEL_TRIES
-        } else {
-            0
+    /// How the method decodes its mixes.
+    pub fn decoding(self) -> Decoding {
+        match self {
+            Method::InversedMixupNovel => Decoding::ResampleCopies,
+            Method::InversedMixupSampled => Decoding::Sampled,
+            _ => Decoding::Run,
         }
     }
 
