@@ -5,7 +5,9 @@
 # bench/grid-finetune.sh (its rows are marked and kept apart), methods none, EDA and inversedMixup
 # keep/drop (keep and drop tie on the dev splits under this protocol: 74.6 vs 74.5) and sampled
 # (every mix decoded by seeded top-p sampling: the best inversedMixup variant on the dev splits under
-# this protocol, 75.3 against keep 74.6 and EDA 74.8 over the four; RESULTS.md). Staged: seeds
+# this protocol, 75.3 against keep 74.6 and EDA 74.8 over the four; RESULTS.md), then the other
+# baselines and policies (duplicate, embedding Mixup, retrieval Mixup, reconstruct, relabel,
+# content labels). Staged: seeds
 # 0-3 of every dataset, then 4-9. Run it in sittings: `bash bench/grid-warm.sh --max-minutes 120`.
 # Its report is summary-final-from-warmup.md (the grid's own stays summary.md).
 set -euo pipefail
@@ -13,7 +15,7 @@ cd "$(dirname "$0")/.."
 cargo build --release -q -p imix
 out=results/grid-finetune
 source bench/grid-budget.sh
-run() { bench_grid --methods none,eda,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-sampled --warmup-finetune --final-from-warmup --out $out "$@"; }
+run() { bench_grid --methods none,eda,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-sampled,duplicate,embed-mixup,retrieval-mixup,reconstruct,inversed-mixup-relabel,inversed-mixup-content --warmup-finetune --final-from-warmup --out $out "$@"; }
 run --shots 10 --seeds 4
 run --shots 10 --seeds 10
 mkdir -p bench/grid-finetune
