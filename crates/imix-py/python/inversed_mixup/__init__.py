@@ -308,10 +308,12 @@ class Augmenter:
         ``cos_target``, ``content_lambda``); the same arguments and seed give the same rows.
 
         ``pairs``: cross-class, same-class or random. ``lam``: a value such as ``0.5``,
-        ``beta:ALPHA`` (default ``beta:0.2``, the best on dev splits) or ``grid:0,0.25,0.5,0.75,1``. ``intrusion``: keep, drop or relabel. ``label``: mix or
+        ``beta:ALPHA`` (default ``beta:0.2``, the best on dev splits) or
+        ``grid:0,0.25,0.5,0.75,1``. ``intrusion``: keep, drop or relabel. ``label``: mix or
         content. ``resample_copies=N``: a sentence that is one of its sources word for word is
-        sampled again (top-p 0.9) up to N times. ``shard=(i, n)``: only shard i (0-based) of n, whole decode batches with their
-        seeds, so that the shards' rows concatenated in order equal the unsharded rows.
+        sampled again (top-p 0.9) up to N times. ``shard=(i, n)``: only shard i (0-based) of n,
+        whole decode batches with their seeds, so that the shards' rows concatenated in order equal
+        the unsharded rows.
         """
         return _rows(
             self.augment_jsonl(

@@ -195,10 +195,10 @@ class Augmenter:
         Rows have exactly the fields of the JSON Lines ``imix augment`` writes, and the same
         arguments and seed give the same rows. ``pairs``: cross-class, same-class or random.
         ``lam``: a value such as ``0.5``, ``beta:ALPHA`` (default ``beta:0.2``, the best on dev
-        splits) or ``grid:0,0.25,0.5,0.75,1``. ``intrusion``: keep, drop or relabel. ``label``: mix or content. ``resample_copies=N``: a
-        sentence that is one of its sources word for word is sampled again (top-p 0.9) up to N
-        times. ``shard=(i, n)``: only shard i (0-based) of n (whole
-        decode batches with their seeds): the shards' rows concatenated in order equal the
+        splits) or ``grid:0,0.25,0.5,0.75,1``. ``intrusion``: keep, drop or relabel. ``label``: mix
+        or content. ``resample_copies=N``: a sentence that is one of its sources word for word is
+        sampled again (top-p 0.9) up to N times. ``shard=(i, n)``: only shard i (0-based) of n
+        (whole decode batches with their seeds): the shards' rows concatenated in order equal the
         unsharded rows.
         """
     def augment_jsonl(
