@@ -31,7 +31,7 @@ pub enum Method {
     /// Generated rows labelled by the ratio their own embedding shows (`content_lambda`), all kept.
     InversedMixupContent,
     /// inversedMixup whose decodes that copy a source verbatim are sampled again (top-p 0.9, up
-    /// to `NOVEL_TRIES` tries) so that a near-source mix adds a variation, not a duplicate; intruders kept.
+    /// to 4 tries, `NOVEL_TRIES`) so that a near-source mix adds a variation, not a duplicate; intruders kept.
     InversedMixupNovel,
     /// inversedMixup with every mix decoded by seeded top-p sampling (p 0.9) instead of the run's
     /// `--decode`: each row a sample near its mix, not the single most likely sentence; intruders kept.
