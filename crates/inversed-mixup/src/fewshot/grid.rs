@@ -15,7 +15,7 @@ use crate::method::invert::Inverter;
 use crate::method::mixup::{plan, soft_label, LambdaSpec, Pairing};
 use crate::method::task_model::{FinetuneConfig, TaskModel};
 use crate::nets::encoder::Encoder;
-use crate::nets::llm::{Decode, GenerateOptions, Llm};
+use crate::nets::llm::{GenerateOptions, Llm};
 use crate::stages::warmup::{FineTune, Warmup, WarmupConfig};
 use crate::Result;
 use candle_core::Tensor;
@@ -459,17 +459,10 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
     let generate = |pairing: Pairing, lambda: &LambdaSpec, decoding: Decoding| -> Result<(Vec<AugRow>, f64)> {
         let t = std::time::Instant::now();
         let mixes = plan(&sample.data.y, pairing, cfg.per_example, lambda, seed)?;
-        let decode = if decoding == Decoding::Sampled { Decode::TopP(0.9) } else { cfg.gen.decode };
+        let gen = GenerateOptions { seed, ..cfg.gen.clone() };
+        let gen = if decoding == Decoding::Sampled { gen.sampled(0) } else { gen };
         let resample_copies = if decoding == Decoding::ResampleCopies { NOVEL_TRIES } else { 0 };
-        let o = AugmentOptions {
-            gen: GenerateOptions { seed, decode, ..cfg.gen.clone() },
-            threshold: cfg.threshold,
-            mitigation: Mitigation::Keep,
-            batch_size: 16,
-            renormalize: true,
-            label: LabelFrom::Mix,
-            resample_copies,
-        };
+        let o = AugmentOptions { gen, threshold: cfg.threshold, mitigation: Mitigation::Keep, batch_size: 16, renormalize: true, label: LabelFrom::Mix, resample_copies };
         let (rows, _) = augment(&inv, &w.classifier, &sample.data, &mixes, &o, &|d, n| (m.progress)(&format!("decoded {d}/{n}")))?;
         Ok((rows, t.elapsed().as_secs_f64()))
     };

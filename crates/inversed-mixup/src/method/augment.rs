@@ -6,7 +6,7 @@ use crate::method::classifier::Classifier;
 use crate::method::intrusion::{judge, Mitigation};
 use crate::method::invert::{cosine_rows, Inverter};
 use crate::method::mixup::{soft_label, Mix};
-use crate::nets::llm::{Decode, GenerateOptions};
+use crate::nets::llm::GenerateOptions;
 use crate::{Error, Result};
 use candle_core::{Tensor, D};
 use serde::Serialize;
@@ -129,8 +129,7 @@ fn resample_copies(inv: &Inverter, hm: &Tensor, gen: &mut [String], chunk: &[Mix
     retry_copies(gen, tries, copies, |t, rows| {
         let sel = Tensor::new(rows.iter().map(|&j| j as u32).collect::<Vec<_>>().as_slice(), hm.device())?;
         // Each try its own sampling streams, as rerank's candidates have.
-        let o = GenerateOptions { decode: Decode::TopP(0.9), seed: g.seed.wrapping_add((t as u64 + 1) << 32), ..g.clone() };
-        inv.decode(&hm.index_select(&sel, 0)?, &o)
+        inv.decode(&hm.index_select(&sel, 0)?, &g.sampled(t as u64 + 1))
     })
 }
 

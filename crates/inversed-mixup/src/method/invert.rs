@@ -102,8 +102,7 @@ impl<'a> Inverter<'a> {
         let mut best_cos = self.similarity(h, &best)?;
         for c in 1..n {
             // Each candidate its own sampling streams (rows use seed + row within a candidate).
-            let o = GenerateOptions { decode: Decode::TopP(0.9), seed: opts.seed.wrapping_add((c as u64) << 32), ..opts.clone() };
-            let cand = self.decode_once(h, &o)?;
+            let cand = self.decode_once(h, &opts.sampled(c as u64))?;
             for (i, cos) in self.similarity(h, &cand)?.into_iter().enumerate() {
                 if cos > best_cos[i] {
                     best_cos[i] = cos;

@@ -66,6 +66,12 @@ impl Default for GenerateOptions {
 }
 
 impl GenerateOptions {
+    /// These options with seeded top-p 0.9 sampling on stream `k`: its seed is `seed + k << 32`,
+    /// so that each candidate or retry (k = 1, 2, ...) samples apart from the others and from k = 0.
+    pub fn sampled(&self, k: u64) -> GenerateOptions {
+        GenerateOptions { decode: Decode::TopP(0.9), seed: self.seed.wrapping_add(k << 32), ..self.clone() }
+    }
+
     /// Applies the repetition controls to the next-token scores of a sequence that has produced `seq`.
     fn constrain(&self, seq: &[u32], row: &mut [f32]) {
         if self.repetition_penalty != 1.0 {
