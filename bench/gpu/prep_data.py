@@ -2,7 +2,7 @@
 tokenizer, " " + text, at most 32 tokens, as `imix align` keeps them) and MiniLM embeddings (int8 with
 a per-row scale; the cached `imix align` embeddings for the corpus, sentence-transformers' for the
 rest, which match them to cosine 1.0000). Rows: the corpus of bench/stage1/lora16.sh minus its last
-64 lines (those are align's held-out set, stored apart), then extra sentences (extra_text.py), and
+64 lines (those are align's held-out set, stored apart), then extra sentences (bench/stage1/extra_text.py), and
 the 50 held-out Wikipedia lines `imix invert` is scored on.
 
   python3 prep_data.py GGUF CORPUS_TXT CORPUS_EMB EXTRA_TXT EXTRA_EMB_NPY HELDOUT_TXT OUT.npz
