@@ -21,6 +21,7 @@ which joined them, installed the carried gguf 0.19.0 wheel and trained; runs/ ho
 import argparse
 import json
 import math
+import os
 import struct
 import time
 
@@ -133,7 +134,6 @@ class Inverter(nn.Module):
         for i, parts in per.items():
             t[f"lora.{i:03d}"] = torch.cat(parts).half().cpu().contiguous()
         save_file(t, path + ".tmp", metadata=self.meta)
-        import os
         os.replace(path + ".tmp", path)
 
 
@@ -207,7 +207,7 @@ def train(args):
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
     g = torch.Generator().manual_seed(args.seed)
-    order, pos, epoch = torch.randperm(n, generator=g), 0, 0
+    order, pos = torch.randperm(n, generator=g), 0
     log = open(f"{args.out}/curve.jsonl", "w")
     best = float("inf")
     budget = args.minutes * 60 - (time.time() - t0) - 30
@@ -230,7 +230,7 @@ def train(args):
     run_loss = []
     while step < total:
         if pos + args.batch > n:
-            order, pos, epoch = torch.randperm(n, generator=g), 0, epoch + 1
+            order, pos = torch.randperm(n, generator=g), 0
         idx = order[pos:pos + args.batch]
         pos += args.batch
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
