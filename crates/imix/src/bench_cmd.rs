@@ -76,7 +76,7 @@ pub struct BenchArgs {
     /// the sst2, trec and subj dev splits)
     #[arg(long, default_value = "beta:0.2")]
     lambda: String,
-    /// Decoding: greedy, beam:W, top-p:P or rerank:N (repetition control as in `imix augment`)
+    /// Decoding: greedy, beam:W, top-p:P, rerank:N or correct:N (repetition control as in `imix augment`)
     #[arg(long, default_value = "greedy")]
     decode: String,
     /// Intrusion threshold

@@ -42,9 +42,11 @@ impl ModelArgs {
 /// How sentences are decoded.
 #[derive(Args, Debug, Clone)]
 pub struct DecodeArgs {
-    /// Decoding: greedy, beam:W (W beams), top-p:P (nucleus sampling) or rerank:N (greedy plus
+    /// Decoding: greedy, beam:W (W beams), top-p:P (nucleus sampling), rerank:N (greedy plus
     /// N-1 top-p samples; the sentence whose embedding is closest to the target is kept, at N
-    /// times the decoding cost). W and N at most 64
+    /// times the decoding cost) or correct:N (N greedy decodes, each from an input moved by what
+    /// the last sentence's embedding missed; the closest kept, at N times the cost). W and N at
+    /// most 64
     #[arg(long, default_value = "greedy")]
     pub decode: String,
     /// Never repeat an n-gram of this many tokens within one sentence (0: off)

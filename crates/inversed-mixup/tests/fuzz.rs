@@ -37,7 +37,7 @@ proptest! {
         let _ = s.parse::<LambdaSpec>();
         let _ = s.parse::<Decode>();
         let _ = Target::parse_list(&s);
-        for prefix in ["beta:", "grid:", "beam:", "top-p:", "rerank:"] {
+        for prefix in ["beta:", "grid:", "beam:", "top-p:", "rerank:", "correct:"] {
             let _ = format!("{prefix}{s}").parse::<LambdaSpec>();
             let _ = format!("{prefix}{s}").parse::<Decode>();
         }

@@ -69,7 +69,8 @@ fn decode_specs_parse() {
     assert_eq!("beam:4".parse::<Decode>().unwrap(), Decode::Beam(4));
     assert_eq!("top-p:0.9".parse::<Decode>().unwrap(), Decode::TopP(0.9));
     assert_eq!("rerank:8".parse::<Decode>().unwrap(), Decode::Rerank(8));
-    for bad in ["beam:0", "top-p:1.5", "nucleus", "beam:x", "beam:100000", "rerank:0", "rerank:65"] {
+    assert_eq!("correct:4".parse::<Decode>().unwrap(), Decode::Correct(4));
+    for bad in ["beam:0", "top-p:1.5", "nucleus", "beam:x", "beam:100000", "rerank:0", "rerank:65", "correct:0", "correct:65", "correct:x"] {
         assert!(bad.parse::<Decode>().is_err(), "{bad}");
     }
 }

@@ -177,7 +177,7 @@ class Augmenter:
 
         Returns one dict per text with the fields of ``imix invert``'s JSON Lines: ``text``,
         ``reconstruction``, ``cosine``, ``token_f1``, ``bleu``, ``exact``. ``decode`` is
-        ``greedy``, ``beam:W``, ``top-p:P`` or ``rerank:N``.
+        ``greedy``, ``beam:W``, ``top-p:P``, ``rerank:N`` or ``correct:N``.
         """
         with _Progress(progress, "invert") as cb:
             return _rows(

@@ -118,7 +118,7 @@ class Augmenter:
     ) -> List[InvertRow]:
         """Reconstructs each text from its own embedding (``imix invert``).
 
-        ``decode`` is ``greedy``, ``beam:W``, ``top-p:P`` or ``rerank:N``. Raises :class:`ImixError`
+        ``decode`` is ``greedy``, ``beam:W``, ``top-p:P``, ``rerank:N`` or ``correct:N``. Raises :class:`ImixError`
         for an empty list, an empty text, or a bad setting.
         """
     def interpolate(

@@ -5,7 +5,7 @@ use crate::data::labelled::{dev_sample, few_shot, read_labelled, Labelled};
 use crate::eval::classes::{accuracy_macro_f1, argmax};
 use crate::fewshot::baselines::{eda_all, embed_mixup_plan};
 use crate::fewshot::judge::Judge;
-use crate::fewshot::methods::{Decoding, Method, NOVEL_TRIES};
+use crate::fewshot::methods::{Decoding, Method, CORRECT_ROUNDS, NOVEL_TRIES};
 use crate::fewshot::settings::Settings;
 use crate::method::adaptor::Adaptor;
 use crate::method::augment::{augment, mix_embeddings, AugRow, AugmentOptions, GenDiagnostics, LabelFrom};
@@ -15,7 +15,7 @@ use crate::method::invert::Inverter;
 use crate::method::mixup::{plan, soft_label, LambdaSpec, Pairing};
 use crate::method::task_model::{FinetuneConfig, TaskModel};
 use crate::nets::encoder::Encoder;
-use crate::nets::llm::{GenerateOptions, Llm};
+use crate::nets::llm::{Decode, GenerateOptions, Llm};
 use crate::stages::warmup::{FineTune, Warmup, WarmupConfig};
 use crate::Result;
 use candle_core::Tensor;
@@ -460,7 +460,11 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
         let t = std::time::Instant::now();
         let mixes = plan(&sample.data.y, pairing, cfg.per_example, lambda, seed)?;
         let gen = GenerateOptions { seed, ..cfg.gen.clone() };
-        let gen = if decoding == Decoding::Sampled { gen.sampled(0) } else { gen };
+        let gen = match decoding {
+            Decoding::Sampled => gen.sampled(0),
+            Decoding::Corrected => GenerateOptions { decode: Decode::Correct(CORRECT_ROUNDS), ..gen },
+            _ => gen,
+        };
         let resample_copies = if decoding == Decoding::ResampleCopies { NOVEL_TRIES } else { 0 };
         let o = AugmentOptions { gen, threshold: cfg.threshold, mitigation: Mitigation::Keep, batch_size: 16, renormalize: true, label: LabelFrom::Mix, resample_copies };
         let (rows, _) = augment(&inv, &w.classifier, &sample.data, &mixes, &o, &|d, n| (m.progress)(&format!("decoded {d}/{n}")))?;

@@ -36,6 +36,10 @@ pub enum Method {
     /// inversedMixup with every mix decoded by seeded top-p sampling (p 0.9) instead of the run's
     /// `--decode`: each row a sample near its mix, not the single most likely sentence; intruders kept.
     InversedMixupSampled,
+    /// inversedMixup with every mix decoded by `correct:4` (four greedy decodes from inputs moved
+    /// towards what the output missed, the closest to the mix kept) instead of the run's `--decode`;
+    /// intruders kept.
+    InversedMixupCorrected,
 }
 
 /// How a generating method decodes its mixes (methods with the same decoding share one generation).
@@ -47,6 +51,8 @@ pub enum Decoding {
     ResampleCopies,
     /// Every mix sampled, top-p 0.9, seeded.
     Sampled,
+    /// Every mix decoded by `correct:CORRECT_ROUNDS`.
+    Corrected,
 }
 
 impl Decoding {
@@ -56,6 +62,7 @@ impl Decoding {
             Decoding::Run => "",
             Decoding::ResampleCopies => "-novel",
             Decoding::Sampled => "-sampled",
+            Decoding::Corrected => "-corrected",
         }
     }
 }
@@ -63,9 +70,12 @@ impl Decoding {
 /// Sampling tries `inversed-mixup-novel` gives a decode that copied its source.
 pub const NOVEL_TRIES: usize = 4;
 
+/// Rounds of `inversed-mixup-corrected`'s `correct:N` decoding.
+pub const CORRECT_ROUNDS: usize = 4;
+
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 12] = [
+    pub const ALL: [Method; 13] = [
         Method::None,
         Method::Duplicate,
         Method::Eda,
@@ -78,6 +88,7 @@ impl Method {
         Method::InversedMixupContent,
         Method::InversedMixupNovel,
         Method::InversedMixupSampled,
+        Method::InversedMixupCorrected,
     ];
 
     /// The name used in reports and result files.
@@ -95,6 +106,7 @@ impl Method {
             Method::InversedMixupContent => "inversed-mixup-content",
             Method::InversedMixupNovel => "inversed-mixup-novel",
             Method::InversedMixupSampled => "inversed-mixup-sampled",
+            Method::InversedMixupCorrected => "inversed-mixup-corrected",
         }
     }
 
@@ -109,7 +121,7 @@ impl Method {
             Method::InversedMixupKeep => Some(Mitigation::Keep),
             Method::InversedMixupDrop => Some(Mitigation::Drop),
             Method::InversedMixupRelabel => Some(Mitigation::Relabel),
-            Method::InversedMixupContent | Method::InversedMixupNovel | Method::InversedMixupSampled => Some(Mitigation::Keep),
+            Method::InversedMixupContent | Method::InversedMixupNovel | Method::InversedMixupSampled | Method::InversedMixupCorrected => Some(Mitigation::Keep),
             _ => None,
         }
     }
@@ -119,6 +131,7 @@ impl Method {
         match self {
             Method::InversedMixupNovel => Decoding::ResampleCopies,
             Method::InversedMixupSampled => Decoding::Sampled,
+            Method::InversedMixupCorrected => Decoding::Corrected,
             _ => Decoding::Run,
         }
     }

@@ -94,7 +94,11 @@ impl<'a> Inverter<'a> {
     /// `rerank:N`, N candidates per row are decoded and the one whose embedding is closest to the
     /// row of `h` is kept.
     pub fn decode(&self, h: &Tensor, opts: &GenerateOptions) -> Result<Vec<String>> {
-        let Decode::Rerank(n) = opts.decode else { return self.decode_once(h, opts) };
+        let n = match opts.decode {
+            Decode::Rerank(n) => n,
+            Decode::Correct(n) => return self.correct(h, n, opts),
+            _ => return self.decode_once(h, opts),
+        };
         let mut best = self.decode_once(h, &GenerateOptions { decode: Decode::Greedy, ..opts.clone() })?;
         if n == 1 {
             return Ok(best);
@@ -113,10 +117,45 @@ impl<'a> Inverter<'a> {
         Ok(best)
     }
 
+    /// `correct:N`: N greedy decodes, the first from `h`, each next one from the previous input
+    /// moved by 1/N of what the last output's embedding missed (`h - embed(output)`) and rescaled
+    /// row-wise to the norm of `h`; the output closest to `h` is kept. The step 1/N was chosen on
+    /// the 64 sentences `imix align` holds out (N = 4: 0.25 best of 0.1 / 0.25 / 0.5 / 1; N = 8:
+    /// 0.1 best of 0.05 / 0.1 / 0.25); the correction's direction beat a random one of the same
+    /// length (MiniLM cosine 0.665 vs 0.645 at N = 4), and both beat sampled candidates.
+    fn correct(&self, h: &Tensor, n: usize, opts: &GenerateOptions) -> Result<Vec<String>> {
+        let greedy = GenerateOptions { decode: Decode::Greedy, ..opts.clone() };
+        let norm = |t: &Tensor| -> Result<Tensor> { Ok(t.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?) };
+        let h_norm = norm(h)?;
+        let mut input = h.clone();
+        let mut out = self.decode_once(&input, &greedy)?;
+        let mut e = self.embed_texts(&out)?;
+        let mut best_cos = cosine_rows(h, &e)?;
+        let mut best = out.clone();
+        for _ in 1..n {
+            let moved = (&input + ((h - &e)? / n as f64)?)?;
+            input = moved.broadcast_div(&norm(&moved)?)?.broadcast_mul(&h_norm)?;
+            out = self.decode_once(&input, &greedy)?;
+            e = self.embed_texts(&out)?;
+            for (i, cos) in cosine_rows(h, &e)?.into_iter().enumerate() {
+                if cos > best_cos[i] {
+                    best_cos[i] = cos;
+                    best[i] = out[i].clone();
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Embeddings of sentences (an empty one embedded as a space).
+    fn embed_texts(&self, texts: &[String]) -> Result<Tensor> {
+        let refs: Vec<&str> = texts.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
+        Ok(self.encoder.embed_batched(&refs)?)
+    }
+
     /// Cosine between each row of `h` and the embedding of the matching sentence.
     fn similarity(&self, h: &Tensor, texts: &[String]) -> Result<Vec<f64>> {
-        let refs: Vec<&str> = texts.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
-        cosine_rows(h, &self.encoder.embed_batched(&refs)?)
+        cosine_rows(h, &self.embed_texts(texts)?)
     }
 
     fn decode_once(&self, h: &Tensor, opts: &GenerateOptions) -> Result<Vec<String>> {

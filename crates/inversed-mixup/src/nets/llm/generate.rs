@@ -20,6 +20,11 @@ pub enum Decode {
     /// the target kept. Selection needs the encoder, so it happens in `method::invert`; the LLM
     /// alone decodes this greedily.
     Rerank(usize),
+    /// N greedy rounds of embedding-space correction: each round decodes from the previous input
+    /// moved by 1/N of what the last output's embedding missed (target minus output embedding,
+    /// rescaled to the target's norm); the output closest to the target is kept. Like `Rerank`,
+    /// selection happens in `method::invert`; the LLM alone decodes this greedily.
+    Correct(usize),
 }
 
 /// Largest beam width or rerank count accepted: memory and time grow linearly with it.
@@ -27,14 +32,15 @@ pub const MAX_CANDIDATES: usize = 64;
 
 impl std::str::FromStr for Decode {
     type Err = Error;
-    /// Parses `greedy`, `beam:W` or `top-p:P`.
+    /// Parses `greedy`, `beam:W`, `top-p:P`, `rerank:N` or `correct:N`.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::Config(format!("decode {s:?}: expected greedy, beam:W, top-p:P (0 < P <= 1) or rerank:N (W, N from 1 to {MAX_CANDIDATES})"));
+        let bad = || Error::Config(format!("decode {s:?}: expected greedy, beam:W, top-p:P (0 < P <= 1) rerank:N or correct:N (W, N from 1 to {MAX_CANDIDATES})"));
         let count = |w: &str| w.parse().ok().filter(|w| (1..=MAX_CANDIDATES).contains(w));
         match s.split_once(':') {
             None if s == "greedy" => Ok(Decode::Greedy),
             Some(("beam", w)) => count(w).map(Decode::Beam).ok_or_else(bad),
             Some(("rerank", n)) => count(n).map(Decode::Rerank).ok_or_else(bad),
+            Some(("correct", n)) => count(n).map(Decode::Correct).ok_or_else(bad),
             Some(("top-p", p)) => p.parse().ok().filter(|&p: &f32| p > 0.0 && p <= 1.0).map(Decode::TopP).ok_or_else(bad),
             _ => Err(bad()),
         }
