@@ -150,7 +150,7 @@ impl<'a> Inverter<'a> {
     /// Embeddings of sentences (an empty one embedded as a space).
     fn embed_texts(&self, texts: &[String]) -> Result<Tensor> {
         let refs: Vec<&str> = texts.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
-        Ok(self.encoder.embed_batched(&refs)?)
+        self.encoder.embed_batched(&refs)
     }
 
     /// Cosine between each row of `h` and the embedding of the matching sentence.
