@@ -85,7 +85,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     if a.shard.is_some() && a.format == Format::Csv {
         anyhow::bail!("--shard writes JSONL (shards concatenate into the unsharded file): leave out --format csv");
     }
-    a.dec.options()?;
+    a.dec.options("greedy")?;
     let lambda: LambdaSpec = a.lambda.parse()?;
     let paths = BundlePaths::new(&a.model);
     let labels = bundle::load_classifier(&paths, &candle_core::Device::Cpu)?.labels;
@@ -98,7 +98,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     let part = a.shard.unwrap_or(Shard::ALL).range(mixes.len(), a.batch_size);
     // Decode seeds are offset by each batch's first index: offsetting by the shard's start keeps
     // every batch's seed what it is in the unsharded run.
-    let mut gen = a.dec.options()?;
+    let mut gen = a.dec.options("greedy")?;
     gen.seed = gen.seed.wrapping_add(part.start as u64);
     let mixes = &mixes[part];
     let opt = AugmentOptions { gen, threshold: a.threshold, mitigation: a.intrusion, batch_size: a.batch_size, renormalize: true, label: a.label, resample_copies: a.resample_copies };
@@ -196,7 +196,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     if a.steps < 2 {
         anyhow::bail!("--steps must be at least 2 (the two ends)");
     }
-    let gen = a.dec.options()?;
+    let gen = a.dec.options("greedy")?;
     let (enc, llm) = a.models.load()?;
     let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
     let inv = Inverter::new(&enc, &llm, &adaptor)?;

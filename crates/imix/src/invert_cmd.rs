@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use inversed_mixup::data::corpus::read_files;
 use inversed_mixup::data::jsonl;
-use inversed_mixup::method::invert::{summarize, Inverter};
+use inversed_mixup::method::invert::{summarize, Inverter, INVERT_DECODE};
 use std::path::PathBuf;
 
 /// Arguments of `imix invert`.
@@ -58,7 +58,7 @@ pub fn run(a: InvertArgs) -> Result<()> {
     if let Some(n) = a.limit {
         check::at_least_one("--limit", n)?;
     }
-    let gen = a.dec.options()?;
+    let gen = a.dec.options(INVERT_DECODE)?;
     a.reading.check()?;
     let opt = a.reading.options(&a.text_column, None);
     let mut texts: Vec<String> = read_files(std::slice::from_ref(&a.input), &opt)?.rows.into_iter().map(|r| r.text).collect();
