@@ -4,26 +4,19 @@ mod common;
 
 use candle_core::Device;
 use inversed_mixup::data::labelled::read_labelled;
-use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig};
 use inversed_mixup::method::augment::{augment, AugmentOptions};
 use inversed_mixup::method::classifier::Classifier;
 use inversed_mixup::method::intrusion::Mitigation;
 use inversed_mixup::method::invert::Inverter;
 use inversed_mixup::method::mixup::{plan, LambdaSpec, Pairing};
-use inversed_mixup::nets::encoder::Encoder;
-use inversed_mixup::nets::llm::{Decode, GenerateOptions, Llm};
+use inversed_mixup::nets::llm::{Decode, GenerateOptions};
 
 const DEV: Device = Device::Cpu;
 
 #[test]
 fn keep_drop_relabel_on_a_classifier_that_always_contradicts() {
     let d = tempfile::tempdir().unwrap();
-    common::write_tiny_llama(&d.path().join("llm"), 1);
-    common::write_tiny_bert(&d.path().join("enc"), 2);
-    let enc = Encoder::load(&d.path().join("enc"), &DEV).unwrap();
-    let llm = Llm::load(&d.path().join("llm"), &DEV).unwrap();
-    let cfg = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into(), lora: None, deep: None };
-    let adaptor = Adaptor::new(cfg, 0, &DEV).unwrap();
+    let (enc, llm, adaptor) = common::tiny_inverter_parts(d.path(), 0);
     let tsv = d.path().join("t.tsv");
     std::fs::write(&tsv, "label\ttext\na\tthe cat sat\na\ta dog ran\nb\tbirds sing\nb\tfish swim\nc\tnothing here\n").unwrap();
     let data = read_labelled(&[tsv], "text", "label", None).unwrap();

@@ -3,23 +3,13 @@
 
 mod common;
 
-use candle_core::Device;
-use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig};
 use inversed_mixup::method::invert::{cosine_rows, Inverter};
-use inversed_mixup::nets::encoder::Encoder;
-use inversed_mixup::nets::llm::{Decode, GenerateOptions, Llm};
-
-const DEV: Device = Device::Cpu;
+use inversed_mixup::nets::llm::{Decode, GenerateOptions};
 
 #[test]
 fn correct_is_never_further_than_greedy_and_explores() {
     let d = tempfile::tempdir().unwrap();
-    common::write_tiny_llama(&d.path().join("llm"), 1);
-    common::write_tiny_bert(&d.path().join("enc"), 2);
-    let enc = Encoder::load(&d.path().join("enc"), &DEV).unwrap();
-    let llm = Llm::load(&d.path().join("llm"), &DEV).unwrap();
-    let cfg = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into(), lora: None, deep: None };
-    let adaptor = Adaptor::new(cfg, 3, &DEV).unwrap();
+    let (enc, llm, adaptor) = common::tiny_inverter_parts(d.path(), 3);
     let inv = Inverter::new(&enc, &llm, &adaptor).unwrap();
     let texts = ["the cat sat", "a dog ran far", "birds sing", "fish swim here", "x y z", "hello there", "one two", "red blue green"];
     let h = enc.embed(&texts).unwrap();

@@ -280,3 +280,16 @@ pub fn assert_stage1_frozen_and_resumes_exactly(
     assert_eq!(resumed, curve, "resumed loss curve must equal the uninterrupted one bit for bit ({what})");
     assert_eq!(adaptor_bits(&second.adaptor), adaptor_bits(&full.adaptor), "resumed weights differ ({what})");
 }
+
+/// A tiny random encoder (seed 2), LLM (seed 1) and a fresh adaptor (`adaptor_seed`, k = 2) between
+/// them, written under `dir` and loaded: the parts of an `Inverter`.
+pub fn tiny_inverter_parts(dir: &Path, adaptor_seed: u64) -> (inversed_mixup::nets::encoder::Encoder, inversed_mixup::nets::llm::Llm, inversed_mixup::method::adaptor::Adaptor) {
+    use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig};
+    write_tiny_llama(&dir.join("llm"), 1);
+    write_tiny_bert(&dir.join("enc"), 2);
+    let enc = inversed_mixup::nets::encoder::Encoder::load(&dir.join("enc"), &Device::Cpu).unwrap();
+    let llm = inversed_mixup::nets::llm::Llm::load(&dir.join("llm"), &Device::Cpu).unwrap();
+    let cfg = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into(), lora: None, deep: None };
+    let adaptor = Adaptor::new(cfg, adaptor_seed, &Device::Cpu).unwrap();
+    (enc, llm, adaptor)
+}
