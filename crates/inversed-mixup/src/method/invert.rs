@@ -169,7 +169,7 @@ impl<'a> Inverter<'a> {
         let p = self.prompt.embeds(llm, &soft)?;
         let deep = self.adaptor.deep().map(|d| d.deltas(&soft, self.prompt.soft_start())).transpose()?;
         let ids = llm.generate_deep(&p, deep.as_ref(), opts)?;
-        ids.iter().map(|s| Ok(clean(&llm.tokenizer().decode(s)?))).collect()
+        ids.iter().map(|s| Ok(llm.tokenizer().decode(s)?.trim().to_string())).collect()
     }
 
     /// Reconstructs each text from its own embedding and scores it; `progress(done, total)`.
@@ -191,16 +191,6 @@ impl<'a> Inverter<'a> {
         }
         Ok(out)
     }
-}
-
-/// A decoded sentence as it is written out: without the U+FFFD marks a byte-level tokenizer leaves
-/// where the LLM produced bytes that are not UTF-8 (0.5 % of the rows of a dev grid had one), with
-/// the spaces this leaves collapsed, and trimmed.
-pub fn clean(decoded: &str) -> String {
-    if !decoded.contains('\u{FFFD}') {
-        return decoded.trim().to_string();
-    }
-    decoded.replace('\u{FFFD}', "").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Row-wise cosine similarity of two `(n, d)` matrices.
