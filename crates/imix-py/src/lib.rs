@@ -193,8 +193,8 @@ impl Augmenter {
     }
 
     /// `imix invert` on a list: each text reconstructed from its own embedding; JSON Lines rows.
-    /// The default decoding is `imix invert`'s (`INVERT_DECODE`).
-    #[pyo3(signature = (texts, *, decode="correct:8".to_string(), max_new_tokens=48, seed=0, batch_size=16, no_repeat_ngram=3, repetition_penalty=1.0, max_chars=2000, progress=None))]
+    /// The default decoding is `imix invert`'s.
+    #[pyo3(signature = (texts, *, decode=inversed_mixup::method::invert::INVERT_DECODE.to_string(), max_new_tokens=48, seed=0, batch_size=16, no_repeat_ngram=3, repetition_penalty=1.0, max_chars=2000, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn invert(
         &self,

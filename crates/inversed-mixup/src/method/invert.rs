@@ -112,12 +112,7 @@ impl<'a> Inverter<'a> {
         for c in 1..n {
             // Each candidate its own sampling streams (rows use seed + row within a candidate).
             let cand = self.decode_once(h, &opts.sampled(c as u64))?;
-            for (i, cos) in self.similarity(h, &cand)?.into_iter().enumerate() {
-                if cos > best_cos[i] {
-                    best_cos[i] = cos;
-                    best[i] = cand[i].clone();
-                }
-            }
+            keep_closer(&mut best, &mut best_cos, &cand, self.similarity(h, &cand)?);
         }
         Ok(best)
     }
@@ -142,12 +137,7 @@ impl<'a> Inverter<'a> {
             input = moved.broadcast_div(&norm(&moved)?)?.broadcast_mul(&h_norm)?;
             out = self.decode_once(&input, &greedy)?;
             e = self.embed_texts(&out)?;
-            for (i, cos) in cosine_rows(h, &e)?.into_iter().enumerate() {
-                if cos > best_cos[i] {
-                    best_cos[i] = cos;
-                    best[i] = out[i].clone();
-                }
-            }
+            keep_closer(&mut best, &mut best_cos, &out, cosine_rows(h, &e)?);
         }
         Ok(best)
     }
@@ -190,6 +180,16 @@ impl<'a> Inverter<'a> {
             progress(out.len(), texts.len());
         }
         Ok(out)
+    }
+}
+
+/// Where a candidate is closer to its target than the best so far, it becomes the best.
+fn keep_closer(best: &mut [String], best_cos: &mut [f64], cand: &[String], cos: Vec<f64>) {
+    for (i, c) in cos.into_iter().enumerate() {
+        if c > best_cos[i] {
+            best_cos[i] = c;
+            best[i] = cand[i].clone();
+        }
     }
 }
 
