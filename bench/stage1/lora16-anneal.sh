@@ -8,7 +8,7 @@
 # then cosine down to 5 % of it. Not a plan over several sessions: a session's machine, results/
 # and ~/.cache included, does not survive to the next one (session 16 found the step-10 404
 # checkpoint of such a 27 000-step plan gone), and a checkpoint with its optimiser state is no file
-# to commit. STEPS sets the length: the default 3000 (24 k sentences) took 70-88 minutes at 1.38-1.76
+# to commit. STEPS sets the length (SEED the data order, default 0): the default 3000 (24 k sentences) took 70-88 minutes at 1.38-1.76
 # s per step on the 2-core Intel Xeon (Cascade Lake, AVX-512) of session 16 (about 31 at the 0.61 s
 # of the AMD EPYC Zen 5); embedding the 135 k sentences once (cached beside the output) takes 8 more.
 set -euo pipefail
@@ -29,4 +29,4 @@ target/release/imix align \
   --input ../shared/data/benchmarks/{sst2,trec,subj,mr}/train.tsv $out/brown.txt $out/extra.txt $out/wiki-train.txt \
   --out $out/lora16-anneal.safetensors --lora-rank 16 --lora-alpha 32 --k 4 \
   --steps "${STEPS:-3000}" --lr 3.4e-4 --lr-floor 0.05 --warmup 100 --eval-every 250 --checkpoint-every 250 \
-  --seed 0 --half "${init[@]}" "$@"
+  --seed "${SEED:-0}" --half "${init[@]}" "$@"
