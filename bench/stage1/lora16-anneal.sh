@@ -8,9 +8,10 @@
 # then cosine down to 5 % of it. Not a plan over several sessions: a session's machine, results/
 # and ~/.cache included, does not survive to the next one (session 16 found the step-10 404
 # checkpoint of such a 27 000-step plan gone), and a checkpoint with its optimiser state is no file
-# to commit. STEPS sets the length (SEED the data order, default 0): the default 3000 (24 k sentences) took 70-88 minutes at 1.38-1.76
-# s per step on the 2-core Intel Xeon (Cascade Lake, AVX-512) of session 16 (about 31 at the 0.61 s
-# of the AMD EPYC Zen 5); embedding the 135 k sentences once (cached beside the output) takes 8 more.
+# to commit. STEPS sets the length: the default 3000 (24 k sentences) took 70-88 minutes at
+# 1.38-1.76 s per step on the 2-core Intel Xeon (Cascade Lake, AVX-512) of session 16 (about 31 at
+# the 0.61 s of the AMD EPYC Zen 5); embedding the 135 k sentences once (cached beside the output)
+# takes 8 more. SEED sets the data order (default 0; a second pass should take another).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/stage1/data.sh
