@@ -76,7 +76,7 @@ fn load_adaptor(path: &Path, enc: &Encoder, llm: &Llm) -> Result<Adaptor> {
 fn gen_options(decode: &str, max_new_tokens: usize, seed: u64, no_repeat_ngram: usize, repetition_penalty: f32) -> Result<GenerateOptions> {
     check::positive("--repetition-penalty", repetition_penalty as f64)?;
     check::at_least_one("--max-new-tokens", max_new_tokens)?;
-    Ok(GenerateOptions { decode: decode.parse()?, max_new_tokens, seed, temperature: 1.0, no_repeat_ngram, repetition_penalty })
+    Ok(GenerateOptions { decode: decode.parse()?, max_new_tokens, seed, temperature: 1.0, no_repeat_ngram, repetition_penalty, valid_utf8: true })
 }
 
 fn label_from(s: &str) -> Result<LabelFrom> {

@@ -22,7 +22,8 @@ fn prompts(llm: &Llm) -> Tensor {
 fn cached_greedy_equals_uncached_recomputation() {
     let (_d, llm) = tiny();
     let p = prompts(&llm);
-    let opts = GenerateOptions { max_new_tokens: 6, no_repeat_ngram: 0, ..Default::default() };
+    // The raw argmax: no repetition control, no UTF-8 guard.
+    let opts = GenerateOptions { max_new_tokens: 6, no_repeat_ngram: 0, valid_utf8: false, ..Default::default() };
     let got = llm.generate(&p, &opts).unwrap();
     for (row, out) in got.iter().enumerate() {
         let mut x = p.get(row).unwrap().unsqueeze(0).unwrap();
@@ -98,5 +99,41 @@ fn no_repeat_ngram_stops_the_loops_greedy_and_beam_fall_into() {
             let pen = llm.generate(&p, &GenerateOptions { decode, max_new_tokens: 40, no_repeat_ngram: 0, repetition_penalty: 50.0, ..Default::default() }).unwrap();
             assert!(pen.iter().map(|s| repeated(s, 3)).sum::<usize>() < free.iter().map(|s| repeated(s, 3)).sum::<usize>(), "penalty: {pen:?}");
         }
+    }
+}
+
+#[test]
+fn generated_text_is_valid_utf8_where_the_unguarded_model_breaks_characters() {
+    // The tiny model's vocabulary is the 256 bytes: sampling from it at random breaks characters.
+    let (_d, llm) = tiny();
+    let p = prompts(&llm);
+    let text = |decode, valid_utf8, seed| -> Vec<String> {
+        let o = GenerateOptions { decode, max_new_tokens: 24, seed, no_repeat_ngram: 0, valid_utf8, ..Default::default() };
+        llm.generate(&p, &o).unwrap().iter().map(|s| llm.tokenizer().decode(s).unwrap()).collect()
+    };
+    let mut broken = 0;
+    for seed in 0..6 {
+        broken += text(Decode::TopP(1.0), false, seed).iter().filter(|t| t.contains('\u{FFFD}')).count();
+        for t in text(Decode::TopP(1.0), true, seed).into_iter().chain(text(Decode::Beam(3), true, seed)) {
+            assert!(!t.contains('\u{FFFD}'), "{t:?}");
+        }
+    }
+    assert!(broken > 0, "unguarded sampling never broke a character: this test would prove nothing");
+}
+
+#[test]
+fn the_utf8_guard_lets_any_valid_text_through() {
+    let (_d, llm) = tiny();
+    let tok = llm.tokenizer();
+    for text in ["plain ascii", "héllo wörld", "日本語 ok", "emoji 😀 and ñ", "\u{10FFFF}"] {
+        let ids = tok.encode(text).unwrap();
+        for i in 0..ids.len() {
+            let mut row = vec![0.0f32; tok.vocab_size()];
+            tok.utf8_guard().constrain(&ids[..i], &mut row, tok.eos);
+            assert!(row[ids[i] as usize].is_finite(), "{text:?}: token {i} banned");
+        }
+        let mut row = vec![0.0f32; tok.vocab_size()];
+        tok.utf8_guard().constrain(&ids, &mut row, tok.eos);
+        assert!(row[tok.eos as usize].is_finite(), "{text:?}: the end banned after whole characters");
     }
 }

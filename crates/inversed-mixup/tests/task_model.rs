@@ -141,4 +141,8 @@ fn snapshot_embeds_like_the_trainable_encoder_and_stays_fixed() {
     // predict() goes through a snapshot: the head applied to the composition's embeddings agrees.
     let composed: Vec<usize> = head.probs(&after.detach()).unwrap().iter().map(|p| inversed_mixup::eval::classes::argmax(p)).collect();
     assert_eq!(model.predict(&texts).unwrap(), composed);
+    // Over several batches (predict groups rows by length), predictions come back in input order.
+    let many: Vec<String> = texts.iter().rev().chain(&texts).chain(texts.iter().rev()).cloned().collect();
+    let want: Vec<usize> = composed.iter().rev().chain(&composed).chain(composed.iter().rev()).copied().collect();
+    assert_eq!(model.predict(&many).unwrap(), want);
 }

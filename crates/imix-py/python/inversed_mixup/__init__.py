@@ -164,7 +164,7 @@ class Augmenter:
         self,
         texts: Iterable[str],
         *,
-        decode: str = "correct:8",
+        decode: str = "correct:16",
         max_new_tokens: int = 48,
         seed: int = 0,
         batch_size: int = 16,
@@ -178,7 +178,7 @@ class Augmenter:
         Returns one dict per text with the fields of ``imix invert``'s JSON Lines: ``text``,
         ``reconstruction``, ``cosine``, ``token_f1``, ``bleu``, ``exact``. ``decode`` is
         ``greedy``, ``beam:W``, ``top-p:P``, ``rerank:N`` or ``correct:N`` (default, as in ``imix invert``:
-        the closest of eight greedy decodes from corrected inputs).
+        the closest of sixteen greedy decodes from corrected inputs).
         """
         with _Progress(progress, "invert") as cb:
             return _rows(

@@ -107,7 +107,7 @@ class Augmenter:
         self,
         texts: Iterable[str],
         *,
-        decode: str = "correct:8",
+        decode: str = "correct:16",
         max_new_tokens: int = 48,
         seed: int = 0,
         batch_size: int = 16,
@@ -119,7 +119,7 @@ class Augmenter:
         """Reconstructs each text from its own embedding (``imix invert``).
 
         ``decode`` is ``greedy``, ``beam:W``, ``top-p:P``, ``rerank:N`` or ``correct:N`` (default, as in ``imix invert``:
-        the closest of eight greedy decodes from corrected inputs). Raises :class:`ImixError`
+        the closest of sixteen greedy decodes from corrected inputs). Raises :class:`ImixError`
         for an empty list, an empty text, or a bad setting.
         """
     def interpolate(

@@ -26,7 +26,13 @@ impl BenchConfig {
         put("pairing", format!("{:?}", self.pairing));
         put("lambda", format!("{:?}", self.lambda));
         let g = &self.gen;
-        put("decode", format!("{:?} max_new_tokens={} no_repeat_ngram={} repetition_penalty={} temperature={}", g.decode, g.max_new_tokens, g.no_repeat_ngram, g.repetition_penalty, g.temperature));
+        put(
+            "decode",
+            format!(
+                "{:?} max_new_tokens={} no_repeat_ngram={} repetition_penalty={} temperature={} valid_utf8={}",
+                g.decode, g.max_new_tokens, g.no_repeat_ngram, g.repetition_penalty, g.temperature, g.valid_utf8
+            ),
+        );
         put("threshold", self.threshold.to_string());
         put("max_test", self.max_test.map_or("all".into(), |n| n.to_string()));
         match &self.protocol {

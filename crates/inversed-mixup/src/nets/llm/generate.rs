@@ -63,11 +63,14 @@ pub struct GenerateOptions {
     pub no_repeat_ngram: usize,
     /// Divides positive (multiplies negative) logits of tokens already generated (1: off).
     pub repetition_penalty: f32,
+    /// Only tokens that keep the text valid UTF-8 (a byte-level decoder can otherwise emit half a
+    /// character, which reads as U+FFFD); off only where a test needs the raw argmax.
+    pub valid_utf8: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { decode: Decode::Greedy, max_new_tokens: 48, seed: 0, temperature: 1.0, no_repeat_ngram: 3, repetition_penalty: 1.0 }
+        Self { decode: Decode::Greedy, max_new_tokens: 48, seed: 0, temperature: 1.0, no_repeat_ngram: 3, repetition_penalty: 1.0, valid_utf8: true }
     }
 }
 
@@ -167,6 +170,9 @@ impl Llm {
             let mut next = Vec::with_capacity(b);
             for (i, row) in lp.iter_mut().enumerate() {
                 opts.constrain(&out[i], row);
+                if opts.valid_utf8 {
+                    self.tokenizer.utf8_guard().constrain(&out[i], row, eos);
+                }
                 let tok = match opts.decode {
                     Decode::TopP(p) => top_p(row, p, opts.temperature, &mut rngs[i]),
                     _ => argmax(row) as u32,
@@ -185,6 +191,11 @@ impl Llm {
             }
             let x = self.embed_ids(&next)?.unsqueeze(1)?;
             lp = self.last_logits(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
+        }
+        if opts.valid_utf8 {
+            for o in &mut out {
+                self.tokenizer.utf8_guard().trim(o);
+            }
         }
         Ok(out)
     }
@@ -217,6 +228,9 @@ impl Llm {
                         continue;
                     }
                     opts.constrain(&seqs[row], &mut lp[row]);
+                    if opts.valid_utf8 {
+                        self.tokenizer.utf8_guard().constrain(&seqs[row], &mut lp[row], eos);
+                    }
                     for (tok, l) in top_k(&lp[row], 2 * w) {
                         cand.push((score[row] + l, row, tok));
                     }
@@ -276,7 +290,11 @@ impl Llm {
                     best = Some((s, seqs[row].clone()));
                 }
             }
-            out.push(best.map(|b| b.1).unwrap_or_default());
+            let mut seq = best.map(|b| b.1).unwrap_or_default();
+            if opts.valid_utf8 {
+                self.tokenizer.utf8_guard().trim(&mut seq);
+            }
+            out.push(seq);
         }
         Ok(out)
     }

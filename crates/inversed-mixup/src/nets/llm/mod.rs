@@ -7,12 +7,14 @@ mod load;
 pub mod lora;
 mod tokenizer;
 mod train;
+mod utf8_guard;
 
 pub use deep::KvDelta;
 pub use generate::{Decode, GenerateOptions};
 pub use load::permute_for_gguf;
 pub use lora::{Lora, LoraConfig};
 pub use tokenizer::LlmTokenizer;
+pub use utf8_guard::Utf8Guard;
 
 use crate::nets::ops;
 use candle_core::{DType, Device, Tensor, D};

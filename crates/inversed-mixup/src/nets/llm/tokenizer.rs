@@ -1,12 +1,15 @@
 //! The LLM tokenizer: byte-level BPE, built from GGUF metadata or read from tokenizer.json.
 
+use super::utf8_guard::{byte_level_bytes, Utf8Guard};
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
+use std::collections::HashSet;
 use std::path::Path;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::DecoderWrapper;
 use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
 /// Tokenizer of the frozen LLM with its special ids.
@@ -17,6 +20,8 @@ pub struct LlmTokenizer {
     pub eos: u32,
     /// Beginning-of-sequence id, if the model uses one.
     pub bos: Option<u32>,
+    /// Bans the tokens that would make generated text invalid UTF-8 (byte-level decoders only).
+    guard: std::sync::Arc<Utf8Guard>,
 }
 
 impl LlmTokenizer {
@@ -51,13 +56,31 @@ impl LlmTokenizer {
         tok.add_special_tokens(&specials);
         let id = |k: &str| c.metadata.get(k).and_then(|v| v.to_u32().ok());
         let eos = id("tokenizer.ggml.eos_token_id").ok_or_else(|| bad("missing eos_token_id"))?;
-        Ok(Self { inner: tok, eos, bos: id("tokenizer.ggml.bos_token_id") })
+        Ok(Self::with_guard(tok, eos, id("tokenizer.ggml.bos_token_id")))
     }
 
     /// Reads a Hugging Face tokenizer.json; `eos` comes from the model config.
     pub fn from_file(path: &Path, eos: u32, bos: Option<u32>) -> Result<Self> {
         let inner = Tokenizer::from_file(path).map_err(|e| Error::model(path, e.to_string()))?;
-        Ok(Self { inner, eos, bos })
+        Ok(Self::with_guard(inner, eos, bos))
+    }
+
+    /// Wraps `inner`, building the UTF-8 guard when its decoder is byte-level (else none: another
+    /// decoder does not split characters across tokens the same way).
+    fn with_guard(inner: Tokenizer, eos: u32, bos: Option<u32>) -> Self {
+        let guard = match inner.get_decoder() {
+            Some(DecoderWrapper::ByteLevel(_)) => {
+                let special: HashSet<u32> = inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(i, _)| i).collect();
+                Utf8Guard::new(&byte_level_bytes(&inner.get_vocab(true), &special))
+            }
+            _ => Utf8Guard::default(),
+        };
+        Self { inner, eos, bos, guard: std::sync::Arc::new(guard) }
+    }
+
+    /// The guard that keeps generated text valid UTF-8.
+    pub fn utf8_guard(&self) -> &Utf8Guard {
+        &self.guard
     }
 
     /// Token ids of `text`, without any special tokens added.
