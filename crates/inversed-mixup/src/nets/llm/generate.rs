@@ -1,6 +1,6 @@
 //! Cached, batched decoding from input embeddings: greedy, beam search, seeded top-p sampling.
 
-use super::{KvCache, KvDelta, Llm};
+use super::{KvCache, KvDelta, Llm, Utf8Guard};
 use crate::eval::classes::argmax;
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -81,8 +81,9 @@ impl GenerateOptions {
         GenerateOptions { decode: Decode::TopP(0.9), seed: self.seed.wrapping_add(k << 32), ..self.clone() }
     }
 
-    /// Applies the repetition controls to the next-token scores of a sequence that has produced `seq`.
-    fn constrain(&self, seq: &[u32], row: &mut [f32]) {
+    /// Applies the repetition controls and the UTF-8 guard to the next-token scores of a sequence
+    /// that has produced `seq`.
+    fn constrain(&self, seq: &[u32], row: &mut [f32], guard: &Utf8Guard, eos: u32) {
         if self.repetition_penalty != 1.0 {
             for &t in seq {
                 let v = &mut row[t as usize];
@@ -92,6 +93,17 @@ impl GenerateOptions {
         for t in banned(seq, self.no_repeat_ngram) {
             row[t as usize] = f32::NEG_INFINITY;
         }
+        if self.valid_utf8 {
+            guard.constrain(seq, row, eos);
+        }
+    }
+
+    /// A finished sequence as returned: without a character the length limit cut.
+    fn finish(&self, mut seq: Vec<u32>, guard: &Utf8Guard) -> Vec<u32> {
+        if self.valid_utf8 {
+            guard.trim(&mut seq);
+        }
+        seq
     }
 }
 
@@ -169,10 +181,7 @@ impl Llm {
         for _ in 0..opts.max_new_tokens {
             let mut next = Vec::with_capacity(b);
             for (i, row) in lp.iter_mut().enumerate() {
-                opts.constrain(&out[i], row);
-                if opts.valid_utf8 {
-                    self.tokenizer.utf8_guard().constrain(&out[i], row, eos);
-                }
+                opts.constrain(&out[i], row, self.tokenizer.utf8_guard(), eos);
                 let tok = match opts.decode {
                     Decode::TopP(p) => top_p(row, p, opts.temperature, &mut rngs[i]),
                     _ => argmax(row) as u32,
@@ -192,12 +201,7 @@ impl Llm {
             let x = self.embed_ids(&next)?.unsqueeze(1)?;
             lp = self.last_logits(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
         }
-        if opts.valid_utf8 {
-            for o in &mut out {
-                self.tokenizer.utf8_guard().trim(o);
-            }
-        }
-        Ok(out)
+        Ok(out.into_iter().map(|o| opts.finish(o, self.tokenizer.utf8_guard())).collect())
     }
 
     #[allow(clippy::needless_range_loop)] // r indexes several parallel per-sequence arrays
@@ -227,10 +231,7 @@ impl Llm {
                     if score[row] == f32::NEG_INFINITY {
                         continue;
                     }
-                    opts.constrain(&seqs[row], &mut lp[row]);
-                    if opts.valid_utf8 {
-                        self.tokenizer.utf8_guard().constrain(&seqs[row], &mut lp[row], eos);
-                    }
+                    opts.constrain(&seqs[row], &mut lp[row], self.tokenizer.utf8_guard(), eos);
                     for (tok, l) in top_k(&lp[row], 2 * w) {
                         cand.push((score[row] + l, row, tok));
                     }
@@ -290,11 +291,7 @@ impl Llm {
                     best = Some((s, seqs[row].clone()));
                 }
             }
-            let mut seq = best.map(|b| b.1).unwrap_or_default();
-            if opts.valid_utf8 {
-                self.tokenizer.utf8_guard().trim(&mut seq);
-            }
-            out.push(seq);
+            out.push(opts.finish(best.map(|b| b.1).unwrap_or_default(), self.tokenizer.utf8_guard()));
         }
         Ok(out)
     }
