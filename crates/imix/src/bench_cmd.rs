@@ -224,7 +224,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     let progress = |what: &str| pb.set_message(format!("{} {what}", current.borrow()));
     let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path, encoder_dir: &encoder_dir, pool: pool.as_ref().map(|(t, h)| (t.as_slice(), h)), progress: &progress };
     // Recorded before any work as well, so that cells of a killed run still name their commit.
-    record_run(&a.out.join("runs.jsonl"), "started", std::time::Instant::now(), 0, false)?;
+    let run_id = record_run(&a.out.join("runs.jsonl"), "started", std::time::Instant::now(), 0, false)?;
     let started = std::time::Instant::now();
     let mut computed = 0usize;
     let mut stopped = false;
@@ -272,7 +272,8 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                         jsonl::write(&a.out.join("generated").join(format!("{ds}-{shot}-{seed}{wf}{tag}.jsonl")), rows)?;
                     }
                     computed += 1;
-                    for r in rows {
+                    for mut r in rows {
+                        r.run = Some(run_id);
                         tracing::info!("{ds} {shot}-shot seed {seed} {}: accuracy {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1);
                         pb.println(format!("{ds} {shot}-shot seed {seed} {:<24} acc {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1));
                         results.push(r);
@@ -316,12 +317,14 @@ fn report_protocol(cfg: &BenchConfig) -> report::Protocol<'static> {
 
 /// Appends what produces this run's cells to `runs.jsonl` (`event`: started or finished): the
 /// command line, the commit the binary was built from, the CPU and the kernels' instruction set,
-/// the wall time and the cells computed.
-fn record_run(path: &std::path::Path, event: &str, started: std::time::Instant, computed: usize, stopped: bool) -> Result<()> {
+/// the wall time and the cells computed. Returns the record's unix time (a started record's names
+/// the run in its rows).
+fn record_run(path: &std::path::Path, event: &str, started: std::time::Instant, computed: usize, stopped: bool) -> Result<u64> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()));
     let record = serde_json::json!({
         "event": event,
-        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "unix_time": now,
         "minutes": started.elapsed().as_secs_f64() / 60.0,
         "command": std::env::args().collect::<Vec<_>>(),
         "commit": env!("IMIX_GIT_COMMIT"),
@@ -335,5 +338,5 @@ fn record_run(path: &std::path::Path, event: &str, started: std::time::Instant, 
     let mut rows: Vec<serde_json::Value> = jsonl::read(path)?;
     rows.push(record);
     jsonl::write(path, &rows)?;
-    Ok(())
+    Ok(now)
 }

@@ -161,6 +161,7 @@ mod tests {
             warmup_finetune: false,
             final_from_warmup: false,
             settings: None,
+            run: None,
         }
     }
 

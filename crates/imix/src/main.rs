@@ -10,6 +10,7 @@ mod data_args;
 mod input_args;
 mod invert_cmd;
 mod process;
+mod provenance;
 mod report;
 mod train_cmd;
 mod warmup_cmd;

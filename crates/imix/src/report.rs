@@ -99,6 +99,7 @@ Paired tests and the generated claims follow the table.\n\n",
     md.push_str(&crate::claims::paired_table(rows, methods, &groups));
     md.push_str(&crate::claims::claims(rows, methods, &groups));
     md.push_str(&generator_table(rows, methods, &groups));
+    md.push_str(&crate::provenance::section(out, rows)?);
     inversed_mixup::data::io::write_atomic(&out.join(format!("summary{}.md", protocol.suffix)), md.as_bytes())?;
     accuracy_plot(&out.join(format!("accuracy{}.svg", protocol.suffix)), rows, methods, &groups)?;
     let generated = read_generated(&out.join("generated"))?;
@@ -234,6 +235,7 @@ mod tests {
             warmup_finetune: false,
             final_from_warmup: false,
             settings: None,
+            run: None,
         }
     }
 

@@ -62,6 +62,10 @@ pub struct CellResult {
     /// recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<Settings>,
+    /// The run that computed the row, set by its caller (`imix bench`: the unix time of the run's
+    /// start record in runs.jsonl); absent in rows written before rows named their run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
 }
 
 impl CellResult {
@@ -265,6 +269,7 @@ impl Sample<'_> {
             warmup_finetune,
             final_from_warmup,
             settings: None,
+            run: None,
         }
     }
 
