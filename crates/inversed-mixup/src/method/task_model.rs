@@ -90,11 +90,8 @@ impl TaskModel<'_> {
         // several times faster than the differentiable ops on a test split.
         let frozen = if self.encoder.grad { Some(self.encoder.snapshot()?) } else { None };
         let encoder = frozen.as_ref().unwrap_or(self.encoder);
-        // Similar lengths batched together: far less padding on a test split of mixed lengths.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].len());
         let mut out = vec![0; texts.len()];
-        for chunk in order.chunks(32) {
+        for chunk in crate::nets::encoder::length_batches(texts, 32) {
             let refs: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
             let h = encoder.embed(&refs)?.detach();
             for (&i, p) in chunk.iter().zip(self.head.probs(&h)?.iter()) {

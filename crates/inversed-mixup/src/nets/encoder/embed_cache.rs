@@ -7,6 +7,14 @@ use candle_core::Tensor;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// Indices of `texts` in batches of at most `size`, shortest first: similar lengths batched
+/// together need far less padding (callers scatter the results back by index).
+pub(crate) fn length_batches(texts: &[String], size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    order.chunks(size.max(1)).map(<[usize]>::to_vec).collect()
+}
+
 /// Embeddings `(n, dim)` of `texts`, read from `cache` when it holds exactly these texts.
 pub fn embed_corpus(enc: &Encoder, texts: &[String], cache: Option<&Path>, progress: &dyn Fn(usize, usize)) -> Result<Tensor> {
     use sha2::{Digest, Sha256};
@@ -26,11 +34,8 @@ pub fn embed_corpus(enc: &Encoder, texts: &[String], cache: Option<&Path>, progr
             }
         }
     }
-    let mut order: Vec<usize> = (0..texts.len()).collect();
-    // Similar lengths together: far less padding.
-    order.sort_by_key(|&i| texts[i].len());
     let mut rows: Vec<Option<Tensor>> = vec![None; texts.len()];
-    for (done, chunk) in order.chunks(64).enumerate() {
+    for (done, chunk) in length_batches(texts, 64).iter().enumerate() {
         let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
         let e = enc.embed(&batch)?;
         for (j, &i) in chunk.iter().enumerate() {

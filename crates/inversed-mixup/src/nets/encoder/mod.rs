@@ -5,6 +5,7 @@ mod embed_cache;
 mod infer;
 
 pub use embed_cache::embed_corpus;
+pub(crate) use embed_cache::length_batches;
 
 /// Variables with their names.
 pub type NamedVars = Vec<(String, candle_core::Var)>;
