@@ -70,6 +70,7 @@ where
 
 pub mod activation;
 pub mod adamw;
+pub mod bias;
 pub mod causal_attention;
 pub mod decode_attention;
 pub mod fastmath;

@@ -40,3 +40,18 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, grad: bool) -> candle_core::
         candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
     }
 }
+
+/// A linear layer on `(.., in)`; `grad` adds its bias with our op, whose backward sums the rows
+/// in one pass (bit-identical to candle's `Linear`, whose bias gradient walks every element with a
+/// divmod).
+pub fn linear(l: &candle_nn::Linear, x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
+    use candle_nn::Module;
+    match (grad, l.bias(), x.dims()) {
+        (true, Some(b), &[n, t, d]) if x.is_contiguous() => {
+            // candle's own 3-D contiguous path (one flat product), then the bias.
+            let y = x.reshape((n * t, d))?.matmul(&l.weight().t()?)?;
+            imix_kernels::bias::bias_add(&y, b)?.reshape((n, t, ()))
+        }
+        _ => l.forward(x),
+    }
+}

@@ -315,7 +315,7 @@ impl Encoder {
                     let y = qkv.forward(&x)?.reshape((n, t, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
                     (y.get(0)?, y.get(1)?, y.get(2)?)
                 }
-                _ => (split(l.q.forward(&x)?)?, split(l.k.forward(&x)?)?, split(l.v.forward(&x)?)?),
+                _ => (split(ops::linear(&l.q, &x, self.grad)?)?, split(ops::linear(&l.k, &x, self.grad)?)?, split(ops::linear(&l.v, &x, self.grad)?)?),
             };
             let a = if self.grad || q.dtype() != DType::F32 {
                 let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&neg)?;
@@ -324,8 +324,8 @@ impl Encoder {
                 imix_kernels::decode_attention::masked_attention(&q, &k, &v, &neg)?
             };
             let a = a.transpose(1, 2)?.reshape((n, t, heads * hd))?;
-            x = ops::layer_norm(&(l.o.forward(&a)? + &x)?, &l.ln1.0, &l.ln1.1, eps, self.grad)?;
-            let f = l.down.forward(&imix_kernels::activation::gelu(&l.up.forward(&x)?)?)?;
+            x = ops::layer_norm(&(ops::linear(&l.o, &a, self.grad)? + &x)?, &l.ln1.0, &l.ln1.1, eps, self.grad)?;
+            let f = ops::linear(&l.down, &imix_kernels::activation::gelu(&ops::linear(&l.up, &x, self.grad)?)?, self.grad)?;
             x = ops::layer_norm(&(f + &x)?, &l.ln2.0, &l.ln2.1, eps, self.grad)?;
         }
         Ok(x)
