@@ -3,8 +3,9 @@
 `imix bench` appends rows cell by cell and records, per run, a "started" record and a "finished"
 one with `cells_computed`, so the rows without a `run` are assigned in file order: the first
 `cells_computed` cells (runs of consecutive rows of one dataset, shots and seed) to the first run
-that computed any, and so on. It refuses when the counts do not add up (a killed run, whose count
-is unknown), and leaves rows that already name their run alone. Run once per folder, then let
+that computed any, and so on. A killed run (no "finished" record) gets the cells the others do not
+account for, when it is the only one; otherwise, or when the counts do not add up, it refuses.
+Rows that already name their run are left alone. Run once per folder, then let
 `imix bench` rewrite the report (e.g. the next sitting, or one with --max-minutes 0).
 
     python3 bench/grid_backfill_runs.py results/grid-2f88c450
@@ -20,14 +21,19 @@ def main() -> None:
     records = [json.loads(l) for l in (folder / "runs.jsonl").read_text().splitlines() if l.strip()]
     rows = [json.loads(l) for l in (folder / "results.jsonl").read_text().splitlines() if l.strip()]
     named = {r["run"] for r in rows if "run" in r}
+    # (run, cells computed; None for a killed run, which wrote no "finished" record)
     runs, open_run = [], None
     for r in records:
         if r["event"] == "started":
+            if open_run is not None and open_run not in named:
+                runs.append((open_run, None))
             open_run = r["unix_time"]
         elif r["event"] == "finished" and open_run is not None:
             if r["cells_computed"] > 0 and open_run not in named:
                 runs.append((open_run, r["cells_computed"]))
             open_run = None
+    if open_run is not None and open_run not in named:
+        runs.append((open_run, None))
     cells, last = [], None
     for i, r in enumerate(rows):
         if "run" in r:
@@ -38,8 +44,14 @@ def main() -> None:
             cells.append([])
             last = key
         cells[-1].append(i)
-    if sum(n for _, n in runs) != len(cells):
-        sys.exit(f"{folder}: {len(cells)} cells without a run, but the finished runs computed {sum(n for _, n in runs)}; not assigning")
+    known = sum(n for _, n in runs if n is not None)
+    killed = [i for i, (_, n) in enumerate(runs) if n is None]
+    if len(killed) == 1 and known <= len(cells):
+        # The one killed run computed what the others did not (0 when it stopped inside its first cell).
+        runs[killed[0]] = (runs[killed[0]][0], len(cells) - known)
+    elif killed or known != len(cells):
+        sys.exit(f"{folder}: {len(cells)} cells without a run, the finished runs computed {known}, {len(killed)} killed runs; not assigning")
+    runs = [(r, n) for r, n in runs if n > 0]
     it = iter(cells)
     for run, n in runs:
         for _ in range(n):
