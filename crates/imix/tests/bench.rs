@@ -73,6 +73,9 @@ fn quick_bench_runs_reports_and_resumes_identically() {
         let a = v["generator"]["label_agreement"].as_f64().unwrap_or_else(|| panic!("no label agreement: {l}"));
         assert!((0.0..=1.0).contains(&a) && v["generator"]["judge_accuracy"].as_f64().is_some(), "{l}");
     }
+    // Every row names its run, and the report traces the run to its commit and command.
+    assert!(first.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["run"].as_u64().is_some()), "{first}");
+    assert!(summary.contains("## Where the numbers come from") && summary.contains("toy 2-shot seeds 0-1"), "{summary}");
     // A finished grid recomputes nothing.
     assert!(bench(d.path()).contains("(0 computed now)"));
     assert_eq!(std::fs::read_to_string(&results).unwrap(), first);
@@ -88,7 +91,9 @@ fn quick_bench_runs_reports_and_resumes_identically() {
             .lines()
             .map(|l| {
                 let mut x: serde_json::Value = serde_json::from_str(l).unwrap();
+                // Wall time and the run that computed a row differ between runs; nothing else may.
                 x.as_object_mut().unwrap().remove("seconds");
+                x.as_object_mut().unwrap().remove("run");
                 x.to_string()
             })
             .collect();
