@@ -57,13 +57,26 @@ impl CustomOp2 for BiasAdd {
     }
     fn bwd(&self, _x: &Tensor, b: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
-        let c = b.elem_count();
-        let db = match g.dtype() {
-            candle_core::DType::F32 => Tensor::from_vec(column_sums(&g.flatten_all()?.to_vec1::<f32>()?, c), b.shape(), g.device())?,
-            candle_core::DType::F64 => Tensor::from_vec(column_sums(&g.flatten_all()?.to_vec1::<f64>()?, c), b.shape(), g.device())?,
-            d => candle_core::bail!("bias-add: f32 or f64 gradient, got {d:?}"),
-        };
+        let db = g.apply_op1_no_bwd(&ColumnSums)?.reshape(b.shape())?;
         Ok((Some(g), Some(db)))
+    }
+}
+
+/// The bias gradient: column sums of the incoming gradient, read in place (no copy of it).
+struct ColumnSums;
+
+impl candle_core::CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "bias-add-grad"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let c = *l.dims().last().unwrap_or(&1);
+        let out = match s {
+            CpuStorage::F32(g) => CpuStorage::F32(column_sums(contiguous(g, l, "bias-add-grad")?, c)),
+            CpuStorage::F64(g) => CpuStorage::F64(column_sums(contiguous(g, l, "bias-add-grad")?, c)),
+            _ => candle_core::bail!("bias-add-grad: f32 or f64 gradient"),
+        };
+        Ok((out, Shape::from(c)))
     }
 }
 
