@@ -16,7 +16,8 @@ struct Run {
 
 /// The runs of `runs.jsonl` in order; a "finished" record closes the run started just before it.
 fn runs(path: &Path) -> Result<Vec<Run>> {
-    let records: Vec<serde_json::Value> = if path.exists() { inversed_mixup::data::jsonl::read(path)? } else { Vec::new() };
+    // A missing runs.jsonl reads as no records.
+    let records: Vec<serde_json::Value> = inversed_mixup::data::jsonl::read(path)?;
     let mut out: Vec<Run> = Vec::new();
     for r in records {
         match r["event"].as_str() {
