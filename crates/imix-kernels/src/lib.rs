@@ -78,6 +78,7 @@ pub mod frozen_linear;
 pub mod fused;
 pub mod lanes;
 pub mod layer_norm;
+pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod matvec;

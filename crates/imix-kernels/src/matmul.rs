@@ -1,6 +1,12 @@
 //! Row-major products through the gemm crate (the one candle itself calls), without candle's
 //! zero-filled output: the output is written once by gemm, or accumulated into a buffer that
 //! already holds a bias or a residual (so no separate add pass follows the product).
+//!
+//! On several threads the output's columns are split into one block per thread, each a
+//! single-threaded gemm call. gemm's own threading leaves the second core half idle at the
+//! shapes of a fine-tuning step (m ~ 300 rows, 384-1536 wide; BENCHMARKS.md), and a column
+//! block changes nothing in how an element is summed (gemm blocks k by cache sizes alone), so
+//! the result is the same for any thread count (tested below).
 
 use crate::Real;
 use ::gemm::Parallelism;
@@ -14,6 +20,15 @@ pub enum Rhs {
     Transposed,
 }
 
+/// How the left operand is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lhs {
+    /// `(m, k)` row-major: `a @ ..`.
+    Plain,
+    /// `(k, m)` row-major: `aᵀ @ ..` (the weight gradient `dyᵀ @ x` of a linear layer).
+    Transposed,
+}
+
 fn parallelism() -> Parallelism {
     match candle_core::utils::get_num_threads() {
         0 | 1 => Parallelism::None,
@@ -21,12 +36,17 @@ fn parallelism() -> Parallelism {
     }
 }
 
+/// Products below this many multiply-adds run on one thread (a thread hand-off costs more).
+const SPLIT_MIN_WORK: usize = 1 << 18;
+/// Column blocks are multiples of this (gemm's widest f32 register block on AVX-512).
+const SPLIT_ALIGN: usize = 16;
+
 /// `dst (m, n) [+]= a (m, k) @ b`, everything row-major; `accumulate` adds to what `dst` holds.
 pub fn matmul_into<T: Real>(dst: &mut [T], a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rhs, accumulate: bool) {
     let (m, _, n) = dims;
     assert!(dst.len() >= m * n, "gemm: output shorter than ({m}, {n})");
     // SAFETY: `dst` holds at least m * n initialised elements.
-    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, dims, rhs, accumulate, parallelism()) }
+    unsafe { gemm_raw(dst.as_mut_ptr(), a, Lhs::Plain, b, dims, rhs, accumulate, parallelism()) }
 }
 
 /// [`matmul_into`] on the calling thread only (for callers that split the work across threads).
@@ -34,14 +54,23 @@ pub fn matmul_into_serial<T: Real>(dst: &mut [T], a: &[T], b: &[T], dims: (usize
     let (m, _, n) = dims;
     assert!(dst.len() >= m * n, "gemm: output shorter than ({m}, {n})");
     // SAFETY: `dst` holds at least m * n initialised elements.
-    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, dims, rhs, accumulate, Parallelism::None) }
+    unsafe { gemm_raw(dst.as_mut_ptr(), a, Lhs::Plain, b, dims, rhs, accumulate, Parallelism::None) }
 }
+
+/// A raw pointer that may cross to another thread (each thread writes its own columns).
+#[derive(Clone, Copy)]
+struct Out<T>(*mut T);
+// SAFETY: the column blocks handed to the threads are disjoint.
+unsafe impl<T> Send for Out<T> {}
+// SAFETY: as above; the pointer is only copied, never dereferenced through a shared reference.
+unsafe impl<T> Sync for Out<T> {}
 
 /// The gemm call behind [`matmul_into`] and [`matmul`], on a raw output pointer.
 ///
 /// # Safety
 /// `dst` must be valid for `m * n` writes, and for reads as well (initialised) when `accumulate`.
-unsafe fn gemm_raw<T: Real>(dst: *mut T, a: &[T], b: &[T], (m, k, n): (usize, usize, usize), rhs: Rhs, accumulate: bool, par: Parallelism) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw<T: Real>(dst: *mut T, a: &[T], lhs: Lhs, b: &[T], (m, k, n): (usize, usize, usize), rhs: Rhs, accumulate: bool, par: Parallelism) {
     assert!(a.len() >= m * k && b.len() >= k * n, "gemm: operands shorter than ({m}, {k}) x ({k}, {n})");
     if m == 0 || n == 0 {
         return;
@@ -54,22 +83,80 @@ unsafe fn gemm_raw<T: Real>(dst: *mut T, a: &[T], b: &[T], (m, k, n): (usize, us
         }
         return;
     }
+    let (a_rs, a_cs) = match lhs {
+        Lhs::Plain => (k as isize, 1),
+        Lhs::Transposed => (1, m as isize),
+    };
     let (b_rs, b_cs) = match rhs {
         Rhs::Plain => (n as isize, 1),
         Rhs::Transposed => (1, k as isize),
     };
-    // The asserts above keep every index gemm forms with these strides inside the operands.
-    ::gemm::gemm(m, n, k, dst, 1, n as isize, accumulate, a.as_ptr(), 1, k as isize, b.as_ptr(), b_cs, b_rs, T::one(), T::one(), false, false, false, par)
+    let mut threads = match par {
+        // One row (or k <= 2) goes through gemm's vector kernels, whose sums depend on the width.
+        Parallelism::Rayon(t) if m > 1 && k > 2 && m * n * k >= SPLIT_MIN_WORK => t.min(n / SPLIT_ALIGN).max(1),
+        _ => 1,
+    };
+    // gemm sums a product with m and n both <= 64 in other k blocks (512 deep) than a larger one,
+    // so no column block may be that small unless the whole product is.
+    let bounds = |t: usize| -> Vec<usize> { (0..=t).map(|i| if i == t { n } else { i * n / t / SPLIT_ALIGN * SPLIT_ALIGN }).collect() };
+    while threads > 1 && m <= 64 && n > 64 && bounds(threads).windows(2).any(|w| w[1] - w[0] <= 64) {
+        threads -= 1;
+    }
+    // Columns [j0, j1) of the output: column j of b starts at j * b_cs.
+    let block = |out: Out<T>, j0: usize, j1: usize| {
+        // SAFETY: the asserts above keep every index gemm forms with these strides inside the
+        // operands, and [j0, j1) lies within the n columns `dst` holds.
+        unsafe {
+            ::gemm::gemm(
+                m,
+                j1 - j0,
+                k,
+                out.0.add(j0),
+                1,
+                n as isize,
+                accumulate,
+                a.as_ptr(),
+                a_cs,
+                a_rs,
+                b.as_ptr().offset(j0 as isize * b_cs),
+                b_cs,
+                b_rs,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
+        }
+    };
+    let out = Out(dst);
+    if threads <= 1 {
+        return block(out, 0, n);
+    }
+    let bs = bounds(threads);
+    rayon::scope(|s| {
+        for w in bs[1..].windows(2) {
+            let (j0, j1) = (w[0], w[1]);
+            s.spawn(move |_| block(out, j0, j1));
+        }
+        block(out, bs[0], bs[1]);
+    });
 }
 
 /// `a (m, k) @ b` into a new `(m, n)` buffer that is never zero-filled first.
 pub fn matmul<T: Real>(a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rhs) -> Vec<T> {
+    matmul_lhs(a, Lhs::Plain, b, dims, rhs)
+}
+
+/// [`matmul`] with the left operand stored as `lhs` says (`(k, m)` for [`Lhs::Transposed`]).
+pub fn matmul_lhs<T: Real>(a: &[T], lhs: Lhs, b: &[T], dims: (usize, usize, usize), rhs: Rhs) -> Vec<T> {
     let (m, _, n) = dims;
     let mut out: Vec<T> = Vec::with_capacity(m * n);
     // SAFETY: the capacity holds m * n elements; gemm with `accumulate = false` writes every one
     // of them (or `gemm_raw` zero-fills when k = 0) and reads none, so `set_len` follows the writes.
     unsafe {
-        gemm_raw(out.as_mut_ptr(), a, b, dims, rhs, false, parallelism());
+        gemm_raw(out.as_mut_ptr(), a, lhs, b, dims, rhs, false, parallelism());
         out.set_len(m * n);
     }
     out
@@ -117,6 +204,37 @@ mod tests {
             let want = naive(&a, &b, (m, k, n), Rhs::Transposed);
             let err = got.iter().zip(&want).map(|(x, y)| (*x as f64 - y).abs() / (1.0 + y.abs())).fold(0.0, f64::max);
             assert!(err < 1e-5, "f32 ({m},{k},{n}): relative error {err}");
+            // The same `a` read as the (k, m) storage of a transposed left operand.
+            let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let got = matmul_lhs(&at, Lhs::Transposed, &b, (m, k, n), Rhs::Plain);
+            let err = got.iter().zip(&naive(&a, &b, (m, k, n), Rhs::Plain)).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            assert!(err < 1e-9, "({m},{k},{n}) transposed lhs: max error {err}");
+        }
+    }
+
+    /// Every thread count gives the same bits: the column blocks do not change how an element is
+    /// summed (k above gemm's 512-deep cache block included, and accumulation onto `dst`).
+    #[test]
+    fn column_split_is_bit_identical_for_any_thread_count() {
+        for &(m, k, n) in &[(272, 384, 1152), (37, 1100, 200), (300, 96, 530), (5, 700, 1000), (1, 900, 1000), (64, 24, 40)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729 % 997) as f32 - 498.0) / 89.0).collect();
+            for (lhs, rhs) in [(Lhs::Plain, Rhs::Transposed), (Lhs::Plain, Rhs::Plain), (Lhs::Transposed, Rhs::Plain)] {
+                let run = |par: Parallelism, accumulate: bool| {
+                    let mut out: Vec<f32> = (0..m * n).map(|i| (i % 17) as f32 / 7.0).collect();
+                    // SAFETY: `out` holds m * n initialised elements.
+                    unsafe { gemm_raw(out.as_mut_ptr(), &a, lhs, &b, (m, k, n), rhs, accumulate, par) };
+                    out
+                };
+                for accumulate in [false, true] {
+                    let one = run(Parallelism::None, accumulate);
+                    for t in 2..=5 {
+                        let got = run(Parallelism::Rayon(t), accumulate);
+                        let same = one.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "({m},{k},{n}) {lhs:?} {rhs:?} accumulate {accumulate}: {t} threads differ from one");
+                    }
+                }
+            }
         }
     }
 }

@@ -41,15 +41,15 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, grad: bool) -> candle_core::
     }
 }
 
-/// A linear layer on `(.., in)`; `grad` adds its bias with our op, whose backward sums the rows
-/// in one pass (bit-identical to candle's `Linear`, whose bias gradient walks every element with a
-/// divmod).
+/// A linear layer on `(.., in)`; with `grad`, the product and the bias are our ops, whose
+/// backward passes write the weight gradient in the weight's layout and sum the bias rows in one
+/// pass (bit-identical to candle's `Linear`, which transposes a strided weight gradient and walks
+/// every element of the bias gradient with a divmod).
 pub fn linear(l: &candle_nn::Linear, x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
     use candle_nn::Module;
     match (grad, l.bias(), x.dims()) {
         (true, Some(b), &[n, t, d]) if x.is_contiguous() => {
-            // candle's own 3-D contiguous path (one flat product), then the bias.
-            let y = x.reshape((n * t, d))?.matmul(&l.weight().t()?)?;
+            let y = imix_kernels::linear::linear(&x.reshape((n * t, d))?, l.weight())?;
             imix_kernels::bias::bias_add(&y, b)?.reshape((n, t, ()))
         }
         _ => l.forward(x),
