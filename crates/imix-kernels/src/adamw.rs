@@ -1,12 +1,17 @@
-//! AdamW updates in place, in two passes over the storage and without temporaries. The candle
-//! composition allocates about sixteen parameter-sized tensors per variable and step, which for a
-//! fine-tuned encoder (22.7M weights) cost more than the backward itself (BENCHMARKS.md).
+//! AdamW updates in place, in one pass over weights, moments and gradient, without temporaries
+//! and split across threads. The candle composition allocates about sixteen parameter-sized
+//! tensors per variable and step, which for a fine-tuned encoder (22.7M weights) cost more than
+//! the backward itself (BENCHMARKS.md).
 //! Each expression follows the composition's order of operations, with its factors rounded to the
-//! variable's float type as candle's `affine` rounds them, so the results are the same.
+//! variable's float type as candle's `affine` rounds them, so the results are the same; an element
+//! depends on nothing but itself, so neither the thread count nor the blocks change a bit.
+//! [`sum_squares`] gives the gradient-norm term `g.sqr().sum_all()` without the squared copy.
 
-use crate::storage::{contiguous, contiguous_mut};
+use crate::storage::contiguous_mut;
 use crate::Real;
-use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor};
+use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// Factors of one update, in f64 (each is rounded to the variable's type, as `affine` does).
 #[derive(Debug, Clone, Copy)]
@@ -43,81 +48,136 @@ impl AdamWStep {
 }
 
 crate::simd_dispatch!(
-    fn moments<T: Real>(m: &mut [T], v: &mut [T], g: &[T], h: &Factors<T>) {
-        let n = m.len();
-        let (v, g) = (&mut v[..n], &g[..n]);
+    /// One update of a block: moments from the gradient, then the weights from the moments.
+    fn update<T: Real>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], h: &Factors<T>) {
+        let n = p.len();
+        let (m, v, g) = (&mut m[..n], &mut v[..n], &g[..n]);
         for i in 0..n {
             let gs = g[i] * h.scale;
             m[i] = m[i] * h.b1.0 + gs * h.b1.1;
             v[i] = v[i] * h.b2.0 + gs * gs * h.b2.1;
-        }
-    }
-);
-
-crate::simd_dispatch!(
-    fn apply<T: Real>(p: &mut [T], m: &[T], v: &[T], h: &Factors<T>) {
-        let n = p.len();
-        let (m, v) = (&m[..n], &v[..n]);
-        for i in 0..n {
             let upd = (m[i] * h.inv_c.0) / ((v[i] * h.inv_c.1).sqrt() + h.eps);
             p[i] = p[i] * h.decay_lr.0 - upd * h.decay_lr.1;
         }
     }
 );
 
-/// One of the two passes: the moments `mv` (`2n`: m then v) from the gradient (`n`), or the
-/// weights (`n`) from the moments.
-struct Pass {
-    h: AdamWStep,
-    moments: bool,
+/// Elements per parallel block (a block is worth a thread hand-off).
+const BLOCK: usize = 1 << 15;
+
+/// A variable's first and second moments, held outside candle so that one pass can write them
+/// together with the weights.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Moments {
+    /// f32 `m` and `v`.
+    F32(Vec<f32>, Vec<f32>),
+    /// f64 `m` and `v`.
+    F64(Vec<f64>, Vec<f64>),
 }
 
-impl Pass {
-    fn run<T: Real>(&self, dst: &mut [T], src: &[T]) -> candle_core::Result<()> {
-        let h = self.h.to::<T>();
-        if self.moments {
-            if dst.len() != 2 * src.len() {
-                candle_core::bail!("adamw: {} moments for {} gradients", dst.len(), src.len());
-            }
-            let (m, v) = dst.split_at_mut(src.len());
-            moments(m, v, src, &h);
-        } else {
-            if src.len() != 2 * dst.len() {
-                candle_core::bail!("adamw: {} moments for {} weights", src.len(), dst.len());
-            }
-            let (m, v) = src.split_at(dst.len());
-            apply(dst, m, v, &h);
+impl Moments {
+    /// Zero moments for `n` weights of type `dtype` (f32 or f64).
+    pub fn zeros(n: usize, dtype: DType) -> candle_core::Result<Self> {
+        match dtype {
+            DType::F32 => Ok(Self::F32(vec![0.0; n], vec![0.0; n])),
+            DType::F64 => Ok(Self::F64(vec![0.0; n], vec![0.0; n])),
+            d => candle_core::bail!("adamw: f32 or f64 weights, not {d:?}"),
         }
-        Ok(())
+    }
+
+    /// Copies of `m` and `v` as tensors of `shape` (for checkpoints).
+    pub fn to_tensors(&self, shape: &[usize], dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        match self {
+            Self::F32(m, v) => Ok((Tensor::from_slice(m, shape, dev)?, Tensor::from_slice(v, shape, dev)?)),
+            Self::F64(m, v) => Ok((Tensor::from_slice(m, shape, dev)?, Tensor::from_slice(v, shape, dev)?)),
+        }
+    }
+
+    /// Moments from tensors `m` and `v` (any shape of the same element count), in `dtype`.
+    pub fn from_tensors(m: &Tensor, v: &Tensor, dtype: DType) -> candle_core::Result<Self> {
+        let flat = |t: &Tensor| t.to_dtype(dtype)?.flatten_all();
+        let (m, v) = (flat(m)?, flat(v)?);
+        match dtype {
+            DType::F32 => Ok(Self::F32(m.to_vec1()?, v.to_vec1()?)),
+            DType::F64 => Ok(Self::F64(m.to_vec1()?, v.to_vec1()?)),
+            d => candle_core::bail!("adamw: f32 or f64 moments, not {d:?}"),
+        }
     }
 }
 
-impl InplaceOp2 for Pass {
+/// The update as an in-place op on the weights, reading the gradient; the moments ride along.
+struct Update<'a> {
+    h: AdamWStep,
+    mv: Mutex<&'a mut Moments>,
+}
+
+fn run<T: Real>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], h: &Factors<T>) -> candle_core::Result<()> {
+    if m.len() != p.len() || v.len() != p.len() || g.len() != p.len() {
+        candle_core::bail!("adamw: {} weights, {} / {} moments, {} gradients", p.len(), m.len(), v.len(), g.len());
+    }
+    p.par_chunks_mut(BLOCK).zip(m.par_chunks_mut(BLOCK)).zip(v.par_chunks_mut(BLOCK)).zip(g.par_chunks(BLOCK)).for_each(|(((p, m), v), g)| update(p, m, v, g, h));
+    Ok(())
+}
+
+impl InplaceOp2 for Update<'_> {
     fn name(&self) -> &'static str {
-        if self.moments {
-            "adamw-moments"
-        } else {
-            "adamw-apply"
-        }
+        "adamw"
     }
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
-        let op = self.name();
-        match (s1, s2) {
-            (CpuStorage::F32(d), CpuStorage::F32(s)) => self.run(contiguous_mut(d, l1, op)?, contiguous(s, l2, op)?),
-            (CpuStorage::F64(d), CpuStorage::F64(s)) => self.run(contiguous_mut(d, l1, op)?, contiguous(s, l2, op)?),
-            _ => candle_core::bail!("{op}: weights, gradients and moments must all be f32 or all f64"),
+        let mut mv = self.mv.lock().map_err(|_| candle_core::Error::Msg("adamw: moments lock poisoned".into()))?;
+        let g0 = l2.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("adamw: contiguous gradient required".into()))?;
+        match (s1, s2, &mut **mv) {
+            (CpuStorage::F32(p), CpuStorage::F32(g), Moments::F32(m, v)) => run(contiguous_mut(p, l1, "adamw")?, m, v, &g[g0.0..g0.1], &self.h.to()),
+            (CpuStorage::F64(p), CpuStorage::F64(g), Moments::F64(m, v)) => run(contiguous_mut(p, l1, "adamw")?, m, v, &g[g0.0..g0.1], &self.h.to()),
+            _ => candle_core::bail!("adamw: weights, gradients and moments must all be f32 or all f64"),
         }
     }
 }
 
-/// One AdamW update of the parameter `p` (f32 or f64, contiguous, any shape) with gradient `g`,
-/// its moments in `mv` (contiguous, same type, `2 · p.elem_count()` elements: first m, then v).
-/// All in place.
-pub fn step(p: &Tensor, mv: &Tensor, g: &Tensor, h: AdamWStep) -> candle_core::Result<()> {
+/// One AdamW update of the parameter `p` (f32 or f64, contiguous, any shape) with gradient `g`
+/// and its moments `mv` (same type and element count). All in place.
+pub fn step(p: &Tensor, mv: &mut Moments, g: &Tensor, h: AdamWStep) -> candle_core::Result<()> {
     let g = g.contiguous()?;
-    mv.inplace_op2(&g, &Pass { h, moments: true })?;
-    p.inplace_op2(mv, &Pass { h, moments: false })
+    p.inplace_op2(&g, &Update { h, mv: Mutex::new(mv) })
 }
+
+/// `g.sqr().sum_all()` of an f32 tensor, summed in exactly the order candle sums it (so a
+/// gradient norm, and the clipping it decides, stay bit-identical), without the squared copy.
+/// Other types, and CPUs where candle sums differently, go through candle.
+pub fn sum_squares(g: &Tensor) -> candle_core::Result<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if g.dtype() == DType::F32 {
+        let g = g.contiguous()?;
+        let (s, l) = g.storage_and_layout();
+        if let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) = (&*s, l.contiguous_offsets()) {
+            let x = &v[a..b];
+            return Ok(if std::is_x86_feature_detected!("avx2") { squares_in_candle_avx_order(x) } else { x.iter().fold(0.0, |s, v| s + v * v) });
+        }
+    }
+    g.sqr()?.sum_all()?.to_scalar::<f32>()
+}
+
+crate::simd_dispatch!(
+    /// candle's AVX `vec_sum` order over squares: 32 running sums (four 8-lane registers) over
+    /// blocks of 32, the registers added pairwise, each register's halves, then two horizontal
+    /// adds; the tail added one by one.
+    fn squares_in_candle_avx_order(x: &[f32]) -> f32 {
+        let np = x.len() & !31;
+        let mut acc = [0f32; 32];
+        for c in x[..np].chunks_exact(32) {
+            for l in 0..32 {
+                acc[l] = acc[l] + c[l] * c[l];
+            }
+        }
+        let r: [f32; 8] = std::array::from_fn(|l| (acc[l] + acc[8 + l]) + (acc[16 + l] + acc[24 + l]));
+        let t0 = [r[0] + r[4], r[1] + r[5], r[2] + r[6], r[3] + r[7]];
+        let mut s = (t0[0] + t0[1]) + (t0[2] + t0[3]);
+        for v in &x[np..] {
+            s = s + v * v;
+        }
+        s
+    }
+);
 
 #[cfg(test)]
 mod tests {
@@ -142,19 +202,55 @@ mod tests {
             let mut p_ref = Tensor::randn(0f32, 1.0, (10, 100), &dev).unwrap().to_dtype(dt).unwrap();
             let (mut m_ref, mut v_ref) = (p_ref.zeros_like().unwrap(), p_ref.zeros_like().unwrap());
             let p = p_ref.copy().unwrap();
-            let mv = Tensor::zeros(2 * n, dt, &dev).unwrap();
+            let mut mv = Moments::zeros(n, dt).unwrap();
             for t in 1..=4 {
                 let g = Tensor::randn(0f32, 0.1, (10, 100), &dev).unwrap().to_dtype(dt).unwrap();
                 let (b1, b2, eps, lr, wd, scale) = (0.9f64, 0.999f64, 1e-8, 1e-3 * t as f64, 0.01, 0.7);
                 let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
                 (p_ref, m_ref, v_ref) = composed(&p_ref, &m_ref, &v_ref, &g, (scale, b1, b2, c1, c2, eps, lr, wd));
                 let h = AdamWStep { scale, b1: (b1, 1.0 - b1), b2: (b2, 1.0 - b2), inv_c: (1.0 / c1, 1.0 / c2), eps, decay_lr: (1.0 - lr * wd, lr) };
-                step(&p, &mv, &g, h).unwrap();
+                step(&p, &mut mv, &g, h).unwrap();
+                let (m, v) = mv.to_tensors(&[10, 100], &dev).unwrap();
                 let bits = |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&p), bits(&p_ref), "{dt:?} step {t}: weights");
-                assert_eq!(bits(&mv.narrow(0, 0, n).unwrap()), bits(&m_ref), "{dt:?} step {t}: first moment");
-                assert_eq!(bits(&mv.narrow(0, n, n).unwrap()), bits(&v_ref), "{dt:?} step {t}: second moment");
+                assert_eq!(bits(&m), bits(&m_ref), "{dt:?} step {t}: first moment");
+                assert_eq!(bits(&v), bits(&v_ref), "{dt:?} step {t}: second moment");
             }
         }
+    }
+
+    /// Several parallel blocks and a tail: the same bits as the composition (a second variable
+    /// larger than one block).
+    #[test]
+    fn blocks_across_threads_change_nothing() {
+        let dev = Device::Cpu;
+        let shape = (3, BLOCK + 77);
+        let p_ref = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+        let g = Tensor::randn(0f32, 0.1, shape, &dev).unwrap();
+        let (m0, v0) = (p_ref.zeros_like().unwrap(), p_ref.zeros_like().unwrap());
+        let (pr, mr, vr) = composed(&p_ref, &m0, &v0, &g, (1.0, 0.9, 0.999, 0.1, 0.001, 1e-8, 1e-3, 0.01));
+        let p = p_ref.copy().unwrap();
+        let mut mv = Moments::zeros(p.elem_count(), DType::F32).unwrap();
+        let h = AdamWStep { scale: 1.0, b1: (0.9, 0.1), b2: (0.999, 0.001), inv_c: (1.0 / 0.1, 1.0 / 0.001), eps: 1e-8, decay_lr: (1.0 - 1e-5, 1e-3) };
+        step(&p, &mut mv, &g, h).unwrap();
+        let (m, v) = mv.to_tensors(&[3, BLOCK + 77], &dev).unwrap();
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&p), bits(&pr));
+        assert_eq!(bits(&m), bits(&mr));
+        assert_eq!(bits(&v), bits(&vr));
+    }
+
+    /// The sum of squares equals candle's `sqr().sum_all()` bit for bit (lengths around 32).
+    #[test]
+    fn sum_squares_equals_candle_bit_for_bit() {
+        let dev = Device::Cpu;
+        for n in [1, 31, 32, 33, 1000, 4099, 100_003] {
+            let g = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
+            let want = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(sum_squares(&g).unwrap().to_bits(), want.to_bits(), "length {n}");
+        }
+        let g = Tensor::randn(0f32, 1.0, (40, 30), &dev).unwrap().t().unwrap();
+        let want = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(sum_squares(&g).unwrap().to_bits(), want.to_bits(), "a transposed view");
     }
 }

@@ -26,9 +26,9 @@ impl Default for AdamWConfig {
 /// Optimiser over a fixed, named list of variables.
 pub struct AdamW {
     vars: Vec<(String, Var)>,
-    /// Per variable, its moments flattened into one tensor: first m, then v, updated in place
-    /// with the variable by `imix_kernels::adamw` (no temporaries).
-    mv: Vec<Tensor>,
+    /// Per variable, its moments, updated in place with the variable by `imix_kernels::adamw`
+    /// (one pass, no temporaries).
+    mv: Vec<imix_kernels::adamw::Moments>,
     /// Updates applied so far.
     pub t: usize,
     cfg: AdamWConfig,
@@ -37,7 +37,7 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments for `vars` (name, var).
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> candle_core::Result<Self> {
-        let mv = vars.iter().map(|(_, v)| Tensor::zeros(2 * v.elem_count(), v.dtype(), v.device())).collect::<candle_core::Result<Vec<_>>>()?;
+        let mv = vars.iter().map(|(_, v)| imix_kernels::adamw::Moments::zeros(v.elem_count(), v.dtype())).collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self { vars, mv, t: 0, cfg })
     }
 
@@ -46,7 +46,7 @@ impl AdamW {
         let mut s = 0f64;
         for (_, v) in &self.vars {
             if let Some(g) = grads.get(v.as_tensor()) {
-                s += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                s += imix_kernels::adamw::sum_squares(g)? as f64;
             }
         }
         Ok(s.sqrt())
@@ -70,7 +70,7 @@ impl AdamW {
         let h = imix_kernels::adamw::AdamWStep { scale, b1: (b1, 1.0 - b1), b2: (b2, 1.0 - b2), inv_c: (1.0 / c1, 1.0 / c2), eps: self.cfg.eps, decay_lr: (1.0 - lr * self.cfg.weight_decay, lr) };
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            imix_kernels::adamw::step(var.as_tensor(), &self.mv[i], g, h)?;
+            imix_kernels::adamw::step(var.as_tensor(), &mut self.mv[i], g, h)?;
         }
         Ok(norm)
     }
@@ -80,10 +80,9 @@ impl AdamW {
     pub fn state(&self) -> HashMap<String, Tensor> {
         let mut s = HashMap::new();
         for (i, (n, var)) in self.vars.iter().enumerate() {
-            let k = var.elem_count();
-            let part = |o: usize| self.mv[i].narrow(0, o, k).and_then(|t| t.reshape(var.dims())).and_then(|t| t.copy()).expect("moments hold 2n elements");
-            s.insert(format!("m.{n}"), part(0));
-            s.insert(format!("v.{n}"), part(k));
+            let (m, v) = self.mv[i].to_tensors(var.dims(), var.device()).expect("moments hold one value per weight");
+            s.insert(format!("m.{n}"), m);
+            s.insert(format!("v.{n}"), v);
         }
         s
     }
@@ -97,10 +96,9 @@ impl AdamW {
                 if t.dims() != var.dims() {
                     return Err(format!("optimizer tensor {key} has shape {:?}, expected {:?}", t.dims(), var.dims()));
                 }
-                parts.push(t.to_dtype(var.dtype()).and_then(|t| t.flatten_all()).map_err(|e| format!("optimizer tensor {key}: {e}"))?);
+                parts.push(t);
             }
-            // A fresh tensor: the update writes into it, never into the caller's.
-            self.mv[i] = Tensor::cat(&parts, 0).map_err(|e| format!("optimizer state of {n}: {e}"))?;
+            self.mv[i] = imix_kernels::adamw::Moments::from_tensors(parts[0], parts[1], var.dtype()).map_err(|e| format!("optimizer state of {n}: {e}"))?;
         }
         Ok(())
     }
