@@ -166,14 +166,14 @@ crate::simd_dispatch!(
         let mut acc = [0f32; 32];
         for c in x[..np].chunks_exact(32) {
             for l in 0..32 {
-                acc[l] = acc[l] + c[l] * c[l];
+                acc[l] += c[l] * c[l];
             }
         }
         let r: [f32; 8] = std::array::from_fn(|l| (acc[l] + acc[8 + l]) + (acc[16 + l] + acc[24 + l]));
         let t0 = [r[0] + r[4], r[1] + r[5], r[2] + r[6], r[3] + r[7]];
         let mut s = (t0[0] + t0[1]) + (t0[2] + t0[3]);
         for v in &x[np..] {
-            s = s + v * v;
+            s += v * v;
         }
         s
     }
