@@ -73,6 +73,7 @@ pub mod adamw;
 pub mod bias;
 pub mod causal_attention;
 pub mod decode_attention;
+pub mod embedding;
 pub mod fastmath;
 pub mod frozen_linear;
 pub mod fused;

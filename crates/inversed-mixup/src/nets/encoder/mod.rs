@@ -300,7 +300,9 @@ impl Encoder {
         let (n, t) = ids.dims2()?;
         let pos = Tensor::arange(0u32, t as u32, &self.device)?;
         let typ = Tensor::zeros((n, t), DType::U32, &self.device)?;
-        let x = self.word.forward(ids)?.broadcast_add(&self.pos.forward(&pos)?)?.broadcast_add(&self.typ.forward(&typ)?)?;
+        // Trained, the lookups are our op: its backward builds each table's gradient in one pass.
+        let emb = |e: &Embedding, ids: &Tensor| if self.grad { imix_kernels::embedding::lookup(e.embeddings(), ids) } else { e.forward(ids) };
+        let x = emb(&self.word, ids)?.broadcast_add(&emb(&self.pos, &pos)?)?.broadcast_add(&emb(&self.typ, &typ)?)?;
         let eps = self.cfg.layer_norm_eps as f32;
         let mut x = ops::layer_norm(&x, &self.ln.0, &self.ln.1, eps, self.grad)?;
         // Additive key mask: padding keys get a large negative score.
