@@ -5,7 +5,7 @@
 # the baselines' too, starts from the warmed-up encoder with a fresh head). The methods the issue
 # names: none, duplicate, EDA, embedding Mixup, retrieval Mixup, reconstruct, inversedMixup
 # keep / drop / relabel. Staged so that a partial run covers every dataset: 10 shots seeds 0-3,
-# then 4-9, then 50 shots x 5 seeds, then the fully supervised trec and sst2 (3 seeds, 3 epochs,
+# then 4-9, then 50 shots seeds 0-1, then 2-4, then the fully supervised trec and sst2 (3 seeds, 3 epochs,
 # 1 row per original, fewer methods: a seed of sst2 decodes 6920 sentences).
 #
 # Its folder is named after the adaptor (bench/grid-<first 8 hex of its sha256>), so a grid can
@@ -28,6 +28,7 @@ few="none,eda,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-relabel,dup
 run() { bench_grid --warmup-finetune --final-from-warmup --adaptor "$adaptor" --out "$out" "$@"; }
 run --shots 10 --seeds 4 --methods "$few"
 run --shots 10 --seeds 10 --methods "$few"
+run --shots 50 --seeds 2 --methods "$few"
 run --shots 50 --seeds 5 --methods "$few"
 budget_args=()
 m=$(left)
