@@ -1,7 +1,8 @@
 """Why inversedMixup's rows help or not, per ten-shot cell of the main grid: how many generated rows
 are a source sentence word for word (a duplicate with a softened label), how many carry a label
 their content does not (cross-class mixes whose content ratio is 0.2 or more away from lambda),
-and how each relates over seeds to keep - none. Reads results/grid-<sha>/ (results.jsonl and the
+how each relates over seeds to keep - none, and keep against duplicate and reconstruct (lambda = 1)
+with the paired sign-flip p. Reads results/grid-<sha>/ (results.jsonl and the
 generated/ rows, which stay on the machine that ran the cells); prints a markdown table.
 
     python3 bench/grid_why.py [results/grid-2f88c450]
@@ -31,6 +32,14 @@ def corr(x, y):
     return float("nan") if sx == 0 or sy == 0 else sum((a - mx) * (b - my) for a, b in zip(x, y)) / (sx * sy)
 
 
+def sign_flip(d):
+    """Two-sided exact sign-flip permutation p of the mean difference over seeds."""
+    obs = abs(sum(d)) - 1e-9
+    n = len(d)
+    hits = sum(abs(sum(x if (mask >> i) & 1 else -x for i, x in enumerate(d))) >= obs for mask in range(1 << n))
+    return hits / (1 << n)
+
+
 cells = collections.defaultdict(list)
 for f in sorted(glob.glob(f"{grid}/generated/*-10-*-warmup-finetune.jsonl")):
     ds, _, seed = os.path.basename(f).split("-")[:3]
@@ -40,10 +49,10 @@ for f in sorted(glob.glob(f"{grid}/generated/*-10-*-warmup-finetune.jsonl")):
     gen = [json.loads(line) for line in open(f)]
     verbatim = sum(norm(g["text"]) in (norm(g["source_a"]["text"]), norm(g["source_b"]["text"])) for g in gen) / len(gen)
     mismatch = sum(g["source_a"]["label"] != g["source_b"]["label"] and abs(g["content_lambda"] - g["lambda"]) >= 0.2 for g in gen) / len(gen)
-    cells[ds].append((verbatim, mismatch, a["inversed-mixup-keep"] - a["none"], a["inversed-mixup-keep"] - a["duplicate"]))
+    cells[ds].append((verbatim, mismatch, a["inversed-mixup-keep"] - a["none"], a["inversed-mixup-keep"] - a["duplicate"], a["inversed-mixup-keep"] - a["reconstruct"]))
 
-print("| dataset | seeds | verbatim | label without content | keep - none | keep - duplicate | corr(verbatim, keep - none) | corr(label without content, keep - none) |")
-print("|---|---|---|---|---|---|---|---|")
+print("| dataset | seeds | verbatim | label without content | keep - none | keep - duplicate | keep - reconstruct | corr(verbatim, keep - none) | corr(label without content, keep - none) |")
+print("|---|---|---|---|---|---|---|---|---|")
 for ds, c in sorted(cells.items()):
-    v, m, d, dd = (list(x) for x in zip(*c))
-    print(f"| {ds} | {len(c)} | {100 * st.mean(v):.1f} % | {100 * st.mean(m):.1f} % | {st.mean(d):+.1f} | {st.mean(dd):+.1f} | {corr(v, d):+.2f} | {corr(m, d):+.2f} |")
+    v, m, d, dd, dr = (list(x) for x in zip(*c))
+    print(f"| {ds} | {len(c)} | {100 * st.mean(v):.1f} % | {100 * st.mean(m):.1f} % | {st.mean(d):+.1f} (p {sign_flip(d):.3f}) | {st.mean(dd):+.1f} (p {sign_flip(dd):.3f}) | {st.mean(dr):+.1f} (p {sign_flip(dr):.3f}) | {corr(v, d):+.2f} | {corr(m, d):+.2f} |")
