@@ -5,8 +5,8 @@
 # the baselines' too, starts from the warmed-up encoder with a fresh head). The methods the issue
 # names: none, duplicate, EDA, embedding Mixup, retrieval Mixup, reconstruct, inversedMixup
 # keep / drop / relabel. Staged so that a partial run covers every dataset: 10 shots seeds 0-3,
-# then 4-9, then 50 shots seeds 0-1, then 2-4, then the fully supervised trec and sst2 (3 seeds, 3 epochs,
-# 1 row per original, fewer methods: a seed of sst2 decodes 6920 sentences).
+# then 4-9, then 50 shots seeds 0-1, then 2-4, then the fully supervised trec and sst2 (3 seeds,
+# 3 epochs, 1 row per original, fewer methods: a seed of sst2 decodes 6920 sentences).
 #
 # Its folder is named after the adaptor (bench/grid-<first 8 hex of its sha256>), so a grid can
 # never mix two adaptors, and it lives in git: a session's machine does not keep results/, so each
