@@ -7,7 +7,7 @@
 //! depends on nothing but itself, so neither the thread count nor the blocks change a bit.
 //! [`sum_squares`] gives the gradient-norm term `g.sqr().sum_all()` without the squared copy.
 
-use crate::storage::contiguous_mut;
+use crate::storage::{contiguous, contiguous_mut};
 use crate::Real;
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor};
 use rayon::prelude::*;
@@ -149,8 +149,8 @@ pub fn sum_squares(g: &Tensor) -> candle_core::Result<f32> {
     if g.dtype() == DType::F32 {
         let g = g.contiguous()?;
         let (s, l) = g.storage_and_layout();
-        if let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) = (&*s, l.contiguous_offsets()) {
-            let x = &v[a..b];
+        if let candle_core::Storage::Cpu(CpuStorage::F32(v)) = &*s {
+            let x = contiguous(v, l, "sum_squares")?;
             return Ok(if std::is_x86_feature_detected!("avx2") { squares_in_candle_avx_order(x) } else { x.iter().fold(0.0, |s, v| s + v * v) });
         }
     }

@@ -104,26 +104,10 @@ pub fn matmul_w(g: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
     }
     *dims.last_mut().expect("rank >= 1") = inp;
     let rows = g.elem_count() / out.max(1);
-    let raw = {
-        let (gs, gl) = g.storage_and_layout();
-        let (ws, wl) = weight.storage_and_layout();
-        let g0 = gl.start_offset();
-        let gd = (rows, out, inp);
-        match (&*gs, &*ws, wl.contiguous_offsets()) {
-            (Storage::Cpu(CpuStorage::F32(a)), Storage::Cpu(CpuStorage::F32(w)), Some((w0, w1))) => {
-                Some(CpuStorage::F32(crate::matmul::matmul(&a[g0..g0 + rows * out], &w[w0..w1], gd, crate::matmul::Rhs::Plain)))
-            }
-            (Storage::Cpu(CpuStorage::F64(a)), Storage::Cpu(CpuStorage::F64(w)), Some((w0, w1))) => {
-                Some(CpuStorage::F64(crate::matmul::matmul(&a[g0..g0 + rows * out], &w[w0..w1], gd, crate::matmul::Rhs::Plain)))
-            }
-            _ => None,
-        }
-    };
-    match raw {
-        Some(CpuStorage::F32(v)) => Tensor::from_vec(v, dims, g.device()),
-        Some(CpuStorage::F64(v)) => Tensor::from_vec(v, dims, g.device()),
-        _ => g.reshape(((), out))?.matmul(weight)?.reshape(dims),
+    if let Some(t) = crate::matmul::matmul_tensors(&g, crate::matmul::Lhs::Plain, weight, crate::matmul::Rhs::Plain, (rows, out, inp), dims.clone())? {
+        return Ok(t);
     }
+    g.reshape(((), out))?.matmul(weight)?.reshape(dims)
 }
 
 /// `r + x @ Wᵀ` on raw storage (f32/f64, contiguous): `r` is copied into the output and gemm

@@ -8,9 +8,9 @@
 //! Every element is the same sum of the same products as candle's, so the results are equal bit
 //! for bit (tested below).
 
-use crate::matmul::{matmul, matmul_lhs, Lhs, Rhs};
+use crate::matmul::{matmul, matmul_tensors, Lhs, Rhs};
 use crate::storage::contiguous;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 /// `x (.., in) @ wᵀ` for a weight `w (out, in)`, differentiable in both.
 pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
@@ -53,25 +53,7 @@ fn weight_grad(g: &Tensor, x: &Tensor, shape: &Shape) -> candle_core::Result<Ten
     let (out, inp) = shape.dims2()?;
     let g = g.contiguous()?;
     let rows = x.elem_count() / inp.max(1);
-    let dw = {
-        let (gs, gl) = g.storage_and_layout();
-        let (xs, xl) = x.storage_and_layout();
-        let dims = (out, rows, inp);
-        match (&*gs, &*xs) {
-            (Storage::Cpu(CpuStorage::F32(gv)), Storage::Cpu(CpuStorage::F32(xv))) => {
-                CpuStorage::F32(matmul_lhs(contiguous(gv, gl, "linear-grad")?, Lhs::Transposed, contiguous(xv, xl, "linear-grad")?, dims, Rhs::Plain))
-            }
-            (Storage::Cpu(CpuStorage::F64(gv)), Storage::Cpu(CpuStorage::F64(xv))) => {
-                CpuStorage::F64(matmul_lhs(contiguous(gv, gl, "linear-grad")?, Lhs::Transposed, contiguous(xv, xl, "linear-grad")?, dims, Rhs::Plain))
-            }
-            _ => candle_core::bail!("linear-grad: f32 or f64 on cpu"),
-        }
-    };
-    match dw {
-        CpuStorage::F32(v) => Tensor::from_vec(v, (out, inp), g.device()),
-        CpuStorage::F64(v) => Tensor::from_vec(v, (out, inp), g.device()),
-        _ => unreachable!("built as f32 or f64 above"),
-    }
+    matmul_tensors(&g, Lhs::Transposed, x, Rhs::Plain, (out, rows, inp), (out, inp))?.ok_or_else(|| candle_core::Error::Msg("linear-grad: contiguous f32 or f64 on cpu".into()))
 }
 
 #[cfg(test)]

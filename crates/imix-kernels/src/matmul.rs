@@ -10,6 +10,7 @@
 
 use crate::Real;
 use ::gemm::Parallelism;
+use candle_core::{CpuStorage, Shape, Storage, Tensor};
 
 /// How the right operand is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +155,20 @@ unsafe fn gemm_raw<T: Real>(dst: *mut T, a: &[T], lhs: Lhs, b: &[T], (m, k, n): 
 /// `a (m, k) @ b` into a new `(m, n)` buffer that is never zero-filled first.
 pub fn matmul<T: Real>(a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rhs) -> Vec<T> {
     matmul_lhs(a, Lhs::Plain, b, dims, rhs)
+}
+
+/// [`matmul_lhs`] of two contiguous f32 (or f64) CPU tensors of one dtype, as a new tensor of
+/// `shape`; `None` for any other pair, which the caller hands to candle or rejects.
+pub fn matmul_tensors(a: &Tensor, lhs: Lhs, b: &Tensor, rhs: Rhs, dims: (usize, usize, usize), shape: impl Into<Shape>) -> candle_core::Result<Option<Tensor>> {
+    let (sa, la) = a.storage_and_layout();
+    let (sb, lb) = b.storage_and_layout();
+    let (Some((a0, a1)), Some((b0, b1))) = (la.contiguous_offsets(), lb.contiguous_offsets()) else { return Ok(None) };
+    let t = match (&*sa, &*sb) {
+        (Storage::Cpu(CpuStorage::F32(x)), Storage::Cpu(CpuStorage::F32(y))) => Tensor::from_vec(matmul_lhs(&x[a0..a1], lhs, &y[b0..b1], dims, rhs), shape, a.device())?,
+        (Storage::Cpu(CpuStorage::F64(x)), Storage::Cpu(CpuStorage::F64(y))) => Tensor::from_vec(matmul_lhs(&x[a0..a1], lhs, &y[b0..b1], dims, rhs), shape, a.device())?,
+        _ => return Ok(None),
+    };
+    Ok(Some(t))
 }
 
 /// [`matmul`] with the left operand stored as `lhs` says (`(k, m)` for [`Lhs::Transposed`]).
