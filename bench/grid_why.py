@@ -2,7 +2,8 @@
 are a source sentence word for word (a duplicate with a softened label; imix bench's own share), how
 many carry a label their content does not (cross-class mixes whose content ratio is 0.2 or more away
 from lambda), how each relates over seeds to keep - none, and keep against duplicate and
-reconstruct (lambda = 1) with the paired sign-flip p. Reads results/grid-<sha>/ (results.jsonl and
+reconstruct (lambda = 1) with the paired sign-flip p; then, for every shot count, how faithful the
+decoded rows are near lambda's ends (where a row should be its source) and in the middle. Reads results/grid-<sha>/ (results.jsonl and
 the generated/ rows, which stay on the machine that ran the cells); prints a markdown table.
 
     python3 bench/grid_why.py [results/grid-2f88c450]
@@ -55,3 +56,23 @@ print("|---|---|---|---|---|---|---|---|---|")
 for ds, c in sorted(cells.items()):
     v, m, d, dd, dr = (list(x) for x in zip(*c))
     print(f"| {ds} | {len(c)} | {100 * st.mean(v):.1f} % | {100 * st.mean(m):.1f} % | {st.mean(d):+.1f} (p {sign_flip(d):.3f}) | {st.mean(dd):+.1f} (p {sign_flip(dd):.3f}) | {st.mean(dr):+.1f} (p {sign_flip(dr):.3f}) | {corr(v, d):+.2f} | {corr(m, d):+.2f} |")
+
+
+# Near lambda's ends a row's target is its source: a cosine near 1 and rows word for word the source
+# mean the refined adaptor reproduces its sample (memorised it); the mid-lambda cosine is the mix.
+fid = collections.defaultdict(list)
+for f in sorted(glob.glob(f"{grid}/generated/*-warmup-finetune.jsonl")):
+    ds, shots = os.path.basename(f).split("-")[:2]
+    gen = [json.loads(line) for line in open(f)]
+    ends = [g for g in gen if min(g["lambda"], 1 - g["lambda"]) <= 0.05]
+    mid = [g for g in gen if 0.3 <= g["lambda"] <= 0.7]
+    if ends and mid:
+        same = sum(g["text"] in (g["source_a"]["text"], g["source_b"]["text"]) for g in ends) / len(ends)
+        fid[(ds, int(shots))].append((len(ends) / len(gen), st.mean(g["cos_target"] for g in ends), same, st.mean(g["cos_target"] for g in mid)))
+
+print()
+print("| dataset | shots | seeds | rows with lambda within 0.05 of an end | their cosine to target | their rows word for word a source | cosine to target at lambda in [0.3, 0.7] |")
+print("|---|---|---|---|---|---|---|")
+for (ds, shots), c in sorted(fid.items()):
+    e, ce, v, cm = (st.mean(x) for x in zip(*c))
+    print(f"| {ds} | {shots} | {len(c)} | {100 * e:.0f} % | {ce:.3f} | {100 * v:.0f} % | {cm:.3f} |")
