@@ -3,8 +3,9 @@ are a source sentence word for word (a duplicate with a softened label; imix ben
 many carry a label their content does not (cross-class mixes whose content ratio is 0.2 or more away
 from lambda), how each relates over seeds to keep - none, and keep against duplicate and
 reconstruct (lambda = 1) with the paired sign-flip p; then, for every shot count, how faithful the
-decoded rows are near lambda's ends (where a row should be its source) and in the middle. Reads results/grid-<sha>/ (results.jsonl and
-the generated/ rows, which stay on the machine that ran the cells); prints a markdown table.
+decoded rows are near lambda's ends (where a row should be its source) and in the middle. Reads
+results/grid-<sha>/ (results.jsonl and the generated/ rows, which stay on the machine that ran the
+cells); prints two markdown tables.
 
     python3 bench/grid_why.py [results/grid-2f88c450]
 """
@@ -41,15 +42,27 @@ def sign_flip(d):
     return hits / (1 << n)
 
 
+def norm(t):
+    return " ".join(t.lower().split())
+
+
+def is_copy(g):
+    """imix bench's own test (augment::is_copy): the row is a source, case and spacing aside."""
+    return norm(g["text"]) in (norm(g["source_a"]["text"]), norm(g["source_b"]["text"]))
+
+
+generated = {}  # (dataset, shots, seed) -> the cell's generated rows
+for f in sorted(glob.glob(f"{grid}/generated/*-warmup-finetune.jsonl")):
+    ds, shots, seed = os.path.basename(f).split("-")[:3]
+    generated[(ds, int(shots), int(seed))] = [json.loads(line) for line in open(f)]
+
 cells = collections.defaultdict(list)
-for f in sorted(glob.glob(f"{grid}/generated/*-10-*-warmup-finetune.jsonl")):
-    ds, _, seed = os.path.basename(f).split("-")[:3]
-    a = acc.get((ds, int(seed)), {})
-    if "none" not in a or "inversed-mixup-keep" not in a:
+for (ds, shots, seed), gen in sorted(generated.items()):
+    a = acc.get((ds, seed), {})
+    if shots != 10 or "none" not in a or "inversed-mixup-keep" not in a:
         continue
-    gen = [json.loads(line) for line in open(f)]
     mismatch = sum(g["source_a"]["label"] != g["source_b"]["label"] and abs(g["content_lambda"] - g["lambda"]) >= 0.2 for g in gen) / len(gen)
-    cells[ds].append((verbatim[(ds, int(seed))], mismatch, a["inversed-mixup-keep"] - a["none"], a["inversed-mixup-keep"] - a["duplicate"], a["inversed-mixup-keep"] - a["reconstruct"]))
+    cells[ds].append((verbatim[(ds, seed)], mismatch, a["inversed-mixup-keep"] - a["none"], a["inversed-mixup-keep"] - a["duplicate"], a["inversed-mixup-keep"] - a["reconstruct"]))
 
 print("| dataset | seeds | verbatim | label without content | keep - none | keep - duplicate | keep - reconstruct | corr(verbatim, keep - none) | corr(label without content, keep - none) |")
 print("|---|---|---|---|---|---|---|---|---|")
@@ -61,14 +74,12 @@ for ds, c in sorted(cells.items()):
 # Near lambda's ends a row's target is its source: a cosine near 1 and rows word for word the source
 # mean the refined adaptor reproduces its sample (memorised it); the mid-lambda cosine is the mix.
 fid = collections.defaultdict(list)
-for f in sorted(glob.glob(f"{grid}/generated/*-warmup-finetune.jsonl")):
-    ds, shots = os.path.basename(f).split("-")[:2]
-    gen = [json.loads(line) for line in open(f)]
+for (ds, shots, _), gen in sorted(generated.items()):
     ends = [g for g in gen if min(g["lambda"], 1 - g["lambda"]) <= 0.05]
     mid = [g for g in gen if 0.3 <= g["lambda"] <= 0.7]
     if ends and mid:
-        same = sum(g["text"] in (g["source_a"]["text"], g["source_b"]["text"]) for g in ends) / len(ends)
-        fid[(ds, int(shots))].append((len(ends) / len(gen), st.mean(g["cos_target"] for g in ends), same, st.mean(g["cos_target"] for g in mid)))
+        same = sum(map(is_copy, ends)) / len(ends)
+        fid[(ds, shots)].append((len(ends) / len(gen), st.mean(g["cos_target"] for g in ends), same, st.mean(g["cos_target"] for g in mid)))
 
 print()
 print("| dataset | shots | seeds | rows with lambda within 0.05 of an end | their cosine to target | their rows word for word a source | cosine to target at lambda in [0.3, 0.7] |")
