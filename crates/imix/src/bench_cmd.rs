@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use inversed_mixup::data::corpus::{read_files, ReadOptions};
 use inversed_mixup::data::jsonl;
-use inversed_mixup::fewshot::grid::{load_dataset, load_dev, read_results, run_cell, shots_name, BenchConfig, Cell, CellResult, Models, Protocol, ALL_SHOTS};
+use inversed_mixup::fewshot::grid::{load_dataset, load_dev, read_results, run_cell, shots_name, BenchConfig, Cell, CellResult, Finished, Models, Protocol, ALL_SHOTS};
 use inversed_mixup::fewshot::judge::Judge;
 use inversed_mixup::fewshot::methods::Method;
 use inversed_mixup::fewshot::settings::conflict;
@@ -99,8 +99,9 @@ pub struct BenchArgs {
     /// Fine-tuning: peak learning rate of the encoder
     #[arg(long, default_value_t = 5e-5)]
     lr_encoder: f64,
-    /// Stop cleanly (finished cells saved, reports written) once this many minutes have passed;
-    /// the same command continues where it stopped
+    /// Stop cleanly once this many minutes have passed, asked before each cell and before each
+    /// further method of a cell (finished methods saved, reports written); the same command
+    /// continues where it stopped, computing only what is missing
     #[arg(long, value_name = "MIN")]
     max_minutes: Option<f64>,
     /// Stage-1 adaptor [default: the shipped one]
@@ -266,20 +267,32 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                         judge = Some(Judge::train(&train, &train_h, &test, test_h)?);
                     }
                     let cell = Cell { dataset: ds, train: &train, test: &test, test_h, shots, dev: dev.as_ref(), seed, judge: judge.as_ref() };
-                    let (rows, generated) = run_cell(&models, &cell, &missing, &cfg, &settings)?;
-                    for (tag, rows) in generated.iter().filter(|(_, r)| !r.is_empty()) {
-                        let wf = if cfg.warmup_finetune { "-warmup-finetune" } else { "" };
-                        jsonl::write(&a.out.join("generated").join(format!("{ds}-{shot}-{seed}{wf}{tag}.jsonl")), rows)?;
-                    }
+                    // The budget is asked again before each method of a long cell (a full split's
+                    // takes hours); every finished row is saved at once, so a run killed in a cell
+                    // loses at most the method in progress.
+                    let out_of_time = || a.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
+                    let mut emit = |f: Finished| -> inversed_mixup::Result<()> {
+                        match f {
+                            Finished::Row(mut r) => {
+                                r.run = Some(run_id);
+                                tracing::info!("{ds} {shot}-shot seed {seed} {}: accuracy {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1);
+                                pb.println(format!("{ds} {shot}-shot seed {seed} {:<24} acc {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1));
+                                results.push(*r);
+                                jsonl::write(&results_path, &results)?;
+                            }
+                            Finished::Generated(tag, rows) if !rows.is_empty() => {
+                                let wf = if cfg.warmup_finetune { "-warmup-finetune" } else { "" };
+                                jsonl::write(&a.out.join("generated").join(format!("{ds}-{shot}-{seed}{wf}{tag}.jsonl")), &rows)?;
+                            }
+                            Finished::Generated(..) => {}
+                        }
+                        Ok(())
+                    };
+                    let whole = run_cell(&models, &cell, &missing, &cfg, &settings, &out_of_time, &mut emit)?;
                     computed += 1;
-                    for mut r in rows {
-                        r.run = Some(run_id);
-                        tracing::info!("{ds} {shot}-shot seed {seed} {}: accuracy {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1);
-                        pb.println(format!("{ds} {shot}-shot seed {seed} {:<24} acc {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1));
-                        results.push(r);
+                    if !whole {
+                        stopped = true;
                     }
-                    // Persist after every cell: a killed run loses at most the cell in progress.
-                    jsonl::write(&results_path, &results)?;
                 }
                 pb.inc(1);
             }

@@ -391,21 +391,47 @@ fn weighted(y: &[Vec<f64>], w: f64) -> impl Iterator<Item = Vec<f64>> + '_ {
     y.iter().map(move |r| r.iter().map(|v| v * w).collect())
 }
 
-/// Runs the `missing` methods of one cell; returns their results, stamped with the run's
-/// `settings` (`cfg.settings(m.adaptor)`, computed once per run: it hashes the adaptor file), and
-/// the generated rows of each generation (tagged by its `Decoding`).
-pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, settings: &Settings) -> Result<(Vec<CellResult>, Generated)> {
-    let (mut rows, generated) = run_cell_methods(m, cell, missing, cfg)?;
-    for r in &mut rows {
-        r.settings = Some(settings.clone());
-    }
-    Ok((rows, generated))
+/// What a cell hands on as soon as it is finished, so that a stopped or killed run keeps it.
+pub enum Finished {
+    /// One method's result, stamped with the run's settings.
+    Row(Box<CellResult>),
+    /// The rows of one generation, tagged by its `Decoding` (file-name tag).
+    Generated(&'static str, Vec<AugRow>),
 }
 
-/// Generated rows of a cell, one entry per generation: (file-name tag, rows).
-pub type Generated = Vec<(&'static str, Vec<AugRow>)>;
+/// Runs the `missing` methods of one cell, handing each result to `emit` as it is finished (rows
+/// stamped with the run's `settings`, `cfg.settings(m.adaptor)`, computed once per run: it hashes
+/// the adaptor file). Before each further method, and never between methods that share one
+/// generation (which would decode it again), `stop` may end the cell early: the methods left stay
+/// missing for the next run, which computes them to the same numbers. Returns whether every
+/// missing method ran.
+pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, settings: &Settings, stop: &dyn Fn() -> bool, emit: &mut dyn FnMut(Finished) -> Result<()>) -> Result<bool> {
+    let mut out = Out { emit, settings, rows: 0, stop };
+    run_cell_methods(m, cell, missing, cfg, &mut out)
+}
 
-fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig) -> Result<(Vec<CellResult>, Generated)> {
+/// A cell's outlet: stamps and hands on results, and says whether to go on.
+struct Out<'a> {
+    emit: &'a mut dyn FnMut(Finished) -> Result<()>,
+    settings: &'a Settings,
+    rows: usize,
+    stop: &'a dyn Fn() -> bool,
+}
+
+impl Out<'_> {
+    fn row(&mut self, mut r: CellResult) -> Result<()> {
+        r.settings = Some(self.settings.clone());
+        self.rows += 1;
+        (self.emit)(Finished::Row(Box::new(r)))
+    }
+
+    /// Whether to start the next method: a cell always finishes its first, so every run progresses.
+    fn go_on(&self) -> bool {
+        self.rows == 0 || !(self.stop)()
+    }
+}
+
+fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, out: &mut Out) -> Result<bool> {
     if cfg.final_from_warmup && !cfg.warmup_finetune {
         return Err(crate::Error::Config("final_from_warmup needs warmup_finetune: there is no warmed-up encoder to start from".into()));
     }
@@ -422,15 +448,22 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
         (Protocol::Finetune(_), _) => dev_sample(cell.train, &data, cell.shots, cell.seed),
     };
     let sample = Sample { cell, data, texts, h, y, dev, cfg };
-    let mut out = Vec::new();
     let generating = missing.iter().any(|x| x.generates());
     if !cfg.final_from_warmup {
-        for &method in missing {
-            out.extend(sample.baseline(m, method, None, cfg)?);
+        for &method in missing.iter().filter(|x| !x.generates()) {
+            if !out.go_on() {
+                return Ok(false);
+            }
+            if let Some(r) = sample.baseline(m, method, None, cfg)? {
+                out.row(r)?;
+            }
         }
     }
     if !generating && (!cfg.final_from_warmup || missing.is_empty()) {
-        return Ok((out, Vec::new()));
+        return Ok(true);
+    }
+    if !out.go_on() {
+        return Ok(false);
     }
     // Stage 2 once per cell, shared by reconstruct and the three inversed-mixup variants.
     let t0 = std::time::Instant::now();
@@ -453,11 +486,16 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
     let init = trainable.as_ref().filter(|_| cfg.final_from_warmup).map(|(_, vm)| vm);
     if cfg.final_from_warmup {
         // The baselines start from the same warmed-up encoder as the generating methods.
-        for &method in missing {
-            out.extend(sample.baseline(m, method, init, cfg)?);
+        for &method in missing.iter().filter(|x| !x.generates()) {
+            if !out.go_on() {
+                return Ok(false);
+            }
+            if let Some(r) = sample.baseline(m, method, init, cfg)? {
+                out.row(r)?;
+            }
         }
         if !generating {
-            return Ok((out, Vec::new()));
+            return Ok(true);
         }
     }
     let inv = Inverter::new(warmed.as_ref().unwrap_or(m.encoder), m.llm, &w.adaptor)?;
@@ -484,29 +522,34 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
         Ok(Some(d))
     };
     if missing.contains(&Method::Reconstruct) {
+        if !out.go_on() {
+            return Ok(false);
+        }
         // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
         let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0), Decoding::Run)?;
         let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, init, cfg)?;
-        out.push(CellResult { generator: diagnose(&rows)?, ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) });
+        out.row(CellResult { generator: diagnose(&rows)?, ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) })?;
     }
-    let mut gen_rows = Vec::new();
     // One generation per decoding: the run's decodes serve keep / drop / relabel / content.
     let mut decodings: Vec<Decoding> = missing.iter().filter(|x| x.mitigation().is_some()).map(|x| x.decoding()).collect();
     decodings.sort_unstable();
     decodings.dedup();
     for d in decodings {
+        if !out.go_on() {
+            return Ok(false);
+        }
         let (rows, secs) = generate(cfg.pairing, &cfg.lambda, d)?;
         let rate = rows.iter().filter(|r| r.intrusion).count() as f64 / rows.len().max(1) as f64;
         let generator = diagnose(&rows)?;
         for &method in missing.iter().filter(|x| x.decoding() == d) {
             if let Some(policy) = method.mitigation() {
                 let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), init, cfg)?;
-                out.push(CellResult { generator, ..sample.result(method, scores, n, Some(rate), shared + secs) });
+                out.row(CellResult { generator, ..sample.result(method, scores, n, Some(rate), shared + secs) })?;
             }
         }
-        gen_rows.push((d.tag(), rows));
+        (out.emit)(Finished::Generated(d.tag(), rows))?;
     }
-    Ok((out, gen_rows))
+    Ok(true)
 }
 
 /// Reads finished cells from `results.jsonl` (missing file: none); a corrupt line names its line.
