@@ -1,6 +1,6 @@
 # Sourced by the grid scripts: one wall-clock budget (`--max-minutes N` as the script's first
 # arguments) shared by several `imix bench` calls, each told the minutes left (0 once spent, so it
-# stops cleanly before its next cell and writes its reports).
+# stops cleanly before its next cell, or its next method inside a cell, and writes its reports).
 budget=""
 if [ "${1:-}" = "--max-minutes" ]; then budget=$2; fi
 start=$(date +%s)
