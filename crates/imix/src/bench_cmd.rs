@@ -227,6 +227,8 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     // Recorded before any work as well, so that cells of a killed run still name their commit.
     let run_id = record_run(&a.out.join("runs.jsonl"), "started", std::time::Instant::now(), 0, false)?;
     let started = std::time::Instant::now();
+    // Asked before each cell and, inside a long cell (a full split's takes hours), before each method.
+    let out_of_time = || a.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
     let mut computed = 0usize;
     let mut stopped = false;
     for ds in &a.datasets {
@@ -249,7 +251,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                 let shot = shots_name(shots);
                 *current.borrow_mut() = format!("{ds} {shot}-shot seed {seed}:");
                 pb.set_message(current.borrow().clone());
-                if !missing.is_empty() && a.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0) {
+                if !missing.is_empty() && out_of_time() {
                     stopped = true;
                 }
                 if !missing.is_empty() && !stopped {
@@ -267,10 +269,8 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                         judge = Some(Judge::train(&train, &train_h, &test, test_h)?);
                     }
                     let cell = Cell { dataset: ds, train: &train, test: &test, test_h, shots, dev: dev.as_ref(), seed, judge: judge.as_ref() };
-                    // The budget is asked again before each method of a long cell (a full split's
-                    // takes hours); every finished row is saved at once, so a run killed in a cell
-                    // loses at most the method in progress.
-                    let out_of_time = || a.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
+                    // Every finished row is saved at once, so a run killed in a cell loses at most
+                    // the method in progress.
                     let mut emit = |f: Finished| -> inversed_mixup::Result<()> {
                         match f {
                             Finished::Row(mut r) => {
@@ -282,7 +282,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                             }
                             Finished::Generated(tag, rows) if !rows.is_empty() => {
                                 let wf = if cfg.warmup_finetune { "-warmup-finetune" } else { "" };
-                                jsonl::write(&a.out.join("generated").join(format!("{ds}-{shot}-{seed}{wf}{tag}.jsonl")), &rows)?;
+                                jsonl::write(&a.out.join("generated").join(format!("{ds}-{shot}-{seed}{wf}{tag}.jsonl")), rows)?;
                             }
                             Finished::Generated(..) => {}
                         }

@@ -373,6 +373,20 @@ impl Sample<'_> {
         Ok(Some(self.result(method, scores, aug, None, t0.elapsed().as_secs_f64())))
     }
 
+    /// The `missing` methods that need no LLM, each handed on as it finishes; false when `out`
+    /// said to stop before one of them.
+    fn baselines(&self, m: &Models, missing: &[Method], init: Option<&candle_nn::VarMap>, cfg: &BenchConfig, out: &mut Out) -> Result<bool> {
+        for &method in missing.iter().filter(|x| !x.generates()) {
+            if !out.go_on() {
+                return Ok(false);
+            }
+            if let Some(r) = self.baseline(m, method, init, cfg)? {
+                out.row(r)?;
+            }
+        }
+        Ok(true)
+    }
+
     /// Trains on the sample plus the generated rows that `mitigation` keeps (with their labels).
     fn fit_generated(&self, m: &Models, rows: &[AugRow], mitigation: Mitigation, label: LabelFrom, init: Option<&candle_nn::VarMap>, cfg: &BenchConfig) -> Result<((f64, f64), usize)> {
         let vec_of = |map: &std::collections::BTreeMap<String, f64>| self.data.labels.iter().map(|l| map[l]).collect::<Vec<f64>>();
@@ -392,11 +406,12 @@ fn weighted(y: &[Vec<f64>], w: f64) -> impl Iterator<Item = Vec<f64>> + '_ {
 }
 
 /// What a cell hands on as soon as it is finished, so that a stopped or killed run keeps it.
-pub enum Finished {
+pub enum Finished<'a> {
     /// One method's result, stamped with the run's settings.
     Row(Box<CellResult>),
-    /// The rows of one generation, tagged by its `Decoding` (file-name tag).
-    Generated(&'static str, Vec<AugRow>),
+    /// The rows of one generation, tagged by its `Decoding` (file-name tag), before the methods
+    /// that train on them.
+    Generated(&'static str, &'a [AugRow]),
 }
 
 /// Runs the `missing` methods of one cell, handing each result to `emit` as it is finished (rows
@@ -405,14 +420,14 @@ pub enum Finished {
 /// generation (which would decode it again), `stop` may end the cell early: the methods left stay
 /// missing for the next run, which computes them to the same numbers. Returns whether every
 /// missing method ran.
-pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, settings: &Settings, stop: &dyn Fn() -> bool, emit: &mut dyn FnMut(Finished) -> Result<()>) -> Result<bool> {
+pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, settings: &Settings, stop: &dyn Fn() -> bool, emit: &mut dyn FnMut(Finished<'_>) -> Result<()>) -> Result<bool> {
     let mut out = Out { emit, settings, rows: 0, stop };
     run_cell_methods(m, cell, missing, cfg, &mut out)
 }
 
 /// A cell's outlet: stamps and hands on results, and says whether to go on.
 struct Out<'a> {
-    emit: &'a mut dyn FnMut(Finished) -> Result<()>,
+    emit: &'a mut dyn FnMut(Finished<'_>) -> Result<()>,
     settings: &'a Settings,
     rows: usize,
     stop: &'a dyn Fn() -> bool,
@@ -449,15 +464,8 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
     };
     let sample = Sample { cell, data, texts, h, y, dev, cfg };
     let generating = missing.iter().any(|x| x.generates());
-    if !cfg.final_from_warmup {
-        for &method in missing.iter().filter(|x| !x.generates()) {
-            if !out.go_on() {
-                return Ok(false);
-            }
-            if let Some(r) = sample.baseline(m, method, None, cfg)? {
-                out.row(r)?;
-            }
-        }
+    if !cfg.final_from_warmup && !sample.baselines(m, missing, None, cfg, out)? {
+        return Ok(false);
     }
     if !generating && (!cfg.final_from_warmup || missing.is_empty()) {
         return Ok(true);
@@ -486,13 +494,8 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
     let init = trainable.as_ref().filter(|_| cfg.final_from_warmup).map(|(_, vm)| vm);
     if cfg.final_from_warmup {
         // The baselines start from the same warmed-up encoder as the generating methods.
-        for &method in missing.iter().filter(|x| !x.generates()) {
-            if !out.go_on() {
-                return Ok(false);
-            }
-            if let Some(r) = sample.baseline(m, method, init, cfg)? {
-                out.row(r)?;
-            }
+        if !sample.baselines(m, missing, init, cfg, out)? {
+            return Ok(false);
         }
         if !generating {
             return Ok(true);
@@ -539,6 +542,7 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
             return Ok(false);
         }
         let (rows, secs) = generate(cfg.pairing, &cfg.lambda, d)?;
+        (out.emit)(Finished::Generated(d.tag(), &rows))?;
         let rate = rows.iter().filter(|r| r.intrusion).count() as f64 / rows.len().max(1) as f64;
         let generator = diagnose(&rows)?;
         for &method in missing.iter().filter(|x| x.decoding() == d) {
@@ -547,7 +551,6 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
                 out.row(CellResult { generator, ..sample.result(method, scores, n, Some(rate), shared + secs) })?;
             }
         }
-        (out.emit)(Finished::Generated(d.tag(), rows))?;
     }
     Ok(true)
 }
