@@ -5,7 +5,9 @@ from lambda), how each relates over seeds to keep - none, and keep against dupli
 reconstruct (lambda = 1) with the paired sign-flip p; then, for every shot count, how faithful the
 decoded rows are near lambda's ends (where a row should be its source) and in the middle. Reads
 results/grid-<sha>/ (results.jsonl and the generated/ rows, which stay on the machine that ran the
-cells); prints two markdown tables.
+cells); prints two markdown tables. The per-cell numbers of the second table (numbers only, no text)
+are kept in bench/grid-<sha>/fidelity.jsonl, which is committed, so a later sitting's table still
+counts cells whose generated rows went with an earlier machine.
 
     python3 bench/grid_why.py [results/grid-2f88c450]
 """
@@ -56,12 +58,39 @@ for f in sorted(glob.glob(f"{grid}/generated/*-warmup-finetune.jsonl")):
     ds, shots, seed = os.path.basename(f).split("-")[:3]
     generated[(ds, int(shots), int(seed))] = [json.loads(line) for line in open(f)]
 
-cells = collections.defaultdict(list)
+# Per-cell numbers, kept beside the grid's committed rows (see the docstring).
+kept = os.path.join("bench", os.path.basename(os.path.normpath(grid)), "fidelity.jsonl")
+per_cell = {}  # (dataset, shots, seed) -> {name: value}
+if os.path.exists(kept):
+    for line in open(kept):
+        r = json.loads(line)
+        per_cell[(r.pop("dataset"), r.pop("shots"), r.pop("seed"))] = r
 for (ds, shots, seed), gen in sorted(generated.items()):
+    # Near lambda's ends a row's target is its source: a cosine near 1 and rows word for word the
+    # source mean the refined adaptor reproduces its sample (memorised it); mid-lambda is the mix.
+    ends = [g for g in gen if min(g["lambda"], 1 - g["lambda"]) <= 0.05]
+    mid = [g for g in gen if 0.3 <= g["lambda"] <= 0.7]
+    if ends and mid:
+        per_cell[(ds, shots, seed)] = {
+            "label_without_content": sum(g["source_a"]["label"] != g["source_b"]["label"] and abs(g["content_lambda"] - g["lambda"]) >= 0.2 for g in gen) / len(gen),
+            "ends": len(ends) / len(gen),
+            "ends_cos": st.mean(g["cos_target"] for g in ends),
+            "ends_verbatim": sum(map(is_copy, ends)) / len(ends),
+            "mid_cos": st.mean(g["cos_target"] for g in mid),
+        }
+if os.path.isdir(os.path.dirname(kept)):
+    tmp = kept + ".tmp"
+    with open(tmp, "w") as f:
+        for (ds, shots, seed), v in sorted(per_cell.items()):
+            f.write(json.dumps({"dataset": ds, "shots": shots, "seed": seed, **v}) + "\n")
+    os.replace(tmp, kept)
+
+cells = collections.defaultdict(list)
+for (ds, shots, seed), c in sorted(per_cell.items()):
     a = acc.get((ds, seed), {})
     if shots != 10 or "none" not in a or "inversed-mixup-keep" not in a:
         continue
-    mismatch = sum(g["source_a"]["label"] != g["source_b"]["label"] and abs(g["content_lambda"] - g["lambda"]) >= 0.2 for g in gen) / len(gen)
+    mismatch = c["label_without_content"]
     cells[ds].append((verbatim[(ds, seed)], mismatch, a["inversed-mixup-keep"] - a["none"], a["inversed-mixup-keep"] - a["duplicate"], a["inversed-mixup-keep"] - a["reconstruct"]))
 
 print("| dataset | seeds | verbatim | label without content | keep - none | keep - duplicate | keep - reconstruct | corr(verbatim, keep - none) | corr(label without content, keep - none) |")
@@ -71,15 +100,9 @@ for ds, c in sorted(cells.items()):
     print(f"| {ds} | {len(c)} | {100 * st.mean(v):.1f} % | {100 * st.mean(m):.1f} % | {st.mean(d):+.1f} (p {sign_flip(d):.3f}) | {st.mean(dd):+.1f} (p {sign_flip(dd):.3f}) | {st.mean(dr):+.1f} (p {sign_flip(dr):.3f}) | {corr(v, d):+.2f} | {corr(m, d):+.2f} |")
 
 
-# Near lambda's ends a row's target is its source: a cosine near 1 and rows word for word the source
-# mean the refined adaptor reproduces its sample (memorised it); the mid-lambda cosine is the mix.
 fid = collections.defaultdict(list)
-for (ds, shots, _), gen in sorted(generated.items()):
-    ends = [g for g in gen if min(g["lambda"], 1 - g["lambda"]) <= 0.05]
-    mid = [g for g in gen if 0.3 <= g["lambda"] <= 0.7]
-    if ends and mid:
-        same = sum(map(is_copy, ends)) / len(ends)
-        fid[(ds, shots)].append((len(ends) / len(gen), st.mean(g["cos_target"] for g in ends), same, st.mean(g["cos_target"] for g in mid)))
+for (ds, shots, _), c in sorted(per_cell.items()):
+    fid[(ds, shots)].append((c["ends"], c["ends_cos"], c["ends_verbatim"], c["mid_cos"]))
 
 print()
 print("| dataset | shots | seeds | rows with lambda within 0.05 of an end | their cosine to target | their rows word for word a source | cosine to target at lambda in [0.3, 0.7] |")
