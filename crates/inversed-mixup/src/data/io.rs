@@ -17,7 +17,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
-/// Removes temp files that a killed run left beside `path` (`.NAME.tmpPID` of another process).
+/// Whether process `pid` may still be writing its temp file `file`: on Linux, whether it is alive
+/// (two runs sharing a cache write the same file at once); without /proc, whether the file
+/// changed within the last hour.
+fn writer_may_be_alive(pid: &str, file: &Path) -> bool {
+    let proc = Path::new("/proc");
+    if proc.join("self").exists() {
+        return proc.join(pid).exists();
+    }
+    fs::metadata(file).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age.as_secs() < 3600)
+}
+
+/// Removes temp files that a killed run left beside `path` (`.NAME.tmpPID` of another process
+/// that is gone), never one a live process is still writing.
 fn remove_stale_temps(path: &Path) {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
@@ -25,7 +37,9 @@ fn remove_stale_temps(path: &Path) {
     let mine = tmp_path(path);
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
-        if p != mine && e.file_name().to_string_lossy().strip_prefix(&prefix).is_some_and(|pid| pid.chars().all(|c| c.is_ascii_digit())) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix(&prefix).filter(|pid| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()));
+        if p != mine && pid.is_some_and(|pid| !writer_may_be_alive(pid, &p)) {
             let _ = fs::remove_file(p);
         }
     }
@@ -135,9 +149,18 @@ mod tests {
         let p = dir.path().join("out.jsonl");
         fs::write(dir.path().join(".out.jsonl.tmp999999"), b"half").unwrap();
         fs::write(dir.path().join(".other.tmp1"), b"not ours").unwrap();
+        // A live process's temp (two runs writing one cached file at once) is left to it: removing
+        // it failed that run's rename (CI, stop 34).
+        #[cfg(target_os = "linux")]
+        let live = format!(".out.jsonl.tmp{}", std::os::unix::process::parent_id());
+        #[cfg(target_os = "linux")]
+        fs::write(dir.path().join(&live), b"being written").unwrap();
         write_atomic(&p, b"new").unwrap();
         let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
+        #[cfg(target_os = "linux")]
+        assert_eq!(names, [".other.tmp1", live.as_str(), "out.jsonl"]);
+        #[cfg(not(target_os = "linux"))]
         assert_eq!(names, [".other.tmp1", "out.jsonl"]);
     }
 
