@@ -93,8 +93,11 @@ Wall time is the run's own (minutes from its start to its reports; a killed run 
     );
     let mut minutes = 0.0;
     for run in &runs {
+        // A run that finished having computed no cell owns no row, though it may share its
+        // start second, and so its id, with the next run (a grid's calls with nothing left to do).
+        let idle = run.finished.as_ref().is_some_and(|f| f["cells_computed"].as_u64() == Some(0));
         let mine: Vec<&CellResult> = rows.iter().filter(|r| r.run == Some(run.id)).collect();
-        if mine.is_empty() {
+        if mine.is_empty() || idle {
             continue;
         }
         let s = &run.started;
@@ -146,21 +149,30 @@ mod tests {
     }
 
     /// Each run that computed rows gets its commit, CPU, minutes and cells; a killed run says so;
-    /// a run that computed none of the rows is left out; rows of no known run are named.
+    /// a run that computed none of the rows (or no cell at all) is left out; rows of no known run are named.
     #[test]
     fn each_row_is_traced_to_its_run() {
         let d = tempfile::tempdir().unwrap();
-        let rec = |event: &str, t: u64, commit: &str, minutes: f64| {
+        let rec = |event: &str, t: u64, commit: &str, minutes: f64, cells: u64| {
             serde_json::json!({"event": event, "unix_time": t, "minutes": minutes, "command": ["imix", "bench", "--seeds", "3"],
-                "commit": commit, "cpu": "Some CPU", "cores": 2, "kernels": "avx2", "cells_computed": 0, "stopped_early": false})
+                "commit": commit, "cpu": "Some CPU", "cores": 2, "kernels": "avx2", "cells_computed": cells, "stopped_early": false})
         };
-        let records = vec![rec("started", 100, "aaa", 0.0), rec("finished", 700, "aaa", 10.0), rec("started", 800, "bbb", 0.0), rec("started", 900, "ccc", 0.0), rec("finished", 1000, "ccc", 1.5)];
+        // ddd had nothing to do and started in aaa's second: its id is aaa's, and it is left out.
+        let records = vec![
+            rec("started", 100, "ddd", 0.0, 0),
+            rec("finished", 100, "ddd", 0.0, 0),
+            rec("started", 100, "aaa", 0.0, 0),
+            rec("finished", 700, "aaa", 10.0, 3),
+            rec("started", 800, "bbb", 0.0, 0),
+            rec("started", 900, "ccc", 0.0, 0),
+            rec("finished", 1000, "ccc", 1.5, 1),
+        ];
         inversed_mixup::data::jsonl::write(&d.path().join("runs.jsonl"), &records).unwrap();
         let rows = vec![row("sst2", 0, Some(100)), row("sst2", 1, Some(100)), row("sst2", 2, Some(100)), row("trec", 0, Some(800)), row("mr", 4, None)];
         let md = section(d.path(), &rows).unwrap();
         assert!(md.contains("| 1970-01-01 00:01 | aaa | Some CPU | avx2, 2 | 10.0 | sst2 10-shot seeds 0-2 | `imix bench --seeds 3` |"), "{md}");
         assert!(md.contains("| 1970-01-01 00:13 | bbb | Some CPU | avx2, 2 | killed | trec 10-shot seed 0 |"), "{md}");
-        assert!(!md.contains("ccc"), "{md}");
+        assert!(!md.contains("ccc") && !md.contains("ddd"), "{md}");
         assert!(md.contains("Wall time of these runs: 10 min."), "{md}");
         assert!(md.contains("Rows that name no run of runs.jsonl: mr 10-shot seed 4."), "{md}");
         assert_eq!(section(d.path(), &[row("mr", 4, None)]).unwrap(), "");
