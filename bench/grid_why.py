@@ -56,7 +56,8 @@ def is_copy(g):
 generated = {}  # (dataset, shots, seed) -> the cell's generated rows
 for f in sorted(glob.glob(f"{grid}/generated/*-warmup-finetune.jsonl")):
     ds, shots, seed = os.path.basename(f).split("-")[:3]
-    generated[(ds, int(shots), int(seed))] = [json.loads(line) for line in open(f)]
+    # a full-split cell's file says "all"; results.jsonl says shots 0
+    generated[(ds, 0 if shots == "all" else int(shots), int(seed))] = [json.loads(line) for line in open(f)]
 
 # Per-cell numbers, kept beside the grid's committed rows (see the docstring).
 kept = os.path.join("bench", os.path.basename(os.path.normpath(grid)), "fidelity.jsonl")
@@ -109,4 +110,4 @@ print("| dataset | shots | seeds | rows with lambda within 0.05 of an end | thei
 print("|---|---|---|---|---|---|---|")
 for (ds, shots), c in sorted(fid.items()):
     e, ce, v, cm = (st.mean(x) for x in zip(*c))
-    print(f"| {ds} | {shots} | {len(c)} | {100 * e:.0f} % | {ce:.3f} | {100 * v:.0f} % | {cm:.3f} |")
+    print(f"| {ds} | {shots or 'all'} | {len(c)} | {100 * e:.0f} % | {ce:.3f} | {100 * v:.0f} % | {cm:.3f} |")
