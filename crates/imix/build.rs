@@ -1,5 +1,5 @@
-//! Records the git commit the binary is built from (with `-dirty` when tracked files differ from
-//! it), so that benchmark records can name the code that produced them.
+// Records the git commit the binary is built from (with `-dirty` when tracked files differ from
+// it), so that benchmark records can name the code that produced them.
 
 use std::path::Path;
 use std::process::Command;

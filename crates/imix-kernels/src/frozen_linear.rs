@@ -5,7 +5,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 /// `x @ W^T` for a frozen weight `W` (out, in): the backward returns only the input gradient.
 ///
 /// candle's matmul backward always computes the weight gradient too; for a frozen LLM that is
-/// half of the backward time and a (49152 x 576) temporary for the output layer (FINDINGS.md).
+/// half of the backward time and a (49152 x 576) temporary for the output layer (docs/design.md).
 #[derive(Clone, Debug)]
 pub struct FrozenLinear {
     weight: Tensor,

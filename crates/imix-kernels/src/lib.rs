@@ -84,6 +84,7 @@ pub mod loss;
 pub mod matmul;
 pub mod matvec;
 pub mod packed_attention;
+pub mod pool;
 pub mod simd;
 pub mod storage;
 

@@ -3,9 +3,9 @@
 //! are mapped to class ids as `data::labelled` does. A bad row is named by its list and index
 //! (`texts[3]: empty text`) where the command line names a file and line.
 
-use crate::errors::{check, Fail, Result};
+use crate::errors::{Fail, Result};
 use inversed_mixup::data::corpus::Row;
-use inversed_mixup::data::labelled::{few_shot, Labelled};
+use inversed_mixup::data::labelled::Labelled;
 use inversed_mixup::Error;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ const ORIGIN: &str = "texts";
 
 /// Checked rows of `texts` (with `labels`, when given).
 pub fn rows(texts: Vec<String>, labels: Option<Vec<String>>, max_chars: usize) -> Result<Vec<Row>> {
-    check::at_least_one("--max-chars", max_chars)?;
+    inversed_mixup::data::flags::at_least_one("max_chars", max_chars)?;
     if let Some(l) = &labels {
         if l.len() != texts.len() {
             return Err(Fail::Bad(format!("texts and labels differ in length: {} texts, {} labels", texts.len(), l.len())));
@@ -33,7 +33,7 @@ pub fn rows(texts: Vec<String>, labels: Option<Vec<String>>, max_chars: usize) -
             }
             let n = text.chars().count();
             if n > max_chars {
-                return Err(Fail::Bad(format!("texts[{i}]: text is {n} characters, over the limit of {max_chars} (--max-chars)")));
+                return Err(Fail::Bad(format!("texts[{i}]: text is {n} characters, over the limit of {max_chars} (max_chars)")));
             }
             if label.as_deref().is_some_and(|l| l.trim().is_empty()) {
                 return Err(Fail::Bad(format!("labels[{i}]: empty label")));
@@ -44,11 +44,8 @@ pub fn rows(texts: Vec<String>, labels: Option<Vec<String>>, max_chars: usize) -
 }
 
 /// Labelled data from `texts` and `labels`: with `known` labels (a bundle's), any other label is
-/// refused; otherwise the label set is the sorted set found. `shots` keeps K rows per class.
-pub fn labelled(texts: Vec<String>, labels: Vec<String>, max_chars: usize, known: Option<&[String]>, shots: Option<usize>, shots_seed: u64) -> Result<Labelled> {
-    if let Some(k) = shots {
-        check::at_least_one("--shots", k)?;
-    }
+/// refused; otherwise the label set is the sorted set found.
+pub fn labelled(texts: Vec<String>, labels: Vec<String>, max_chars: usize, known: Option<&[String]>) -> Result<Labelled> {
     let rows = rows(texts, Some(labels), max_chars)?;
     if rows.is_empty() {
         return Err(Error::Config(format!("no labelled rows in {ORIGIN}")).into());
@@ -63,9 +60,5 @@ pub fn labelled(texts: Vec<String>, labels: Vec<String>, max_chars: usize, known
         let id = labels.iter().position(|x| x == l).ok_or_else(|| Fail::Bad(format!("labels[{i}]: unknown label {l:?} (the model knows {})", labels.join(", "))))?;
         y.push(id);
     }
-    let all = Labelled { rows, y, labels };
-    Ok(match shots {
-        Some(k) => few_shot(&all, k, shots_seed),
-        None => all,
-    })
+    Ok(Labelled { rows, y, labels })
 }

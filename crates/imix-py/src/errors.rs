@@ -17,8 +17,6 @@ create_exception!(
 pub enum Fail {
     /// A library error.
     Lib(Error),
-    /// A library error with the context the command line adds to it (`loading encoder DIR: ...`).
-    Context(String, Error),
     /// An argument refused before any work (the command line's flag checks).
     Bad(String),
     /// Something that cannot go wrong with valid data did (a bug).
@@ -40,13 +38,22 @@ impl From<candle_core::Error> for Fail {
 /// The result type of the GIL-free sections.
 pub type Result<T> = std::result::Result<T, Fail>;
 
+/// A keyword's name for a request field: the same, but `lambda` (a Python keyword) is `lam`.
+fn keyword(field: &str) -> String {
+    match field {
+        "lambda" => "lam".into(),
+        f => f.into(),
+    }
+}
+
 /// Errors of what the caller passed (settings, input rows, model and bundle files that do not fit)
 /// are `ImixError` (a `ValueError`); failures of the machine (I/O, downloads, tensor errors) are
-/// `RuntimeError`.
+/// `RuntimeError`. Fields are named by their keyword.
 fn exception(e: &Error, msg: String) -> PyErr {
-    match e {
-        Error::Config(_) | Error::Input { .. } | Error::Model { .. } | Error::Checkpoint { .. } => ImixError::new_err(msg),
-        Error::Candle(_) | Error::Io { .. } | Error::Fetch(_) | Error::Tokenizer(_) => PyRuntimeError::new_err(msg),
+    let msg = inversed_mixup::api::field_names(&msg, &keyword);
+    match e.root() {
+        Error::Config(_) | Error::Invalid(_) | Error::Input { .. } | Error::Model { .. } | Error::Checkpoint { .. } => ImixError::new_err(msg),
+        Error::Candle(_) | Error::Io { .. } | Error::Fetch(_) | Error::Tokenizer(_) | Error::Context { .. } => PyRuntimeError::new_err(msg),
     }
 }
 
@@ -54,20 +61,8 @@ impl From<Fail> for PyErr {
     fn from(f: Fail) -> PyErr {
         match f {
             Fail::Lib(e) => exception(&e, e.to_string()),
-            // As anyhow's `{:#}` prints a context over its cause.
-            Fail::Context(c, e) => exception(&e, format!("{c}: {e}")),
             Fail::Bad(m) => ImixError::new_err(m),
             Fail::Internal(m) => PyRuntimeError::new_err(m),
         }
-    }
-}
-
-/// The command line's argument checks, with its messages: arguments are named by the flag that
-/// sets them in `imix`, which the Python keyword mirrors (`--batch-size` is `batch_size`).
-pub use inversed_mixup::data::flags as check;
-
-impl From<inversed_mixup::data::flags::Refused> for Fail {
-    fn from(e: inversed_mixup::data::flags::Refused) -> Self {
-        Fail::Bad(e.0)
     }
 }

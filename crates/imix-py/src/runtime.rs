@@ -1,5 +1,5 @@
 //! How the work runs inside a Python process: without the GIL, on rayon's compute pool (as the
-//! `imix` binary runs it, `crates/imix/src/process.rs`), reporting progress to a Python callable.
+//! `imix` binary runs it, `imix_kernels::pool`), reporting progress to a Python callable.
 
 use crate::errors::{Fail, Result};
 use pyo3::prelude::*;
@@ -21,17 +21,6 @@ pub fn init() {
     // SAFETY: sets one process-wide integer option of the allocator; mimalloc reads options
     // without assuming they are constant.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) }
-}
-
-/// Runs `f` on a worker of rayon's global pool (built with 8 MiB stacks when nothing built it
-/// yet), where the kernels' parallel regions start at once: the binary's `on_compute_pool`.
-fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    // An error means the global pool exists already; it is then used as it is.
-    let _ = rayon::ThreadPoolBuilder::new().stack_size(8 << 20).build_global();
-    if rayon::current_thread_index().is_some() {
-        return f();
-    }
-    rayon::join(f, || ()).0
 }
 
 /// A Python progress callable `progress(done, total)`, called with the GIL re-acquired. The
@@ -61,7 +50,7 @@ impl Progress {
 /// class is needed and other Python threads run meanwhile.
 pub fn compute<R: Send>(py: Python<'_>, progress: Option<Py<PyAny>>, work: impl FnOnce(&dyn Fn(usize, usize)) -> Result<R> + Send) -> PyResult<R> {
     let p = Progress { callback: progress, error: Mutex::new(None) };
-    let r = py.allow_threads(|| on_compute_pool(|| work(&|d, t| p.report(d, t))));
+    let r = py.allow_threads(|| imix_kernels::pool::on_compute_pool(|| work(&|d, t| p.report(d, t))));
     if let Some(e) = p.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
@@ -75,4 +64,9 @@ pub fn jsonl<T: serde::Serialize>(rows: &[T]) -> Result<String> {
         inversed_mixup::data::jsonl::append(&mut out, r).map_err(|e| Fail::Internal(format!("serialising a row: {e}")))?;
     }
     Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
+}
+
+/// A value as one line of JSON (a summary), as `serde_json` writes it.
+pub fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Fail::Internal(format!("serialising a summary: {e}")))
 }

@@ -1,7 +1,8 @@
 """Bad input raises ImixError (a ValueError) with the message `imix` prints for the same mistake.
 
-Where the command line names a file and line (`train.tsv:4: empty text`), Python names the list and
-index (`texts[2]: empty text`); the rest of the message is the same.
+Where the command line names a flag (`--batch-size`), Python names the keyword (`batch_size`);
+where it names a file and line (`train.tsv:4: empty text`), Python names the list and index
+(`texts[2]: empty text`); the rest of the message is the same.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def augment_both(aug, small, bundle, imix_bin, tmp_path, kw, flags, texts=None, 
     return str(e.value), cli
 
 
-#: (Python keywords, imix flags) whose messages are identical.
+#: (Python keywords, imix flags) whose messages are identical but for the keyword's name.
 SAME = {
     "decode spec": (dict(decode="beam:100000"), ["--decode", "beam:100000"]),
     "top-p out of range": (dict(decode="top-p:1.5"), ["--decode", "top-p:1.5"]),
@@ -38,16 +39,17 @@ SAME = {
 
 @pytest.mark.parametrize("case", list(SAME))
 def test_bad_settings_have_the_cli_message(case, aug: Augmenter, small, bundle: str, imix_bin: str, tmp_path: Path):
-    py, cli = augment_both(aug, small, bundle, imix_bin, tmp_path, *SAME[case])
-    assert py == cli, (py, cli)
+    kw, flags = SAME[case]
+    py, cli = augment_both(aug, small, bundle, imix_bin, tmp_path, kw, flags)
+    keyword = next(iter(kw))
+    assert keyword in py and py.replace(keyword, flags[0], 1) == cli, (py, cli)
 
 
 def test_bad_shard_has_the_cli_message(aug: Augmenter, small, bundle: str, imix_bin: str, tmp_path: Path):
     for shard, flag in [((4, 4), "4/4"), ((-1, 3), "-1/3"), ("1", "1")]:
         py, cli = augment_both(aug, small, bundle, imix_bin, tmp_path, dict(shard=shard), [f"--shard={flag}"])
-        assert py == f'invalid configuration: --shard "{flag}": expected I/N with 0 <= I < N, e.g. 0/4 (I is 0-based, as SLURM_ARRAY_TASK_ID)'
-        # clap puts its own words in front: "invalid value '4/4' for '--shard <I/N>': ..."
-        assert cli.endswith(py), (py, cli)
+        assert py == f'invalid configuration: shard "{flag}": expected I/N with 0 <= I < N, e.g. 0/4 (I is 0-based, as SLURM_ARRAY_TASK_ID)'
+        assert cli == py.replace("shard", "--shard", 1), (py, cli)
 
 
 def test_unknown_label_has_the_cli_message(aug: Augmenter, small, bundle: str, imix_bin: str, tmp_path: Path):
@@ -89,12 +91,17 @@ def test_other_mistakes(aug: Augmenter, small, bundle: str, imix_bin: str, tmp_p
         aug.augment(*small, tmp_path, progress=False)
     data = write_tsv(tmp_path / "d.tsv", *small)
     assert str(e.value) == cli_error(run_imix(imix_bin, "augment", "--model", str(tmp_path), "--input", str(data), "--out", str(tmp_path / "o.jsonl")))
-    with pytest.raises(ImixError, match=r"^--steps must be at least 2 \(the two ends\)$"):
+    with pytest.raises(ImixError, match=r"^steps 1: must be at least 2 \(the two ends\)$"):
         aug.interpolate("a", "b", steps=1)
-    with pytest.raises(ImixError, match="^--steps 0: must be at least 1$"):
+    with pytest.raises(ImixError, match="^steps 0: must be at least 1$"):
         aug.warmup(*small, tmp_path / "w", steps=0)
     with pytest.raises(TypeError):
         aug.augment(*small, bundle, shard=3)
+    # Keywords the command has no flag for, and values of the wrong type, name the keyword.
+    with pytest.raises(ImixError, match="^unknown field stepz"):
+        aug.warmup(*small, tmp_path / "w", stepz=3)
+    with pytest.raises(ImixError, match="^max_new_tokens: invalid value: integer `-1`"):
+        aug.augment(*small, bundle, max_new_tokens=-1)
 
 
 def test_a_misspelt_instruction_set_cap_is_refused(monkeypatch, imix_bin: str, tmp_path: Path):

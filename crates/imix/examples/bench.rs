@@ -87,7 +87,7 @@ fn llm_forward_flop(c: &inversed_mixup::nets::llm::LlmConfig, b: usize, l: usize
 
 fn main() {
     if std::env::var_os("BENCH_SPIN").is_none() {
-        process::park_idle_workers();
+        imix_kernels::pool::park_idle_workers();
     }
     if std::env::var_os("BENCH_PURGE").is_none() {
         process::keep_freed_pages();
@@ -95,7 +95,7 @@ fn main() {
     // As in the `imix` binary: the work runs on a worker of the compute pool (BENCH_MAIN=1: on
     // the main thread instead).
     if std::env::var_os("BENCH_MAIN").is_none() {
-        return process::on_compute_pool(run);
+        return imix_kernels::pool::on_compute_pool(run);
     }
     run()
 }

@@ -121,27 +121,27 @@ pub struct AlignArgs {
 
 /// Runs `imix align`.
 pub fn run(a: AlignArgs) -> Result<()> {
-    for (f, n) in [("--k", a.k), ("--hidden", a.hidden), ("--steps", a.steps), ("--batch-size", a.batch_size), ("--checkpoint-every", a.checkpoint_every), ("--max-target-tokens", a.max_target_tokens)]
+    for (f, n) in [("k", a.k), ("hidden", a.hidden), ("steps", a.steps), ("batch_size", a.batch_size), ("checkpoint_every", a.checkpoint_every), ("max_target_tokens", a.max_target_tokens)]
     {
         check::at_least_one(f, n)?;
     }
-    check::positive("--lr", a.lr)?;
-    check::unit("--lr-floor", a.lr_floor)?;
-    check::non_negative("--clip", a.clip)?;
-    check::non_negative("--weight-decay", a.weight_decay)?;
+    check::positive("lr", a.lr)?;
+    check::unit("lr_floor", a.lr_floor)?;
+    check::non_negative("clip", a.clip)?;
+    check::non_negative("weight_decay", a.weight_decay)?;
     if let Some(m) = a.max_minutes {
-        check::non_negative("--max-minutes", m)?;
+        check::non_negative("max_minutes", m)?;
     }
     inversed_mixup::data::io::check_writable(&a.out)?;
     check::resume_target(a.resume, &checkpoint_path(&a.out))?;
     a.input.check()?;
-    check::positive("--deep-scale", a.deep_scale)?;
+    check::positive("deep_scale", a.deep_scale)?;
     if a.deep_rank == 0 && a.deep_scale != 1.0 {
         anyhow::bail!("--deep-scale {} without --deep-rank: there are no deep soft tokens to scale", a.deep_scale);
     }
     if a.lora_rank > 0 {
         Target::parse_list(&a.lora_targets)?;
-        check::positive("--lora-alpha", a.lora_alpha)?;
+        check::positive("lora_alpha", a.lora_alpha)?;
     }
     let opt = a.input.options(&a.text_column, None);
     let corpus = read_files(&a.corpus, &opt)?;

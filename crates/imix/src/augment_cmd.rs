@@ -1,19 +1,22 @@
 //! `imix augment` (stage 3) and `imix interpolate`.
 
-use crate::check;
-use crate::common::{bar, load_adaptor, DecodeArgs, ModelArgs};
+use crate::common::{bar, set_decoding, DecodeArgs, ModelArgs};
 use crate::data_args::DataArgs;
 use anyhow::Result;
 use clap::Args;
+use inversed_mixup::api::{self, AugmentRequest, InterpolateRequest, ModelFiles};
 use inversed_mixup::data::jsonl;
-use inversed_mixup::eval::stats::spearman;
-use inversed_mixup::method::augment::{augment, controllability, AugRow, AugmentOptions, LabelFrom};
+use inversed_mixup::method::augment::{AugRow, LabelFrom};
 use inversed_mixup::method::intrusion::Mitigation;
 use inversed_mixup::method::invert::Inverter;
-use inversed_mixup::method::mixup::{plan, LambdaSpec, Pairing};
-use inversed_mixup::method::shard::Shard;
+use inversed_mixup::method::mixup::Pairing;
 use inversed_mixup::stages::bundle::{self, BundlePaths};
 use std::path::PathBuf;
+
+/// Defaults of the flags: the library's, written once there.
+fn d() -> AugmentRequest {
+    AugmentRequest::default()
+}
 
 /// How augmented rows are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,104 +41,114 @@ pub struct AugmentArgs {
     #[command(flatten)]
     models: ModelArgs,
     /// Which examples are mixed with each other
-    #[arg(long, value_enum, default_value_t = Pairing::CrossClass)]
+    #[arg(long, value_enum, default_value_t = d().pairs)]
     pairs: Pairing,
     /// Partners per example
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = d().per_example)]
     per_example: usize,
-    /// Mixing ratio: a value such as 0.5, beta:ALPHA (a fresh draw per pair) or grid:0,0.25,0.5,0.75,1.
+    /// Mixing ratio: a value such as 0.5, beta:ALPHA (a fresh draw per pair), uniform:LO,HI or
+    /// grid:0,0.25,0.5,0.75,1.
     /// The default, Beta(0.2, 0.2), trained the best task models on dev splits (RESULTS.md)
-    #[arg(long, default_value = "beta:0.2")]
+    #[arg(long, default_value_t = d().lambda)]
     lambda: String,
     #[command(flatten)]
     dec: DecodeArgs,
     /// Confidence from which a contradicting prediction counts as intrusion
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = d().threshold)]
     threshold: f64,
     /// Intruders: keep, drop, or relabel (soft label blended 50/50 with the prediction)
-    #[arg(long, value_enum, default_value_t = Mitigation::Keep)]
+    #[arg(long, value_enum, default_value_t = d().intrusion)]
     intrusion: Mitigation,
     /// Label source: mix (the mixing ratio, as in the paper) or content (the ratio the generated
     /// sentence's own embedding shows, so a decode that copied one source gets that source's label)
-    #[arg(long, value_enum, default_value_t = LabelFrom::Mix)]
+    #[arg(long, value_enum, default_value_t = d().label)]
     label: LabelFrom,
     /// Decode again, by seeded top-p sampling (p 0.9), a sentence that is one of its two sources
     /// word for word, up to N times (0: never): a near-source mix then adds a variation of its
-    /// source instead of a duplicate with a softened label (`imix bench`'s inversed-mixup-novel uses 4)
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// source instead of a duplicate with a softened label (`imix-bench`'s inversed-mixup-novel uses 4)
+    #[arg(long, value_name = "N", default_value_t = d().resample_copies)]
     resample_copies: usize,
+    /// Over-generate and select: decode M candidates per mix (the --decode one, then seeded top-p
+    /// samples) and keep the one closest to the mixed target that is not a near copy of a source
+    /// (token F1 >= 0.8 or cosine >= 0.95 to either), at M times the decoding cost
+    #[arg(long, value_name = "M", default_value_t = d().candidates)]
+    candidates: usize,
+    /// Leave out a mix whose every candidate is a near copy of a source (counted as rejected)
+    #[arg(long)]
+    reject_copies: bool,
+    /// Teacher labels: blend each row's label with the task model's prediction on its text,
+    /// (1 - W) * label + W * prediction (0: off); with --intrusion drop, rows the task model
+    /// confidently contradicts are left out
+    #[arg(long, value_name = "W", default_value_t = d().teacher_weight)]
+    teacher_weight: f64,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     format: Format,
     /// Mixes decoded together
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = d().batch_size)]
     batch_size: usize,
     /// Run only shard I of N (0-based, e.g. $SLURM_ARRAY_TASK_ID/N): whole decode batches, split
     /// evenly; the shards' JSONL files concatenated in order equal the unsharded output byte for byte
     #[arg(long, value_name = "I/N")]
-    shard: Option<Shard>,
+    shard: Option<String>,
+}
+
+impl AugmentArgs {
+    /// The request these flags make.
+    fn request(&self) -> AugmentRequest {
+        let mut r = AugmentRequest {
+            pairs: self.pairs,
+            per_example: self.per_example,
+            lambda: self.lambda.clone(),
+            threshold: self.threshold,
+            intrusion: self.intrusion,
+            label: self.label,
+            resample_copies: self.resample_copies,
+            candidates: self.candidates,
+            reject_copies: self.reject_copies,
+            teacher_weight: self.teacher_weight,
+            batch_size: self.batch_size,
+            shard: self.shard.clone(),
+            shots: self.data.shots,
+            shots_seed: self.data.shots_seed,
+            max_chars: self.data.input.max_chars,
+            ..Default::default()
+        };
+        set_decoding!(r, self.dec);
+        r
+    }
 }
 
 /// Runs `imix augment`.
 pub fn run(a: AugmentArgs) -> Result<()> {
-    check::at_least_one("--per-example", a.per_example)?;
-    check::at_least_one("--batch-size", a.batch_size)?;
-    check::unit("--threshold", a.threshold)?;
+    let req = a.request();
+    let plan = req.validate()?;
     inversed_mixup::data::io::check_writable(&a.out)?;
     if a.shard.is_some() && a.format == Format::Csv {
         anyhow::bail!("--shard writes JSONL (shards concatenate into the unsharded file): leave out --format csv");
     }
-    a.dec.options("greedy")?;
-    let lambda: LambdaSpec = a.lambda.parse()?;
     let paths = BundlePaths::new(&a.model);
-    let labels = bundle::load_classifier(&paths, &candle_core::Device::Cpu)?.labels;
-    let data = a.data.load(Some(&labels))?;
-    let (enc, llm) = a.models.load()?;
-    let b = bundle::load(&paths, &a.models.encoder_dir()?, enc, &llm)?;
-    let (cls, enc, adaptor) = (b.classifier, b.encoder, b.adaptor);
-    let inv = Inverter::new(&enc, &llm, &adaptor)?;
-    let mixes = plan(&data.y, a.pairs, a.per_example, &lambda, a.dec.seed)?;
-    let part = a.shard.unwrap_or(Shard::ALL).range(mixes.len(), a.batch_size);
-    // Decode seeds are offset by each batch's first index: offsetting by the shard's start keeps
-    // every batch's seed what it is in the unsharded run.
-    let mut gen = a.dec.options("greedy")?;
-    gen.seed = gen.seed.wrapping_add(part.start as u64);
-    let mixes = &mixes[part];
-    let opt = AugmentOptions { gen, threshold: a.threshold, mitigation: a.intrusion, batch_size: a.batch_size, renormalize: true, label: a.label, resample_copies: a.resample_copies };
-    let pb = bar(mixes.len() as u64, "augment");
-    let (rows, st) = augment(&inv, &cls, &data, mixes, &opt, &|d, _| pb.set_position(d as u64))?;
+    let dev = candle_core::Device::Cpu;
+    // The classifier's label set decides how the data is read: read it once, before the models.
+    let classifier = bundle::load_classifier(&paths, &dev)?;
+    let data = a.data.load(Some(&classifier.labels))?;
+    let files: ModelFiles = a.models.files()?;
+    let llm = files.load_llm()?;
+    let b = api::open_bundle(&files, &paths, classifier, &llm, || files.load_encoder(None))?;
+    let inv = Inverter::new(&b.encoder, &llm, &b.adaptor)?;
+    let pb = bar(0, "augment");
+    let out = api::augment(&inv, &b.classifier, &data, &req, &plan, &|d, n| {
+        pb.set_length(n as u64);
+        pb.set_position(d as u64);
+    })?;
     pb.finish_and_clear();
     if a.format == Format::Csv {
-        inversed_mixup::data::io::write_atomic(&a.out, &to_csv(&rows, &cls.labels)?)?;
+        inversed_mixup::data::io::write_atomic(&a.out, &to_csv(&out.rows, &b.classifier.labels)?)?;
     } else {
-        jsonl::write(&a.out, &rows)?;
+        jsonl::write(&a.out, &out.rows)?;
     }
-    println!("wrote {} rows to {}", rows.len(), a.out.display());
-    println!("lambda  n  mean_cos_a  mean_cos_b  mean(cos_a-cos_b)");
-    let per_value = controllability(&rows);
-    // Drawn lambdas (beta:ALPHA) are all different: show five bins instead of one line per row.
-    let groups: Vec<(String, Vec<&AugRow>)> = if per_value.len() <= 11 {
-        per_value.iter().map(|&(l, _, _)| (format!("{l:.3}"), rows.iter().filter(|r| (r.lambda - l).abs() < 1e-6).collect())).collect()
-    } else {
-        (0..5).map(|b| (format!("{:.1}-{:.1}", 0.2 * b as f64, 0.2 * (b + 1) as f64), rows.iter().filter(|r| ((r.lambda * 5.0).floor() as usize).min(4) == b).collect())).collect()
-    };
-    for (label, sel) in groups.iter().filter(|g| !g.1.is_empty()) {
-        let n = sel.len() as f64;
-        let (ca, cb) = (sel.iter().map(|r| r.cos_a).sum::<f64>() / n, sel.iter().map(|r| r.cos_b).sum::<f64>() / n);
-        println!("{label}  {}  {ca:.4}  {cb:.4}  {:+.4}", sel.len(), ca - cb);
-    }
-    let rho = spearman(&rows.iter().map(|r| r.lambda).collect::<Vec<_>>(), &rows.iter().map(|r| r.cos_a - r.cos_b).collect::<Vec<_>>());
-    let rate = st.intruding as f64 / (st.generated - st.empty).max(1) as f64;
-    println!(
-        "generated={} written={} empty={} looping={} intruding={} intrusion_rate={rate:.4} dropped={} relabelled={} spearman_lambda_vs_cos_diff={rho:.4}",
-        st.generated,
-        rows.len(),
-        st.empty,
-        rows.iter().filter(|r| inversed_mixup::eval::text::loops(&r.text)).count(),
-        st.intruding,
-        st.dropped,
-        st.relabelled
-    );
+    println!("wrote {} rows to {}", out.rows.len(), a.out.display());
+    println!("{}", out.summary);
     Ok(())
 }
 
@@ -180,7 +193,7 @@ pub struct InterpolateArgs {
     /// Sentence B (lambda = 0)
     b: String,
     /// Points on the path from B to A
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = InterpolateRequest::default().steps)]
     steps: usize,
     /// Adaptor [default: the shipped one]
     #[arg(long)]
@@ -193,16 +206,14 @@ pub struct InterpolateArgs {
 
 /// Runs `imix interpolate`.
 pub fn interpolate(a: InterpolateArgs) -> Result<()> {
-    if a.steps < 2 {
-        anyhow::bail!("--steps must be at least 2 (the two ends)");
-    }
-    let gen = a.dec.options("greedy")?;
-    let (enc, llm) = a.models.load()?;
-    let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
-    let inv = Inverter::new(&enc, &llm, &adaptor)?;
+    let mut req = InterpolateRequest { steps: a.steps, ..Default::default() };
+    set_decoding!(req, a.dec);
+    req.validate()?;
+    let p = api::Pipeline::load(a.models.encoder.as_deref(), a.models.llm.as_deref(), a.adaptor.as_deref())?;
     println!("B  {}", a.b);
-    for p in inversed_mixup::method::augment::interpolate(&inv, &a.a, &a.b, a.steps, &gen)? {
-        println!("lambda={:.2}  cos_a={:.3} cos_b={:.3}  {}  {}", p.lambda, p.cos_a, p.cos_b, gauge(p.cos_a, p.cos_b), p.text);
+    for s in api::interpolate(&p.inverter()?, &a.a, &a.b, &req)? {
+        let g = gauge(s.cos_a, s.cos_b);
+        println!("lambda={:.2}  cos_a={:.3} cos_b={:.3}  {g}  {}", s.lambda, s.cos_a, s.cos_b, s.text);
     }
     println!("A  {}", a.a);
     Ok(())

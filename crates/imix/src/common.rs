@@ -1,10 +1,9 @@
-//! Model arguments and loading shared by the subcommands.
+//! Model and decoding flags shared by the subcommands, mapped to the library's requests.
 
-use anyhow::{Context, Result};
-use candle_core::Device;
+use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use inversed_mixup::method::adaptor::Adaptor;
+use inversed_mixup::api::{ModelFiles, MAX_NEW_TOKENS, NO_REPEAT_NGRAM};
 use inversed_mixup::nets::encoder::Encoder;
 use inversed_mixup::nets::fetch;
 use inversed_mixup::nets::llm::Llm;
@@ -22,24 +21,26 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The encoder directory (the default one fetched on first use).
+    /// The model files (the defaults fetched on first use).
+    pub fn files(&self) -> Result<ModelFiles> {
+        Ok(ModelFiles::resolve(self.encoder.as_deref(), self.llm.as_deref())?)
+    }
+
+    /// The encoder directory.
     pub fn encoder_dir(&self) -> Result<PathBuf> {
         Ok(fetch::resolve(self.encoder.as_deref(), &fetch::ENCODER)?)
     }
 
-    /// Loads both models, fetching defaults on first use.
+    /// Loads both models.
     pub fn load(&self) -> Result<(Encoder, Llm)> {
-        let dev = Device::Cpu;
-        let ep = fetch::resolve(self.encoder.as_deref(), &fetch::ENCODER)?;
-        let lp = fetch::resolve(self.llm.as_deref(), &fetch::LLM)?;
-        let enc = Encoder::load(&ep, &dev).with_context(|| format!("loading encoder {}", ep.display()))?;
-        let llm = Llm::load(&lp, &dev).with_context(|| format!("loading LLM {}", lp.display()))?;
-        tracing::info!("encoder {} (dim {}), LLM {} (width {})", enc.name(), enc.dim(), llm.name(), llm.config().hidden);
-        Ok((enc, llm))
+        let files = self.files()?;
+        let enc = files.load_encoder(None)?;
+        tracing::info!("encoder {} (dim {})", enc.name(), enc.dim());
+        Ok((enc, files.load_llm()?))
     }
 }
 
-/// How sentences are decoded.
+/// How sentences are decoded; each command's request holds its default decoding.
 #[derive(Args, Debug, Clone)]
 pub struct DecodeArgs {
     /// Decoding: greedy, beam:W (W beams), top-p:P (nucleus sampling), rerank:N (greedy plus
@@ -47,12 +48,12 @@ pub struct DecodeArgs {
     /// times the decoding cost) or correct:N (N greedy decodes, each from an input moved by what
     /// the last sentence's embedding missed; the closest kept, at N times the cost). W and N at
     /// most 64. Default: correct:16 in invert (fidelity: MiniLM cosine 0.720 against correct:8's
-    /// 0.706 and greedy's 0.616 on align's held-out sentences), greedy where rows train a task model (augment,
-    /// interpolate: correct:4 was not better for the task on the dev splits, RESULTS.md)
+    /// 0.706 and greedy's 0.616 on align's held-out sentences), greedy where rows train a task
+    /// model (augment, interpolate: correct:4 was not better for the task on the dev splits)
     #[arg(long)]
     pub decode: Option<String>,
     /// Never repeat an n-gram of this many tokens within one sentence (0: off)
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = NO_REPEAT_NGRAM, value_name = "N")]
     pub no_repeat_ngram: usize,
     /// Penalise tokens already generated: positive logits divided, negative multiplied by it (1: off)
     #[arg(long, default_value_t = 1.0, value_name = "P")]
@@ -61,42 +62,40 @@ pub struct DecodeArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Most tokens generated per sentence
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
 }
 
-impl DecodeArgs {
-    /// Generation options from the flags; `--decode` falls back to the command's `default_decode`.
-    pub fn options(&self, default_decode: &str) -> Result<inversed_mixup::nets::llm::GenerateOptions> {
-        crate::check::positive("--repetition-penalty", self.repetition_penalty as f64)?;
-        crate::check::at_least_one("--max-new-tokens", self.max_new_tokens)?;
-        Ok(inversed_mixup::nets::llm::GenerateOptions {
-            decode: self.decode.as_deref().unwrap_or(default_decode).parse()?,
-            max_new_tokens: self.max_new_tokens,
-            seed: self.seed,
-            temperature: 1.0,
-            no_repeat_ngram: self.no_repeat_ngram,
-            repetition_penalty: self.repetition_penalty,
-            valid_utf8: true,
-        })
-    }
+/// Sets a request's decoding fields from the flags (`decode` only when given).
+macro_rules! set_decoding {
+    ($req:expr, $d:expr) => {{
+        if let Some(s) = &$d.decode {
+            $req.decode = s.clone();
+        }
+        $req.no_repeat_ngram = $d.no_repeat_ngram;
+        $req.repetition_penalty = $d.repetition_penalty;
+        $req.seed = $d.seed;
+        $req.max_new_tokens = $d.max_new_tokens;
+    }};
 }
+pub(crate) use set_decoding;
 
-/// Loads an adaptor (or the shipped default) and checks it belongs to these models.
-pub fn load_adaptor(path: Option<&Path>, enc: &Encoder, llm: &Llm) -> Result<Adaptor> {
-    let p = match path {
-        Some(p) => p.to_path_buf(),
-        None => inversed_mixup::method::shipped::default_adaptor()?,
-    };
-    let a = Adaptor::load(&p, llm.device())?;
-    a.check_models(&p, enc.name(), enc.dim(), llm.name(), llm.config())?;
-    Ok(a)
+/// A stage-1 adaptor (the shipped one when `path` is `None`), checked against the models.
+pub fn load_adaptor(
+    path: Option<&Path>,
+    enc: &Encoder,
+    llm: &Llm,
+) -> Result<inversed_mixup::method::adaptor::Adaptor> {
+    Ok(inversed_mixup::api::load_adaptor(path, enc, llm)?.1)
 }
 
 /// A progress bar in the house style.
 pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+        .expect("valid template")
+        .progress_chars("=> ");
     let pb = ProgressBar::new(len);
-    pb.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (eta {eta})").expect("valid template").progress_chars("=> "));
+    pb.set_style(style);
     pb.set_prefix(what.to_string());
     pb
 }
@@ -107,4 +106,9 @@ pub fn fetch_models() -> Result<()> {
     println!("encoder: {}", e.display());
     println!("llm:     {}", l.display());
     Ok(())
+}
+
+/// A flag's name for a request field (`batch_size` is `--batch-size`).
+pub fn flag(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
 }

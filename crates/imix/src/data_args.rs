@@ -37,7 +37,7 @@ impl DataArgs {
     /// The whole file and the sample --shots draws from it.
     pub fn load_with_pool(&self, known: Option<&[String]>) -> Result<(Labelled, Labelled)> {
         if let Some(k) = self.shots {
-            crate::check::at_least_one("--shots", k)?;
+            crate::check::at_least_one("shots", k)?;
         }
         self.input.check()?;
         let all = read_labelled_with(std::slice::from_ref(&self.data), &self.input.options(&self.text_column, Some(&self.label_column)), known)?;

@@ -18,7 +18,7 @@ pub struct InputArgs {
 impl InputArgs {
     /// Checks the flags (before any work).
     pub fn check(&self) -> anyhow::Result<()> {
-        Ok(crate::check::at_least_one("--max-chars", self.max_chars)?)
+        Ok(crate::check::at_least_one("max_chars", self.max_chars)?)
     }
 
     /// Reading options for `text_column` (and `label_column`, when labels are read).

@@ -1,13 +1,14 @@
 //! `imix invert`: reconstruct sentences from their own embeddings.
 
 use crate::check;
-use crate::common::{bar, load_adaptor, DecodeArgs, ModelArgs};
+use crate::common::{bar, load_adaptor, set_decoding, DecodeArgs, ModelArgs};
 use crate::input_args::InputArgs;
 use anyhow::Result;
 use clap::Args;
+use inversed_mixup::api::{self, InvertRequest};
 use inversed_mixup::data::corpus::read_files;
 use inversed_mixup::data::jsonl;
-use inversed_mixup::method::invert::{summarize, Inverter, INVERT_DECODE};
+use inversed_mixup::method::invert::{summarize, Inverter};
 use std::path::PathBuf;
 
 /// Arguments of `imix invert`.
@@ -32,11 +33,11 @@ pub struct InvertArgs {
     #[command(flatten)]
     dec: DecodeArgs,
     /// Sentences decoded together
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = InvertRequest::default().batch_size)]
     batch_size: usize,
     /// An independent sentence encoder (BERT directory) that scores each reconstruction too
     /// (mean_judge_cosine): neither training nor reranking sees it, so its cosine measures content,
-    /// not selection. bench/judge/paraphrase_minilm.py prepares one from a PyPI wheel
+    /// not selection. experiments/judge/paraphrase_minilm.py prepares one from a PyPI wheel
     #[arg(long, value_name = "DIR")]
     judge_encoder: Option<PathBuf>,
     /// Instead of inverting, retrieve for each sentence the nearest sentence (by encoder cosine) of
@@ -53,13 +54,13 @@ pub struct InvertArgs {
 
 /// Runs `imix invert`.
 pub fn run(a: InvertArgs) -> Result<()> {
-    check::at_least_one("--batch-size", a.batch_size)?;
+    let mut req = InvertRequest { batch_size: a.batch_size, max_chars: a.reading.max_chars, ..Default::default() };
+    set_decoding!(req, a.dec);
+    req.validate()?;
     inversed_mixup::data::io::check_writable(&a.output)?;
     if let Some(n) = a.limit {
-        check::at_least_one("--limit", n)?;
+        check::at_least_one("limit", n)?;
     }
-    let gen = a.dec.options(INVERT_DECODE)?;
-    a.reading.check()?;
     let opt = a.reading.options(&a.text_column, None);
     let mut texts: Vec<String> = read_files(std::slice::from_ref(&a.input), &opt)?.rows.into_iter().map(|r| r.text).collect();
     if let Some(n) = a.limit {
@@ -74,7 +75,7 @@ pub fn run(a: InvertArgs) -> Result<()> {
         let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
         let inv = Inverter::new(&enc, &llm, &adaptor)?;
         let pb = bar(texts.len() as u64, "invert");
-        let rows = inv.invert(&texts, a.batch_size, &gen, &|d, _| pb.set_position(d as u64))?;
+        let (rows, _) = api::invert(&inv, &texts, &req, &|d, _| pb.set_position(d as u64))?;
         pb.finish_and_clear();
         rows
     } else {

@@ -2,16 +2,12 @@
 
 mod align_cmd;
 mod augment_cmd;
-mod bench_cmd;
 mod check;
-mod claims;
 mod common;
 mod data_args;
 mod input_args;
 mod invert_cmd;
 mod process;
-mod provenance;
-mod report;
 mod train_cmd;
 mod warmup_cmd;
 
@@ -73,13 +69,10 @@ enum Cmd {
     /// Train the task classifier on data (+ augmented rows) and report accuracy and macro-F1.
     #[command(allow_negative_numbers = true)]
     Train(train_cmd::TrainArgs),
-    /// Few-shot benchmark of every augmentation method (resumable), with reports and plots.
-    #[command(allow_negative_numbers = true)]
-    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() {
-    process::park_idle_workers();
+    imix_kernels::pool::park_idle_workers();
     process::keep_freed_pages();
     // Colours only for a person at a terminal: not in redirected logs, not with NO_COLOR set.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
@@ -96,7 +89,7 @@ fn main() {
         std::process::exit(2);
     }
     tracing::debug!("CPU kernels: {} (this CPU supports up to {})", imix_kernels::simd::level().name(), imix_kernels::simd::detected().name());
-    let r = process::on_compute_pool(|| match cli.cmd {
+    let r = imix_kernels::pool::on_compute_pool(|| match cli.cmd {
         Cmd::Fetch => common::fetch_models(),
         Cmd::Align(a) => align_cmd::run(a),
         Cmd::Invert(a) => invert_cmd::run(a),
@@ -104,10 +97,10 @@ fn main() {
         Cmd::Augment(a) => augment_cmd::run(a),
         Cmd::Interpolate(a) => augment_cmd::interpolate(a),
         Cmd::Train(a) => train_cmd::run(a),
-        Cmd::Bench(a) => bench_cmd::run(a),
     });
     if let Err(e) = r {
-        eprintln!("error: {e:#}");
+        // The library names settings as fields (`batch_size`); here they are flags (--batch-size).
+        eprintln!("error: {}", inversed_mixup::api::field_names(&format!("{e:#}"), &common::flag));
         std::process::exit(1);
     }
 }

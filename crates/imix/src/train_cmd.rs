@@ -75,10 +75,10 @@ pub struct TrainArgs {
 
 /// Runs `imix train`.
 pub fn run(a: TrainArgs) -> Result<()> {
-    for (flag, v) in [("--lr-encoder", a.lr_encoder), ("--lr-head", a.lr_head), ("--lr", a.lr), ("--augment-weight", a.augment_weight)] {
+    for (flag, v) in [("lr_encoder", a.lr_encoder), ("lr_head", a.lr_head), ("lr", a.lr), ("augment_weight", a.augment_weight)] {
         check::positive(flag, v)?;
     }
-    for (flag, n) in [("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--steps", a.steps)] {
+    for (flag, n) in [("epochs", a.epochs), ("batch_size", a.batch_size), ("steps", a.steps)] {
         check::at_least_one(flag, n)?;
     }
     if let Some(o) = &a.out {

@@ -1,16 +1,16 @@
 //! `imix warmup`: stage 2, task classifier + adaptor refinement.
 
-use crate::check;
-use crate::common::{bar, load_adaptor, ModelArgs};
+use crate::common::{bar, ModelArgs};
 use crate::data_args::DataArgs;
 use anyhow::Result;
 use clap::Args;
-use inversed_mixup::method::classifier::Classifier;
-use inversed_mixup::nets::encoder::embed_corpus;
-use inversed_mixup::nets::encoder::Encoder;
-use inversed_mixup::stages::bundle::{self, BundlePaths};
-use inversed_mixup::stages::warmup::{FineTune, Warmup, WarmupConfig};
+use inversed_mixup::api::{check_warmup_target, Pipeline, WarmupRequest};
 use std::path::PathBuf;
+
+/// Defaults of the flags: the library's, written once there.
+fn d() -> WarmupRequest {
+    WarmupRequest::default()
+}
 
 /// Arguments of `imix warmup`.
 #[derive(Args, Debug)]
@@ -26,85 +26,70 @@ pub struct WarmupArgs {
     #[command(flatten)]
     models: ModelArgs,
     /// Joint steps of L_CE + beta * L_GEN
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = d().steps)]
     steps: usize,
     /// Sentences per step
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = d().batch_size)]
     batch_size: usize,
     /// Weight of L_GEN (0 trains only the classifier)
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = d().beta)]
     beta: f64,
     /// Classifier learning rate
-    #[arg(long, default_value_t = 5e-2)]
+    #[arg(long, default_value_t = d().lr_classifier)]
     lr_classifier: f64,
     /// Adaptor learning rate
-    #[arg(long, default_value_t = 3e-4)]
+    #[arg(long, default_value_t = d().lr_adaptor)]
     lr_adaptor: f64,
     /// Fine-tune the encoder too: N = the top N layers, 0 = every layer and the embeddings
     #[arg(long, value_name = "N")]
     finetune_encoder: Option<usize>,
     /// Encoder learning rate (with --finetune-encoder)
-    #[arg(long, default_value_t = 2e-5)]
+    #[arg(long, default_value_t = d().lr_encoder)]
     lr_encoder: f64,
     /// Seed for data order
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = d().seed)]
     seed: u64,
     /// Write a checkpoint every N steps
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = d().checkpoint_every)]
     checkpoint_every: usize,
     /// Continue from OUT/warmup.ckpt
     #[arg(long)]
     resume: bool,
 }
 
+impl WarmupArgs {
+    /// The request these flags make.
+    fn request(&self) -> WarmupRequest {
+        WarmupRequest {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            beta: self.beta,
+            lr_classifier: self.lr_classifier,
+            lr_adaptor: self.lr_adaptor,
+            finetune_encoder: self.finetune_encoder,
+            lr_encoder: self.lr_encoder,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+            resume: self.resume,
+            shots: self.data.shots,
+            shots_seed: self.data.shots_seed,
+            max_chars: self.data.input.max_chars,
+        }
+    }
+}
+
 /// Runs `imix warmup`.
 pub fn run(a: WarmupArgs) -> Result<()> {
-    for (f, n) in [("--steps", a.steps), ("--batch-size", a.batch_size), ("--checkpoint-every", a.checkpoint_every)] {
-        check::at_least_one(f, n)?;
-    }
-    check::non_negative("--beta", a.beta)?;
-    inversed_mixup::data::io::check_writable(&a.out.join("classifier.safetensors"))?;
-    check::resume_target(a.resume, &BundlePaths::new(&a.out).checkpoint())?;
-    for (f, v) in [("--lr-classifier", a.lr_classifier), ("--lr-adaptor", a.lr_adaptor), ("--lr-encoder", a.lr_encoder)] {
-        check::positive(f, v)?;
-    }
+    let req = a.request();
+    check_warmup_target(&req, &a.out)?;
     let data = a.data.load(None)?;
-    let (enc, llm) = a.models.load()?;
-    let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
-    let out_dir = inversed_mixup::data::io::CreatedDirs::create(&a.out)?;
-    let texts = data.texts();
-    let emb = embed_corpus(&enc, &texts, None, &|_, _| {})?;
-    let cls = Classifier::new(data.labels.clone(), enc.dim(), llm.device())?;
-    let cfg = WarmupConfig {
-        steps: a.steps,
-        batch_size: a.batch_size,
-        lr_classifier: a.lr_classifier,
-        lr_adaptor: a.lr_adaptor,
-        beta: a.beta,
-        seed: a.seed,
-        finetune: a.finetune_encoder,
-        lr_encoder: a.lr_encoder,
-        ..Default::default()
-    };
-    let trainable = match a.finetune_encoder {
-        Some(_) => Some(Encoder::load_trainable(&a.models.encoder_dir()?, None, llm.device())?),
-        None => None,
-    };
-    let mut w = Warmup::new(&llm, adaptor, cls, &texts, emb, data.y.clone(), cfg)?;
-    if let (Some(top), Some((te, vm))) = (a.finetune_encoder, &trainable) {
-        w = w.with_finetune(FineTune::new(te, vm, top, &texts)?);
-    }
-    let paths = BundlePaths::new(&a.out);
-    let (ckpt, curve) = (paths.checkpoint(), paths.curve());
-    let pb = bar(a.steps as u64, "warmup");
-    w.run(a.steps, a.checkpoint_every, &ckpt, &curve, a.resume, &mut |s| {
+    let p = Pipeline::load(a.models.encoder.as_deref(), a.models.llm.as_deref(), a.adaptor.as_deref())?;
+    let pb = bar(req.steps as u64, "warmup");
+    p.warmup(&data, &req, &a.out, Some(&a.data.data), &mut |s| {
         pb.set_message(format!("ce {:.3} gen {:.3}", s.ce, s.gen));
         pb.set_position(s.step as u64);
     })?;
     pb.finish_and_clear();
-    let meta = serde_json::json!({"encoder": enc.name(), "finetuned_encoder": a.finetune_encoder, "data": a.data.data, "shots": a.data.shots, "shots_seed": a.data.shots_seed});
-    bundle::save(&paths, &w, meta)?;
-    out_dir.keep();
     println!("task model and refined adaptor written to {}", a.out.display());
     Ok(())
 }

@@ -170,12 +170,12 @@ fn a_mismatched_adaptor_is_refused_by_the_cli() {
 /// as aliases that reach the same argument (the bad line below is found through either name).
 #[test]
 fn input_and_out_name_every_command_and_old_names_still_work() {
-    for cmd in ["invert", "warmup", "augment", "train", "align", "bench"] {
+    for cmd in ["invert", "warmup", "augment", "train", "align"] {
         let help = String::from_utf8(imix().args([cmd, "--help"]).output().unwrap().stdout).unwrap();
         assert!(help.contains("--input <"), "{cmd} --help has no --input:\n{help}");
         assert!(help.contains("--out <"), "{cmd} --help has no --out:\n{help}");
     }
-    for (cmd, alias) in [("augment", "--data"), ("align", "--corpus"), ("bench", "--data-dir"), ("invert", "--output")] {
+    for (cmd, alias) in [("augment", "--data"), ("align", "--corpus"), ("invert", "--output")] {
         let help = String::from_utf8(imix().args([cmd, "--help"]).output().unwrap().stdout).unwrap();
         assert!(help.contains(&format!("[alias: {alias}]")), "{cmd} --help does not list {alias}:\n{help}");
     }
@@ -193,31 +193,6 @@ fn input_and_out_name_every_command_and_old_names_still_work() {
         assert!(!r.status.success() && err.contains(&format!("{}:3", bad.display())), "invert {out}: {err}");
     }
     assert!(!o.exists() && !d.path().join("o.jsonl").exists(), "no output on failure");
-}
-
-/// A run that fails after its output directory was made (here `bench`, whose adaptor is found
-/// not to fit once the models are loaded) removes that directory again.
-#[test]
-fn a_failed_run_leaves_no_empty_output_directory() {
-    let d = tempfile::tempdir().unwrap();
-    std::fs::create_dir(d.path().join("tiny")).unwrap();
-    for split in ["train", "test"] {
-        write(&d.path().join("tiny"), &format!("{split}.tsv"), "label\ttext\npos\ta lovely film\nneg\ta boring film\n");
-    }
-    let adaptor = mismatched_adaptor(d.path());
-    let out = d.path().join("new/bench");
-    let r = imix()
-        .args(["bench", "--input"])
-        .arg(d.path())
-        .args(["--datasets", "tiny", "--shots", "1", "--seeds", "1", "--methods", "none", "--out"])
-        .arg(&out)
-        .arg("--adaptor")
-        .arg(&adaptor)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(!r.status.success() && err.contains("some-other-encoder"), "{err}");
-    assert!(!d.path().join("new").exists(), "a failed bench left {} behind", d.path().join("new").display());
 }
 
 /// A misspelt `IMIX_SIMD` is refused before any work; a valid cap is accepted (and `--help` says so).

@@ -1,4 +1,4 @@
-//! Parity of a converted judge encoder (bench/judge/paraphrase_minilm.py) with the ONNX graph it
+//! Parity of a converted judge encoder (experiments/judge/paraphrase_minilm.py) with the ONNX graph it
 //! came from: `cargo run --release --example judge_parity -- DIR` compares our embeddings of the
 //! sentences in DIR/parity.json with the ONNX runtime's, by cosine and largest difference.
 use inversed_mixup::nets::encoder::Encoder;

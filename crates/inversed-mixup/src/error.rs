@@ -58,6 +58,21 @@ pub enum Error {
     /// A caller passed an inconsistent configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// A setting refused before any work; the message names the field in backticks
+    /// (`` `batch_size` ``), which each front end writes as its flag or keyword
+    /// (`api::field_names`).
+    #[error("{0}")]
+    Invalid(String),
+
+    /// An error with what was being done when it happened (`loading encoder DIR`).
+    #[error("{context}: {source}")]
+    Context {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: Box<Error>,
+    },
 }
 
 /// Library result type.
@@ -71,6 +86,17 @@ impl Error {
     /// A model-file error.
     pub fn model(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Model { path: path.into(), msg: msg.into() }
+    }
+    /// This error with what was being done when it happened.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Error::Context { context: context.into(), source: Box::new(self) }
+    }
+    /// The error under any context.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            e => e,
+        }
     }
     /// A checkpoint/adaptor-file error.
     pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {

@@ -35,8 +35,7 @@ fn keep_drop_relabel_on_a_classifier_that_always_contradicts() {
             mitigation: m,
             batch_size: 3,
             renormalize: true,
-            label: Default::default(),
-            resample_copies: 0,
+            ..Default::default()
         };
         augment(&inv, &cls, &data, &mixes, &opt, &|_, _| {}).unwrap()
     };

@@ -1,5 +1,5 @@
 //! Gradient guard: every op on the training path has a gradient, and it equals finite differences.
-//! candle's fused kernels have no backward and cut the gradient silently (FINDINGS.md).
+//! candle's fused kernels have no backward and cut the gradient silently (docs/design.md).
 
 mod common;
 

@@ -88,3 +88,25 @@ fn the_kernels_crate_does_not_depend_on_the_library() {
         assert!(!text.contains("inversed_mixup"), "imix-kernels/src/{f} names the library");
     }
 }
+
+/// The `[dependencies]` table of a crate's manifest.
+fn dependencies(krate: &str) -> String {
+    let toml = std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml")).unwrap();
+    let deps = toml.split("[dependencies]").nth(1).expect("a [dependencies] table");
+    deps.split("\n[").next().unwrap().to_string()
+}
+
+#[test]
+fn the_library_depends_on_no_front_end_and_not_on_the_benchmark() {
+    let deps = dependencies("inversed-mixup");
+    for krate in ["imix-bench", "imix-py", "imix ="] {
+        assert!(!deps.contains(krate), "the library must not depend on {krate}:\n{deps}");
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &src, &mut files);
+    for (f, text) in files {
+        assert!(!text.contains("imix_bench"), "src/{f} names the benchmark crate");
+    }
+    assert!(!src.join("fewshot").exists(), "the few-shot benchmark lives in crates/imix-bench");
+}

@@ -85,3 +85,53 @@ fn relabel_blends_and_stays_a_distribution() {
     assert_eq!("drop".parse::<Mitigation>().unwrap(), Mitigation::Drop);
     assert!("ignore".parse::<Mitigation>().is_err());
 }
+
+/// Label-safe mixing: same-class pairs with mid-lambda draws never cross labels, so the label is
+/// right whichever source the sentence follows.
+#[test]
+fn same_class_mid_lambda_mixes_never_cross_labels() {
+    let u: LambdaSpec = "uniform:0.3,0.7".parse().unwrap();
+    assert_eq!(u, LambdaSpec::Uniform(0.3, 0.7));
+    let y: Vec<usize> = [0, 1, 2].repeat(30);
+    let p = plan(&y, Pairing::SameClass, 2, &u, 5).unwrap();
+    assert_eq!(p.len(), 180);
+    for m in &p {
+        assert_eq!(y[m.a], y[m.b], "{m:?}");
+        assert!((0.3..=0.7).contains(&m.lambda), "{m:?}");
+        let s = soft_label(y[m.a], y[m.b], m.lambda, 3);
+        assert_eq!(s[y[m.a]], 1.0, "a same-class mix keeps a one-hot label");
+    }
+    assert!(p.iter().any(|m| m.lambda < 0.4) && p.iter().any(|m| m.lambda > 0.6), "spread over [0.3, 0.7]");
+    assert_eq!(p, plan(&y, Pairing::SameClass, 2, &u, 5).unwrap(), "seeded");
+    for bad in ["uniform:0.7,0.3", "uniform:0.5", "uniform:0,1.5", "uniform:a,b"] {
+        assert!(bad.parse::<LambdaSpec>().is_err(), "{bad}");
+    }
+}
+
+/// The copy rule of over-generate and select: a verbatim source and a case/spacing variant of it
+/// are copies, a paraphrase is not; an embedding at cosine 0.95 or more to a source is a copy too.
+#[test]
+fn the_copy_rule_rejects_copies_and_keeps_a_paraphrase() {
+    use inversed_mixup::method::augment::is_near_copy;
+    let (a, b) = ("the acting is superb and the story kept me hooked", "the music is annoying");
+    assert!(is_near_copy(a, a, b, 0.5, 0.1));
+    assert!(is_near_copy("The  acting is SUPERB and the story kept me hooked", a, b, 0.5, 0.1));
+    assert!(is_near_copy("the music is annoying !", a, b, 0.1, 0.5), "one extra token of five");
+    assert!(!is_near_copy("a gripping plot with wonderful performances", a, b, 0.8, 0.2));
+    assert!(is_near_copy("a gripping plot with wonderful performances", a, b, 0.96, 0.2));
+}
+
+/// Teacher labels: a blend of the label and the teacher's prediction that stays a distribution and
+/// is the teacher's prediction at weight 1.
+#[test]
+fn teacher_labels_sum_to_one_and_follow_the_teacher_at_weight_one() {
+    use inversed_mixup::method::augment::teacher_label;
+    let mix = soft_label(0, 1, 0.7, 3);
+    let teacher = [0.1, 0.2, 0.7];
+    for w in [0.0, 0.25, 0.5, 1.0] {
+        let t = teacher_label(&mix, &teacher, w);
+        assert!((t.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{w}: {t:?}");
+    }
+    assert_eq!(teacher_label(&mix, &teacher, 1.0), teacher);
+    assert_eq!(teacher_label(&mix, &teacher, 0.0), mix);
+}

@@ -19,6 +19,8 @@ the machine (files, downloads) raise ``RuntimeError``.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -71,6 +73,23 @@ def _shard(shard: Union[Tuple[int, int], str, None]) -> Optional[str]:
     except (TypeError, ValueError):
         raise TypeError(f"shard must be a pair (i, n) or a string 'i/n', not {shard!r}") from None
     return f"{int(i)}/{int(n)}"
+
+
+def _options(options: Dict[str, Any]) -> str:
+    """Keyword settings as the JSON the native module reads into a request: ``lam`` is the
+    library's ``lambda``; numpy numbers become plain ones; a non-finite number is refused here
+    (JSON has none)."""
+    out: Dict[str, Any] = {}
+    for k, v in options.items():
+        if v is not None and not isinstance(v, (bool, str)):
+            if hasattr(v, "__index__"):
+                v = v.__index__()
+            elif isinstance(v, numbers.Real):
+                v = float(v)
+                if not math.isfinite(v):
+                    raise ImixError(f"{k} {v}: must be a finite number")
+        out["lambda" if k == "lam" else k] = v
+    return json.dumps(out)
 
 
 def _rows(jsonl: str) -> List[Dict[str, Any]]:
@@ -129,9 +148,12 @@ class Augmenter:
 
     def __init__(self, encoder: Optional[PathArg] = None, llm: Optional[PathArg] = None, adaptor: Optional[PathArg] = None) -> None:
         self._native = _Native(_path(encoder), _path(llm), _path(adaptor))
-        #: The counts of the summary line ``imix augment`` prints, for the last :meth:`augment` call
-        #: (generated, empty, looping, intruding, dropped, relabelled).
-        self.last_stats: Optional[Dict[str, int]] = None
+        #: The summary ``imix augment`` prints, for the last :meth:`augment` call: ``by_lambda``
+        #: (mean cosines per lambda), the counts (generated, written, empty, looping, intruding,
+        #: dropped, relabelled, resampled), ``intrusion_rate`` and ``spearman_lambda_vs_cos_diff``.
+        self.last_stats: Optional[Dict[str, Any]] = None
+        #: The means ``imix invert`` prints, for the last :meth:`invert` call.
+        self.last_summary: Optional[Dict[str, Any]] = None
 
     @property
     def dim(self) -> int:
@@ -160,67 +182,27 @@ class Augmenter:
         """Unit-length sentence embeddings of ``texts``: a float32 array of shape ``(n, dim)``."""
         return self._native.embed(_texts(texts))
 
-    def invert(
-        self,
-        texts: Iterable[str],
-        *,
-        decode: str = "correct:16",
-        max_new_tokens: int = 48,
-        seed: int = 0,
-        batch_size: int = 16,
-        no_repeat_ngram: int = 3,
-        repetition_penalty: float = 1.0,
-        max_chars: int = 2000,
-        progress: ProgressArg = None,
-    ) -> List[Dict[str, Any]]:
+    def invert(self, texts: Iterable[str], *, progress: ProgressArg = None, **options: Any) -> List[Dict[str, Any]]:
         """Reconstructs each text from its own embedding (``imix invert``).
 
         Returns one dict per text with the fields of ``imix invert``'s JSON Lines: ``text``,
-        ``reconstruction``, ``cosine``, ``token_f1``, ``bleu``, ``exact``. ``decode`` is
-        ``greedy``, ``beam:W``, ``top-p:P``, ``rerank:N`` or ``correct:N`` (default, as in ``imix invert``:
-        the closest of sixteen greedy decodes from corrected inputs).
+        ``reconstruction``, ``cosine``, ``token_f1``, ``bleu``, ``exact``. ``options`` are the
+        command's settings by keyword, with its defaults (``decode``, ``max_new_tokens``, ``seed``,
+        ``batch_size``, ``no_repeat_ngram``, ``repetition_penalty``, ``max_chars``); the means over
+        the rows are left in :attr:`last_summary`.
         """
         with _Progress(progress, "invert") as cb:
-            return _rows(
-                self._native.invert(
-                    _texts(texts),
-                    decode=decode,
-                    max_new_tokens=max_new_tokens,
-                    seed=seed,
-                    batch_size=batch_size,
-                    no_repeat_ngram=no_repeat_ngram,
-                    repetition_penalty=repetition_penalty,
-                    max_chars=max_chars,
-                    progress=cb,
-                )
-            )
+            rows, summary = self._native.invert(_texts(texts), _options(options), progress=cb)
+        self.last_summary = json.loads(summary)
+        return _rows(rows)
 
-    def interpolate(
-        self,
-        a: str,
-        b: str,
-        steps: int = 5,
-        *,
-        decode: str = "greedy",
-        max_new_tokens: int = 48,
-        seed: int = 0,
-        no_repeat_ngram: int = 3,
-        repetition_penalty: float = 1.0,
-    ) -> List[Dict[str, Any]]:
+    def interpolate(self, a: str, b: str, steps: Optional[int] = None, **options: Any) -> List[Dict[str, Any]]:
         """Walks from sentence ``b`` (lambda 0) to ``a`` (lambda 1) in ``steps`` mixes (``imix
-        interpolate``). Returns dicts with ``lambda``, ``text``, ``cos_a``, ``cos_b``."""
-        return _rows(
-            self._native.interpolate(
-                a,
-                b,
-                steps=steps,
-                decode=decode,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-                no_repeat_ngram=no_repeat_ngram,
-                repetition_penalty=repetition_penalty,
-            )
-        )
+        interpolate``, with its defaults). Returns dicts with ``lambda``, ``text``, ``cos_a``,
+        ``cos_b``."""
+        if steps is not None:
+            options["steps"] = steps
+        return _rows(self._native.interpolate(a, b, _options(options)))
 
     def warmup(
         self,
@@ -228,51 +210,20 @@ class Augmenter:
         labels: Iterable[Union[str, int]],
         out: PathArg,
         *,
-        steps: int = 60,
-        batch_size: int = 8,
-        beta: float = 1.0,
-        lr_classifier: float = 5e-2,
-        lr_adaptor: float = 3e-4,
-        finetune_encoder: Optional[int] = None,
-        lr_encoder: float = 2e-5,
-        seed: int = 0,
-        checkpoint_every: int = 20,
-        resume: bool = False,
-        shots: Optional[int] = None,
-        shots_seed: int = 0,
-        max_chars: int = 2000,
         progress: ProgressArg = None,
+        **options: Any,
     ) -> str:
         """Stage 2 (``imix warmup``): trains the task classifier with L_CE + beta * L_GEN while
         refining the adaptor, and writes the bundle directory ``out`` (classifier, adaptor,
         checkpoint, learning curve) that :meth:`augment` and ``imix augment --model`` read.
-
-        ``labels`` may be strings or ints (mapped to strings). ``finetune_encoder=N`` trains the
-        top N encoder layers too (0: all). ``shots=K`` keeps K rows per class (seeded by
-        ``shots_seed``). Returns ``out``.
+        ``labels`` may be strings or ints (mapped to strings). ``options`` are the command's
+        settings by keyword, with its defaults: ``steps``, ``batch_size``, ``beta``,
+        ``lr_classifier``, ``lr_adaptor``, ``finetune_encoder=N`` (the top N encoder layers too;
+        0: all), ``lr_encoder``, ``seed``, ``checkpoint_every``, ``resume``, ``shots=K`` (K rows
+        per class, drawn with ``shots_seed``), ``max_chars``. Returns ``out``.
         """
         with _Progress(progress, "warmup") as cb:
-            return os.fspath(
-                self._native.warmup(
-                    _texts(texts),
-                    _labels(labels),
-                    os.fspath(out),
-                    steps=steps,
-                    batch_size=batch_size,
-                    beta=beta,
-                    lr_classifier=lr_classifier,
-                    lr_adaptor=lr_adaptor,
-                    finetune_encoder=finetune_encoder,
-                    lr_encoder=lr_encoder,
-                    seed=seed,
-                    checkpoint_every=checkpoint_every,
-                    resume=resume,
-                    shots=shots,
-                    shots_seed=shots_seed,
-                    max_chars=max_chars,
-                    progress=cb,
-                )
-            )
+            return os.fspath(self._native.warmup(_texts(texts), _labels(labels), os.fspath(out), _options(options), progress=cb))
 
     def augment(
         self,
@@ -280,24 +231,8 @@ class Augmenter:
         labels: Iterable[Union[str, int]],
         model: PathArg,
         *,
-        pairs: str = "cross-class",
-        lam: str = "beta:0.2",
-        per_example: int = 1,
-        threshold: float = 0.8,
-        intrusion: str = "keep",
-        label: str = "mix",
-        decode: str = "greedy",
-        max_new_tokens: int = 48,
-        seed: int = 0,
-        batch_size: int = 16,
-        no_repeat_ngram: int = 3,
-        repetition_penalty: float = 1.0,
-        resample_copies: int = 0,
-        shard: Union[Tuple[int, int], str, None] = None,
-        shots: Optional[int] = None,
-        shots_seed: int = 0,
-        max_chars: int = 2000,
         progress: ProgressArg = None,
+        **options: Any,
     ) -> List[Dict[str, Any]]:
         """Stage 3 (``imix augment``): mixes pairs of the labelled ``texts``, inverts each mix into a
         sentence, gives it a soft label and judges manifold intrusion with the bundle ``model``
@@ -306,48 +241,28 @@ class Augmenter:
         Returns one dict per generated sentence with exactly the fields of the JSON Lines rows
         ``imix augment`` writes (``text``, ``lambda``, ``source_a``, ``source_b``, ``soft_label``,
         ``mix_label``, ``predicted``, ``intrusion``, ``intrusion_reason``, ``cos_a``, ``cos_b``,
-        ``cos_target``, ``content_lambda``); the same arguments and seed give the same rows.
+        ``cos_target``, ``content_lambda``); the same settings and seed give the same rows. The
+        summary ``imix augment`` prints (per-lambda cosines, Spearman, counts) is left in
+        :attr:`last_stats`.
 
-        ``pairs``: cross-class, same-class or random. ``lam``: a value such as ``0.5``,
-        ``beta:ALPHA`` (default ``beta:0.2``, the best on dev splits) or
-        ``grid:0,0.25,0.5,0.75,1``. ``intrusion``: keep, drop or relabel. ``label``: mix or
-        content. ``resample_copies=N``: a sentence that is one of its sources word for word is
-        sampled again (top-p 0.9) up to N times. ``shard=(i, n)``: only shard i (0-based) of n,
-        whole decode batches with their seeds, so that the shards' rows concatenated in order equal
-        the unsharded rows.
+        ``options`` are the command's settings by keyword, with its defaults: ``pairs``
+        (cross-class, same-class or random), ``lam`` (a value such as ``0.5``, ``beta:ALPHA`` or
+        ``grid:0,0.25,0.5,0.75,1``), ``per_example``, ``threshold``, ``intrusion`` (keep, drop or
+        relabel), ``label`` (mix or content), ``resample_copies``, ``decode``, ``max_new_tokens``,
+        ``seed``, ``batch_size``, ``no_repeat_ngram``, ``repetition_penalty``, ``shots``,
+        ``shots_seed``, ``max_chars``, and ``shard=(i, n)``: only shard i (0-based) of n, whole
+        decode batches with their seeds, so that the shards' rows concatenated in order equal the
+        unsharded rows.
         """
-        return _rows(
-            self.augment_jsonl(
-                texts,
-                labels,
-                model,
-                pairs=pairs,
-                lam=lam,
-                per_example=per_example,
-                threshold=threshold,
-                intrusion=intrusion,
-                label=label,
-                decode=decode,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-                batch_size=batch_size,
-                no_repeat_ngram=no_repeat_ngram,
-                repetition_penalty=repetition_penalty,
-                resample_copies=resample_copies,
-                shard=shard,
-                shots=shots,
-                shots_seed=shots_seed,
-                max_chars=max_chars,
-                progress=progress,
-            )
-        )
+        return _rows(self.augment_jsonl(texts, labels, model, progress=progress, **options))
 
     def augment_jsonl(self, texts: Iterable[str], labels: Iterable[Union[str, int]], model: PathArg, **options: Any) -> str:
         """:meth:`augment` returning the JSON Lines text ``imix augment`` writes for the same
         arguments, byte for byte (one row a line, each line ending in a newline)."""
         progress = options.pop("progress", None)
-        shard = _shard(options.pop("shard", None))
+        if "shard" in options:
+            options["shard"] = _shard(options["shard"])
         with _Progress(progress, "augment") as cb:
-            out, stats = self._native.augment(_texts(texts), _labels(labels), os.fspath(model), shard=shard, progress=cb, **options)
-        self.last_stats = json.loads(stats)
+            out, summary = self._native.augment(_texts(texts), _labels(labels), os.fspath(model), _options(options), progress=cb)
+        self.last_stats = json.loads(summary)
         return out

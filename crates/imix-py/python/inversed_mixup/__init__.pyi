@@ -1,7 +1,7 @@
 """inversedMixup from Python: readable, controllable text augmentation on the CPU (type stub)."""
 
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypedDict, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -84,9 +84,12 @@ class Augmenter:
     Calls release the GIL while they compute; one Augmenter may be used from several threads.
     """
 
-    last_stats: Optional[Dict[str, int]]
-    """The counts of the summary line ``imix augment`` prints, for the last :meth:`augment` call
-    (generated, empty, looping, intruding, dropped, relabelled)."""
+    last_stats: Optional[Dict[str, Any]]
+    """The summary ``imix augment`` prints, for the last :meth:`augment` call: ``by_lambda`` (mean
+    cosines per lambda), the counts, ``intrusion_rate`` and ``spearman_lambda_vs_cos_diff``."""
+
+    last_summary: Optional[Dict[str, Any]]
+    """The means ``imix invert`` prints, for the last :meth:`invert` call."""
 
     def __init__(self, encoder: Optional[PathArg] = None, llm: Optional[PathArg] = None, adaptor: Optional[PathArg] = None) -> None: ...
     @property
@@ -107,32 +110,32 @@ class Augmenter:
         self,
         texts: Iterable[str],
         *,
-        decode: str = "correct:16",
-        max_new_tokens: int = 48,
-        seed: int = 0,
-        batch_size: int = 16,
-        no_repeat_ngram: int = 3,
-        repetition_penalty: float = 1.0,
-        max_chars: int = 2000,
+        decode: str = ...,
+        max_new_tokens: int = ...,
+        seed: int = ...,
+        batch_size: int = ...,
+        no_repeat_ngram: int = ...,
+        repetition_penalty: float = ...,
+        max_chars: int = ...,
         progress: ProgressArg = None,
     ) -> List[InvertRow]:
         """Reconstructs each text from its own embedding (``imix invert``).
 
-        ``decode`` is ``greedy``, ``beam:W``, ``top-p:P``, ``rerank:N`` or ``correct:N`` (default, as in ``imix invert``:
-        the closest of sixteen greedy decodes from corrected inputs). Raises :class:`ImixError`
+        ``decode`` is ``greedy``, ``beam:W``, ``top-p:P``, ``rerank:N`` or ``correct:N``; every
+        setting's default is the command's. Raises :class:`ImixError`
         for an empty list, an empty text, or a bad setting.
         """
     def interpolate(
         self,
         a: str,
         b: str,
-        steps: int = 5,
+        steps: int = ...,
         *,
-        decode: str = "greedy",
-        max_new_tokens: int = 48,
-        seed: int = 0,
-        no_repeat_ngram: int = 3,
-        repetition_penalty: float = 1.0,
+        decode: str = ...,
+        max_new_tokens: int = ...,
+        seed: int = ...,
+        no_repeat_ngram: int = ...,
+        repetition_penalty: float = ...,
     ) -> List[InterpolateRow]:
         """Walks from sentence ``b`` (lambda 0) to ``a`` (lambda 1) in ``steps`` mixes (``imix
         interpolate``); rows are dicts with ``lambda``, ``text``, ``cos_a``, ``cos_b``."""
@@ -142,19 +145,19 @@ class Augmenter:
         labels: Iterable[Union[str, int]],
         out: PathArg,
         *,
-        steps: int = 60,
-        batch_size: int = 8,
-        beta: float = 1.0,
-        lr_classifier: float = 5e-2,
-        lr_adaptor: float = 3e-4,
-        finetune_encoder: Optional[int] = None,
-        lr_encoder: float = 2e-5,
-        seed: int = 0,
-        checkpoint_every: int = 20,
-        resume: bool = False,
-        shots: Optional[int] = None,
-        shots_seed: int = 0,
-        max_chars: int = 2000,
+        steps: int = ...,
+        batch_size: int = ...,
+        beta: float = ...,
+        lr_classifier: float = ...,
+        lr_adaptor: float = ...,
+        finetune_encoder: Optional[int] = ...,
+        lr_encoder: float = ...,
+        seed: int = ...,
+        checkpoint_every: int = ...,
+        resume: bool = ...,
+        shots: Optional[int] = ...,
+        shots_seed: int = ...,
+        max_chars: int = ...,
         progress: ProgressArg = None,
     ) -> str:
         """Stage 2 (``imix warmup``): trains the task classifier with L_CE + beta * L_GEN while
@@ -171,23 +174,23 @@ class Augmenter:
         labels: Iterable[Union[str, int]],
         model: PathArg,
         *,
-        pairs: str = "cross-class",
-        lam: str = "beta:0.2",
-        per_example: int = 1,
-        threshold: float = 0.8,
-        intrusion: str = "keep",
-        label: str = "mix",
-        decode: str = "greedy",
-        max_new_tokens: int = 48,
-        seed: int = 0,
-        batch_size: int = 16,
-        no_repeat_ngram: int = 3,
-        repetition_penalty: float = 1.0,
-        resample_copies: int = 0,
-        shard: Union[Tuple[int, int], str, None] = None,
-        shots: Optional[int] = None,
-        shots_seed: int = 0,
-        max_chars: int = 2000,
+        pairs: str = ...,
+        lam: str = ...,
+        per_example: int = ...,
+        threshold: float = ...,
+        intrusion: str = ...,
+        label: str = ...,
+        decode: str = ...,
+        max_new_tokens: int = ...,
+        seed: int = ...,
+        batch_size: int = ...,
+        no_repeat_ngram: int = ...,
+        repetition_penalty: float = ...,
+        resample_copies: int = ...,
+        shard: Union[Tuple[int, int], str, None] = ...,
+        shots: Optional[int] = ...,
+        shots_seed: int = ...,
+        max_chars: int = ...,
         progress: ProgressArg = None,
     ) -> List[AugRow]:
         """Stage 3 (``imix augment``): mixes pairs of the labelled ``texts``, inverts each mix into a
@@ -195,8 +198,7 @@ class Augmenter:
 
         Rows have exactly the fields of the JSON Lines ``imix augment`` writes, and the same
         arguments and seed give the same rows. ``pairs``: cross-class, same-class or random.
-        ``lam``: a value such as ``0.5``, ``beta:ALPHA`` (default ``beta:0.2``, the best on dev
-        splits) or ``grid:0,0.25,0.5,0.75,1``. ``intrusion``: keep, drop or relabel. ``label``: mix
+        ``lam``: a value such as ``0.5``, ``beta:ALPHA`` or ``grid:0,0.25,0.5,0.75,1``. ``intrusion``: keep, drop or relabel. ``label``: mix
         or content. ``resample_copies=N``: a sentence that is one of its sources word for word is
         sampled again (top-p 0.9) up to N times. ``shard=(i, n)``: only shard i (0-based) of n
         (whole decode batches with their seeds): the shards' rows concatenated in order equal the
@@ -207,25 +209,7 @@ class Augmenter:
         texts: Iterable[str],
         labels: Iterable[Union[str, int]],
         model: PathArg,
-        *,
-        pairs: str = "cross-class",
-        lam: str = "beta:0.2",
-        per_example: int = 1,
-        threshold: float = 0.8,
-        intrusion: str = "keep",
-        label: str = "mix",
-        decode: str = "greedy",
-        max_new_tokens: int = 48,
-        seed: int = 0,
-        batch_size: int = 16,
-        no_repeat_ngram: int = 3,
-        repetition_penalty: float = 1.0,
-        resample_copies: int = 0,
-        shard: Union[Tuple[int, int], str, None] = None,
-        shots: Optional[int] = None,
-        shots_seed: int = 0,
-        max_chars: int = 2000,
-        progress: ProgressArg = None,
+        **options: Any,
     ) -> str:
         """:meth:`augment` returning the JSON Lines text ``imix augment`` writes for the same
         arguments, byte for byte (one row a line, each ending in a newline)."""

@@ -83,7 +83,7 @@ fn checked(path: &Path, line: usize, text: &str, label: Option<String>, opt: &Re
     }
     let n = t.chars().count();
     if n > opt.max_chars {
-        return Err(bad(path, line, format!("text is {n} characters, over the limit of {} (--max-chars)", opt.max_chars)));
+        return Err(bad(path, line, format!("text is {n} characters, over the limit of {} (`max_chars`)", opt.max_chars)));
     }
     if label.as_deref().is_some_and(|l| l.trim().is_empty()) {
         return Err(bad(path, line, "empty label"));

@@ -1,5 +1,7 @@
 //! Statistics over seeds and samples: mean and spread, paired permutation tests, rank correlation.
 
+use rand::{Rng, SeedableRng};
+
 /// Mean and sample standard deviation.
 pub fn mean_std(x: &[f64]) -> (f64, f64) {
     let n = x.len() as f64;
@@ -27,6 +29,51 @@ pub fn paired_permutation_p(a: &[f64], b: &[f64]) -> f64 {
         })
         .count();
     hits as f64 / total as f64
+}
+
+/// Resamples for the sign-flip test beyond exact enumeration, and for the bootstrap interval.
+const RESAMPLES: usize = 100_000;
+
+/// Two-sided paired sign-flip test of mean(d) = 0 over differences `d`: exact by enumeration for
+/// up to 20 pairs, else by `RESAMPLES` seeded random sign flips (with the +1 correction, so that
+/// p is never 0). The pooled test over (dataset, seed) pairs of a shot count.
+pub fn sign_flip_p(d: &[f64], seed: u64) -> f64 {
+    let n = d.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let obs = d.iter().sum::<f64>().abs() - 1e-12;
+    let flipped = |mask: u64| -> f64 {
+        d.iter().enumerate().map(|(i, v)| if mask >> (i % 64) & 1 == 1 { -v } else { *v }).sum()
+    };
+    if n <= 20 {
+        let total = 1u64 << n;
+        let hits = (0..total).filter(|&m| flipped(m).abs() >= obs).count();
+        return hits as f64 / total as f64;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let hits = (0..RESAMPLES)
+        .filter(|_| {
+            let s: f64 = d.iter().map(|v| if rng.random::<bool>() { -v } else { *v }).sum();
+            s.abs() >= obs
+        })
+        .count();
+    (hits + 1) as f64 / (RESAMPLES + 1) as f64
+}
+
+/// Percentile bootstrap 95 % interval of the mean of `d` (`RESAMPLES` seeded resamples).
+pub fn bootstrap_ci95(d: &[f64], seed: u64) -> (f64, f64) {
+    if d.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = d.len();
+    let mut means: Vec<f64> = (0..RESAMPLES)
+        .map(|_| (0..n).map(|_| d[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
+    (at(0.025), at(0.975))
 }
 
 /// Spearman rank correlation (average ranks for ties).
@@ -64,6 +111,26 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pooled test: exact by enumeration for few pairs (the same p as the paired test), a
+    /// seeded estimate near the exact one beyond, and a bootstrap interval around the mean.
+    #[test]
+    fn pooled_sign_flip_is_exact_for_few_pairs_and_close_for_many() {
+        // [1.5, -0.5, 2, 0.25, -1, 3]: 16 of 64 flips reach |sum| >= 5.25 (see below).
+        assert_eq!(sign_flip_p(&[1.5, -0.5, 2.0, 0.25, -1.0, 3.0], 0), 0.25);
+        assert_eq!(sign_flip_p(&[1.0; 5], 0), 2.0 / 32.0);
+        assert!(sign_flip_p(&[], 0).is_nan());
+        // 24 equal positive differences: exact p = 2 / 2^24, far below one resample in 1e5.
+        let p = sign_flip_p(&[1.0; 24], 7);
+        assert!(p > 0.0 && p < 2e-5, "{p}");
+        // 22 differences with mean 0: p near 1 (the exact value is 1 minus the mass of ties).
+        let d: Vec<f64> = (0..22).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        assert!(sign_flip_p(&d, 7) > 0.95);
+        assert_eq!(sign_flip_p(&d, 7), sign_flip_p(&d, 7), "seeded");
+        let (lo, hi) = bootstrap_ci95(&[1.0, 2.0, 3.0, 4.0], 1);
+        assert!(lo >= 1.0 && lo < 2.5 && hi > 2.5 && hi <= 4.0, "({lo}, {hi})");
+        assert_eq!(bootstrap_ci95(&[2.0; 6], 1), (2.0, 2.0));
+    }
 
     /// mean_std reports the sample (n - 1) standard deviation: Python's statistics.stdev, not pstdev.
     #[test]

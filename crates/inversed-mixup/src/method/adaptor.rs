@@ -208,7 +208,7 @@ impl Adaptor {
             return Err(Error::checkpoint(
                 path,
                 format!(
-                    "adaptor was trained for encoder {:?} (dim {}), but the encoder in use is {:?} (dim {}); pass the matching --encoder or retrain with `imix align`",
+                    "adaptor was trained for encoder {:?} (dim {}), but the encoder in use is {:?} (dim {}); pass the matching `encoder` or retrain with `imix align`",
                     c.encoder, c.enc_dim, encoder, enc_dim
                 ),
             ));
@@ -216,7 +216,7 @@ impl Adaptor {
         if c.llm_dim != llm_dim || c.llm != llm {
             return Err(Error::checkpoint(
                 path,
-                format!("adaptor was trained for LLM {:?} (width {}), but the LLM in use is {:?} (width {}); pass the matching --llm or retrain with `imix align`", c.llm, c.llm_dim, llm, llm_dim),
+                format!("adaptor was trained for LLM {:?} (width {}), but the LLM in use is {:?} (width {}); pass the matching `llm` or retrain with `imix align`", c.llm, c.llm_dim, llm, llm_dim),
             ));
         }
         if let Some(l) = &self.lora {

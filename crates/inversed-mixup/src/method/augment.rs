@@ -57,7 +57,8 @@ pub struct AugRow {
 }
 
 /// Where a generated sentence's training label comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LabelFrom {
     /// The mixing ratio lambda (the paper's soft label).
@@ -96,6 +97,49 @@ pub struct AugmentOptions {
     /// many times, keeping the first try that is not a copy (0: off). A near-source mix decoded back
     /// to its source adds a duplicate with a softened label; a sample of it adds a variation.
     pub resample_copies: usize,
+    /// Candidates decoded per mix (over-generate and select): the decoding above, then seeded
+    /// top-p samples; the one closest to the mixed target that is not a copy is kept (1: off).
+    pub candidates: usize,
+    /// Leave out a mix whose every candidate is a near copy of a source ([`is_near_copy`]).
+    pub reject_copies: bool,
+    /// The weight of the teacher (the task classifier's prediction on the generated text) in the
+    /// label: `(1 - w) * label + w * prediction` (0: the label alone).
+    pub teacher_weight: f64,
+}
+
+impl Default for AugmentOptions {
+    fn default() -> Self {
+        Self {
+            gen: GenerateOptions::default(),
+            threshold: 0.8,
+            mitigation: Mitigation::Keep,
+            batch_size: 16,
+            renormalize: true,
+            label: LabelFrom::Mix,
+            resample_copies: 0,
+            candidates: 1,
+            reject_copies: false,
+            teacher_weight: 0.0,
+        }
+    }
+}
+
+/// Token F1 to a source from which a sentence counts as a copy of it ([`is_near_copy`]).
+pub const COPY_F1: f64 = 0.8;
+/// Encoder cosine to a source from which a sentence counts as a copy of it.
+pub const COPY_COSINE: f64 = 0.95;
+
+/// Whether `text` is a near copy of source `a` or `b`: token F1 at least [`COPY_F1`] to either
+/// (case and spacing aside), or an embedding at cosine [`COPY_COSINE`] or more to either
+/// (`cos_a`, `cos_b`). A paraphrase that keeps the content but not the words passes.
+pub fn is_near_copy(text: &str, a: &str, b: &str, cos_a: f64, cos_b: f64) -> bool {
+    let f1 = |s: &str| crate::eval::text::token_f1(&s.to_lowercase(), &text.to_lowercase());
+    f1(a) >= COPY_F1 || f1(b) >= COPY_F1 || cos_a >= COPY_COSINE || cos_b >= COPY_COSINE
+}
+
+/// `(1 - w) * label + w * teacher`: a label blended with the teacher's prediction.
+pub fn teacher_label(label: &[f64], teacher: &[f64], w: f64) -> Vec<f64> {
+    label.iter().zip(teacher).map(|(l, t)| (1.0 - w) * l + w * t).collect()
 }
 
 /// Counts for the summary line.
@@ -113,6 +157,9 @@ pub struct AugmentStats {
     pub empty: usize,
     /// Copies of a source replaced by a sampled variation (`resample_copies`).
     pub resampled: usize,
+    /// Mixes left out because every candidate was a near copy of a source (`reject_copies`).
+    #[serde(default)]
+    pub rejected: usize,
 }
 
 /// Whether `text` is `a` or `b` word for word (case and spacing aside).
@@ -157,6 +204,28 @@ fn retry_copies(gen: &mut [String], tries: usize, copies: impl Fn(usize, &str) -
     Ok(replaced)
 }
 
+/// For each mix of `chunk`, the candidate (index into `cands`) closest to its mixed target `hm`
+/// among the non-empty ones that are not near copies of a source, or the closest non-empty one
+/// when all are copies and `reject` is off; `None` when none is left.
+#[allow(clippy::too_many_arguments)]
+fn select(inv: &Inverter, cands: &[Vec<String>], ha: &Tensor, hb: &Tensor, hm: &Tensor, chunk: &[Mix], texts: &[&str], reject: bool) -> Result<Vec<Option<usize>>> {
+    // (cos to the target, is a copy) per candidate and mix; None for an empty decode.
+    let mut scored: Vec<Vec<Option<(f64, bool)>>> = Vec::new();
+    for c in cands {
+        let refs: Vec<&str> = c.iter().map(|t| if t.is_empty() { " " } else { t.as_str() }).collect();
+        let hg = inv.encoder.embed_batched(&refs)?;
+        let (ca, cb, ct) = (cosine_rows(&hg, ha)?, cosine_rows(&hg, hb)?, cosine_rows(&hg, hm)?);
+        scored.push((0..c.len()).map(|j| (!c[j].is_empty()).then(|| (ct[j], is_near_copy(&c[j], texts[chunk[j].a], texts[chunk[j].b], ca[j], cb[j])))).collect());
+    }
+    let best = |j: usize, allow_copy: bool| {
+        (0..cands.len())
+            .filter_map(|t| scored[t][j].filter(|&(_, copy)| allow_copy || !copy).map(|(cos, _)| (t, cos)))
+            .fold(None, |b: Option<(usize, f64)>, x| if b.is_none_or(|b| x.1 > b.1) { Some(x) } else { b })
+            .map(|(t, _)| t)
+    };
+    Ok((0..chunk.len()).map(|j| best(j, false).or_else(|| if reject { None } else { best(j, true) })).collect())
+}
+
 /// `lambda * a + (1 - lambda) * b` row-wise, optionally re-normalised.
 pub fn mix_embeddings(ha: &Tensor, hb: &Tensor, lambdas: &[f64], renormalize: bool) -> Result<Tensor> {
     let l = Tensor::new(lambdas.iter().map(|&x| x as f32).collect::<Vec<_>>().as_slice(), ha.device())?.unsqueeze(1)?;
@@ -192,9 +261,21 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
         if opt.resample_copies > 0 {
             st.resampled += resample_copies(inv, &hm, &mut gen, chunk, &texts, &g, opt.resample_copies)?;
         }
+        let mut rejected = vec![false; gen.len()];
+        if opt.candidates > 1 || opt.reject_copies {
+            let mut cands = vec![gen];
+            for t in 1..opt.candidates {
+                cands.push(inv.decode(&hm, &g.sampled(t as u64))?);
+            }
+            let pick = select(inv, &cands, &ha, &hb, &hm, chunk, &texts, opt.reject_copies)?;
+            gen = pick.iter().enumerate().map(|(j, c)| c.map_or_else(String::new, |t| cands[t][j].clone())).collect();
+            // Left out as copies: nothing picked though some candidate had text.
+            rejected = (0..pick.len()).map(|j| pick[j].is_none() && cands.iter().any(|c| !c[j].is_empty())).collect();
+            st.rejected += rejected.iter().filter(|&&r| r).count();
+        }
         let keep: Vec<usize> = (0..gen.len()).filter(|&j| !gen[j].is_empty()).collect();
         st.generated += chunk.len();
-        st.empty += chunk.len() - keep.len();
+        st.empty += chunk.len() - keep.len() - rejected.iter().filter(|&&r| r).count();
         if !keep.is_empty() {
             let refs: Vec<&str> = keep.iter().map(|&j| gen[j].as_str()).collect();
             let hg = inv.encoder.embed_batched(&refs)?;
@@ -213,6 +294,7 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
                     LabelFrom::Mix => mix.clone(),
                     LabelFrom::Content => soft_label(ya, yb, content[k], c),
                 };
+                let base = if opt.teacher_weight > 0.0 { teacher_label(&base, &pred[k], opt.teacher_weight) } else { base };
                 let v = judge(&pred[k], &base, ya, yb, opt.threshold);
                 if v.intrusion {
                     st.intruding += 1;
@@ -263,7 +345,7 @@ pub struct PathStep {
 /// against both ends.
 pub fn interpolate(inv: &Inverter, a: &str, b: &str, steps: usize, gen: &GenerateOptions) -> Result<Vec<PathStep>> {
     if steps < 2 {
-        return Err(Error::Config("--steps must be at least 2 (the two ends)".into()));
+        return Err(Error::Config("`steps` must be at least 2 (the two ends)".into()));
     }
     let h = inv.encoder.embed(&[a, b])?;
     let lambdas: Vec<f64> = (0..steps).map(|i| i as f64 / (steps - 1) as f64).collect();
@@ -300,6 +382,13 @@ pub struct GenDiagnostics {
     /// That judge's accuracy on the test split (how far its verdicts can be trusted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge_accuracy: Option<f64>,
+    /// Share of rows whose mix label's top class is the teacher's (the warmed-up task model's)
+    /// top prediction on the text (absent in older rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_agreement: Option<f64>,
+    /// The teacher's accuracy on the evaluation split (set by the benchmark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_accuracy: Option<f64>,
 }
 
 impl GenDiagnostics {
@@ -312,6 +401,8 @@ impl GenDiagnostics {
         let mid: Vec<&AugRow> = rows.iter().filter(|r| (0.2..=0.8).contains(&r.lambda)).collect();
         let copies = mid.iter().filter(|r| r.content_lambda < 0.05 || r.content_lambda > 0.95).count();
         let verbatim = rows.iter().filter(|r| is_copy(&r.text, &r.source_a.text, &r.source_b.text)).count();
+        let top = |m: &BTreeMap<String, f64>| m.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, _)| k.clone());
+        let agree = rows.iter().filter(|r| top(&r.mix_label) == top(&r.predicted)).count();
         let mut seen = std::collections::HashSet::new();
         let mut total = 0usize;
         for r in rows {
@@ -329,6 +420,8 @@ impl GenDiagnostics {
             verbatim: Some(verbatim as f64 / n),
             label_agreement: None,
             judge_accuracy: None,
+            teacher_agreement: Some(agree as f64 / n),
+            teacher_accuracy: None,
         })
     }
 }

@@ -5,7 +5,8 @@ use crate::eval::classes::argmax;
 use crate::{Error, Result};
 
 /// What to do with intruding samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Mitigation {
     /// Keep them with their mixup soft label.
@@ -23,7 +24,7 @@ impl std::str::FromStr for Mitigation {
             "keep" => Ok(Mitigation::Keep),
             "drop" => Ok(Mitigation::Drop),
             "relabel" => Ok(Mitigation::Relabel),
-            _ => Err(Error::Config(format!("intrusion {s:?}: expected keep, drop or relabel"))),
+            _ => Err(Error::Config(format!("`intrusion` {s:?}: expected keep, drop or relabel"))),
         }
     }
 }

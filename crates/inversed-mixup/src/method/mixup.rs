@@ -2,12 +2,14 @@
 
 use crate::{Error, Result};
 use rand::seq::IndexedRandom;
+use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution};
 
 /// Which pairs of examples are mixed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Pairing {
     /// Partners always carry a different label.
@@ -25,7 +27,7 @@ impl std::str::FromStr for Pairing {
             "cross-class" => Ok(Pairing::CrossClass),
             "same-class" => Ok(Pairing::SameClass),
             "random" => Ok(Pairing::Random),
-            _ => Err(Error::Config(format!("pairs {s:?}: expected cross-class, same-class or random"))),
+            _ => Err(Error::Config(format!("`pairs` {s:?}: expected cross-class, same-class or random"))),
         }
     }
 }
@@ -39,13 +41,15 @@ pub enum LambdaSpec {
     Beta(f64),
     /// Every value of the grid for every pair.
     Grid(Vec<f64>),
+    /// Drawn uniformly from `[lo, hi]`: mid-lambda mixes, far from either source.
+    Uniform(f64, f64),
 }
 
 impl std::str::FromStr for LambdaSpec {
     type Err = Error;
-    /// Parses `0.5`, `beta:ALPHA` or `grid:0,0.25,0.5`.
+    /// Parses `0.5`, `beta:ALPHA`, `grid:0,0.25,0.5` or `uniform:LO,HI`.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |m: &str| Error::Config(format!("lambda {s:?}: {m} (expected 0.5, beta:ALPHA or grid:0,0.5,1)"));
+        let bad = |m: &str| Error::Config(format!("`lambda` {s:?}: {m} (expected 0.5, beta:ALPHA, grid:0,0.5,1 or uniform:0.3,0.7)"));
         let unit = |v: &str| -> Result<f64> {
             let x: f64 = v.trim().parse().map_err(|_| bad("not a number"))?;
             if (0.0..=1.0).contains(&x) {
@@ -60,6 +64,12 @@ impl std::str::FromStr for LambdaSpec {
                 return Err(bad("alpha must be a positive number"));
             }
             Ok(LambdaSpec::Beta(a))
+        } else if let Some(u) = s.strip_prefix("uniform:") {
+            let v = u.split(',').map(unit).collect::<Result<Vec<_>>>()?;
+            match v[..] {
+                [lo, hi] if lo <= hi => Ok(LambdaSpec::Uniform(lo, hi)),
+                _ => Err(bad("uniform needs LO,HI with LO <= HI")),
+            }
         } else if let Some(g) = s.strip_prefix("grid:") {
             let v = g.split(',').map(unit).collect::<Result<Vec<_>>>()?;
             if v.is_empty() {
@@ -110,6 +120,7 @@ pub fn plan(labels: &[usize], pairing: Pairing, per_example: usize, lambda: &Lam
                 LambdaSpec::Fixed(l) => out.push(Mix { a: i, b: j, lambda: *l }),
                 LambdaSpec::Beta(_) => out.push(Mix { a: i, b: j, lambda: dist.as_ref().expect("built above").sample(&mut rng) }),
                 LambdaSpec::Grid(g) => out.extend(g.iter().map(|&l| Mix { a: i, b: j, lambda: l })),
+                LambdaSpec::Uniform(lo, hi) => out.push(Mix { a: i, b: j, lambda: rng.random_range(*lo..=*hi) }),
             }
         }
     }

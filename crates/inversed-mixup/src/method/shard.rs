@@ -17,7 +17,7 @@ pub struct Shard {
 impl std::str::FromStr for Shard {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::Config(format!("--shard {s:?}: expected I/N with 0 <= I < N, e.g. 0/4 (I is 0-based, as SLURM_ARRAY_TASK_ID)"));
+        let bad = || Error::Config(format!("`shard` {s:?}: expected I/N with 0 <= I < N, e.g. 0/4 (I is 0-based, as SLURM_ARRAY_TASK_ID)"));
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let (index, count) = (i.trim().parse::<usize>().map_err(|_| bad())?, n.trim().parse::<usize>().map_err(|_| bad())?);
         if count == 0 || index >= count {
@@ -69,7 +69,7 @@ mod tests {
     fn specs_parse_and_bad_ones_name_the_flag() {
         assert_eq!("2/4".parse::<Shard>().unwrap(), Shard { index: 2, count: 4 });
         for bad in ["4/4", "0/0", "1", "a/b", "-1/3", "1/2/3"] {
-            assert!(bad.parse::<Shard>().unwrap_err().to_string().contains("--shard"), "{bad}");
+            assert!(bad.parse::<Shard>().unwrap_err().to_string().contains("`shard`"), "{bad}");
         }
     }
 }

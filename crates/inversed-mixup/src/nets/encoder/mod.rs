@@ -56,6 +56,7 @@ pub enum Pooling {
     Cls,
 }
 
+#[derive(Clone)]
 struct Layer {
     /// Q/K/V stacked into one matmul for inference; `None` for trainable weights (a copy would
     /// go stale as they change).
@@ -70,7 +71,9 @@ struct Layer {
     ln2: (Tensor, Tensor),
 }
 
-/// A sentence encoder: tokenizer + BERT + pooling (+ L2 normalisation).
+/// A sentence encoder: tokenizer + BERT + pooling (+ L2 normalisation). Cloning shares the
+/// weights (tensors are reference-counted).
+#[derive(Clone)]
 pub struct Encoder {
     cfg: BertConfig,
     tokenizer: Tokenizer,

@@ -34,7 +34,7 @@ impl std::str::FromStr for Decode {
     type Err = Error;
     /// Parses `greedy`, `beam:W`, `top-p:P`, `rerank:N` or `correct:N`.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::Config(format!("decode {s:?}: expected greedy, beam:W, top-p:P (0 < P <= 1), rerank:N or correct:N (W, N from 1 to {MAX_CANDIDATES})"));
+        let bad = || Error::Config(format!("`decode` {s:?}: expected greedy, beam:W, top-p:P (0 < P <= 1), rerank:N or correct:N (W, N from 1 to {MAX_CANDIDATES})"));
         let count = |w: &str| w.parse().ok().filter(|w| (1..=MAX_CANDIDATES).contains(w));
         match s.split_once(':') {
             None if s == "greedy" => Ok(Decode::Greedy),

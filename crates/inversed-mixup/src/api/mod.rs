@@ -1,0 +1,17 @@
+//! The one way in for front ends (the `imix` command, the Python package, a server): requests
+//! whose defaults are the documented ones and whose `validate()` holds every check, and the flow
+//! of each request, written once, returning rows and the summaries both front ends show.
+
+mod pipeline;
+mod requests;
+mod summary;
+
+pub use pipeline::{
+    augment, check_warmup_target, interpolate, invert, load_adaptor, open_bundle, sample,
+    Augmented, ModelFiles, Pipeline,
+};
+pub use requests::{
+    field_names, from_json, AugmentPlan, AugmentRequest, InterpolateRequest, InvertRequest,
+    WarmupRequest, AUGMENT_DECODE, DECODE_BATCH, DEFAULT_LAMBDA, MAX_NEW_TOKENS, NO_REPEAT_NGRAM,
+};
+pub use summary::{AugmentSummary, LambdaGroup};

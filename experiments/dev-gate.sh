@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The dev gate of "rows that teach" (issue 40): the candidate configurations against `none`,
+# `duplicate` and EDA (computed once per cell and shared) on the dev splits (--eval-split dev) of
+# sst2, trec, subj and mr, at 4 and 10 shots, 5 seeds, under the main grid's protocol (the paper's
+# whole stage 2). Only a candidate the summary's "Gate" table passes goes to a test grid.
+# Resumable: run it again (same arguments) until it reports "0 computed now".
+#   IMIX_BENCH_DATA=DIR bash experiments/dev-gate.sh [--max-minutes N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p imix-bench
+out=results/dev-gate
+keep=experiments/dev-gate
+mkdir -p "$out" "$keep"
+if [ ! -s "$out/results.jsonl" ] && [ -s "$keep/results.jsonl" ]; then cp "$keep"/{results,runs}.jsonl "$out"/; fi
+save() { cp "$out"/results.jsonl "$out"/runs.jsonl "$out"/*.md "$keep"/ 2>/dev/null || true; }
+trap save EXIT
+methods=none,duplicate,eda,inversed-mixup-drop,inversed-mixup-teacher,inversed-mixup-safe
+methods=$methods,inversed-mixup-safe-teacher,inversed-mixup-select-teacher
+target/release/imix-bench --data "${IMIX_BENCH_DATA:?set IMIX_BENCH_DATA to the benchmarks folder}" \
+  --datasets sst2,trec,subj,mr --shots 4,10 --seeds 5 --eval-split dev --max-test 500 \
+  --warmup-finetune --final-from-warmup --methods "$methods" --out "$out" "$@"
