@@ -5,13 +5,22 @@ use std::path::Path;
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
-    let o = Command::new("git").args(args).output().ok().filter(|o| o.status.success())?;
+    let o = Command::new("git")
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
     Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 fn main() {
     let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(c) if git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty()) => format!("{c}-dirty"),
+        Some(c)
+            if git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty()) =>
+        {
+            format!("{c}-dirty")
+        }
         Some(c) => c,
         None => "unknown".into(),
     };
@@ -21,7 +30,13 @@ fn main() {
     // package) never.
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let watched = [Path::new(&dir).join("HEAD"), Path::new(&dir).join("index"), root.join("crates"), root.join("Cargo.toml"), root.join("Cargo.lock")];
+        let watched = [
+            Path::new(&dir).join("HEAD"),
+            Path::new(&dir).join("index"),
+            root.join("crates"),
+            root.join("Cargo.toml"),
+            root.join("Cargo.lock"),
+        ];
         for p in watched.iter().filter(|p| p.exists()) {
             println!("cargo:rerun-if-changed={}", p.display());
         }

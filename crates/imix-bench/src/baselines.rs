@@ -22,7 +22,11 @@ pub fn eda(text: &str, alpha: f64, rng: &mut ChaCha8Rng) -> String {
             }
         }
         1 => {
-            let keep: Vec<String> = w.iter().filter(|_| !rng.random_bool(alpha.clamp(0.05, 0.5))).cloned().collect();
+            let keep: Vec<String> = w
+                .iter()
+                .filter(|_| !rng.random_bool(alpha.clamp(0.05, 0.5)))
+                .cloned()
+                .collect();
             if !keep.is_empty() {
                 w = keep;
             } else {
@@ -44,12 +48,25 @@ pub fn eda(text: &str, alpha: f64, rng: &mut ChaCha8Rng) -> String {
 /// `per_example` EDA variants of every text, seeded.
 pub fn eda_all(texts: &[String], per_example: usize, seed: u64) -> Vec<(usize, String)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    texts.iter().enumerate().flat_map(|(i, t)| (0..per_example).map(|_| (i, eda(t, 0.1, &mut rng))).collect::<Vec<_>>()).collect()
+    texts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            (0..per_example)
+                .map(|_| (i, eda(t, 0.1, &mut rng)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Classic Mixup in embedding space: `per_example` random partners per example, lambda ~ Beta(alpha, alpha).
 /// Returns (a, b, lambda) triples; the caller mixes embeddings and labels (not readable).
-pub fn embed_mixup_plan(n: usize, per_example: usize, alpha: f64, seed: u64) -> Result<Vec<(usize, usize, f64)>> {
+pub fn embed_mixup_plan(
+    n: usize,
+    per_example: usize,
+    alpha: f64,
+    seed: u64,
+) -> Result<Vec<(usize, usize, f64)>> {
     let dist = beta(alpha)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Vec::new();
@@ -85,7 +102,9 @@ mod tests {
     /// Whether every word of `small` occurs in `big` at least as often (multiset inclusion).
     fn within(small: &str, big: &str) -> bool {
         let b = bag(big);
-        bag(small).iter().all(|(w, n)| b.get(w).is_some_and(|m| m >= n))
+        bag(small)
+            .iter()
+            .all(|(w, n)| b.get(w).is_some_and(|m| m >= n))
     }
 
     fn eda_seeded(text: &str, alpha: f64, seed: u64) -> String {
@@ -98,8 +117,13 @@ mod tests {
         for seed in 0..20 {
             assert_eq!(eda_seeded(TEXT, 0.1, seed), eda_seeded(TEXT, 0.1, seed));
         }
-        let distinct: std::collections::HashSet<String> = (0..20).map(|s| eda_seeded(TEXT, 0.1, s)).collect();
-        assert!(distinct.len() >= 10, "20 seeds gave only {} distinct outputs", distinct.len());
+        let distinct: std::collections::HashSet<String> =
+            (0..20).map(|s| eda_seeded(TEXT, 0.1, s)).collect();
+        assert!(
+            distinct.len() >= 10,
+            "20 seeds gave only {} distinct outputs",
+            distinct.len()
+        );
     }
 
     /// EDA does one of swap (same words), deletion (a non-empty part of the words) or insertion
@@ -124,11 +148,22 @@ mod tests {
                 panic!("seed {seed}, alpha {alpha}: {out:?} is none of swap, deletion, insertion of {TEXT:?}");
             }
             let b = bag(TEXT);
-            kept += bag(&out).iter().map(|(w, c)| (*c).min(*b.get(w).unwrap_or(&0))).sum::<usize>() as f64 / n as f64;
+            kept += bag(&out)
+                .iter()
+                .map(|(w, c)| (*c).min(*b.get(w).unwrap_or(&0)))
+                .sum::<usize>() as f64
+                / n as f64;
         }
-        assert!(swaps > 50 && deletions > 50 && insertions > 50, "swaps {swaps}, deletions {deletions}, insertions {insertions}");
+        assert!(
+            swaps > 50 && deletions > 50 && insertions > 50,
+            "swaps {swaps}, deletions {deletions}, insertions {insertions}"
+        );
         // Deletion drops each word with probability alpha (mean 0.2 here), the others keep all words.
-        assert!(kept / 300.0 > 0.9, "mean fraction of words kept {}", kept / 300.0);
+        assert!(
+            kept / 300.0 > 0.9,
+            "mean fraction of words kept {}",
+            kept / 300.0
+        );
         // Deletion never leaves nothing, even at a rate of 0.5 on a two-word text.
         for seed in 0..100 {
             assert!(!eda_seeded("two words", 0.9, seed).is_empty());
@@ -141,12 +176,24 @@ mod tests {
     /// eda_all gives per_example rows per text, in order, each tagged with the index of its source text.
     #[test]
     fn eda_all_rows_point_at_their_source() {
-        let texts: Vec<String> = ["alpha beta gamma delta epsilon", "one two three four five six", "red green blue"].map(String::from).into();
+        let texts: Vec<String> = [
+            "alpha beta gamma delta epsilon",
+            "one two three four five six",
+            "red green blue",
+        ]
+        .map(String::from)
+        .into();
         let rows = eda_all(&texts, 4, 9);
-        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+        assert_eq!(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+        );
         for (i, t) in &rows {
             // The three texts share no word, so a row credited to the wrong text fails one of these.
-            assert!(within(t, &texts[*i]) || within(&texts[*i], t), "row {t:?} is not a variant of text {i}");
+            assert!(
+                within(t, &texts[*i]) || within(&texts[*i], t),
+                "row {t:?} is not a variant of text {i}"
+            );
         }
         assert_eq!(rows, eda_all(&texts, 4, 9));
         assert_ne!(rows, eda_all(&texts, 4, 10));
@@ -159,21 +206,36 @@ mod tests {
     fn embed_mixup_plan_draws_beta_lambdas() {
         let p = embed_mixup_plan(5, 3, 0.4, 2).unwrap();
         assert_eq!(p.len(), 15);
-        assert_eq!(p.iter().map(|t| t.0).collect::<Vec<_>>(), [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]);
-        assert!(p.iter().all(|&(a, b, l)| b < 5 && b != a && (0.0..=1.0).contains(&l)));
+        assert_eq!(
+            p.iter().map(|t| t.0).collect::<Vec<_>>(),
+            [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+        );
+        assert!(p
+            .iter()
+            .all(|&(a, b, l)| b < 5 && b != a && (0.0..=1.0).contains(&l)));
         assert_eq!(p, embed_mixup_plan(5, 3, 0.4, 2).unwrap());
         assert_ne!(p, embed_mixup_plan(5, 3, 0.4, 3).unwrap());
         assert!(embed_mixup_plan(0, 3, 0.4, 2).unwrap().is_empty());
         // P(lambda < 0.1 or > 0.9) from mpmath.betainc(a, a, 0, 0.1, regularized=True) * 2.
         for (alpha, tails) in [(0.2, 0.6733795568601143), (1.0, 0.2), (2.0, 0.056)] {
-            let l: Vec<f64> = embed_mixup_plan(4000, 5, alpha, 11).unwrap().into_iter().map(|t| t.2).collect();
+            let l: Vec<f64> = embed_mixup_plan(4000, 5, alpha, 11)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.2)
+                .collect();
             let n = l.len() as f64;
             let mean = l.iter().sum::<f64>() / n;
             let var = l.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
             let t = l.iter().filter(|&&x| !(0.1..=0.9).contains(&x)).count() as f64 / n;
             assert!((mean - 0.5).abs() < 0.02, "alpha {alpha}: mean {mean}");
-            assert!((var - 1.0 / (4.0 * (2.0 * alpha + 1.0))).abs() < 0.01, "alpha {alpha}: variance {var}");
-            assert!((t - tails).abs() < 0.02, "alpha {alpha}: tail mass {t}, Beta says {tails}");
+            assert!(
+                (var - 1.0 / (4.0 * (2.0 * alpha + 1.0))).abs() < 0.01,
+                "alpha {alpha}: variance {var}"
+            );
+            assert!(
+                (t - tails).abs() < 0.02,
+                "alpha {alpha}: tail mass {t}, Beta says {tails}"
+            );
         }
         for bad in [0.0, -1.0, f64::NAN] {
             assert!(embed_mixup_plan(5, 1, bad, 0).is_err(), "alpha {bad}");

@@ -1,13 +1,19 @@
 //! The benchmark's paired comparisons and its prose claims, both computed from the result rows, so
 //! that what summary.md says always agrees with its tables.
 
-use inversed_mixup::eval::stats::paired_permutation_p;
 use crate::grid::{shots_name, CellResult, ALL_SHOTS};
 use crate::methods::Method;
+use inversed_mixup::eval::stats::paired_permutation_p;
 use std::collections::BTreeMap;
 
 /// The baselines every inversedMixup variant is compared with, in column order.
-const BASELINES: [Method; 5] = [Method::None, Method::Duplicate, Method::Eda, Method::EmbedMixup, Method::RetrievalMixup];
+const BASELINES: [Method; 5] = [
+    Method::None,
+    Method::Duplicate,
+    Method::Eda,
+    Method::EmbedMixup,
+    Method::RetrievalMixup,
+];
 
 /// Accuracy by seed of one method in one (dataset, shots) group.
 fn by_seed(rows: &[CellResult], ds: &str, shots: usize, m: Method) -> BTreeMap<u64, f64> {
@@ -43,13 +49,20 @@ fn paired(rows: &[CellResult], ds: &str, shots: usize, a: Method, b: Method) -> 
 
 /// The generating variants present, in report order.
 fn variants(methods: &[Method]) -> Vec<Method> {
-    methods.iter().copied().filter(|m| m.mitigation().is_some()).collect()
+    methods
+        .iter()
+        .copied()
+        .filter(|m| m.mitigation().is_some())
+        .collect()
 }
 
 /// Markdown: per (dataset, shots) and inversedMixup variant, the mean paired difference against
 /// each baseline present, with wins/losses over seeds and the exact sign-flip p.
 pub fn paired_table(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)]) -> String {
-    let bases: Vec<Method> = BASELINES.into_iter().filter(|b| methods.contains(b)).collect();
+    let bases: Vec<Method> = BASELINES
+        .into_iter()
+        .filter(|b| methods.contains(b))
+        .collect();
     let vars = variants(methods);
     if bases.is_empty() || vars.is_empty() {
         return String::new();
@@ -70,7 +83,10 @@ and the two-sided exact sign-flip permutation p over seeds.\n\n| dataset | shots
             md.push_str(&format!("| {ds} | {} | {v} |", shots_name(*shots)));
             for &b in &bases {
                 match paired(rows, ds, *shots, v, b) {
-                    Some(p) => md.push_str(&format!(" {:+.1} ({}/{}), p {:.3} |", p.diff, p.wins, p.losses, p.p)),
+                    Some(p) => md.push_str(&format!(
+                        " {:+.1} ({}/{}), p {:.3} |",
+                        p.diff, p.wins, p.losses, p.p
+                    )),
                     None => md.push_str(" |"),
                 }
             }
@@ -89,17 +105,43 @@ pub fn claims(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)
     shots.sort();
     shots.dedup();
     for &k in &shots {
-        let setting = if k == ALL_SHOTS { "the full train split".to_string() } else { format!("{k} shots") };
-        let sets: Vec<&str> = groups.iter().filter(|g| g.1 == k).map(|g| g.0.as_str()).collect();
+        let setting = if k == ALL_SHOTS {
+            "the full train split".to_string()
+        } else {
+            format!("{k} shots")
+        };
+        let sets: Vec<&str> = groups
+            .iter()
+            .filter(|g| g.1 == k)
+            .map(|g| g.0.as_str())
+            .collect();
         for v in variants(methods) {
-            for base in [Method::None, Method::Eda].into_iter().filter(|b| methods.contains(b)) {
-                let cmp: Vec<(&str, Paired)> = sets.iter().filter_map(|ds| paired(rows, ds, k, v, base).map(|p| (*ds, p))).collect();
+            for base in [Method::None, Method::Eda]
+                .into_iter()
+                .filter(|b| methods.contains(b))
+            {
+                let cmp: Vec<(&str, Paired)> = sets
+                    .iter()
+                    .filter_map(|ds| paired(rows, ds, k, v, base).map(|p| (*ds, p)))
+                    .collect();
                 if cmp.is_empty() {
                     continue;
                 }
-                let above: Vec<String> = cmp.iter().filter(|(_, p)| p.diff > 0.0).map(|(ds, p)| format!("{ds} {:+.1}", p.diff)).collect();
-                let below: Vec<String> = cmp.iter().filter(|(_, p)| p.diff <= 0.0).map(|(ds, p)| format!("{ds} {:+.1}", p.diff)).collect();
-                let sig: Vec<&str> = cmp.iter().filter(|(_, p)| p.p < 0.05).map(|(ds, _)| *ds).collect();
+                let above: Vec<String> = cmp
+                    .iter()
+                    .filter(|(_, p)| p.diff > 0.0)
+                    .map(|(ds, p)| format!("{ds} {:+.1}", p.diff))
+                    .collect();
+                let below: Vec<String> = cmp
+                    .iter()
+                    .filter(|(_, p)| p.diff <= 0.0)
+                    .map(|(ds, p)| format!("{ds} {:+.1}", p.diff))
+                    .collect();
+                let sig: Vec<&str> = cmp
+                    .iter()
+                    .filter(|(_, p)| p.p < 0.05)
+                    .map(|(ds, _)| *ds)
+                    .collect();
                 let seeds = cmp.iter().map(|(_, p)| p.seeds).min().unwrap_or(0);
                 md.push_str(&format!(
                     "- {setting}: `{v}` is above `{base}` in mean accuracy on {} of {} datasets ({}; at or below: {}); p < 0.05 on {} ({seeds}+ seeds each; the smallest p {seeds} seeds allow is {:.3}).\n",
@@ -116,12 +158,23 @@ pub fn claims(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)
         let vars = variants(methods);
         for (i, &x) in vars.iter().enumerate() {
             for &y in &vars[i + 1..] {
-                let cmp: Vec<(&str, Paired)> = sets.iter().filter_map(|ds| paired(rows, ds, k, x, y).map(|p| (*ds, p))).collect();
+                let cmp: Vec<(&str, Paired)> = sets
+                    .iter()
+                    .filter_map(|ds| paired(rows, ds, k, x, y).map(|p| (*ds, p)))
+                    .collect();
                 if cmp.is_empty() {
                     continue;
                 }
-                let diffs: Vec<String> = cmp.iter().map(|(ds, p)| format!("{ds} {:+.1}", p.diff)).collect();
-                md.push_str(&format!("- {setting}: `{x}` is above `{y}` on {} of {} datasets ({}).\n", cmp.iter().filter(|(_, p)| p.diff > 0.0).count(), cmp.len(), diffs.join(", ")));
+                let diffs: Vec<String> = cmp
+                    .iter()
+                    .map(|(ds, p)| format!("{ds} {:+.1}", p.diff))
+                    .collect();
+                md.push_str(&format!(
+                    "- {setting}: `{x}` is above `{y}` on {} of {} datasets ({}).\n",
+                    cmp.iter().filter(|(_, p)| p.diff > 0.0).count(),
+                    cmp.len(),
+                    diffs.join(", ")
+                ));
             }
         }
         for ds in &sets {
@@ -131,9 +184,18 @@ pub fn claims(rows: &[CellResult], methods: &[Method], groups: &[(String, usize)
                     let a: Vec<f64> = by_seed(rows, ds, k, m).into_values().collect();
                     (!a.is_empty()).then(|| (m, a.iter().sum::<f64>() / a.len() as f64))
                 })
-                .fold(None, |acc: Option<(Method, f64)>, x| if acc.is_none_or(|a| x.1 > a.1) { Some(x) } else { acc });
+                .fold(None, |acc: Option<(Method, f64)>, x| {
+                    if acc.is_none_or(|a| x.1 > a.1) {
+                        Some(x)
+                    } else {
+                        acc
+                    }
+                });
             if let Some((m, a)) = best {
-                md.push_str(&format!("- {setting}, {ds}: the best mean accuracy is `{m}` ({:.1}).\n", 100.0 * a));
+                md.push_str(&format!(
+                    "- {setting}, {ds}: the best mean accuracy is `{m}` ({:.1}).\n",
+                    100.0 * a
+                ));
             }
         }
     }
@@ -179,19 +241,45 @@ pub(crate) mod tests {
             rows.push(row("a", Method::InversedMixupDrop, s, base + 0.03));
             rows.push(row("b", Method::None, s, base));
             rows.push(row("b", Method::Eda, s, base));
-            rows.push(row("b", Method::InversedMixupKeep, s, base - if s == 0 { 0.04 } else { 0.0 }));
+            rows.push(row(
+                "b",
+                Method::InversedMixupKeep,
+                s,
+                base - if s == 0 { 0.04 } else { 0.0 },
+            ));
         }
-        let methods = [Method::None, Method::Eda, Method::InversedMixupKeep, Method::InversedMixupDrop];
+        let methods = [
+            Method::None,
+            Method::Eda,
+            Method::InversedMixupKeep,
+            Method::InversedMixupDrop,
+        ];
         let groups = vec![("a".to_string(), 10), ("b".to_string(), 10)];
         let c = claims(&rows, &methods, &groups);
         // Policies against each other, on the datasets both ran (drop ran only on "a").
         assert!(c.contains("- 10 shots: `inversed-mixup-keep` is above `inversed-mixup-drop` on 0 of 1 datasets (a -1.0)."), "{c}");
         assert!(c.contains("- 10 shots: `inversed-mixup-keep` is above `none` in mean accuracy on 1 of 2 datasets (a +2.0; at or below: b -1.0); p < 0.05 on none (4+ seeds each; the smallest p 4 seeds allow is 0.125)."), "{c}");
         assert!(c.contains("is above `eda` in mean accuracy on 0 of 2 datasets (none; at or below: a -3.0, b -1.0)"), "{c}");
-        assert!(c.contains("- 10 shots, a: the best mean accuracy is `eda` (66.5)."), "{c}");
-        assert!(c.contains("- 10 shots, b: the best mean accuracy is `none` (61.5)."), "{c}");
+        assert!(
+            c.contains("- 10 shots, a: the best mean accuracy is `eda` (66.5)."),
+            "{c}"
+        );
+        assert!(
+            c.contains("- 10 shots, b: the best mean accuracy is `none` (61.5)."),
+            "{c}"
+        );
         let t = paired_table(&rows, &methods, &groups);
-        assert!(t.contains("| a | 10 | inversed-mixup-keep | +2.0 (4/0), p 0.125 | -3.0 (0/4), p 0.125 |"), "{t}");
-        assert!(t.contains("| b | 10 | inversed-mixup-keep | -1.0 (0/1), p 1.000 | -1.0 (0/1), p 1.000 |"), "{t}");
+        assert!(
+            t.contains(
+                "| a | 10 | inversed-mixup-keep | +2.0 (4/0), p 0.125 | -3.0 (0/4), p 0.125 |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "| b | 10 | inversed-mixup-keep | -1.0 (0/1), p 1.000 | -1.0 (0/1), p 1.000 |"
+            ),
+            "{t}"
+        );
     }
 }

@@ -1,14 +1,19 @@
 //! The few-shot benchmark: every augmentation method on exactly the same few-shot sample, the same
 //! task model and the same test split; resumable cell by cell.
 
-use inversed_mixup::data::labelled::{dev_sample, few_shot, read_labelled, Labelled};
-use inversed_mixup::eval::classes::{accuracy_macro_f1, argmax};
 use crate::baselines::{eda_all, embed_mixup_plan};
 use crate::judge::Judge;
-use crate::methods::{Decoding, Method, CORRECT_ROUNDS, NOVEL_TRIES, SAFE_LAMBDA, SELECT_CANDIDATES};
+use crate::methods::{
+    Decoding, Method, CORRECT_ROUNDS, NOVEL_TRIES, SAFE_LAMBDA, SELECT_CANDIDATES,
+};
 use crate::settings::Settings;
+use candle_core::Tensor;
+use inversed_mixup::data::labelled::{dev_sample, few_shot, read_labelled, Labelled};
+use inversed_mixup::eval::classes::{accuracy_macro_f1, argmax};
 use inversed_mixup::method::adaptor::Adaptor;
-use inversed_mixup::method::augment::{augment, mix_embeddings, teacher_label, AugRow, AugmentOptions, GenDiagnostics, LabelFrom};
+use inversed_mixup::method::augment::{
+    augment, mix_embeddings, teacher_label, AugRow, AugmentOptions, GenDiagnostics, LabelFrom,
+};
 use inversed_mixup::method::classifier::{one_hot, Classifier};
 use inversed_mixup::method::intrusion::Mitigation;
 use inversed_mixup::method::invert::Inverter;
@@ -18,7 +23,6 @@ use inversed_mixup::nets::encoder::{embed_corpus, Encoder};
 use inversed_mixup::nets::llm::{Decode, GenerateOptions, Llm};
 use inversed_mixup::stages::warmup::{FineTune, Warmup, WarmupConfig};
 use inversed_mixup::Result;
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -72,7 +76,14 @@ impl CellResult {
     /// Whether this row is the result of `method` in cell (dataset, shots, seed) under `cfg`
     /// (methods that generate nothing do not depend on the warm-up setting). Other settings are
     /// not compared here: a row of other settings is a conflict ([`crate::settings::conflict`]), refused before any work.
-    pub fn answers(&self, dataset: &str, shots: usize, seed: u64, method: Method, cfg: &BenchConfig) -> bool {
+    pub fn answers(
+        &self,
+        dataset: &str,
+        shots: usize,
+        seed: u64,
+        method: Method,
+        cfg: &BenchConfig,
+    ) -> bool {
         self.dataset == dataset
             && self.shots == shots
             && self.seed == seed
@@ -128,7 +139,10 @@ impl BenchConfig {
     /// The warm-up flags a row of `method` carries under this config, `(warmup_finetune,
     /// final_from_warmup)`: a baseline depends on the warm-up only when it starts from it.
     pub fn warm_flags(&self, method: Method) -> (bool, bool) {
-        (self.warmup_finetune && (method.generates() || self.final_from_warmup), self.final_from_warmup)
+        (
+            self.warmup_finetune && (method.generates() || self.final_from_warmup),
+            self.final_from_warmup,
+        )
     }
 }
 
@@ -173,7 +187,12 @@ pub struct Models<'a> {
 /// Reads `dir/name/{train,test}.tsv`.
 pub fn load_dataset(dir: &Path, name: &str) -> Result<(Labelled, Labelled)> {
     let train = read_labelled(&[dir.join(name).join("train.tsv")], "text", "label", None)?;
-    let test = read_labelled(&[dir.join(name).join("test.tsv")], "text", "label", Some(&train.labels))?;
+    let test = read_labelled(
+        &[dir.join(name).join("test.tsv")],
+        "text",
+        "label",
+        Some(&train.labels),
+    )?;
     Ok((train, test))
 }
 
@@ -252,7 +271,14 @@ struct Extra {
 
 impl Sample<'_> {
     /// A result row of this cell.
-    fn result(&self, method: Method, (accuracy, macro_f1): (f64, f64), aug_rows: usize, intrusion_rate: Option<f64>, seconds: f64) -> CellResult {
+    fn result(
+        &self,
+        method: Method,
+        (accuracy, macro_f1): (f64, f64),
+        aug_rows: usize,
+        intrusion_rate: Option<f64>,
+        seconds: f64,
+    ) -> CellResult {
         let c = self.cell;
         let (warmup_finetune, final_from_warmup) = self.cfg.warm_flags(method);
         CellResult {
@@ -278,34 +304,63 @@ impl Sample<'_> {
     /// Trains the task model on the sample plus `extra` under the configured protocol and
     /// evaluates it on the test split: (accuracy, macro-F1).
     fn fit_eval(&self, m: &Models, extra: Extra, cfg: &BenchConfig) -> Result<(f64, f64)> {
-        let Protocol::Finetune(fc) = &cfg.protocol else { return self.probe(m, extra, cfg) };
+        let Protocol::Finetune(fc) = &cfg.protocol else {
+            return self.probe(m, extra, cfg);
+        };
         let texts: Vec<String> = self.texts.iter().chain(&extra.texts).cloned().collect();
-        let y: Vec<Vec<f64>> = self.y.iter().cloned().chain(weighted(&extra.y, cfg.aug_weight)).collect();
+        let y: Vec<Vec<f64>> = self
+            .y
+            .iter()
+            .cloned()
+            .chain(weighted(&extra.y, cfg.aug_weight))
+            .collect();
         let (enc, varmap) = Encoder::load_trainable(m.encoder_dir, None, self.h.device())?;
         if let Some(init) = &extra.init {
             let from = init.data().lock().expect("varmap lock");
             for (name, var) in varmap.data().lock().expect("varmap lock").iter() {
-                let src = from.get(name).ok_or_else(|| inversed_mixup::Error::Config(format!("warmed-up encoder lacks {name}")))?;
+                let src = from.get(name).ok_or_else(|| {
+                    inversed_mixup::Error::Config(format!("warmed-up encoder lacks {name}"))
+                })?;
                 var.set(src.as_tensor())?;
             }
         }
         let head = Classifier::new(self.data.labels.clone(), enc.dim(), self.h.device())?;
-        let model = TaskModel { encoder: &enc, varmap: &varmap, head: &head };
-        let fc = FinetuneConfig { seed: self.cell.seed, mixup_alpha: extra.mixup, ..fc.clone() };
+        let model = TaskModel {
+            encoder: &enc,
+            varmap: &varmap,
+            head: &head,
+        };
+        let fc = FinetuneConfig {
+            seed: self.cell.seed,
+            mixup_alpha: extra.mixup,
+            ..fc.clone()
+        };
         let dev_texts = self.dev.texts();
         let dev = (!dev_texts.is_empty()).then_some((dev_texts.as_slice(), self.dev.y.as_slice()));
         let n = texts.len();
         (m.progress)(&format!("fine-tuning on {n} rows"));
-        model.finetune(&texts, &y, dev, &fc, &|l| (m.progress)(&format!("fine-tuned on {n} rows: epoch {}/{}", l.epoch, fc.epochs)))?;
+        model.finetune(&texts, &y, dev, &fc, &|l| {
+            (m.progress)(&format!(
+                "fine-tuned on {n} rows: epoch {}/{}",
+                l.epoch, fc.epochs
+            ))
+        })?;
         let pred = model.predict(&self.cell.test.texts())?;
-        Ok(accuracy_macro_f1(&self.cell.test.y, &pred, self.data.labels.len()))
+        Ok(accuracy_macro_f1(
+            &self.cell.test.y,
+            &pred,
+            self.data.labels.len(),
+        ))
     }
 
     /// The linear probe on frozen embeddings of the sample plus `extra`.
     fn probe(&self, m: &Models, extra: Extra, cfg: &BenchConfig) -> Result<(f64, f64)> {
         let eh = match extra.h {
             Some(h) => Some(h),
-            None if !extra.texts.is_empty() => Some(m.encoder.embed_batched(&extra.texts.iter().map(String::as_str).collect::<Vec<_>>())?),
+            None if !extra.texts.is_empty() => Some(
+                m.encoder
+                    .embed_batched(&extra.texts.iter().map(String::as_str).collect::<Vec<_>>())?,
+            ),
             None => None,
         };
         let (h, y) = match eh {
@@ -318,19 +373,47 @@ impl Sample<'_> {
         };
         let cls = Classifier::new(self.data.labels.clone(), h.dim(1)?, h.device())?;
         cls.fit(&h, &y, cfg.cls_steps, cfg.cls_lr)?;
-        let pred: Vec<usize> = cls.probs(self.cell.test_h)?.iter().map(|p| argmax(p)).collect();
-        Ok(accuracy_macro_f1(&self.cell.test.y, &pred, self.data.labels.len()))
+        let pred: Vec<usize> = cls
+            .probs(self.cell.test_h)?
+            .iter()
+            .map(|p| argmax(p))
+            .collect();
+        Ok(accuracy_macro_f1(
+            &self.cell.test.y,
+            &pred,
+            self.data.labels.len(),
+        ))
     }
 
     /// Embeddings of the sample mixed pairwise: `lambda · h[a] + (1 - lambda) · h[b]` per `(a, b, lambda)`.
     fn mixed(&self, pairs: &[(usize, usize, f64)], renormalize: bool) -> Result<Tensor> {
-        let ids = |f: fn(&(usize, usize, f64)) -> usize| Tensor::new(pairs.iter().map(|x| f(x) as u32).collect::<Vec<_>>().as_slice(), self.h.device());
+        let ids = |f: fn(&(usize, usize, f64)) -> usize| {
+            Tensor::new(
+                pairs
+                    .iter()
+                    .map(|x| f(x) as u32)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                self.h.device(),
+            )
+        };
         let l: Vec<f64> = pairs.iter().map(|x| x.2).collect();
-        mix_embeddings(&self.h.index_select(&ids(|x| x.0)?, 0)?, &self.h.index_select(&ids(|x| x.1)?, 0)?, &l, renormalize)
+        mix_embeddings(
+            &self.h.index_select(&ids(|x| x.0)?, 0)?,
+            &self.h.index_select(&ids(|x| x.1)?, 0)?,
+            &l,
+            renormalize,
+        )
     }
 
     /// A method that needs no LLM: none, EDA or embedding Mixup.
-    fn baseline(&self, m: &Models, method: Method, init: Option<&candle_nn::VarMap>, cfg: &BenchConfig) -> Result<Option<CellResult>> {
+    fn baseline(
+        &self,
+        m: &Models,
+        method: Method,
+        init: Option<&candle_nn::VarMap>,
+        cfg: &BenchConfig,
+    ) -> Result<Option<CellResult>> {
         let t0 = std::time::Instant::now();
         let seed = self.cell.seed;
         let alpha = match cfg.lambda {
@@ -341,43 +424,104 @@ impl Sample<'_> {
             Method::None => Extra::default(),
             Method::Eda => {
                 let aug = eda_all(&self.texts, cfg.per_example, seed);
-                Extra { y: aug.iter().map(|(i, _)| self.y[*i].clone()).collect(), texts: aug.into_iter().map(|(_, t)| t).collect(), ..Default::default() }
-            }
-            Method::Duplicate => {
-                let n = cfg.per_example * self.texts.len();
-                Extra { texts: self.texts.iter().cycle().take(n).cloned().collect(), y: self.y.iter().cycle().take(n).cloned().collect(), ..Default::default() }
-            }
-            Method::RetrievalMixup => {
-                let (pool, pool_h) = m.pool.ok_or_else(|| inversed_mixup::Error::Config("retrieval-mixup needs an unlabeled pool".into()))?;
-                // The same pairs and ratios as inversed-mixup's, so the two differ only in how a mix becomes text.
-                let mixes = plan(&self.data.y, cfg.pairing, cfg.per_example, &cfg.lambda, seed)?;
-                let hm = self.mixed(&mixes.iter().map(|x| (x.a, x.b, x.lambda)).collect::<Vec<_>>(), true)?;
-                let nearest = hm.matmul(&pool_h.t()?)?.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
-                let c = self.data.labels.len();
                 Extra {
-                    texts: nearest.iter().map(|&i| pool[i as usize].clone()).collect(),
-                    y: mixes.iter().map(|x| soft_label(self.data.y[x.a], self.data.y[x.b], x.lambda, c)).collect(),
+                    y: aug.iter().map(|(i, _)| self.y[*i].clone()).collect(),
+                    texts: aug.into_iter().map(|(_, t)| t).collect(),
                     ..Default::default()
                 }
             }
-            Method::EmbedMixup if matches!(cfg.protocol, Protocol::Finetune(_)) => Extra { mixup: Some(alpha), ..Default::default() },
+            Method::Duplicate => {
+                let n = cfg.per_example * self.texts.len();
+                Extra {
+                    texts: self.texts.iter().cycle().take(n).cloned().collect(),
+                    y: self.y.iter().cycle().take(n).cloned().collect(),
+                    ..Default::default()
+                }
+            }
+            Method::RetrievalMixup => {
+                let (pool, pool_h) = m.pool.ok_or_else(|| {
+                    inversed_mixup::Error::Config("retrieval-mixup needs an unlabeled pool".into())
+                })?;
+                // The same pairs and ratios as inversed-mixup's, so the two differ only in how a mix becomes text.
+                let mixes = plan(
+                    &self.data.y,
+                    cfg.pairing,
+                    cfg.per_example,
+                    &cfg.lambda,
+                    seed,
+                )?;
+                let hm = self.mixed(
+                    &mixes
+                        .iter()
+                        .map(|x| (x.a, x.b, x.lambda))
+                        .collect::<Vec<_>>(),
+                    true,
+                )?;
+                let nearest = hm
+                    .matmul(&pool_h.t()?)?
+                    .argmax(candle_core::D::Minus1)?
+                    .to_vec1::<u32>()?;
+                let c = self.data.labels.len();
+                Extra {
+                    texts: nearest.iter().map(|&i| pool[i as usize].clone()).collect(),
+                    y: mixes
+                        .iter()
+                        .map(|x| soft_label(self.data.y[x.a], self.data.y[x.b], x.lambda, c))
+                        .collect(),
+                    ..Default::default()
+                }
+            }
+            Method::EmbedMixup if matches!(cfg.protocol, Protocol::Finetune(_)) => Extra {
+                mixup: Some(alpha),
+                ..Default::default()
+            },
             Method::EmbedMixup => {
                 let p = embed_mixup_plan(self.texts.len(), cfg.per_example, alpha, seed)?;
                 let mh = self.mixed(&p, false)?;
-                let my: Vec<Vec<f64>> = p.iter().map(|&(a, b, l)| self.y[a].iter().zip(&self.y[b]).map(|(u, v)| l * u + (1.0 - l) * v).collect()).collect();
-                Extra { h: Some(mh), y: my, ..Default::default() }
+                let my: Vec<Vec<f64>> = p
+                    .iter()
+                    .map(|&(a, b, l)| {
+                        self.y[a]
+                            .iter()
+                            .zip(&self.y[b])
+                            .map(|(u, v)| l * u + (1.0 - l) * v)
+                            .collect()
+                    })
+                    .collect();
+                Extra {
+                    h: Some(mh),
+                    y: my,
+                    ..Default::default()
+                }
             }
             _ => return Ok(None),
         };
-        let aug = extra.y.len().max(if extra.mixup.is_some() { self.texts.len() } else { 0 });
+        let aug = extra.y.len().max(if extra.mixup.is_some() {
+            self.texts.len()
+        } else {
+            0
+        });
         extra.init = init.cloned();
         let scores = self.fit_eval(m, extra, cfg)?;
-        Ok(Some(self.result(method, scores, aug, None, t0.elapsed().as_secs_f64())))
+        Ok(Some(self.result(
+            method,
+            scores,
+            aug,
+            None,
+            t0.elapsed().as_secs_f64(),
+        )))
     }
 
     /// The `missing` methods that need no LLM, each handed on as it finishes; false when `out`
     /// said to stop before one of them.
-    fn baselines(&self, m: &Models, missing: &[Method], init: Option<&candle_nn::VarMap>, cfg: &BenchConfig, out: &mut Out) -> Result<bool> {
+    fn baselines(
+        &self,
+        m: &Models,
+        missing: &[Method],
+        init: Option<&candle_nn::VarMap>,
+        cfg: &BenchConfig,
+        out: &mut Out,
+    ) -> Result<bool> {
         for &method in missing.iter().filter(|x| !x.generates()) {
             if !out.go_on() {
                 return Ok(false);
@@ -392,12 +536,32 @@ impl Sample<'_> {
     /// Trains on the sample plus the generated rows that `mitigation` keeps (with their labels,
     /// blended with the teacher's prediction by `teacher`).
     #[allow(clippy::too_many_arguments)]
-    fn fit_generated(&self, m: &Models, rows: &[AugRow], mitigation: Mitigation, label: LabelFrom, teacher: f64, init: Option<&candle_nn::VarMap>, cfg: &BenchConfig) -> Result<((f64, f64), usize)> {
-        let vec_of = |map: &std::collections::BTreeMap<String, f64>| self.data.labels.iter().map(|l| map[l]).collect::<Vec<f64>>();
+    fn fit_generated(
+        &self,
+        m: &Models,
+        rows: &[AugRow],
+        mitigation: Mitigation,
+        label: LabelFrom,
+        teacher: f64,
+        init: Option<&candle_nn::VarMap>,
+        cfg: &BenchConfig,
+    ) -> Result<((f64, f64), usize)> {
+        let vec_of = |map: &std::collections::BTreeMap<String, f64>| {
+            self.data
+                .labels
+                .iter()
+                .map(|l| map[l])
+                .collect::<Vec<f64>>()
+        };
         let base = |r: &AugRow| {
             let l = match label {
                 LabelFrom::Mix => vec_of(&r.mix_label),
-                LabelFrom::Content => soft_label(self.data.y[r.source_a.index], self.data.y[r.source_b.index], r.content_lambda, self.data.labels.len()),
+                LabelFrom::Content => soft_label(
+                    self.data.y[r.source_a.index],
+                    self.data.y[r.source_b.index],
+                    r.content_lambda,
+                    self.data.labels.len(),
+                ),
             };
             if teacher > 0.0 {
                 teacher_label(&l, &vec_of(&r.predicted), teacher)
@@ -405,9 +569,28 @@ impl Sample<'_> {
                 l
             }
         };
-        let (texts, y): (Vec<String>, Vec<Vec<f64>>) = rows.iter().filter_map(|r| mitigation.apply(&base(r), &vec_of(&r.predicted), r.intrusion).map(|s| (r.text.clone(), s))).unzip();
+        let (texts, y): (Vec<String>, Vec<Vec<f64>>) = rows
+            .iter()
+            .filter_map(|r| {
+                mitigation
+                    .apply(&base(r), &vec_of(&r.predicted), r.intrusion)
+                    .map(|s| (r.text.clone(), s))
+            })
+            .unzip();
         let n = texts.len();
-        Ok((self.fit_eval(m, Extra { texts, y, init: init.cloned(), ..Default::default() }, cfg)?, n))
+        Ok((
+            self.fit_eval(
+                m,
+                Extra {
+                    texts,
+                    y,
+                    init: init.cloned(),
+                    ..Default::default()
+                },
+                cfg,
+            )?,
+            n,
+        ))
     }
 }
 
@@ -431,8 +614,21 @@ pub enum Finished<'a> {
 /// generation (which would decode it again), `stop` may end the cell early: the methods left stay
 /// missing for the next run, which computes them to the same numbers. Returns whether every
 /// missing method ran.
-pub fn run_cell(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, settings: &Settings, stop: &dyn Fn() -> bool, emit: &mut dyn FnMut(Finished<'_>) -> Result<()>) -> Result<bool> {
-    let mut out = Out { emit, settings, rows: 0, stop };
+pub fn run_cell(
+    m: &Models,
+    cell: &Cell,
+    missing: &[Method],
+    cfg: &BenchConfig,
+    settings: &Settings,
+    stop: &dyn Fn() -> bool,
+    emit: &mut dyn FnMut(Finished<'_>) -> Result<()>,
+) -> Result<bool> {
+    let mut out = Out {
+        emit,
+        settings,
+        rows: 0,
+        stop,
+    };
     run_cell_methods(m, cell, missing, cfg, &mut out)
 }
 
@@ -457,23 +653,53 @@ impl Out<'_> {
     }
 }
 
-fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConfig, out: &mut Out) -> Result<bool> {
+fn run_cell_methods(
+    m: &Models,
+    cell: &Cell,
+    missing: &[Method],
+    cfg: &BenchConfig,
+    out: &mut Out,
+) -> Result<bool> {
     if cfg.final_from_warmup && !cfg.warmup_finetune {
-        return Err(inversed_mixup::Error::Config("final_from_warmup needs warmup_finetune: there is no warmed-up encoder to start from".into()));
+        return Err(inversed_mixup::Error::Config(
+            "final_from_warmup needs warmup_finetune: there is no warmed-up encoder to start from"
+                .into(),
+        ));
     }
     let full = cell.shots == ALL_SHOTS;
-    let data = if full { cell.train.clone() } else { few_shot(cell.train, cell.shots, cell.seed) };
+    let data = if full {
+        cell.train.clone()
+    } else {
+        few_shot(cell.train, cell.shots, cell.seed)
+    };
     let texts = data.texts();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let h = m.encoder.embed_batched(&refs)?;
     let y = one_hot(&data.y, data.labels.len());
     let dev = match (&cfg.protocol, cell.dev) {
-        (Protocol::Probe, _) => Labelled { rows: Vec::new(), y: Vec::new(), labels: data.labels.clone() },
+        (Protocol::Probe, _) => Labelled {
+            rows: Vec::new(),
+            y: Vec::new(),
+            labels: data.labels.clone(),
+        },
         (Protocol::Finetune(_), Some(d)) if full => d.clone(),
-        (Protocol::Finetune(_), None) if full => return Err(inversed_mixup::Error::Config(format!("{}: the fully supervised setting needs the dev split", cell.dataset))),
+        (Protocol::Finetune(_), None) if full => {
+            return Err(inversed_mixup::Error::Config(format!(
+                "{}: the fully supervised setting needs the dev split",
+                cell.dataset
+            )))
+        }
         (Protocol::Finetune(_), _) => dev_sample(cell.train, &data, cell.shots, cell.seed),
     };
-    let sample = Sample { cell, data, texts, h, y, dev, cfg };
+    let sample = Sample {
+        cell,
+        data,
+        texts,
+        h,
+        y,
+        dev,
+        cfg,
+    };
     let generating = missing.iter().any(|x| x.generates());
     if !cfg.final_from_warmup && !sample.baselines(m, missing, None, cfg, out)? {
         return Ok(false);
@@ -488,10 +714,35 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
     let t0 = std::time::Instant::now();
     let seed = cell.seed;
     let adaptor = Adaptor::load(m.adaptor, m.llm.device())?;
-    let cls = Classifier::new(sample.data.labels.clone(), m.encoder.dim(), sample.h.device())?;
-    let trainable = if cfg.warmup_finetune { Some(Encoder::load_trainable(m.encoder_dir, None, sample.h.device())?) } else { None };
-    let wcfg = WarmupConfig { steps: cfg.warmup_steps, seed, finetune: trainable.as_ref().map(|_| 0), ..Default::default() };
-    let mut w = Warmup::new(m.llm, adaptor, cls, &sample.texts, sample.h.clone(), sample.data.y.clone(), wcfg)?;
+    let cls = Classifier::new(
+        sample.data.labels.clone(),
+        m.encoder.dim(),
+        sample.h.device(),
+    )?;
+    let trainable = if cfg.warmup_finetune {
+        Some(Encoder::load_trainable(
+            m.encoder_dir,
+            None,
+            sample.h.device(),
+        )?)
+    } else {
+        None
+    };
+    let wcfg = WarmupConfig {
+        steps: cfg.warmup_steps,
+        seed,
+        finetune: trainable.as_ref().map(|_| 0),
+        ..Default::default()
+    };
+    let mut w = Warmup::new(
+        m.llm,
+        adaptor,
+        cls,
+        &sample.texts,
+        sample.h.clone(),
+        sample.data.y.clone(),
+        wcfg,
+    )?;
     if let Some((enc, varmap)) = &trainable {
         w = w.with_finetune(FineTune::new(enc, varmap, 0, &sample.texts)?);
     }
@@ -501,8 +752,14 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
     }
     let shared = t0.elapsed().as_secs_f64();
     // Stage 3 embeds, mixes and judges in the space the warm-up left: the fine-tuned encoder's, frozen.
-    let warmed = trainable.as_ref().map(|(enc, _)| enc.snapshot()).transpose()?;
-    let init = trainable.as_ref().filter(|_| cfg.final_from_warmup).map(|(_, vm)| vm);
+    let warmed = trainable
+        .as_ref()
+        .map(|(enc, _)| enc.snapshot())
+        .transpose()?;
+    let init = trainable
+        .as_ref()
+        .filter(|_| cfg.final_from_warmup)
+        .map(|(_, vm)| vm);
     if cfg.final_from_warmup {
         // The baselines start from the same warmed-up encoder as the generating methods.
         if !sample.baselines(m, missing, init, cfg, out)? {
@@ -513,32 +770,64 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
         }
     }
     let inv = Inverter::new(warmed.as_ref().unwrap_or(m.encoder), m.llm, &w.adaptor)?;
-    let generate = |pairing: Pairing, lambda: &LambdaSpec, decoding: Decoding| -> Result<(Vec<AugRow>, f64)> {
-        let t = std::time::Instant::now();
-        let mixes = plan(&sample.data.y, pairing, cfg.per_example, lambda, seed)?;
-        let gen = GenerateOptions { seed, ..cfg.gen.clone() };
-        let gen = match decoding {
-            Decoding::Sampled => gen.sampled(0),
-            Decoding::Corrected => GenerateOptions { decode: Decode::Correct(CORRECT_ROUNDS), ..gen },
-            _ => gen,
+    let generate =
+        |pairing: Pairing, lambda: &LambdaSpec, decoding: Decoding| -> Result<(Vec<AugRow>, f64)> {
+            let t = std::time::Instant::now();
+            let mixes = plan(&sample.data.y, pairing, cfg.per_example, lambda, seed)?;
+            let gen = GenerateOptions {
+                seed,
+                ..cfg.gen.clone()
+            };
+            let gen = match decoding {
+                Decoding::Sampled => gen.sampled(0),
+                Decoding::Corrected => GenerateOptions {
+                    decode: Decode::Correct(CORRECT_ROUNDS),
+                    ..gen
+                },
+                _ => gen,
+            };
+            let resample_copies = if decoding == Decoding::ResampleCopies {
+                NOVEL_TRIES
+            } else {
+                0
+            };
+            let select = matches!(decoding, Decoding::Safe | Decoding::Select);
+            let candidates = if select { SELECT_CANDIDATES } else { 1 };
+            let o = AugmentOptions {
+                gen,
+                threshold: cfg.threshold,
+                resample_copies,
+                candidates,
+                reject_copies: select,
+                ..Default::default()
+            };
+            let (rows, _) = augment(&inv, &w.classifier, &sample.data, &mixes, &o, &|d, n| {
+                (m.progress)(&format!("decoded {d}/{n}"))
+            })?;
+            Ok((rows, t.elapsed().as_secs_f64()))
         };
-        let resample_copies = if decoding == Decoding::ResampleCopies { NOVEL_TRIES } else { 0 };
-        let select = matches!(decoding, Decoding::Safe | Decoding::Select);
-        let candidates = if select { SELECT_CANDIDATES } else { 1 };
-        let o = AugmentOptions { gen, threshold: cfg.threshold, resample_copies, candidates, reject_copies: select, ..Default::default() };
-        let (rows, _) = augment(&inv, &w.classifier, &sample.data, &mixes, &o, &|d, n| (m.progress)(&format!("decoded {d}/{n}")))?;
-        Ok((rows, t.elapsed().as_secs_f64()))
-    };
     // The teacher of teacher labels is the warmed-up task model: its accuracy on the evaluation
     // split says how far its verdicts on generated rows can be trusted.
     let teacher_accuracy = {
         let t = cell.test.texts();
-        let h = if warmed.is_some() { embed_corpus(inv.encoder, &t, None, &|_, _| {})? } else { cell.test_h.clone() };
-        let hits = w.classifier.probs(&h)?.iter().zip(&cell.test.y).filter(|(p, &y)| argmax(p) == y).count();
+        let h = if warmed.is_some() {
+            embed_corpus(inv.encoder, &t, None, &|_, _| {})?
+        } else {
+            cell.test_h.clone()
+        };
+        let hits = w
+            .classifier
+            .probs(&h)?
+            .iter()
+            .zip(&cell.test.y)
+            .filter(|(p, &y)| argmax(p) == y)
+            .count();
         hits as f64 / t.len().max(1) as f64
     };
     let diagnose = |rows: &[AugRow]| -> Result<Option<GenDiagnostics>> {
-        let Some(mut d) = GenDiagnostics::of(rows) else { return Ok(None) };
+        let Some(mut d) = GenDiagnostics::of(rows) else {
+            return Ok(None);
+        };
         d.teacher_accuracy = Some(teacher_accuracy);
         if let Some(j) = cell.judge {
             d.label_agreement = j.agreement(m.encoder, rows)?;
@@ -552,11 +841,19 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
         }
         // lambda = 1: each example's own embedding is decoded (the partner gets weight 0).
         let (rows, secs) = generate(Pairing::Random, &LambdaSpec::Fixed(1.0), Decoding::Run)?;
-        let (scores, n) = sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, 0.0, init, cfg)?;
-        out.row(CellResult { generator: diagnose(&rows)?, ..sample.result(Method::Reconstruct, scores, n, None, shared + secs) })?;
+        let (scores, n) =
+            sample.fit_generated(m, &rows, Mitigation::Keep, LabelFrom::Mix, 0.0, init, cfg)?;
+        out.row(CellResult {
+            generator: diagnose(&rows)?,
+            ..sample.result(Method::Reconstruct, scores, n, None, shared + secs)
+        })?;
     }
     // One generation per decoding: the run's decodes serve keep / drop / relabel / content.
-    let mut decodings: Vec<Decoding> = missing.iter().filter(|x| x.mitigation().is_some()).map(|x| x.decoding()).collect();
+    let mut decodings: Vec<Decoding> = missing
+        .iter()
+        .filter(|x| x.mitigation().is_some())
+        .map(|x| x.decoding())
+        .collect();
     decodings.sort_unstable();
     decodings.dedup();
     for d in decodings {
@@ -564,15 +861,30 @@ fn run_cell_methods(m: &Models, cell: &Cell, missing: &[Method], cfg: &BenchConf
             return Ok(false);
         }
         let safe = LambdaSpec::Uniform(SAFE_LAMBDA.0, SAFE_LAMBDA.1);
-        let (pairing, lambda) = if d == Decoding::Safe { (Pairing::SameClass, &safe) } else { (cfg.pairing, &cfg.lambda) };
+        let (pairing, lambda) = if d == Decoding::Safe {
+            (Pairing::SameClass, &safe)
+        } else {
+            (cfg.pairing, &cfg.lambda)
+        };
         let (rows, secs) = generate(pairing, lambda, d)?;
         (out.emit)(Finished::Generated(d.tag(), &rows))?;
         let rate = rows.iter().filter(|r| r.intrusion).count() as f64 / rows.len().max(1) as f64;
         let generator = diagnose(&rows)?;
         for &method in missing.iter().filter(|x| x.decoding() == d) {
             if let Some(policy) = method.mitigation() {
-                let (scores, n) = sample.fit_generated(m, &rows, policy, method.label_from(), method.teacher_weight(), init, cfg)?;
-                out.row(CellResult { generator, ..sample.result(method, scores, n, Some(rate), shared + secs) })?;
+                let (scores, n) = sample.fit_generated(
+                    m,
+                    &rows,
+                    policy,
+                    method.label_from(),
+                    method.teacher_weight(),
+                    init,
+                    cfg,
+                )?;
+                out.row(CellResult {
+                    generator,
+                    ..sample.result(method, scores, n, Some(rate), shared + secs)
+                })?;
             }
         }
     }

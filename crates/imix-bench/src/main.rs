@@ -13,20 +13,23 @@ mod settings;
 
 use anyhow::Result;
 use clap::Parser;
+use grid::{
+    load_dataset, load_dev, read_results, run_cell, shots_name, BenchConfig, Cell, CellResult,
+    Finished, Models, Protocol, ALL_SHOTS,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use inversed_mixup::api::{ModelFiles, DEFAULT_LAMBDA};
-use inversed_mixup::data::flags::{at_least_one, non_negative, positive, unit};
 use inversed_mixup::data::corpus::{read_files, ReadOptions};
+use inversed_mixup::data::flags::{at_least_one, non_negative, positive, unit};
 use inversed_mixup::data::jsonl;
-use grid::{load_dataset, load_dev, read_results, run_cell, shots_name, BenchConfig, Cell, CellResult, Finished, Models, Protocol, ALL_SHOTS};
-use judge::Judge;
-use methods::Method;
-use settings::conflict;
 use inversed_mixup::method::mixup::Pairing;
 use inversed_mixup::method::task_model::FinetuneConfig;
 use inversed_mixup::nets::llm::GenerateOptions;
+use judge::Judge;
+use methods::Method;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use settings::conflict;
 use std::path::PathBuf;
 
 // glibc returns large freed blocks to the OS, so every step faulted in fresh pages; mimalloc reuses
@@ -47,7 +50,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "imix-bench", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("IMIX_GIT_COMMIT"), ")"), about, long_about, verbatim_doc_comment, allow_negative_numbers = true)]
 struct BenchArgs {
     /// Folder with DATASET/{train,test}.tsv (header label<TAB>text; dev.tsv too for --shots all)
-    #[arg(long = "data", visible_alias = "data-dir", value_name = "DIR", env = "IMIX_BENCH_DATA")]
+    #[arg(
+        long = "data",
+        visible_alias = "data-dir",
+        value_name = "DIR",
+        env = "IMIX_BENCH_DATA"
+    )]
     data_dir: PathBuf,
     /// Datasets (sub-folders of --input)
     #[arg(long, value_delimiter = ',', default_value = "sst2,trec,subj,mr")]
@@ -148,13 +156,23 @@ fn main() {
     imix_kernels::pool::park_idle_workers();
     // SAFETY: sets one allocator option before other threads exist (keep freed pages, as `imix`).
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IMIX_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("IMIX_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let args = BenchArgs::parse();
-    let r = imix_kernels::simd::cap_from_env().map_err(anyhow::Error::msg).and_then(|_| imix_kernels::pool::on_compute_pool(|| run(args)));
+    let r = imix_kernels::simd::cap_from_env()
+        .map_err(anyhow::Error::msg)
+        .and_then(|_| imix_kernels::pool::on_compute_pool(|| run(args)));
     if let Err(e) = r {
         let flag = |f: &str| format!("--{}", f.replace('_', "-"));
-        eprintln!("error: {}", inversed_mixup::api::field_names(&format!("{e:#}"), &flag));
+        eprintln!(
+            "error: {}",
+            inversed_mixup::api::field_names(&format!("{e:#}"), &flag)
+        );
         std::process::exit(1);
     }
 }
@@ -198,7 +216,12 @@ enum TaskModelKind {
 
 /// Runs the benchmark.
 fn run(mut a: BenchArgs) -> Result<()> {
-    for (f, n) in [("seeds", a.seeds as usize), ("per_example", a.per_example), ("epochs", a.epochs), ("max_test", a.max_test.unwrap_or(1))] {
+    for (f, n) in [
+        ("seeds", a.seeds as usize),
+        ("per_example", a.per_example),
+        ("epochs", a.epochs),
+        ("max_test", a.max_test.unwrap_or(1)),
+    ] {
         at_least_one(f, n)?;
     }
     unit("threshold", a.threshold)?;
@@ -230,7 +253,11 @@ fn run(mut a: BenchArgs) -> Result<()> {
         warmup_steps: a.warmup_steps,
         pairing: a.pairs,
         lambda: a.lambda.parse()?,
-        gen: GenerateOptions { decode: a.decode.parse()?, max_new_tokens: 40, ..Default::default() },
+        gen: GenerateOptions {
+            decode: a.decode.parse()?,
+            max_new_tokens: 40,
+            ..Default::default()
+        },
         threshold: a.threshold,
         eval_dev: on_dev,
         cls_steps: 300,
@@ -240,11 +267,18 @@ fn run(mut a: BenchArgs) -> Result<()> {
         final_from_warmup: a.final_from_warmup,
         protocol: match a.task_model {
             TaskModelKind::Probe => Protocol::Probe,
-            TaskModelKind::Finetune => Protocol::Finetune(FinetuneConfig { epochs: a.epochs, lr_encoder: a.lr_encoder, ..Default::default() }),
+            TaskModelKind::Finetune => Protocol::Finetune(FinetuneConfig {
+                epochs: a.epochs,
+                lr_encoder: a.lr_encoder,
+                ..Default::default()
+            }),
         },
     };
     let pool_path = if a.methods.contains(&Method::RetrievalMixup) {
-        let p = a.pool.clone().unwrap_or_else(|| a.data_dir.join("../unlabeled/wiki.txt"));
+        let p = a
+            .pool
+            .clone()
+            .unwrap_or_else(|| a.data_dir.join("../unlabeled/wiki.txt"));
         if !p.is_file() {
             anyhow::bail!("retrieval-mixup needs unlabeled sentences: {} does not exist (pass --pool FILE, or leave the method out with --methods)", p.display());
         }
@@ -254,11 +288,19 @@ fn run(mut a: BenchArgs) -> Result<()> {
     };
     // Every split a cell will read exists, before any model loads.
     for ds in &a.datasets {
-        let splits: &[&str] = if a.shots.contains(&ALL_SHOTS) || on_dev { &["train", "test", "dev"] } else { &["train", "test"] };
+        let splits: &[&str] = if a.shots.contains(&ALL_SHOTS) || on_dev {
+            &["train", "test", "dev"]
+        } else {
+            &["train", "test"]
+        };
         for split in splits {
             let p = a.data_dir.join(ds).join(format!("{split}.tsv"));
             if !p.is_file() {
-                let why = if *split == "dev" { " (--shots all selects the model on it)" } else { "" };
+                let why = if *split == "dev" {
+                    " (--shots all selects the model on it)"
+                } else {
+                    ""
+                };
                 anyhow::bail!("--datasets {ds}: {} does not exist{why}", p.display());
             }
         }
@@ -273,7 +315,10 @@ fn run(mut a: BenchArgs) -> Result<()> {
     // A folder's rows count as this run's only when they were made with the same settings.
     let settings = cfg.settings(&adaptor_path)?;
     if let Some(c) = conflict(&results, &cfg, &a.shots, &settings) {
-        anyhow::bail!("{}: {c}. Write this run to another --out, or run with that row's settings", results_path.display());
+        anyhow::bail!(
+            "{}: {c}. Write this run to another --out, or run with that row's settings",
+            results_path.display()
+        );
     }
     let files = ModelFiles::resolve(a.encoder.as_deref(), a.llm.as_deref())?;
     let (enc, llm) = (files.load_encoder(None)?, files.load_llm()?);
@@ -281,9 +326,18 @@ fn run(mut a: BenchArgs) -> Result<()> {
     let encoder_dir = files.encoder.clone();
     let pool = match &pool_path {
         Some(p) => {
-            let texts: Vec<String> = read_files(std::slice::from_ref(p), &ReadOptions::default())?.rows.into_iter().map(|r| r.text).collect();
+            let texts: Vec<String> = read_files(std::slice::from_ref(p), &ReadOptions::default())?
+                .rows
+                .into_iter()
+                .map(|r| r.text)
+                .collect();
             let pb = bar(texts.len() as u64, "pool");
-            let h = inversed_mixup::nets::encoder::embed_corpus(&enc, &texts, Some(&a.out.join("pool.emb.safetensors")), &|d, _| pb.set_position(d as u64))?;
+            let h = inversed_mixup::nets::encoder::embed_corpus(
+                &enc,
+                &texts,
+                Some(&a.out.join("pool.emb.safetensors")),
+                &|d, _| pb.set_position(d as u64),
+            )?;
             pb.finish_and_clear();
             Some((texts, h))
         }
@@ -294,12 +348,28 @@ fn run(mut a: BenchArgs) -> Result<()> {
     // The cell in progress, and what it is doing now, on the bar.
     let current = std::cell::RefCell::new(String::new());
     let progress = |what: &str| pb.set_message(format!("{} {what}", current.borrow()));
-    let models = Models { encoder: &enc, llm: &llm, adaptor: &adaptor_path, encoder_dir: &encoder_dir, pool: pool.as_ref().map(|(t, h)| (t.as_slice(), h)), progress: &progress };
+    let models = Models {
+        encoder: &enc,
+        llm: &llm,
+        adaptor: &adaptor_path,
+        encoder_dir: &encoder_dir,
+        pool: pool.as_ref().map(|(t, h)| (t.as_slice(), h)),
+        progress: &progress,
+    };
     // Recorded before any work as well, so that cells of a killed run still name their commit.
-    let run_id = record_run(&a.out.join("runs.jsonl"), "started", std::time::Instant::now(), 0, false)?;
+    let run_id = record_run(
+        &a.out.join("runs.jsonl"),
+        "started",
+        std::time::Instant::now(),
+        0,
+        false,
+    )?;
     let started = std::time::Instant::now();
     // Asked before each cell and, inside a long cell (a full split's takes hours), before each method.
-    let out_of_time = || a.max_minutes.is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
+    let out_of_time = || {
+        a.max_minutes
+            .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0)
+    };
     let mut computed = 0usize;
     let mut stopped = false;
     for ds in &a.datasets {
@@ -307,7 +377,11 @@ fn run(mut a: BenchArgs) -> Result<()> {
         if on_dev {
             test = load_dev(&a.data_dir, ds, &train.labels)?;
         }
-        let dev = if a.shots.contains(&ALL_SHOTS) { Some(load_dev(&a.data_dir, ds, &train.labels)?) } else { None };
+        let dev = if a.shots.contains(&ALL_SHOTS) {
+            Some(load_dev(&a.data_dir, ds, &train.labels)?)
+        } else {
+            None
+        };
         if let Some(n) = cfg.max_test.filter(|&n| n < test.rows.len()) {
             let mut idx: Vec<usize> = (0..test.rows.len()).collect();
             idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(12345));
@@ -320,8 +394,15 @@ fn run(mut a: BenchArgs) -> Result<()> {
         let mut judge: Option<Judge> = None;
         for &shots in &a.shots {
             for seed in 0..a.seeds {
-                let done = |m: Method, r: &[CellResult]| r.iter().any(|c| c.answers(ds, shots, seed, m, &cfg));
-                let missing: Vec<Method> = a.methods.iter().copied().filter(|&m| !done(m, &results)).collect();
+                let done = |m: Method, r: &[CellResult]| {
+                    r.iter().any(|c| c.answers(ds, shots, seed, m, &cfg))
+                };
+                let missing: Vec<Method> = a
+                    .methods
+                    .iter()
+                    .copied()
+                    .filter(|&m| !done(m, &results))
+                    .collect();
                 let shot = shots_name(shots);
                 *current.borrow_mut() = format!("{ds} {shot}-shot seed {seed}:");
                 pb.set_message(current.borrow().clone());
@@ -331,18 +412,37 @@ fn run(mut a: BenchArgs) -> Result<()> {
                 if !missing.is_empty() && !stopped {
                     if test_h.is_none() {
                         let t = test.texts();
-                        test_h = Some(inversed_mixup::nets::encoder::embed_corpus(&enc, &t, None, &|_, _| {})?);
+                        test_h = Some(inversed_mixup::nets::encoder::embed_corpus(
+                            &enc,
+                            &t,
+                            None,
+                            &|_, _| {},
+                        )?);
                     }
                     let test_h = test_h.as_ref().expect("set above");
                     if judge.is_none() && missing.iter().any(|m| m.generates()) {
                         // The label judge of the generator diagnostics: a probe on the whole train split.
                         let t = train.texts();
                         let jb = bar(t.len() as u64, &format!("{ds} judge"));
-                        let train_h = inversed_mixup::nets::encoder::embed_corpus(&enc, &t, Some(&a.out.join(format!("judge-{ds}.emb.safetensors"))), &|d, _| jb.set_position(d as u64))?;
+                        let train_h = inversed_mixup::nets::encoder::embed_corpus(
+                            &enc,
+                            &t,
+                            Some(&a.out.join(format!("judge-{ds}.emb.safetensors"))),
+                            &|d, _| jb.set_position(d as u64),
+                        )?;
                         jb.finish_and_clear();
                         judge = Some(Judge::train(&train, &train_h, &test, test_h)?);
                     }
-                    let cell = Cell { dataset: ds, train: &train, test: &test, test_h, shots, dev: dev.as_ref(), seed, judge: judge.as_ref() };
+                    let cell = Cell {
+                        dataset: ds,
+                        train: &train,
+                        test: &test,
+                        test_h,
+                        shots,
+                        dev: dev.as_ref(),
+                        seed,
+                        judge: judge.as_ref(),
+                    };
                     // Every finished row is saved at once, so a run killed in a cell loses at most
                     // the method in progress.
                     let mut emit = |f: Finished| -> inversed_mixup::Result<()> {
@@ -350,19 +450,39 @@ fn run(mut a: BenchArgs) -> Result<()> {
                             Finished::Row(mut r) => {
                                 r.run = Some(run_id);
                                 tracing::info!("{ds} {shot}-shot seed {seed} {}: accuracy {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1);
-                                pb.println(format!("{ds} {shot}-shot seed {seed} {:<24} acc {:.4} macro-F1 {:.4}", r.method, r.accuracy, r.macro_f1));
+                                pb.println(format!(
+                                    "{ds} {shot}-shot seed {seed} {:<24} acc {:.4} macro-F1 {:.4}",
+                                    r.method, r.accuracy, r.macro_f1
+                                ));
                                 results.push(*r);
                                 jsonl::write(&results_path, &results)?;
                             }
                             Finished::Generated(tag, rows) if !rows.is_empty() => {
-                                let wf = if cfg.warmup_finetune { "-warmup-finetune" } else { "" };
-                                jsonl::write(&a.out.join("generated").join(format!("{ds}-{shot}-{seed}{wf}{tag}.jsonl")), rows)?;
+                                let wf = if cfg.warmup_finetune {
+                                    "-warmup-finetune"
+                                } else {
+                                    ""
+                                };
+                                jsonl::write(
+                                    &a.out
+                                        .join("generated")
+                                        .join(format!("{ds}-{shot}-{seed}{wf}{tag}.jsonl")),
+                                    rows,
+                                )?;
                             }
                             Finished::Generated(..) => {}
                         }
                         Ok(())
                     };
-                    let whole = run_cell(&models, &cell, &missing, &cfg, &settings, &out_of_time, &mut emit)?;
+                    let whole = run_cell(
+                        &models,
+                        &cell,
+                        &missing,
+                        &cfg,
+                        &settings,
+                        &out_of_time,
+                        &mut emit,
+                    )?;
                     computed += 1;
                     if !whole {
                         stopped = true;
@@ -373,18 +493,36 @@ fn run(mut a: BenchArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    record_run(&a.out.join("runs.jsonl"), "finished", started, computed, stopped)?;
+    record_run(
+        &a.out.join("runs.jsonl"),
+        "finished",
+        started,
+        computed,
+        stopped,
+    )?;
     // Rows of the other task model or warm-up setting (a grid run earlier into the same folder)
     // stay in the file but not in this report.
-    let mine: Vec<CellResult> = results.into_iter().filter(|r| r.answers(&r.dataset, r.shots, r.seed, r.method, &cfg)).collect();
+    let mine: Vec<CellResult> = results
+        .into_iter()
+        .filter(|r| r.answers(&r.dataset, r.shots, r.seed, r.method, &cfg))
+        .collect();
     // Every method with rows in the folder is reported (a later run with fewer --methods, such as
     // the fully supervised one, keeps the others in the tables), in the canonical order.
-    let shown: Vec<Method> = Method::ALL.into_iter().filter(|m| a.methods.contains(m) || mine.iter().any(|r| r.method == *m)).collect();
+    let shown: Vec<Method> = Method::ALL
+        .into_iter()
+        .filter(|m| a.methods.contains(m) || mine.iter().any(|r| r.method == *m))
+        .collect();
     report::write(&a.out, &report_protocol(&cfg), &mine, &shown)?;
     out_dir.keep();
-    println!("{cells} cells ({computed} computed now) in {:.1} min; reports in {}", started.elapsed().as_secs_f64() / 60.0, a.out.display());
+    println!(
+        "{cells} cells ({computed} computed now) in {:.1} min; reports in {}",
+        started.elapsed().as_secs_f64() / 60.0,
+        a.out.display()
+    );
     if stopped {
-        println!("stopped after --max-minutes with cells left: run the same command again to continue");
+        println!(
+            "stopped after --max-minutes with cells left: run the same command again to continue"
+        );
     }
     Ok(())
 }
@@ -399,16 +537,33 @@ fn report_protocol(cfg: &BenchConfig) -> report::Protocol<'static> {
         (false, true, false) => ("-warmup-finetune", "the encoder fine-tuned with a linear head, from the pretrained encoder; stage 2 fine-tuned the encoder while refining the adaptor, and stage 3 mixed and judged in its space"),
         (false, true, true) => ("-final-from-warmup", "the paper's whole stage 2: it fine-tunes the encoder while refining the adaptor, stage 3 mixes and judges in that encoder's space, and every method's final model (the baselines' too) is fine-tuned from the warmed-up encoder with a fresh head"),
     };
-    report::Protocol { suffix, description }
+    report::Protocol {
+        suffix,
+        description,
+    }
 }
 
 /// Appends what produces this run's cells to `runs.jsonl` (`event`: started or finished): the
 /// command line, the commit the binary was built from, the CPU and the kernels' instruction set,
 /// the wall time and the cells computed. Returns the record's unix time (a started record's names
 /// the run in its rows).
-fn record_run(path: &std::path::Path, event: &str, started: std::time::Instant, computed: usize, stopped: bool) -> Result<u64> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()));
+fn record_run(
+    path: &std::path::Path,
+    event: &str,
+    started: std::time::Instant,
+    computed: usize,
+    stopped: bool,
+) -> Result<u64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|m| m.trim().to_string())
+    });
     let record = serde_json::json!({
         "event": event,
         "unix_time": now,

@@ -5,8 +5,19 @@ use inversed_mixup::method::intrusion::Mitigation;
 use serde::{Deserialize, Serialize};
 
 /// One augmentation method of the grid (names as in reports and `results.jsonl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[derive(clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// The few-shot sample alone.
@@ -160,7 +171,10 @@ impl Method {
             | Method::InversedMixupSafeTeacher
             | Method::InversedMixupSelectTeacher => Some(Mitigation::Drop),
             Method::InversedMixupRelabel => Some(Mitigation::Relabel),
-            Method::InversedMixupContent | Method::InversedMixupNovel | Method::InversedMixupSampled | Method::InversedMixupCorrected => Some(Mitigation::Keep),
+            Method::InversedMixupContent
+            | Method::InversedMixupNovel
+            | Method::InversedMixupSampled
+            | Method::InversedMixupCorrected => Some(Mitigation::Keep),
             _ => None,
         }
     }
@@ -180,7 +194,9 @@ impl Method {
     /// The teacher's weight in the method's labels (0: the mix label alone).
     pub fn teacher_weight(self) -> f64 {
         match self {
-            Method::InversedMixupTeacher | Method::InversedMixupSafeTeacher | Method::InversedMixupSelectTeacher => TEACHER_WEIGHT,
+            Method::InversedMixupTeacher
+            | Method::InversedMixupSafeTeacher
+            | Method::InversedMixupSelectTeacher => TEACHER_WEIGHT,
             _ => 0.0,
         }
     }
@@ -207,7 +223,10 @@ mod tests {
     #[test]
     fn names_are_the_serialised_names() {
         for m in Method::ALL {
-            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.name()));
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.name())
+            );
         }
     }
 }

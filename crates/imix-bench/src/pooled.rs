@@ -9,17 +9,34 @@ use crate::report::metric_by_seed;
 use inversed_mixup::eval::stats::{bootstrap_ci95, sign_flip_p};
 
 /// The baselines of the pooled table, in column order.
-const BASES: [Method; 4] = [Method::None, Method::Duplicate, Method::Eda, Method::EmbedMixup];
+const BASES: [Method; 4] = [
+    Method::None,
+    Method::Duplicate,
+    Method::Eda,
+    Method::EmbedMixup,
+];
 
 /// Seed of the resampling (the test's p and interval are the same on every run).
 const SEED: u64 = 2026;
 
 /// The accuracy differences `a - b` (points) over every (dataset, seed) both ran at `shots`.
-pub fn differences(rows: &[CellResult], sets: &[&str], shots: usize, a: Method, b: Method) -> Vec<f64> {
+pub fn differences(
+    rows: &[CellResult],
+    sets: &[&str],
+    shots: usize,
+    a: Method,
+    b: Method,
+) -> Vec<f64> {
     let mut d = Vec::new();
     for ds in sets {
-        let (x, y) = (metric_by_seed(rows, ds, shots, a, acc), metric_by_seed(rows, ds, shots, b, acc));
-        d.extend(x.iter().filter_map(|(s, v)| y.get(s).map(|w| 100.0 * (v - w))));
+        let (x, y) = (
+            metric_by_seed(rows, ds, shots, a, acc),
+            metric_by_seed(rows, ds, shots, b, acc),
+        );
+        d.extend(
+            x.iter()
+                .filter_map(|(s, v)| y.get(s).map(|w| 100.0 * (v - w))),
+        );
     }
     d
 }
@@ -59,13 +76,22 @@ its bootstrap 95 % interval, and the two-sided sign-flip p over those pairs (exa
                         return String::new();
                     }
                     let (lo, hi) = bootstrap_ci95(&d, SEED);
-                    format!("{:+.2} [{lo:+.2}, {hi:+.2}], p {:.3}, n {}", mean(&d), sign_flip_p(&d, SEED), d.len())
+                    format!(
+                        "{:+.2} [{lo:+.2}, {hi:+.2}], p {:.3}, n {}",
+                        mean(&d),
+                        sign_flip_p(&d, SEED),
+                        d.len()
+                    )
                 })
                 .collect();
             if cells.iter().all(String::is_empty) {
                 continue;
             }
-            md.push_str(&format!("| {} | {v} | {} |\n", shots_name(k), cells.join(" | ")));
+            md.push_str(&format!(
+                "| {} | {v} | {} |\n",
+                shots_name(k),
+                cells.join(" | ")
+            ));
         }
     }
     md
@@ -95,16 +121,36 @@ on at least three quarters of the datasets (3 of 4) at every shot count.\n\n| me
             let mut above = Vec::new();
             let mut ran = 0;
             for ds in &sets {
-                let (Some(x), Some(n), Some(d), Some(e)) = (mean_of(ds, k, v), mean_of(ds, k, Method::None), mean_of(ds, k, Method::Duplicate), mean_of(ds, k, Method::Eda)) else { continue };
+                let (Some(x), Some(n), Some(d), Some(e)) = (
+                    mean_of(ds, k, v),
+                    mean_of(ds, k, Method::None),
+                    mean_of(ds, k, Method::Duplicate),
+                    mean_of(ds, k, Method::Eda),
+                ) else {
+                    continue;
+                };
                 ran += 1;
                 if x > n.max(d) && x > e {
                     above.push(*ds);
                 }
             }
             pass &= ran > 0 && 4 * above.len() >= 3 * ran;
-            parts.push(format!("{}: {} of {ran} ({})", shots_name(k), above.len(), if above.is_empty() { "none".into() } else { above.join(", ") }));
+            parts.push(format!(
+                "{}: {} of {ran} ({})",
+                shots_name(k),
+                above.len(),
+                if above.is_empty() {
+                    "none".into()
+                } else {
+                    above.join(", ")
+                }
+            ));
         }
-        md.push_str(&format!("| {v} | {} | {} |\n", parts.join("; "), if pass { "**pass**" } else { "fail" }));
+        md.push_str(&format!(
+            "| {v} | {} | {} |\n",
+            parts.join("; "),
+            if pass { "**pass**" } else { "fail" }
+        ));
     }
     md
 }
@@ -117,7 +163,11 @@ fn shot_counts(groups: &[(String, usize)]) -> Vec<usize> {
 }
 
 fn datasets(groups: &[(String, usize)], k: usize) -> Vec<&str> {
-    groups.iter().filter(|g| g.1 == k).map(|g| g.0.as_str()).collect()
+    groups
+        .iter()
+        .filter(|g| g.1 == k)
+        .map(|g| g.0.as_str())
+        .collect()
 }
 
 #[cfg(test)]
@@ -130,7 +180,14 @@ mod tests {
     #[test]
     fn pooled_test_and_gate_on_constructed_pairs() {
         let mut rows = Vec::new();
-        for (ds, s) in [("a", 0u64), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)] {
+        for (ds, s) in [
+            ("a", 0u64),
+            ("a", 1),
+            ("a", 2),
+            ("b", 0),
+            ("b", 1),
+            ("b", 2),
+        ] {
             let base = 0.6 + 0.01 * s as f64;
             let up = if (ds, s) == ("b", 2) { -0.01 } else { 0.01 };
             rows.push(row(ds, Method::None, s, base));
@@ -138,16 +195,30 @@ mod tests {
             rows.push(row(ds, Method::Eda, s, base + 0.05));
             rows.push(row(ds, Method::InversedMixupKeep, s, base + up));
         }
-        let d = differences(&rows, &["a", "b"], 10, Method::InversedMixupKeep, Method::None);
+        let d = differences(
+            &rows,
+            &["a", "b"],
+            10,
+            Method::InversedMixupKeep,
+            Method::None,
+        );
         assert_eq!(d.len(), 6);
         // |sum| >= 4 of +-1 x 6: sums 6, 4, -4, -6 -> 1 + 6 + 6 + 1 = 14 of 64 sign vectors.
         assert_eq!(sign_flip_p(&d, SEED), 14.0 / 64.0);
-        let methods = [Method::None, Method::Duplicate, Method::Eda, Method::InversedMixupKeep];
+        let methods = [
+            Method::None,
+            Method::Duplicate,
+            Method::Eda,
+            Method::InversedMixupKeep,
+        ];
         let groups = vec![("a".to_string(), 10), ("b".to_string(), 10)];
         let t = pooled_table(&rows, &methods, &groups);
         assert!(t.contains("| 10 | inversed-mixup-keep | +0.67 ["), "{t}");
         assert!(t.contains("p 0.219, n 6 |"), "{t}");
         let g = gate(&rows, &methods, &groups);
-        assert!(g.contains("| inversed-mixup-keep | 10: 0 of 2 (none) | fail |"), "{g}");
+        assert!(
+            g.contains("| inversed-mixup-keep | 10: 0 of 2 (none) | fail |"),
+            "{g}"
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! command, wall time) and the cells each of them computed, so that every number in summary.md can
 //! be traced to the binary and machine that produced it.
 
-use anyhow::Result;
 use crate::grid::{shots_name, CellResult};
+use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -21,7 +21,11 @@ fn runs(path: &Path) -> Result<Vec<Run>> {
     let mut out: Vec<Run> = Vec::new();
     for r in records {
         match r["event"].as_str() {
-            Some("started") => out.push(Run { id: r["unix_time"].as_u64().unwrap_or(0), started: r, finished: None }),
+            Some("started") => out.push(Run {
+                id: r["unix_time"].as_u64().unwrap_or(0),
+                started: r,
+                finished: None,
+            }),
             Some("finished") => {
                 if let Some(last) = out.last_mut().filter(|l| l.finished.is_none()) {
                     last.finished = Some(r);
@@ -45,7 +49,11 @@ fn utc(t: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", secs / 3600, secs % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60
+    )
 }
 
 /// `0-2, 5` for seeds 0, 1, 2, 5.
@@ -57,7 +65,11 @@ fn ranges(seeds: &[u64]) -> String {
         while j + 1 < seeds.len() && seeds[j + 1] == seeds[j] + 1 {
             j += 1;
         }
-        parts.push(if i == j { seeds[i].to_string() } else { format!("{}-{}", seeds[i], seeds[j]) });
+        parts.push(if i == j {
+            seeds[i].to_string()
+        } else {
+            format!("{}-{}", seeds[i], seeds[j])
+        });
         i = j + 1;
     }
     parts.join(", ")
@@ -67,13 +79,20 @@ fn ranges(seeds: &[u64]) -> String {
 fn cells(rows: &[&CellResult]) -> String {
     let mut by: BTreeMap<(String, usize), Vec<u64>> = BTreeMap::new();
     for r in rows {
-        by.entry((r.dataset.clone(), r.shots)).or_default().push(r.seed);
+        by.entry((r.dataset.clone(), r.shots))
+            .or_default()
+            .push(r.seed);
     }
     by.into_iter()
         .map(|((ds, shots), mut s)| {
             s.sort();
             s.dedup();
-            format!("{ds} {}-shot seed{} {}", shots_name(shots), if s.len() > 1 { "s" } else { "" }, ranges(&s))
+            format!(
+                "{ds} {}-shot seed{} {}",
+                shots_name(shots),
+                if s.len() > 1 { "s" } else { "" },
+                ranges(&s)
+            )
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -95,7 +114,10 @@ Wall time is the run's own (minutes from its start to its reports; a killed run 
     for run in &runs {
         // A run that finished having computed no cell owns no row, though it may share its
         // start second, and so its id, with the next run (a grid's calls with nothing left to do).
-        let idle = run.finished.as_ref().is_some_and(|f| f["cells_computed"].as_u64() == Some(0));
+        let idle = run
+            .finished
+            .as_ref()
+            .is_some_and(|f| f["cells_computed"].as_u64() == Some(0));
         let mine: Vec<&CellResult> = rows.iter().filter(|r| r.run == Some(run.id)).collect();
         if mine.is_empty() || idle {
             continue;
@@ -103,7 +125,10 @@ Wall time is the run's own (minutes from its start to its reports; a killed run 
         let s = &run.started;
         let m = run.finished.as_ref().and_then(|f| f["minutes"].as_f64());
         minutes += m.unwrap_or(0.0);
-        let command: Vec<&str> = s["command"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+        let command: Vec<&str> = s["command"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
         md.push_str(&format!(
             "| {} | {} | {} | {}, {} | {} | {} | `{}` |\n",
             utc(run.id),
@@ -111,15 +136,22 @@ Wall time is the run's own (minutes from its start to its reports; a killed run 
             s["cpu"].as_str().unwrap_or("?"),
             s["kernels"].as_str().unwrap_or("?"),
             s["cores"].as_u64().unwrap_or(0),
-            m.map(|m| format!("{m:.1}")).unwrap_or_else(|| "killed".into()),
+            m.map(|m| format!("{m:.1}"))
+                .unwrap_or_else(|| "killed".into()),
             cells(&mine),
             command.join(" ")
         ));
     }
     md.push_str(&format!("\nWall time of these runs: {minutes:.0} min.\n"));
-    let orphans: Vec<&CellResult> = rows.iter().filter(|r| r.run.is_none_or(|id| !runs.iter().any(|x| x.id == id))).collect();
+    let orphans: Vec<&CellResult> = rows
+        .iter()
+        .filter(|r| r.run.is_none_or(|id| !runs.iter().any(|x| x.id == id)))
+        .collect();
     if !orphans.is_empty() {
-        md.push_str(&format!("\nRows that name no run of runs.jsonl: {}.\n", cells(&orphans)));
+        md.push_str(&format!(
+            "\nRows that name no run of runs.jsonl: {}.\n",
+            cells(&orphans)
+        ));
     }
     Ok(md)
 }
@@ -168,13 +200,27 @@ mod tests {
             rec("finished", 1000, "ccc", 1.5, 1),
         ];
         inversed_mixup::data::jsonl::write(&d.path().join("runs.jsonl"), &records).unwrap();
-        let rows = vec![row("sst2", 0, Some(100)), row("sst2", 1, Some(100)), row("sst2", 2, Some(100)), row("trec", 0, Some(800)), row("mr", 4, None)];
+        let rows = vec![
+            row("sst2", 0, Some(100)),
+            row("sst2", 1, Some(100)),
+            row("sst2", 2, Some(100)),
+            row("trec", 0, Some(800)),
+            row("mr", 4, None),
+        ];
         let md = section(d.path(), &rows).unwrap();
         assert!(md.contains("| 1970-01-01 00:01 | aaa | Some CPU | avx2, 2 | 10.0 | sst2 10-shot seeds 0-2 | `imix bench --seeds 3` |"), "{md}");
-        assert!(md.contains("| 1970-01-01 00:13 | bbb | Some CPU | avx2, 2 | killed | trec 10-shot seed 0 |"), "{md}");
+        assert!(
+            md.contains(
+                "| 1970-01-01 00:13 | bbb | Some CPU | avx2, 2 | killed | trec 10-shot seed 0 |"
+            ),
+            "{md}"
+        );
         assert!(!md.contains("ccc") && !md.contains("ddd"), "{md}");
         assert!(md.contains("Wall time of these runs: 10 min."), "{md}");
-        assert!(md.contains("Rows that name no run of runs.jsonl: mr 10-shot seed 4."), "{md}");
+        assert!(
+            md.contains("Rows that name no run of runs.jsonl: mr 10-shot seed 4."),
+            "{md}"
+        );
         assert_eq!(section(d.path(), &[row("mr", 4, None)]).unwrap(), "");
     }
 }

@@ -34,7 +34,10 @@ impl BenchConfig {
             ),
         );
         put("threshold", self.threshold.to_string());
-        put("max_test", self.max_test.map_or("all".into(), |n| n.to_string()));
+        put(
+            "max_test",
+            self.max_test.map_or("all".into(), |n| n.to_string()),
+        );
         // Recorded only on dev, so that test rows from before the setting existed still match.
         if self.eval_dev {
             put("eval_split", "dev".into());
@@ -55,7 +58,11 @@ impl BenchConfig {
 fn file_id(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).map_err(|e| inversed_mixup::Error::io(path, e))?;
-    let hex: String = Sha256::digest(&bytes).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let hex: String = Sha256::digest(&bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(format!("sha256:{hex}"))
 }
 
@@ -66,17 +73,41 @@ fn file_id(path: &Path) -> Result<String> {
 /// refused over a setting that cannot change it); other shot counts may differ (the fully
 /// supervised setting trains fewer epochs). Rows without a record (written before settings were
 /// recorded) are taken as they are.
-pub fn conflict(rows: &[CellResult], cfg: &BenchConfig, shots: &[usize], mine: &Settings) -> Option<String> {
+pub fn conflict(
+    rows: &[CellResult],
+    cfg: &BenchConfig,
+    shots: &[usize],
+    mine: &Settings,
+) -> Option<String> {
     rows.iter().enumerate().find_map(|(i, r)| {
         let theirs = r.settings.as_ref()?;
-        let same_kind = r.task_model == cfg.protocol.name() && shots.contains(&r.shots) && (r.warmup_finetune, r.final_from_warmup) == cfg.warm_flags(r.method);
+        let same_kind = r.task_model == cfg.protocol.name()
+            && shots.contains(&r.shots)
+            && (r.warmup_finetune, r.final_from_warmup) == cfg.warm_flags(r.method);
         if !same_kind || theirs == mine {
             return None;
         }
         let keys: std::collections::BTreeSet<&String> = theirs.keys().chain(mine.keys()).collect();
         let none = String::from("(unset)");
-        let diff: Vec<String> =
-            keys.into_iter().filter(|k| theirs.get(*k) != mine.get(*k)).map(|k| format!("{k} {} (this run: {})", theirs.get(k).unwrap_or(&none), mine.get(k).unwrap_or(&none))).collect();
-        Some(format!("line {}: {} {}-shot seed {} {} was computed with {}", i + 1, r.dataset, shots_name(r.shots), r.seed, r.method, diff.join(", ")))
+        let diff: Vec<String> = keys
+            .into_iter()
+            .filter(|k| theirs.get(*k) != mine.get(*k))
+            .map(|k| {
+                format!(
+                    "{k} {} (this run: {})",
+                    theirs.get(k).unwrap_or(&none),
+                    mine.get(k).unwrap_or(&none)
+                )
+            })
+            .collect();
+        Some(format!(
+            "line {}: {} {}-shot seed {} {} was computed with {}",
+            i + 1,
+            r.dataset,
+            shots_name(r.shots),
+            r.seed,
+            r.method,
+            diff.join(", ")
+        ))
     })
 }

@@ -37,11 +37,28 @@ fn main() -> candle_core::Result<()> {
         let (xv, wv, dyv) = (v(&x), v(&w), v(&dy));
         let o_fwd = time(&|| drop(matmul(&xv, &wv, (m, k, n), Rhs::Transposed)));
         let o_dx = time(&|| drop(matmul(&dyv, &wv, (m, n, k), Rhs::Plain)));
-        let o_dw = time(&|| drop(matmul_lhs(&dyv, Lhs::Transposed, &xv, (n, m, k), Rhs::Plain)));
+        let o_dw = time(&|| {
+            drop(matmul_lhs(
+                &dyv,
+                Lhs::Transposed,
+                &xv,
+                (n, m, k),
+                Rhs::Plain,
+            ))
+        });
         ours += o_fwd + o_dx + o_dw;
         println!("m={m} k={k} n={n}: fwd {:.1} us ({:.0} GFLOP/s), dx {:.1} us ({:.0}), dw {:.1} us ({:.0})", fwd * 1e6, flop / fwd / 1e9, dx * 1e6, flop / dx / 1e9, dw * 1e6, flop / dw / 1e9);
-        println!("  imix_kernels: fwd {:.0} GFLOP/s, dx {:.0}, dw {:.0}", flop / o_fwd / 1e9, flop / o_dx / 1e9, flop / o_dw / 1e9);
+        println!(
+            "  imix_kernels: fwd {:.0} GFLOP/s, dx {:.0}, dw {:.0}",
+            flop / o_fwd / 1e9,
+            flop / o_dx / 1e9,
+            flop / o_dw / 1e9
+        );
     }
-    println!("sum {:.1} us (candle), {:.1} us (imix_kernels)", total * 1e6, ours * 1e6);
+    println!(
+        "sum {:.1} us (candle), {:.1} us (imix_kernels)",
+        total * 1e6,
+        ours * 1e6
+    );
     Ok(())
 }

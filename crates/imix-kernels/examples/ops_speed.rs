@@ -23,10 +23,18 @@ fn main() -> candle_core::Result<()> {
     let w = Tensor::randn(0f32, 1.0, 576, &dev)?;
     let s = Var::from_tensor(&Tensor::randn(0f32, 1.0, (8, 3, 102, 34), &dev)?)?;
     let fb = |y: Tensor| -> candle_core::Result<()> { y.sum_all()?.backward().map(|_| ()) };
-    let a = time("rms_norm composed", &|| fb(candle_nn::ops::rms_norm_slow(x.as_tensor(), &w, 1e-5)?));
-    let b = time("rms_norm fused", &|| fb(imix_kernels::fused::rms_norm(x.as_tensor(), &w, 1e-5)?));
-    let c = time("softmax composed", &|| fb(candle_nn::ops::softmax(s.as_tensor(), D::Minus1)?));
-    let d = time("softmax fused", &|| fb(imix_kernels::fused::softmax(s.as_tensor())?));
+    let a = time("rms_norm composed", &|| {
+        fb(candle_nn::ops::rms_norm_slow(x.as_tensor(), &w, 1e-5)?)
+    });
+    let b = time("rms_norm fused", &|| {
+        fb(imix_kernels::fused::rms_norm(x.as_tensor(), &w, 1e-5)?)
+    });
+    let c = time("softmax composed", &|| {
+        fb(candle_nn::ops::softmax(s.as_tensor(), D::Minus1)?)
+    });
+    let d = time("softmax fused", &|| {
+        fb(imix_kernels::fused::softmax(s.as_tensor())?)
+    });
     println!("speed-up: rms_norm {:.2}x, softmax {:.2}x", a / b, c / d);
     Ok(())
 }

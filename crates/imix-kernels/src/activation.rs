@@ -44,7 +44,12 @@ impl Kind {
         let shape = ins[0].1.shape().clone();
         for (_, l) in ins {
             if l.shape() != &shape {
-                candle_core::bail!("{}: shapes differ: {:?} and {:?}", self.name(), shape, l.shape());
+                candle_core::bail!(
+                    "{}: shapes differ: {:?} and {:?}",
+                    self.name(),
+                    shape,
+                    l.shape()
+                );
             }
         }
         if let Ok(v) = ins
@@ -68,7 +73,10 @@ impl Kind {
             .iter()
             .map(|(s, l)| match s {
                 CpuStorage::F64(x) => contiguous(x, l, "activation"),
-                _ => Err(candle_core::Error::Msg(format!("{}: inputs must all be f32 or all f64", self.name()))),
+                _ => Err(candle_core::Error::Msg(format!(
+                    "{}: inputs must all be f32 or all f64",
+                    self.name()
+                ))),
             })
             .collect::<candle_core::Result<Vec<&[f64]>>>()?;
         let n = v[0].len();
@@ -107,10 +115,22 @@ impl CustomOp2 for Kind {
     fn name(&self) -> &'static str {
         Kind::name(*self)
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         self.run(&[(s1, l1), (s2, l2)])
     }
-    fn bwd(&self, gate: &Tensor, up: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         match self {
             Kind::SwiGlu => {
                 let g = g.contiguous()?;
@@ -127,7 +147,15 @@ impl CustomOp3 for Kind {
     fn name(&self) -> &'static str {
         Kind::name(*self)
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         self.run(&[(s1, l1), (s2, l2), (s3, l3)])
     }
 }
@@ -139,7 +167,8 @@ pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// SwiGLU `silu(gate)·up`, vectorised, with a backward pass to both inputs.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
-    gate.contiguous()?.apply_op2(&up.contiguous()?, Kind::SwiGlu)
+    gate.contiguous()?
+        .apply_op2(&up.contiguous()?, Kind::SwiGlu)
 }
 
 /// SwiGLU on stacked `[gate | up]` rows `(..., 2f)` -> `(..., f)`, or (with `dy`) its input
@@ -150,16 +179,25 @@ struct Stacked {
 
 /// Runs `row` on every row into a fresh output that is not zero-filled first (`row` must write
 /// all of its output row: `f` elements, or `2f` with `grad`).
-fn stacked_rows<'a, T: Copy + Send + Sync>(gu: &'a [T], dy: Option<&'a [T]>, f: usize, grad: bool, row: impl Fn(&[T], &[T], Option<&[T]>, &mut [MaybeUninit<T>]) + Sync + Send) -> Vec<T> {
+fn stacked_rows<'a, T: Copy + Send + Sync>(
+    gu: &'a [T],
+    dy: Option<&'a [T]>,
+    f: usize,
+    grad: bool,
+    row: impl Fn(&[T], &[T], Option<&[T]>, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
     use rayon::prelude::*;
     let rows = gu.len() / (2 * f).max(1);
     let w = if grad { 2 * f } else { f };
     let mut out: Vec<T> = Vec::with_capacity(rows * w);
     if w > 0 {
-        out.spare_capacity_mut()[..rows * w].par_chunks_mut(w).enumerate().for_each(|(r, o)| {
-            let x = &gu[r * 2 * f..(r + 1) * 2 * f];
-            row(&x[..f], &x[f..], dy.map(|d| &d[r * f..(r + 1) * f]), o);
-        });
+        out.spare_capacity_mut()[..rows * w]
+            .par_chunks_mut(w)
+            .enumerate()
+            .for_each(|(r, o)| {
+                let x = &gu[r * 2 * f..(r + 1) * 2 * f];
+                row(&x[..f], &x[f..], dy.map(|d| &d[r * f..(r + 1) * f]), o);
+            });
     }
     // SAFETY: every row kernel below writes all `w` elements of its output row.
     unsafe { out.set_len(rows * w) };
@@ -167,7 +205,11 @@ fn stacked_rows<'a, T: Copy + Send + Sync>(gu: &'a [T], dy: Option<&'a [T]>, f: 
 }
 
 impl Stacked {
-    fn run(&self, gu: (&CpuStorage, &Layout), dy: Option<(&CpuStorage, &Layout)>) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn run(
+        &self,
+        gu: (&CpuStorage, &Layout),
+        dy: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let mut dims = gu.1.dims().to_vec();
         let f = dims.last().copied().unwrap_or(0) / 2;
         if !self.grad {
@@ -177,7 +219,9 @@ impl Stacked {
             (CpuStorage::F32(x), d) => {
                 let x = contiguous(x, gu.1, "activation")?;
                 let d = match (d, dy) {
-                    (Some(CpuStorage::F32(d)), Some((_, l))) => Some(contiguous(d, l, "activation")?),
+                    (Some(CpuStorage::F32(d)), Some((_, l))) => {
+                        Some(contiguous(d, l, "activation")?)
+                    }
                     (None, _) => None,
                     _ => candle_core::bail!("swiglu-stacked: inputs must both be f32"),
                 };
@@ -192,7 +236,9 @@ impl Stacked {
             (CpuStorage::F64(x), d) => {
                 let x = contiguous(x, gu.1, "activation")?;
                 let d = match (d, dy) {
-                    (Some(CpuStorage::F64(d)), Some((_, l))) => Some(contiguous(d, l, "activation")?),
+                    (Some(CpuStorage::F64(d)), Some((_, l))) => {
+                        Some(contiguous(d, l, "activation")?)
+                    }
                     (None, _) => None,
                     _ => candle_core::bail!("swiglu-stacked: inputs must both be f64"),
                 };
@@ -228,7 +274,13 @@ impl CustomOp2 for Stacked {
     fn name(&self) -> &'static str {
         "swiglu-stacked-grad"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         self.run((s1, l1), Some((s2, l2)))
     }
 }
@@ -240,5 +292,7 @@ pub fn swiglu_stacked(gu: &Tensor) -> candle_core::Result<Tensor> {
 
 /// The gradient `(..., 2f)` of [`swiglu_stacked`] at `gu` for the upstream gradient `dy (..., f)`.
 pub fn swiglu_stacked_grad(gu: &Tensor, dy: &Tensor) -> candle_core::Result<Tensor> {
-    gu.detach().contiguous()?.apply_op2(&dy.detach().contiguous()?, Stacked { grad: true })
+    gu.detach()
+        .contiguous()?
+        .apply_op2(&dy.detach().contiguous()?, Stacked { grad: true })
 }

@@ -43,7 +43,14 @@ struct Factors<T> {
 impl AdamWStep {
     fn to<T: Real>(self) -> Factors<T> {
         let p = |(a, b): (f64, f64)| (T::of(a), T::of(b));
-        Factors { scale: T::of(self.scale), b1: p(self.b1), b2: p(self.b2), inv_c: p(self.inv_c), eps: T::of(self.eps), decay_lr: p(self.decay_lr) }
+        Factors {
+            scale: T::of(self.scale),
+            b1: p(self.b1),
+            b2: p(self.b2),
+            inv_c: p(self.inv_c),
+            eps: T::of(self.eps),
+            decay_lr: p(self.decay_lr),
+        }
     }
 }
 
@@ -86,10 +93,20 @@ impl Moments {
     }
 
     /// Copies of `m` and `v` as tensors of `shape` (for checkpoints).
-    pub fn to_tensors(&self, shape: &[usize], dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    pub fn to_tensors(
+        &self,
+        shape: &[usize],
+        dev: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         match self {
-            Self::F32(m, v) => Ok((Tensor::from_slice(m, shape, dev)?, Tensor::from_slice(v, shape, dev)?)),
-            Self::F64(m, v) => Ok((Tensor::from_slice(m, shape, dev)?, Tensor::from_slice(v, shape, dev)?)),
+            Self::F32(m, v) => Ok((
+                Tensor::from_slice(m, shape, dev)?,
+                Tensor::from_slice(v, shape, dev)?,
+            )),
+            Self::F64(m, v) => Ok((
+                Tensor::from_slice(m, shape, dev)?,
+                Tensor::from_slice(v, shape, dev)?,
+            )),
         }
     }
 
@@ -111,11 +128,27 @@ struct Update<'a> {
     mv: Mutex<&'a mut Moments>,
 }
 
-fn run<T: Real>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], h: &Factors<T>) -> candle_core::Result<()> {
+fn run<T: Real>(
+    p: &mut [T],
+    m: &mut [T],
+    v: &mut [T],
+    g: &[T],
+    h: &Factors<T>,
+) -> candle_core::Result<()> {
     if m.len() != p.len() || v.len() != p.len() || g.len() != p.len() {
-        candle_core::bail!("adamw: {} weights, {} / {} moments, {} gradients", p.len(), m.len(), v.len(), g.len());
+        candle_core::bail!(
+            "adamw: {} weights, {} / {} moments, {} gradients",
+            p.len(),
+            m.len(),
+            v.len(),
+            g.len()
+        );
     }
-    p.par_chunks_mut(BLOCK).zip(m.par_chunks_mut(BLOCK)).zip(v.par_chunks_mut(BLOCK)).zip(g.par_chunks(BLOCK)).for_each(|(((p, m), v), g)| update(p, m, v, g, h));
+    p.par_chunks_mut(BLOCK)
+        .zip(m.par_chunks_mut(BLOCK))
+        .zip(v.par_chunks_mut(BLOCK))
+        .zip(g.par_chunks(BLOCK))
+        .for_each(|(((p, m), v), g)| update(p, m, v, g, h));
     Ok(())
 }
 
@@ -123,13 +156,38 @@ impl InplaceOp2 for Update<'_> {
     fn name(&self) -> &'static str {
         "adamw"
     }
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
-        let mut mv = self.mv.lock().map_err(|_| candle_core::Error::Msg("adamw: moments lock poisoned".into()))?;
-        let g0 = l2.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("adamw: contiguous gradient required".into()))?;
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let mut mv = self
+            .mv
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("adamw: moments lock poisoned".into()))?;
+        let g0 = l2
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("adamw: contiguous gradient required".into()))?;
         match (s1, s2, &mut **mv) {
-            (CpuStorage::F32(p), CpuStorage::F32(g), Moments::F32(m, v)) => run(contiguous_mut(p, l1, "adamw")?, m, v, &g[g0.0..g0.1], &self.h.to()),
-            (CpuStorage::F64(p), CpuStorage::F64(g), Moments::F64(m, v)) => run(contiguous_mut(p, l1, "adamw")?, m, v, &g[g0.0..g0.1], &self.h.to()),
-            _ => candle_core::bail!("adamw: weights, gradients and moments must all be f32 or all f64"),
+            (CpuStorage::F32(p), CpuStorage::F32(g), Moments::F32(m, v)) => run(
+                contiguous_mut(p, l1, "adamw")?,
+                m,
+                v,
+                &g[g0.0..g0.1],
+                &self.h.to(),
+            ),
+            (CpuStorage::F64(p), CpuStorage::F64(g), Moments::F64(m, v)) => run(
+                contiguous_mut(p, l1, "adamw")?,
+                m,
+                v,
+                &g[g0.0..g0.1],
+                &self.h.to(),
+            ),
+            _ => candle_core::bail!(
+                "adamw: weights, gradients and moments must all be f32 or all f64"
+            ),
         }
     }
 }
@@ -138,7 +196,13 @@ impl InplaceOp2 for Update<'_> {
 /// and its moments `mv` (same type and element count). All in place.
 pub fn step(p: &Tensor, mv: &mut Moments, g: &Tensor, h: AdamWStep) -> candle_core::Result<()> {
     let g = g.contiguous()?;
-    p.inplace_op2(&g, &Update { h, mv: Mutex::new(mv) })
+    p.inplace_op2(
+        &g,
+        &Update {
+            h,
+            mv: Mutex::new(mv),
+        },
+    )
 }
 
 /// `g.sqr().sum_all()` of an f32 tensor, summed in exactly the order candle sums it (so a
@@ -151,7 +215,11 @@ pub fn sum_squares(g: &Tensor) -> candle_core::Result<f32> {
         let (s, l) = g.storage_and_layout();
         if let candle_core::Storage::Cpu(CpuStorage::F32(v)) = &*s {
             let x = contiguous(v, l, "sum_squares")?;
-            return Ok(if std::is_x86_feature_detected!("avx2") { squares_in_candle_avx_order(x) } else { x.iter().fold(0.0, |s, v| s + v * v) });
+            return Ok(if std::is_x86_feature_detected!("avx2") {
+                squares_in_candle_avx_order(x)
+            } else {
+                x.iter().fold(0.0, |s, v| s + v * v)
+            });
         }
     }
     g.sqr()?.sum_all()?.to_scalar::<f32>()
@@ -169,7 +237,8 @@ crate::simd_dispatch!(
                 acc[l] += c[l] * c[l];
             }
         }
-        let r: [f32; 8] = std::array::from_fn(|l| (acc[l] + acc[8 + l]) + (acc[16 + l] + acc[24 + l]));
+        let r: [f32; 8] =
+            std::array::from_fn(|l| (acc[l] + acc[8 + l]) + (acc[16 + l] + acc[24 + l]));
         let t0 = [r[0] + r[4], r[1] + r[5], r[2] + r[6], r[3] + r[7]];
         let mut s = (t0[0] + t0[1]) + (t0[2] + t0[3]);
         for v in &x[np..] {
@@ -185,11 +254,18 @@ mod tests {
     use candle_core::{DType, Device};
 
     /// The candle composition this replaces, as `AdamW::step` wrote it.
-    fn composed(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, (scale, b1, b2, c1, c2, eps, lr, wd): (f64, f64, f64, f64, f64, f64, f64, f64)) -> (Tensor, Tensor, Tensor) {
+    fn composed(
+        p: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+        g: &Tensor,
+        (scale, b1, b2, c1, c2, eps, lr, wd): (f64, f64, f64, f64, f64, f64, f64, f64),
+    ) -> (Tensor, Tensor, Tensor) {
         let g = (g * scale).unwrap();
         let m = ((m * b1).unwrap() + (&g * (1.0 - b1)).unwrap()).unwrap();
         let v = ((v * b2).unwrap() + (g.sqr().unwrap() * (1.0 - b2)).unwrap()).unwrap();
-        let upd = ((&m / c1).unwrap() / ((&v / c2).unwrap().sqrt().unwrap() + eps).unwrap()).unwrap();
+        let upd =
+            ((&m / c1).unwrap() / ((&v / c2).unwrap().sqrt().unwrap() + eps).unwrap()).unwrap();
         let p = ((p * (1.0 - lr * wd)).unwrap() - (upd * lr).unwrap()).unwrap();
         (p, m, v)
     }
@@ -199,19 +275,49 @@ mod tests {
         let dev = Device::Cpu;
         let n = 1000; // a tail after the vector blocks
         for dt in [DType::F32, DType::F64] {
-            let mut p_ref = Tensor::randn(0f32, 1.0, (10, 100), &dev).unwrap().to_dtype(dt).unwrap();
+            let mut p_ref = Tensor::randn(0f32, 1.0, (10, 100), &dev)
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap();
             let (mut m_ref, mut v_ref) = (p_ref.zeros_like().unwrap(), p_ref.zeros_like().unwrap());
             let p = p_ref.copy().unwrap();
             let mut mv = Moments::zeros(n, dt).unwrap();
             for t in 1..=4 {
-                let g = Tensor::randn(0f32, 0.1, (10, 100), &dev).unwrap().to_dtype(dt).unwrap();
-                let (b1, b2, eps, lr, wd, scale) = (0.9f64, 0.999f64, 1e-8, 1e-3 * t as f64, 0.01, 0.7);
+                let g = Tensor::randn(0f32, 0.1, (10, 100), &dev)
+                    .unwrap()
+                    .to_dtype(dt)
+                    .unwrap();
+                let (b1, b2, eps, lr, wd, scale) =
+                    (0.9f64, 0.999f64, 1e-8, 1e-3 * t as f64, 0.01, 0.7);
                 let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-                (p_ref, m_ref, v_ref) = composed(&p_ref, &m_ref, &v_ref, &g, (scale, b1, b2, c1, c2, eps, lr, wd));
-                let h = AdamWStep { scale, b1: (b1, 1.0 - b1), b2: (b2, 1.0 - b2), inv_c: (1.0 / c1, 1.0 / c2), eps, decay_lr: (1.0 - lr * wd, lr) };
+                (p_ref, m_ref, v_ref) = composed(
+                    &p_ref,
+                    &m_ref,
+                    &v_ref,
+                    &g,
+                    (scale, b1, b2, c1, c2, eps, lr, wd),
+                );
+                let h = AdamWStep {
+                    scale,
+                    b1: (b1, 1.0 - b1),
+                    b2: (b2, 1.0 - b2),
+                    inv_c: (1.0 / c1, 1.0 / c2),
+                    eps,
+                    decay_lr: (1.0 - lr * wd, lr),
+                };
                 step(&p, &mut mv, &g, h).unwrap();
                 let (m, v) = mv.to_tensors(&[10, 100], &dev).unwrap();
-                let bits = |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let bits = |t: &Tensor| {
+                    t.flatten_all()
+                        .unwrap()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                };
                 assert_eq!(bits(&p), bits(&p_ref), "{dt:?} step {t}: weights");
                 assert_eq!(bits(&m), bits(&m_ref), "{dt:?} step {t}: first moment");
                 assert_eq!(bits(&v), bits(&v_ref), "{dt:?} step {t}: second moment");
@@ -228,13 +334,34 @@ mod tests {
         let p_ref = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
         let g = Tensor::randn(0f32, 0.1, shape, &dev).unwrap();
         let (m0, v0) = (p_ref.zeros_like().unwrap(), p_ref.zeros_like().unwrap());
-        let (pr, mr, vr) = composed(&p_ref, &m0, &v0, &g, (1.0, 0.9, 0.999, 0.1, 0.001, 1e-8, 1e-3, 0.01));
+        let (pr, mr, vr) = composed(
+            &p_ref,
+            &m0,
+            &v0,
+            &g,
+            (1.0, 0.9, 0.999, 0.1, 0.001, 1e-8, 1e-3, 0.01),
+        );
         let p = p_ref.copy().unwrap();
         let mut mv = Moments::zeros(p.elem_count(), DType::F32).unwrap();
-        let h = AdamWStep { scale: 1.0, b1: (0.9, 0.1), b2: (0.999, 0.001), inv_c: (1.0 / 0.1, 1.0 / 0.001), eps: 1e-8, decay_lr: (1.0 - 1e-5, 1e-3) };
+        let h = AdamWStep {
+            scale: 1.0,
+            b1: (0.9, 0.1),
+            b2: (0.999, 0.001),
+            inv_c: (1.0 / 0.1, 1.0 / 0.001),
+            eps: 1e-8,
+            decay_lr: (1.0 - 1e-5, 1e-3),
+        };
         step(&p, &mut mv, &g, h).unwrap();
         let (m, v) = mv.to_tensors(&[3, BLOCK + 77], &dev).unwrap();
-        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits = |t: &Tensor| {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(bits(&p), bits(&pr));
         assert_eq!(bits(&m), bits(&mr));
         assert_eq!(bits(&v), bits(&vr));
@@ -246,11 +373,34 @@ mod tests {
         let dev = Device::Cpu;
         for n in [1, 31, 32, 33, 1000, 4099, 100_003] {
             let g = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
-            let want = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert_eq!(sum_squares(&g).unwrap().to_bits(), want.to_bits(), "length {n}");
+            let want = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(
+                sum_squares(&g).unwrap().to_bits(),
+                want.to_bits(),
+                "length {n}"
+            );
         }
-        let g = Tensor::randn(0f32, 1.0, (40, 30), &dev).unwrap().t().unwrap();
-        let want = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        assert_eq!(sum_squares(&g).unwrap().to_bits(), want.to_bits(), "a transposed view");
+        let g = Tensor::randn(0f32, 1.0, (40, 30), &dev)
+            .unwrap()
+            .t()
+            .unwrap();
+        let want = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(
+            sum_squares(&g).unwrap().to_bits(),
+            want.to_bits(),
+            "a transposed view"
+        );
     }
 }

@@ -43,19 +43,40 @@ impl CustomOp2 for BiasAdd {
     fn name(&self) -> &'static str {
         "bias-add"
     }
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, bs: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let c = bl.shape().elem_count();
         if xl.dims().last() != Some(&c) {
-            candle_core::bail!("bias-add: input {:?} does not end in the bias's {c}", xl.dims());
+            candle_core::bail!(
+                "bias-add: input {:?} does not end in the bias's {c}",
+                xl.dims()
+            );
         }
         let out = match (xs, bs) {
-            (CpuStorage::F32(x), CpuStorage::F32(b)) => CpuStorage::F32(add_rows(contiguous(x, xl, "bias-add")?, contiguous(b, bl, "bias-add")?)),
-            (CpuStorage::F64(x), CpuStorage::F64(b)) => CpuStorage::F64(add_rows(contiguous(x, xl, "bias-add")?, contiguous(b, bl, "bias-add")?)),
+            (CpuStorage::F32(x), CpuStorage::F32(b)) => CpuStorage::F32(add_rows(
+                contiguous(x, xl, "bias-add")?,
+                contiguous(b, bl, "bias-add")?,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(b)) => CpuStorage::F64(add_rows(
+                contiguous(x, xl, "bias-add")?,
+                contiguous(b, bl, "bias-add")?,
+            )),
             _ => candle_core::bail!("bias-add: f32 or f64 inputs of one dtype"),
         };
         Ok((out, xl.shape().clone()))
     }
-    fn bwd(&self, _x: &Tensor, b: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
         let db = g.apply_op1_no_bwd(&ColumnSums)?.reshape(b.shape())?;
         Ok((Some(g), Some(db)))
@@ -72,8 +93,12 @@ impl candle_core::CustomOp1 for ColumnSums {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let c = *l.dims().last().unwrap_or(&1);
         let out = match s {
-            CpuStorage::F32(g) => CpuStorage::F32(column_sums(contiguous(g, l, "bias-add-grad")?, c)),
-            CpuStorage::F64(g) => CpuStorage::F64(column_sums(contiguous(g, l, "bias-add-grad")?, c)),
+            CpuStorage::F32(g) => {
+                CpuStorage::F32(column_sums(contiguous(g, l, "bias-add-grad")?, c))
+            }
+            CpuStorage::F64(g) => {
+                CpuStorage::F64(column_sums(contiguous(g, l, "bias-add-grad")?, c))
+            }
             _ => candle_core::bail!("bias-add-grad: f32 or f64 gradient"),
         };
         Ok((out, Shape::from(c)))
@@ -100,11 +125,27 @@ mod tests {
         let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 131, &dev).unwrap()).unwrap();
         let w = Tensor::randn(0f32, 1.0, (3, 37, 131), &dev).unwrap();
         let run = |fused: bool| {
-            let y = if fused { bias_add(x.as_tensor(), b.as_tensor()).unwrap() } else { x.broadcast_add(b.as_tensor()).unwrap() };
+            let y = if fused {
+                bias_add(x.as_tensor(), b.as_tensor()).unwrap()
+            } else {
+                x.broadcast_add(b.as_tensor()).unwrap()
+            };
             let loss = (y.sqr().unwrap() * &w).unwrap().sum_all().unwrap();
             let g = loss.backward().unwrap();
-            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            (v(&y), v(g.get(x.as_tensor()).unwrap()), v(g.get(b.as_tensor()).unwrap()))
+            let v = |t: &Tensor| {
+                t.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            (
+                v(&y),
+                v(g.get(x.as_tensor()).unwrap()),
+                v(g.get(b.as_tensor()).unwrap()),
+            )
         };
         assert_eq!(run(true), run(false));
     }
@@ -114,6 +155,9 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::zeros((2, 5), candle_core::DType::F32, &dev).unwrap();
         let b = Tensor::zeros(4, candle_core::DType::F32, &dev).unwrap();
-        assert!(bias_add(&x, &b).unwrap_err().to_string().contains("bias-add"));
+        assert!(bias_add(&x, &b)
+            .unwrap_err()
+            .to_string()
+            .contains("bias-add"));
     }
 }

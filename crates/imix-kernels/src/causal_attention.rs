@@ -49,7 +49,14 @@ struct Dims {
 }
 
 /// Keys (rotated) and values of one (sequence, KV head): prefix rows, then the new rows.
-fn keys_values<T: Real>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(&[T], &[T])>, bi: usize, g: usize) -> (Vec<T>, Vec<T>) {
+fn keys_values<T: Real>(
+    c: &Causal,
+    d: &Dims,
+    qkv: &[T],
+    pre: Option<(&[T], &[T])>,
+    bi: usize,
+    g: usize,
+) -> (Vec<T>, Vec<T>) {
     let hd = c.head_dim;
     let n = d.p + d.t;
     let (mut k, mut v) = (vec![T::default(); n * hd], vec![T::default(); n * hd]);
@@ -61,7 +68,14 @@ fn keys_values<T: Real>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(&[T], &[T]
     for i in 0..d.t {
         let row = &qkv[(bi * d.t + i) * d.width..][..d.width];
         let (ko, vo) = ((c.heads + g) * hd, (c.heads + c.kv_heads + g) * hd);
-        rope(&row[ko..ko + hd], &c.cos, &c.sin, i, 1.0, &mut k[(d.p + i) * hd..(d.p + i + 1) * hd]);
+        rope(
+            &row[ko..ko + hd],
+            &c.cos,
+            &c.sin,
+            i,
+            1.0,
+            &mut k[(d.p + i) * hd..(d.p + i + 1) * hd],
+        );
         v[(d.p + i) * hd..(d.p + i + 1) * hd].copy_from_slice(&row[vo..vo + hd]);
     }
     (k, v)
@@ -78,7 +92,10 @@ fn weights<T: Real>(q: &[T], k: &[T], n: usize, scale: T, s: &mut Vec<T>) {
     for (j, sj) in s.iter_mut().enumerate() {
         *sj = dot(q, &k[j * hd..(j + 1) * hd]) * scale;
     }
-    let m = s.iter().copied().fold(s[0], |a, b| if b > a { b } else { a });
+    let m = s
+        .iter()
+        .copied()
+        .fold(s[0], |a, b| if b > a { b } else { a });
     let mut z = T::default();
     for v in s.iter_mut() {
         *v = (*v - m).exp();
@@ -91,7 +108,14 @@ fn weights<T: Real>(q: &[T], k: &[T], n: usize, scale: T, s: &mut Vec<T>) {
 
 crate::simd_dispatch!(
     /// Forward of one (sequence, KV head): its query heads' outputs `(t, rep, hd)`.
-    fn forward_group<T: Real>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(&[T], &[T])>, bi: usize, g: usize) -> Vec<T> {
+    fn forward_group<T: Real>(
+        c: &Causal,
+        d: &Dims,
+        qkv: &[T],
+        pre: Option<(&[T], &[T])>,
+        bi: usize,
+        g: usize,
+    ) -> Vec<T> {
         let (hd, rep) = (c.head_dim, c.heads / c.kv_heads);
         let (k, v) = keys_values(c, d, qkv, pre, bi, g);
         let scale = T::of(1.0 / (hd as f64).sqrt());
@@ -118,7 +142,12 @@ crate::simd_dispatch!(
 /// `out[c..c + W] = Σ_{x in xs} term(x).0 · term(x).1[c..c + W]`, with the W sums held in
 /// registers through the loop (accumulating into memory was a load and a store per multiply-add).
 #[inline(always)]
-fn sum_rows_block<'a, T: Real + 'a, const W: usize>(out: &mut [T], c: usize, xs: std::ops::Range<usize>, term: impl Fn(usize) -> (T, &'a [T])) {
+fn sum_rows_block<'a, T: Real + 'a, const W: usize>(
+    out: &mut [T],
+    c: usize,
+    xs: std::ops::Range<usize>,
+    term: impl Fn(usize) -> (T, &'a [T]),
+) {
     let mut acc = [T::default(); W];
     for x in xs {
         let (coef, row) = term(x);
@@ -134,7 +163,11 @@ fn sum_rows_block<'a, T: Real + 'a, const W: usize>(out: &mut [T], c: usize, xs:
 /// wide: eight independent f32 add chains, so the loop is not bound by the add latency).
 /// Index closures rather than iterators: an iterator's `next` was compiled out of line.
 #[inline(always)]
-fn sum_rows<'a, T: Real + 'a>(out: &mut [T], xs: std::ops::Range<usize>, term: impl Fn(usize) -> (T, &'a [T]) + Copy) {
+fn sum_rows<'a, T: Real + 'a>(
+    out: &mut [T],
+    xs: std::ops::Range<usize>,
+    term: impl Fn(usize) -> (T, &'a [T]) + Copy,
+) {
     let hd = out.len();
     let mut c = 0;
     while c + 64 <= hd {
@@ -157,7 +190,15 @@ crate::simd_dispatch!(
     /// `dS = P ∘ (dP - Σ P dP)` with `dP = go · V`, and `dQ = dS · K`; then, per new key,
     /// `dK = dSᵀ · Q` and `dV = Pᵀ · GO` over the rows that see it (the constant prefix's keys get
     /// no gradient, so none is computed).
-    fn backward_group<T: Real>(c: &Causal, d: &Dims, qkv: &[T], pre: Option<(&[T], &[T])>, ga: &[T], bi: usize, g: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
+    fn backward_group<T: Real>(
+        c: &Causal,
+        d: &Dims,
+        qkv: &[T],
+        pre: Option<(&[T], &[T])>,
+        ga: &[T],
+        bi: usize,
+        g: usize,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let (hd, rep) = (c.head_dim, c.heads / c.kv_heads);
         let (k, v) = keys_values(c, d, qkv, pre, bi, g);
         let n = d.p + d.t;
@@ -168,7 +209,11 @@ crate::simd_dispatch!(
         for i in 0..d.t {
             gos.extend_from_slice(&ga[(bi * d.t + i) * c.heads * hd + g * rep * hd..][..rep * hd]);
         }
-        let (mut qs, mut ps, mut dss) = (vec![T::default(); rows * hd], vec![T::default(); rows * n], vec![T::default(); rows * n]);
+        let (mut qs, mut ps, mut dss) = (
+            vec![T::default(); rows * hd],
+            vec![T::default(); rows * n],
+            vec![T::default(); rows * n],
+        );
         let mut dq_out = vec![T::default(); rows * hd];
         let (mut s, mut dq) = (Vec::new(), vec![T::default(); hd]);
         for i in 0..d.t {
@@ -185,13 +230,23 @@ crate::simd_dispatch!(
                 for (j, dj) in ds.iter_mut().enumerate() {
                     *dj = dot(go, &v[j * hd..(j + 1) * hd]);
                 }
-                let mean = p.iter().zip(ds.iter()).fold(T::default(), |a, (&pj, &x)| a + pj * x);
+                let mean = p
+                    .iter()
+                    .zip(ds.iter())
+                    .fold(T::default(), |a, (&pj, &x)| a + pj * x);
                 for (dj, &pj) in ds.iter_mut().zip(p.iter()) {
                     *dj = pj * (*dj - mean) * scale;
                 }
                 let (ds, k) = (&*ds, &k);
                 sum_rows(&mut dq, 0..m, |j| (ds[j], &k[j * hd..(j + 1) * hd]));
-                rope(&dq, &c.cos, &c.sin, i, -1.0, &mut dq_out[x * hd..(x + 1) * hd]);
+                rope(
+                    &dq,
+                    &c.cos,
+                    &c.sin,
+                    i,
+                    -1.0,
+                    &mut dq_out[x * hd..(x + 1) * hd],
+                );
             }
         }
         let (mut dk_new, mut dv_new) = (vec![T::default(); d.t * hd], vec![T::default(); d.t * hd]);
@@ -199,9 +254,20 @@ crate::simd_dispatch!(
         for jn in 0..d.t {
             // Key p + jn is seen by the query rows of positions jn.. (causal).
             let j = d.p + jn;
-            sum_rows(&mut dq, jn * rep..rows, |x| (dss[x * n + j], &qs[x * hd..(x + 1) * hd]));
-            rope(&dq, &c.cos, &c.sin, jn, -1.0, &mut dk_new[jn * hd..(jn + 1) * hd]);
-            sum_rows(&mut dv_new[jn * hd..(jn + 1) * hd], jn * rep..rows, |x| (ps[x * n + j], &gos[x * hd..(x + 1) * hd]));
+            sum_rows(&mut dq, jn * rep..rows, |x| {
+                (dss[x * n + j], &qs[x * hd..(x + 1) * hd])
+            });
+            rope(
+                &dq,
+                &c.cos,
+                &c.sin,
+                jn,
+                -1.0,
+                &mut dk_new[jn * hd..(jn + 1) * hd],
+            );
+            sum_rows(&mut dv_new[jn * hd..(jn + 1) * hd], jn * rep..rows, |x| {
+                (ps[x * n + j], &gos[x * hd..(x + 1) * hd])
+            });
         }
         (dq_out, dk_new, dv_new)
     }
@@ -210,7 +276,9 @@ crate::simd_dispatch!(
 impl Causal {
     fn dims(&self, l: &Layout) -> candle_core::Result<Dims> {
         let (b, t, width) = l.shape().dims3()?;
-        if width != (self.heads + 2 * self.kv_heads) * self.head_dim || self.cos.len() != t * self.head_dim / 2 {
+        if width != (self.heads + 2 * self.kv_heads) * self.head_dim
+            || self.cos.len() != t * self.head_dim / 2
+        {
             candle_core::bail!(
                 "causal-attention: qkv {:?} does not match {} + 2x{} heads of {} at {} positions",
                 l.dims(),
@@ -224,7 +292,10 @@ impl Causal {
             Some((k, v)) => {
                 let (pb, ph, p, pd) = k.dims4()?;
                 if (pb, ph, pd) != (b, self.kv_heads, self.head_dim) || v.dims() != k.dims() {
-                    candle_core::bail!("causal-attention: prefix {:?} does not match batch {b}", k.dims());
+                    candle_core::bail!(
+                        "causal-attention: prefix {:?} does not match batch {b}",
+                        k.dims()
+                    );
                 }
                 p
             }
@@ -233,14 +304,23 @@ impl Causal {
         Ok(Dims { b, t, p, width })
     }
 
-    fn prefix_vec<T: candle_core::WithDType>(&self) -> candle_core::Result<Option<(Vec<T>, Vec<T>)>> {
+    fn prefix_vec<T: candle_core::WithDType>(
+        &self,
+    ) -> candle_core::Result<Option<(Vec<T>, Vec<T>)>> {
         match &self.prefix {
-            Some((k, v)) => Ok(Some((k.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1()?, v.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1()?))),
+            Some((k, v)) => Ok(Some((
+                k.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1()?,
+                v.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1()?,
+            ))),
             None => Ok(None),
         }
     }
 
-    fn run_forward<T: Real + candle_core::WithDType>(&self, qkv: &[T], d: &Dims) -> candle_core::Result<Vec<T>> {
+    fn run_forward<T: Real + candle_core::WithDType>(
+        &self,
+        qkv: &[T],
+        d: &Dims,
+    ) -> candle_core::Result<Vec<T>> {
         let pre = self.prefix_vec::<T>()?;
         let pre = pre.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()));
         let (hd, rep) = (self.head_dim, self.heads / self.kv_heads);
@@ -262,7 +342,12 @@ impl Causal {
         Ok(out)
     }
 
-    fn run_backward<T: Real + candle_core::WithDType>(&self, qkv: &[T], ga: &[T], d: &Dims) -> candle_core::Result<Vec<T>> {
+    fn run_backward<T: Real + candle_core::WithDType>(
+        &self,
+        qkv: &[T],
+        ga: &[T],
+        d: &Dims,
+    ) -> candle_core::Result<Vec<T>> {
         let pre = self.prefix_vec::<T>()?;
         let pre = pre.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()));
         let (hd, rep) = (self.head_dim, self.heads / self.kv_heads);
@@ -278,7 +363,8 @@ impl Causal {
             let (bi, g) = (x / self.kv_heads, x % self.kv_heads);
             for i in 0..d.t {
                 let row = &mut out[(bi * d.t + i) * d.width..][..d.width];
-                row[g * rep * hd..(g + 1) * rep * hd].copy_from_slice(&dq[i * rep * hd..(i + 1) * rep * hd]);
+                row[g * rep * hd..(g + 1) * rep * hd]
+                    .copy_from_slice(&dq[i * rep * hd..(i + 1) * rep * hd]);
                 let (ko, vo) = ((self.heads + g) * hd, (self.heads + self.kv_heads + g) * hd);
                 row[ko..ko + hd].copy_from_slice(&dk[i * hd..(i + 1) * hd]);
                 row[vo..vo + hd].copy_from_slice(&dv[i * hd..(i + 1) * hd]);
@@ -295,8 +381,12 @@ impl CustomOp1 for Causal {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = self.dims(l)?;
         let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(self.run_forward(contiguous(x, l, "causal-attention")?, &d)?),
-            CpuStorage::F64(x) => CpuStorage::F64(self.run_forward(contiguous(x, l, "causal-attention")?, &d)?),
+            CpuStorage::F32(x) => {
+                CpuStorage::F32(self.run_forward(contiguous(x, l, "causal-attention")?, &d)?)
+            }
+            CpuStorage::F64(x) => {
+                CpuStorage::F64(self.run_forward(contiguous(x, l, "causal-attention")?, &d)?)
+            }
             _ => candle_core::bail!("causal-attention: f32 or f64 only"),
         };
         Ok((out, Shape::from((d.b, d.t, self.heads * self.head_dim))))
@@ -307,11 +397,25 @@ impl CustomOp2 for Causal {
     fn name(&self) -> &'static str {
         "causal-attention-grad"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = self.dims(l1)?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(self.run_backward(contiguous(x, l1, "causal-attention")?, contiguous(g, l2, "causal-attention")?, &d)?),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(self.run_backward(contiguous(x, l1, "causal-attention")?, contiguous(g, l2, "causal-attention")?, &d)?),
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(self.run_backward(
+                contiguous(x, l1, "causal-attention")?,
+                contiguous(g, l2, "causal-attention")?,
+                &d,
+            )?),
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(self.run_backward(
+                contiguous(x, l1, "causal-attention")?,
+                contiguous(g, l2, "causal-attention")?,
+                &d,
+            )?),
             _ => candle_core::bail!("causal-attention: inputs must both be f32 or both f64"),
         };
         Ok((out, l1.shape().clone()))
@@ -327,6 +431,8 @@ impl Causal {
 
     /// dL/d`qkv` for the upstream gradient `ga (b, t, heads·hd)`.
     pub fn input_grad(&self, qkv: &Tensor, ga: &Tensor) -> candle_core::Result<Tensor> {
-        qkv.detach().contiguous()?.apply_op2(&ga.detach().contiguous()?, self.clone())
+        qkv.detach()
+            .contiguous()?
+            .apply_op2(&ga.detach().contiguous()?, self.clone())
     }
 }

@@ -22,32 +22,35 @@ crate::simd_dispatch!(
         let (b, nkv, rep, t, hd) = dims;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut out = vec![0f32; b * nkv * rep * hd];
-        out.par_chunks_mut(nkv * rep * hd).enumerate().for_each(|(bi, ob)| {
-            let mut s = vec![0f32; t];
-            for h in 0..nkv {
-                let kh = &k[(bi * nkv + h) * t * hd..][..t * hd];
-                let vh = &v[(bi * nkv + h) * t * hd..][..t * hd];
-                for r in 0..rep {
-                    let qr = &q[((bi * nkv + h) * rep + r) * hd..][..hd];
-                    for (j, sj) in s.iter_mut().enumerate() {
-                        *sj = dot(&kh[j * hd..(j + 1) * hd], qr) * scale + bias.map_or(0.0, |m| m[bi * t + j]);
-                    }
-                    let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut z = 0f32;
-                    for sj in s.iter_mut() {
-                        *sj = (*sj - m).exp();
-                        z += *sj;
-                    }
-                    let o = &mut ob[(h * rep + r) * hd..][..hd];
-                    for (j, &p) in s.iter().enumerate() {
-                        let w = p / z;
-                        for (oi, vi) in o.iter_mut().zip(&vh[j * hd..(j + 1) * hd]) {
-                            *oi += w * vi;
+        out.par_chunks_mut(nkv * rep * hd)
+            .enumerate()
+            .for_each(|(bi, ob)| {
+                let mut s = vec![0f32; t];
+                for h in 0..nkv {
+                    let kh = &k[(bi * nkv + h) * t * hd..][..t * hd];
+                    let vh = &v[(bi * nkv + h) * t * hd..][..t * hd];
+                    for r in 0..rep {
+                        let qr = &q[((bi * nkv + h) * rep + r) * hd..][..hd];
+                        for (j, sj) in s.iter_mut().enumerate() {
+                            *sj = dot(&kh[j * hd..(j + 1) * hd], qr) * scale
+                                + bias.map_or(0.0, |m| m[bi * t + j]);
+                        }
+                        let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let mut z = 0f32;
+                        for sj in s.iter_mut() {
+                            *sj = (*sj - m).exp();
+                            z += *sj;
+                        }
+                        let o = &mut ob[(h * rep + r) * hd..][..hd];
+                        for (j, &p) in s.iter().enumerate() {
+                            let w = p / z;
+                            for (oi, vi) in o.iter_mut().zip(&vh[j * hd..(j + 1) * hd]) {
+                                *oi += w * vi;
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
         out
     }
 );
@@ -56,11 +59,24 @@ impl CustomOp3 for Attention {
     fn name(&self) -> &'static str {
         "fused-attention"
     }
-    fn cpu_fwd(&self, qs: &CpuStorage, ql: &Layout, ks: &CpuStorage, kl: &Layout, vs: &CpuStorage, vl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, nkv, rep, hd) = ql.shape().dims4()?;
         let (_, _, t, _) = kl.shape().dims4()?;
         if kl.dims() != [b, nkv, t, hd] || vl.dims() != kl.dims() {
-            candle_core::bail!("decode-attention: q {:?}, k {:?}, v {:?}", ql.dims(), kl.dims(), vl.dims());
+            candle_core::bail!(
+                "decode-attention: q {:?}, k {:?}, v {:?}",
+                ql.dims(),
+                kl.dims(),
+                vl.dims()
+            );
         }
         fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
             match (s, l.contiguous_offsets()) {
@@ -71,7 +87,13 @@ impl CustomOp3 for Attention {
         if self.key_bias.as_ref().is_some_and(|m| m.len() != b * t) {
             candle_core::bail!("fused-attention: key bias is not ({b}, {t})");
         }
-        let out = attend(f32s(qs, ql)?, f32s(ks, kl)?, f32s(vs, vl)?, self.key_bias.as_deref(), (b, nkv, rep, t, hd));
+        let out = attend(
+            f32s(qs, ql)?,
+            f32s(ks, kl)?,
+            f32s(vs, vl)?,
+            self.key_bias.as_deref(),
+            (b, nkv, rep, t, hd),
+        );
         Ok((CpuStorage::F32(out), Shape::from((b, nkv, rep, hd))))
     }
 }
@@ -79,14 +101,32 @@ impl CustomOp3 for Attention {
 /// Single-query attention for decoding: `q (b, nkv, rep, hd)` over `k`/`v (b, nkv, t, hd)`
 /// (inference only: no backward).
 pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, Attention { key_bias: None })
+    q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        Attention { key_bias: None },
+    )
 }
 
 /// Bidirectional attention `(b, h, t, hd)` with an additive per-key bias `(b, t)` (0 for tokens,
 /// a large negative number for padding); inference only.
-pub fn masked_attention(q: &Tensor, k: &Tensor, v: &Tensor, key_bias: &Tensor) -> candle_core::Result<Tensor> {
-    let bias = key_bias.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, Attention { key_bias: Some(bias) })
+pub fn masked_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    key_bias: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let bias = key_bias
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        Attention {
+            key_bias: Some(bias),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -103,20 +143,45 @@ mod tests {
         let v = Tensor::randn(0f32, 1.0, (b, nkv, t, hd), &dev).unwrap();
         let got = decode_attention(&q, &k, &v).unwrap();
         let s = (q.matmul(&k.t().unwrap()).unwrap() / (hd as f64).sqrt()).unwrap();
-        let want = candle_nn::ops::softmax(&s, D::Minus1).unwrap().matmul(&v).unwrap();
-        let d = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let want = candle_nn::ops::softmax(&s, D::Minus1)
+            .unwrap()
+            .matmul(&v)
+            .unwrap();
+        let d = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-5, "differs by {d}");
         // Encoder form: every position queries, padding keys masked per sequence.
         let (h, t) = (4, 6);
         let q = Tensor::randn(0f32, 1.0, (b, h, t, hd), &dev).unwrap();
         let k = Tensor::randn(0f32, 1.0, (b, h, t, hd), &dev).unwrap();
         let v = Tensor::randn(0f32, 1.0, (b, h, t, hd), &dev).unwrap();
-        let bias: Vec<f32> = (0..b * t).map(|i| if i % t >= t - i / t { -1e9 } else { 0.0 }).collect();
+        let bias: Vec<f32> = (0..b * t)
+            .map(|i| if i % t >= t - i / t { -1e9 } else { 0.0 })
+            .collect();
         let bias = Tensor::from_vec(bias, (b, t), &dev).unwrap();
         let got = masked_attention(&q, &k, &v, &bias).unwrap();
-        let s = (q.matmul(&k.t().unwrap()).unwrap() / (hd as f64).sqrt()).unwrap().broadcast_add(&bias.reshape((b, 1, 1, t)).unwrap()).unwrap();
-        let want = candle_nn::ops::softmax(&s, D::Minus1).unwrap().matmul(&v).unwrap();
-        let d = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let s = (q.matmul(&k.t().unwrap()).unwrap() / (hd as f64).sqrt())
+            .unwrap()
+            .broadcast_add(&bias.reshape((b, 1, 1, t)).unwrap())
+            .unwrap();
+        let want = candle_nn::ops::softmax(&s, D::Minus1)
+            .unwrap()
+            .matmul(&v)
+            .unwrap();
+        let d = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-5, "masked attention differs by {d}");
     }
 }

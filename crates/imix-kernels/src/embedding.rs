@@ -21,8 +21,14 @@ struct Lookup;
 /// The ids as row numbers, each checked against the vocabulary size.
 fn rows(s: &CpuStorage, l: &Layout, vocab: usize) -> candle_core::Result<Vec<usize>> {
     let v: Vec<usize> = match s {
-        CpuStorage::U32(v) => contiguous(v, l, "embedding")?.iter().map(|&i| i as usize).collect(),
-        CpuStorage::I64(v) => contiguous(v, l, "embedding")?.iter().map(|&i| usize::try_from(i).unwrap_or(usize::MAX)).collect(),
+        CpuStorage::U32(v) => contiguous(v, l, "embedding")?
+            .iter()
+            .map(|&i| i as usize)
+            .collect(),
+        CpuStorage::I64(v) => contiguous(v, l, "embedding")?
+            .iter()
+            .map(|&i| usize::try_from(i).unwrap_or(usize::MAX))
+            .collect(),
         _ => candle_core::bail!("embedding: u32 or i64 ids"),
     };
     if let Some(bad) = v.iter().find(|&&i| i >= vocab) {
@@ -42,7 +48,10 @@ fn gather<T: Copy>(table: &[T], rows: &[usize], w: usize) -> Vec<T> {
 fn scatter_add<T: Real>(g: &[T], rows: &[usize], vocab: usize, w: usize) -> Vec<T> {
     let mut out = vec![T::zero(); vocab * w];
     for (i, &r) in rows.iter().enumerate() {
-        for (d, &s) in out[r * w..(r + 1) * w].iter_mut().zip(&g[i * w..(i + 1) * w]) {
+        for (d, &s) in out[r * w..(r + 1) * w]
+            .iter_mut()
+            .zip(&g[i * w..(i + 1) * w])
+        {
             *d = *d + s;
         }
     }
@@ -54,7 +63,13 @@ impl CustomOp2 for Lookup {
         "embedding"
     }
 
-    fn cpu_fwd(&self, ts: &CpuStorage, tl: &Layout, is: &CpuStorage, il: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        ts: &CpuStorage,
+        tl: &Layout,
+        is: &CpuStorage,
+        il: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (vocab, w) = tl.shape().dims2()?;
         let r = rows(is, il, vocab)?;
         let mut dims = il.dims().to_vec();
@@ -67,7 +82,13 @@ impl CustomOp2 for Lookup {
         Ok((out, Shape::from(dims)))
     }
 
-    fn bwd(&self, table: &Tensor, ids: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        table: &Tensor,
+        ids: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         if !table.track_op() {
             return Ok((None, None));
         }
@@ -76,11 +97,22 @@ impl CustomOp2 for Lookup {
         let dt = {
             let (is, il) = ids.storage_and_layout();
             let (gs, gl) = g.storage_and_layout();
-            let (candle_core::Storage::Cpu(is), candle_core::Storage::Cpu(gs)) = (&*is, &*gs) else { candle_core::bail!("embedding: cpu tensors only") };
+            let (candle_core::Storage::Cpu(is), candle_core::Storage::Cpu(gs)) = (&*is, &*gs)
+            else {
+                candle_core::bail!("embedding: cpu tensors only")
+            };
             let r = rows(is, il, vocab)?;
             match gs {
-                CpuStorage::F32(v) => Tensor::from_vec(scatter_add(contiguous(v, gl, "embedding-grad")?, &r, vocab, w), (vocab, w), g.device())?,
-                CpuStorage::F64(v) => Tensor::from_vec(scatter_add(contiguous(v, gl, "embedding-grad")?, &r, vocab, w), (vocab, w), g.device())?,
+                CpuStorage::F32(v) => Tensor::from_vec(
+                    scatter_add(contiguous(v, gl, "embedding-grad")?, &r, vocab, w),
+                    (vocab, w),
+                    g.device(),
+                )?,
+                CpuStorage::F64(v) => Tensor::from_vec(
+                    scatter_add(contiguous(v, gl, "embedding-grad")?, &r, vocab, w),
+                    (vocab, w),
+                    g.device(),
+                )?,
                 _ => candle_core::bail!("embedding-grad: f32 or f64 gradient"),
             }
         };
@@ -101,10 +133,35 @@ mod tests {
         let ids = Tensor::new(&[[3u32, 9, 3, 0, 49], [9, 9, 1, 3, 2]], &dev).unwrap();
         let c = Tensor::randn(0f32, 1.0, (2, 5, 7), &dev).unwrap();
         let run = |ours: bool| {
-            let y = if ours { lookup(table.as_tensor(), &ids).unwrap() } else { candle_core::Module::forward(&candle_nn::Embedding::new(table.as_tensor().clone(), 7), &ids).unwrap() };
-            let g = (y.sqr().unwrap() * &c).unwrap().sum_all().unwrap().backward().unwrap();
-            let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            (y.dims().to_vec(), bits(&y), bits(g.get(table.as_tensor()).unwrap()))
+            let y = if ours {
+                lookup(table.as_tensor(), &ids).unwrap()
+            } else {
+                candle_core::Module::forward(
+                    &candle_nn::Embedding::new(table.as_tensor().clone(), 7),
+                    &ids,
+                )
+                .unwrap()
+            };
+            let g = (y.sqr().unwrap() * &c)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let bits = |t: &Tensor| {
+                t.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            (
+                y.dims().to_vec(),
+                bits(&y),
+                bits(g.get(table.as_tensor()).unwrap()),
+            )
         };
         assert_eq!(run(true), run(false));
     }
@@ -116,10 +173,28 @@ mod tests {
         let t0 = Tensor::randn(0f64, 1.0, (6, 3), &dev).unwrap();
         let ids = Tensor::new(&[4u32, 1, 4, 5], &dev).unwrap();
         let c = Tensor::randn(0f64, 1.0, (4, 3), &dev).unwrap();
-        let f = |t: &Tensor| (lookup(t, &ids).unwrap().sqr().unwrap() * &c).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let f = |t: &Tensor| {
+            (lookup(t, &ids).unwrap().sqr().unwrap() * &c)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
         let v = Var::from_tensor(&t0).unwrap();
-        let g = (lookup(v.as_tensor(), &ids).unwrap().sqr().unwrap() * &c).unwrap().sum_all().unwrap().backward().unwrap();
-        let an = g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = (lookup(v.as_tensor(), &ids).unwrap().sqr().unwrap() * &c)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let an = g
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let base = t0.flatten_all().unwrap().to_vec1::<f64>().unwrap();
         for i in 0..base.len() {
             let at = |d: f64| {
@@ -128,7 +203,11 @@ mod tests {
                 f(&Tensor::from_vec(b, (6, 3), &dev).unwrap())
             };
             let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
-            assert!((fd - an[i]).abs() < 1e-6 * (1.0 + fd.abs()), "element {i}: {} vs {fd}", an[i]);
+            assert!(
+                (fd - an[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "element {i}: {} vs {fd}",
+                an[i]
+            );
         }
     }
 
@@ -137,6 +216,9 @@ mod tests {
         let dev = Device::Cpu;
         let t = Tensor::zeros((4, 2), DType::F32, &dev).unwrap();
         let ids = Tensor::new(&[1u32, 4], &dev).unwrap();
-        assert!(lookup(&t, &ids).unwrap_err().to_string().contains("id 4 outside a vocabulary of 4"));
+        assert!(lookup(&t, &ids)
+            .unwrap_err()
+            .to_string()
+            .contains("id 4 outside a vocabulary of 4"));
     }
 }

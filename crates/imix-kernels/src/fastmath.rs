@@ -184,8 +184,20 @@ pub fn swiglu_grad_both_into(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [f32
 
 crate::simd_dispatch!(
     /// [`swiglu_grad_both_into`] into possibly uninitialised outputs, every element written.
-    pub fn swiglu_grad_both_into_uninit(gate: &[f32], up: &[f32], dy: &[f32], og: &mut [MaybeUninit<f32>], ou: &mut [MaybeUninit<f32>]) {
-        assert!(gate.len() >= og.len() && up.len() >= og.len() && dy.len() >= og.len() && ou.len() >= og.len(), "swiglu_grad_both_into: inputs shorter than output");
+    pub fn swiglu_grad_both_into_uninit(
+        gate: &[f32],
+        up: &[f32],
+        dy: &[f32],
+        og: &mut [MaybeUninit<f32>],
+        ou: &mut [MaybeUninit<f32>],
+    ) {
+        assert!(
+            gate.len() >= og.len()
+                && up.len() >= og.len()
+                && dy.len() >= og.len()
+                && ou.len() >= og.len(),
+            "swiglu_grad_both_into: inputs shorter than output"
+        );
         let n = og.len();
         let (gate, up, dy, ou) = (&gate[..n], &up[..n], &dy[..n], &mut ou[..n]);
         for i in 0..n {
@@ -206,7 +218,10 @@ mod tests {
         for i in -1990..=2000 {
             let x = i as f32 * 0.0437;
             let (a, b) = (exp(x), x.exp());
-            assert!((a - b).abs() <= 3.0 * f32::EPSILON * b, "exp({x}) = {a}, std {b}");
+            assert!(
+                (a - b).abs() <= 3.0 * f32::EPSILON * b,
+                "exp({x}) = {a}, std {b}"
+            );
         }
         assert_eq!(exp(-100.0), 0.0);
         assert!(exp(100.0).is_finite());
@@ -236,7 +251,9 @@ mod tests {
     #[test]
     fn vector_kernels_equal_scalar() {
         // Longer than PAR_MIN, so that the threaded split is covered too.
-        let x: Vec<f32> = (0..70_001).map(|i| ((i % 1003) as f32 - 500.0) * 0.013).collect();
+        let x: Vec<f32> = (0..70_001)
+            .map(|i| ((i % 1003) as f32 - 500.0) * 0.013)
+            .collect();
         let g: Vec<f32> = x.iter().map(|v| 0.3 - v * 0.7).collect();
         let y = gelu(&x);
         let e = exp_vec(&x);

@@ -35,7 +35,11 @@ pub fn sum<T: Float>(x: &[T]) -> T {
 pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     let n = a.len().min(b.len());
     let (ca, cb) = (a[..n].chunks_exact(LANES), b[..n].chunks_exact(LANES));
-    let tail = ca.remainder().iter().zip(cb.remainder()).fold(T::zero(), |s, (&x, &y)| s + x * y);
+    let tail = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .fold(T::zero(), |s, (&x, &y)| s + x * y);
     let mut acc = [T::zero(); LANES];
     for (x, y) in ca.zip(cb) {
         for l in 0..LANES {
@@ -49,7 +53,11 @@ pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
 #[inline(always)]
 pub fn dot3<T: Float>(a: &[T], b: &[T], c: &[T]) -> T {
     let n = a.len().min(b.len()).min(c.len());
-    let (ca, cb, cc) = (a[..n].chunks_exact(LANES), b[..n].chunks_exact(LANES), c[..n].chunks_exact(LANES));
+    let (ca, cb, cc) = (
+        a[..n].chunks_exact(LANES),
+        b[..n].chunks_exact(LANES),
+        c[..n].chunks_exact(LANES),
+    );
     let tail = (n / LANES * LANES..n).fold(T::zero(), |s, i| s + a[i] * b[i] * c[i]);
     let mut acc = [T::zero(); LANES];
     for ((x, y), z) in ca.zip(cb).zip(cc) {
@@ -64,7 +72,10 @@ pub fn dot3<T: Float>(a: &[T], b: &[T], c: &[T]) -> T {
 #[inline(always)]
 pub fn sum_sq_dev<T: Float>(x: &[T], m: T) -> T {
     let c = x.chunks_exact(LANES);
-    let tail = c.remainder().iter().fold(T::zero(), |s, &v| s + (v - m) * (v - m));
+    let tail = c
+        .remainder()
+        .iter()
+        .fold(T::zero(), |s, &v| s + (v - m) * (v - m));
     let mut acc = [T::zero(); LANES];
     for v in c {
         for l in 0..LANES {
@@ -84,7 +95,11 @@ pub fn max<T: Float>(x: &[T]) -> T {
             mx[l] = mx[l].max(v[l]);
         }
     }
-    c.remainder().iter().chain(&mx).copied().fold(T::neg_infinity(), T::max)
+    c.remainder()
+        .iter()
+        .chain(&mx)
+        .copied()
+        .fold(T::neg_infinity(), T::max)
 }
 
 #[cfg(test)]
@@ -101,7 +116,10 @@ mod tests {
             close(sum(&a), a.iter().sum());
             close(dot(&a, &b), a.iter().zip(&b).map(|(x, y)| x * y).sum());
             close(dot3(&a, &b, &c), (0..n).map(|i| a[i] * b[i] * c[i]).sum());
-            close(sum_sq_dev(&a, 0.25), a.iter().map(|x| (x - 0.25) * (x - 0.25)).sum());
+            close(
+                sum_sq_dev(&a, 0.25),
+                a.iter().map(|x| (x - 0.25) * (x - 0.25)).sum(),
+            );
             assert_eq!(max(&a), a.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         }
     }

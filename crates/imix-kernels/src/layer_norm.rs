@@ -18,5 +18,6 @@ crate::simd_dispatch!(
 /// LayerNorm of every `d`-wide row of `x`, in place, rows in parallel.
 pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
     let d = w.len();
-    x.par_chunks_mut(d * 16).for_each(|c| c.chunks_mut(d).for_each(|r| layer_norm_row(r, w, b, eps)));
+    x.par_chunks_mut(d * 16)
+        .for_each(|c| c.chunks_mut(d).for_each(|r| layer_norm_row(r, w, b, eps)));
 }

@@ -50,19 +50,55 @@ const SPLIT_MIN_WORK: usize = 1 << 18;
 const SPLIT_ALIGN: usize = 16;
 
 /// `dst (m, n) [+]= a (m, k) @ b`, everything row-major; `accumulate` adds to what `dst` holds.
-pub fn matmul_into<T: Real>(dst: &mut [T], a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rhs, accumulate: bool) {
+pub fn matmul_into<T: Real>(
+    dst: &mut [T],
+    a: &[T],
+    b: &[T],
+    dims: (usize, usize, usize),
+    rhs: Rhs,
+    accumulate: bool,
+) {
     let (m, _, n) = dims;
     assert!(dst.len() >= m * n, "gemm: output shorter than ({m}, {n})");
     // SAFETY: `dst` holds at least m * n initialised elements.
-    unsafe { gemm_raw(dst.as_mut_ptr(), a, Lhs::Plain, b, dims, rhs, accumulate, parallelism()) }
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            a,
+            Lhs::Plain,
+            b,
+            dims,
+            rhs,
+            accumulate,
+            parallelism(),
+        )
+    }
 }
 
 /// [`matmul_into`] on the calling thread only (for callers that split the work across threads).
-pub fn matmul_into_serial<T: Real>(dst: &mut [T], a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rhs, accumulate: bool) {
+pub fn matmul_into_serial<T: Real>(
+    dst: &mut [T],
+    a: &[T],
+    b: &[T],
+    dims: (usize, usize, usize),
+    rhs: Rhs,
+    accumulate: bool,
+) {
     let (m, _, n) = dims;
     assert!(dst.len() >= m * n, "gemm: output shorter than ({m}, {n})");
     // SAFETY: `dst` holds at least m * n initialised elements.
-    unsafe { gemm_raw(dst.as_mut_ptr(), a, Lhs::Plain, b, dims, rhs, accumulate, Parallelism::None) }
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            a,
+            Lhs::Plain,
+            b,
+            dims,
+            rhs,
+            accumulate,
+            Parallelism::None,
+        )
+    }
 }
 
 /// A raw pointer that may cross to another thread (each thread writes its own columns).
@@ -78,8 +114,20 @@ unsafe impl<T> Sync for Out<T> {}
 /// # Safety
 /// `dst` must be valid for `m * n` writes, and for reads as well (initialised) when `accumulate`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw<T: Real>(dst: *mut T, a: &[T], lhs: Lhs, b: &[T], (m, k, n): (usize, usize, usize), rhs: Rhs, accumulate: bool, par: Parallelism) {
-    assert!(a.len() >= m * k && b.len() >= k * n, "gemm: operands shorter than ({m}, {k}) x ({k}, {n})");
+unsafe fn gemm_raw<T: Real>(
+    dst: *mut T,
+    a: &[T],
+    lhs: Lhs,
+    b: &[T],
+    (m, k, n): (usize, usize, usize),
+    rhs: Rhs,
+    accumulate: bool,
+    par: Parallelism,
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n,
+        "gemm: operands shorter than ({m}, {k}) x ({k}, {n})"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -101,13 +149,26 @@ unsafe fn gemm_raw<T: Real>(dst: *mut T, a: &[T], lhs: Lhs, b: &[T], (m, k, n): 
     };
     let mut threads = match par {
         // One row (or k <= 2) goes through gemm's vector kernels, whose sums depend on the width.
-        Parallelism::Rayon(t) if m > 1 && k > 2 && m * n * k >= SPLIT_MIN_WORK => t.min(n / SPLIT_ALIGN).max(1),
+        Parallelism::Rayon(t) if m > 1 && k > 2 && m * n * k >= SPLIT_MIN_WORK => {
+            t.min(n / SPLIT_ALIGN).max(1)
+        }
         _ => 1,
     };
     // gemm sums a product with m and n both <= 64 in other k blocks (512 deep) than a larger one,
     // so no column block may be that small unless the whole product is.
-    let bounds = |t: usize| -> Vec<usize> { (0..=t).map(|i| if i == t { n } else { i * n / t / SPLIT_ALIGN * SPLIT_ALIGN }).collect() };
-    while threads > 1 && m <= 64 && n > 64 && bounds(threads).windows(2).any(|w| w[1] - w[0] <= 64) {
+    let bounds = |t: usize| -> Vec<usize> {
+        (0..=t)
+            .map(|i| {
+                if i == t {
+                    n
+                } else {
+                    i * n / t / SPLIT_ALIGN * SPLIT_ALIGN
+                }
+            })
+            .collect()
+    };
+    while threads > 1 && m <= 64 && n > 64 && bounds(threads).windows(2).any(|w| w[1] - w[0] <= 64)
+    {
         threads -= 1;
     }
     // Columns [j0, j1) of the output: column j of b starts at j * b_cs.
@@ -159,20 +220,44 @@ pub fn matmul<T: Real>(a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rhs) 
 
 /// [`matmul_lhs`] of two contiguous f32 (or f64) CPU tensors of one dtype, as a new tensor of
 /// `shape`; `None` for any other pair, which the caller hands to candle or rejects.
-pub fn matmul_tensors(a: &Tensor, lhs: Lhs, b: &Tensor, rhs: Rhs, dims: (usize, usize, usize), shape: impl Into<Shape>) -> candle_core::Result<Option<Tensor>> {
+pub fn matmul_tensors(
+    a: &Tensor,
+    lhs: Lhs,
+    b: &Tensor,
+    rhs: Rhs,
+    dims: (usize, usize, usize),
+    shape: impl Into<Shape>,
+) -> candle_core::Result<Option<Tensor>> {
     let (sa, la) = a.storage_and_layout();
     let (sb, lb) = b.storage_and_layout();
-    let (Some((a0, a1)), Some((b0, b1))) = (la.contiguous_offsets(), lb.contiguous_offsets()) else { return Ok(None) };
+    let (Some((a0, a1)), Some((b0, b1))) = (la.contiguous_offsets(), lb.contiguous_offsets())
+    else {
+        return Ok(None);
+    };
     let t = match (&*sa, &*sb) {
-        (Storage::Cpu(CpuStorage::F32(x)), Storage::Cpu(CpuStorage::F32(y))) => Tensor::from_vec(matmul_lhs(&x[a0..a1], lhs, &y[b0..b1], dims, rhs), shape, a.device())?,
-        (Storage::Cpu(CpuStorage::F64(x)), Storage::Cpu(CpuStorage::F64(y))) => Tensor::from_vec(matmul_lhs(&x[a0..a1], lhs, &y[b0..b1], dims, rhs), shape, a.device())?,
+        (Storage::Cpu(CpuStorage::F32(x)), Storage::Cpu(CpuStorage::F32(y))) => Tensor::from_vec(
+            matmul_lhs(&x[a0..a1], lhs, &y[b0..b1], dims, rhs),
+            shape,
+            a.device(),
+        )?,
+        (Storage::Cpu(CpuStorage::F64(x)), Storage::Cpu(CpuStorage::F64(y))) => Tensor::from_vec(
+            matmul_lhs(&x[a0..a1], lhs, &y[b0..b1], dims, rhs),
+            shape,
+            a.device(),
+        )?,
         _ => return Ok(None),
     };
     Ok(Some(t))
 }
 
 /// [`matmul`] with the left operand stored as `lhs` says (`(k, m)` for [`Lhs::Transposed`]).
-pub fn matmul_lhs<T: Real>(a: &[T], lhs: Lhs, b: &[T], dims: (usize, usize, usize), rhs: Rhs) -> Vec<T> {
+pub fn matmul_lhs<T: Real>(
+    a: &[T],
+    lhs: Lhs,
+    b: &[T],
+    dims: (usize, usize, usize),
+    rhs: Rhs,
+) -> Vec<T> {
     let (m, _, n) = dims;
     let mut out: Vec<T> = Vec::with_capacity(m * n);
     // SAFETY: the capacity holds m * n elements; gemm with `accumulate = false` writes every one
@@ -207,29 +292,60 @@ mod tests {
     #[test]
     fn products_and_accumulation_equal_the_naive_loop() {
         // Sizes around gemm's block and threading thresholds, odd on purpose.
-        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (37, 64, 129), (300, 96, 200), (70, 13, 21), (64, 24, 40)] {
-            let a: Vec<f64> = (0..m * k).map(|i| ((i * 7 % 13) as f64 - 6.0) / 5.0).collect();
-            let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 % 11) as f64 - 5.0) / 3.0).collect();
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (37, 64, 129),
+            (300, 96, 200),
+            (70, 13, 21),
+            (64, 24, 40),
+        ] {
+            let a: Vec<f64> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f64 - 6.0) / 5.0)
+                .collect();
+            let b: Vec<f64> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f64 - 5.0) / 3.0)
+                .collect();
             for rhs in [Rhs::Plain, Rhs::Transposed] {
                 let want = naive(&a, &b, (m, k, n), rhs);
                 let got = matmul(&a, &b, (m, k, n), rhs);
-                let err = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f64::max);
                 assert!(err < 1e-9, "({m},{k},{n}) {rhs:?}: max error {err}");
                 let mut acc: Vec<f64> = (0..m * n).map(|i| i as f64).collect();
                 matmul_into(&mut acc, &a, &b, (m, k, n), rhs, true);
-                let err = acc.iter().zip(&want).enumerate().map(|(i, (x, y))| (x - y - i as f64).abs()).fold(0.0, f64::max);
-                assert!(err < 1e-9, "({m},{k},{n}) {rhs:?} accumulate: max error {err}");
+                let err = acc
+                    .iter()
+                    .zip(&want)
+                    .enumerate()
+                    .map(|(i, (x, y))| (x - y - i as f64).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    err < 1e-9,
+                    "({m},{k},{n}) {rhs:?} accumulate: max error {err}"
+                );
             }
             let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
             let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
             let got = matmul(&a32, &b32, (m, k, n), Rhs::Transposed);
             let want = naive(&a, &b, (m, k, n), Rhs::Transposed);
-            let err = got.iter().zip(&want).map(|(x, y)| (*x as f64 - y).abs() / (1.0 + y.abs())).fold(0.0, f64::max);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(x, y)| (*x as f64 - y).abs() / (1.0 + y.abs()))
+                .fold(0.0, f64::max);
             assert!(err < 1e-5, "f32 ({m},{k},{n}): relative error {err}");
             // The same `a` read as the (k, m) storage of a transposed left operand.
             let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
             let got = matmul_lhs(&at, Lhs::Transposed, &b, (m, k, n), Rhs::Plain);
-            let err = got.iter().zip(&naive(&a, &b, (m, k, n), Rhs::Plain)).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            let err = got
+                .iter()
+                .zip(&naive(&a, &b, (m, k, n), Rhs::Plain))
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
             assert!(err < 1e-9, "({m},{k},{n}) transposed lhs: max error {err}");
         }
     }
@@ -238,21 +354,50 @@ mod tests {
     /// summed (k above gemm's 512-deep cache block included, and accumulation onto `dst`).
     #[test]
     fn column_split_is_bit_identical_for_any_thread_count() {
-        for &(m, k, n) in &[(272, 384, 1152), (37, 1100, 200), (300, 96, 530), (5, 700, 1000), (1, 900, 1000), (64, 24, 40)] {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729 % 997) as f32 - 498.0) / 89.0).collect();
-            for (lhs, rhs) in [(Lhs::Plain, Rhs::Transposed), (Lhs::Plain, Rhs::Plain), (Lhs::Transposed, Rhs::Plain)] {
+        for &(m, k, n) in &[
+            (272, 384, 1152),
+            (37, 1100, 200),
+            (300, 96, 530),
+            (5, 700, 1000),
+            (1, 900, 1000),
+            (64, 24, 40),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 104_729 % 997) as f32 - 498.0) / 89.0)
+                .collect();
+            for (lhs, rhs) in [
+                (Lhs::Plain, Rhs::Transposed),
+                (Lhs::Plain, Rhs::Plain),
+                (Lhs::Transposed, Rhs::Plain),
+            ] {
                 let run = |par: Parallelism, accumulate: bool| {
                     let mut out: Vec<f32> = (0..m * n).map(|i| (i % 17) as f32 / 7.0).collect();
                     // SAFETY: `out` holds m * n initialised elements.
-                    unsafe { gemm_raw(out.as_mut_ptr(), &a, lhs, &b, (m, k, n), rhs, accumulate, par) };
+                    unsafe {
+                        gemm_raw(
+                            out.as_mut_ptr(),
+                            &a,
+                            lhs,
+                            &b,
+                            (m, k, n),
+                            rhs,
+                            accumulate,
+                            par,
+                        )
+                    };
                     out
                 };
                 for accumulate in [false, true] {
                     let one = run(Parallelism::None, accumulate);
                     for t in 2..=5 {
                         let got = run(Parallelism::Rayon(t), accumulate);
-                        let same = one.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
+                        let same = one
+                            .iter()
+                            .zip(&got)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
                         assert!(same, "({m},{k},{n}) {lhs:?} {rhs:?} accumulate {accumulate}: {t} threads differ from one");
                     }
                 }

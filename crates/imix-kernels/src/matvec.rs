@@ -44,7 +44,15 @@ fn block(x: &[f32], m: usize, k: usize, w: &[f32], yt: &mut [f32]) {
     for (wr, yr) in w.chunks_exact(k).zip(yt.chunks_exact_mut(m)) {
         let mut i = 0;
         while i + 4 <= m {
-            let r = dots::<4>(wr, [&x[i * k..][..k], &x[(i + 1) * k..][..k], &x[(i + 2) * k..][..k], &x[(i + 3) * k..][..k]]);
+            let r = dots::<4>(
+                wr,
+                [
+                    &x[i * k..][..k],
+                    &x[(i + 1) * k..][..k],
+                    &x[(i + 2) * k..][..k],
+                    &x[(i + 3) * k..][..k],
+                ],
+            );
             yr[i..i + 4].copy_from_slice(&r);
             i += 4;
         }
@@ -74,7 +82,12 @@ unsafe fn block_avx2(x: &[f32], m: usize, k: usize, w: &[f32], yt: &mut [f32]) {
     }
     let (xp, wp) = (x.as_ptr(), w.as_ptr());
     for o in (0..rows).step_by(4) {
-        let wr = [wp.add(o * k), wp.add((o + 1) * k), wp.add((o + 2) * k), wp.add((o + 3) * k)];
+        let wr = [
+            wp.add(o * k),
+            wp.add((o + 1) * k),
+            wp.add((o + 2) * k),
+            wp.add((o + 3) * k),
+        ];
         for i in (0..m).step_by(2) {
             let (x0, x1) = (xp.add(i * k), xp.add((i + 1) * k));
             let mut a = [_mm256_setzero_ps(); 8];
@@ -107,7 +120,12 @@ unsafe fn block_avx512(x: &[f32], m: usize, k: usize, w: &[f32], yt: &mut [f32])
     }
     let (xp, wp) = (x.as_ptr(), w.as_ptr());
     for o in (0..rows).step_by(4) {
-        let wr = [wp.add(o * k), wp.add((o + 1) * k), wp.add((o + 2) * k), wp.add((o + 3) * k)];
+        let wr = [
+            wp.add(o * k),
+            wp.add((o + 1) * k),
+            wp.add((o + 2) * k),
+            wp.add((o + 3) * k),
+        ];
         let mut i = 0;
         while i + 4 <= m {
             let d = tile_avx512::<4>(std::array::from_fn(|c| xp.add((i + c) * k)), wr, k);
@@ -130,7 +148,11 @@ unsafe fn block_avx512(x: &[f32], m: usize, k: usize, w: &[f32], yt: &mut [f32])
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
 #[inline]
-unsafe fn tile_avx512<const R: usize>(xs: [*const f32; R], wr: [*const f32; 4], k: usize) -> [[f32; R]; 4] {
+unsafe fn tile_avx512<const R: usize>(
+    xs: [*const f32; R],
+    wr: [*const f32; 4],
+    k: usize,
+) -> [[f32; R]; 4] {
     use std::arch::x86_64::*;
     let mut a = [[_mm512_setzero_ps(); R]; 4];
     let mut j = 0;
@@ -164,31 +186,33 @@ pub fn matmul_wt(x: &[f32], m: usize, k: usize, w: &[f32], out: usize) -> Vec<f3
     let level = crate::simd::level();
     let mut y = vec![0f32; m * out];
     let yp = OutPtr(y.as_mut_ptr());
-    w.par_chunks(ROWS_PER_TASK * k).enumerate().for_each(|(c, wc)| {
-        let rows = wc.len() / k;
-        let mut yt = vec![0f32; rows * m];
-        #[cfg(target_arch = "x86_64")]
-        match level {
-            crate::simd::Level::Avx512 => {
-                // SAFETY: the level is at most what the CPU supports (simd::level).
-                unsafe { block_avx512(x, m, k, wc, &mut yt) }
+    w.par_chunks(ROWS_PER_TASK * k)
+        .enumerate()
+        .for_each(|(c, wc)| {
+            let rows = wc.len() / k;
+            let mut yt = vec![0f32; rows * m];
+            #[cfg(target_arch = "x86_64")]
+            match level {
+                crate::simd::Level::Avx512 => {
+                    // SAFETY: the level is at most what the CPU supports (simd::level).
+                    unsafe { block_avx512(x, m, k, wc, &mut yt) }
+                }
+                crate::simd::Level::Avx2 => {
+                    // SAFETY: the level is at most what the CPU supports (simd::level).
+                    unsafe { block_avx2(x, m, k, wc, &mut yt) }
+                }
+                crate::simd::Level::Scalar => block(x, m, k, wc, &mut yt),
             }
-            crate::simd::Level::Avx2 => {
-                // SAFETY: the level is at most what the CPU supports (simd::level).
-                unsafe { block_avx2(x, m, k, wc, &mut yt) }
+            #[cfg(not(target_arch = "x86_64"))]
+            block(x, m, k, wc, &mut yt);
+            let o0 = c * ROWS_PER_TASK;
+            for r in 0..rows {
+                for i in 0..m {
+                    // SAFETY: task c alone writes columns o0..o0+rows of y; every index is in bounds.
+                    unsafe { *yp.at(i * out + o0 + r) = yt[r * m + i] };
+                }
             }
-            crate::simd::Level::Scalar => block(x, m, k, wc, &mut yt),
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        block(x, m, k, wc, &mut yt);
-        let o0 = c * ROWS_PER_TASK;
-        for r in 0..rows {
-            for i in 0..m {
-                // SAFETY: task c alone writes columns o0..o0+rows of y; every index is in bounds.
-                unsafe { *yp.at(i * out + o0 + r) = yt[r * m + i] };
-            }
-        }
-    });
+        });
     y
 }
 
@@ -213,14 +237,23 @@ mod tests {
     #[test]
     fn matches_naive_product() {
         for (m, k, out) in [(1, 576, 100), (3, 13, 70), (16, 64, 33), (5, 8, 1)] {
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
-            let w: Vec<f32> = (0..out * k).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let w: Vec<f32> = (0..out * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
             let y = matmul_wt(&x, m, k, &w, out);
             for i in 0..m {
                 for o in 0..out {
-                    let want: f64 = (0..k).map(|t| x[i * k + t] as f64 * w[o * k + t] as f64).sum();
+                    let want: f64 = (0..k)
+                        .map(|t| x[i * k + t] as f64 * w[o * k + t] as f64)
+                        .sum();
                     let got = y[i * out + o] as f64;
-                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({m},{k},{out}) y[{i},{o}] = {got}, want {want}");
+                    assert!(
+                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "({m},{k},{out}) y[{i},{o}] = {got}, want {want}"
+                    );
                 }
             }
         }

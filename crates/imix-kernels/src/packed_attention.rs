@@ -7,7 +7,10 @@ use crate::{fastmath, lanes};
 /// `heads * hd` wide. No mask: sequences are packed without padding.
 pub fn attend_seq(qkv: &[f32], out: &mut [f32], heads: usize, hd: usize, buf: &mut Vec<f32>) {
     let d = heads * hd;
-    assert!(qkv.len() >= out.len() / d * 3 * d, "attention: qkv shorter than the output rows");
+    assert!(
+        qkv.len() >= out.len() / d * 3 * d,
+        "attention: qkv shorter than the output rows"
+    );
     #[cfg(target_arch = "x86_64")]
     if hd & 7 == 0 && crate::has_avx2() {
         // SAFETY: the CPU has AVX2+FMA and the assert above bounds every row the kernel reads.
@@ -27,12 +30,21 @@ fn attend_seq_portable(qkv: &[f32], out: &mut [f32], heads: usize, hd: usize, bu
         for r in 0..len {
             let q = &qkv[r * 3 * d + h * hd..][..hd];
             for (j, s) in buf.iter_mut().enumerate() {
-                *s = q.iter().zip(&qkv[j * 3 * d + d + h * hd..][..hd]).map(|(a, b)| a * b).sum::<f32>() * scale;
+                *s = q
+                    .iter()
+                    .zip(&qkv[j * 3 * d + d + h * hd..][..hd])
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>()
+                    * scale;
             }
             softmax(buf);
             let o = &mut out[r * d + h * hd..][..hd];
             for (c, oc) in o.iter_mut().enumerate() {
-                *oc = buf.iter().enumerate().map(|(j, p)| p * qkv[j * 3 * d + 2 * d + h * hd + c]).sum();
+                *oc = buf
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| p * qkv[j * 3 * d + 2 * d + h * hd + c])
+                    .sum();
             }
         }
     }
@@ -53,7 +65,13 @@ fn softmax(s: &mut [f32]) {
 /// the output in registers over all keys.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_seq_avx2(qkv: &[f32], out: &mut [f32], heads: usize, hd: usize, buf: &mut Vec<f32>) {
+unsafe fn attend_seq_avx2(
+    qkv: &[f32],
+    out: &mut [f32],
+    heads: usize,
+    hd: usize,
+    buf: &mut Vec<f32>,
+) {
     use std::arch::x86_64::*;
     let d = heads * hd;
     let len = out.len() / d;
@@ -71,7 +89,8 @@ unsafe fn attend_seq_avx2(qkv: &[f32], out: &mut [f32], heads: usize, hd: usize,
         }
         for r0 in (0..len).step_by(4) {
             // Rows past the end repeat the last one; their scores are not used.
-            let q: [*const f32; 4] = std::array::from_fn(|i| base.add((r0 + i).min(len - 1) * 3 * d + h * hd));
+            let q: [*const f32; 4] =
+                std::array::from_fn(|i| base.add((r0 + i).min(len - 1) * 3 * d + h * hd));
             for b in 0..lp / 8 {
                 let mut acc = [_mm256_setzero_ps(); 4];
                 let kp = kt.as_ptr().add(b * 8);
@@ -82,7 +101,10 @@ unsafe fn attend_seq_avx2(qkv: &[f32], out: &mut [f32], heads: usize, hd: usize,
                     }
                 }
                 for (i, a) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(sc.as_mut_ptr().add(i * lp + b * 8), _mm256_mul_ps(*a, scale));
+                    _mm256_storeu_ps(
+                        sc.as_mut_ptr().add(i * lp + b * 8),
+                        _mm256_mul_ps(*a, scale),
+                    );
                 }
             }
             for i in 0..4.min(len - r0) {
@@ -120,14 +142,23 @@ mod tests {
         let (heads, hd) = (3, 40); // 40: five 8-lane pieces, so the 4-piece loop has a remainder
         let d = heads * hd;
         for len in [1, 3, 4, 9, 17] {
-            let qkv: Vec<f32> = (0..len * 3 * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
+            let qkv: Vec<f32> = (0..len * 3 * d)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+                .collect();
             let (mut a, mut b) = (vec![0f32; len * d], vec![0f32; len * d]);
             attend_seq(&qkv, &mut a, heads, hd, &mut Vec::new());
             attend_seq_portable(&qkv, &mut b, heads, hd, &mut Vec::new());
-            let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            let err = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
             assert!(err < 1e-5, "len {len}: max difference {err}");
             // Each output is a convex combination of values: bounded by their range.
-            assert!(a.iter().all(|v| v.abs() <= 1.25 + 1e-5), "len {len}: output outside the values' range");
+            assert!(
+                a.iter().all(|v| v.abs() <= 1.25 + 1e-5),
+                "len {len}: output outside the values' range"
+            );
         }
     }
 }

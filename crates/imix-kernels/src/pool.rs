@@ -17,7 +17,9 @@ pub fn park_idle_workers() {
 /// with 8 MiB stacks (the main thread's size) if nothing has built it yet.
 pub fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     // An error means the global pool exists already; it is then used as it is.
-    let _ = rayon::ThreadPoolBuilder::new().stack_size(8 << 20).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(8 << 20)
+        .build_global();
     if rayon::current_thread_index().is_some() {
         return f();
     }

@@ -42,7 +42,10 @@ impl Level {
 impl std::str::FromStr for Level {
     type Err = String;
     fn from_str(s: &str) -> Result<Level, String> {
-        Level::ALL.into_iter().find(|l| l.name() == s.trim().to_ascii_lowercase()).ok_or_else(|| format!("IMIX_SIMD={s:?} is not one of scalar, avx2, avx512"))
+        Level::ALL
+            .into_iter()
+            .find(|l| l.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("IMIX_SIMD={s:?} is not one of scalar, avx2, avx512"))
     }
 }
 
@@ -79,7 +82,10 @@ pub fn cap_from_env() -> Result<Option<Level>, String> {
 /// Caps the level every kernel uses from now on (`None`: the detected one). For tests that compare
 /// the paths, and for benchmarks that time one against another in the same process.
 pub fn set_cap(cap: Option<Level>) {
-    CAP.store(cap.map_or(Level::Avx512 as u8, |l| l as u8), Ordering::Relaxed);
+    CAP.store(
+        cap.map_or(Level::Avx512 as u8, |l| l as u8),
+        Ordering::Relaxed,
+    );
 }
 
 /// The level the kernels use now: the detected one, capped. An `IMIX_SIMD` value that does not
@@ -88,7 +94,10 @@ pub fn set_cap(cap: Option<Level>) {
 pub fn level() -> Level {
     let mut cap = CAP.load(Ordering::Relaxed);
     if cap == UNSET {
-        cap = cap_from_env().ok().flatten().map_or(Level::Avx512 as u8, |l| l as u8);
+        cap = cap_from_env()
+            .ok()
+            .flatten()
+            .map_or(Level::Avx512 as u8, |l| l as u8);
         // A concurrent set_cap wins over the environment.
         cap = match CAP.compare_exchange(UNSET, cap, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => cap,
@@ -100,7 +109,10 @@ pub fn level() -> Level {
 
 /// The levels this CPU can run, least capable first (what path-equality tests iterate over).
 pub fn supported() -> Vec<Level> {
-    Level::ALL.into_iter().filter(|&l| l <= detected()).collect()
+    Level::ALL
+        .into_iter()
+        .filter(|&l| l <= detected())
+        .collect()
 }
 
 #[cfg(test)]

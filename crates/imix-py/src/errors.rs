@@ -52,8 +52,16 @@ fn keyword(field: &str) -> String {
 fn exception(e: &Error, msg: String) -> PyErr {
     let msg = inversed_mixup::api::field_names(&msg, &keyword);
     match e.root() {
-        Error::Config(_) | Error::Invalid(_) | Error::Input { .. } | Error::Model { .. } | Error::Checkpoint { .. } => ImixError::new_err(msg),
-        Error::Candle(_) | Error::Io { .. } | Error::Fetch(_) | Error::Tokenizer(_) | Error::Context { .. } => PyRuntimeError::new_err(msg),
+        Error::Config(_)
+        | Error::Invalid(_)
+        | Error::Input { .. }
+        | Error::Model { .. }
+        | Error::Checkpoint { .. } => ImixError::new_err(msg),
+        Error::Candle(_)
+        | Error::Io { .. }
+        | Error::Fetch(_)
+        | Error::Tokenizer(_)
+        | Error::Context { .. } => PyRuntimeError::new_err(msg),
     }
 }
 

@@ -53,7 +53,14 @@ type BundleKey = (PathBuf, Vec<Option<SystemTime>>);
 fn bundle_key(paths: &BundlePaths) -> BundleKey {
     let mtime = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let dir = std::fs::canonicalize(&paths.dir).unwrap_or_else(|_| paths.dir.clone());
-    (dir, vec![mtime(paths.classifier()), mtime(paths.adaptor()), mtime(paths.encoder())])
+    (
+        dir,
+        vec![
+            mtime(paths.classifier()),
+            mtime(paths.adaptor()),
+            mtime(paths.encoder()),
+        ],
+    )
 }
 
 /// The text embedding, inversion, warm-up (stage 2) and augmentation (stage 3) of inversedMixup,
@@ -73,7 +80,10 @@ impl Augmenter {
         if let Some(w) = &*slot {
             return Ok(w.clone());
         }
-        let w = Wired::build(Parts { pipeline: self.pipeline.clone(), bundle: None })?;
+        let w = Wired::build(Parts {
+            pipeline: self.pipeline.clone(),
+            bundle: None,
+        })?;
         *slot = Some(w.clone());
         Ok(w)
     }
@@ -89,7 +99,10 @@ impl Augmenter {
         }
         *slot = None;
         let b = self.pipeline.open_bundle(&paths.dir)?;
-        let w = Wired::build(Parts { pipeline: self.pipeline.clone(), bundle: Some(b) })?;
+        let w = Wired::build(Parts {
+            pipeline: self.pipeline.clone(),
+            bundle: Some(b),
+        })?;
         *slot = Some((key, w.clone()));
         Ok(w)
     }
@@ -101,11 +114,20 @@ impl Augmenter {
     /// stage-1 adaptor (default: the shipped one, or `IMIX_ADAPTOR`), and checks they fit.
     #[new]
     #[pyo3(signature = (encoder=None, llm=None, adaptor=None))]
-    fn new(py: Python<'_>, encoder: Option<PathBuf>, llm: Option<PathBuf>, adaptor: Option<PathBuf>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        encoder: Option<PathBuf>,
+        llm: Option<PathBuf>,
+        adaptor: Option<PathBuf>,
+    ) -> PyResult<Self> {
         runtime::compute(py, None, |_| {
             imix_kernels::simd::cap_from_env().map_err(Fail::Bad)?;
             let p = Pipeline::load(encoder.as_deref(), llm.as_deref(), adaptor.as_deref())?;
-            Ok(Augmenter { pipeline: Arc::new(p), inverter: Mutex::new(None), bundle: Mutex::new(None) })
+            Ok(Augmenter {
+                pipeline: Arc::new(p),
+                inverter: Mutex::new(None),
+                bundle: Mutex::new(None),
+            })
         })
     }
 
@@ -134,27 +156,46 @@ impl Augmenter {
     }
 
     /// Unit-length sentence embeddings, float32 `(len(texts), dim)`.
-    fn embed<'py>(&self, py: Python<'py>, texts: Vec<String>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let dim = self.pipeline.encoder.dim();
         let v = runtime::compute(py, None, |_| {
             if texts.is_empty() {
                 return Ok(Vec::new());
             }
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            Ok(self.pipeline.encoder.embed_batched(&refs)?.flatten_all()?.to_vec1::<f32>()?)
+            Ok(self
+                .pipeline
+                .encoder
+                .embed_batched(&refs)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
         })?;
-        let a = Array2::from_shape_vec((v.len() / dim, dim), v).map_err(|e| PyErr::from(Fail::Internal(e.to_string())))?;
+        let a = Array2::from_shape_vec((v.len() / dim, dim), v)
+            .map_err(|e| PyErr::from(Fail::Internal(e.to_string())))?;
         Ok(a.into_pyarray(py))
     }
 
     /// `imix invert` on a list: each text reconstructed from its own embedding; JSON Lines rows
     /// and the summary as JSON. `options`: an `InvertRequest` as JSON.
     #[pyo3(signature = (texts, options, progress=None))]
-    fn invert(&self, py: Python<'_>, texts: Vec<String>, options: String, progress: Option<Py<PyAny>>) -> PyResult<(String, String)> {
+    fn invert(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        options: String,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<(String, String)> {
         runtime::compute(py, progress, |report| {
             let req: InvertRequest = from_json(&options)?;
             req.validate()?;
-            let texts: Vec<String> = data::rows(texts, None, req.max_chars)?.into_iter().map(|r| r.text).collect();
+            let texts: Vec<String> = data::rows(texts, None, req.max_chars)?
+                .into_iter()
+                .map(|r| r.text)
+                .collect();
             let w = self.default_inverter()?;
             let (rows, summary) = api::invert(w.borrow_dependent(), &texts, &req, report)?;
             Ok((runtime::jsonl(&rows)?, runtime::json(&summary)?))
@@ -163,7 +204,13 @@ impl Augmenter {
 
     /// `imix interpolate`: the sentences on the path from `b` (lambda 0) to `a` (lambda 1); JSON
     /// Lines rows with lambda, text, cos_a and cos_b. `options`: an `InterpolateRequest` as JSON.
-    fn interpolate(&self, py: Python<'_>, a: String, b: String, options: String) -> PyResult<String> {
+    fn interpolate(
+        &self,
+        py: Python<'_>,
+        a: String,
+        b: String,
+        options: String,
+    ) -> PyResult<String> {
         runtime::compute(py, None, |_| {
             let req: InterpolateRequest = from_json(&options)?;
             req.validate()?;
@@ -176,14 +223,23 @@ impl Augmenter {
     /// writes the same bundle directory (with checkpoint and learning curve). Returns `out`.
     /// `options`: a `WarmupRequest` as JSON.
     #[pyo3(signature = (texts, labels, out, options, progress=None))]
-    fn warmup(&self, py: Python<'_>, texts: Vec<String>, labels: Vec<String>, out: PathBuf, options: String, progress: Option<Py<PyAny>>) -> PyResult<PathBuf> {
+    fn warmup(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        labels: Vec<String>,
+        out: PathBuf,
+        options: String,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<PathBuf> {
         runtime::compute(py, progress, |report| {
             let req: WarmupRequest = from_json(&options)?;
             api::check_warmup_target(&req, &out)?;
             let data = data::labelled(texts, labels, req.max_chars, None)?;
             let data = api::sample(data, req.shots, req.shots_seed);
             report(0, req.steps);
-            self.pipeline.warmup(&data, &req, &out, None, &mut |s| report(s.step, req.steps))?;
+            self.pipeline
+                .warmup(&data, &req, &out, None, &mut |s| report(s.step, req.steps))?;
             Ok(out.clone())
         })
     }
@@ -192,13 +248,26 @@ impl Augmenter {
     /// Lines rows exactly as the command writes them for the same settings, and the summary it
     /// prints as JSON. `options`: an `AugmentRequest` as JSON.
     #[pyo3(signature = (texts, labels, model, options, progress=None))]
-    fn augment(&self, py: Python<'_>, texts: Vec<String>, labels: Vec<String>, model: PathBuf, options: String, progress: Option<Py<PyAny>>) -> PyResult<(String, String)> {
+    fn augment(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        labels: Vec<String>,
+        model: PathBuf,
+        options: String,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<(String, String)> {
         runtime::compute(py, progress, |report| {
             let req: AugmentRequest = from_json(&options)?;
             let plan = req.validate()?;
             // The bundle (cached across calls) before the rows: its labels decide which are known.
             let w = self.bundle_inverter(&BundlePaths::new(&model))?;
-            let cls = &w.borrow_owner().bundle.as_ref().expect("a bundle's inverter").classifier;
+            let cls = &w
+                .borrow_owner()
+                .bundle
+                .as_ref()
+                .expect("a bundle's inverter")
+                .classifier;
             let data = data::labelled(texts, labels, req.max_chars, Some(&cls.labels))?;
             let data = api::sample(data, req.shots, req.shots_seed);
             let out = api::augment(w.borrow_dependent(), cls, &data, &req, &plan, report)?;
@@ -208,7 +277,12 @@ impl Augmenter {
 
     fn __repr__(&self) -> String {
         let p = &self.pipeline;
-        format!("Augmenter(encoder={:?}, llm={:?}, adaptor={:?})", p.encoder.name(), p.llm.name(), p.adaptor_path.display().to_string())
+        format!(
+            "Augmenter(encoder={:?}, llm={:?}, adaptor={:?})",
+            p.encoder.name(),
+            p.llm.name(),
+            p.adaptor_path.display().to_string()
+        )
     }
 }
 

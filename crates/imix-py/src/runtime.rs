@@ -48,9 +48,17 @@ impl Progress {
 /// Runs `work` without the GIL, on the compute pool; `work` gets the progress reporter. All model
 /// types of the library are `Send + Sync` (plain tensors and tokenizers), so no `unsendable`
 /// class is needed and other Python threads run meanwhile.
-pub fn compute<R: Send>(py: Python<'_>, progress: Option<Py<PyAny>>, work: impl FnOnce(&dyn Fn(usize, usize)) -> Result<R> + Send) -> PyResult<R> {
-    let p = Progress { callback: progress, error: Mutex::new(None) };
-    let r = py.allow_threads(|| imix_kernels::pool::on_compute_pool(|| work(&|d, t| p.report(d, t))));
+pub fn compute<R: Send>(
+    py: Python<'_>,
+    progress: Option<Py<PyAny>>,
+    work: impl FnOnce(&dyn Fn(usize, usize)) -> Result<R> + Send,
+) -> PyResult<R> {
+    let p = Progress {
+        callback: progress,
+        error: Mutex::new(None),
+    };
+    let r =
+        py.allow_threads(|| imix_kernels::pool::on_compute_pool(|| work(&|d, t| p.report(d, t))));
     if let Some(e) = p.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
@@ -61,7 +69,8 @@ pub fn compute<R: Send>(py: Python<'_>, progress: Option<Py<PyAny>>, work: impl 
 pub fn jsonl<T: serde::Serialize>(rows: &[T]) -> Result<String> {
     let mut out = Vec::new();
     for r in rows {
-        inversed_mixup::data::jsonl::append(&mut out, r).map_err(|e| Fail::Internal(format!("serialising a row: {e}")))?;
+        inversed_mixup::data::jsonl::append(&mut out, r)
+            .map_err(|e| Fail::Internal(format!("serialising a row: {e}")))?;
     }
     Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
 }

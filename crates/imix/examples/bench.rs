@@ -46,16 +46,35 @@ fn timed(mut f: impl FnMut(), warmup: usize, runs: usize) -> (f64, Vec<f64>) {
 
 fn peak_mb() -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn rss_note(what: &str) {
     if std::env::var_os("BENCH_RSS").is_some() {
         let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let f = |k: &str| s.lines().find(|l| l.starts_with(k)).map(|l| l.to_string()).unwrap_or_default();
+        let f = |k: &str| {
+            s.lines()
+                .find(|l| l.starts_with(k))
+                .map(|l| l.to_string())
+                .unwrap_or_default()
+        };
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let minflt = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(7)).unwrap_or("?").to_string();
-        eprintln!("{what}: {} {} minor faults so far {minflt}", f("VmRSS:"), f("VmHWM:"));
+        let minflt = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(7))
+            .unwrap_or("?")
+            .to_string();
+        eprintln!(
+            "{what}: {} {} minor faults so far {minflt}",
+            f("VmRSS:"),
+            f("VmHWM:")
+        );
     }
 }
 
@@ -104,21 +123,55 @@ fn main() {
 /// 2·(4d² + 2d·ffn) per layer, plus attention.
 fn encoder_forward_flop(enc: &Encoder, toks: &[usize]) -> f64 {
     let (d, ff) = (enc.dim(), 4 * enc.dim());
-    toks.iter().map(|&l| (enc.num_layers() * (l * 2 * (4 * d * d + 2 * d * ff) + 4 * l * l * d)) as f64).sum()
+    toks.iter()
+        .map(|&l| (enc.num_layers() * (l * 2 * (4 * d * d + 2 * d * ff) + 4 * l * l * d)) as f64)
+        .sum()
 }
 
 /// One fine-tuning step of the task model: the encoder (every layer) and a 2-class linear head on
 /// 16 sentences, soft-label cross-entropy, backward, AdamW on both (as `TaskModel::finetune`).
 fn finetune_step_bench(dev: &Device) {
     use inversed_mixup::method::classifier::{targets_tensor, Classifier};
-    let (enc, varmap) = Encoder::load_trainable(&fetch::resolve(None, &fetch::ENCODER).unwrap(), None, dev).unwrap();
+    let (enc, varmap) =
+        Encoder::load_trainable(&fetch::resolve(None, &fetch::ENCODER).unwrap(), None, dev)
+            .unwrap();
     let head = Classifier::new(vec!["a".into(), "b".into()], enc.dim(), dev).unwrap();
-    let s: Vec<String> = (0..16).map(|i| format!("sentence number {i} is about the weather in a small town near the river.")).collect();
+    let s: Vec<String> = (0..16)
+        .map(|i| {
+            format!("sentence number {i} is about the weather in a small town near the river.")
+        })
+        .collect();
     let r: Vec<&str> = s.iter().map(String::as_str).collect();
-    let y = targets_tensor(&(0..16).map(|i| if i % 2 == 0 { vec![1.0, 0.0] } else { vec![0.0, 1.0] }).collect::<Vec<_>>(), dev).unwrap();
+    let y = targets_tensor(
+        &(0..16)
+            .map(|i| {
+                if i % 2 == 0 {
+                    vec![1.0, 0.0]
+                } else {
+                    vec![0.0, 1.0]
+                }
+            })
+            .collect::<Vec<_>>(),
+        dev,
+    )
+    .unwrap();
     let (_, trained) = enc.select_vars(&varmap, 0).unwrap();
-    let mut opt_e = AdamW::new(trained, AdamWConfig { weight_decay: 0.01, ..Default::default() }).unwrap();
-    let mut opt_h = AdamW::new(head.vars(), AdamWConfig { weight_decay: 1e-4, ..Default::default() }).unwrap();
+    let mut opt_e = AdamW::new(
+        trained,
+        AdamWConfig {
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut opt_h = AdamW::new(
+        head.vars(),
+        AdamWConfig {
+            weight_decay: 1e-4,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let (med, runs) = timed(
         || {
             let loss = head.loss(&enc.embed(&r).unwrap(), &y).unwrap();
@@ -136,14 +189,20 @@ fn finetune_step_bench(dev: &Device) {
 }
 
 fn run() {
-    let work = std::env::args().nth(1).expect("workload: train | train-lora | gen1 | gen16 | encode | finetune");
+    let work = std::env::args()
+        .nth(1)
+        .expect("workload: train | train-lora | gen1 | gen16 | encode | finetune");
     let dev = Device::Cpu;
     if work == "finetune" {
         return finetune_step_bench(&dev);
     }
     if work == "encode" {
         let enc = Encoder::load(&fetch::resolve(None, &fetch::ENCODER).unwrap(), &dev).unwrap();
-        let s: Vec<String> = (0..64).map(|i| format!("sentence number {i} is about the weather in a small town near the river.")).collect();
+        let s: Vec<String> = (0..64)
+            .map(|i| {
+                format!("sentence number {i} is about the weather in a small town near the river.")
+            })
+            .collect();
         let r: Vec<&str> = s.iter().map(String::as_str).collect();
         if std::env::var_os("BENCH_AB").is_some() {
             // Raw inference path vs the candle composition, alternating in one process.
@@ -159,7 +218,10 @@ fn run() {
             }
             a.sort_by(f64::total_cmp);
             b.sort_by(f64::total_cmp);
-            eprintln!("raw median {:.4} min {:.4} | composed median {:.4} min {:.4}", a[7], a[0], b[7], b[0]);
+            eprintln!(
+                "raw median {:.4} min {:.4} | composed median {:.4} min {:.4}",
+                a[7], a[0], b[7], b[0]
+            );
         }
         let (med, runs) = timed(
             || {
@@ -182,31 +244,78 @@ fn run() {
     // BENCH_LORA=R: the adaptor carries rank-R LoRA deltas on every projection (alpha 2R), as peft's
     // LoraConfig(r=R, lora_alpha=2R, target_modules=q,k,v,o,gate,up,down) on the PyTorch side.
     // The train-lora workload: rank 16, as the shipped adaptor.
-    let rank = std::env::var("BENCH_LORA").ok().or_else(|| (work == "train-lora").then(|| "16".into()));
+    let rank = std::env::var("BENCH_LORA")
+        .ok()
+        .or_else(|| (work == "train-lora").then(|| "16".into()));
     let lora = rank.map(|r| {
         let rank: usize = r.parse().expect("BENCH_LORA=rank");
-        LoraConfig { rank, alpha: 2.0 * rank as f64, targets: Target::ALL.to_vec(), dims: LoraDims::of(llm.config()) }
+        LoraConfig {
+            rank,
+            alpha: 2.0 * rank as f64,
+            targets: Target::ALL.to_vec(),
+            dims: LoraDims::of(llm.config()),
+        }
     });
-    let cfg = AdaptorConfig { encoder: "bench".into(), enc_dim: 384, llm: llm.name().into(), llm_dim: llm.config().hidden, k: 4, hidden: 1024, template: DEFAULT_TEMPLATE.into(), lora, deep: None };
+    let cfg = AdaptorConfig {
+        encoder: "bench".into(),
+        enc_dim: 384,
+        llm: llm.name().into(),
+        llm_dim: llm.config().hidden,
+        k: 4,
+        hidden: 1024,
+        template: DEFAULT_TEMPLATE.into(),
+        lora,
+        deep: None,
+    };
     let a = Adaptor::new(cfg, 0, &dev).unwrap();
     let prompt = Prompt::new(DEFAULT_TEMPLATE, 4, &llm).unwrap();
     if work == "train" || work == "train-lora" {
         let h = unit_rows(8, 0);
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         // 31 target tokens + EOS = 32 predicted positions, as the PyTorch side's 32 targets.
-        let tg: Vec<Vec<u32>> = (0..8).map(|_| (0..31).map(|_| r.random_range(100..40000)).collect()).collect();
-        let mut opt = AdamW::new(a.sorted_vars(), AdamWConfig { weight_decay: 0.01, ..Default::default() }).unwrap();
+        let tg: Vec<Vec<u32>> = (0..8)
+            .map(|_| (0..31).map(|_| r.random_range(100..40000)).collect())
+            .collect();
+        let mut opt = AdamW::new(
+            a.sorted_vars(),
+            AdamWConfig {
+                weight_decay: 0.01,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let (med, runs) = timed(
             || {
                 let t0 = std::time::Instant::now();
-                let (loss, _) = prompt.gen_loss_lora(&llm, a.lora(), &a.forward(&h).unwrap(), &tg, true).unwrap();
+                let (loss, _) = prompt
+                    .gen_loss_lora(&llm, a.lora(), &a.forward(&h).unwrap(), &tg, true)
+                    .unwrap();
                 rss_note("after forward");
                 let t1 = std::time::Instant::now();
                 let g = loss.backward().unwrap();
                 rss_note("after backward");
                 if std::env::var_os("BENCH_PHASES").is_some() {
-                    let gn: f32 = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sum();
-                    eprintln!("forward {:.3} s, backward {:.3} s, loss {:.6}, grad norm {:.6}", (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64(), loss.to_scalar::<f32>().unwrap(), gn.sqrt());
+                    let gn: f32 = a
+                        .sorted_vars()
+                        .iter()
+                        .map(|(_, v)| {
+                            g.get(v.as_tensor())
+                                .unwrap()
+                                .sqr()
+                                .unwrap()
+                                .sum_all()
+                                .unwrap()
+                                .to_scalar::<f32>()
+                                .unwrap()
+                        })
+                        .sum();
+                    eprintln!(
+                        "forward {:.3} s, backward {:.3} s, loss {:.6}, grad norm {:.6}",
+                        (t1 - t0).as_secs_f64(),
+                        t1.elapsed().as_secs_f64(),
+                        loss.to_scalar::<f32>().unwrap(),
+                        gn.sqrt()
+                    );
                 }
                 opt.step(&g, 1e-3, 0.0).unwrap();
             },
@@ -215,11 +324,14 @@ fn run() {
         );
         // Forward + input-only backward (about the forward again), logits at the 32 targets only.
         let c = llm.config();
-        let fwd = llm_forward_flop(c, 8, prompt.len() + 31) + (8 * 32 * 2 * c.hidden * c.vocab) as f64;
+        let fwd =
+            llm_forward_flop(c, 8, prompt.len() + 31) + (8 * 32 * 2 * c.hidden * c.vocab) as f64;
         print_result(&work, med, runs, 2.0 * fwd, None);
     } else {
         let b = if work == "gen1" { 1 } else { 16 };
-        let x = prompt.embeds(&llm, &a.forward(&unit_rows(b, 0)).unwrap()).unwrap();
+        let x = prompt
+            .embeds(&llm, &a.forward(&unit_rows(b, 0)).unwrap())
+            .unwrap();
         let (med, runs) = timed(
             || {
                 llm.generate_fixed(&x, 32).unwrap();
@@ -237,6 +349,12 @@ fn run() {
             flop += (c.layers * b * (lin + 4 * (p + t + 1) * c.hidden)) as f64;
         }
         flop += (b * 32 * 2 * c.hidden * c.vocab) as f64;
-        print_result(&work, med, runs, flop, Some(("tokens_per_s", (b * 32) as f64 / med)));
+        print_result(
+            &work,
+            med,
+            runs,
+            flop,
+            Some(("tokens_per_s", (b * 32) as f64 / med)),
+        );
     }
 }

@@ -121,8 +121,14 @@ pub struct AlignArgs {
 
 /// Runs `imix align`.
 pub fn run(a: AlignArgs) -> Result<()> {
-    for (f, n) in [("k", a.k), ("hidden", a.hidden), ("steps", a.steps), ("batch_size", a.batch_size), ("checkpoint_every", a.checkpoint_every), ("max_target_tokens", a.max_target_tokens)]
-    {
+    for (f, n) in [
+        ("k", a.k),
+        ("hidden", a.hidden),
+        ("steps", a.steps),
+        ("batch_size", a.batch_size),
+        ("checkpoint_every", a.checkpoint_every),
+        ("max_target_tokens", a.max_target_tokens),
+    ] {
         check::at_least_one(f, n)?;
     }
     check::positive("lr", a.lr)?;
@@ -137,7 +143,10 @@ pub fn run(a: AlignArgs) -> Result<()> {
     a.input.check()?;
     check::positive("deep_scale", a.deep_scale)?;
     if a.deep_rank == 0 && a.deep_scale != 1.0 {
-        anyhow::bail!("--deep-scale {} without --deep-rank: there are no deep soft tokens to scale", a.deep_scale);
+        anyhow::bail!(
+            "--deep-scale {} without --deep-rank: there are no deep soft tokens to scale",
+            a.deep_scale
+        );
     }
     if a.lora_rank > 0 {
         Target::parse_list(&a.lora_targets)?;
@@ -147,7 +156,14 @@ pub fn run(a: AlignArgs) -> Result<()> {
     let corpus = read_files(&a.corpus, &opt)?;
     let texts: Vec<String> = corpus.rows.into_iter().map(|r| r.text).collect();
     if texts.is_empty() {
-        anyhow::bail!("no sentences in {}: nothing to train on", a.corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        anyhow::bail!(
+            "no sentences in {}: nothing to train on",
+            a.corpus
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     tracing::info!("{} sentences from {} file(s)", texts.len(), a.corpus.len());
     let (enc, llm) = a.models.load()?;
@@ -156,13 +172,23 @@ pub fn run(a: AlignArgs) -> Result<()> {
         p.push(s);
         PathBuf::from(p)
     };
-    let cache = a.emb_cache.clone().unwrap_or_else(|| with_suffix(".emb.safetensors"));
+    let cache = a
+        .emb_cache
+        .clone()
+        .unwrap_or_else(|| with_suffix(".emb.safetensors"));
     let pb = bar(texts.len() as u64, "embed");
-    let emb = embed_corpus(&enc, &texts, Some(&cache), &|d, _| pb.set_position(d as u64))?;
+    let emb = embed_corpus(&enc, &texts, Some(&cache), &|d, _| {
+        pb.set_position(d as u64)
+    })?;
     pb.finish_and_clear();
     let lora = match a.lora_rank {
         0 => None,
-        rank => Some(LoraConfig { rank, alpha: a.lora_alpha, targets: Target::parse_list(&a.lora_targets)?, dims: LoraDims::of(llm.config()) }),
+        rank => Some(LoraConfig {
+            rank,
+            alpha: a.lora_alpha,
+            targets: Target::parse_list(&a.lora_targets)?,
+            dims: LoraDims::of(llm.config()),
+        }),
     };
     let deep = match a.deep_rank {
         0 => None,
@@ -186,7 +212,10 @@ pub fn run(a: AlignArgs) -> Result<()> {
         warmup: a.warmup,
         lr_floor: a.lr_floor,
         clip: a.clip,
-        adamw: inversed_mixup::nets::optim::AdamWConfig { weight_decay: a.weight_decay, ..Default::default() },
+        adamw: inversed_mixup::nets::optim::AdamWConfig {
+            weight_decay: a.weight_decay,
+            ..Default::default()
+        },
         max_target_tokens: a.max_target_tokens,
         holdout: a.holdout,
         eval_every: a.eval_every,
@@ -213,7 +242,11 @@ pub fn run(a: AlignArgs) -> Result<()> {
                 adaptor.config()
             );
         }
-        let w = from.sorted_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        let w = from
+            .sorted_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
         adaptor.set_weights_present(&w)?;
         tracing::info!("initialised from {}", p.display());
     }
@@ -224,13 +257,18 @@ pub fn run(a: AlignArgs) -> Result<()> {
     let ckpt = checkpoint_path(&a.out);
     let log_path = a.log.clone().unwrap_or_else(|| with_suffix(".curve.jsonl"));
     if a.resume {
-        tr.load_checkpoint(&ckpt).with_context(|| "use the same flags as the interrupted run")?;
+        tr.load_checkpoint(&ckpt)
+            .with_context(|| "use the same flags as the interrupted run")?;
         tracing::info!("resumed at step {} from {}", tr.step, ckpt.display());
         inversed_mixup::data::jsonl::truncate_curve(&log_path, tr.step)?;
     } else {
         inversed_mixup::data::io::write_atomic(&log_path, b"")?;
     }
-    let mut log = std::fs::OpenOptions::new().append(true).create(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
     let pb = bar(a.steps as u64, "align");
     pb.set_position(tr.step as u64);
     let start = std::time::Instant::now();
@@ -239,10 +277,20 @@ pub fn run(a: AlignArgs) -> Result<()> {
         let s: StepLog = tr.train_step()?;
         jsonl::append(&mut log, &s)?;
         ema = Some(ema.map_or(s.loss, |e| 0.95 * e + 0.05 * s.loss));
-        let mut msg = format!("loss {:.3} (avg {:.3}) {:.0} tok/s", s.loss, ema.unwrap_or(s.loss), s.tokens as f64 / s.seconds);
+        let mut msg = format!(
+            "loss {:.3} (avg {:.3}) {:.0} tok/s",
+            s.loss,
+            ema.unwrap_or(s.loss),
+            s.tokens as f64 / s.seconds
+        );
         if let Some(e) = s.eval_loss {
             msg.push_str(&format!(" eval {e:.3}"));
-            let line = format!("step {}: train {:.4} held-out {:.4}", s.step, ema.unwrap_or(s.loss), e);
+            let line = format!(
+                "step {}: train {:.4} held-out {:.4}",
+                s.step,
+                ema.unwrap_or(s.loss),
+                e
+            );
             // A hidden bar (stderr not a terminal: a background run's log) drops println lines.
             if pb.is_hidden() {
                 tracing::info!("{line}");
@@ -252,7 +300,9 @@ pub fn run(a: AlignArgs) -> Result<()> {
         }
         pb.set_message(msg);
         pb.set_position(tr.step as u64);
-        let out_of_time = a.max_minutes.is_some_and(|m| start.elapsed().as_secs_f64() > m * 60.0);
+        let out_of_time = a
+            .max_minutes
+            .is_some_and(|m| start.elapsed().as_secs_f64() > m * 60.0);
         if tr.step % a.checkpoint_every.max(1) == 0 || tr.step == a.steps || out_of_time {
             log.flush()?;
             tr.save_checkpoint(&ckpt)?;
@@ -260,12 +310,20 @@ pub fn run(a: AlignArgs) -> Result<()> {
         }
         if out_of_time && tr.step < a.steps {
             pb.finish_and_clear();
-            println!("stopped after {:.1} min at step {}; continue with --resume", start.elapsed().as_secs_f64() / 60.0, tr.step);
+            println!(
+                "stopped after {:.1} min at step {}; continue with --resume",
+                start.elapsed().as_secs_f64() / 60.0,
+                tr.step
+            );
             return Ok(());
         }
     }
     pb.finish_and_clear();
     tr.adaptor.save(&a.out, a.half)?;
-    println!("adaptor written to {} after {} steps", a.out.display(), tr.step);
+    println!(
+        "adaptor written to {} after {} steps",
+        a.out.display(),
+        tr.step
+    );
     Ok(())
 }

@@ -134,7 +134,9 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     let data = a.data.load(Some(&classifier.labels))?;
     let files: ModelFiles = a.models.files()?;
     let llm = files.load_llm()?;
-    let b = api::open_bundle(&files, &paths, classifier, &llm, || files.load_encoder(None))?;
+    let b = api::open_bundle(&files, &paths, classifier, &llm, || {
+        files.load_encoder(None)
+    })?;
     let inv = Inverter::new(&b.encoder, &llm, &b.adaptor)?;
     let pb = bar(0, "augment");
     let out = api::augment(&inv, &b.classifier, &data, &req, &plan, &|d, n| {
@@ -156,10 +158,22 @@ pub fn run(a: AugmentArgs) -> Result<()> {
 /// the prediction.
 fn to_csv(rows: &[AugRow], labels: &[String]) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let mut h: Vec<String> =
-        ["text", "lambda", "source_a_text", "source_a_label", "source_a_index", "source_b_text", "source_b_label", "source_b_index", "intrusion", "cos_a", "cos_b", "content_lambda"]
-            .map(String::from)
-            .to_vec();
+    let mut h: Vec<String> = [
+        "text",
+        "lambda",
+        "source_a_text",
+        "source_a_label",
+        "source_a_index",
+        "source_b_text",
+        "source_b_label",
+        "source_b_index",
+        "intrusion",
+        "cos_a",
+        "cos_b",
+        "content_lambda",
+    ]
+    .map(String::from)
+    .to_vec();
     h.extend(labels.iter().map(|l| format!("soft_label.{l}")));
     h.extend(labels.iter().map(|l| format!("predicted.{l}")));
     w.write_record(&h)?;
@@ -182,7 +196,8 @@ fn to_csv(rows: &[AugRow], labels: &[String]) -> Result<Vec<u8>> {
         f.extend(labels.iter().map(|l| format!("{:.6}", r.predicted[l])));
         w.write_record(&f)?;
     }
-    w.into_inner().map_err(|e| anyhow::anyhow!("writing CSV: {e}"))
+    w.into_inner()
+        .map_err(|e| anyhow::anyhow!("writing CSV: {e}"))
 }
 
 /// Arguments of `imix interpolate`.
@@ -206,14 +221,24 @@ pub struct InterpolateArgs {
 
 /// Runs `imix interpolate`.
 pub fn interpolate(a: InterpolateArgs) -> Result<()> {
-    let mut req = InterpolateRequest { steps: a.steps, ..Default::default() };
+    let mut req = InterpolateRequest {
+        steps: a.steps,
+        ..Default::default()
+    };
     set_decoding!(req, a.dec);
     req.validate()?;
-    let p = api::Pipeline::load(a.models.encoder.as_deref(), a.models.llm.as_deref(), a.adaptor.as_deref())?;
+    let p = api::Pipeline::load(
+        a.models.encoder.as_deref(),
+        a.models.llm.as_deref(),
+        a.adaptor.as_deref(),
+    )?;
     println!("B  {}", a.b);
     for s in api::interpolate(&p.inverter()?, &a.a, &a.b, &req)? {
         let g = gauge(s.cos_a, s.cos_b);
-        println!("lambda={:.2}  cos_a={:.3} cos_b={:.3}  {g}  {}", s.lambda, s.cos_a, s.cos_b, s.text);
+        println!(
+            "lambda={:.2}  cos_a={:.3} cos_b={:.3}  {g}  {}",
+            s.lambda, s.cos_a, s.cos_b, s.text
+        );
     }
     println!("A  {}", a.a);
     Ok(())

@@ -23,7 +23,10 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The model files (the defaults fetched on first use).
     pub fn files(&self) -> Result<ModelFiles> {
-        Ok(ModelFiles::resolve(self.encoder.as_deref(), self.llm.as_deref())?)
+        Ok(ModelFiles::resolve(
+            self.encoder.as_deref(),
+            self.llm.as_deref(),
+        )?)
     }
 
     /// The encoder directory.
@@ -91,9 +94,10 @@ pub fn load_adaptor(
 
 /// A progress bar in the house style.
 pub fn bar(len: u64, what: &str) -> ProgressBar {
-    let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-        .expect("valid template")
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> ");
     let pb = ProgressBar::new(len);
     pb.set_style(style);
     pb.set_prefix(what.to_string());

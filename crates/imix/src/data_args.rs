@@ -40,12 +40,22 @@ impl DataArgs {
             crate::check::at_least_one("shots", k)?;
         }
         self.input.check()?;
-        let all = read_labelled_with(std::slice::from_ref(&self.data), &self.input.options(&self.text_column, Some(&self.label_column)), known)?;
+        let all = read_labelled_with(
+            std::slice::from_ref(&self.data),
+            &self
+                .input
+                .options(&self.text_column, Some(&self.label_column)),
+            known,
+        )?;
         let d = match self.shots {
             Some(k) => few_shot(&all, k, self.shots_seed),
             None => all.clone(),
         };
-        tracing::info!("{} labelled sentences, classes: {}", d.rows.len(), d.labels.join(", "));
+        tracing::info!(
+            "{} labelled sentences, classes: {}",
+            d.rows.len(),
+            d.labels.join(", ")
+        );
         Ok((all, d))
     }
 }

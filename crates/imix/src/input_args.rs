@@ -23,6 +23,11 @@ impl InputArgs {
 
     /// Reading options for `text_column` (and `label_column`, when labels are read).
     pub fn options(&self, text_column: &str, label_column: Option<&str>) -> ReadOptions {
-        ReadOptions { text_column: text_column.into(), label_column: label_column.map(String::from), max_chars: self.max_chars, skip_bad: self.skip_bad }
+        ReadOptions {
+            text_column: text_column.into(),
+            label_column: label_column.map(String::from),
+            max_chars: self.max_chars,
+            skip_bad: self.skip_bad,
+        }
     }
 }

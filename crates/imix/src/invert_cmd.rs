@@ -54,7 +54,11 @@ pub struct InvertArgs {
 
 /// Runs `imix invert`.
 pub fn run(a: InvertArgs) -> Result<()> {
-    let mut req = InvertRequest { batch_size: a.batch_size, max_chars: a.reading.max_chars, ..Default::default() };
+    let mut req = InvertRequest {
+        batch_size: a.batch_size,
+        max_chars: a.reading.max_chars,
+        ..Default::default()
+    };
     set_decoding!(req, a.dec);
     req.validate()?;
     inversed_mixup::data::io::check_writable(&a.output)?;
@@ -62,14 +66,22 @@ pub fn run(a: InvertArgs) -> Result<()> {
         check::at_least_one("limit", n)?;
     }
     let opt = a.reading.options(&a.text_column, None);
-    let mut texts: Vec<String> = read_files(std::slice::from_ref(&a.input), &opt)?.rows.into_iter().map(|r| r.text).collect();
+    let mut texts: Vec<String> = read_files(std::slice::from_ref(&a.input), &opt)?
+        .rows
+        .into_iter()
+        .map(|r| r.text)
+        .collect();
     if let Some(n) = a.limit {
         texts.truncate(n);
     }
     if texts.is_empty() {
         anyhow::bail!("{}: no sentences to invert", a.input.display());
     }
-    let judge = a.judge_encoder.as_ref().map(|d| inversed_mixup::nets::encoder::Encoder::load(d, &candle_core::Device::Cpu)).transpose()?;
+    let judge = a
+        .judge_encoder
+        .as_ref()
+        .map(|d| inversed_mixup::nets::encoder::Encoder::load(d, &candle_core::Device::Cpu))
+        .transpose()?;
     let (enc, llm) = a.models.load()?;
     let mut rows = if a.retrieve_from.is_empty() {
         let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
@@ -79,9 +91,18 @@ pub fn run(a: InvertArgs) -> Result<()> {
         pb.finish_and_clear();
         rows
     } else {
-        let pool: Vec<String> = read_files(&a.retrieve_from, &opt)?.rows.into_iter().map(|r| r.text).collect();
+        let pool: Vec<String> = read_files(&a.retrieve_from, &opt)?
+            .rows
+            .into_iter()
+            .map(|r| r.text)
+            .collect();
         let pb = bar(pool.len() as u64, "pool");
-        let h = inversed_mixup::nets::encoder::embed_corpus(&enc, &pool, a.retrieve_cache.as_deref(), &|d, _| pb.set_position(d as u64))?;
+        let h = inversed_mixup::nets::encoder::embed_corpus(
+            &enc,
+            &pool,
+            a.retrieve_cache.as_deref(),
+            &|d, _| pb.set_position(d as u64),
+        )?;
         pb.finish_and_clear();
         inversed_mixup::method::invert::retrieve(&enc, &pool, &h, &texts)?
     };

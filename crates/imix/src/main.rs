@@ -75,9 +75,13 @@ fn main() {
     imix_kernels::pool::park_idle_workers();
     process::keep_freed_pages();
     // Colours only for a person at a terminal: not in redirected logs, not with NO_COLOR set.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMIX_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IMIX_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .with_target(false)
@@ -88,7 +92,11 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
-    tracing::debug!("CPU kernels: {} (this CPU supports up to {})", imix_kernels::simd::level().name(), imix_kernels::simd::detected().name());
+    tracing::debug!(
+        "CPU kernels: {} (this CPU supports up to {})",
+        imix_kernels::simd::level().name(),
+        imix_kernels::simd::detected().name()
+    );
     let r = imix_kernels::pool::on_compute_pool(|| match cli.cmd {
         Cmd::Fetch => common::fetch_models(),
         Cmd::Align(a) => align_cmd::run(a),
@@ -100,7 +108,10 @@ fn main() {
     });
     if let Err(e) = r {
         // The library names settings as fields (`batch_size`); here they are flags (--batch-size).
-        eprintln!("error: {}", inversed_mixup::api::field_names(&format!("{e:#}"), &common::flag));
+        eprintln!(
+            "error: {}",
+            inversed_mixup::api::field_names(&format!("{e:#}"), &common::flag)
+        );
         std::process::exit(1);
     }
 }

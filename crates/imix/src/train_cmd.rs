@@ -75,16 +75,28 @@ pub struct TrainArgs {
 
 /// Runs `imix train`.
 pub fn run(a: TrainArgs) -> Result<()> {
-    for (flag, v) in [("lr_encoder", a.lr_encoder), ("lr_head", a.lr_head), ("lr", a.lr), ("augment_weight", a.augment_weight)] {
+    for (flag, v) in [
+        ("lr_encoder", a.lr_encoder),
+        ("lr_head", a.lr_head),
+        ("lr", a.lr),
+        ("augment_weight", a.augment_weight),
+    ] {
         check::positive(flag, v)?;
     }
-    for (flag, n) in [("epochs", a.epochs), ("batch_size", a.batch_size), ("steps", a.steps)] {
+    for (flag, n) in [
+        ("epochs", a.epochs),
+        ("batch_size", a.batch_size),
+        ("steps", a.steps),
+    ] {
         check::at_least_one(flag, n)?;
     }
     if let Some(o) = &a.out {
         inversed_mixup::data::io::check_writable(o)?;
     }
-    let warmed = a.from_warmup.as_ref().map(|d| BundlePaths::new(d).encoder());
+    let warmed = a
+        .from_warmup
+        .as_ref()
+        .map(|d| BundlePaths::new(d).encoder());
     if let (Some(dir), Some(w)) = (&a.from_warmup, &warmed) {
         if !w.is_file() {
             anyhow::bail!(
@@ -95,7 +107,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     }
     let (pool, data) = a.data.load_with_pool(None)?;
-    let eval = read_labelled_with(std::slice::from_ref(&a.eval), &a.data.input.options(&a.data.text_column, Some(&a.data.label_column)), Some(&data.labels))?;
+    let eval = read_labelled_with(
+        std::slice::from_ref(&a.eval),
+        &a.data
+            .input
+            .options(&a.data.text_column, Some(&a.data.label_column)),
+        Some(&data.labels),
+    )?;
     let mut texts = data.texts();
     let mut targets = one_hot(&data.y, data.labels.len());
     if let Some(p) = &a.augment {
@@ -109,7 +127,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let dev = candle_core::Device::Cpu;
     let ep = a.models.encoder_dir()?;
     if a.finetune {
-        return finetuned(&a, &pool, &data, &eval, &texts, &targets, &ep, warmed.as_deref());
+        return finetuned(
+            &a,
+            &pool,
+            &data,
+            &eval,
+            &texts,
+            &targets,
+            &ep,
+            warmed.as_deref(),
+        );
     }
     let enc = Encoder::load(&ep, &dev)?;
     let h = embed_corpus(&enc, &texts, None, &|_, _| {})?;
@@ -121,13 +148,26 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if let Some(o) = &a.out {
         cls.save(o, serde_json::json!({"encoder": enc.name()}))?;
     }
-    println!("train_rows={} final_loss={loss:.4} eval_rows={} accuracy={acc:.4} macro_f1={f1:.4}", texts.len(), eval.rows.len());
+    println!(
+        "train_rows={} final_loss={loss:.4} eval_rows={} accuracy={acc:.4} macro_f1={f1:.4}",
+        texts.len(),
+        eval.rows.len()
+    );
     Ok(())
 }
 
 /// `imix train --finetune`: the encoder and head trained together, the best epoch on a dev sample kept.
 #[allow(clippy::too_many_arguments)] // the parts of one command's state, passed as they are
-fn finetuned(a: &TrainArgs, pool: &Labelled, data: &Labelled, eval: &Labelled, texts: &[String], targets: &[Vec<f64>], encoder_dir: &Path, warmed: Option<&Path>) -> Result<()> {
+fn finetuned(
+    a: &TrainArgs,
+    pool: &Labelled,
+    data: &Labelled,
+    eval: &Labelled,
+    texts: &[String],
+    targets: &[Vec<f64>],
+    encoder_dir: &Path,
+    warmed: Option<&Path>,
+) -> Result<()> {
     // --dev-shots 0 asks for no dev sample (the last epoch is kept), like a run without --shots.
     let dev_k = a.dev_shots.or(a.data.shots).filter(|&k| k > 0);
     let dev = dev_k.map(|k| dev_sample(pool, data, k, a.seed));
@@ -135,7 +175,10 @@ fn finetuned(a: &TrainArgs, pool: &Labelled, data: &Labelled, eval: &Labelled, t
         if d.rows.is_empty() {
             anyhow::bail!("no rows of {} are left for a dev sample outside the training sample; pass --dev-shots 0", a.data.data.display());
         }
-        tracing::info!("dev sample: {} rows outside the training sample", d.rows.len());
+        tracing::info!(
+            "dev sample: {} rows outside the training sample",
+            d.rows.len()
+        );
     }
     let dev = dev.filter(|d| !d.rows.is_empty());
     let (enc, varmap) = Encoder::load_trainable(encoder_dir, warmed, &candle_core::Device::Cpu)?;
@@ -149,14 +192,35 @@ fn finetuned(a: &TrainArgs, pool: &Labelled, data: &Labelled, eval: &Labelled, t
         tracing::info!("starting from the warmed-up encoder {}", w.display());
     }
     let head = Classifier::new(data.labels.clone(), enc.dim(), &candle_core::Device::Cpu)?;
-    let cfg = FinetuneConfig { epochs: a.epochs, batch_size: a.batch_size, lr_encoder: a.lr_encoder, lr_head: a.lr_head, top_layers: a.finetune_top, seed: a.seed, ..Default::default() };
+    let cfg = FinetuneConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr_encoder: a.lr_encoder,
+        lr_head: a.lr_head,
+        top_layers: a.finetune_top,
+        seed: a.seed,
+        ..Default::default()
+    };
     let dev_texts = dev.as_ref().map(|d| d.texts());
-    let dev_pair = dev.as_ref().zip(dev_texts.as_ref()).map(|(d, t)| (t.as_slice(), d.y.as_slice()));
+    let dev_pair = dev
+        .as_ref()
+        .zip(dev_texts.as_ref())
+        .map(|(d, t)| (t.as_slice(), d.y.as_slice()));
     let pb = bar(a.epochs as u64, "finetune");
-    let model = TaskModel { encoder: &enc, varmap: &varmap, head: &head };
+    let model = TaskModel {
+        encoder: &enc,
+        varmap: &varmap,
+        head: &head,
+    };
     let report = model.finetune(texts, targets, dev_pair, &cfg, &|l| {
         pb.set_position(l.epoch as u64);
-        pb.set_message(format!("loss {:.3}{}", l.loss, l.dev_accuracy.map(|d| format!(" dev {d:.3}")).unwrap_or_default()));
+        pb.set_message(format!(
+            "loss {:.3}{}",
+            l.loss,
+            l.dev_accuracy
+                .map(|d| format!(" dev {d:.3}"))
+                .unwrap_or_default()
+        ));
     })?;
     pb.finish_and_clear();
     let pred = model.predict(&eval.texts())?;

@@ -83,13 +83,20 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     let req = a.request();
     check_warmup_target(&req, &a.out)?;
     let data = a.data.load(None)?;
-    let p = Pipeline::load(a.models.encoder.as_deref(), a.models.llm.as_deref(), a.adaptor.as_deref())?;
+    let p = Pipeline::load(
+        a.models.encoder.as_deref(),
+        a.models.llm.as_deref(),
+        a.adaptor.as_deref(),
+    )?;
     let pb = bar(req.steps as u64, "warmup");
     p.warmup(&data, &req, &a.out, Some(&a.data.data), &mut |s| {
         pb.set_message(format!("ce {:.3} gen {:.3}", s.ce, s.gen));
         pb.set_position(s.step as u64);
     })?;
     pb.finish_and_clear();
-    println!("task model and refined adaptor written to {}", a.out.display());
+    println!(
+        "task model and refined adaptor written to {}",
+        a.out.display()
+    );
     Ok(())
 }

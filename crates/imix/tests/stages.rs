@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn imix(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imix")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_imix"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn root() -> PathBuf {
@@ -25,29 +28,83 @@ fn warmup_augment_train_end_to_end() {
     let (data, test) = (data.to_str().unwrap(), test.to_str().unwrap());
     let model = d.path().join("model");
     let m = model.to_str().unwrap();
-    ok(&imix(&["warmup", "--data", data, "--shots", "3", "--steps", "2", "--batch-size", "3", "--out", m]));
-    assert!(model.join("classifier.safetensors").exists() && model.join("adaptor.safetensors").exists());
+    ok(&imix(&[
+        "warmup",
+        "--data",
+        data,
+        "--shots",
+        "3",
+        "--steps",
+        "2",
+        "--batch-size",
+        "3",
+        "--out",
+        m,
+    ]));
+    assert!(
+        model.join("classifier.safetensors").exists() && model.join("adaptor.safetensors").exists()
+    );
 
     let aug = |name: &str, extra: &[&str]| {
         let p = d.path().join(name);
-        let mut a = vec!["augment", "--model", m, "--data", data, "--shots", "3", "--lambda", "grid:0,1", "--max-new-tokens", "8", "--out", p.to_str().unwrap()];
+        let mut a = vec![
+            "augment",
+            "--model",
+            m,
+            "--data",
+            data,
+            "--shots",
+            "3",
+            "--lambda",
+            "grid:0,1",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            p.to_str().unwrap(),
+        ];
         a.extend_from_slice(extra);
         (ok(&imix(&a)), p)
     };
     let (summary, a1) = aug("a1.jsonl", &[]);
     let last = summary.lines().last().unwrap();
-    assert!(last.starts_with("generated=12 ") && last.contains("intrusion_rate="), "{last}");
+    assert!(
+        last.starts_with("generated=12 ") && last.contains("intrusion_rate="),
+        "{last}"
+    );
     let (_, a2) = aug("a2.jsonl", &[]);
-    assert_eq!(std::fs::read(&a1).unwrap(), std::fs::read(&a2).unwrap(), "same seed, same bytes");
+    assert_eq!(
+        std::fs::read(&a1).unwrap(),
+        std::fs::read(&a2).unwrap(),
+        "same seed, same bytes"
+    );
     let (_, s1) = aug("s1.jsonl", &["--decode", "top-p:0.9", "--seed", "1"]);
     let (_, s2) = aug("s2.jsonl", &["--decode", "top-p:0.9", "--seed", "2"]);
-    assert_ne!(std::fs::read(&s1).unwrap(), std::fs::read(&s2).unwrap(), "different seeds differ");
+    assert_ne!(
+        std::fs::read(&s1).unwrap(),
+        std::fs::read(&s2).unwrap(),
+        "different seeds differ"
+    );
     for l in std::fs::read_to_string(&a1).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        for k in ["text", "lambda", "source_a", "source_b", "soft_label", "predicted", "intrusion", "cos_a", "cos_b"] {
+        for k in [
+            "text",
+            "lambda",
+            "source_a",
+            "source_b",
+            "soft_label",
+            "predicted",
+            "intrusion",
+            "cos_a",
+            "cos_b",
+        ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
-        let s: f64 = v["soft_label"].as_object().unwrap().values().map(|x| x.as_f64().unwrap()).sum();
+        let s: f64 = v["soft_label"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|x| x.as_f64().unwrap())
+            .sum();
         assert!((s - 1.0).abs() < 1e-9);
     }
     let (_, csv_path) = aug("a.csv", &["--format", "csv"]);
@@ -55,29 +112,103 @@ fn warmup_augment_train_end_to_end() {
     assert!(csv.starts_with("text,lambda,source_a_text,"));
     assert_eq!(csv.lines().count(), 13);
     // What augment writes as CSV, train reads back: the same rows as the JSONL file.
-    let from_csv = ok(&imix(&["train", "--data", data, "--shots", "3", "--augment", csv_path.to_str().unwrap(), "--eval", test]));
-    assert!(from_csv.lines().last().unwrap().starts_with("train_rows=18 "), "{from_csv}");
+    let from_csv = ok(&imix(&[
+        "train",
+        "--data",
+        data,
+        "--shots",
+        "3",
+        "--augment",
+        csv_path.to_str().unwrap(),
+        "--eval",
+        test,
+    ]));
+    assert!(
+        from_csv
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("train_rows=18 "),
+        "{from_csv}"
+    );
 
-    let out = ok(&imix(&["train", "--data", data, "--shots", "3", "--augment", a1.to_str().unwrap(), "--eval", test]));
+    let out = ok(&imix(&[
+        "train",
+        "--data",
+        data,
+        "--shots",
+        "3",
+        "--augment",
+        a1.to_str().unwrap(),
+        "--eval",
+        test,
+    ]));
     let last = out.lines().last().unwrap();
-    assert!(last.starts_with("train_rows=18 ") && last.contains(" accuracy=") && last.contains(" macro_f1="), "{last}");
+    assert!(
+        last.starts_with("train_rows=18 ")
+            && last.contains(" accuracy=")
+            && last.contains(" macro_f1="),
+        "{last}"
+    );
     // A lower weight on the augmented rows changes what the model learns (the saved classifiers
     // differ; the same weight twice gives the same bytes).
     let head = |w: &str, name: &str| {
         let p = d.path().join(name);
-        ok(&imix(&["train", "--data", data, "--shots", "3", "--augment", a1.to_str().unwrap(), "--augment-weight", w, "--eval", test, "--out", p.to_str().unwrap()]));
+        ok(&imix(&[
+            "train",
+            "--data",
+            data,
+            "--shots",
+            "3",
+            "--augment",
+            a1.to_str().unwrap(),
+            "--augment-weight",
+            w,
+            "--eval",
+            test,
+            "--out",
+            p.to_str().unwrap(),
+        ]));
         std::fs::read(p).unwrap()
     };
-    let (full, light, again) = (head("1", "h1.st"), head("0.3", "h2.st"), head("0.3", "h3.st"));
-    assert!(full != light && light == again, "weights 1 and 0.3 must train different classifiers, and 0.3 twice the same");
+    let (full, light, again) = (
+        head("1", "h1.st"),
+        head("0.3", "h2.st"),
+        head("0.3", "h3.st"),
+    );
+    assert!(
+        full != light && light == again,
+        "weights 1 and 0.3 must train different classifiers, and 0.3 twice the same"
+    );
 
     // An augmented file with a label the data does not have names its file and line.
     let bad = d.path().join("bad.jsonl");
-    let first = std::fs::read_to_string(&a1).unwrap().lines().next().unwrap().to_string();
-    std::fs::write(&bad, format!("{first}\n{}\n", first.replace("\"pos\"", "\"positive\""))).unwrap();
-    let r = imix(&["train", "--data", data, "--augment", bad.to_str().unwrap(), "--eval", test]);
+    let first = std::fs::read_to_string(&a1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &bad,
+        format!("{first}\n{}\n", first.replace("\"pos\"", "\"positive\"")),
+    )
+    .unwrap();
+    let r = imix(&[
+        "train",
+        "--data",
+        data,
+        "--augment",
+        bad.to_str().unwrap(),
+        "--eval",
+        test,
+    ]);
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(!r.status.success() && err.contains(&format!("{}:2: unknown label \"positive\"", bad.display())), "{err}");
+    assert!(
+        !r.status.success()
+            && err.contains(&format!("{}:2: unknown label \"positive\"", bad.display())),
+        "{err}"
+    );
 }
 
 /// A run killed inside its output write (held there by the test hook, with the new rows already
@@ -88,7 +219,19 @@ fn an_augment_killed_while_writing_keeps_the_old_output() {
     let d = tempfile::tempdir().unwrap();
     let model = d.path().join("model");
     let data = root().join("examples/reviews.tsv");
-    ok(&imix(&["warmup", "--input", data.to_str().unwrap(), "--shots", "2", "--steps", "1", "--batch-size", "2", "--out", model.to_str().unwrap()]));
+    ok(&imix(&[
+        "warmup",
+        "--input",
+        data.to_str().unwrap(),
+        "--shots",
+        "2",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--out",
+        model.to_str().unwrap(),
+    ]));
     let out = d.path().join("aug.jsonl");
     let args = |seed: &str| -> Vec<String> {
         [
@@ -111,29 +254,60 @@ fn an_augment_killed_while_writing_keeps_the_old_output() {
         .map(String::from)
         .to_vec()
     };
-    ok(&imix(&args("0").iter().map(String::as_str).collect::<Vec<_>>()));
+    ok(&imix(
+        &args("0").iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
     let old = std::fs::read(&out).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imix")).args(args("1")).env("IMIX_TEST_WRITE_PAUSE_MS", "600000").stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imix"))
+        .args(args("1"))
+        .env("IMIX_TEST_WRITE_PAUSE_MS", "600000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let tmp = d.path().join(format!(".aug.jsonl.tmp{}", child.id()));
     let t0 = std::time::Instant::now();
     // Inside the write: its rows are in the temp file (or, for a writer that is not atomic, the
     // output itself has changed).
-    while std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) == 0 && std::fs::read(&out).unwrap() == old {
-        assert!(t0.elapsed().as_secs() < 300, "the second run never reached its write");
+    while std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) == 0
+        && std::fs::read(&out).unwrap() == old
+    {
+        assert!(
+            t0.elapsed().as_secs() < 300,
+            "the second run never reached its write"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(std::fs::read(&out).unwrap() == old, "the old output changed although the run was killed inside the write");
-    assert!(std::fs::read(&tmp).is_ok_and(|t| t != old), "the killed run's rows (other ones: another seed) are in its temp file");
-    ok(&imix(&args("0").iter().map(String::as_str).collect::<Vec<_>>()));
-    assert!(!tmp.exists(), "the next run left the killed run's temp file");
+    assert!(
+        std::fs::read(&out).unwrap() == old,
+        "the old output changed although the run was killed inside the write"
+    );
+    assert!(
+        std::fs::read(&tmp).is_ok_and(|t| t != old),
+        "the killed run's rows (other ones: another seed) are in its temp file"
+    );
+    ok(&imix(
+        &args("0").iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    assert!(
+        !tmp.exists(),
+        "the next run left the killed run's temp file"
+    );
     assert!(std::fs::read(&out).unwrap() == old, "same seed, same rows");
 }
 
 #[test]
 fn interpolate_prints_the_path_from_b_to_a() {
-    let out = ok(&imix(&["interpolate", "A wonderful, moving film.", "A dull and boring film.", "--steps", "3", "--max-new-tokens", "12"]));
+    let out = ok(&imix(&[
+        "interpolate",
+        "A wonderful, moving film.",
+        "A dull and boring film.",
+        "--steps",
+        "3",
+        "--max-new-tokens",
+        "12",
+    ]));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "{out}");
     assert!(lines[0].starts_with("B  A dull") && lines[4].starts_with("A  A wonderful"));
@@ -148,37 +322,96 @@ fn a_killed_warmup_resumes_to_the_uninterrupted_result() {
     let data = root().join("examples/reviews.tsv");
     let (a, b) = (d.path().join("a"), d.path().join("b"));
     let args = |out: &Path| -> Vec<String> {
-        ["warmup", "--input", data.to_str().unwrap(), "--shots", "2", "--steps", "8", "--batch-size", "2", "--checkpoint-every", "3", "--seed", "3", "--out", out.to_str().unwrap()]
-            .map(String::from)
-            .to_vec()
+        [
+            "warmup",
+            "--input",
+            data.to_str().unwrap(),
+            "--shots",
+            "2",
+            "--steps",
+            "8",
+            "--batch-size",
+            "2",
+            "--checkpoint-every",
+            "3",
+            "--seed",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
     };
-    ok(&Command::new(env!("CARGO_BIN_EXE_imix")).args(args(&a)).output().unwrap());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imix")).args(args(&b)).stderr(std::process::Stdio::null()).spawn().unwrap();
+    ok(&Command::new(env!("CARGO_BIN_EXE_imix"))
+        .args(args(&a))
+        .output()
+        .unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imix"))
+        .args(args(&b))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let ckpt = b.join("warmup.ckpt");
     let t0 = std::time::Instant::now();
     // Killed after the checkpoint of step 3 and after a later step was logged, so that the curve
     // holds lines the checkpoint does not cover.
     let curve = b.join("warmup.curve.jsonl");
-    let logged = || std::fs::read_to_string(&curve).map(|t| t.lines().count()).unwrap_or(0);
+    let logged = || {
+        std::fs::read_to_string(&curve)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
     while !ckpt.exists() || logged() < 4 {
         assert!(t0.elapsed().as_secs() < 300, "no checkpoint appeared");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!b.join("classifier.safetensors").exists(), "the run finished before it was killed: nothing was resumed");
+    assert!(
+        !b.join("classifier.safetensors").exists(),
+        "the run finished before it was killed: nothing was resumed"
+    );
     let mut resume = args(&b);
     resume.push("--resume".into());
-    let r = Command::new(env!("CARGO_BIN_EXE_imix")).args(&resume).output().unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_imix"))
+        .args(&resume)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("written to"), "{err}");
+    assert!(
+        r.status.success() && String::from_utf8_lossy(&r.stdout).contains("written to"),
+        "{err}"
+    );
     // It continued (from a step after the first), it did not start over.
-    let from: usize = err.split("resumed at step ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no resume in {err}"));
-    assert!(from == 3 || from == 6, "resumed at step {from}, not at a checkpoint");
-    let steps: Vec<u64> = std::fs::read_to_string(b.join("warmup.curve.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
-    assert_eq!(steps, (1..=8).collect::<Vec<u64>>(), "the curve has each step once");
+    let from: usize = err
+        .split("resumed at step ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no resume in {err}"));
+    assert!(
+        from == 3 || from == 6,
+        "resumed at step {from}, not at a checkpoint"
+    );
+    let steps: Vec<u64> = std::fs::read_to_string(b.join("warmup.curve.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=8).collect::<Vec<u64>>(),
+        "the curve has each step once"
+    );
     for f in ["classifier.safetensors", "adaptor.safetensors"] {
-        assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs after kill + --resume");
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs after kill + --resume"
+        );
     }
 }
 
@@ -189,7 +422,19 @@ fn sharded_augment_concatenates_to_the_unsharded_output() {
     let d = tempfile::tempdir().unwrap();
     let model = d.path().join("model");
     let data = root().join("examples/reviews.tsv");
-    ok(&imix(&["warmup", "--input", data.to_str().unwrap(), "--shots", "3", "--steps", "1", "--batch-size", "2", "--out", model.to_str().unwrap()]));
+    ok(&imix(&[
+        "warmup",
+        "--input",
+        data.to_str().unwrap(),
+        "--shots",
+        "3",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--out",
+        model.to_str().unwrap(),
+    ]));
     let run = |out: &Path, shard: Option<&str>| {
         let mut args = vec![
             "augment",
@@ -219,13 +464,33 @@ fn sharded_augment_concatenates_to_the_unsharded_output() {
         std::fs::read(out).unwrap()
     };
     let whole = run(&d.path().join("all.jsonl"), None);
-    assert_eq!(whole.iter().filter(|&&b| b == b'\n').count(), 12, "6 examples x 2 rows");
+    assert_eq!(
+        whole.iter().filter(|&&b| b == b'\n').count(),
+        12,
+        "6 examples x 2 rows"
+    );
     let mut joined = Vec::new();
     for i in 0..4 {
-        joined.extend(run(&d.path().join(format!("part{i}.jsonl")), Some(&format!("{i}/4"))));
+        joined.extend(run(
+            &d.path().join(format!("part{i}.jsonl")),
+            Some(&format!("{i}/4")),
+        ));
     }
-    assert!(joined == whole, "the 4 shards do not concatenate to the unsharded output");
-    let bad = imix(&["augment", "--model", model.to_str().unwrap(), "--input", data.to_str().unwrap(), "--shard", "4/4", "--out", "x.jsonl"]);
+    assert!(
+        joined == whole,
+        "the 4 shards do not concatenate to the unsharded output"
+    );
+    let bad = imix(&[
+        "augment",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        data.to_str().unwrap(),
+        "--shard",
+        "4/4",
+        "--out",
+        "x.jsonl",
+    ]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("expected I/N"));
 }
 
@@ -240,18 +505,77 @@ fn train_starts_from_the_warmed_up_encoder() {
     let (data, test) = (data.to_str().unwrap(), test.to_str().unwrap());
     let tuned = d.path().join("tuned");
     let frozen = d.path().join("frozen");
-    ok(&imix(&["warmup", "--data", data, "--shots", "3", "--steps", "3", "--batch-size", "3", "--finetune-encoder", "0", "--lr-encoder", "1e-3", "--out", tuned.to_str().unwrap()]));
-    ok(&imix(&["warmup", "--data", data, "--shots", "3", "--steps", "1", "--batch-size", "3", "--out", frozen.to_str().unwrap()]));
+    ok(&imix(&[
+        "warmup",
+        "--data",
+        data,
+        "--shots",
+        "3",
+        "--steps",
+        "3",
+        "--batch-size",
+        "3",
+        "--finetune-encoder",
+        "0",
+        "--lr-encoder",
+        "1e-3",
+        "--out",
+        tuned.to_str().unwrap(),
+    ]));
+    ok(&imix(&[
+        "warmup",
+        "--data",
+        data,
+        "--shots",
+        "3",
+        "--steps",
+        "1",
+        "--batch-size",
+        "3",
+        "--out",
+        frozen.to_str().unwrap(),
+    ]));
     let train = |extra: &[&str]| {
-        let mut a = vec!["train", "--data", data, "--shots", "3", "--dev-shots", "0", "--eval", test, "--finetune", "--epochs", "3", "--lr-head", "1e-2"];
+        let mut a = vec![
+            "train",
+            "--data",
+            data,
+            "--shots",
+            "3",
+            "--dev-shots",
+            "0",
+            "--eval",
+            test,
+            "--finetune",
+            "--epochs",
+            "3",
+            "--lr-head",
+            "1e-2",
+        ];
         a.extend_from_slice(extra);
         imix(&a)
     };
-    let loss = |o: &Output| ok(o).lines().last().unwrap().split_whitespace().find_map(|f| f.strip_prefix("final_loss=").map(str::to_string)).unwrap();
+    let loss = |o: &Output| {
+        ok(o)
+            .lines()
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("final_loss=").map(str::to_string))
+            .unwrap()
+    };
     let from_pretrained = loss(&train(&[]));
     let from_warmup = loss(&train(&["--from-warmup", tuned.to_str().unwrap()]));
-    assert_ne!(from_pretrained, from_warmup, "the warmed-up encoder should change the training");
+    assert_ne!(
+        from_pretrained, from_warmup,
+        "the warmed-up encoder should change the training"
+    );
     let r = train(&["--from-warmup", frozen.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(!r.status.success() && err.contains("no encoder.safetensors") && err.contains("--finetune-encoder"), "{err}");
+    assert!(
+        !r.status.success()
+            && err.contains("no encoder.safetensors")
+            && err.contains("--finetune-encoder"),
+        "{err}"
+    );
 }

@@ -81,15 +81,24 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), cause: source }
+        Error::Io {
+            path: path.into(),
+            cause: source,
+        }
     }
     /// A model-file error.
     pub fn model(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Model { path: path.into(), msg: msg.into() }
+        Error::Model {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
     /// This error with what was being done when it happened.
     pub fn context(self, context: impl Into<String>) -> Self {
-        Error::Context { context: context.into(), source: Box::new(self) }
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
     }
     /// The error under any context.
     pub fn root(&self) -> &Error {
@@ -100,6 +109,9 @@ impl Error {
     }
     /// A checkpoint/adaptor-file error.
     pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Checkpoint { path: path.into(), msg: msg.into() }
+        Error::Checkpoint {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }

@@ -24,7 +24,12 @@ fn tiny() -> Tiny {
     common::write_tiny_bert(&d.path().join("enc"), 2);
     let enc = Encoder::load(&d.path().join("enc"), &DEV).unwrap();
     let llm = Llm::load(&d.path().join("llm"), &DEV).unwrap();
-    Tiny { _dir: d, enc, llm, texts: common::sentences(48, 3) }
+    Tiny {
+        _dir: d,
+        enc,
+        llm,
+        texts: common::sentences(48, 3),
+    }
 }
 
 fn adaptor(t: &Tiny, seed: u64) -> Adaptor {
@@ -43,7 +48,16 @@ fn adaptor(t: &Tiny, seed: u64) -> Adaptor {
 }
 
 fn cfg(steps: usize) -> AlignConfig {
-    AlignConfig { steps, batch_size: 4, lr: 1e-2, warmup: 2, holdout: 8, eval_every: 0, max_target_tokens: 64, ..Default::default() }
+    AlignConfig {
+        steps,
+        batch_size: 4,
+        lr: 1e-2,
+        warmup: 2,
+        holdout: 8,
+        eval_every: 0,
+        max_target_tokens: 64,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -58,12 +72,31 @@ fn training_leaves_llm_and_encoder_bit_identical_and_lowers_loss() {
     let first = tr.eval_loss().unwrap();
     let curve: Vec<f64> = (0..100).map(|_| tr.train_step().unwrap().loss).collect();
     let last = tr.eval_loss().unwrap();
-    let (early, late) = (curve[..10].iter().sum::<f64>() / 10.0, curve[90..].iter().sum::<f64>() / 10.0);
-    assert!(late < early - 0.3, "training loss should fall clearly: {early} -> {late}");
+    let (early, late) = (
+        curve[..10].iter().sum::<f64>() / 10.0,
+        curve[90..].iter().sum::<f64>() / 10.0,
+    );
+    assert!(
+        late < early - 0.3,
+        "training loss should fall clearly: {early} -> {late}"
+    );
     assert!(last < first, "held-out loss should fall: {first} -> {last}");
-    assert_eq!(common::bits(&t.llm.weights()), llm_before, "frozen LLM weights changed");
-    let emb_after = embed_corpus(&t.enc, &t.texts, None, &|_, _| {}).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(emb_after.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), emb_before.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "encoder output changed");
+    assert_eq!(
+        common::bits(&t.llm.weights()),
+        llm_before,
+        "frozen LLM weights changed"
+    );
+    let emb_after = embed_corpus(&t.enc, &t.texts, None, &|_, _| {})
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(
+        emb_after.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        emb_before.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "encoder output changed"
+    );
     let a_after = common::adaptor_bits(&tr.adaptor);
     assert_ne!(a_after, a_before, "the adaptor did not train");
 }
@@ -86,7 +119,10 @@ fn resume_continues_exactly_like_an_uninterrupted_run() {
     second.load_checkpoint(&ck).unwrap();
     assert_eq!(second.step, 3);
     resumed_curve.extend((0..5).map(|_| second.train_step().unwrap().loss));
-    assert_eq!(resumed_curve, curve, "resumed loss curve must equal the uninterrupted one bit for bit");
+    assert_eq!(
+        resumed_curve, curve,
+        "resumed loss curve must equal the uninterrupted one bit for bit"
+    );
     let p = |a: &Aligner| common::adaptor_bits(&a.adaptor);
     assert_eq!(p(&second), p(&full));
 }

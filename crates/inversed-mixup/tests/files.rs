@@ -10,7 +10,17 @@ use inversed_mixup::nets::llm::{Llm, LlmConfig};
 const DEV: Device = Device::Cpu;
 
 fn cfg() -> AdaptorConfig {
-    AdaptorConfig { encoder: "enc".into(), enc_dim: 16, llm: "llm".into(), llm_dim: 32, k: 2, hidden: 8, template: DEFAULT_TEMPLATE.into(), lora: None, deep: None }
+    AdaptorConfig {
+        encoder: "enc".into(),
+        enc_dim: 16,
+        llm: "llm".into(),
+        llm_dim: 32,
+        k: 2,
+        hidden: 8,
+        template: DEFAULT_TEMPLATE.into(),
+        lora: None,
+        deep: None,
+    }
 }
 
 #[test]
@@ -22,7 +32,19 @@ fn adaptor_roundtrip_keeps_weights_and_config() {
     let b = Adaptor::load(&p, &DEV).unwrap();
     assert_eq!(b.config(), a.config());
     for ((n1, v1), (_, v2)) in a.sorted_vars().iter().zip(b.sorted_vars()) {
-        assert_eq!(v1.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), v2.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{n1}");
+        assert_eq!(
+            v1.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            v2.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            "{n1}"
+        );
     }
     // No temp file is left behind by the atomic write.
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
@@ -32,11 +54,32 @@ fn adaptor_roundtrip_keeps_weights_and_config() {
 fn mismatched_adaptor_is_refused() {
     let p = std::path::Path::new("a.safetensors");
     let a = Adaptor::new(cfg(), 1, &DEV).unwrap();
-    let llm = LlmConfig { hidden: 32, layers: 2, heads: 4, kv_heads: 2, ffn: 64, vocab: 100, rope_theta: 1e4, rms_eps: 1e-5, max_pos: 64 };
+    let llm = LlmConfig {
+        hidden: 32,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        ffn: 64,
+        vocab: 100,
+        rope_theta: 1e4,
+        rms_eps: 1e-5,
+        max_pos: 64,
+    };
     assert!(a.check_models(p, "enc", 16, "llm", &llm).is_ok());
-    let e = a.check_models(p, "enc", 16, "other-llm", &llm).unwrap_err().to_string();
-    assert!(e.contains("a.safetensors") && e.contains("trained for LLM \"llm\"") && e.contains("other-llm"), "{e}");
-    let e = a.check_models(p, "enc", 384, "llm", &llm).unwrap_err().to_string();
+    let e = a
+        .check_models(p, "enc", 16, "other-llm", &llm)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a.safetensors")
+            && e.contains("trained for LLM \"llm\"")
+            && e.contains("other-llm"),
+        "{e}"
+    );
+    let e = a
+        .check_models(p, "enc", 384, "llm", &llm)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("encoder") && e.contains("384"), "{e}");
 }
 
@@ -44,7 +87,10 @@ fn mismatched_adaptor_is_refused() {
 fn corrupt_or_foreign_adaptor_files_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("a.safetensors");
-    Adaptor::new(cfg(), 1, &DEV).unwrap().save(&p, true).unwrap();
+    Adaptor::new(cfg(), 1, &DEV)
+        .unwrap()
+        .save(&p, true)
+        .unwrap();
     let bytes = std::fs::read(&p).unwrap();
     let cut = d.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
@@ -53,13 +99,22 @@ fn corrupt_or_foreign_adaptor_files_are_refused() {
     let junk = d.path().join("junk.safetensors");
     std::fs::write(&junk, b"this is not a safetensors file at all").unwrap();
     let e = Adaptor::load(&junk, &DEV).err().unwrap().to_string();
-    assert!(e.contains("junk.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.contains("junk.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
     // A valid safetensors file without our header (e.g. a model file) is not an adaptor.
     let foreign = d.path().join("foreign.safetensors");
-    let t = std::collections::HashMap::from([("x".to_string(), candle_core::Tensor::zeros(3, candle_core::DType::F32, &DEV).unwrap())]);
+    let t = std::collections::HashMap::from([(
+        "x".to_string(),
+        candle_core::Tensor::zeros(3, candle_core::DType::F32, &DEV).unwrap(),
+    )]);
     candle_core::safetensors::save(&t, &foreign).unwrap();
     let e = Adaptor::load(&foreign, &DEV).err().unwrap().to_string();
-    assert!(e.contains("foreign.safetensors") && e.contains("not written by this tool"), "{e}");
+    assert!(
+        e.contains("foreign.safetensors") && e.contains("not written by this tool"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -68,7 +123,10 @@ fn wrong_model_files_are_refused() {
     let gguf = d.path().join("fake.gguf");
     std::fs::write(&gguf, b"GGUF but not really").unwrap();
     let e = Llm::load(&gguf, &DEV).err().unwrap().to_string();
-    assert!(e.contains("fake.gguf") && e.contains("not a GGUF file"), "{e}");
+    assert!(
+        e.contains("fake.gguf") && e.contains("not a GGUF file"),
+        "{e}"
+    );
     let missing = d.path().join("nothing.gguf");
     let e = Llm::load(&missing, &DEV).err().unwrap().to_string();
     assert!(e.contains("nothing.gguf"), "{e}");

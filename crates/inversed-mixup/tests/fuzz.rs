@@ -13,7 +13,10 @@ use proptest::prelude::*;
 
 /// Bytes that look like the inputs: mostly text with the separators, quotes and braces that matter.
 fn input_bytes() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(prop_oneof![4 => prop::sample::select(b"abc xyz\t,\n\"{}:[]0.5label text soft_label\r".to_vec()), 1 => any::<u8>()], 0..300)
+    prop::collection::vec(
+        prop_oneof![4 => prop::sample::select(b"abc xyz\t,\n\"{}:[]0.5label text soft_label\r".to_vec()), 1 => any::<u8>()],
+        0..300,
+    )
 }
 
 proptest! {

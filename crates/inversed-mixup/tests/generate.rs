@@ -13,8 +13,12 @@ fn tiny() -> (tempfile::TempDir, Llm) {
 }
 
 fn prompts(llm: &Llm) -> Tensor {
-    let a = llm.embed_ids(&llm.tokenizer().encode("hello wor").unwrap()).unwrap();
-    let b = llm.embed_ids(&llm.tokenizer().encode("a cat sat").unwrap()).unwrap();
+    let a = llm
+        .embed_ids(&llm.tokenizer().encode("hello wor").unwrap())
+        .unwrap();
+    let b = llm
+        .embed_ids(&llm.tokenizer().encode("a cat sat").unwrap())
+        .unwrap();
     Tensor::stack(&[a, b], 0).unwrap()
 }
 
@@ -23,7 +27,12 @@ fn cached_greedy_equals_uncached_recomputation() {
     let (_d, llm) = tiny();
     let p = prompts(&llm);
     // The raw argmax: no repetition control, no UTF-8 guard.
-    let opts = GenerateOptions { max_new_tokens: 6, no_repeat_ngram: 0, valid_utf8: false, ..Default::default() };
+    let opts = GenerateOptions {
+        max_new_tokens: 6,
+        no_repeat_ngram: 0,
+        valid_utf8: false,
+        ..Default::default()
+    };
     let got = llm.generate(&p, &opts).unwrap();
     for (row, out) in got.iter().enumerate() {
         let mut x = p.get(row).unwrap().unsqueeze(0).unwrap();
@@ -31,12 +40,24 @@ fn cached_greedy_equals_uncached_recomputation() {
         for _ in 0..6 {
             let h = llm.forward_embeds(&x, None, true).unwrap();
             let t = h.dim(1).unwrap();
-            let next = llm.logits(&h.narrow(1, t - 1, 1).unwrap()).unwrap().flatten_all().unwrap().argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap();
+            let next = llm
+                .logits(&h.narrow(1, t - 1, 1).unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .argmax(D::Minus1)
+                .unwrap()
+                .to_scalar::<u32>()
+                .unwrap();
             if next == llm.tokenizer().eos {
                 break;
             }
             want.push(next);
-            x = Tensor::cat(&[x, llm.embed_ids(&[next]).unwrap().unsqueeze(0).unwrap()], 1).unwrap();
+            x = Tensor::cat(
+                &[x, llm.embed_ids(&[next]).unwrap().unsqueeze(0).unwrap()],
+                1,
+            )
+            .unwrap();
         }
         assert_eq!(out, &want, "row {row}");
     }
@@ -46,10 +67,36 @@ fn cached_greedy_equals_uncached_recomputation() {
 fn beam_of_one_is_greedy_and_beam_search_gives_one_sequence_per_row() {
     let (_d, llm) = tiny();
     let p = prompts(&llm);
-    let g = llm.generate(&p, &GenerateOptions { max_new_tokens: 5, ..Default::default() }).unwrap();
-    let b1 = llm.generate(&p, &GenerateOptions { decode: Decode::Beam(1), max_new_tokens: 5, ..Default::default() }).unwrap();
+    let g = llm
+        .generate(
+            &p,
+            &GenerateOptions {
+                max_new_tokens: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let b1 = llm
+        .generate(
+            &p,
+            &GenerateOptions {
+                decode: Decode::Beam(1),
+                max_new_tokens: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(g, b1);
-    let b3 = llm.generate(&p, &GenerateOptions { decode: Decode::Beam(3), max_new_tokens: 5, ..Default::default() }).unwrap();
+    let b3 = llm
+        .generate(
+            &p,
+            &GenerateOptions {
+                decode: Decode::Beam(3),
+                max_new_tokens: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(b3.len(), 2);
     assert!(b3.iter().all(|s| !s.is_empty() && s.len() <= 5));
 }
@@ -58,7 +105,12 @@ fn beam_of_one_is_greedy_and_beam_search_gives_one_sequence_per_row() {
 fn top_p_is_reproducible_per_seed() {
     let (_d, llm) = tiny();
     let p = prompts(&llm);
-    let o = |seed| GenerateOptions { decode: Decode::TopP(0.95), max_new_tokens: 8, seed, ..Default::default() };
+    let o = |seed| GenerateOptions {
+        decode: Decode::TopP(0.95),
+        max_new_tokens: 8,
+        seed,
+        ..Default::default()
+    };
     let a = llm.generate(&p, &o(1)).unwrap();
     assert_eq!(a, llm.generate(&p, &o(1)).unwrap());
     assert_ne!(a, llm.generate(&p, &o(2)).unwrap());
@@ -71,7 +123,18 @@ fn decode_specs_parse() {
     assert_eq!("top-p:0.9".parse::<Decode>().unwrap(), Decode::TopP(0.9));
     assert_eq!("rerank:8".parse::<Decode>().unwrap(), Decode::Rerank(8));
     assert_eq!("correct:4".parse::<Decode>().unwrap(), Decode::Correct(4));
-    for bad in ["beam:0", "top-p:1.5", "nucleus", "beam:x", "beam:100000", "rerank:0", "rerank:65", "correct:0", "correct:65", "correct:x"] {
+    for bad in [
+        "beam:0",
+        "top-p:1.5",
+        "nucleus",
+        "beam:x",
+        "beam:100000",
+        "rerank:0",
+        "rerank:65",
+        "correct:0",
+        "correct:65",
+        "correct:x",
+    ] {
         assert!(bad.parse::<Decode>().is_err(), "{bad}");
     }
 }
@@ -87,17 +150,55 @@ fn no_repeat_ngram_stops_the_loops_greedy_and_beam_fall_into() {
     let (_d, llm) = tiny();
     let p = prompts(&llm);
     for decode in [Decode::Greedy, Decode::Beam(3)] {
-        let free = llm.generate(&p, &GenerateOptions { decode, max_new_tokens: 40, no_repeat_ngram: 0, ..Default::default() }).unwrap();
+        let free = llm
+            .generate(
+                &p,
+                &GenerateOptions {
+                    decode,
+                    max_new_tokens: 40,
+                    no_repeat_ngram: 0,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         // The case is constructed so that the plain decoder loops: the test would prove nothing otherwise.
-        assert!(free.iter().any(|s| repeated(s, 3) > 0), "{decode:?}: the random model did not loop: {free:?}");
-        let held = llm.generate(&p, &GenerateOptions { decode, max_new_tokens: 40, no_repeat_ngram: 3, ..Default::default() }).unwrap();
+        assert!(
+            free.iter().any(|s| repeated(s, 3) > 0),
+            "{decode:?}: the random model did not loop: {free:?}"
+        );
+        let held = llm
+            .generate(
+                &p,
+                &GenerateOptions {
+                    decode,
+                    max_new_tokens: 40,
+                    no_repeat_ngram: 3,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         for s in &held {
             assert_eq!(repeated(s, 3), 0, "{decode:?}: a 3-gram repeats in {s:?}");
         }
         // A strong repetition penalty alone also breaks the loop of greedy decoding.
         if decode == Decode::Greedy {
-            let pen = llm.generate(&p, &GenerateOptions { decode, max_new_tokens: 40, no_repeat_ngram: 0, repetition_penalty: 50.0, ..Default::default() }).unwrap();
-            assert!(pen.iter().map(|s| repeated(s, 3)).sum::<usize>() < free.iter().map(|s| repeated(s, 3)).sum::<usize>(), "penalty: {pen:?}");
+            let pen = llm
+                .generate(
+                    &p,
+                    &GenerateOptions {
+                        decode,
+                        max_new_tokens: 40,
+                        no_repeat_ngram: 0,
+                        repetition_penalty: 50.0,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            assert!(
+                pen.iter().map(|s| repeated(s, 3)).sum::<usize>()
+                    < free.iter().map(|s| repeated(s, 3)).sum::<usize>(),
+                "penalty: {pen:?}"
+            );
         }
     }
 }
@@ -108,32 +209,65 @@ fn generated_text_is_valid_utf8_where_the_unguarded_model_breaks_characters() {
     let (_d, llm) = tiny();
     let p = prompts(&llm);
     let text = |decode, valid_utf8, seed| -> Vec<String> {
-        let o = GenerateOptions { decode, max_new_tokens: 24, seed, no_repeat_ngram: 0, valid_utf8, ..Default::default() };
-        llm.generate(&p, &o).unwrap().iter().map(|s| llm.tokenizer().decode(s).unwrap()).collect()
+        let o = GenerateOptions {
+            decode,
+            max_new_tokens: 24,
+            seed,
+            no_repeat_ngram: 0,
+            valid_utf8,
+            ..Default::default()
+        };
+        llm.generate(&p, &o)
+            .unwrap()
+            .iter()
+            .map(|s| llm.tokenizer().decode(s).unwrap())
+            .collect()
     };
     let mut broken = 0;
     for seed in 0..6 {
-        broken += text(Decode::TopP(1.0), false, seed).iter().filter(|t| t.contains('\u{FFFD}')).count();
-        for t in text(Decode::TopP(1.0), true, seed).into_iter().chain(text(Decode::Beam(3), true, seed)) {
+        broken += text(Decode::TopP(1.0), false, seed)
+            .iter()
+            .filter(|t| t.contains('\u{FFFD}'))
+            .count();
+        for t in
+            text(Decode::TopP(1.0), true, seed)
+                .into_iter()
+                .chain(text(Decode::Beam(3), true, seed))
+        {
             assert!(!t.contains('\u{FFFD}'), "{t:?}");
         }
     }
-    assert!(broken > 0, "unguarded sampling never broke a character: this test would prove nothing");
+    assert!(
+        broken > 0,
+        "unguarded sampling never broke a character: this test would prove nothing"
+    );
 }
 
 #[test]
 fn the_utf8_guard_lets_any_valid_text_through() {
     let (_d, llm) = tiny();
     let tok = llm.tokenizer();
-    for text in ["plain ascii", "héllo wörld", "日本語 ok", "emoji 😀 and ñ", "\u{10FFFF}"] {
+    for text in [
+        "plain ascii",
+        "héllo wörld",
+        "日本語 ok",
+        "emoji 😀 and ñ",
+        "\u{10FFFF}",
+    ] {
         let ids = tok.encode(text).unwrap();
         for i in 0..ids.len() {
             let mut row = vec![0.0f32; tok.vocab_size()];
             tok.utf8_guard().constrain(&ids[..i], &mut row, tok.eos);
-            assert!(row[ids[i] as usize].is_finite(), "{text:?}: token {i} banned");
+            assert!(
+                row[ids[i] as usize].is_finite(),
+                "{text:?}: token {i} banned"
+            );
         }
         let mut row = vec![0.0f32; tok.vocab_size()];
         tok.utf8_guard().constrain(&ids, &mut row, tok.eos);
-        assert!(row[tok.eos as usize].is_finite(), "{text:?}: the end banned after whole characters");
+        assert!(
+            row[tok.eos as usize].is_finite(),
+            "{text:?}: the end banned after whole characters"
+        );
     }
 }

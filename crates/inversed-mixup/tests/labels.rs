@@ -27,7 +27,9 @@ fn labels_are_read_sorted_and_unknown_ones_name_file_and_line() {
         e => panic!("{e}"),
     }
     let empty_label = write(&d, "e.tsv", "label\ttext\n\tno label here\n");
-    let e = read_labelled(&[empty_label], "text", "label", None).unwrap_err().to_string();
+    let e = read_labelled(&[empty_label], "text", "label", None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("e.tsv:2") && e.contains("empty label"), "{e}");
 }
 
@@ -36,7 +38,10 @@ fn few_shot_takes_k_per_class_deterministically() {
     let d = tempfile::tempdir().unwrap();
     let mut s = String::from("label\ttext\n");
     for i in 0..30 {
-        s.push_str(&format!("{}\tsentence number {i}\n", ["a", "b", "c"][i % 3]));
+        s.push_str(&format!(
+            "{}\tsentence number {i}\n",
+            ["a", "b", "c"][i % 3]
+        ));
     }
     let p = write(&d, "t.tsv", &s);
     let l = read_labelled(&[p], "text", "label", None).unwrap();

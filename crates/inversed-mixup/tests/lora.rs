@@ -13,7 +13,12 @@ use inversed_mixup::nets::llm::{Llm, LoraConfig};
 const DEV: Device = Device::Cpu;
 
 fn lora_cfg(llm: &Llm, targets: &[Target]) -> LoraConfig {
-    LoraConfig { rank: 2, alpha: 4.0, targets: targets.to_vec(), dims: LoraDims::of(llm.config()) }
+    LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        targets: targets.to_vec(),
+        dims: LoraDims::of(llm.config()),
+    }
 }
 
 fn adaptor(llm: &Llm, enc_dim: usize, targets: &[Target], seed: u64) -> Adaptor {
@@ -35,9 +40,16 @@ fn adaptor(llm: &Llm, enc_dim: usize, targets: &[Target], seed: u64) -> Adaptor 
 fn perturb(a: &Adaptor, seed: u64) {
     use rand::{Rng, SeedableRng};
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    for (name, v) in a.sorted_vars().into_iter().filter(|(n, _)| n.starts_with("lora")) {
-        let x: Vec<f32> = (0..v.elem_count()).map(|_| r.random_range(-0.3f32..0.3)).collect();
-        v.set(&Tensor::from_vec(x, v.dims(), &DEV).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for (name, v) in a
+        .sorted_vars()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("lora"))
+    {
+        let x: Vec<f32> = (0..v.elem_count())
+            .map(|_| r.random_range(-0.3f32..0.3))
+            .collect();
+        v.set(&Tensor::from_vec(x, v.dims(), &DEV).unwrap())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
 
@@ -45,21 +57,60 @@ fn perturb(a: &Adaptor, seed: u64) {
 fn lora_gradients_match_the_plain_path_and_finite_differences() {
     let (_d, mut llm) = common::tiny_llm();
     // Every target at once, and subsets that leave gaps in the stacked Q/K/V and gate/up slots.
-    for targets in [Target::ALL.to_vec(), vec![Target::K, Target::Up], vec![Target::Q, Target::V, Target::O, Target::Down]] {
+    for targets in [
+        Target::ALL.to_vec(),
+        vec![Target::K, Target::Up],
+        vec![Target::Q, Target::V, Target::O, Target::Down],
+    ] {
         let a = adaptor(&llm, 6, &targets, 3);
         perturb(&a, 4);
         let prompt = Prompt::new(DEFAULT_TEMPLATE, 2, &llm).unwrap();
         let h = common::uniform(&[3, 6], 30);
-        common::assert_lean_equals_plain(&mut llm, &prompt, &a, &h, &["a cat", "hello there world", "x"], 1e-5, 1e-4);
+        common::assert_lean_equals_plain(
+            &mut llm,
+            &prompt,
+            &a,
+            &h,
+            &["a cat", "hello there world", "x"],
+            1e-5,
+            1e-4,
+        );
         llm.set_lean_training(true);
-        let tg: Vec<Vec<u32>> = ["a cat", "hello there world"].iter().map(|t| Prompt::target_ids(&llm, t).unwrap()).collect();
+        let tg: Vec<Vec<u32>> = ["a cat", "hello there world"]
+            .iter()
+            .map(|t| Prompt::target_ids(&llm, t).unwrap())
+            .collect();
         let h2 = h.narrow(0, 0, 2).unwrap();
-        let loss = || prompt.gen_loss_lora(&llm, a.lora(), &a.forward(&h2).unwrap(), &tg, true).unwrap().0;
+        let loss = || {
+            prompt
+                .gen_loss_lora(&llm, a.lora(), &a.forward(&h2).unwrap(), &tg, true)
+                .unwrap()
+                .0
+        };
         let g = loss().backward().unwrap();
-        for (name, var) in a.sorted_vars().into_iter().filter(|(n, _)| n.starts_with("lora")) {
-            let gv = g.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient reached {name}")).flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert!(gv.iter().filter(|v| **v != 0.0).count() > gv.len() / 2, "{name} ({targets:?}): most LoRA entries got no gradient");
-            common::check_var_grad(&format!("{name} {targets:?}"), &var, &gv, &|| loss().to_scalar::<f32>().unwrap() as f64, 0.02);
+        for (name, var) in a
+            .sorted_vars()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("lora"))
+        {
+            let gv = g
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient reached {name}"))
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert!(
+                gv.iter().filter(|v| **v != 0.0).count() > gv.len() / 2,
+                "{name} ({targets:?}): most LoRA entries got no gradient"
+            );
+            common::check_var_grad(
+                &format!("{name} {targets:?}"),
+                &var,
+                &gv,
+                &|| loss().to_scalar::<f32>().unwrap() as f64,
+                0.02,
+            );
         }
     }
 }
@@ -69,25 +120,66 @@ fn merged_weights_equal_the_unmerged_forward_and_leave_the_base_untouched() {
     let (_d, llm) = common::tiny_llm();
     let a = adaptor(&llm, 6, &Target::ALL, 5);
     perturb(&a, 6);
-    let before: Vec<Vec<f32>> = llm.weights().iter().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    let before: Vec<Vec<f32>> = llm
+        .weights()
+        .iter()
+        .map(|t| t.flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
     let merged = llm.with_lora(a.lora().unwrap()).unwrap();
     let x = common::uniform(&[2, 5, llm.config().hidden], 7);
     let unmerged = llm.forward_embeds_lora(&x, None, false, a.lora()).unwrap();
     let m = merged.forward_embeds(&x, None, false).unwrap();
     let base = llm.forward_embeds(&x, None, false).unwrap();
-    let diff = |p: &Tensor, q: &Tensor| (p - q).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    assert!(diff(&m, &unmerged) < 1e-4, "merged and unmerged LoRA forwards differ by {}", diff(&m, &unmerged));
-    assert!(diff(&base, &unmerged) > 1e-2, "the deltas should change the output");
-    let after: Vec<Vec<f32>> = llm.weights().iter().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    let diff = |p: &Tensor, q: &Tensor| {
+        (p - q)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert!(
+        diff(&m, &unmerged) < 1e-4,
+        "merged and unmerged LoRA forwards differ by {}",
+        diff(&m, &unmerged)
+    );
+    assert!(
+        diff(&base, &unmerged) > 1e-2,
+        "the deltas should change the output"
+    );
+    let after: Vec<Vec<f32>> = llm
+        .weights()
+        .iter()
+        .map(|t| t.flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
     assert_eq!(before, after, "merging changed the base weights");
 }
 
 #[test]
 fn training_with_lora_keeps_base_weights_bit_identical_and_resumes_exactly() {
-    let lora_bits = |a: &Adaptor| common::bits(&a.lora().unwrap().named_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>());
-    common::assert_stage1_frozen_and_resumes_exactly("LoRA on", &|llm, dim, seed| adaptor(llm, dim, &Target::ALL, seed), &|before, after| {
-        assert_ne!(lora_bits(after), lora_bits(before), "the LoRA deltas did not train");
-    });
+    let lora_bits = |a: &Adaptor| {
+        common::bits(
+            &a.lora()
+                .unwrap()
+                .named_vars()
+                .iter()
+                .map(|(_, v)| v.as_tensor())
+                .collect::<Vec<_>>(),
+        )
+    };
+    common::assert_stage1_frozen_and_resumes_exactly(
+        "LoRA on",
+        &|llm, dim, seed| adaptor(llm, dim, &Target::ALL, seed),
+        &|before, after| {
+            assert_ne!(
+                lora_bits(after),
+                lora_bits(before),
+                "the LoRA deltas did not train"
+            );
+        },
+    );
 }
 
 #[test]
@@ -104,13 +196,20 @@ fn adaptor_file_keeps_the_lora_layout_and_refuses_a_mismatched_llm() {
     assert!(b.check_models(&p, "e", 6, llm.name(), llm.config()).is_ok());
     let mut other = llm.config().clone();
     other.layers += 1;
-    let e = b.check_models(&p, "e", 6, llm.name(), &other).unwrap_err().to_string();
+    let e = b
+        .check_models(&p, "e", 6, llm.name(), &other)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("a.safetensors") && e.contains("LoRA"), "{e}");
     // A file whose LoRA tensors do not match its header is refused when loading.
     let mut cfg = a.config().clone();
     cfg.lora.as_mut().unwrap().rank = 3;
     let c = Adaptor::new(cfg, 0, &DEV).unwrap();
-    let t: std::collections::HashMap<String, Tensor> = a.sorted_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+    let t: std::collections::HashMap<String, Tensor> = a
+        .sorted_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
     let e = c.set_weights(&t).unwrap_err().to_string();
     assert!(e.contains("lora.000") && e.contains("shape"), "{e}");
     assert!(Target::parse_list("q,kk").is_err());

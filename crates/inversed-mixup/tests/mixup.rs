@@ -26,26 +26,52 @@ fn pairing_strategies_respect_classes() {
 #[test]
 fn plans_are_seeded() {
     let b = LambdaSpec::Beta(0.4);
-    assert_eq!(plan(&Y, Pairing::Random, 2, &b, 7).unwrap(), plan(&Y, Pairing::Random, 2, &b, 7).unwrap());
-    assert_ne!(plan(&Y, Pairing::Random, 2, &b, 7).unwrap(), plan(&Y, Pairing::Random, 2, &b, 8).unwrap());
+    assert_eq!(
+        plan(&Y, Pairing::Random, 2, &b, 7).unwrap(),
+        plan(&Y, Pairing::Random, 2, &b, 7).unwrap()
+    );
+    assert_ne!(
+        plan(&Y, Pairing::Random, 2, &b, 7).unwrap(),
+        plan(&Y, Pairing::Random, 2, &b, 8).unwrap()
+    );
 }
 
 #[test]
 fn lambda_specs_parse_and_grid_expands() {
     assert_eq!("0.3".parse::<LambdaSpec>().unwrap(), LambdaSpec::Fixed(0.3));
-    assert_eq!("beta:0.5".parse::<LambdaSpec>().unwrap(), LambdaSpec::Beta(0.5));
+    assert_eq!(
+        "beta:0.5".parse::<LambdaSpec>().unwrap(),
+        LambdaSpec::Beta(0.5)
+    );
     let g: LambdaSpec = "grid:0,0.25,0.5,0.75,1".parse().unwrap();
     let p = plan(&Y, Pairing::CrossClass, 1, &g, 0).unwrap();
     assert_eq!(p.len(), 6 * 5);
-    assert_eq!(p[..5].iter().map(|m| m.lambda).collect::<Vec<_>>(), [0.0, 0.25, 0.5, 0.75, 1.0]);
+    assert_eq!(
+        p[..5].iter().map(|m| m.lambda).collect::<Vec<_>>(),
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+    );
     for bad in ["1.5", "beta:0", "grid:", "grid:0,2", "half"] {
         assert!(bad.parse::<LambdaSpec>().is_err(), "{bad}");
     }
     // Beta draws stay inside [0, 1] and are spread out for small alpha.
-    let d = plan(&[0, 1].repeat(200), Pairing::CrossClass, 1, &LambdaSpec::Beta(0.2), 3).unwrap();
+    let d = plan(
+        &[0, 1].repeat(200),
+        Pairing::CrossClass,
+        1,
+        &LambdaSpec::Beta(0.2),
+        3,
+    )
+    .unwrap();
     assert!(d.iter().all(|m| (0.0..=1.0).contains(&m.lambda)));
-    let extreme = d.iter().filter(|m| m.lambda < 0.1 || m.lambda > 0.9).count();
-    assert!(extreme > d.len() / 3, "Beta(0.2, 0.2) puts most mass near 0 and 1; got {extreme} of {}", d.len());
+    let extreme = d
+        .iter()
+        .filter(|m| m.lambda < 0.1 || m.lambda > 0.9)
+        .count();
+    assert!(
+        extreme > d.len() / 3,
+        "Beta(0.2, 0.2) puts most mass near 0 and 1; got {extreme} of {}",
+        d.len()
+    );
 }
 
 #[test]
@@ -101,9 +127,17 @@ fn same_class_mid_lambda_mixes_never_cross_labels() {
         let s = soft_label(y[m.a], y[m.b], m.lambda, 3);
         assert_eq!(s[y[m.a]], 1.0, "a same-class mix keeps a one-hot label");
     }
-    assert!(p.iter().any(|m| m.lambda < 0.4) && p.iter().any(|m| m.lambda > 0.6), "spread over [0.3, 0.7]");
+    assert!(
+        p.iter().any(|m| m.lambda < 0.4) && p.iter().any(|m| m.lambda > 0.6),
+        "spread over [0.3, 0.7]"
+    );
     assert_eq!(p, plan(&y, Pairing::SameClass, 2, &u, 5).unwrap(), "seeded");
-    for bad in ["uniform:0.7,0.3", "uniform:0.5", "uniform:0,1.5", "uniform:a,b"] {
+    for bad in [
+        "uniform:0.7,0.3",
+        "uniform:0.5",
+        "uniform:0,1.5",
+        "uniform:a,b",
+    ] {
         assert!(bad.parse::<LambdaSpec>().is_err(), "{bad}");
     }
 }
@@ -113,12 +147,36 @@ fn same_class_mid_lambda_mixes_never_cross_labels() {
 #[test]
 fn the_copy_rule_rejects_copies_and_keeps_a_paraphrase() {
     use inversed_mixup::method::augment::is_near_copy;
-    let (a, b) = ("the acting is superb and the story kept me hooked", "the music is annoying");
+    let (a, b) = (
+        "the acting is superb and the story kept me hooked",
+        "the music is annoying",
+    );
     assert!(is_near_copy(a, a, b, 0.5, 0.1));
-    assert!(is_near_copy("The  acting is SUPERB and the story kept me hooked", a, b, 0.5, 0.1));
-    assert!(is_near_copy("the music is annoying !", a, b, 0.1, 0.5), "one extra token of five");
-    assert!(!is_near_copy("a gripping plot with wonderful performances", a, b, 0.8, 0.2));
-    assert!(is_near_copy("a gripping plot with wonderful performances", a, b, 0.96, 0.2));
+    assert!(is_near_copy(
+        "The  acting is SUPERB and the story kept me hooked",
+        a,
+        b,
+        0.5,
+        0.1
+    ));
+    assert!(
+        is_near_copy("the music is annoying !", a, b, 0.1, 0.5),
+        "one extra token of five"
+    );
+    assert!(!is_near_copy(
+        "a gripping plot with wonderful performances",
+        a,
+        b,
+        0.8,
+        0.2
+    ));
+    assert!(is_near_copy(
+        "a gripping plot with wonderful performances",
+        a,
+        b,
+        0.96,
+        0.2
+    ));
 }
 
 /// Teacher labels: a blend of the label and the teacher's prediction that stays a distribution and

@@ -93,7 +93,8 @@ impl CustomOp1 for CrossEntropy {
                 d.par_chunks_mut(v).enumerate().for_each(|(i, dr)| {
                     let row = &xs[i * v..(i + 1) * v];
                     let (m, lse) = lse32(row);
-                    let e = fastmath::exp_vec(&row.iter().map(|r| r - m - lse).collect::<Vec<f32>>());
+                    let e =
+                        fastmath::exp_vec(&row.iter().map(|r| r - m - lse).collect::<Vec<f32>>());
                     for (o, p) in dr.iter_mut().zip(e) {
                         *o = p * scale as f32;
                     }
@@ -102,7 +103,10 @@ impl CustomOp1 for CrossEntropy {
                 Tensor::from_vec(d, (n, v), x.device())?
             }
             _ => {
-                let xs = x.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+                let xs = x
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_vec1::<f64>()?;
                 let mut d = vec![0f64; n * v];
                 for (i, dr) in d.chunks_mut(v).enumerate() {
                     let row = &xs[i * v..(i + 1) * v];
@@ -121,7 +125,9 @@ impl CustomOp1 for CrossEntropy {
 
 /// Mean cross-entropy of `logits (n, classes)` against `labels` (n), fused, with a backward pass.
 pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> candle_core::Result<Tensor> {
-    logits.contiguous()?.apply_op1(CrossEntropy { labels: labels.to_vec() })
+    logits.contiguous()?.apply_op1(CrossEntropy {
+        labels: labels.to_vec(),
+    })
 }
 
 mod output;

@@ -73,7 +73,11 @@ struct Row<T> {
 impl<T: Online> Row<T> {
     /// Before any logit: max -inf, so the first chunk's rescaling factor exp(-inf) is 0.
     fn empty() -> Self {
-        Row { max: T::of(f64::NEG_INFINITY), sum: T::zero(), label_logit: T::zero() }
+        Row {
+            max: T::of(f64::NEG_INFINITY),
+            sum: T::zero(),
+            label_logit: T::zero(),
+        }
     }
 }
 
@@ -81,9 +85,18 @@ impl<T: Online> Row<T> {
 /// Each thread takes a slice of the vocabulary for all rows with single-threaded products (no
 /// fork-join per product, and each chunk of `W` is packed by one thread only); the partial
 /// softmax states are merged at the end.
-fn online<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), labels: &[u32], chunk: usize) -> (Vec<Row<T>>, Vec<T>) {
+fn online<T: Online>(
+    h: &[T],
+    w: &[T],
+    (n, hd, v): (usize, usize, usize),
+    labels: &[u32],
+    chunk: usize,
+) -> (Vec<Row<T>>, Vec<T>) {
     let chunk = chunk.clamp(1, v.max(1));
-    let per = v.div_ceil(rayon::current_num_threads().max(1)).div_ceil(chunk) * chunk;
+    let per = v
+        .div_ceil(rayon::current_num_threads().max(1))
+        .div_ceil(chunk)
+        * chunk;
     let parts: Vec<_> = (0..v.div_ceil(per))
         .into_par_iter()
         .map(|t| {
@@ -96,7 +109,12 @@ fn online<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), labels
         return (vec![Row::empty(); n], vec![T::zero(); n * hd]);
     };
     for (rows2, acc2) in parts {
-        for (((r, a), r2), a2) in rows.iter_mut().zip(acc.chunks_mut(hd)).zip(&rows2).zip(acc2.chunks(hd)) {
+        for (((r, a), r2), a2) in rows
+            .iter_mut()
+            .zip(acc.chunks_mut(hd))
+            .zip(&rows2)
+            .zip(acc2.chunks(hd))
+        {
             // exp(-inf) = 0 leaves a part that saw no finite logit out.
             let m = if r2.max > r.max { r2.max } else { r.max };
             let (f, f2) = ((r.max - m).exp(), (r2.max - m).exp());
@@ -113,7 +131,14 @@ fn online<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), labels
 
 /// All rows through the vocabulary slice `w` (`v` rows, the first being row `base` of the
 /// layer); a label outside the slice leaves its row's `label_logit` at 0.
-fn online_block<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), base: usize, labels: &[u32], chunk: usize) -> (Vec<Row<T>>, Vec<T>) {
+fn online_block<T: Online>(
+    h: &[T],
+    w: &[T],
+    (n, hd, v): (usize, usize, usize),
+    base: usize,
+    labels: &[u32],
+    chunk: usize,
+) -> (Vec<Row<T>>, Vec<T>) {
     let chunk = chunk.clamp(1, v.max(1));
     let mut acc = vec![T::zero(); n * hd];
     let mut rows = vec![Row::empty(); n];
@@ -123,7 +148,12 @@ fn online_block<T: Online>(h: &[T], w: &[T], (n, hd, v): (usize, usize, usize), 
         let wc = &w[v0 * hd..(v0 + c) * hd];
         let l = &mut logits[..n * c];
         matmul_into_serial(l, h, wc, (n, hd, c), Rhs::Transposed, false);
-        for (((lr, a), r), &y) in l.chunks_mut(c).zip(acc.chunks_mut(hd)).zip(rows.iter_mut()).zip(labels) {
+        for (((lr, a), r), &y) in l
+            .chunks_mut(c)
+            .zip(acc.chunks_mut(hd))
+            .zip(rows.iter_mut())
+            .zip(labels)
+        {
             if let Some(j) = (y as usize).checked_sub(base + v0).filter(|&j| j < c) {
                 r.label_logit = lr[j];
             }
@@ -153,17 +183,32 @@ struct OutputCrossEntropy {
 }
 
 impl OutputCrossEntropy {
-    fn run<T: Online>(&self, h: &[T], w: &[T], (n, hd, v): (usize, usize, usize)) -> candle_core::Result<T> {
+    fn run<T: Online>(
+        &self,
+        h: &[T],
+        w: &[T],
+        (n, hd, v): (usize, usize, usize),
+    ) -> candle_core::Result<T> {
         let (rows, mut acc) = online(h, w, (n, hd, v), &self.labels, self.chunk);
-        let loss: f64 = rows.iter().map(|r| r.max.to_f64() + r.sum.to_f64().ln() - r.label_logit.to_f64()).sum();
+        let loss: f64 = rows
+            .iter()
+            .map(|r| r.max.to_f64() + r.sum.to_f64().ln() - r.label_logit.to_f64())
+            .sum();
         // softmax @ W - W[label] = acc / sum - W[label], per row.
-        acc.par_chunks_mut(hd).zip(rows.par_iter()).zip(self.labels.par_iter()).for_each(|((a, r), &y)| {
-            let wy = &w[y as usize * hd..(y as usize + 1) * hd];
-            for (x, &wv) in a.iter_mut().zip(wy) {
-                *x = *x / r.sum - wv;
-            }
-        });
-        *self.grad.lock().map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))? = Some(Tensor::from_vec(acc, (n, hd), &candle_core::Device::Cpu)?);
+        acc.par_chunks_mut(hd)
+            .zip(rows.par_iter())
+            .zip(self.labels.par_iter())
+            .for_each(|((a, r), &y)| {
+                let wy = &w[y as usize * hd..(y as usize + 1) * hd];
+                for (x, &wv) in a.iter_mut().zip(wy) {
+                    *x = *x / r.sum - wv;
+                }
+            });
+        *self
+            .grad
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))? =
+            Some(Tensor::from_vec(acc, (n, hd), &candle_core::Device::Cpu)?);
         Ok(T::from_f64(loss / n as f64))
     }
 }
@@ -177,25 +222,45 @@ impl CustomOp1 for OutputCrossEntropy {
         let (n, hd) = l.shape().dims2()?;
         let (v, whd) = self.w.dims2()?;
         if whd != hd {
-            candle_core::bail!("cross-entropy: hidden width {hd} but the output layer is ({v}, {whd})");
+            candle_core::bail!(
+                "cross-entropy: hidden width {hd} but the output layer is ({v}, {whd})"
+            );
         }
         super::check_labels(&self.labels, n, v)?;
         let (ws, wl) = self.w.storage_and_layout();
         let dims = (n, hd, v);
         Ok(match (s, &*ws) {
-            (CpuStorage::F32(h), Storage::Cpu(CpuStorage::F32(w))) => {
-                (CpuStorage::F32(vec![self.run(contiguous(h, l, "cross-entropy")?, contiguous(w, wl, "cross-entropy (output layer)")?, dims)?]), Shape::from(()))
-            }
-            (CpuStorage::F64(h), Storage::Cpu(CpuStorage::F64(w))) => {
-                (CpuStorage::F64(vec![self.run(contiguous(h, l, "cross-entropy")?, contiguous(w, wl, "cross-entropy (output layer)")?, dims)?]), Shape::from(()))
-            }
-            _ => candle_core::bail!("cross-entropy: f32 or f64 input and output layer of the same type, on the CPU"),
+            (CpuStorage::F32(h), Storage::Cpu(CpuStorage::F32(w))) => (
+                CpuStorage::F32(vec![self.run(
+                    contiguous(h, l, "cross-entropy")?,
+                    contiguous(w, wl, "cross-entropy (output layer)")?,
+                    dims,
+                )?]),
+                Shape::from(()),
+            ),
+            (CpuStorage::F64(h), Storage::Cpu(CpuStorage::F64(w))) => (
+                CpuStorage::F64(vec![self.run(
+                    contiguous(h, l, "cross-entropy")?,
+                    contiguous(w, wl, "cross-entropy (output layer)")?,
+                    dims,
+                )?]),
+                Shape::from(()),
+            ),
+            _ => candle_core::bail!(
+                "cross-entropy: f32 or f64 input and output layer of the same type, on the CPU"
+            ),
         })
     }
 
     fn bwd(&self, _h: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad = self.grad.lock().map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))?.take();
-        let grad = grad.ok_or_else(|| candle_core::Error::Msg("output-cross-entropy: backward ran twice".into()))?;
+        let grad = self
+            .grad
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("output-cross-entropy: poisoned".into()))?
+            .take();
+        let grad = grad.ok_or_else(|| {
+            candle_core::Error::Msg("output-cross-entropy: backward ran twice".into())
+        })?;
         let n = grad.dim(0)?;
         let scale = g.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / n as f64;
         Ok(Some((grad * scale)?))
@@ -204,11 +269,25 @@ impl CustomOp1 for OutputCrossEntropy {
 
 /// Mean cross-entropy of the logits `h @ Wᵀ` (`h (n, hidden)`, frozen `W (classes, hidden)`)
 /// against `labels`, differentiable in `h`; the logits are never materialised (module docs).
-pub fn output_cross_entropy(h: &Tensor, w: &crate::FrozenLinear, labels: &[u32]) -> candle_core::Result<Tensor> {
+pub fn output_cross_entropy(
+    h: &Tensor,
+    w: &crate::FrozenLinear,
+    labels: &[u32],
+) -> candle_core::Result<Tensor> {
     output_cross_entropy_chunked(h, w, labels, OUTPUT_CHUNK)
 }
 
 /// [`output_cross_entropy`] with `chunk` vocabulary rows per step (tests use small chunks).
-pub fn output_cross_entropy_chunked(h: &Tensor, w: &crate::FrozenLinear, labels: &[u32], chunk: usize) -> candle_core::Result<Tensor> {
-    h.contiguous()?.apply_op1(OutputCrossEntropy { w: w.weight().clone(), labels: labels.to_vec(), chunk, grad: Mutex::new(None) })
+pub fn output_cross_entropy_chunked(
+    h: &Tensor,
+    w: &crate::FrozenLinear,
+    labels: &[u32],
+    chunk: usize,
+) -> candle_core::Result<Tensor> {
+    h.contiguous()?.apply_op1(OutputCrossEntropy {
+        w: w.weight().clone(),
+        labels: labels.to_vec(),
+        chunk,
+        grad: Mutex::new(None),
+    })
 }

@@ -2,7 +2,9 @@
 //! checks run, and what comes back. Front ends convert their inputs to a request, call these and
 //! present the results.
 
-use super::requests::{AugmentPlan, AugmentRequest, InterpolateRequest, InvertRequest, WarmupRequest};
+use super::requests::{
+    AugmentPlan, AugmentRequest, InterpolateRequest, InvertRequest, WarmupRequest,
+};
 use super::summary::AugmentSummary;
 use crate::data::io::{check_writable, CreatedDirs};
 use crate::data::labelled::{few_shot, Labelled};
@@ -80,13 +82,23 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Loads the models (defaults for those not given) and checks the adaptor fits them.
-    pub fn load(encoder: Option<&Path>, llm: Option<&Path>, adaptor: Option<&Path>) -> Result<Self> {
+    pub fn load(
+        encoder: Option<&Path>,
+        llm: Option<&Path>,
+        adaptor: Option<&Path>,
+    ) -> Result<Self> {
         let files = ModelFiles::resolve(encoder, llm)?;
         let encoder = files.load_encoder(None)?;
         let llm = files.load_llm()?;
         tracing::info!("encoder {} (dim {})", encoder.name(), encoder.dim());
         let (adaptor_path, adaptor) = load_adaptor(adaptor, &encoder, &llm)?;
-        Ok(Self { files, encoder, llm, adaptor_path, adaptor })
+        Ok(Self {
+            files,
+            encoder,
+            llm,
+            adaptor_path,
+            adaptor,
+        })
     }
 
     /// The stage-1 inverter (the adaptor's LoRA deltas merged into a copy of the LLM).
@@ -99,7 +111,9 @@ impl Pipeline {
     pub fn open_bundle(&self, dir: &Path) -> Result<Bundle> {
         let paths = BundlePaths::new(dir);
         let classifier = bundle::load_classifier(&paths, self.llm.device())?;
-        open_bundle(&self.files, &paths, classifier, &self.llm, || Ok(self.encoder.clone()))
+        open_bundle(&self.files, &paths, classifier, &self.llm, || {
+            Ok(self.encoder.clone())
+        })
     }
 
     /// Stage 2 on `data`: trains the task classifier and refines a copy of the stage-1 adaptor,
@@ -132,7 +146,11 @@ impl Pipeline {
             ..Default::default()
         };
         let trainable = match req.finetune_encoder {
-            Some(_) => Some(Encoder::load_trainable(&self.files.encoder, None, llm.device())?),
+            Some(_) => Some(Encoder::load_trainable(
+                &self.files.encoder,
+                None,
+                llm.device(),
+            )?),
             None => None,
         };
         let mut w = Warmup::new(llm, adaptor, cls, &texts, emb, data.y.clone(), cfg)?;
@@ -141,7 +159,14 @@ impl Pipeline {
         }
         let paths = BundlePaths::new(out);
         let (ckpt, curve) = (paths.checkpoint(), paths.curve());
-        w.run(req.steps, req.checkpoint_every, &ckpt, &curve, req.resume, on_step)?;
+        w.run(
+            req.steps,
+            req.checkpoint_every,
+            &ckpt,
+            &curve,
+            req.resume,
+            on_step,
+        )?;
         let meta = serde_json::json!({
             "encoder": enc.name(),
             "finetuned_encoder": req.finetune_encoder,
@@ -183,7 +208,11 @@ pub fn open_bundle(
     let ap = paths.adaptor();
     let adaptor = Adaptor::load(&ap, llm.device())?;
     adaptor.check_models(&ap, encoder.name(), encoder.dim(), llm.name(), llm.config())?;
-    Ok(Bundle { classifier, adaptor, encoder })
+    Ok(Bundle {
+        classifier,
+        adaptor,
+        encoder,
+    })
 }
 
 /// `data` itself, or K rows per class of it (`shots`).
@@ -234,7 +263,11 @@ pub fn augment(
     };
     let (rows, stats) = augment::augment(inv, cls, data, &mixes[part], &opt, progress)?;
     let summary = AugmentSummary::of(&rows, &stats);
-    Ok(Augmented { rows, stats, summary })
+    Ok(Augmented {
+        rows,
+        stats,
+        summary,
+    })
 }
 
 /// Reconstructs each text from its own embedding, with the means over them.
@@ -254,7 +287,12 @@ pub fn invert(
 }
 
 /// The sentences on the path from `b` (lambda 0) to `a` (lambda 1).
-pub fn interpolate(inv: &Inverter, a: &str, b: &str, req: &InterpolateRequest) -> Result<Vec<PathStep>> {
+pub fn interpolate(
+    inv: &Inverter,
+    a: &str,
+    b: &str,
+    req: &InterpolateRequest,
+) -> Result<Vec<PathStep>> {
     let gen = req.validate()?;
     augment::interpolate(inv, a, b, req.steps, &gen)
 }

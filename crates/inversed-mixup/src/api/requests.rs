@@ -243,7 +243,11 @@ impl AugmentRequest {
             self.no_repeat_ngram,
             self.repetition_penalty,
         )?;
-        Ok(AugmentPlan { gen, lambda: self.lambda.parse()?, shard })
+        Ok(AugmentPlan {
+            gen,
+            lambda: self.lambda.parse()?,
+            shard,
+        })
     }
 }
 
@@ -354,7 +358,11 @@ pub fn from_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T> {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         // serde_json appends " at line L column C" of the JSON the front end wrote, not the user's.
-        let inner = inner.split(" at line ").next().unwrap_or(&inner).to_string();
+        let inner = inner
+            .split(" at line ")
+            .next()
+            .unwrap_or(&inner)
+            .to_string();
         // An unknown field names itself; a bad value is named by its field.
         match path.as_str() {
             "." | "" => Error::Invalid(inner),
@@ -371,11 +379,15 @@ pub fn field_names(msg: &str, name: &dyn Fn(&str) -> String) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
     while let Some(start) = rest.find('`') {
-        let Some(len) = rest[start + 1..].find('`') else { break };
+        let Some(len) = rest[start + 1..].find('`') else {
+            break;
+        };
         let inner = &rest[start + 1..start + 1 + len];
         out.push_str(&rest[..start]);
         let is_field = inner.starts_with(|c: char| c.is_ascii_lowercase())
-            && inner.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if is_field {
             out.push_str(&name(inner));
         } else {
@@ -404,18 +416,39 @@ mod tests {
         let r: AugmentRequest = from_json(r#"{"per_example": 2, "pairs": "same-class"}"#).unwrap();
         assert_eq!((r.per_example, r.pairs), (2, Pairing::SameClass));
         assert_eq!(r.lambda, DEFAULT_LAMBDA);
-        let e = from_json::<AugmentRequest>(r#"{"max_new_tokens": -1}"#).unwrap_err().to_string();
-        assert!(e.starts_with("`max_new_tokens`: invalid value: integer `-1`"), "{e}");
-        let e = from_json::<WarmupRequest>(r#"{"stepz": 3}"#).unwrap_err().to_string();
-        assert!(e.starts_with("unknown field `stepz`, expected one of `steps`"), "{e}");
+        let e = from_json::<AugmentRequest>(r#"{"max_new_tokens": -1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("`max_new_tokens`: invalid value: integer `-1`"),
+            "{e}"
+        );
+        let e = from_json::<WarmupRequest>(r#"{"stepz": 3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("unknown field `stepz`, expected one of `steps`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn messages_name_fields_as_the_front_end_does() {
-        let e = AugmentRequest { batch_size: 0, ..Default::default() }.validate().unwrap_err();
+        let e = AugmentRequest {
+            batch_size: 0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
         let flag = |f: &str| format!("--{}", f.replace('_', "-"));
-        assert_eq!(field_names(&e.to_string(), &flag), "--batch-size 0: must be at least 1");
+        assert_eq!(
+            field_names(&e.to_string(), &flag),
+            "--batch-size 0: must be at least 1"
+        );
         let m = "retrain with `imix align` or set `max_chars`, not `3`";
-        assert_eq!(field_names(m, &flag), "retrain with `imix align` or set --max-chars, not `3`");
+        assert_eq!(
+            field_names(m, &flag),
+            "retrain with `imix align` or set --max-chars, not `3`"
+        );
     }
 }

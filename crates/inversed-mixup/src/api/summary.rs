@@ -66,7 +66,10 @@ impl AugmentSummary {
             per_value
                 .iter()
                 .map(|&(l, _, _)| {
-                    let sel = rows.iter().filter(|r| (r.lambda - l).abs() < 1e-6).collect();
+                    let sel = rows
+                        .iter()
+                        .filter(|r| (r.lambda - l).abs() < 1e-6)
+                        .collect();
                     (format!("{l:.3}"), sel)
                 })
                 .collect()
@@ -109,7 +112,13 @@ impl std::fmt::Display for AugmentSummary {
         writeln!(f, "lambda  n  mean_cos_a  mean_cos_b  mean(cos_a-cos_b)")?;
         for g in &self.by_lambda {
             let (ca, cb) = (g.mean_cos_a, g.mean_cos_b);
-            writeln!(f, "{}  {}  {ca:.4}  {cb:.4}  {:+.4}", g.lambda, g.n, ca - cb)?;
+            writeln!(
+                f,
+                "{}  {}  {ca:.4}  {cb:.4}  {:+.4}",
+                g.lambda,
+                g.n,
+                ca - cb
+            )?;
         }
         write!(
             f,

@@ -35,7 +35,12 @@ pub struct ReadOptions {
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        Self { text_column: "text".into(), label_column: None, max_chars: DEFAULT_MAX_CHARS, skip_bad: false }
+        Self {
+            text_column: "text".into(),
+            label_column: None,
+            max_chars: DEFAULT_MAX_CHARS,
+            skip_bad: false,
+        }
     }
 }
 
@@ -59,7 +64,11 @@ pub fn read_files(paths: &[PathBuf], opt: &ReadOptions) -> Result<Corpus> {
 
 /// Builds the error for `line` of `path`.
 fn bad(path: &Path, line: usize, msg: impl Into<String>) -> Error {
-    Error::Input { path: path.to_path_buf(), line, msg: msg.into() }
+    Error::Input {
+        path: path.to_path_buf(),
+        line,
+        msg: msg.into(),
+    }
 }
 
 /// Sorts one row into `out`: kept, skipped with a warning (`skip_bad`), or the error that stops reading.
@@ -76,19 +85,37 @@ fn keep(r: Result<Row>, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
 }
 
 /// A row from its text and label as read at `line`, or why it is unusable.
-fn checked(path: &Path, line: usize, text: &str, label: Option<String>, opt: &ReadOptions) -> Result<Row> {
+fn checked(
+    path: &Path,
+    line: usize,
+    text: &str,
+    label: Option<String>,
+    opt: &ReadOptions,
+) -> Result<Row> {
     let t = text.trim();
     if t.is_empty() {
         return Err(bad(path, line, "empty text"));
     }
     let n = t.chars().count();
     if n > opt.max_chars {
-        return Err(bad(path, line, format!("text is {n} characters, over the limit of {} (`max_chars`)", opt.max_chars)));
+        return Err(bad(
+            path,
+            line,
+            format!(
+                "text is {n} characters, over the limit of {} (`max_chars`)",
+                opt.max_chars
+            ),
+        ));
     }
     if label.as_deref().is_some_and(|l| l.trim().is_empty()) {
         return Err(bad(path, line, "empty label"));
     }
-    Ok(Row { text: t.to_string(), label: label.map(|l| l.trim().to_string()), file: path.to_path_buf(), line })
+    Ok(Row {
+        text: t.to_string(),
+        label: label.map(|l| l.trim().to_string()),
+        file: path.to_path_buf(),
+        line,
+    })
 }
 
 /// Lines of a file split on raw bytes, so that one non-UTF-8 line is reported, not the whole file.
@@ -100,10 +127,17 @@ fn lines(bytes: &[u8]) -> Vec<(usize, std::result::Result<&str, String>)> {
         .enumerate()
         .map(|(i, l)| {
             let l = l.strip_suffix(b"\r").unwrap_or(l);
-            (i + 1, std::str::from_utf8(l).map_err(|e| format!("not valid UTF-8 (byte {})", e.valid_up_to())))
+            (
+                i + 1,
+                std::str::from_utf8(l)
+                    .map_err(|e| format!("not valid UTF-8 (byte {})", e.valid_up_to())),
+            )
         })
         .collect();
-    while out.last().is_some_and(|(_, l)| l.as_ref().is_ok_and(|l| l.trim().is_empty())) {
+    while out
+        .last()
+        .is_some_and(|(_, l)| l.as_ref().is_ok_and(|l| l.trim().is_empty()))
+    {
         out.pop();
     }
     out
@@ -113,19 +147,33 @@ fn read_file(path: &Path, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     // A UTF-8 byte-order mark (spreadsheet exports) is not part of the first line.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match ext.as_str() {
         "tsv" => read_delimited(path, bytes, b'\t', opt, out),
         "csv" => read_delimited(path, bytes, b',', opt, out),
         "jsonl" | "json" => {
             for (ln, l) in lines(bytes) {
-                keep(l.map_err(|m| bad(path, ln, m)).and_then(|l| json_row(path, ln, l, opt)), opt, out)?;
+                keep(
+                    l.map_err(|m| bad(path, ln, m))
+                        .and_then(|l| json_row(path, ln, l, opt)),
+                    opt,
+                    out,
+                )?;
             }
             Ok(())
         }
         _ => {
             for (ln, l) in lines(bytes) {
-                keep(l.map_err(|m| bad(path, ln, m)).and_then(|l| checked(path, ln, l, None, opt)), opt, out)?;
+                keep(
+                    l.map_err(|m| bad(path, ln, m))
+                        .and_then(|l| checked(path, ln, l, None, opt)),
+                    opt,
+                    out,
+                )?;
             }
             Ok(())
         }
@@ -134,8 +182,12 @@ fn read_file(path: &Path, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
 
 /// One JSON Lines row: the text field and, when asked for, the label field (string or number).
 fn json_row(path: &Path, ln: usize, l: &str, opt: &ReadOptions) -> Result<Row> {
-    let v: serde_json::Value = serde_json::from_str(l).map_err(|e| bad(path, ln, format!("invalid JSON: {e}")))?;
-    let text = v.get(&opt.text_column).and_then(|t| t.as_str()).ok_or_else(|| bad(path, ln, format!("no string field {:?}", opt.text_column)))?;
+    let v: serde_json::Value =
+        serde_json::from_str(l).map_err(|e| bad(path, ln, format!("invalid JSON: {e}")))?;
+    let text = v
+        .get(&opt.text_column)
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| bad(path, ln, format!("no string field {:?}", opt.text_column)))?;
     let label = match &opt.label_column {
         None => None,
         Some(c) => Some(match v.get(c) {
@@ -149,17 +201,44 @@ fn json_row(path: &Path, ln: usize, l: &str, opt: &ReadOptions) -> Result<Row> {
 
 /// TSV (no quoting: benchmark texts contain bare quotes) or CSV (`"` quoting, fields may span
 /// lines) with a header line naming the columns.
-fn read_delimited(path: &Path, bytes: &[u8], delim: u8, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
+fn read_delimited(
+    path: &Path,
+    bytes: &[u8],
+    delim: u8,
+    opt: &ReadOptions,
+    out: &mut Corpus,
+) -> Result<()> {
     let csv = delim == b',';
-    let mut rdr = csv::ReaderBuilder::new().delimiter(delim).has_headers(false).flexible(true).quoting(csv).from_reader(bytes);
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delim)
+        .has_headers(false)
+        .flexible(true)
+        .quoting(csv)
+        .from_reader(bytes);
     let mut rec = csv::ByteRecord::new();
     let field = |rec: &csv::ByteRecord, i: usize| String::from_utf8_lossy(&rec[i]).into_owned();
-    if !rdr.read_byte_record(&mut rec).map_err(|e| bad(path, 1, e.to_string()))? {
+    if !rdr
+        .read_byte_record(&mut rec)
+        .map_err(|e| bad(path, 1, e.to_string()))?
+    {
         return Err(bad(path, 1, "empty file: expected a header line"));
     }
     let hl = rec.position().map_or(1, |p| p.line() as usize);
-    let cols: Vec<String> = (0..rec.len()).map(|i| field(&rec, i).trim().to_string()).collect();
-    let find = |name: &str| cols.iter().position(|c| c == name).ok_or_else(|| bad(path, hl, format!("no column {name:?} in header (columns: {})", cols.join(", "))));
+    let cols: Vec<String> = (0..rec.len())
+        .map(|i| field(&rec, i).trim().to_string())
+        .collect();
+    let find = |name: &str| {
+        cols.iter().position(|c| c == name).ok_or_else(|| {
+            bad(
+                path,
+                hl,
+                format!(
+                    "no column {name:?} in header (columns: {})",
+                    cols.join(", ")
+                ),
+            )
+        })
+    };
     let ti = find(&opt.text_column)?;
     let li = opt.label_column.as_deref().map(find).transpose()?;
     // The reader skips blank lines; the gap between one record's end and the next one's start
@@ -186,9 +265,27 @@ fn read_delimited(path: &Path, bytes: &[u8], delim: u8, opt: &ReadOptions, out: 
         let row = if csv && raw.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
             Err(bad(path, line, "unterminated quoted field"))
         } else if rec.len() != cols.len() {
-            Err(bad(path, line, format!("{} fields but the header has {}", rec.len(), cols.len())))
+            Err(bad(
+                path,
+                line,
+                format!("{} fields but the header has {}", rec.len(), cols.len()),
+            ))
         } else {
-            let utf8 = |i: usize| std::str::from_utf8(&rec[i]).map(str::to_string).map_err(|e| bad(path, line, format!("not valid UTF-8 (byte {} of column {})", e.valid_up_to(), cols[i])));
+            let utf8 = |i: usize| {
+                std::str::from_utf8(&rec[i])
+                    .map(str::to_string)
+                    .map_err(|e| {
+                        bad(
+                            path,
+                            line,
+                            format!(
+                                "not valid UTF-8 (byte {} of column {})",
+                                e.valid_up_to(),
+                                cols[i]
+                            ),
+                        )
+                    })
+            };
             utf8(ti).and_then(|t| checked(path, line, &t, li.map(utf8).transpose()?, opt))
         };
         keep(row, opt, out)?;

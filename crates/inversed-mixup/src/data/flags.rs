@@ -45,8 +45,17 @@ pub fn non_negative(field: &str, v: f64) -> crate::Result<()> {
 /// found before any work.
 pub fn resume_target(resume: bool, ckpt: &std::path::Path) -> crate::Result<()> {
     match (resume, ckpt.exists()) {
-        (true, false) => Err(refused("resume", format!(": no checkpoint at {} to continue (leave out `resume` to start a new run)", ckpt.display()))),
-        (false, true) => Err(Error::Invalid(format!("{} exists: pass `resume` to continue it, or delete it to start over", ckpt.display()))),
+        (true, false) => Err(refused(
+            "resume",
+            format!(
+                ": no checkpoint at {} to continue (leave out `resume` to start a new run)",
+                ckpt.display()
+            ),
+        )),
+        (false, true) => Err(Error::Invalid(format!(
+            "{} exists: pass `resume` to continue it, or delete it to start over",
+            ckpt.display()
+        ))),
         _ => Ok(()),
     }
 }
@@ -59,9 +68,16 @@ mod tests {
     fn ranges() {
         assert!(positive("lr", 1e-3).is_ok());
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            assert!(positive("lr", bad).unwrap_err().to_string().starts_with("`lr` "));
+            assert!(positive("lr", bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("`lr` "));
         }
-        assert!(unit("threshold", 0.8).is_ok() && unit("threshold", 1.5).is_err() && unit("threshold", f64::NAN).is_err());
+        assert!(
+            unit("threshold", 0.8).is_ok()
+                && unit("threshold", 1.5).is_err()
+                && unit("threshold", f64::NAN).is_err()
+        );
         assert!(at_least_one("steps", 0).is_err() && at_least_one("steps", 1).is_ok());
         assert!(non_negative("beta", 0.0).is_ok() && non_negative("beta", -0.1).is_err());
     }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 /// Temporary path beside `path` (same directory, so that rename is atomic).
 fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
 }
 
@@ -25,20 +28,32 @@ fn writer_may_be_alive(pid: &str, file: &Path) -> bool {
     if proc.join("self").exists() {
         return proc.join(pid).exists();
     }
-    fs::metadata(file).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age.as_secs() < 3600)
+    fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() < 3600)
 }
 
 /// Removes temp files that a killed run left beside `path` (`.NAME.tmpPID` of another process
 /// that is gone), never one a live process is still writing.
 fn remove_stale_temps(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let prefix = format!(".{}.tmp", name.to_string_lossy());
     let mine = tmp_path(path);
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        let pid = name.strip_prefix(&prefix).filter(|pid| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()));
+        let pid = name
+            .strip_prefix(&prefix)
+            .filter(|pid| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()));
         if p != mine && pid.is_some_and(|pid| !writer_may_be_alive(pid, &p)) {
             let _ = fs::remove_file(p);
         }
@@ -83,7 +98,10 @@ impl Drop for CreatedDirs {
 /// writable directory (nothing is created). An unwritable output is then reported at once, not
 /// after the work.
 pub fn check_writable(path: &Path) -> Result<()> {
-    let mut dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     while !dir.exists() {
         dir = match dir.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(p) => p,
@@ -92,17 +110,28 @@ pub fn check_writable(path: &Path) -> Result<()> {
     }
     let meta = fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
     if !meta.is_dir() {
-        return Err(Error::io(path, std::io::Error::other(format!("{} is not a directory", dir.display()))));
+        return Err(Error::io(
+            path,
+            std::io::Error::other(format!("{} is not a directory", dir.display())),
+        ));
     }
     let probe = dir.join(format!(".imix-write-check.{}", std::process::id()));
-    fs::File::create(&probe).map_err(|e| Error::io(path, std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", dir.display()))))?;
+    fs::File::create(&probe).map_err(|e| {
+        Error::io(
+            path,
+            std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", dir.display())),
+        )
+    })?;
     let _ = fs::remove_file(probe);
     Ok(())
 }
 
 /// Streams content into `path` atomically: `fill` writes to a buffered temp file that only
 /// replaces `path` once everything was written and synced.
-pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let dirs = match path.parent() {
         Some(dir) => CreatedDirs::create(dir)?,
         None => CreatedDirs(Vec::new()),
@@ -129,7 +158,10 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::
 /// Test hook: `IMIX_TEST_WRITE_PAUSE_MS` holds a finished temp file that long before its rename,
 /// so that a test can kill the process inside the write and see the old output survive.
 fn pause_for_tests() {
-    if let Some(ms) = std::env::var("IMIX_TEST_WRITE_PAUSE_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(ms) = std::env::var("IMIX_TEST_WRITE_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
@@ -156,7 +188,10 @@ mod tests {
         #[cfg(target_os = "linux")]
         fs::write(dir.path().join(&live), b"being written").unwrap();
         write_atomic(&p, b"new").unwrap();
-        let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         #[cfg(target_os = "linux")]
         assert_eq!(names, [".other.tmp1", live.as_str(), "out.jsonl"]);
@@ -168,25 +203,41 @@ mod tests {
     fn created_dirs_are_removed_on_failure_unless_something_was_written() {
         let dir = tempfile::tempdir().unwrap();
         drop(CreatedDirs::create(&dir.path().join("a/b/c")).unwrap());
-        assert!(!dir.path().join("a").exists(), "a failed run leaves no empty directory");
+        assert!(
+            !dir.path().join("a").exists(),
+            "a failed run leaves no empty directory"
+        );
         let g = CreatedDirs::create(&dir.path().join("a/b/c")).unwrap();
         fs::write(dir.path().join("a/b/ckpt"), b"x").unwrap();
         drop(g);
-        assert!(dir.path().join("a/b/ckpt").exists() && !dir.path().join("a/b/c").exists(), "written files and their directories stay");
+        assert!(
+            dir.path().join("a/b/ckpt").exists() && !dir.path().join("a/b/c").exists(),
+            "written files and their directories stay"
+        );
         CreatedDirs::create(&dir.path().join("d/e")).unwrap().keep();
         assert!(dir.path().join("d/e").is_dir(), "kept on success");
-        let e = write_atomic_with(&dir.path().join("f/g/out.jsonl"), |_| Err(std::io::Error::other("disk full")));
-        assert!(e.is_err() && !dir.path().join("f").exists(), "a failed atomic write removes the directories it made");
+        let e = write_atomic_with(&dir.path().join("f/g/out.jsonl"), |_| {
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(
+            e.is_err() && !dir.path().join("f").exists(),
+            "a failed atomic write removes the directories it made"
+        );
     }
 
     #[test]
     fn unwritable_outputs_are_found_before_any_work() {
         let dir = tempfile::tempdir().unwrap();
         assert!(check_writable(&dir.path().join("a/b/c.jsonl")).is_ok());
-        assert!(!dir.path().join("a").exists(), "the check must not create directories");
+        assert!(
+            !dir.path().join("a").exists(),
+            "the check must not create directories"
+        );
         let file = dir.path().join("f");
         fs::write(&file, b"x").unwrap();
-        let e = check_writable(&file.join("c.jsonl")).unwrap_err().to_string();
+        let e = check_writable(&file.join("c.jsonl"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a directory"), "{e}");
     }
 
@@ -201,7 +252,10 @@ mod tests {
         });
         assert!(err.is_err());
         assert_eq!(fs::read(&p).unwrap(), b"old");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "temp file left behind: {names:?}");
     }
 }

@@ -9,7 +9,11 @@ pub fn mean_std(x: &[f64]) -> (f64, f64) {
         return (f64::NAN, f64::NAN);
     }
     let m = x.iter().sum::<f64>() / n;
-    let v = if x.len() > 1 { x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let v = if x.len() > 1 {
+        x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (m, v.sqrt())
 }
 
@@ -24,7 +28,11 @@ pub fn paired_permutation_p(a: &[f64], b: &[f64]) -> f64 {
     let total = 1usize << n;
     let hits = (0..total)
         .filter(|mask| {
-            let s: f64 = d.iter().enumerate().map(|(i, v)| if mask & (1 << i) != 0 { -v } else { *v }).sum();
+            let s: f64 = d
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if mask & (1 << i) != 0 { -v } else { *v })
+                .sum();
             s.abs() >= obs - 1e-12
         })
         .count();
@@ -44,7 +52,10 @@ pub fn sign_flip_p(d: &[f64], seed: u64) -> f64 {
     }
     let obs = d.iter().sum::<f64>().abs() - 1e-12;
     let flipped = |mask: u64| -> f64 {
-        d.iter().enumerate().map(|(i, v)| if mask >> (i % 64) & 1 == 1 { -v } else { *v }).sum()
+        d.iter()
+            .enumerate()
+            .map(|(i, v)| if mask >> (i % 64) & 1 == 1 { -v } else { *v })
+            .sum()
     };
     if n <= 20 {
         let total = 1u64 << n;
@@ -54,7 +65,10 @@ pub fn sign_flip_p(d: &[f64], seed: u64) -> f64 {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let hits = (0..RESAMPLES)
         .filter(|_| {
-            let s: f64 = d.iter().map(|v| if rng.random::<bool>() { -v } else { *v }).sum();
+            let s: f64 = d
+                .iter()
+                .map(|v| if rng.random::<bool>() { -v } else { *v })
+                .sum();
             s.abs() >= obs
         })
         .count();
@@ -124,11 +138,16 @@ mod tests {
         let p = sign_flip_p(&[1.0; 24], 7);
         assert!(p > 0.0 && p < 2e-5, "{p}");
         // 22 differences with mean 0: p near 1 (the exact value is 1 minus the mass of ties).
-        let d: Vec<f64> = (0..22).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let d: Vec<f64> = (0..22)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
         assert!(sign_flip_p(&d, 7) > 0.95);
         assert_eq!(sign_flip_p(&d, 7), sign_flip_p(&d, 7), "seeded");
         let (lo, hi) = bootstrap_ci95(&[1.0, 2.0, 3.0, 4.0], 1);
-        assert!(lo >= 1.0 && lo < 2.5 && hi > 2.5 && hi <= 4.0, "({lo}, {hi})");
+        assert!(
+            lo >= 1.0 && lo < 2.5 && hi > 2.5 && hi <= 4.0,
+            "({lo}, {hi})"
+        );
         assert_eq!(bootstrap_ci95(&[2.0; 6], 1), (2.0, 2.0));
     }
 
@@ -149,7 +168,10 @@ mod tests {
     fn paired_permutation_p_is_exact_and_two_sided() {
         // All 5 differences positive: only the identity and the all-flipped signs reach |sum|: 2 / 2^5.
         let a = [3.0, 4.0, 5.0, 6.0, 7.0];
-        assert_eq!(paired_permutation_p(&a, &[2.0, 2.0, 3.0, 1.0, 6.5]), 2.0 / 32.0);
+        assert_eq!(
+            paired_permutation_p(&a, &[2.0, 2.0, 3.0, 1.0, 6.5]),
+            2.0 / 32.0
+        );
         // Identical vectors: every flip ties with the observed 0.
         assert_eq!(paired_permutation_p(&a, &a), 1.0);
         // Mixed signs, differences [1.5, -0.5, 2, 0.25, -1, 3] (exact in binary). Python, itertools over the

@@ -39,7 +39,10 @@ pub fn max_ngram_count(text: &str, n: usize) -> usize {
     if n == 0 || w.len() < n {
         return 0;
     }
-    counts(&w.windows(n).collect::<Vec<_>>()).into_values().max().unwrap_or(0)
+    counts(&w.windows(n).collect::<Vec<_>>())
+        .into_values()
+        .max()
+        .unwrap_or(0)
 }
 
 /// True when some word 3-gram occurs three or more times: the loop that repetition control prevents.
@@ -53,10 +56,17 @@ pub fn loops(text: &str) -> bool {
 pub fn token_f1(reference: &str, hypothesis: &str) -> f64 {
     let (r, h) = (words(reference), words(hypothesis));
     if r.is_empty() || h.is_empty() {
-        return if r.is_empty() && h.is_empty() { 1.0 } else { 0.0 };
+        return if r.is_empty() && h.is_empty() {
+            1.0
+        } else {
+            0.0
+        };
     }
     let (rc, hc) = (counts(&r), counts(&h));
-    let common: usize = hc.iter().map(|(w, &n)| n.min(*rc.get(w).unwrap_or(&0))).sum();
+    let common: usize = hc
+        .iter()
+        .map(|(w, &n)| n.min(*rc.get(w).unwrap_or(&0)))
+        .sum();
     if common == 0 {
         return 0.0;
     }
@@ -87,7 +97,10 @@ pub fn bleu(reference: &str, hypothesis: &str) -> f64 {
         let hn: Vec<&[String]> = h.windows(n).collect();
         let rn: Vec<&[String]> = r.windows(n.min(r.len())).filter(|w| w.len() == n).collect();
         let (hc, rc) = (counts(&hn), counts(&rn));
-        let m: usize = hc.iter().map(|(g, &c)| c.min(*rc.get(g).unwrap_or(&0))).sum();
+        let m: usize = hc
+            .iter()
+            .map(|(g, &c)| c.min(*rc.get(g).unwrap_or(&0)))
+            .sum();
         let total = hn.len() as f64;
         let p = if m == 0 {
             if n == 1 {
@@ -101,7 +114,11 @@ pub fn bleu(reference: &str, hypothesis: &str) -> f64 {
         };
         log_p += p.ln();
     }
-    let bp = if h.len() < r.len() { (1.0 - r.len() as f64 / h.len() as f64).exp() } else { 1.0 };
+    let bp = if h.len() < r.len() {
+        (1.0 - r.len() as f64 / h.len() as f64).exp()
+    } else {
+        1.0
+    };
     bp * (log_p / orders as f64).exp()
 }
 

@@ -54,20 +54,41 @@ impl Adaptor {
     /// A freshly initialised adaptor; `seed` makes the initialisation reproducible.
     pub fn new(cfg: AdaptorConfig, seed: u64, device: &Device) -> Result<Self> {
         if cfg.template.matches("<soft>").count() != 1 {
-            return Err(Error::Config(format!("template must contain <soft> exactly once: {:?}", cfg.template)));
+            return Err(Error::Config(format!(
+                "template must contain <soft> exactly once: {:?}",
+                cfg.template
+            )));
         }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let l1 = candle_nn::linear(cfg.enc_dim, cfg.hidden, vb.pp("l1"))?;
         let l2 = candle_nn::linear(cfg.hidden, cfg.k * cfg.llm_dim, vb.pp("l2"))?;
-        let lora = cfg.lora.clone().map(|c| Lora::new(c, seed, device)).transpose()?;
-        let deep = cfg.deep.clone().map(|c| DeepSoft::new(c, seed, device)).transpose()?;
+        let lora = cfg
+            .lora
+            .clone()
+            .map(|c| Lora::new(c, seed, device))
+            .transpose()?;
+        let deep = cfg
+            .deep
+            .clone()
+            .map(|c| DeepSoft::new(c, seed, device))
+            .transpose()?;
         if let Some(d) = &cfg.deep {
             if d.hidden != cfg.llm_dim {
-                return Err(Error::Config(format!("deep soft tokens of width {} for soft tokens of width {}", d.hidden, cfg.llm_dim)));
+                return Err(Error::Config(format!(
+                    "deep soft tokens of width {} for soft tokens of width {}",
+                    d.hidden, cfg.llm_dim
+                )));
             }
         }
-        let a = Self { cfg, l1, l2, varmap, lora, deep };
+        let a = Self {
+            cfg,
+            l1,
+            l2,
+            varmap,
+            lora,
+            deep,
+        };
         a.reinit(seed)?;
         Ok(a)
     }
@@ -78,7 +99,11 @@ impl Adaptor {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         for (name, var) in self.mlp_vars() {
             let dims = var.dims().to_vec();
-            let fan_in = if name.ends_with("weight") { dims[1] } else { self.fan_in_of(&name) };
+            let fan_in = if name.ends_with("weight") {
+                dims[1]
+            } else {
+                self.fan_in_of(&name)
+            };
             let b = 1.0 / (fan_in as f32).sqrt();
             let n: usize = dims.iter().product();
             let v: Vec<f32> = (0..n).map(|_| rng.random_range(-b..b)).collect();
@@ -135,7 +160,9 @@ impl Adaptor {
     /// Maps embeddings `(n, enc_dim)` to soft tokens `(n, k, llm_dim)`.
     pub fn forward(&self, h: &Tensor) -> candle_core::Result<Tensor> {
         let n = h.dim(0)?;
-        let y = self.l2.forward(&imix_kernels::activation::gelu(&self.l1.forward(h)?)?)?;
+        let y = self
+            .l2
+            .forward(&imix_kernels::activation::gelu(&self.l1.forward(h)?)?)?;
         y.reshape((n, self.cfg.k, self.cfg.llm_dim))
     }
 
@@ -151,30 +178,48 @@ impl Adaptor {
         for (n, v) in self.sorted_vars() {
             t.insert(n, v.as_tensor().to_dtype(dt)?);
         }
-        checkpoint::save(path, &t, &serde_json::json!({ "kind": "adaptor", "adaptor": self.cfg }))
+        checkpoint::save(
+            path,
+            &t,
+            &serde_json::json!({ "kind": "adaptor", "adaptor": self.cfg }),
+        )
     }
 
     /// Loads an adaptor file written by [`Adaptor::save`].
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let (t, meta) = checkpoint::load(path, device)?;
-        let cfg: AdaptorConfig = serde_json::from_value(meta["adaptor"].clone()).map_err(|e| Error::checkpoint(path, format!("metadata is not an adaptor header: {e}")))?;
+        let cfg: AdaptorConfig = serde_json::from_value(meta["adaptor"].clone()).map_err(|e| {
+            Error::checkpoint(path, format!("metadata is not an adaptor header: {e}"))
+        })?;
         for (n, v) in &t {
-            let finite = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?.iter().all(|x| x.is_finite());
+            let finite = v
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .all(|x| x.is_finite());
             if !finite {
                 return Err(Error::checkpoint(path, format!("tensor {n} holds NaN or infinite values: the file is damaged or came from a diverged run")));
             }
         }
         let a = Self::new(cfg, 0, device)?;
-        a.set_weights(&t).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        a.set_weights(&t)
+            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
         Ok(a)
     }
 
     /// Copies weights in from a name -> tensor map, checking names and shapes.
     pub fn set_weights(&self, t: &HashMap<String, Tensor>) -> Result<()> {
         for (n, v) in self.sorted_vars() {
-            let src = t.get(&n).ok_or_else(|| Error::Config(format!("missing tensor {n}")))?;
+            let src = t
+                .get(&n)
+                .ok_or_else(|| Error::Config(format!("missing tensor {n}")))?;
             if src.dims() != v.dims() {
-                return Err(Error::Config(format!("tensor {n} has shape {:?}, expected {:?}", src.dims(), v.dims())));
+                return Err(Error::Config(format!(
+                    "tensor {n} has shape {:?}, expected {:?}",
+                    src.dims(),
+                    v.dims()
+                )));
             }
             v.set(&src.to_dtype(DType::F32)?)?;
         }
@@ -184,15 +229,31 @@ impl Adaptor {
     /// Copies in the tensors `t` has (checking shapes) and leaves the others as they are: an
     /// adaptor without LoRA deltas or deep soft tokens starting a run with them.
     pub fn set_weights_present(&self, t: &HashMap<String, Tensor>) -> Result<()> {
-        let have: HashMap<String, Tensor> = self.sorted_vars().into_iter().filter_map(|(n, _)| t.get(&n).map(|v| (n, v.clone()))).collect();
-        let missing: Vec<String> = self.mlp_vars().into_iter().map(|(n, _)| n).filter(|n| !have.contains_key(n)).collect();
+        let have: HashMap<String, Tensor> = self
+            .sorted_vars()
+            .into_iter()
+            .filter_map(|(n, _)| t.get(&n).map(|v| (n, v.clone())))
+            .collect();
+        let missing: Vec<String> = self
+            .mlp_vars()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| !have.contains_key(n))
+            .collect();
         if !missing.is_empty() {
-            return Err(Error::Config(format!("missing tensors {}", missing.join(", "))));
+            return Err(Error::Config(format!(
+                "missing tensors {}",
+                missing.join(", ")
+            )));
         }
         for (n, v) in self.sorted_vars() {
             if let Some(src) = have.get(&n) {
                 if src.dims() != v.dims() {
-                    return Err(Error::Config(format!("tensor {n} has shape {:?}, expected {:?}", src.dims(), v.dims())));
+                    return Err(Error::Config(format!(
+                        "tensor {n} has shape {:?}, expected {:?}",
+                        src.dims(),
+                        v.dims()
+                    )));
                 }
                 v.set(&src.to_dtype(DType::F32)?)?;
             }
@@ -201,7 +262,14 @@ impl Adaptor {
     }
 
     /// Refuses to run with models other than the ones this adaptor (and its LoRA deltas) was trained for.
-    pub fn check_models(&self, path: &Path, encoder: &str, enc_dim: usize, llm: &str, llm_cfg: &LlmConfig) -> Result<()> {
+    pub fn check_models(
+        &self,
+        path: &Path,
+        encoder: &str,
+        enc_dim: usize,
+        llm: &str,
+        llm_cfg: &LlmConfig,
+    ) -> Result<()> {
         let c = &self.cfg;
         let llm_dim = llm_cfg.hidden;
         if c.enc_dim != enc_dim || c.encoder != encoder {
@@ -220,10 +288,12 @@ impl Adaptor {
             ));
         }
         if let Some(l) = &self.lora {
-            l.check(llm_cfg).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+            l.check(llm_cfg)
+                .map_err(|e| Error::checkpoint(path, e.to_string()))?;
         }
         if let Some(d) = &self.deep {
-            d.check(llm_cfg).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+            d.check(llm_cfg)
+                .map_err(|e| Error::checkpoint(path, e.to_string()))?;
         }
         Ok(())
     }

@@ -75,7 +75,18 @@ pub fn content_lambda(g: &Tensor, a: &Tensor, b: &Tensor, fallback: &[f64]) -> R
     let d = (a - b)?;
     let num = ((g - b)? * &d)?.sum(D::Minus1)?.to_vec1::<f32>()?;
     let den = d.sqr()?.sum(D::Minus1)?.to_vec1::<f32>()?;
-    Ok(num.iter().zip(&den).zip(fallback).map(|((&n, &q), &f)| if q > 1e-8 { f64::from(n / q).clamp(0.0, 1.0) } else { f }).collect())
+    Ok(num
+        .iter()
+        .zip(&den)
+        .zip(fallback)
+        .map(|((&n, &q), &f)| {
+            if q > 1e-8 {
+                f64::from(n / q).clamp(0.0, 1.0)
+            } else {
+                f
+            }
+        })
+        .collect())
 }
 
 /// Settings of stage 3.
@@ -139,7 +150,11 @@ pub fn is_near_copy(text: &str, a: &str, b: &str, cos_a: f64, cos_b: f64) -> boo
 
 /// `(1 - w) * label + w * teacher`: a label blended with the teacher's prediction.
 pub fn teacher_label(label: &[f64], teacher: &[f64], w: f64) -> Vec<f64> {
-    label.iter().zip(teacher).map(|(l, t)| (1.0 - w) * l + w * t).collect()
+    label
+        .iter()
+        .zip(teacher)
+        .map(|(l, t)| (1.0 - w) * l + w * t)
+        .collect()
 }
 
 /// Counts for the summary line.
@@ -164,17 +179,36 @@ pub struct AugmentStats {
 
 /// Whether `text` is `a` or `b` word for word (case and spacing aside).
 pub fn is_copy(text: &str, a: &str, b: &str) -> bool {
-    let norm = |t: &str| t.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ");
+    let norm = |t: &str| {
+        t.split_whitespace()
+            .map(str::to_lowercase)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let t = norm(text);
     t == norm(a) || t == norm(b)
 }
 
 /// Decodes again, by seeded top-p sampling, each row of `gen` that copies one of its sources,
 /// up to `tries` times; a row that copies on every try keeps its text. Returns the rows replaced.
-fn resample_copies(inv: &Inverter, hm: &Tensor, gen: &mut [String], chunk: &[Mix], texts: &[&str], g: &GenerateOptions, tries: usize) -> Result<usize> {
+fn resample_copies(
+    inv: &Inverter,
+    hm: &Tensor,
+    gen: &mut [String],
+    chunk: &[Mix],
+    texts: &[&str],
+    g: &GenerateOptions,
+    tries: usize,
+) -> Result<usize> {
     let copies = |j: usize, t: &str| is_copy(t, texts[chunk[j].a], texts[chunk[j].b]);
     retry_copies(gen, tries, copies, |t, rows| {
-        let sel = Tensor::new(rows.iter().map(|&j| j as u32).collect::<Vec<_>>().as_slice(), hm.device())?;
+        let sel = Tensor::new(
+            rows.iter()
+                .map(|&j| j as u32)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            hm.device(),
+        )?;
         // Each try its own sampling streams, as rerank's candidates have.
         inv.decode(&hm.index_select(&sel, 0)?, &g.sampled(t as u64 + 1))
     })
@@ -182,7 +216,12 @@ fn resample_copies(inv: &Inverter, hm: &Tensor, gen: &mut [String], chunk: &[Mix
 
 /// The loop of [`resample_copies`]: `decode(try, rows)` gives new texts for `rows`; a row is
 /// replaced by the first non-empty text that `copies(row, text)` does not flag.
-fn retry_copies(gen: &mut [String], tries: usize, copies: impl Fn(usize, &str) -> bool, mut decode: impl FnMut(usize, &[usize]) -> Result<Vec<String>>) -> Result<usize> {
+fn retry_copies(
+    gen: &mut [String],
+    tries: usize,
+    copies: impl Fn(usize, &str) -> bool,
+    mut decode: impl FnMut(usize, &[usize]) -> Result<Vec<String>>,
+) -> Result<usize> {
     let mut todo: Vec<usize> = (0..gen.len()).filter(|&j| copies(j, &gen[j])).collect();
     let mut replaced = 0;
     for t in 0..tries {
@@ -208,30 +247,86 @@ fn retry_copies(gen: &mut [String], tries: usize, copies: impl Fn(usize, &str) -
 /// among the non-empty ones that are not near copies of a source, or the closest non-empty one
 /// when all are copies and `reject` is off; `None` when none is left.
 #[allow(clippy::too_many_arguments)]
-fn select(inv: &Inverter, cands: &[Vec<String>], ha: &Tensor, hb: &Tensor, hm: &Tensor, chunk: &[Mix], texts: &[&str], reject: bool) -> Result<Vec<Option<usize>>> {
+fn select(
+    inv: &Inverter,
+    cands: &[Vec<String>],
+    ha: &Tensor,
+    hb: &Tensor,
+    hm: &Tensor,
+    chunk: &[Mix],
+    texts: &[&str],
+    reject: bool,
+) -> Result<Vec<Option<usize>>> {
     // (cos to the target, is a copy) per candidate and mix; None for an empty decode.
     let mut scored: Vec<Vec<Option<(f64, bool)>>> = Vec::new();
     for c in cands {
-        let refs: Vec<&str> = c.iter().map(|t| if t.is_empty() { " " } else { t.as_str() }).collect();
+        let refs: Vec<&str> = c
+            .iter()
+            .map(|t| if t.is_empty() { " " } else { t.as_str() })
+            .collect();
         let hg = inv.encoder.embed_batched(&refs)?;
-        let (ca, cb, ct) = (cosine_rows(&hg, ha)?, cosine_rows(&hg, hb)?, cosine_rows(&hg, hm)?);
-        scored.push((0..c.len()).map(|j| (!c[j].is_empty()).then(|| (ct[j], is_near_copy(&c[j], texts[chunk[j].a], texts[chunk[j].b], ca[j], cb[j])))).collect());
+        let (ca, cb, ct) = (
+            cosine_rows(&hg, ha)?,
+            cosine_rows(&hg, hb)?,
+            cosine_rows(&hg, hm)?,
+        );
+        scored.push(
+            (0..c.len())
+                .map(|j| {
+                    (!c[j].is_empty()).then(|| {
+                        (
+                            ct[j],
+                            is_near_copy(&c[j], texts[chunk[j].a], texts[chunk[j].b], ca[j], cb[j]),
+                        )
+                    })
+                })
+                .collect(),
+        );
     }
     let best = |j: usize, allow_copy: bool| {
         (0..cands.len())
-            .filter_map(|t| scored[t][j].filter(|&(_, copy)| allow_copy || !copy).map(|(cos, _)| (t, cos)))
-            .fold(None, |b: Option<(usize, f64)>, x| if b.is_none_or(|b| x.1 > b.1) { Some(x) } else { b })
+            .filter_map(|t| {
+                scored[t][j]
+                    .filter(|&(_, copy)| allow_copy || !copy)
+                    .map(|(cos, _)| (t, cos))
+            })
+            .fold(None, |b: Option<(usize, f64)>, x| {
+                if b.is_none_or(|b| x.1 > b.1) {
+                    Some(x)
+                } else {
+                    b
+                }
+            })
             .map(|(t, _)| t)
     };
-    Ok((0..chunk.len()).map(|j| best(j, false).or_else(|| if reject { None } else { best(j, true) })).collect())
+    Ok((0..chunk.len())
+        .map(|j| best(j, false).or_else(|| if reject { None } else { best(j, true) }))
+        .collect())
 }
 
 /// `lambda * a + (1 - lambda) * b` row-wise, optionally re-normalised.
-pub fn mix_embeddings(ha: &Tensor, hb: &Tensor, lambdas: &[f64], renormalize: bool) -> Result<Tensor> {
-    let l = Tensor::new(lambdas.iter().map(|&x| x as f32).collect::<Vec<_>>().as_slice(), ha.device())?.unsqueeze(1)?;
+pub fn mix_embeddings(
+    ha: &Tensor,
+    hb: &Tensor,
+    lambdas: &[f64],
+    renormalize: bool,
+) -> Result<Tensor> {
+    let l = Tensor::new(
+        lambdas
+            .iter()
+            .map(|&x| x as f32)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ha.device(),
+    )?
+    .unsqueeze(1)?;
     let m = (ha.broadcast_mul(&l)? + hb.broadcast_mul(&(1.0 - &l)?)?)?;
     if renormalize {
-        let n = m.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        let n = m
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
         Ok(m.broadcast_div(&n)?)
     } else {
         Ok(m)
@@ -243,15 +338,36 @@ fn named(labels: &[String], p: &[f64]) -> BTreeMap<String, f64> {
 }
 
 /// Runs stage 3 for the planned `mixes` of `data`; `progress(done, total)`.
-pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix], opt: &AugmentOptions, progress: &dyn Fn(usize, usize)) -> Result<(Vec<AugRow>, AugmentStats)> {
+pub fn augment(
+    inv: &Inverter,
+    cls: &Classifier,
+    data: &Labelled,
+    mixes: &[Mix],
+    opt: &AugmentOptions,
+    progress: &dyn Fn(usize, usize),
+) -> Result<(Vec<AugRow>, AugmentStats)> {
     let texts: Vec<&str> = data.rows.iter().map(|r| r.text.as_str()).collect();
     let emb = inv.encoder.embed_batched(&texts)?;
     let c = data.labels.len();
     let mut rows = Vec::new();
     let mut st = AugmentStats::default();
     for (bi, chunk) in mixes.chunks(opt.batch_size.max(1)).enumerate() {
-        let ia = Tensor::new(chunk.iter().map(|m| m.a as u32).collect::<Vec<_>>().as_slice(), emb.device())?;
-        let ib = Tensor::new(chunk.iter().map(|m| m.b as u32).collect::<Vec<_>>().as_slice(), emb.device())?;
+        let ia = Tensor::new(
+            chunk
+                .iter()
+                .map(|m| m.a as u32)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            emb.device(),
+        )?;
+        let ib = Tensor::new(
+            chunk
+                .iter()
+                .map(|m| m.b as u32)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            emb.device(),
+        )?;
         let (ha, hb) = (emb.index_select(&ia, 0)?, emb.index_select(&ib, 0)?);
         let lambdas: Vec<f64> = chunk.iter().map(|m| m.lambda).collect();
         let hm = mix_embeddings(&ha, &hb, &lambdas, opt.renormalize)?;
@@ -259,7 +375,8 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
         g.seed = opt.gen.seed.wrapping_add((bi * opt.batch_size) as u64);
         let mut gen = inv.decode(&hm, &g)?;
         if opt.resample_copies > 0 {
-            st.resampled += resample_copies(inv, &hm, &mut gen, chunk, &texts, &g, opt.resample_copies)?;
+            st.resampled +=
+                resample_copies(inv, &hm, &mut gen, chunk, &texts, &g, opt.resample_copies)?;
         }
         let mut rejected = vec![false; gen.len()];
         if opt.candidates > 1 || opt.reject_copies {
@@ -268,9 +385,15 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
                 cands.push(inv.decode(&hm, &g.sampled(t as u64))?);
             }
             let pick = select(inv, &cands, &ha, &hb, &hm, chunk, &texts, opt.reject_copies)?;
-            gen = pick.iter().enumerate().map(|(j, c)| c.map_or_else(String::new, |t| cands[t][j].clone())).collect();
+            gen = pick
+                .iter()
+                .enumerate()
+                .map(|(j, c)| c.map_or_else(String::new, |t| cands[t][j].clone()))
+                .collect();
             // Left out as copies: nothing picked though some candidate had text.
-            rejected = (0..pick.len()).map(|j| pick[j].is_none() && cands.iter().any(|c| !c[j].is_empty())).collect();
+            rejected = (0..pick.len())
+                .map(|j| pick[j].is_none() && cands.iter().any(|c| !c[j].is_empty()))
+                .collect();
             st.rejected += rejected.iter().filter(|&&r| r).count();
         }
         let keep: Vec<usize> = (0..gen.len()).filter(|&j| !gen[j].is_empty()).collect();
@@ -279,12 +402,23 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
         if !keep.is_empty() {
             let refs: Vec<&str> = keep.iter().map(|&j| gen[j].as_str()).collect();
             let hg = inv.encoder.embed_batched(&refs)?;
-            let sel = Tensor::new(keep.iter().map(|&j| j as u32).collect::<Vec<_>>().as_slice(), emb.device())?;
+            let sel = Tensor::new(
+                keep.iter()
+                    .map(|&j| j as u32)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                emb.device(),
+            )?;
             let cos_a = cosine_rows(&hg, &ha.index_select(&sel, 0)?)?;
             let cos_b = cosine_rows(&hg, &hb.index_select(&sel, 0)?)?;
             let cos_target = cosine_rows(&hg, &hm.index_select(&sel, 0)?)?;
             let kept_lambdas: Vec<f64> = keep.iter().map(|&j| chunk[j].lambda).collect();
-            let content = content_lambda(&hg, &ha.index_select(&sel, 0)?, &hb.index_select(&sel, 0)?, &kept_lambdas)?;
+            let content = content_lambda(
+                &hg,
+                &ha.index_select(&sel, 0)?,
+                &hb.index_select(&sel, 0)?,
+                &kept_lambdas,
+            )?;
             let pred = cls.probs(&hg)?;
             for (k, &j) in keep.iter().enumerate() {
                 let m = &chunk[j];
@@ -294,7 +428,11 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
                     LabelFrom::Mix => mix.clone(),
                     LabelFrom::Content => soft_label(ya, yb, content[k], c),
                 };
-                let base = if opt.teacher_weight > 0.0 { teacher_label(&base, &pred[k], opt.teacher_weight) } else { base };
+                let base = if opt.teacher_weight > 0.0 {
+                    teacher_label(&base, &pred[k], opt.teacher_weight)
+                } else {
+                    base
+                };
                 let v = judge(&pred[k], &base, ya, yb, opt.threshold);
                 if v.intrusion {
                     st.intruding += 1;
@@ -304,8 +442,14 @@ pub fn augment(inv: &Inverter, cls: &Classifier, data: &Labelled, mixes: &[Mix],
                         Mitigation::Keep => {}
                     }
                 }
-                let Some(soft) = opt.mitigation.apply(&base, &pred[k], v.intrusion) else { continue };
-                let src = |i: usize| Source { text: data.rows[i].text.clone(), label: data.labels[data.y[i]].clone(), index: i };
+                let Some(soft) = opt.mitigation.apply(&base, &pred[k], v.intrusion) else {
+                    continue;
+                };
+                let src = |i: usize| Source {
+                    text: data.rows[i].text.clone(),
+                    label: data.labels[data.y[i]].clone(),
+                    index: i,
+                };
                 rows.push(AugRow {
                     text: gen[j].clone(),
                     lambda: m.lambda,
@@ -343,9 +487,17 @@ pub struct PathStep {
 
 /// Decodes `steps` evenly spaced mixes from `b` (lambda 0) to `a` (lambda 1) and scores each
 /// against both ends.
-pub fn interpolate(inv: &Inverter, a: &str, b: &str, steps: usize, gen: &GenerateOptions) -> Result<Vec<PathStep>> {
+pub fn interpolate(
+    inv: &Inverter,
+    a: &str,
+    b: &str,
+    steps: usize,
+    gen: &GenerateOptions,
+) -> Result<Vec<PathStep>> {
     if steps < 2 {
-        return Err(Error::Config("`steps` must be at least 2 (the two ends)".into()));
+        return Err(Error::Config(
+            "`steps` must be at least 2 (the two ends)".into(),
+        ));
     }
     let h = inv.encoder.embed(&[a, b])?;
     let lambdas: Vec<f64> = (0..steps).map(|i| i as f64 / (steps - 1) as f64).collect();
@@ -353,10 +505,22 @@ pub fn interpolate(inv: &Inverter, a: &str, b: &str, steps: usize, gen: &Generat
     let hb = h.get(1)?.unsqueeze(0)?.repeat((steps, 1))?;
     let out = inv.decode(&mix_embeddings(&ha, &hb, &lambdas, true)?, gen)?;
     // An empty decode is scored as a blank, not left out: every lambda keeps its row.
-    let refs: Vec<&str> = out.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
+    let refs: Vec<&str> = out
+        .iter()
+        .map(|s| if s.is_empty() { " " } else { s.as_str() })
+        .collect();
     let hg = inv.encoder.embed(&refs)?;
     let (ca, cb) = (cosine_rows(&hg, &ha)?, cosine_rows(&hg, &hb)?);
-    Ok(out.into_iter().enumerate().map(|(i, text)| PathStep { lambda: lambdas[i], text, cos_a: ca[i], cos_b: cb[i] }).collect())
+    Ok(out
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| PathStep {
+            lambda: lambdas[i],
+            text,
+            cos_a: ca[i],
+            cos_b: cb[i],
+        })
+        .collect())
 }
 
 /// How generated rows relate to what they were asked to be (bench diagnostics).
@@ -398,11 +562,27 @@ impl GenDiagnostics {
             return None;
         }
         let n = rows.len() as f64;
-        let mid: Vec<&AugRow> = rows.iter().filter(|r| (0.2..=0.8).contains(&r.lambda)).collect();
-        let copies = mid.iter().filter(|r| r.content_lambda < 0.05 || r.content_lambda > 0.95).count();
-        let verbatim = rows.iter().filter(|r| is_copy(&r.text, &r.source_a.text, &r.source_b.text)).count();
-        let top = |m: &BTreeMap<String, f64>| m.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, _)| k.clone());
-        let agree = rows.iter().filter(|r| top(&r.mix_label) == top(&r.predicted)).count();
+        let mid: Vec<&AugRow> = rows
+            .iter()
+            .filter(|r| (0.2..=0.8).contains(&r.lambda))
+            .collect();
+        let copies = mid
+            .iter()
+            .filter(|r| r.content_lambda < 0.05 || r.content_lambda > 0.95)
+            .count();
+        let verbatim = rows
+            .iter()
+            .filter(|r| is_copy(&r.text, &r.source_a.text, &r.source_b.text))
+            .count();
+        let top = |m: &BTreeMap<String, f64>| {
+            m.iter()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(k, _)| k.clone())
+        };
+        let agree = rows
+            .iter()
+            .filter(|r| top(&r.mix_label) == top(&r.predicted))
+            .count();
         let mut seen = std::collections::HashSet::new();
         let mut total = 0usize;
         for r in rows {
@@ -414,9 +594,21 @@ impl GenDiagnostics {
         }
         Some(GenDiagnostics {
             fidelity: rows.iter().map(|r| r.cos_target).sum::<f64>() / n,
-            lambda_gap: rows.iter().map(|r| (r.content_lambda - r.lambda).abs()).sum::<f64>() / n,
-            copy_rate: if mid.is_empty() { 0.0 } else { copies as f64 / mid.len() as f64 },
-            distinct_2: if total == 0 { 0.0 } else { seen.len() as f64 / total as f64 },
+            lambda_gap: rows
+                .iter()
+                .map(|r| (r.content_lambda - r.lambda).abs())
+                .sum::<f64>()
+                / n,
+            copy_rate: if mid.is_empty() {
+                0.0
+            } else {
+                copies as f64 / mid.len() as f64
+            },
+            distinct_2: if total == 0 {
+                0.0
+            } else {
+                seen.len() as f64 / total as f64
+            },
             verbatim: Some(verbatim as f64 / n),
             label_agreement: None,
             judge_accuracy: None,
@@ -430,11 +622,15 @@ impl GenDiagnostics {
 pub fn controllability(rows: &[AugRow]) -> Vec<(f64, f64, usize)> {
     let mut by: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
     for r in rows {
-        let e = by.entry((r.lambda * 1e6).round() as i64).or_insert((0.0, 0));
+        let e = by
+            .entry((r.lambda * 1e6).round() as i64)
+            .or_insert((0.0, 0));
         e.0 += r.cos_a - r.cos_b;
         e.1 += 1;
     }
-    by.into_iter().map(|(k, (s, n))| (k as f64 / 1e6, s / n as f64, n)).collect()
+    by.into_iter()
+        .map(|(k, (s, n))| (k as f64 / 1e6, s / n as f64, n))
+        .collect()
 }
 
 /// Reads augmented rows written by `imix augment` (JSONL, or CSV when the file ends in `.csv`) as
@@ -442,42 +638,95 @@ pub fn controllability(rows: &[AugRow]) -> Vec<(f64, f64, usize)> {
 /// one name the file and line.
 pub fn read_augmented(path: &Path, labels: &[String]) -> Result<Vec<(String, Vec<f64>)>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |line: usize, msg: String| Error::Input { path: path.to_path_buf(), line, msg };
+    let bad = |line: usize, msg: String| Error::Input {
+        path: path.to_path_buf(),
+        line,
+        msg,
+    };
     let check = |line: usize, y: Vec<f64>| -> Result<Vec<f64>> {
         let s: f64 = y.iter().sum();
         if !y.iter().all(|v| v.is_finite() && *v >= 0.0) || (s - 1.0).abs() > 1e-3 {
-            return Err(bad(line, format!("soft label {y:?} is not a distribution (sums to {s})")));
+            return Err(bad(
+                line,
+                format!("soft label {y:?} is not a distribution (sums to {s})"),
+            ));
         }
         Ok(y)
     };
     let mut out = Vec::new();
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
         let mut r = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
         let head = r.headers().map_err(|e| bad(1, e.to_string()))?.clone();
-        let col = |name: &str| head.iter().position(|h| h == name).ok_or_else(|| bad(1, format!("no column {name:?} (columns: {})", head.iter().collect::<Vec<_>>().join(", "))));
+        let col = |name: &str| {
+            head.iter().position(|h| h == name).ok_or_else(|| {
+                bad(
+                    1,
+                    format!(
+                        "no column {name:?} (columns: {})",
+                        head.iter().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })
+        };
         let ti = col("text")?;
-        let li: Vec<usize> = labels.iter().map(|l| col(&format!("soft_label.{l}"))).collect::<Result<_>>()?;
+        let li: Vec<usize> = labels
+            .iter()
+            .map(|l| col(&format!("soft_label.{l}")))
+            .collect::<Result<_>>()?;
         for rec in r.records() {
-            let rec = rec.map_err(|e| bad(e.position().map_or(0, |p| p.line() as usize), e.to_string()))?;
+            let rec =
+                rec.map_err(|e| bad(e.position().map_or(0, |p| p.line() as usize), e.to_string()))?;
             let line = rec.position().map_or(0, |p| p.line() as usize);
-            let t = rec.get(ti).filter(|t| !t.trim().is_empty()).ok_or_else(|| bad(line, "no text".into()))?;
+            let t = rec
+                .get(ti)
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| bad(line, "no text".into()))?;
             let y = li
                 .iter()
-                .map(|&i| rec.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| bad(line, format!("column {} is not a number", head.get(i).unwrap_or("?")))))
+                .map(|&i| {
+                    rec.get(i)
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .ok_or_else(|| {
+                            bad(
+                                line,
+                                format!("column {} is not a number", head.get(i).unwrap_or("?")),
+                            )
+                        })
+                })
                 .collect::<Result<Vec<_>>>()?;
             out.push((t.to_string(), check(line, y)?));
         }
         return Ok(out);
     }
     let text = String::from_utf8(bytes).map_err(|e| bad(0, format!("not UTF-8: {e}")))?;
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(i + 1, format!("invalid JSON: {e}")))?;
-        let t = v["text"].as_str().filter(|t| !t.trim().is_empty()).ok_or_else(|| bad(i + 1, "no text".into()))?;
-        let soft = v["soft_label"].as_object().ok_or_else(|| bad(i + 1, "no soft_label object".into()))?;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(i + 1, format!("invalid JSON: {e}")))?;
+        let t = v["text"]
+            .as_str()
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| bad(i + 1, "no text".into()))?;
+        let soft = v["soft_label"]
+            .as_object()
+            .ok_or_else(|| bad(i + 1, "no soft_label object".into()))?;
         let mut y = vec![0.0; labels.len()];
         for (k, p) in soft {
-            let id = labels.iter().position(|l| l == k).ok_or_else(|| bad(i + 1, format!("unknown label {k:?} (the data has {})", labels.join(", "))))?;
-            y[id] = p.as_f64().ok_or_else(|| bad(i + 1, format!("probability of {k:?} is not a number")))?;
+            let id = labels.iter().position(|l| l == k).ok_or_else(|| {
+                bad(
+                    i + 1,
+                    format!("unknown label {k:?} (the data has {})", labels.join(", ")),
+                )
+            })?;
+            y[id] = p
+                .as_f64()
+                .ok_or_else(|| bad(i + 1, format!("probability of {k:?} is not a number")))?;
         }
         out.push((t.to_string(), check(i + 1, y)?));
     }
@@ -490,7 +739,11 @@ mod tests {
     use candle_core::Device;
 
     fn row(text: &str, lambda: f64, content_lambda: f64, cos_target: f64) -> AugRow {
-        let src = Source { text: String::new(), label: "x".into(), index: 0 };
+        let src = Source {
+            text: String::new(),
+            label: "x".into(),
+            index: 0,
+        };
         AugRow {
             text: text.into(),
             lambda,
@@ -511,10 +764,21 @@ mod tests {
     /// Copies are counted only among real mixes; distinct-2 counts repeated bigrams once.
     #[test]
     fn generator_diagnostics_on_known_rows() {
-        let rows = [row("a b a b", 0.5, 0.98, 0.9), row("c d", 0.3, 0.3, 0.7), row("e f", 1.0, 1.0, 0.5), row("g h", 0.6, 0.02, 0.3)];
+        let rows = [
+            row("a b a b", 0.5, 0.98, 0.9),
+            row("c d", 0.3, 0.3, 0.7),
+            row("e f", 1.0, 1.0, 0.5),
+            row("g h", 0.6, 0.02, 0.3),
+        ];
         let g = GenDiagnostics::of(&rows).unwrap();
-        assert!((g.fidelity - 0.6).abs() < 1e-12 && (g.copy_rate - 2.0 / 3.0).abs() < 1e-12, "{g:?}");
-        assert!((g.lambda_gap - (0.48 + 0.0 + 0.0 + 0.58) / 4.0).abs() < 1e-12, "{g:?}");
+        assert!(
+            (g.fidelity - 0.6).abs() < 1e-12 && (g.copy_rate - 2.0 / 3.0).abs() < 1e-12,
+            "{g:?}"
+        );
+        assert!(
+            (g.lambda_gap - (0.48 + 0.0 + 0.0 + 0.58) / 4.0).abs() < 1e-12,
+            "{g:?}"
+        );
         // Bigrams: ab ba ab | cd | ef | gh: 6 in all, 5 distinct.
         assert!((g.distinct_2 - 5.0 / 6.0).abs() < 1e-12, "{g:?}");
         assert_eq!(g.verbatim, Some(0.0), "no row is a source");
@@ -566,7 +830,16 @@ mod tests {
         assert_eq!(gen, ["a b c", "new one", "e f"]);
         assert_eq!(asked, [(0, vec![0, 2]), (1, vec![0, 2]), (2, vec![2])]);
         let mut none = gen.clone();
-        assert_eq!(retry_copies(&mut none, 0, |j, t| is_copy(t, src[j], "zz"), |_, _| unreachable!("0 tries decode nothing")).unwrap(), 0);
+        assert_eq!(
+            retry_copies(
+                &mut none,
+                0,
+                |j, t| is_copy(t, src[j], "zz"),
+                |_, _| unreachable!("0 tries decode nothing")
+            )
+            .unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -578,6 +851,9 @@ mod tests {
         // a; beyond b; and a row whose sources coincide.
         let g = t(vec![0.3, 0.7, 0.5, 1., 0., 0., -0.5, 1.5, 0., 0.2, 0.9, 0.]);
         let l = content_lambda(&g, &a, &b, &[0.5, 0.5, 0.5, 0.25]).unwrap();
-        assert!((l[0] - 0.3).abs() < 1e-6 && l[1] == 1.0 && l[2] == 0.0 && l[3] == 0.25, "{l:?}");
+        assert!(
+            (l[0] - 0.3).abs() < 1e-6 && l[1] == 1.0 && l[2] == 0.0 && l[3] == 0.25,
+            "{l:?}"
+        );
     }
 }

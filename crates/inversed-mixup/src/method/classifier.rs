@@ -20,23 +20,33 @@ impl Classifier {
     /// Zero-initialised head (deterministic; the convex problem does not need random init).
     pub fn new(labels: Vec<String>, dim: usize, device: &Device) -> Result<Self> {
         let c = labels.len();
-        Ok(Self { labels, w: Var::zeros((c, dim), DType::F32, device)?, b: Var::zeros(c, DType::F32, device)? })
+        Ok(Self {
+            labels,
+            w: Var::zeros((c, dim), DType::F32, device)?,
+            b: Var::zeros(c, DType::F32, device)?,
+        })
     }
 
     /// Trainable variables (name, var).
     pub fn vars(&self) -> Vec<(String, Var)> {
-        vec![("cls.b".into(), self.b.clone()), ("cls.w".into(), self.w.clone())]
+        vec![
+            ("cls.b".into(), self.b.clone()),
+            ("cls.w".into(), self.w.clone()),
+        ]
     }
 
     /// Logits `(n, classes)` for embeddings `(n, dim)`.
     pub fn logits(&self, h: &Tensor) -> candle_core::Result<Tensor> {
-        h.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())
+        h.matmul(&self.w.as_tensor().t()?)?
+            .broadcast_add(self.b.as_tensor())
     }
 
     /// Class probabilities as rows of f64.
     pub fn probs(&self, h: &Tensor) -> Result<Vec<Vec<f64>>> {
         let p = candle_nn::ops::softmax(&self.logits(h)?, D::Minus1)?.to_vec2::<f32>()?;
-        Ok(p.into_iter().map(|r| r.into_iter().map(f64::from).collect()).collect())
+        Ok(p.into_iter()
+            .map(|r| r.into_iter().map(f64::from).collect())
+            .collect())
     }
 
     /// Mean soft-label cross-entropy `-sum_c y_c log p_c` against targets `(n, classes)`.
@@ -48,7 +58,13 @@ impl Classifier {
     /// Full-batch training on fixed embeddings for `steps` AdamW steps; returns the final loss.
     pub fn fit(&self, h: &Tensor, targets: &[Vec<f64>], steps: usize, lr: f64) -> Result<f64> {
         let t = targets_tensor(targets, h.device())?;
-        let mut opt = AdamW::new(self.vars(), AdamWConfig { weight_decay: 1e-4, ..Default::default() })?;
+        let mut opt = AdamW::new(
+            self.vars(),
+            AdamWConfig {
+                weight_decay: 1e-4,
+                ..Default::default()
+            },
+        )?;
         let mut last = f64::NAN;
         for _ in 0..steps {
             let l = self.loss(h, &t)?;
@@ -60,8 +76,15 @@ impl Classifier {
 
     /// Saves weights and labels atomically.
     pub fn save(&self, path: &Path, extra: serde_json::Value) -> Result<()> {
-        let t = HashMap::from([("w".to_string(), self.w.as_tensor().clone()), ("b".to_string(), self.b.as_tensor().clone())]);
-        checkpoint::save(path, &t, &serde_json::json!({ "kind": "classifier", "labels": self.labels, "extra": extra }))
+        let t = HashMap::from([
+            ("w".to_string(), self.w.as_tensor().clone()),
+            ("b".to_string(), self.b.as_tensor().clone()),
+        ]);
+        checkpoint::save(
+            path,
+            &t,
+            &serde_json::json!({ "kind": "classifier", "labels": self.labels, "extra": extra }),
+        )
     }
 
     /// Loads a classifier written by [`Classifier::save`]; returns it with its `extra` metadata.
@@ -70,13 +93,28 @@ impl Classifier {
         if meta["kind"] != "classifier" {
             return Err(Error::checkpoint(path, "not a classifier file"));
         }
-        let labels: Vec<String> = serde_json::from_value(meta["labels"].clone()).map_err(|e| Error::checkpoint(path, e.to_string()))?;
-        let get = |n: &str| t.get(n).cloned().ok_or_else(|| Error::checkpoint(path, format!("missing tensor {n}")));
+        let labels: Vec<String> = serde_json::from_value(meta["labels"].clone())
+            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        let get = |n: &str| {
+            t.get(n)
+                .cloned()
+                .ok_or_else(|| Error::checkpoint(path, format!("missing tensor {n}")))
+        };
         let (w, b) = (get("w")?, get("b")?);
         if w.dims() != [labels.len(), w.dim(1)?] || b.dims() != [labels.len()] {
-            return Err(Error::checkpoint(path, "tensor shapes do not match the label list"));
+            return Err(Error::checkpoint(
+                path,
+                "tensor shapes do not match the label list",
+            ));
         }
-        Ok((Self { labels, w: Var::from_tensor(&w)?, b: Var::from_tensor(&b)? }, meta["extra"].clone()))
+        Ok((
+            Self {
+                labels,
+                w: Var::from_tensor(&w)?,
+                b: Var::from_tensor(&b)?,
+            },
+            meta["extra"].clone(),
+        ))
     }
 
     /// Id of a label name.
@@ -94,5 +132,11 @@ pub fn targets_tensor(t: &[Vec<f64>], device: &Device) -> Result<Tensor> {
 
 /// One-hot rows.
 pub fn one_hot(ids: &[usize], classes: usize) -> Vec<Vec<f64>> {
-    ids.iter().map(|&i| (0..classes).map(|c| if c == i { 1.0 } else { 0.0 }).collect()).collect()
+    ids.iter()
+        .map(|&i| {
+            (0..classes)
+                .map(|c| if c == i { 1.0 } else { 0.0 })
+                .collect()
+        })
+        .collect()
 }

@@ -28,12 +28,22 @@ impl DeepConfig {
     /// Deep soft tokens of rank `rank` and delta scale `scale` for an LLM of shape `llm`.
     pub fn for_llm(rank: usize, scale: f64, llm: &LlmConfig) -> Result<Self> {
         if rank == 0 {
-            return Err(Error::Config("deep soft tokens: rank must be at least 1".into()));
+            return Err(Error::Config(
+                "deep soft tokens: rank must be at least 1".into(),
+            ));
         }
         if !(scale.is_finite() && scale > 0.0) {
-            return Err(Error::Config(format!("deep soft tokens: scale must be positive, got {scale}")));
+            return Err(Error::Config(format!(
+                "deep soft tokens: scale must be positive, got {scale}"
+            )));
         }
-        Ok(Self { rank, scale, layers: llm.layers, hidden: llm.hidden, kv_width: 2 * llm.kv_heads * (llm.hidden / llm.heads) })
+        Ok(Self {
+            rank,
+            scale,
+            layers: llm.layers,
+            hidden: llm.hidden,
+            kv_width: 2 * llm.kv_heads * (llm.hidden / llm.heads),
+        })
     }
 }
 
@@ -50,15 +60,24 @@ impl DeepSoft {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xdee9);
         let b = 1.0 / (cfg.hidden as f32).sqrt();
-        let down: Vec<f32> = (0..cfg.rank * cfg.hidden).map(|_| rng.random_range(-b..b)).collect();
+        let down: Vec<f32> = (0..cfg.rank * cfg.hidden)
+            .map(|_| rng.random_range(-b..b))
+            .collect();
         let down = Var::from_tensor(&Tensor::from_vec(down, (cfg.rank, cfg.hidden), device)?)?;
-        let up = Var::zeros((cfg.rank, cfg.layers * cfg.kv_width), candle_core::DType::F32, device)?;
+        let up = Var::zeros(
+            (cfg.rank, cfg.layers * cfg.kv_width),
+            candle_core::DType::F32,
+            device,
+        )?;
         Ok(Self { cfg, down, up })
     }
 
     /// Its variables with their file names.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
-        vec![("deep.down".into(), self.down.clone()), ("deep.up".into(), self.up.clone())]
+        vec![
+            ("deep.down".into(), self.down.clone()),
+            ("deep.up".into(), self.up.clone()),
+        ]
     }
 
     /// Its configuration.
@@ -70,9 +89,14 @@ impl DeepSoft {
     pub fn deltas(&self, soft: &Tensor, start: usize) -> candle_core::Result<KvDelta> {
         let (n, k, h) = soft.dims3()?;
         let c = &self.cfg;
-        let z = soft.reshape((n * k, h))?.matmul(&self.down.as_tensor().t()?)?;
-        let all = (z.matmul(self.up.as_tensor())? * c.scale)?.reshape((n, k, c.layers, c.kv_width))?;
-        let layers = (0..c.layers).map(|l| all.narrow(2, l, 1)?.squeeze(2)?.contiguous()).collect::<candle_core::Result<_>>()?;
+        let z = soft
+            .reshape((n * k, h))?
+            .matmul(&self.down.as_tensor().t()?)?;
+        let all =
+            (z.matmul(self.up.as_tensor())? * c.scale)?.reshape((n, k, c.layers, c.kv_width))?;
+        let layers = (0..c.layers)
+            .map(|l| all.narrow(2, l, 1)?.squeeze(2)?.contiguous())
+            .collect::<candle_core::Result<_>>()?;
         Ok(KvDelta { start, layers })
     }
 

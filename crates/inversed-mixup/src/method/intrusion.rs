@@ -24,7 +24,9 @@ impl std::str::FromStr for Mitigation {
             "keep" => Ok(Mitigation::Keep),
             "drop" => Ok(Mitigation::Drop),
             "relabel" => Ok(Mitigation::Relabel),
-            _ => Err(Error::Config(format!("`intrusion` {s:?}: expected keep, drop or relabel"))),
+            _ => Err(Error::Config(format!(
+                "`intrusion` {s:?}: expected keep, drop or relabel"
+            ))),
         }
     }
 }
@@ -57,10 +59,16 @@ pub fn judge(predicted: &[f64], soft: &[f64], ya: usize, yb: usize, threshold: f
     let p = argmax(predicted);
     let conf = predicted[p];
     if conf < threshold {
-        return Verdict { intrusion: false, reason: String::new() };
+        return Verdict {
+            intrusion: false,
+            reason: String::new(),
+        };
     }
     if p != ya && p != yb {
-        return Verdict { intrusion: true, reason: format!("predicted class {p} with p={conf:.2}, outside the sources' classes") };
+        return Verdict {
+            intrusion: true,
+            reason: format!("predicted class {p} with p={conf:.2}, outside the sources' classes"),
+        };
     }
     if ya != yb && (soft[ya] - soft[yb]).abs() > 1e-9 {
         let dominant = if soft[ya] > soft[yb] { ya } else { yb };
@@ -68,14 +76,20 @@ pub fn judge(predicted: &[f64], soft: &[f64], ya: usize, yb: usize, threshold: f
             return Verdict { intrusion: true, reason: format!("dominant class flipped: label favours {dominant}, prediction {p} with p={conf:.2}") };
         }
     }
-    Verdict { intrusion: false, reason: String::new() }
+    Verdict {
+        intrusion: false,
+        reason: String::new(),
+    }
 }
 
 /// The label an intruding sample gets under `Relabel`: the mean of soft label and prediction.
 /// Blending (rather than replacing) keeps what the mix was meant to teach while no longer asserting
 /// a label the content contradicts; a plain replacement would turn it into a self-training sample.
 pub fn relabel(soft: &[f64], predicted: &[f64]) -> Vec<f64> {
-    soft.iter().zip(predicted).map(|(s, p)| 0.5 * s + 0.5 * p).collect()
+    soft.iter()
+        .zip(predicted)
+        .map(|(s, p)| 0.5 * s + 0.5 * p)
+        .collect()
 }
 
 #[cfg(test)]
@@ -91,16 +105,39 @@ mod tests {
         let pred = [0.1, 0.85, 0.05];
         let v = judge(&pred, &[0.6, 0.4, 0.0], 0, 1, 0.8);
         assert!(v.intrusion, "{v:?}");
-        assert!(v.reason.starts_with("dominant class flipped: label favours 0, prediction 1"), "{v:?}");
+        assert!(
+            v.reason
+                .starts_with("dominant class flipped: label favours 0, prediction 1"),
+            "{v:?}"
+        );
         // The rule reads the label's weights, not which source came first.
         assert!(judge(&pred, &[0.6, 0.4, 0.0], 1, 0, 0.8).intrusion);
         // A label only just favouring class 0 is still flipped; a difference within 1e-9 is a tie.
         assert!(judge(&pred, &[0.5 + 1e-6, 0.5 - 1e-6, 0.0], 0, 1, 0.8).intrusion);
         // Near cases that must not fire.
-        let no = Verdict { intrusion: false, reason: String::new() };
-        assert_eq!(judge(&pred, &[0.4, 0.6, 0.0], 0, 1, 0.8), no, "label favours the predicted class");
-        assert_eq!(judge(&pred, &[0.5 + 1e-10, 0.5 - 1e-10, 0.0], 0, 1, 0.8), no, "no dominant class");
-        assert_eq!(judge(&pred, &[0.6, 0.4, 0.0], 0, 1, 0.86), no, "not confident enough");
-        assert_eq!(judge(&[0.85, 0.1, 0.05], &[1.0, 0.0, 0.0], 0, 0, 0.8), no, "same-class sources");
+        let no = Verdict {
+            intrusion: false,
+            reason: String::new(),
+        };
+        assert_eq!(
+            judge(&pred, &[0.4, 0.6, 0.0], 0, 1, 0.8),
+            no,
+            "label favours the predicted class"
+        );
+        assert_eq!(
+            judge(&pred, &[0.5 + 1e-10, 0.5 - 1e-10, 0.0], 0, 1, 0.8),
+            no,
+            "no dominant class"
+        );
+        assert_eq!(
+            judge(&pred, &[0.6, 0.4, 0.0], 0, 1, 0.86),
+            no,
+            "not confident enough"
+        );
+        assert_eq!(
+            judge(&[0.85, 0.1, 0.05], &[1.0, 0.0, 0.0], 0, 0, 0.8),
+            no,
+            "same-class sources"
+        );
     }
 }

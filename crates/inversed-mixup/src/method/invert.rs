@@ -66,7 +66,11 @@ pub struct InvertSummary {
 
 impl std::fmt::Display for InvertSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mean_token_f1={:.4} mean_bleu={:.4} mean_cosine={:.4} exact={:.4}", self.mean_token_f1, self.mean_bleu, self.mean_cosine, self.exact)?;
+        write!(
+            f,
+            "mean_token_f1={:.4} mean_bleu={:.4} mean_cosine={:.4} exact={:.4}",
+            self.mean_token_f1, self.mean_bleu, self.mean_cosine, self.exact
+        )?;
         if let Some(j) = self.mean_judge_cosine {
             write!(f, " mean_judge_cosine={j:.4}")?;
         }
@@ -87,8 +91,18 @@ impl<'a> Inverter<'a> {
     /// Wires the models; the adaptor's template is tokenised once.
     pub fn new(encoder: &'a Encoder, llm: &'a Llm, adaptor: &'a Adaptor) -> Result<Self> {
         let merged = adaptor.lora().map(|l| llm.with_lora(l)).transpose()?;
-        let prompt = Prompt::new(&adaptor.config().template, adaptor.config().k, merged.as_ref().unwrap_or(llm))?;
-        Ok(Self { encoder, llm, adaptor, prompt, merged })
+        let prompt = Prompt::new(
+            &adaptor.config().template,
+            adaptor.config().k,
+            merged.as_ref().unwrap_or(llm),
+        )?;
+        Ok(Self {
+            encoder,
+            llm,
+            adaptor,
+            prompt,
+            merged,
+        })
     }
 
     /// The LLM that generates: with the LoRA deltas merged in, when the adaptor has them.
@@ -105,7 +119,13 @@ impl<'a> Inverter<'a> {
             Decode::Correct(n) => return self.correct(h, n, opts),
             _ => return self.decode_once(h, opts),
         };
-        let mut best = self.decode_once(h, &GenerateOptions { decode: Decode::Greedy, ..opts.clone() })?;
+        let mut best = self.decode_once(
+            h,
+            &GenerateOptions {
+                decode: Decode::Greedy,
+                ..opts.clone()
+            },
+        )?;
         if n == 1 {
             return Ok(best);
         }
@@ -125,8 +145,16 @@ impl<'a> Inverter<'a> {
     /// 0.1 best of 0.05 / 0.1 / 0.25); the correction's direction beat a random one of the same
     /// length (MiniLM cosine 0.665 vs 0.645 at N = 4), and both beat sampled candidates.
     fn correct(&self, h: &Tensor, n: usize, opts: &GenerateOptions) -> Result<Vec<String>> {
-        let greedy = GenerateOptions { decode: Decode::Greedy, ..opts.clone() };
-        let norm = |t: &Tensor| -> Result<Tensor> { Ok(t.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?) };
+        let greedy = GenerateOptions {
+            decode: Decode::Greedy,
+            ..opts.clone()
+        };
+        let norm = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.sqr()?
+                .sum_keepdim(D::Minus1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?)
+        };
         let h_norm = norm(h)?;
         let mut input = h.clone();
         let mut out = self.decode_once(&input, &greedy)?;
@@ -135,7 +163,9 @@ impl<'a> Inverter<'a> {
         let mut best = out.clone();
         for _ in 1..n {
             let moved = (&input + ((h - &e)? / n as f64)?)?;
-            input = moved.broadcast_div(&norm(&moved)?)?.broadcast_mul(&h_norm)?;
+            input = moved
+                .broadcast_div(&norm(&moved)?)?
+                .broadcast_mul(&h_norm)?;
             out = self.decode_once(&input, &greedy)?;
             e = self.embed_texts(&out)?;
             keep_closer(&mut best, &mut best_cos, &out, cosine_rows(h, &e)?);
@@ -145,7 +175,10 @@ impl<'a> Inverter<'a> {
 
     /// Embeddings of sentences (an empty one embedded as a space).
     fn embed_texts(&self, texts: &[String]) -> Result<Tensor> {
-        let refs: Vec<&str> = texts.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
+        let refs: Vec<&str> = texts
+            .iter()
+            .map(|s| if s.is_empty() { " " } else { s.as_str() })
+            .collect();
         self.encoder.embed_batched(&refs)
     }
 
@@ -158,13 +191,25 @@ impl<'a> Inverter<'a> {
         let soft = self.adaptor.forward(h)?;
         let llm = self.generator();
         let p = self.prompt.embeds(llm, &soft)?;
-        let deep = self.adaptor.deep().map(|d| d.deltas(&soft, self.prompt.soft_start())).transpose()?;
+        let deep = self
+            .adaptor
+            .deep()
+            .map(|d| d.deltas(&soft, self.prompt.soft_start()))
+            .transpose()?;
         let ids = llm.generate_deep(&p, deep.as_ref(), opts)?;
-        ids.iter().map(|s| Ok(llm.tokenizer().decode(s)?.trim().to_string())).collect()
+        ids.iter()
+            .map(|s| Ok(llm.tokenizer().decode(s)?.trim().to_string()))
+            .collect()
     }
 
     /// Reconstructs each text from its own embedding and scores it; `progress(done, total)`.
-    pub fn invert(&self, texts: &[String], batch: usize, opts: &GenerateOptions, progress: &dyn Fn(usize, usize)) -> Result<Vec<InvertRow>> {
+    pub fn invert(
+        &self,
+        texts: &[String],
+        batch: usize,
+        opts: &GenerateOptions,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<InvertRow>> {
         let mut out = Vec::with_capacity(texts.len());
         for (bi, chunk) in texts.chunks(batch.max(1)).enumerate() {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -172,11 +217,22 @@ impl<'a> Inverter<'a> {
             let mut o = opts.clone();
             o.seed = opts.seed.wrapping_add((bi * batch) as u64);
             let rec = self.decode(&h, &o)?;
-            let rec_refs: Vec<&str> = rec.iter().map(|s| if s.is_empty() { " " } else { s.as_str() }).collect();
+            let rec_refs: Vec<&str> = rec
+                .iter()
+                .map(|s| if s.is_empty() { " " } else { s.as_str() })
+                .collect();
             let h2 = self.encoder.embed(&rec_refs)?;
             let cos = cosine_rows(&h, &h2)?;
             for ((t, r), c) in chunk.iter().zip(rec).zip(cos) {
-                out.push(InvertRow { token_f1: text::token_f1(t, &r), bleu: text::bleu(t, &r), exact: text::exact(t, &r), text: t.clone(), reconstruction: r, cosine: c, judge_cosine: None });
+                out.push(InvertRow {
+                    token_f1: text::token_f1(t, &r),
+                    bleu: text::bleu(t, &r),
+                    exact: text::exact(t, &r),
+                    text: t.clone(),
+                    reconstruction: r,
+                    cosine: c,
+                    judge_cosine: None,
+                });
             }
             progress(out.len(), texts.len());
         }
@@ -212,15 +268,30 @@ pub fn summarize(rows: &[InvertRow]) -> InvertSummary {
         mean_bleu: rows.iter().map(|r| r.bleu).sum::<f64>() / n,
         mean_cosine: rows.iter().map(|r| r.cosine).sum::<f64>() / n,
         exact: rows.iter().filter(|r| r.exact).count() as f64 / n,
-        mean_judge_cosine: rows.iter().map(|r| r.judge_cosine).sum::<Option<f64>>().map(|s| s / n),
-        empty: rows.iter().filter(|r| r.reconstruction.trim().is_empty()).count(),
-        looping: rows.iter().filter(|r| crate::eval::text::loops(&r.reconstruction)).count(),
+        mean_judge_cosine: rows
+            .iter()
+            .map(|r| r.judge_cosine)
+            .sum::<Option<f64>>()
+            .map(|s| s / n),
+        empty: rows
+            .iter()
+            .filter(|r| r.reconstruction.trim().is_empty())
+            .count(),
+        looping: rows
+            .iter()
+            .filter(|r| crate::eval::text::loops(&r.reconstruction))
+            .count(),
     }
 }
 
 /// The floor an inverter must beat: for each text, the sentence of `pool` (embeddings `pool_h`,
 /// unit rows) nearest to its embedding, scored like a reconstruction.
-pub fn retrieve(encoder: &Encoder, pool: &[String], pool_h: &Tensor, texts: &[String]) -> Result<Vec<InvertRow>> {
+pub fn retrieve(
+    encoder: &Encoder,
+    pool: &[String],
+    pool_h: &Tensor,
+    texts: &[String],
+) -> Result<Vec<InvertRow>> {
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(64) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -230,7 +301,15 @@ pub fn retrieve(encoder: &Encoder, pool: &[String], pool_h: &Tensor, texts: &[St
         let cos = sims.max(D::Minus1)?.to_vec1::<f32>()?;
         for ((t, &i), c) in chunk.iter().zip(&best).zip(cos) {
             let r = pool[i as usize].clone();
-            out.push(InvertRow { token_f1: text::token_f1(t, &r), bleu: text::bleu(t, &r), exact: text::exact(t, &r), text: t.clone(), reconstruction: r, cosine: c as f64, judge_cosine: None });
+            out.push(InvertRow {
+                token_f1: text::token_f1(t, &r),
+                bleu: text::bleu(t, &r),
+                exact: text::exact(t, &r),
+                text: t.clone(),
+                reconstruction: r,
+                cosine: c as f64,
+                judge_cosine: None,
+            });
         }
     }
     Ok(out)
@@ -240,7 +319,16 @@ pub fn retrieve(encoder: &Encoder, pool: &[String], pool_h: &Tensor, texts: &[St
 pub fn judge(judge: &Encoder, rows: &mut [InvertRow]) -> Result<()> {
     for chunk in rows.chunks_mut(64) {
         let a: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
-        let b: Vec<&str> = chunk.iter().map(|r| if r.reconstruction.is_empty() { " " } else { r.reconstruction.as_str() }).collect();
+        let b: Vec<&str> = chunk
+            .iter()
+            .map(|r| {
+                if r.reconstruction.is_empty() {
+                    " "
+                } else {
+                    r.reconstruction.as_str()
+                }
+            })
+            .collect();
         let cos = cosine_rows(&judge.embed(&a)?, &judge.embed(&b)?)?;
         for (r, c) in chunk.iter_mut().zip(cos) {
             r.judge_cosine = Some(c);

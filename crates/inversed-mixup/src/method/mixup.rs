@@ -27,7 +27,9 @@ impl std::str::FromStr for Pairing {
             "cross-class" => Ok(Pairing::CrossClass),
             "same-class" => Ok(Pairing::SameClass),
             "random" => Ok(Pairing::Random),
-            _ => Err(Error::Config(format!("`pairs` {s:?}: expected cross-class, same-class or random"))),
+            _ => Err(Error::Config(format!(
+                "`pairs` {s:?}: expected cross-class, same-class or random"
+            ))),
         }
     }
 }
@@ -49,7 +51,11 @@ impl std::str::FromStr for LambdaSpec {
     type Err = Error;
     /// Parses `0.5`, `beta:ALPHA`, `grid:0,0.25,0.5` or `uniform:LO,HI`.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |m: &str| Error::Config(format!("`lambda` {s:?}: {m} (expected 0.5, beta:ALPHA, grid:0,0.5,1 or uniform:0.3,0.7)"));
+        let bad = |m: &str| {
+            Error::Config(format!(
+                "`lambda` {s:?}: {m} (expected 0.5, beta:ALPHA, grid:0,0.5,1 or uniform:0.3,0.7)"
+            ))
+        };
         let unit = |v: &str| -> Result<f64> {
             let x: f64 = v.trim().parse().map_err(|_| bad("not a number"))?;
             if (0.0..=1.0).contains(&x) {
@@ -95,7 +101,13 @@ pub struct Mix {
 
 /// Plans `per_example` partners for every example (each with one lambda, or every grid value).
 /// Examples without any valid partner are reported as an error, never skipped silently.
-pub fn plan(labels: &[usize], pairing: Pairing, per_example: usize, lambda: &LambdaSpec, seed: u64) -> Result<Vec<Mix>> {
+pub fn plan(
+    labels: &[usize],
+    pairing: Pairing,
+    per_example: usize,
+    lambda: &LambdaSpec,
+    seed: u64,
+) -> Result<Vec<Mix>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dist = match lambda {
         LambdaSpec::Beta(alpha) => Some(beta(*alpha)?),
@@ -117,10 +129,26 @@ pub fn plan(labels: &[usize], pairing: Pairing, per_example: usize, lambda: &Lam
         for _ in 0..per_example {
             let j = *cands.choose(&mut rng).expect("non-empty");
             match lambda {
-                LambdaSpec::Fixed(l) => out.push(Mix { a: i, b: j, lambda: *l }),
-                LambdaSpec::Beta(_) => out.push(Mix { a: i, b: j, lambda: dist.as_ref().expect("built above").sample(&mut rng) }),
-                LambdaSpec::Grid(g) => out.extend(g.iter().map(|&l| Mix { a: i, b: j, lambda: l })),
-                LambdaSpec::Uniform(lo, hi) => out.push(Mix { a: i, b: j, lambda: rng.random_range(*lo..=*hi) }),
+                LambdaSpec::Fixed(l) => out.push(Mix {
+                    a: i,
+                    b: j,
+                    lambda: *l,
+                }),
+                LambdaSpec::Beta(_) => out.push(Mix {
+                    a: i,
+                    b: j,
+                    lambda: dist.as_ref().expect("built above").sample(&mut rng),
+                }),
+                LambdaSpec::Grid(g) => out.extend(g.iter().map(|&l| Mix {
+                    a: i,
+                    b: j,
+                    lambda: l,
+                })),
+                LambdaSpec::Uniform(lo, hi) => out.push(Mix {
+                    a: i,
+                    b: j,
+                    lambda: rng.random_range(*lo..=*hi),
+                }),
             }
         }
     }

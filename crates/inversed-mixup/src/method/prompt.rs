@@ -19,7 +19,9 @@ pub struct Prompt {
 impl Prompt {
     /// Tokenises `template` around its `<soft>` marker.
     pub fn new(template: &str, k: usize, llm: &Llm) -> Result<Self> {
-        let (a, b) = template.split_once("<soft>").ok_or_else(|| Error::Config(format!("template has no <soft> marker: {template:?}")))?;
+        let (a, b) = template
+            .split_once("<soft>")
+            .ok_or_else(|| Error::Config(format!("template has no <soft> marker: {template:?}")))?;
         let tok = llm.tokenizer();
         let prefix = tok.encode(a.trim_end())?;
         let prefix_kv = if prefix.is_empty() {
@@ -29,7 +31,12 @@ impl Prompt {
             llm.forward_embeds(&llm.embed_ids(&prefix)?.unsqueeze(0)?, Some(&mut c), false)?;
             Some(c)
         };
-        Ok(Self { prefix, suffix: tok.encode(b)?, k, prefix_kv })
+        Ok(Self {
+            prefix,
+            suffix: tok.encode(b)?,
+            k,
+            prefix_kv,
+        })
     }
 
     /// Prefix positions served from the cache (0 without one).
@@ -69,11 +76,19 @@ impl Prompt {
         let (n, _, h) = soft.dims3()?;
         let mut parts = Vec::with_capacity(3);
         if !self.prefix.is_empty() {
-            parts.push(llm.embed_ids(&self.prefix)?.unsqueeze(0)?.broadcast_as((n, self.prefix.len(), h))?);
+            parts.push(llm.embed_ids(&self.prefix)?.unsqueeze(0)?.broadcast_as((
+                n,
+                self.prefix.len(),
+                h,
+            ))?);
         }
         parts.push(soft.clone());
         if !self.suffix.is_empty() {
-            parts.push(llm.embed_ids(&self.suffix)?.unsqueeze(0)?.broadcast_as((n, self.suffix.len(), h))?);
+            parts.push(llm.embed_ids(&self.suffix)?.unsqueeze(0)?.broadcast_as((
+                n,
+                self.suffix.len(),
+                h,
+            ))?);
         }
         Tensor::cat(&parts, 1)
     }
@@ -84,7 +99,10 @@ impl Prompt {
         if self.suffix.is_empty() {
             return Ok(soft.clone());
         }
-        let s = llm.embed_ids(&self.suffix)?.unsqueeze(0)?.broadcast_as((n, self.suffix.len(), h))?;
+        let s =
+            llm.embed_ids(&self.suffix)?
+                .unsqueeze(0)?
+                .broadcast_as((n, self.suffix.len(), h))?;
         Tensor::cat(&[soft, &s], 1)
     }
 
@@ -92,25 +110,55 @@ impl Prompt {
     ///
     /// Returns the loss and the number of predicted tokens. Logits are computed only at target
     /// positions: the output layer is the most expensive matmul of a small LLM.
-    pub fn gen_loss(&self, llm: &Llm, soft: &Tensor, targets: &[Vec<u32>]) -> Result<(Tensor, usize)> {
+    pub fn gen_loss(
+        &self,
+        llm: &Llm,
+        soft: &Tensor,
+        targets: &[Vec<u32>],
+    ) -> Result<(Tensor, usize)> {
         self.gen_loss_with(llm, soft, targets, true)
     }
 
     /// [`Prompt::gen_loss`] with a choice of differentiable (`grad`) or fused inference ops.
-    pub fn gen_loss_with(&self, llm: &Llm, soft: &Tensor, targets: &[Vec<u32>], grad: bool) -> Result<(Tensor, usize)> {
+    pub fn gen_loss_with(
+        &self,
+        llm: &Llm,
+        soft: &Tensor,
+        targets: &[Vec<u32>],
+        grad: bool,
+    ) -> Result<(Tensor, usize)> {
         self.gen_loss_lora(llm, None, soft, targets, grad)
     }
 
     /// [`Prompt::gen_loss_with`] through an LLM carrying LoRA deltas. The prefix cache holds the
     /// base model's states, so with LoRA the whole prompt runs through the LLM.
-    pub fn gen_loss_lora(&self, llm: &Llm, lora: Option<&Lora>, soft: &Tensor, targets: &[Vec<u32>], grad: bool) -> Result<(Tensor, usize)> {
+    pub fn gen_loss_lora(
+        &self,
+        llm: &Llm,
+        lora: Option<&Lora>,
+        soft: &Tensor,
+        targets: &[Vec<u32>],
+        grad: bool,
+    ) -> Result<(Tensor, usize)> {
         self.gen_loss_deep(llm, lora, None, soft, targets, grad)
     }
 
     /// [`Prompt::gen_loss_lora`] with deep soft tokens (their deltas reach only the soft-token
     /// positions and what follows, so the prefix cache stays valid).
-    pub fn gen_loss_deep(&self, llm: &Llm, lora: Option<&Lora>, deep: Option<&DeepSoft>, soft: &Tensor, targets: &[Vec<u32>], grad: bool) -> Result<(Tensor, usize)> {
-        let cache = if lora.is_some() { None } else { self.prefix_kv.as_ref() };
+    pub fn gen_loss_deep(
+        &self,
+        llm: &Llm,
+        lora: Option<&Lora>,
+        deep: Option<&DeepSoft>,
+        soft: &Tensor,
+        targets: &[Vec<u32>],
+        grad: bool,
+    ) -> Result<(Tensor, usize)> {
+        let cache = if lora.is_some() {
+            None
+        } else {
+            self.prefix_kv.as_ref()
+        };
         let n = targets.len();
         let eos = llm.tokenizer().eos;
         let tmax = targets.iter().map(|t| t.len() + 1).max().unwrap_or(1);
@@ -139,15 +187,35 @@ impl Prompt {
         } else {
             p
         };
-        let deltas = deep.map(|d| d.deltas(soft, if cache.is_some() { 0 } else { self.prefix.len() })).transpose()?;
+        let deltas = deep
+            .map(|d| {
+                d.deltas(
+                    soft,
+                    if cache.is_some() {
+                        0
+                    } else {
+                        self.prefix.len()
+                    },
+                )
+            })
+            .transpose()?;
         let hid = match cache {
-            Some(c) => llm.forward_embeds_deep(&x, Some(&mut c.expand(n)?), grad, lora, deltas.as_ref())?,
+            Some(c) => {
+                llm.forward_embeds_deep(&x, Some(&mut c.expand(n)?), grad, lora, deltas.as_ref())?
+            }
             None => llm.forward_embeds_deep(&x, None, grad, lora, deltas.as_ref())?,
         };
         let h = llm.config().hidden;
-        let sel = hid.narrow(1, self.len() - 1 - off, tmax)?.contiguous()?.reshape((n * tmax, h))?;
+        let sel = hid
+            .narrow(1, self.len() - 1 - off, tmax)?
+            .contiguous()?
+            .reshape((n * tmax, h))?;
         let sel = sel.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?;
-        let nll = if grad { llm.output_loss(&sel, &labels)? } else { imix_kernels::loss::cross_entropy(&llm.logits(&sel)?, &labels)? };
+        let nll = if grad {
+            llm.output_loss(&sel, &labels)?
+        } else {
+            imix_kernels::loss::cross_entropy(&llm.logits(&sel)?, &labels)?
+        };
         Ok((nll, labels.len()))
     }
 }

@@ -17,9 +17,14 @@ pub struct Shard {
 impl std::str::FromStr for Shard {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::Config(format!("`shard` {s:?}: expected I/N with 0 <= I < N, e.g. 0/4 (I is 0-based, as SLURM_ARRAY_TASK_ID)"));
+        let bad = || {
+            Error::Config(format!("`shard` {s:?}: expected I/N with 0 <= I < N, e.g. 0/4 (I is 0-based, as SLURM_ARRAY_TASK_ID)"))
+        };
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (i.trim().parse::<usize>().map_err(|_| bad())?, n.trim().parse::<usize>().map_err(|_| bad())?);
+        let (index, count) = (
+            i.trim().parse::<usize>().map_err(|_| bad())?,
+            n.trim().parse::<usize>().map_err(|_| bad())?,
+        );
         if count == 0 || index >= count {
             return Err(bad());
         }
@@ -49,16 +54,24 @@ mod tests {
         for n in [0, 1, 7, 16, 33, 100] {
             for batch in [1, 4, 16] {
                 for count in [1, 2, 3, 5, 8] {
-                    let ranges: Vec<_> = (0..count).map(|index| Shard { index, count }.range(n, batch)).collect();
+                    let ranges: Vec<_> = (0..count)
+                        .map(|index| Shard { index, count }.range(n, batch))
+                        .collect();
                     assert_eq!(ranges[0].start, 0);
                     assert_eq!(ranges[count - 1].end, n);
                     for w in ranges.windows(2) {
-                        assert_eq!(w[0].end, w[1].start, "n {n} batch {batch} count {count}: {ranges:?}");
+                        assert_eq!(
+                            w[0].end, w[1].start,
+                            "n {n} batch {batch} count {count}: {ranges:?}"
+                        );
                     }
                     for r in &ranges {
                         assert!(r.start % batch == 0 && r.start <= r.end, "{ranges:?}");
                         // Even: shards differ by at most one batch.
-                        assert!(r.len() <= (n.div_ceil(batch) / count + 1) * batch, "{ranges:?}");
+                        assert!(
+                            r.len() <= (n.div_ceil(batch) / count + 1) * batch,
+                            "{ranges:?}"
+                        );
                     }
                 }
             }
@@ -67,9 +80,18 @@ mod tests {
 
     #[test]
     fn specs_parse_and_bad_ones_name_the_flag() {
-        assert_eq!("2/4".parse::<Shard>().unwrap(), Shard { index: 2, count: 4 });
+        assert_eq!(
+            "2/4".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 4 }
+        );
         for bad in ["4/4", "0/0", "1", "a/b", "-1/3", "1/2/3"] {
-            assert!(bad.parse::<Shard>().unwrap_err().to_string().contains("`shard`"), "{bad}");
+            assert!(
+                bad.parse::<Shard>()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("`shard`"),
+                "{bad}"
+            );
         }
     }
 }

@@ -12,7 +12,9 @@ static SHIPPED: &[u8] = include_bytes!("../../../../assets/adaptor-minilm-smollm
 
 /// FNV-1a, 64 bit: names the cached copy by its content, so a newer build never reads an older file.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Path of the default adaptor: `IMIX_ADAPTOR` when set, else the shipped adaptor, written once
@@ -21,8 +23,14 @@ pub fn default_adaptor() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("IMIX_ADAPTOR") {
         return Ok(PathBuf::from(p));
     }
-    let path = cache_dir().join(format!("adaptor-minilm-smollm2-{:016x}.safetensors", fnv1a(SHIPPED)));
-    if std::fs::metadata(&path).map(|m| m.len() != SHIPPED.len() as u64).unwrap_or(true) {
+    let path = cache_dir().join(format!(
+        "adaptor-minilm-smollm2-{:016x}.safetensors",
+        fnv1a(SHIPPED)
+    ));
+    if std::fs::metadata(&path)
+        .map(|m| m.len() != SHIPPED.len() as u64)
+        .unwrap_or(true)
+    {
         write_atomic(&path, SHIPPED)?;
     }
     Ok(path)
@@ -41,10 +49,18 @@ mod tests {
         std::env::remove_var("IMIX_ADAPTOR");
         let p = default_adaptor().unwrap();
         assert!(p.starts_with(dir.path()));
-        let shipped = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/adaptor-minilm-smollm2.safetensors")).unwrap();
+        let shipped = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../assets/adaptor-minilm-smollm2.safetensors"
+        ))
+        .unwrap();
         assert!(std::fs::read(&p).unwrap() == shipped);
         let t = std::fs::metadata(&p).unwrap().modified().unwrap();
         assert_eq!(default_adaptor().unwrap(), p);
-        assert_eq!(std::fs::metadata(&p).unwrap().modified().unwrap(), t, "written again");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().modified().unwrap(),
+            t,
+            "written again"
+        );
     }
 }

@@ -42,7 +42,17 @@ pub struct FinetuneConfig {
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
-        Self { epochs: 15, batch_size: 8, lr_encoder: 5e-5, lr_head: 1e-3, warmup: 0.1, weight_decay: 0.01, top_layers: 0, seed: 0, mixup_alpha: None }
+        Self {
+            epochs: 15,
+            batch_size: 8,
+            lr_encoder: 5e-5,
+            lr_head: 1e-3,
+            warmup: 0.1,
+            weight_decay: 0.01,
+            top_layers: 0,
+            seed: 0,
+            mixup_alpha: None,
+        }
     }
 }
 
@@ -80,7 +90,14 @@ impl TaskModel<'_> {
     /// Fine-tunes encoder and head on `texts` with soft `targets`; with `dev` (texts, class ids),
     /// keeps the weights of the epoch with the best dev accuracy. Deterministic for a given seed.
     /// `progress(log)` is called after each epoch.
-    pub fn finetune(&self, texts: &[String], targets: &[Vec<f64>], dev: Option<(&[String], &[usize])>, cfg: &FinetuneConfig, progress: &dyn Fn(&EpochLog)) -> Result<FinetuneReport> {
+    pub fn finetune(
+        &self,
+        texts: &[String],
+        targets: &[Vec<f64>],
+        dev: Option<(&[String], &[usize])>,
+        cfg: &FinetuneConfig,
+        progress: &dyn Fn(&EpochLog),
+    ) -> Result<FinetuneReport> {
         finetune(self, texts, targets, dev, cfg, progress)
     }
 
@@ -88,7 +105,11 @@ impl TaskModel<'_> {
     pub fn predict(&self, texts: &[String]) -> Result<Vec<usize>> {
         // A fine-tuned encoder predicts through a frozen snapshot: the fused inference path,
         // several times faster than the differentiable ops on a test split.
-        let frozen = if self.encoder.grad { Some(self.encoder.snapshot()?) } else { None };
+        let frozen = if self.encoder.grad {
+            Some(self.encoder.snapshot()?)
+        } else {
+            None
+        };
         let encoder = frozen.as_ref().unwrap_or(self.encoder);
         let mut out = vec![0; texts.len()];
         for chunk in crate::nets::encoder::length_batches(texts, 32) {
@@ -108,32 +129,68 @@ impl TaskModel<'_> {
     }
 }
 
-fn finetune(m: &TaskModel, texts: &[String], targets: &[Vec<f64>], dev: Option<(&[String], &[usize])>, cfg: &FinetuneConfig, progress: &dyn Fn(&EpochLog)) -> Result<FinetuneReport> {
+fn finetune(
+    m: &TaskModel,
+    texts: &[String],
+    targets: &[Vec<f64>],
+    dev: Option<(&[String], &[usize])>,
+    cfg: &FinetuneConfig,
+    progress: &dyn Fn(&EpochLog),
+) -> Result<FinetuneReport> {
     let (encoder, varmap, head) = (m.encoder, m.varmap, m.head);
     if !encoder.grad {
-        return Err(Error::Config("fine-tuning needs a trainable encoder (Encoder::load_trainable)".into()));
+        return Err(Error::Config(
+            "fine-tuning needs a trainable encoder (Encoder::load_trainable)".into(),
+        ));
     }
     if texts.is_empty() || texts.len() != targets.len() {
-        return Err(Error::Config(format!("fine-tuning needs rows with one target each ({} texts, {} targets)", texts.len(), targets.len())));
+        return Err(Error::Config(format!(
+            "fine-tuning needs rows with one target each ({} texts, {} targets)",
+            texts.len(),
+            targets.len()
+        )));
     }
     if cfg.epochs == 0 || cfg.batch_size == 0 {
-        return Err(Error::Config("fine-tuning needs at least one epoch and a batch size of at least 1".into()));
+        return Err(Error::Config(
+            "fine-tuning needs at least one epoch and a batch size of at least 1".into(),
+        ));
     }
     let (_, trained) = encoder.select_vars(varmap, cfg.top_layers)?;
-    let mut opt_e = AdamW::new(trained.clone(), AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() })?;
-    let mut opt_h = AdamW::new(head.vars(), AdamWConfig { weight_decay: 1e-4, ..Default::default() })?;
+    let mut opt_e = AdamW::new(
+        trained.clone(),
+        AdamWConfig {
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut opt_h = AdamW::new(
+        head.vars(),
+        AdamWConfig {
+            weight_decay: 1e-4,
+            ..Default::default()
+        },
+    )?;
     let per_epoch = texts.len().div_ceil(cfg.batch_size);
     let total = per_epoch * cfg.epochs;
     let warm = ((cfg.warmup * total as f64).round() as usize).max(1);
-    let snapshot_vars: Vec<Var> = trained.iter().map(|(_, v)| v.clone()).chain(head.vars().into_iter().map(|(_, v)| v)).collect();
+    let snapshot_vars: Vec<Var> = trained
+        .iter()
+        .map(|(_, v)| v.clone())
+        .chain(head.vars().into_iter().map(|(_, v)| v))
+        .collect();
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     let mut logs = Vec::with_capacity(cfg.epochs);
     let mut step = 0;
-    let mix = cfg.mixup_alpha.map(crate::method::mixup::beta).transpose()?;
+    let mix = cfg
+        .mixup_alpha
+        .map(crate::method::mixup::beta)
+        .transpose()?;
     let mut mix_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x3141_5926);
     for epoch in 0..cfg.epochs {
         let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ (0x7a5c_0000 + epoch as u64)));
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ (0x7a5c_0000 + epoch as u64),
+        ));
         let mut sum = 0.0;
         for batch in order.chunks(cfg.batch_size) {
             let bt: Vec<&str> = batch.iter().map(|&i| texts[i].as_str()).collect();
@@ -151,30 +208,52 @@ fn finetune(m: &TaskModel, texts: &[String], targets: &[Vec<f64>], dev: Option<(
                 let p = Tensor::new(partner.as_slice(), h.device())?;
                 let l = Tensor::from_vec(lam.clone(), (n, 1), h.device())?;
                 let one_minus = (1.0 - &l)?;
-                let hm = (h.broadcast_mul(&l)? + h.index_select(&p, 0)?.broadcast_mul(&one_minus)?)?;
-                let ym = (y.broadcast_mul(&l)? + y.index_select(&p, 0)?.broadcast_mul(&one_minus)?)?;
+                let hm =
+                    (h.broadcast_mul(&l)? + h.index_select(&p, 0)?.broadcast_mul(&one_minus)?)?;
+                let ym =
+                    (y.broadcast_mul(&l)? + y.index_select(&p, 0)?.broadcast_mul(&one_minus)?)?;
                 loss = ((loss + head.loss(&hm, &ym)?)? * 0.5)?;
             }
             let v = loss.to_scalar::<f32>()? as f64;
             if !v.is_finite() {
-                return Err(Error::Config(format!("fine-tuning diverged: loss {v} at epoch {}; lower the learning rates", epoch + 1)));
+                return Err(Error::Config(format!(
+                    "fine-tuning diverged: loss {v} at epoch {}; lower the learning rates",
+                    epoch + 1
+                )));
             }
             sum += v * batch.len() as f64;
             let grads = loss.backward()?;
             // Linear decay to 0 after the warm-up (lr_at with a floor of 0 decays by a cosine; the
             // literature's BERT fine-tuning uses a linear schedule).
-            let decay = |peak: f64| if step < warm { lr_at(step, peak, warm, total, 0.0) } else { peak * (total - step) as f64 / (total - warm).max(1) as f64 };
+            let decay = |peak: f64| {
+                if step < warm {
+                    lr_at(step, peak, warm, total, 0.0)
+                } else {
+                    peak * (total - step) as f64 / (total - warm).max(1) as f64
+                }
+            };
             opt_e.step(&grads, decay(cfg.lr_encoder), 1.0)?;
             opt_h.step(&grads, decay(cfg.lr_head), 0.0)?;
             step += 1;
         }
         let dev_accuracy = dev.map(|(dt, dy)| m.accuracy(dt, dy)).transpose()?;
-        let log = EpochLog { epoch: epoch + 1, loss: sum / texts.len() as f64, dev_accuracy };
+        let log = EpochLog {
+            epoch: epoch + 1,
+            loss: sum / texts.len() as f64,
+            dev_accuracy,
+        };
         progress(&log);
         let score = dev_accuracy.unwrap_or(epoch as f64);
         if best.as_ref().is_none_or(|b| score > b.0) {
             // Deep copies: AdamW updates the variables in place.
-            best = Some((score, epoch + 1, snapshot_vars.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?));
+            best = Some((
+                score,
+                epoch + 1,
+                snapshot_vars
+                    .iter()
+                    .map(|v| v.as_tensor().copy())
+                    .collect::<candle_core::Result<_>>()?,
+            ));
         }
         logs.push(log);
     }
@@ -182,5 +261,8 @@ fn finetune(m: &TaskModel, texts: &[String], targets: &[Vec<f64>], dev: Option<(
     for (v, w) in snapshot_vars.iter().zip(weights) {
         v.set(&w)?;
     }
-    Ok(FinetuneReport { epochs: logs, kept_epoch })
+    Ok(FinetuneReport {
+        epochs: logs,
+        kept_epoch,
+    })
 }

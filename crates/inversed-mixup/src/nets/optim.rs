@@ -19,7 +19,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
     }
 }
 
@@ -37,8 +42,16 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments for `vars` (name, var).
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> candle_core::Result<Self> {
-        let mv = vars.iter().map(|(_, v)| imix_kernels::adamw::Moments::zeros(v.elem_count(), v.dtype())).collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self { vars, mv, t: 0, cfg })
+        let mv = vars
+            .iter()
+            .map(|(_, v)| imix_kernels::adamw::Moments::zeros(v.elem_count(), v.dtype()))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            vars,
+            mv,
+            t: 0,
+            cfg,
+        })
     }
 
     /// Global L2 norm of the gradients of our variables (missing gradients count as zero).
@@ -58,18 +71,33 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore, lr: f64, clip: f64) -> candle_core::Result<f64> {
         let norm = self.grad_norm(grads)?;
         if !norm.is_finite() {
-            candle_core::bail!("non-finite gradient (norm {norm}): training diverged; lower the learning rate");
+            candle_core::bail!(
+                "non-finite gradient (norm {norm}): training diverged; lower the learning rate"
+            );
         }
-        let scale = if clip > 0.0 && norm > clip { clip / (norm + 1e-6) } else { 1.0 };
+        let scale = if clip > 0.0 && norm > clip {
+            clip / (norm + 1e-6)
+        } else {
+            1.0
+        };
         self.t += 1;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
         // The factors as candle's `affine` would take them (the kernel rounds each to the
         // variable's type).
-        let h = imix_kernels::adamw::AdamWStep { scale, b1: (b1, 1.0 - b1), b2: (b2, 1.0 - b2), inv_c: (1.0 / c1, 1.0 / c2), eps: self.cfg.eps, decay_lr: (1.0 - lr * self.cfg.weight_decay, lr) };
+        let h = imix_kernels::adamw::AdamWStep {
+            scale,
+            b1: (b1, 1.0 - b1),
+            b2: (b2, 1.0 - b2),
+            inv_c: (1.0 / c1, 1.0 / c2),
+            eps: self.cfg.eps,
+            decay_lr: (1.0 - lr * self.cfg.weight_decay, lr),
+        };
         for (i, (_, var)) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             imix_kernels::adamw::step(var.as_tensor(), &mut self.mv[i], g, h)?;
         }
         Ok(norm)
@@ -80,7 +108,9 @@ impl AdamW {
     pub fn state(&self) -> HashMap<String, Tensor> {
         let mut s = HashMap::new();
         for (i, (n, var)) in self.vars.iter().enumerate() {
-            let (m, v) = self.mv[i].to_tensors(var.dims(), var.device()).expect("moments hold one value per weight");
+            let (m, v) = self.mv[i]
+                .to_tensors(var.dims(), var.device())
+                .expect("moments hold one value per weight");
             s.insert(format!("m.{n}"), m);
             s.insert(format!("v.{n}"), v);
         }
@@ -92,13 +122,21 @@ impl AdamW {
         for (i, (n, var)) in self.vars.iter().enumerate() {
             let mut parts = Vec::with_capacity(2);
             for key in [format!("m.{n}"), format!("v.{n}")] {
-                let t = s.get(&key).ok_or_else(|| format!("missing optimizer tensor {key}"))?;
+                let t = s
+                    .get(&key)
+                    .ok_or_else(|| format!("missing optimizer tensor {key}"))?;
                 if t.dims() != var.dims() {
-                    return Err(format!("optimizer tensor {key} has shape {:?}, expected {:?}", t.dims(), var.dims()));
+                    return Err(format!(
+                        "optimizer tensor {key} has shape {:?}, expected {:?}",
+                        t.dims(),
+                        var.dims()
+                    ));
                 }
                 parts.push(t);
             }
-            self.mv[i] = imix_kernels::adamw::Moments::from_tensors(parts[0], parts[1], var.dtype()).map_err(|e| format!("optimizer state of {n}: {e}"))?;
+            self.mv[i] =
+                imix_kernels::adamw::Moments::from_tensors(parts[0], parts[1], var.dtype())
+                    .map_err(|e| format!("optimizer state of {n}: {e}"))?;
         }
         Ok(())
     }

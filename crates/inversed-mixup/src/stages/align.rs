@@ -41,7 +41,19 @@ pub struct AlignConfig {
 
 impl Default for AlignConfig {
     fn default() -> Self {
-        Self { steps: 2000, batch_size: 8, lr: 1e-3, warmup: 50, lr_floor: 0.1, clip: 1.0, adamw: AdamWConfig::default(), max_target_tokens: 32, holdout: 64, eval_every: 100, seed: 0 }
+        Self {
+            steps: 2000,
+            batch_size: 8,
+            lr: 1e-3,
+            warmup: 50,
+            lr_floor: 0.1,
+            clip: 1.0,
+            adamw: AdamWConfig::default(),
+            max_target_tokens: 32,
+            holdout: 64,
+            eval_every: 100,
+            seed: 0,
+        }
     }
 }
 
@@ -87,26 +99,59 @@ pub struct Aligner<'a> {
 
 impl<'a> Aligner<'a> {
     /// Prepares training on `texts` with their frozen embeddings `emb` `(n, enc_dim)`.
-    pub fn new(llm: &'a Llm, adaptor: Adaptor, texts: &[String], emb: Tensor, cfg: AlignConfig) -> Result<Self> {
+    pub fn new(
+        llm: &'a Llm,
+        adaptor: Adaptor,
+        texts: &[String],
+        emb: Tensor,
+        cfg: AlignConfig,
+    ) -> Result<Self> {
         let prompt = Prompt::new(&adaptor.config().template, adaptor.config().k, llm)?;
-        let targets: Vec<Vec<u32>> = texts.iter().map(|t| Prompt::target_ids(llm, t)).collect::<Result<_>>()?;
+        let targets: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| Prompt::target_ids(llm, t))
+            .collect::<Result<_>>()?;
         let n = texts.len();
         if cfg.holdout >= n {
-            return Err(Error::Config(format!("holdout {} leaves nothing to train on ({n} sentences)", cfg.holdout)));
+            return Err(Error::Config(format!(
+                "holdout {} leaves nothing to train on ({n} sentences)",
+                cfg.holdout
+            )));
         }
-        let fits = |i: &usize| !targets[*i].is_empty() && targets[*i].len() <= cfg.max_target_tokens;
+        let fits =
+            |i: &usize| !targets[*i].is_empty() && targets[*i].len() <= cfg.max_target_tokens;
         let train: Vec<usize> = (0..n - cfg.holdout).filter(fits).collect();
         let held: Vec<usize> = (n - cfg.holdout..n).filter(fits).collect();
         let dropped = n - train.len() - held.len();
         if dropped > 0 {
-            tracing::info!("{dropped} of {n} sentences are longer than {} LLM tokens and are left out", cfg.max_target_tokens);
+            tracing::info!(
+                "{dropped} of {n} sentences are longer than {} LLM tokens and are left out",
+                cfg.max_target_tokens
+            );
         }
         if train.len() < cfg.batch_size {
-            return Err(Error::Config(format!("only {} training sentences fit; need at least one batch of {}", train.len(), cfg.batch_size)));
+            return Err(Error::Config(format!(
+                "only {} training sentences fit; need at least one batch of {}",
+                train.len(),
+                cfg.batch_size
+            )));
         }
         let opt = AdamW::new(adaptor.sorted_vars(), cfg.adamw.clone())?;
-        let batches = Batches::new(train.clone(), cfg.batch_size, cfg.seed, 0x5eed_0000).grouped_by(targets.iter().map(Vec::len).collect());
-        Ok(Self { llm, prompt, adaptor, opt, cfg, emb, targets, train, held, batches, step: 0 })
+        let batches = Batches::new(train.clone(), cfg.batch_size, cfg.seed, 0x5eed_0000)
+            .grouped_by(targets.iter().map(Vec::len).collect());
+        Ok(Self {
+            llm,
+            prompt,
+            adaptor,
+            opt,
+            cfg,
+            emb,
+            targets,
+            train,
+            held,
+            batches,
+            step: 0,
+        })
     }
 
     /// The batch of step `step` (0-based): a pure function of the seed, so a resumed run sees the
@@ -116,11 +161,24 @@ impl<'a> Aligner<'a> {
     }
 
     fn loss_of(&self, rows: &[usize], grad: bool) -> Result<(Tensor, usize)> {
-        let ids = Tensor::new(rows.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(), self.emb.device())?;
+        let ids = Tensor::new(
+            rows.iter()
+                .map(|&i| i as u32)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            self.emb.device(),
+        )?;
         let h = self.emb.index_select(&ids, 0)?;
         let soft = self.adaptor.forward(&h)?;
         let tg: Vec<Vec<u32>> = rows.iter().map(|&i| self.targets[i].clone()).collect();
-        self.prompt.gen_loss_deep(self.llm, self.adaptor.lora(), self.adaptor.deep(), &soft, &tg, grad)
+        self.prompt.gen_loss_deep(
+            self.llm,
+            self.adaptor.lora(),
+            self.adaptor.deep(),
+            &soft,
+            &tg,
+            grad,
+        )
     }
 
     /// One optimiser step; returns its log line (with held-out loss on evaluation steps).
@@ -133,11 +191,31 @@ impl<'a> Aligner<'a> {
             return Err(Error::Config(format!("loss {value} at step {}: training diverged; the last checkpoint is kept (lower `lr`)", self.step + 1)));
         }
         let grads = loss.backward()?;
-        let lr = lr_at(self.step, self.cfg.lr, self.cfg.warmup, self.cfg.steps, self.cfg.lr_floor);
+        let lr = lr_at(
+            self.step,
+            self.cfg.lr,
+            self.cfg.warmup,
+            self.cfg.steps,
+            self.cfg.lr_floor,
+        );
         let grad_norm = self.opt.step(&grads, lr, self.cfg.clip)?;
         self.step += 1;
-        let eval_loss = if self.cfg.eval_every > 0 && (self.step.is_multiple_of(self.cfg.eval_every) || self.step == self.cfg.steps) { Some(self.eval_loss()?) } else { None };
-        Ok(StepLog { step: self.step, loss: value, lr, grad_norm, tokens, seconds: t0.elapsed().as_secs_f64(), eval_loss })
+        let eval_loss = if self.cfg.eval_every > 0
+            && (self.step.is_multiple_of(self.cfg.eval_every) || self.step == self.cfg.steps)
+        {
+            Some(self.eval_loss()?)
+        } else {
+            None
+        };
+        Ok(StepLog {
+            step: self.step,
+            loss: value,
+            lr,
+            grad_norm,
+            tokens,
+            seconds: t0.elapsed().as_secs_f64(),
+            eval_loss,
+        })
     }
 
     /// Mean held-out L_GEN (token-weighted), without gradients.
@@ -167,7 +245,11 @@ impl<'a> Aligner<'a> {
         let r = Restore::read(path, KIND, self.emb.device())?;
         r.expect("adaptor", self.adaptor.config(), "adaptor settings")?;
         r.expect("align", &self.cfg, "training settings")?;
-        r.expect("train_size", self.train.len(), "the corpus and its length filter")?;
+        r.expect(
+            "train_size",
+            self.train.len(),
+            "the corpus and its length filter",
+        )?;
         r.vars("adaptor", &self.adaptor.sorted_vars())?;
         r.optimizer("adaptor", &mut self.opt)?;
         self.step = r.step()?;

@@ -29,7 +29,9 @@ pub struct BundlePaths {
 impl BundlePaths {
     /// The parts of the bundle in `dir`.
     pub fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf() }
+        Self {
+            dir: dir.to_path_buf(),
+        }
     }
     /// The task classifier.
     pub fn classifier(&self) -> PathBuf {
@@ -79,7 +81,10 @@ pub fn save(paths: &BundlePaths, w: &Warmup, meta: serde_json::Value) -> Result<
 pub fn load_classifier(paths: &BundlePaths, device: &Device) -> Result<Classifier> {
     let p = paths.classifier();
     if !p.exists() {
-        return Err(Error::model(&paths.dir, format!("no {CLASSIFIER}: not a bundle written by `imix warmup`")));
+        return Err(Error::model(
+            &paths.dir,
+            format!("no {CLASSIFIER}: not a bundle written by `imix warmup`"),
+        ));
     }
     Ok(Classifier::load(&p, device)?.0)
 }
@@ -98,5 +103,9 @@ pub fn load(paths: &BundlePaths, encoder_dir: &Path, base: Encoder, llm: &Llm) -
     let ap = paths.adaptor();
     let adaptor = Adaptor::load(&ap, llm.device())?;
     adaptor.check_models(&ap, encoder.name(), encoder.dim(), llm.name(), llm.config())?;
-    Ok(Bundle { classifier, adaptor, encoder })
+    Ok(Bundle {
+        classifier,
+        adaptor,
+        encoder,
+    })
 }

@@ -20,7 +20,13 @@ impl Batches {
     /// seed streams of different stages.
     pub fn new(rows: Vec<usize>, batch_size: usize, seed: u64, salt: u64) -> Self {
         let batch_size = batch_size.min(rows.len()).max(1);
-        Self { rows, batch_size, seed, salt, lengths: None }
+        Self {
+            rows,
+            batch_size,
+            seed,
+            salt,
+            lengths: None,
+        }
     }
 
     /// Groups rows of similar `lengths` (indexed by row) into the same batch, within windows of
@@ -49,7 +55,11 @@ impl Batches {
         for chunk in idx.chunks(bs * 32) {
             let mut c = chunk.to_vec();
             c.sort_by_key(|&i| len[i]);
-            batches.extend(c.chunks(bs).filter(|b| b.len() == bs).map(<[usize]>::to_vec));
+            batches.extend(
+                c.chunks(bs)
+                    .filter(|b| b.len() == bs)
+                    .map(<[usize]>::to_vec),
+            );
         }
         batches.shuffle(&mut rng);
         batches.into_iter().nth(k).unwrap_or_default()

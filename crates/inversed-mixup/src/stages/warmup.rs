@@ -44,7 +44,17 @@ pub struct WarmupConfig {
 
 impl Default for WarmupConfig {
     fn default() -> Self {
-        Self { steps: 60, batch_size: 8, lr_classifier: 5e-2, lr_adaptor: 3e-4, beta: 1.0, seed: 0, max_target_tokens: 48, finetune: None, lr_encoder: 2e-5 }
+        Self {
+            steps: 60,
+            batch_size: 8,
+            lr_classifier: 5e-2,
+            lr_adaptor: 3e-4,
+            beta: 1.0,
+            seed: 0,
+            max_target_tokens: 48,
+            finetune: None,
+            lr_encoder: 2e-5,
+        }
     }
 }
 
@@ -71,10 +81,20 @@ pub struct FineTune<'a> {
 
 impl<'a> FineTune<'a> {
     /// Selects the variables to train: all (`top == 0`) or those of the top `top` layers.
-    pub fn new(encoder: &'a Encoder, varmap: &VarMap, top: usize, texts: &[String]) -> Result<Self> {
+    pub fn new(
+        encoder: &'a Encoder,
+        varmap: &VarMap,
+        top: usize,
+        texts: &[String],
+    ) -> Result<Self> {
         let (vars, trained) = encoder.select_vars(varmap, top)?;
         let opt = AdamW::new(trained, AdamWConfig::default())?;
-        Ok(Self { encoder, vars, opt, texts: texts.to_vec() })
+        Ok(Self {
+            encoder,
+            vars,
+            opt,
+            texts: texts.to_vec(),
+        })
     }
 }
 
@@ -104,16 +124,54 @@ pub struct Warmup<'a> {
 
 impl<'a> Warmup<'a> {
     /// Prepares warm-up on embeddings `(n, dim)` of `texts` with class ids `y`.
-    pub fn new(llm: &'a Llm, adaptor: Adaptor, classifier: Classifier, texts: &[String], emb: Tensor, y: Vec<usize>, cfg: WarmupConfig) -> Result<Self> {
+    pub fn new(
+        llm: &'a Llm,
+        adaptor: Adaptor,
+        classifier: Classifier,
+        texts: &[String],
+        emb: Tensor,
+        y: Vec<usize>,
+        cfg: WarmupConfig,
+    ) -> Result<Self> {
         let prompt = Prompt::new(&adaptor.config().template, adaptor.config().k, llm)?;
-        let targets = texts.iter().map(|t| Prompt::target_ids(llm, t)).collect::<Result<Vec<_>>>()?;
-        let opt_c = AdamW::new(classifier.vars(), AdamWConfig { weight_decay: 1e-4, ..Default::default() })?;
+        let targets = texts
+            .iter()
+            .map(|t| Prompt::target_ids(llm, t))
+            .collect::<Result<Vec<_>>>()?;
+        let opt_c = AdamW::new(
+            classifier.vars(),
+            AdamWConfig {
+                weight_decay: 1e-4,
+                ..Default::default()
+            },
+        )?;
         let opt_a = AdamW::new(adaptor.sorted_vars(), AdamWConfig::default())?;
         if texts.len() < 2 {
-            return Err(Error::Config("warm-up needs at least two labelled sentences".into()));
+            return Err(Error::Config(
+                "warm-up needs at least two labelled sentences".into(),
+            ));
         }
-        let batches = Batches::new((0..y.len()).collect(), cfg.batch_size, cfg.seed, 0x3a7a_0000);
-        Ok(Self { llm, prompt, classifier, adaptor, opt_c, opt_a, emb, y, targets, cfg, batches, step: 0, finetune: None })
+        let batches = Batches::new(
+            (0..y.len()).collect(),
+            cfg.batch_size,
+            cfg.seed,
+            0x3a7a_0000,
+        );
+        Ok(Self {
+            llm,
+            prompt,
+            classifier,
+            adaptor,
+            opt_c,
+            opt_a,
+            emb,
+            y,
+            targets,
+            cfg,
+            batches,
+            step: 0,
+            finetune: None,
+        })
     }
 
     /// Fine-tunes the encoder too (its embeddings are then recomputed through it every step).
@@ -136,21 +194,46 @@ impl<'a> Warmup<'a> {
                 f.encoder.embed(&t)?
             }
             None => {
-                let ids = Tensor::new(rows.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(), self.emb.device())?;
+                let ids = Tensor::new(
+                    rows.iter()
+                        .map(|&i| i as u32)
+                        .collect::<Vec<_>>()
+                        .as_slice(),
+                    self.emb.device(),
+                )?;
                 self.emb.index_select(&ids, 0)?
             }
         };
         let yb: Vec<usize> = rows.iter().map(|&i| self.y[i]).collect();
         let t = targets_tensor(&one_hot(&yb, self.classifier.labels.len()), h.device())?;
         let ce = self.classifier.loss(&h, &t)?;
-        let gen_rows: Vec<usize> = (0..rows.len()).filter(|&j| self.targets[rows[j]].len() <= self.cfg.max_target_tokens).collect();
+        let gen_rows: Vec<usize> = (0..rows.len())
+            .filter(|&j| self.targets[rows[j]].len() <= self.cfg.max_target_tokens)
+            .collect();
         let (loss, gen) = if gen_rows.is_empty() {
             (ce.clone(), 0.0)
         } else {
-            let sel = Tensor::new(gen_rows.iter().map(|&j| j as u32).collect::<Vec<_>>().as_slice(), h.device())?;
+            let sel = Tensor::new(
+                gen_rows
+                    .iter()
+                    .map(|&j| j as u32)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                h.device(),
+            )?;
             let soft = self.adaptor.forward(&h.index_select(&sel, 0)?)?;
-            let tg: Vec<Vec<u32>> = gen_rows.iter().map(|&j| self.targets[rows[j]].clone()).collect();
-            let (g, _) = self.prompt.gen_loss_deep(self.llm, self.adaptor.lora(), self.adaptor.deep(), &soft, &tg, true)?;
+            let tg: Vec<Vec<u32>> = gen_rows
+                .iter()
+                .map(|&j| self.targets[rows[j]].clone())
+                .collect();
+            let (g, _) = self.prompt.gen_loss_deep(
+                self.llm,
+                self.adaptor.lora(),
+                self.adaptor.deep(),
+                &soft,
+                &tg,
+                true,
+            )?;
             let gv = g.to_scalar::<f32>()? as f64;
             ((&ce + (g * self.cfg.beta)?)?, gv)
         };
@@ -167,7 +250,11 @@ impl<'a> Warmup<'a> {
             f.opt.step(&grads, lr_e, 1.0)?;
         }
         self.step += 1;
-        Ok(WarmupLog { step: self.step, ce: ce.to_scalar::<f32>()? as f64, gen })
+        Ok(WarmupLog {
+            step: self.step,
+            ce: ce.to_scalar::<f32>()? as f64,
+            gen,
+        })
     }
 
     /// Writes classifier, adaptor, the fine-tuned encoder (if any) and their optimisers' state atomically.
@@ -209,7 +296,15 @@ impl<'a> Warmup<'a> {
     /// step on resume) and saving the checkpoint every `checkpoint_every` steps and at the end.
     /// `on_step` sees each step's log (progress bars). The loop `imix warmup` and the Python
     /// package share.
-    pub fn run(&mut self, steps: usize, checkpoint_every: usize, ckpt: &Path, curve: &Path, resume: bool, on_step: &mut dyn FnMut(&WarmupLog)) -> Result<()> {
+    pub fn run(
+        &mut self,
+        steps: usize,
+        checkpoint_every: usize,
+        ckpt: &Path,
+        curve: &Path,
+        resume: bool,
+        on_step: &mut dyn FnMut(&WarmupLog),
+    ) -> Result<()> {
         if resume {
             self.load_checkpoint(ckpt)?;
             tracing::info!("resumed at step {}", self.step);
@@ -218,7 +313,10 @@ impl<'a> Warmup<'a> {
             crate::data::io::write_atomic(curve, b"")?;
         }
         let io = |e: std::io::Error| Error::io(curve, e);
-        let mut log = std::fs::OpenOptions::new().append(true).open(curve).map_err(io)?;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(curve)
+            .map_err(io)?;
         while self.step < steps {
             let s = self.train_step()?;
             crate::data::jsonl::append(&mut log, &s).map_err(io)?;
@@ -234,6 +332,14 @@ impl<'a> Warmup<'a> {
 
 /// Writes the fine-tuned encoder weights (all of them, so the file loads on its own) atomically.
 pub fn save_encoder(f: &FineTune, path: &Path) -> Result<()> {
-    let t: HashMap<String, Tensor> = f.vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
-    checkpoint::save(path, &t, &serde_json::json!({"kind": "encoder", "encoder": f.encoder.name()}))
+    let t: HashMap<String, Tensor> = f
+        .vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    checkpoint::save(
+        path,
+        &t,
+        &serde_json::json!({"kind": "encoder", "encoder": f.encoder.name()}),
+    )
 }

@@ -10,7 +10,9 @@ use std::path::Path;
 
 fn randn(rng: &mut rand_chacha::ChaCha8Rng, dims: &[usize], scale: f32) -> Tensor {
     let n: usize = dims.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0) * scale).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+        .collect();
     Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
 }
 
@@ -24,7 +26,9 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) {
     std::fs::create_dir_all(dir).unwrap();
     let (h, layers, heads, kv, ffn) = (32usize, 2usize, 4usize, 2usize, 64usize);
     let hd = h / heads;
-    let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet().into_iter().collect();
+    let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet()
+        .into_iter()
+        .collect();
     alphabet.sort();
     let mut vocab = serde_json::Map::new();
     for (i, c) in alphabet.iter().enumerate() {
@@ -52,8 +56,14 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) {
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut t = HashMap::new();
-    t.insert("model.embed_tokens.weight".to_string(), randn(&mut rng, &[v, h], 0.2));
-    t.insert("model.norm.weight".to_string(), (randn(&mut rng, &[h], 0.1) + 1.0).unwrap());
+    t.insert(
+        "model.embed_tokens.weight".to_string(),
+        randn(&mut rng, &[v, h], 0.2),
+    );
+    t.insert(
+        "model.norm.weight".to_string(),
+        (randn(&mut rng, &[h], 0.1) + 1.0).unwrap(),
+    );
     let s = 1.0 / (h as f32).sqrt();
     for i in 0..layers {
         let p = format!("model.layers.{i}");
@@ -67,8 +77,14 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) {
         put("mlp.gate_proj.weight", &[ffn, h], s);
         put("mlp.up_proj.weight", &[ffn, h], s);
         put("mlp.down_proj.weight", &[h, ffn], 1.0 / (ffn as f32).sqrt());
-        t.insert(format!("{p}.input_layernorm.weight"), (randn(&mut rng, &[h], 0.1) + 1.0).unwrap());
-        t.insert(format!("{p}.post_attention_layernorm.weight"), (randn(&mut rng, &[h], 0.1) + 1.0).unwrap());
+        t.insert(
+            format!("{p}.input_layernorm.weight"),
+            (randn(&mut rng, &[h], 0.1) + 1.0).unwrap(),
+        );
+        t.insert(
+            format!("{p}.post_attention_layernorm.weight"),
+            (randn(&mut rng, &[h], 0.1) + 1.0).unwrap(),
+        );
     }
     save(&dir.join("model.safetensors"), t);
 }
@@ -77,12 +93,19 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) {
 /// sentence-transformers pooling files.
 pub fn write_tiny_bert(dir: &Path, seed: u64) {
     std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
-    let mut words: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].iter().map(|s| s.to_string()).collect();
+    let mut words: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for c in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-".chars() {
         words.push(c.to_string());
         words.push(format!("##{c}"));
     }
-    let vocab: serde_json::Map<String, serde_json::Value> = words.iter().enumerate().map(|(i, w)| (w.clone(), json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.clone(), json!(i)))
+        .collect();
     let special = |id: usize, c: &str| json!({"id": id, "content": c, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
     let tok = json!({
         "version": "1.0", "truncation": null, "padding": null,
@@ -110,32 +133,56 @@ pub fn write_tiny_bert(dir: &Path, seed: u64) {
         .to_string(),
     )
     .unwrap();
-    std::fs::write(dir.join("1_Pooling/config.json"), json!({"word_embedding_dimension": h, "pooling_mode_mean_tokens": true}).to_string()).unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        json!({"word_embedding_dimension": h, "pooling_mode_mean_tokens": true}).to_string(),
+    )
+    .unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut t = HashMap::new();
     let mut put = |n: String, d: &[usize], sc: f32| {
         t.insert(n, randn(&mut rng, d, sc));
     };
     put("embeddings.word_embeddings.weight".into(), &[v, h], 1.0);
-    put("embeddings.position_embeddings.weight".into(), &[64, h], 0.1);
-    put("embeddings.token_type_embeddings.weight".into(), &[2, h], 0.1);
+    put(
+        "embeddings.position_embeddings.weight".into(),
+        &[64, h],
+        0.1,
+    );
+    put(
+        "embeddings.token_type_embeddings.weight".into(),
+        &[2, h],
+        0.1,
+    );
     let s = 1.0 / (h as f32).sqrt();
     for i in 0..layers {
         let p = format!("encoder.layer.{i}");
-        for n in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
+        for n in [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ] {
             put(format!("{p}.{n}.weight"), &[h, h], s);
             put(format!("{p}.{n}.bias"), &[h], 0.1);
         }
         put(format!("{p}.intermediate.dense.weight"), &[ffn, h], s);
         put(format!("{p}.intermediate.dense.bias"), &[ffn], 0.1);
-        put(format!("{p}.output.dense.weight"), &[h, ffn], 1.0 / (ffn as f32).sqrt());
+        put(
+            format!("{p}.output.dense.weight"),
+            &[h, ffn],
+            1.0 / (ffn as f32).sqrt(),
+        );
         put(format!("{p}.output.dense.bias"), &[h], 0.1);
     }
     let ones = Tensor::ones(h, DType::F32, &Device::Cpu).unwrap();
     let zeros = Tensor::zeros(h, DType::F32, &Device::Cpu).unwrap();
-    for ln in
-        std::iter::once("embeddings.LayerNorm".to_string()).chain((0..layers).flat_map(|i| [format!("encoder.layer.{i}.attention.output.LayerNorm"), format!("encoder.layer.{i}.output.LayerNorm")]))
-    {
+    for ln in std::iter::once("embeddings.LayerNorm".to_string()).chain((0..layers).flat_map(|i| {
+        [
+            format!("encoder.layer.{i}.attention.output.LayerNorm"),
+            format!("encoder.layer.{i}.output.LayerNorm"),
+        ]
+    })) {
         t.insert(format!("{ln}.weight"), ones.clone());
         t.insert(format!("{ln}.bias"), zeros.clone());
     }
@@ -144,11 +191,45 @@ pub fn write_tiny_bert(dir: &Path, seed: u64) {
 
 /// A small corpus of varied sentences, generated (tests never read ../shared).
 pub fn sentences(n: usize, seed: u64) -> Vec<String> {
-    let subj = ["the cat", "a dog", "my friend", "the old man", "this film", "our team", "the river", "a bird"];
-    let verb = ["sees", "likes", "finds", "hates", "crosses", "watches", "builds", "remembers"];
-    let obj = ["the house", "a red ball", "the quiet town", "every song", "the long road", "two apples"];
+    let subj = [
+        "the cat",
+        "a dog",
+        "my friend",
+        "the old man",
+        "this film",
+        "our team",
+        "the river",
+        "a bird",
+    ];
+    let verb = [
+        "sees",
+        "likes",
+        "finds",
+        "hates",
+        "crosses",
+        "watches",
+        "builds",
+        "remembers",
+    ];
+    let obj = [
+        "the house",
+        "a red ball",
+        "the quiet town",
+        "every song",
+        "the long road",
+        "two apples",
+    ];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| format!("{} {} {}.", subj[rng.random_range(0..subj.len())], verb[rng.random_range(0..verb.len())], obj[rng.random_range(0..obj.len())])).collect()
+    (0..n)
+        .map(|_| {
+            format!(
+                "{} {} {}.",
+                subj[rng.random_range(0..subj.len())],
+                verb[rng.random_range(0..verb.len())],
+                obj[rng.random_range(0..obj.len())]
+            )
+        })
+        .collect()
 }
 
 /// Compares autograd `grad` of `var` with central finite differences of `loss` on every entry.
@@ -157,14 +238,31 @@ pub fn sentences(n: usize, seed: u64) -> Vec<String> {
 /// `rel` in L2 norm (seen: 1e-4 to 1e-2), and the check
 /// must have signal: at least 3 entries `SIGNAL` times above ATOL, so that a zero, halved or
 /// misrouted gradient cannot pass.
-pub fn check_var_grad(name: &str, var: &candle_core::Var, grad: &[f32], loss: &dyn Fn() -> f64, rel: f64) {
+pub fn check_var_grad(
+    name: &str,
+    var: &candle_core::Var,
+    grad: &[f32],
+    loss: &dyn Fn() -> f64,
+    rel: f64,
+) {
     const ATOL: f64 = 1e-4;
     const SIGNAL: f64 = 10.0;
-    let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let base = var
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(base.len(), grad.len(), "{name}: gradient shape");
-    let strong = grad.iter().filter(|g| (**g as f64).abs() >= SIGNAL * ATOL).count();
+    let strong = grad
+        .iter()
+        .filter(|g| (**g as f64).abs() >= SIGNAL * ATOL)
+        .count();
     assert!(strong >= 3, "{name}: only {strong} gradient entries are {SIGNAL}x above the tolerance {ATOL}: the check would prove nothing");
-    let set = |v: &[f32]| var.set(&Tensor::from_slice(v, var.dims(), &Device::Cpu).unwrap()).unwrap();
+    let set = |v: &[f32]| {
+        var.set(&Tensor::from_slice(v, var.dims(), &Device::Cpu).unwrap())
+            .unwrap()
+    };
     let eps = 1e-2f32;
     let mut p = base.clone();
     let (mut diff2, mut norm2) = (0f64, 0f64);
@@ -178,12 +276,19 @@ pub fn check_var_grad(name: &str, var: &candle_core::Var, grad: &[f32], loss: &d
         p[i] = base[i];
         let fd = (lp - lm) / (2.0 * eps as f64);
         let an = grad[i] as f64;
-        assert!((fd - an).abs() <= ATOL + rel * an.abs(), "{name}[{i}]: autograd {an} vs finite difference {fd}");
+        assert!(
+            (fd - an).abs() <= ATOL + rel * an.abs(),
+            "{name}[{i}]: autograd {an} vs finite difference {fd}"
+        );
         diff2 += (fd - an).powi(2);
         norm2 += an.powi(2);
     }
     set(&base);
-    assert!(diff2.sqrt() <= rel * norm2.sqrt(), "{name}: relative L2 error {:.4} above {rel}", diff2.sqrt() / norm2.sqrt());
+    assert!(
+        diff2.sqrt() <= rel * norm2.sqrt(),
+        "{name}: relative L2 error {:.4} above {rel}",
+        diff2.sqrt() / norm2.sqrt()
+    );
 }
 
 /// Runs L_GEN through the lean and the plain training path of `llm` and asserts the same loss
@@ -198,21 +303,51 @@ pub fn assert_lean_equals_plain(
     grad_tol: f32,
 ) {
     use inversed_mixup::method::prompt::Prompt;
-    let targets: Vec<Vec<u32>> = texts.iter().map(|t| Prompt::target_ids(llm, t).unwrap()).collect();
+    let targets: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| Prompt::target_ids(llm, t).unwrap())
+        .collect();
     let mut run = |lean: bool| {
         llm.set_lean_training(lean);
-        let loss = prompt.gen_loss_deep(llm, a.lora(), a.deep(), &a.forward(h).unwrap(), &targets, true).unwrap().0;
+        let loss = prompt
+            .gen_loss_deep(
+                llm,
+                a.lora(),
+                a.deep(),
+                &a.forward(h).unwrap(),
+                &targets,
+                true,
+            )
+            .unwrap()
+            .0;
         let g = loss.backward().unwrap();
-        let grads: Vec<Vec<f32>> = a.sorted_vars().iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        let grads: Vec<Vec<f32>> = a
+            .sorted_vars()
+            .iter()
+            .map(|(_, v)| {
+                g.get(v.as_tensor())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect();
         (loss.to_scalar::<f32>().unwrap(), grads)
     };
     let ((ll, gl), (lp, gp)) = (run(true), run(false));
-    assert!((ll - lp).abs() <= loss_tol * lp.abs().max(1.0), "lean loss {ll} vs plain {lp}");
+    assert!(
+        (ll - lp).abs() <= loss_tol * lp.abs().max(1.0),
+        "lean loss {ll} vs plain {lp}"
+    );
     for (a, b) in gl.iter().zip(&gp) {
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(scale > 0.0, "no gradient reached the adaptor");
         for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() <= grad_tol * scale, "gradient {x} vs {y} (scale {scale})");
+            assert!(
+                (x - y).abs() <= grad_tol * scale,
+                "gradient {x} vs {y} (scale {scale})"
+            );
         }
     }
 }
@@ -229,17 +364,41 @@ pub fn tiny_llm() -> (tempfile::TempDir, inversed_mixup::nets::llm::Llm) {
 pub fn uniform(dims: &[usize], seed: u64) -> Tensor {
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let n: usize = dims.iter().product();
-    Tensor::from_vec((0..n).map(|_| r.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), dims, &Device::Cpu).unwrap()
+    Tensor::from_vec(
+        (0..n)
+            .map(|_| r.random_range(-1.0f32..1.0))
+            .collect::<Vec<_>>(),
+        dims,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// The bit patterns of tensors (as f32): equality means bit-identical.
 pub fn bits(ts: &[&Tensor]) -> Vec<Vec<u32>> {
-    ts.iter().map(|t| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
+    ts.iter()
+        .map(|t| {
+            t.to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        })
+        .collect()
 }
 
 /// The bit patterns of an adaptor's trainable variables, in `sorted_vars` order.
 pub fn adaptor_bits(a: &inversed_mixup::method::adaptor::Adaptor) -> Vec<Vec<u32>> {
-    bits(&a.sorted_vars().iter().map(|(_, v)| v.as_tensor()).collect::<Vec<_>>())
+    bits(
+        &a.sorted_vars()
+            .iter()
+            .map(|(_, v)| v.as_tensor())
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Stage 1 on the tiny models with adaptors made by `make(llm, enc_dim, seed)`: 8 steps keep the
@@ -248,8 +407,15 @@ pub fn adaptor_bits(a: &inversed_mixup::method::adaptor::Adaptor) -> Vec<Vec<u32
 /// after)` then checks what the 8 steps changed (`what` names the setting in messages).
 pub fn assert_stage1_frozen_and_resumes_exactly(
     what: &str,
-    make: &dyn Fn(&inversed_mixup::nets::llm::Llm, usize, u64) -> inversed_mixup::method::adaptor::Adaptor,
-    trained: &dyn Fn(&inversed_mixup::method::adaptor::Adaptor, &inversed_mixup::method::adaptor::Adaptor),
+    make: &dyn Fn(
+        &inversed_mixup::nets::llm::Llm,
+        usize,
+        u64,
+    ) -> inversed_mixup::method::adaptor::Adaptor,
+    trained: &dyn Fn(
+        &inversed_mixup::method::adaptor::Adaptor,
+        &inversed_mixup::method::adaptor::Adaptor,
+    ),
 ) {
     use inversed_mixup::nets::encoder::{embed_corpus, Encoder};
     use inversed_mixup::nets::llm::Llm;
@@ -261,35 +427,86 @@ pub fn assert_stage1_frozen_and_resumes_exactly(
     let llm = Llm::load(&d.path().join("llm"), &Device::Cpu).unwrap();
     let texts = sentences(48, 3);
     let emb = embed_corpus(&enc, &texts, None, &|_, _| {}).unwrap();
-    let cfg = AlignConfig { steps: 8, batch_size: 4, lr: 1e-2, warmup: 2, holdout: 8, eval_every: 0, max_target_tokens: 64, ..Default::default() };
+    let cfg = AlignConfig {
+        steps: 8,
+        batch_size: 4,
+        lr: 1e-2,
+        warmup: 2,
+        holdout: 8,
+        eval_every: 0,
+        max_target_tokens: 64,
+        ..Default::default()
+    };
     let llm_before = bits(&llm.weights());
-    let mut full = Aligner::new(&llm, make(&llm, enc.dim(), 0), &texts, emb.clone(), cfg.clone()).unwrap();
+    let mut full = Aligner::new(
+        &llm,
+        make(&llm, enc.dim(), 0),
+        &texts,
+        emb.clone(),
+        cfg.clone(),
+    )
+    .unwrap();
     let curve: Vec<f64> = (0..8).map(|_| full.train_step().unwrap().loss).collect();
-    assert_eq!(bits(&llm.weights()), llm_before, "frozen LLM weights changed ({what})");
+    assert_eq!(
+        bits(&llm.weights()),
+        llm_before,
+        "frozen LLM weights changed ({what})"
+    );
     trained(&make(&llm, enc.dim(), 0), &full.adaptor);
 
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("a.ckpt");
-    let mut first = Aligner::new(&llm, make(&llm, enc.dim(), 0), &texts, emb.clone(), cfg.clone()).unwrap();
+    let mut first = Aligner::new(
+        &llm,
+        make(&llm, enc.dim(), 0),
+        &texts,
+        emb.clone(),
+        cfg.clone(),
+    )
+    .unwrap();
     let mut resumed: Vec<f64> = (0..3).map(|_| first.train_step().unwrap().loss).collect();
     first.save_checkpoint(&ck).unwrap();
     drop(first);
     let mut second = Aligner::new(&llm, make(&llm, enc.dim(), 9), &texts, emb, cfg).unwrap();
     second.load_checkpoint(&ck).unwrap();
     resumed.extend((0..5).map(|_| second.train_step().unwrap().loss));
-    assert_eq!(resumed, curve, "resumed loss curve must equal the uninterrupted one bit for bit ({what})");
-    assert_eq!(adaptor_bits(&second.adaptor), adaptor_bits(&full.adaptor), "resumed weights differ ({what})");
+    assert_eq!(
+        resumed, curve,
+        "resumed loss curve must equal the uninterrupted one bit for bit ({what})"
+    );
+    assert_eq!(
+        adaptor_bits(&second.adaptor),
+        adaptor_bits(&full.adaptor),
+        "resumed weights differ ({what})"
+    );
 }
 
 /// A tiny random encoder (seed 2), LLM (seed 1) and a fresh adaptor (`adaptor_seed`, k = 2) between
 /// them, written under `dir` and loaded: the parts of an `Inverter`.
-pub fn tiny_inverter_parts(dir: &Path, adaptor_seed: u64) -> (inversed_mixup::nets::encoder::Encoder, inversed_mixup::nets::llm::Llm, inversed_mixup::method::adaptor::Adaptor) {
+pub fn tiny_inverter_parts(
+    dir: &Path,
+    adaptor_seed: u64,
+) -> (
+    inversed_mixup::nets::encoder::Encoder,
+    inversed_mixup::nets::llm::Llm,
+    inversed_mixup::method::adaptor::Adaptor,
+) {
     use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig};
     write_tiny_llama(&dir.join("llm"), 1);
     write_tiny_bert(&dir.join("enc"), 2);
     let enc = inversed_mixup::nets::encoder::Encoder::load(&dir.join("enc"), &Device::Cpu).unwrap();
     let llm = inversed_mixup::nets::llm::Llm::load(&dir.join("llm"), &Device::Cpu).unwrap();
-    let cfg = AdaptorConfig { encoder: enc.name().into(), enc_dim: enc.dim(), llm: llm.name().into(), llm_dim: 32, k: 2, hidden: 16, template: "<soft>:".into(), lora: None, deep: None };
+    let cfg = AdaptorConfig {
+        encoder: enc.name().into(),
+        enc_dim: enc.dim(),
+        llm: llm.name().into(),
+        llm_dim: 32,
+        k: 2,
+        hidden: 16,
+        template: "<soft>:".into(),
+        lora: None,
+        deep: None,
+    };
     let adaptor = Adaptor::new(cfg, adaptor_seed, &Device::Cpu).unwrap();
     (enc, llm, adaptor)
 }

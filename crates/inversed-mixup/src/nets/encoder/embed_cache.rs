@@ -16,7 +16,12 @@ pub(crate) fn length_batches(texts: &[String], size: usize) -> Vec<Vec<usize>> {
 }
 
 /// Embeddings `(n, dim)` of `texts`, read from `cache` when it holds exactly these texts.
-pub fn embed_corpus(enc: &Encoder, texts: &[String], cache: Option<&Path>, progress: &dyn Fn(usize, usize)) -> Result<Tensor> {
+pub fn embed_corpus(
+    enc: &Encoder,
+    texts: &[String],
+    cache: Option<&Path>,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Tensor> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(enc.name().as_bytes());
@@ -43,12 +48,19 @@ pub fn embed_corpus(enc: &Encoder, texts: &[String], cache: Option<&Path>, progr
         }
         progress(((done + 1) * 64).min(texts.len()), texts.len());
     }
-    let rows: Vec<Tensor> = rows.into_iter().map(|r| r.expect("every row embedded")).collect();
+    let rows: Vec<Tensor> = rows
+        .into_iter()
+        .map(|r| r.expect("every row embedded"))
+        .collect();
     let all = Tensor::stack(&rows, 0)?;
     if let Some(p) = cache {
         let mut m = HashMap::new();
         m.insert("embeddings".to_string(), all.clone());
-        checkpoint::save(p, &m, &serde_json::json!({ "kind": "embeddings", "key": key }))?;
+        checkpoint::save(
+            p,
+            &m,
+            &serde_json::json!({ "kind": "embeddings", "key": key }),
+        )?;
     }
     Ok(all)
 }

@@ -30,13 +30,17 @@ fn with_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> candle_core::R
 /// Adds `bias` to every row of `x`.
 fn add_rows(x: &mut [f32], bias: &[f32]) {
     let d = bias.len();
-    x.par_chunks_mut(d * 64).for_each(|c| c.chunks_mut(d).for_each(|r| r.iter_mut().zip(bias).for_each(|(v, b)| *v += b)));
+    x.par_chunks_mut(d * 64).for_each(|c| {
+        c.chunks_mut(d)
+            .for_each(|r| r.iter_mut().zip(bias).for_each(|(v, b)| *v += b))
+    });
 }
 
 /// Overwrites every row of `x` with `bias`.
 fn fill_rows(x: &mut [f32], bias: &[f32]) {
     let d = bias.len();
-    x.par_chunks_mut(d * 64).for_each(|c| c.chunks_mut(d).for_each(|r| r.copy_from_slice(bias)));
+    x.par_chunks_mut(d * 64)
+        .for_each(|c| c.chunks_mut(d).for_each(|r| r.copy_from_slice(bias)));
 }
 
 impl Encoder {
@@ -44,7 +48,12 @@ impl Encoder {
     pub(super) fn raw_path_ready(&self) -> bool {
         !self.grad
             && self.word.embeddings().dtype() == candle_core::DType::F32
-            && self.layers.iter().all(|l| l.qkv.as_ref().is_some_and(|q| q.bias().is_some()) && l.o.bias().is_some() && l.up.bias().is_some() && l.down.bias().is_some())
+            && self.layers.iter().all(|l| {
+                l.qkv.as_ref().is_some_and(|q| q.bias().is_some())
+                    && l.o.bias().is_some()
+                    && l.up.bias().is_some()
+                    && l.down.bias().is_some()
+            })
     }
 
     /// Sentence embeddings `(n, dim)` of tokenised sentences through the raw-buffer path.
@@ -56,35 +65,78 @@ impl Encoder {
         let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
         let rows: usize = lens.iter().sum();
         if let Some(&l) = lens.iter().find(|&&l| l > self.cfg.max_position_embeddings) {
-            candle_core::bail!("encoder: {l} tokens, more than the {} positions", self.cfg.max_position_embeddings);
+            candle_core::bail!(
+                "encoder: {l} tokens, more than the {} positions",
+                self.cfg.max_position_embeddings
+            );
         }
         // Embeddings: word + position + segment 0, then LayerNorm.
         let mut x = vec![0f32; rows * d];
-        with_f32(&[self.word.embeddings(), self.pos.embeddings(), self.typ.embeddings(), &self.ln.0, &self.ln.1], |w| {
-            let (word, pos, typ) = (w[0], w[1], &w[2][..d]);
-            let mut r = 0;
-            for s in ids {
-                for (j, &id) in s.iter().enumerate() {
-                    let id = id as usize;
-                    if id >= self.cfg.vocab_size {
-                        return Err(candle_core::Error::Msg(format!("encoder: token id {id} outside the vocabulary of {}", self.cfg.vocab_size)));
+        with_f32(
+            &[
+                self.word.embeddings(),
+                self.pos.embeddings(),
+                self.typ.embeddings(),
+                &self.ln.0,
+                &self.ln.1,
+            ],
+            |w| {
+                let (word, pos, typ) = (w[0], w[1], &w[2][..d]);
+                let mut r = 0;
+                for s in ids {
+                    for (j, &id) in s.iter().enumerate() {
+                        let id = id as usize;
+                        if id >= self.cfg.vocab_size {
+                            return Err(candle_core::Error::Msg(format!(
+                                "encoder: token id {id} outside the vocabulary of {}",
+                                self.cfg.vocab_size
+                            )));
+                        }
+                        let row = &mut x[r * d..(r + 1) * d];
+                        for (((o, a), b), c) in row
+                            .iter_mut()
+                            .zip(&word[id * d..(id + 1) * d])
+                            .zip(&pos[j * d..(j + 1) * d])
+                            .zip(typ)
+                        {
+                            *o = a + b + c;
+                        }
+                        r += 1;
                     }
-                    let row = &mut x[r * d..(r + 1) * d];
-                    for (((o, a), b), c) in row.iter_mut().zip(&word[id * d..(id + 1) * d]).zip(&pos[j * d..(j + 1) * d]).zip(typ) {
-                        *o = a + b + c;
-                    }
-                    r += 1;
                 }
-            }
-            layer_norm(&mut x, w[3], w[4], eps);
-            Ok(())
-        })??;
+                layer_norm(&mut x, w[3], w[4], eps);
+                Ok(())
+            },
+        )??;
         let ffn = self.cfg.intermediate_size;
-        let (mut qkv, mut a, mut u) = (vec![0f32; rows * 3 * d], vec![0f32; rows * d], vec![0f32; rows * ffn]);
+        let (mut qkv, mut a, mut u) = (
+            vec![0f32; rows * 3 * d],
+            vec![0f32; rows * d],
+            vec![0f32; rows * ffn],
+        );
         for l in &self.layers {
-            let Some(stacked) = &l.qkv else { candle_core::bail!("encoder: raw path needs the stacked frozen Q/K/V") };
-            let (Some(bqkv), Some(bo), Some(bup), Some(bdown)) = (stacked.bias(), l.o.bias(), l.up.bias(), l.down.bias()) else { candle_core::bail!("encoder: raw path needs biased projections") };
-            let ts = [stacked.weight(), bqkv, l.o.weight(), bo, &l.ln1.0, &l.ln1.1, l.up.weight(), bup, l.down.weight(), bdown, &l.ln2.0, &l.ln2.1];
+            let Some(stacked) = &l.qkv else {
+                candle_core::bail!("encoder: raw path needs the stacked frozen Q/K/V")
+            };
+            let (Some(bqkv), Some(bo), Some(bup), Some(bdown)) =
+                (stacked.bias(), l.o.bias(), l.up.bias(), l.down.bias())
+            else {
+                candle_core::bail!("encoder: raw path needs biased projections")
+            };
+            let ts = [
+                stacked.weight(),
+                bqkv,
+                l.o.weight(),
+                bo,
+                &l.ln1.0,
+                &l.ln1.1,
+                l.up.weight(),
+                bup,
+                l.down.weight(),
+                bdown,
+                &l.ln2.0,
+                &l.ln2.1,
+            ];
             with_f32(&ts, |w| {
                 // Q/K/V: bias rows, then the product accumulated onto them.
                 fill_rows(&mut qkv, w[1]);
@@ -98,7 +150,9 @@ impl Encoder {
                     parts.push((q, o));
                     (rest_q, rest_a) = (rq, ra);
                 }
-                parts.into_par_iter().for_each_init(Vec::new, |s, (q, o)| attend_seq(q, o, heads, hd, s));
+                parts
+                    .into_par_iter()
+                    .for_each_init(Vec::new, |s, (q, o)| attend_seq(q, o, heads, hd, s));
                 // Output projection onto the residual (+ bias), then LayerNorm.
                 add_rows(&mut x, w[3]);
                 matmul_into(&mut x, &a, w[2], (rows, d, d), Rhs::Transposed, true);
@@ -121,7 +175,8 @@ impl Encoder {
                 Pooling::Cls if n > 0 => o.copy_from_slice(&toks[..d]),
                 Pooling::Cls => {}
                 Pooling::Mean => {
-                    toks.chunks(d).for_each(|t| o.iter_mut().zip(t).for_each(|(o, v)| *o += v));
+                    toks.chunks(d)
+                        .for_each(|t| o.iter_mut().zip(t).for_each(|(o, v)| *o += v));
                     let inv = 1.0 / (n as f32).max(1e-9);
                     o.iter_mut().for_each(|v| *v *= inv);
                 }

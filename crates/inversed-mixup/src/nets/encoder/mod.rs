@@ -100,23 +100,36 @@ impl Encoder {
 
     /// Like [`Encoder::load`], with weights from another file (e.g. an encoder fine-tuned in stage 2).
     pub fn load_with_weights(dir: &Path, weights: Option<&Path>, device: &Device) -> Result<Self> {
-        let st = weights.map(Path::to_path_buf).unwrap_or_else(|| dir.join("model.safetensors"));
+        let st = weights
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join("model.safetensors"));
         if !st.exists() {
-            return Err(Error::model(&st, "missing: not a BERT sentence-encoder directory (expected model.safetensors)"));
+            return Err(Error::model(
+                &st,
+                "missing: not a BERT sentence-encoder directory (expected model.safetensors)",
+            ));
         }
         // SAFETY: the file is memory-mapped read-only; we never write to it while mapped.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&st], DType::F32, device) }.map_err(|e| Error::model(&st, e.to_string()))?;
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&st], DType::F32, device) }
+            .map_err(|e| Error::model(&st, e.to_string()))?;
         Self::new(dir, vb, device)
     }
 
     /// Loads the encoder with trainable weights (`Var`s in the returned map) for fine-tuning;
     /// differentiable ops are switched on.
-    pub fn load_trainable(dir: &Path, weights: Option<&Path>, device: &Device) -> Result<(Self, VarMap)> {
-        let st = weights.map(Path::to_path_buf).unwrap_or_else(|| dir.join("model.safetensors"));
+    pub fn load_trainable(
+        dir: &Path,
+        weights: Option<&Path>,
+        device: &Device,
+    ) -> Result<(Self, VarMap)> {
+        let st = weights
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join("model.safetensors"));
         let mut vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
         let mut e = Self::new(dir, vb, device)?;
-        vm.load(&st).map_err(|e| Error::model(&st, format!("cannot load trainable weights: {e}")))?;
+        vm.load(&st)
+            .map_err(|e| Error::model(&st, format!("cannot load trainable weights: {e}")))?;
         e.grad = true;
         for l in &mut e.layers {
             l.qkv = None;
@@ -128,16 +141,30 @@ impl Encoder {
     /// all of them (`top == 0`) or those of the top `top` layers (embeddings and lower layers stay
     /// frozen).
     pub fn select_vars(&self, varmap: &VarMap, top: usize) -> Result<(NamedVars, NamedVars)> {
-        let mut vars: Vec<(String, Var)> = varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut vars: Vec<(String, Var)> = varmap
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let first = self.num_layers().saturating_sub(top);
         let trained: Vec<(String, Var)> = vars
             .iter()
-            .filter(|(n, _)| top == 0 || n.strip_prefix("encoder.layer.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i >= first))
+            .filter(|(n, _)| {
+                top == 0
+                    || n.strip_prefix("encoder.layer.")
+                        .and_then(|r| r.split('.').next())
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .is_some_and(|i| i >= first)
+            })
             .cloned()
             .collect();
         if trained.is_empty() {
-            return Err(Error::Config(format!("fine-tuning the top {top} layers selects no encoder variables")));
+            return Err(Error::Config(format!(
+                "fine-tuning the top {top} layers selects no encoder variables"
+            )));
         }
         Ok((vars, trained))
     }
@@ -145,7 +172,8 @@ impl Encoder {
     /// Builds the encoder from any `VarBuilder` (a VarMap-backed one makes the weights trainable).
     pub fn new(dir: &Path, vb: VarBuilder, device: &Device) -> Result<Self> {
         let cfg: BertConfig = read_json(&dir.join("config.json"))?;
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| Error::model(dir.join("tokenizer.json"), e.to_string()))?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| Error::model(dir.join("tokenizer.json"), e.to_string()))?;
         let (pooling, normalize) = read_pooling(dir)?;
         let max_len = read_json::<serde_json::Value>(&dir.join("sentence_bert_config.json"))
             .ok()
@@ -155,39 +183,77 @@ impl Encoder {
             .min(cfg.max_position_embeddings);
         // We pad ourselves; the file's own fixed-length padding would only waste compute.
         tokenizer.with_padding(None);
-        tokenizer.with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() })).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         // Some exports prefix every tensor with `bert.`; MiniLM's does not.
-        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
         let load = || -> candle_core::Result<_> {
             let e = vb.pp("embeddings");
             let h = cfg.hidden_size;
             let word = candle_nn::embedding(cfg.vocab_size, h, e.pp("word_embeddings"))?;
-            let pos = candle_nn::embedding(cfg.max_position_embeddings, h, e.pp("position_embeddings"))?;
+            let pos =
+                candle_nn::embedding(cfg.max_position_embeddings, h, e.pp("position_embeddings"))?;
             let typ = candle_nn::embedding(cfg.type_vocab_size, h, e.pp("token_type_embeddings"))?;
-            let ln_e = (e.pp("LayerNorm").get(h, "weight")?, e.pp("LayerNorm").get(h, "bias")?);
+            let ln_e = (
+                e.pp("LayerNorm").get(h, "weight")?,
+                e.pp("LayerNorm").get(h, "bias")?,
+            );
             let mut layers = Vec::new();
             for i in 0..cfg.num_hidden_layers {
                 let l = vb.pp("encoder.layer").pp(i);
                 let a = l.pp("attention");
                 let lin = |n: &str, i, o| candle_nn::linear(i, o, a.pp(n));
-                let (q, k, v) = (lin("self.query", h, h)?, lin("self.key", h, h)?, lin("self.value", h, h)?);
+                let (q, k, v) = (
+                    lin("self.query", h, h)?,
+                    lin("self.key", h, h)?,
+                    lin("self.value", h, h)?,
+                );
                 layers.push(Layer {
                     qkv: Some(stacked_qkv(&q, &k, &v)?),
                     q,
                     k,
                     v,
                     o: lin("output.dense", h, h)?,
-                    ln1: (a.pp("output.LayerNorm").get(h, "weight")?, a.pp("output.LayerNorm").get(h, "bias")?),
+                    ln1: (
+                        a.pp("output.LayerNorm").get(h, "weight")?,
+                        a.pp("output.LayerNorm").get(h, "bias")?,
+                    ),
                     up: candle_nn::linear(h, cfg.intermediate_size, l.pp("intermediate.dense"))?,
                     down: candle_nn::linear(cfg.intermediate_size, h, l.pp("output.dense"))?,
-                    ln2: (l.pp("output.LayerNorm").get(h, "weight")?, l.pp("output.LayerNorm").get(h, "bias")?),
+                    ln2: (
+                        l.pp("output.LayerNorm").get(h, "weight")?,
+                        l.pp("output.LayerNorm").get(h, "bias")?,
+                    ),
                 });
             }
             Ok((word, pos, typ, ln_e, layers))
         };
-        let (word, pos, typ, ln_e, layers) = load().map_err(|e| Error::model(dir, format!("bad BERT weights: {e}")))?;
+        let (word, pos, typ, ln_e, layers) =
+            load().map_err(|e| Error::model(dir, format!("bad BERT weights: {e}")))?;
         let name = model_name(dir);
-        Ok(Self { cfg, tokenizer, word, pos, typ, ln: ln_e, layers, pooling, normalize, max_len, name, grad: false, device: device.clone() })
+        Ok(Self {
+            cfg,
+            tokenizer,
+            word,
+            pos,
+            typ,
+            ln: ln_e,
+            layers,
+            pooling,
+            normalize,
+            max_len,
+            name,
+            grad: false,
+            device: device.clone(),
+        })
     }
 
     /// A frozen copy of this encoder's current weights, with Q/K/V stacked, so that inference
@@ -195,8 +261,12 @@ impl Encoder {
     /// differentiable composition. The copy does not change when training goes on.
     pub fn snapshot(&self) -> Result<Self> {
         let t = |x: &Tensor| x.detach().copy();
-        let lin = |l: &Linear| -> candle_core::Result<Linear> { Ok(Linear::new(t(l.weight())?, l.bias().map(t).transpose()?)) };
-        let emb = |e: &Embedding| -> candle_core::Result<Embedding> { Ok(Embedding::new(t(e.embeddings())?, e.hidden_size())) };
+        let lin = |l: &Linear| -> candle_core::Result<Linear> {
+            Ok(Linear::new(t(l.weight())?, l.bias().map(t).transpose()?))
+        };
+        let emb = |e: &Embedding| -> candle_core::Result<Embedding> {
+            Ok(Embedding::new(t(e.embeddings())?, e.hidden_size()))
+        };
         let mut layers = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             let (q, k, v) = (lin(&l.q)?, lin(&l.k)?, lin(&l.v)?);
@@ -251,13 +321,19 @@ impl Encoder {
 
     /// Token ids (with [CLS]/[SEP]) for one sentence, truncated to `max_len`.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Embeds a batch of sentences: `(n, dim)`.
     pub fn embed(&self, texts: &[&str]) -> Result<Tensor> {
-        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t)).collect::<Result<_>>()?;
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.tokenize(t))
+            .collect::<Result<_>>()?;
         self.embed_ids(&ids)
     }
 
@@ -266,7 +342,10 @@ impl Encoder {
         if texts.len() <= 64 {
             return self.embed(texts);
         }
-        let parts = texts.chunks(64).map(|c| self.embed(c)).collect::<Result<Vec<_>>>()?;
+        let parts = texts
+            .chunks(64)
+            .map(|c| self.embed(c))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&parts, 0)?)
     }
 
@@ -304,8 +383,16 @@ impl Encoder {
         let pos = Tensor::arange(0u32, t as u32, &self.device)?;
         let typ = Tensor::zeros((n, t), DType::U32, &self.device)?;
         // Trained, the lookups are our op: its backward builds each table's gradient in one pass.
-        let emb = |e: &Embedding, ids: &Tensor| if self.grad { imix_kernels::embedding::lookup(e.embeddings(), ids) } else { e.forward(ids) };
-        let x = emb(&self.word, ids)?.broadcast_add(&emb(&self.pos, &pos)?)?.broadcast_add(&emb(&self.typ, &typ)?)?;
+        let emb = |e: &Embedding, ids: &Tensor| {
+            if self.grad {
+                imix_kernels::embedding::lookup(e.embeddings(), ids)
+            } else {
+                e.forward(ids)
+            }
+        };
+        let x = emb(&self.word, ids)?
+            .broadcast_add(&emb(&self.pos, &pos)?)?
+            .broadcast_add(&emb(&self.typ, &typ)?)?;
         let eps = self.cfg.layer_norm_eps as f32;
         let mut x = ops::layer_norm(&x, &self.ln.0, &self.ln.1, eps, self.grad)?;
         // Additive key mask: padding keys get a large negative score.
@@ -317,10 +404,18 @@ impl Encoder {
             let (q, k, v) = match (&l.qkv, self.grad) {
                 (Some(qkv), false) => {
                     // One matmul, then one copy into (3, n, heads, t, hd).
-                    let y = qkv.forward(&x)?.reshape((n, t, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
+                    let y = qkv
+                        .forward(&x)?
+                        .reshape((n, t, 3, heads, hd))?
+                        .permute((2, 0, 3, 1, 4))?
+                        .contiguous()?;
                     (y.get(0)?, y.get(1)?, y.get(2)?)
                 }
-                _ => (split(ops::linear(&l.q, &x, self.grad)?)?, split(ops::linear(&l.k, &x, self.grad)?)?, split(ops::linear(&l.v, &x, self.grad)?)?),
+                _ => (
+                    split(ops::linear(&l.q, &x, self.grad)?)?,
+                    split(ops::linear(&l.k, &x, self.grad)?)?,
+                    split(ops::linear(&l.v, &x, self.grad)?)?,
+                ),
             };
             let a = if self.grad || q.dtype() != DType::F32 {
                 let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&neg)?;
@@ -329,8 +424,18 @@ impl Encoder {
                 imix_kernels::decode_attention::masked_attention(&q, &k, &v, &neg)?
             };
             let a = a.transpose(1, 2)?.reshape((n, t, heads * hd))?;
-            x = ops::layer_norm(&(ops::linear(&l.o, &a, self.grad)? + &x)?, &l.ln1.0, &l.ln1.1, eps, self.grad)?;
-            let f = ops::linear(&l.down, &imix_kernels::activation::gelu(&ops::linear(&l.up, &x, self.grad)?)?, self.grad)?;
+            x = ops::layer_norm(
+                &(ops::linear(&l.o, &a, self.grad)? + &x)?,
+                &l.ln1.0,
+                &l.ln1.1,
+                eps,
+                self.grad,
+            )?;
+            let f = ops::linear(
+                &l.down,
+                &imix_kernels::activation::gelu(&ops::linear(&l.up, &x, self.grad)?)?,
+                self.grad,
+            )?;
             x = ops::layer_norm(&(f + &x)?, &l.ln2.0, &l.ln2.1, eps, self.grad)?;
         }
         Ok(x)
@@ -347,7 +452,11 @@ impl Encoder {
             }
         };
         if self.normalize {
-            let norm = e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+            let norm = e
+                .sqr()?
+                .sum_keepdim(D::Minus1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?;
             e.broadcast_div(&norm)
         } else {
             Ok(e)
@@ -377,11 +486,21 @@ fn read_pooling(dir: &Path) -> Result<(Pooling, bool)> {
         Ok(m) => m,
         Err(_) => return Ok((Pooling::Mean, false)),
     };
-    let has = |ty: &str| modules.iter().any(|m| m["type"].as_str().is_some_and(|t| t.ends_with(ty)));
+    let has = |ty: &str| {
+        modules
+            .iter()
+            .any(|m| m["type"].as_str().is_some_and(|t| t.ends_with(ty)))
+    };
     let normalize = has("models.Normalize");
     let mut pooling = Pooling::Mean;
-    if let Some(m) = modules.iter().find(|m| m["type"].as_str().is_some_and(|t| t.ends_with("models.Pooling"))) {
-        let p: PathBuf = dir.join(m["path"].as_str().unwrap_or("1_Pooling")).join("config.json");
+    if let Some(m) = modules.iter().find(|m| {
+        m["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("models.Pooling"))
+    }) {
+        let p: PathBuf = dir
+            .join(m["path"].as_str().unwrap_or("1_Pooling"))
+            .join("config.json");
         let c: serde_json::Value = read_json(&p)?;
         if c["pooling_mode_cls_token"].as_bool() == Some(true) {
             pooling = Pooling::Cls;
@@ -394,7 +513,10 @@ fn read_pooling(dir: &Path) -> Result<(Pooling, bool)> {
 
 /// A readable identifier: the directory name, with its parent when the name is a generic "model".
 fn model_name(dir: &Path) -> String {
-    let last = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let last = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match dir.parent().and_then(|p| p.file_name()) {
         Some(parent) if last == "model" => format!("{}/{last}", parent.to_string_lossy()),
         _ => last,

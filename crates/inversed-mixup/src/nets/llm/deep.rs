@@ -34,13 +34,29 @@ impl KvDelta {
 
     /// Rows `idx` of every layer's delta (beam search repeats each sequence).
     pub fn select(&self, idx: &Tensor) -> candle_core::Result<KvDelta> {
-        Ok(KvDelta { start: self.start, layers: self.layers.iter().map(|t| t.index_select(idx, 0)).collect::<candle_core::Result<_>>()? })
+        Ok(KvDelta {
+            start: self.start,
+            layers: self
+                .layers
+                .iter()
+                .map(|t| t.index_select(idx, 0))
+                .collect::<candle_core::Result<_>>()?,
+        })
     }
 
     /// Checks it against an input of `b` rows and `t` positions, `layers` layers and K/V width `kv_width`.
-    pub(super) fn check(&self, b: usize, t: usize, layers: usize, kv_width: usize) -> candle_core::Result<()> {
+    pub(super) fn check(
+        &self,
+        b: usize,
+        t: usize,
+        layers: usize,
+        kv_width: usize,
+    ) -> candle_core::Result<()> {
         if self.layers.len() != layers {
-            candle_core::bail!("deep soft tokens: {} layers of deltas for an LLM of {layers}", self.layers.len());
+            candle_core::bail!(
+                "deep soft tokens: {} layers of deltas for an LLM of {layers}",
+                self.layers.len()
+            );
         }
         for d in &self.layers {
             let (db, k, w) = d.dims3()?;
@@ -56,12 +72,21 @@ impl KvDelta {
     pub(super) fn padded(&self, i: usize, t: usize, q_width: usize) -> candle_core::Result<Tensor> {
         let d = &self.layers[i];
         let k = d.dim(1)?;
-        d.pad_with_zeros(2, q_width, 0)?.pad_with_zeros(1, self.start, t - self.start - k)
+        d.pad_with_zeros(2, q_width, 0)?
+            .pad_with_zeros(1, self.start, t - self.start - k)
     }
 
     /// The gradient of layer `i`'s delta from the stacked Q/K/V's gradient `(b, t, width)`.
-    pub(super) fn grad_of(&self, i: usize, g_qkv: &Tensor, q_width: usize) -> candle_core::Result<Tensor> {
+    pub(super) fn grad_of(
+        &self,
+        i: usize,
+        g_qkv: &Tensor,
+        q_width: usize,
+    ) -> candle_core::Result<Tensor> {
         let (_, k, w) = self.layers[i].dims3()?;
-        g_qkv.narrow(1, self.start, k)?.narrow(2, q_width, w)?.contiguous()
+        g_qkv
+            .narrow(1, self.start, k)?
+            .narrow(2, q_width, w)?
+            .contiguous()
     }
 }

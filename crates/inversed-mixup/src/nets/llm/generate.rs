@@ -34,14 +34,21 @@ impl std::str::FromStr for Decode {
     type Err = Error;
     /// Parses `greedy`, `beam:W`, `top-p:P`, `rerank:N` or `correct:N`.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::Config(format!("`decode` {s:?}: expected greedy, beam:W, top-p:P (0 < P <= 1), rerank:N or correct:N (W, N from 1 to {MAX_CANDIDATES})"));
+        let bad = || {
+            Error::Config(format!("`decode` {s:?}: expected greedy, beam:W, top-p:P (0 < P <= 1), rerank:N or correct:N (W, N from 1 to {MAX_CANDIDATES})"))
+        };
         let count = |w: &str| w.parse().ok().filter(|w| (1..=MAX_CANDIDATES).contains(w));
         match s.split_once(':') {
             None if s == "greedy" => Ok(Decode::Greedy),
             Some(("beam", w)) => count(w).map(Decode::Beam).ok_or_else(bad),
             Some(("rerank", n)) => count(n).map(Decode::Rerank).ok_or_else(bad),
             Some(("correct", n)) => count(n).map(Decode::Correct).ok_or_else(bad),
-            Some(("top-p", p)) => p.parse().ok().filter(|&p: &f32| p > 0.0 && p <= 1.0).map(Decode::TopP).ok_or_else(bad),
+            Some(("top-p", p)) => p
+                .parse()
+                .ok()
+                .filter(|&p: &f32| p > 0.0 && p <= 1.0)
+                .map(Decode::TopP)
+                .ok_or_else(bad),
             _ => Err(bad()),
         }
     }
@@ -70,7 +77,15 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { decode: Decode::Greedy, max_new_tokens: 48, seed: 0, temperature: 1.0, no_repeat_ngram: 3, repetition_penalty: 1.0, valid_utf8: true }
+        Self {
+            decode: Decode::Greedy,
+            max_new_tokens: 48,
+            seed: 0,
+            temperature: 1.0,
+            no_repeat_ngram: 3,
+            repetition_penalty: 1.0,
+            valid_utf8: true,
+        }
     }
 }
 
@@ -78,7 +93,11 @@ impl GenerateOptions {
     /// These options with seeded top-p 0.9 sampling on stream `k`: its seed is `seed + k << 32`,
     /// so that each candidate or retry (k = 1, 2, ...) samples apart from the others and from k = 0.
     pub fn sampled(&self, k: u64) -> GenerateOptions {
-        GenerateOptions { decode: Decode::TopP(0.9), seed: self.seed.wrapping_add(k << 32), ..self.clone() }
+        GenerateOptions {
+            decode: Decode::TopP(0.9),
+            seed: self.seed.wrapping_add(k << 32),
+            ..self.clone()
+        }
     }
 
     /// Applies the repetition controls and the UTF-8 guard to the next-token scores of a sequence
@@ -87,7 +106,11 @@ impl GenerateOptions {
         if self.repetition_penalty != 1.0 {
             for &t in seq {
                 let v = &mut row[t as usize];
-                *v = if *v > 0.0 { *v / self.repetition_penalty } else { *v * self.repetition_penalty };
+                *v = if *v > 0.0 {
+                    *v / self.repetition_penalty
+                } else {
+                    *v * self.repetition_penalty
+                };
             }
         }
         for t in banned(seq, self.no_repeat_ngram) {
@@ -113,7 +136,10 @@ fn banned(seq: &[u32], n: usize) -> Vec<u32> {
         return Vec::new();
     }
     let prefix = &seq[seq.len() + 1 - n..];
-    seq.windows(n).filter(|w| &w[..n - 1] == prefix).map(|w| w[n - 1]).collect()
+    seq.windows(n)
+        .filter(|w| &w[..n - 1] == prefix)
+        .map(|w| w[n - 1])
+        .collect()
 }
 
 impl Llm {
@@ -123,7 +149,12 @@ impl Llm {
     }
 
     /// [`Llm::generate`] with deep soft tokens: K/V deltas at some of the prompt's positions.
-    pub fn generate_deep(&self, prompt: &Tensor, deep: Option<&KvDelta>, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+    pub fn generate_deep(
+        &self,
+        prompt: &Tensor,
+        deep: Option<&KvDelta>,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<Vec<u32>>> {
         match opts.decode {
             Decode::Beam(w) if w > 1 => self.beam(prompt, deep, w, opts),
             _ => self.sample(prompt, deep, opts),
@@ -160,7 +191,9 @@ impl Llm {
     /// and the (self-normalising) nucleus are the same on logits.
     fn last_logits(&self, h: &Tensor) -> Result<Vec<Vec<f32>>> {
         let t = h.dim(1)?;
-        Ok(self.logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?)?.to_vec2()?)
+        Ok(self
+            .logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?)?
+            .to_vec2()?)
     }
 
     /// Log-probabilities at the last position (beam search adds them up).
@@ -170,10 +203,17 @@ impl Llm {
         Ok(super::log_softmax(&l)?.to_vec2()?)
     }
 
-    fn sample(&self, prompt: &Tensor, deep: Option<&KvDelta>, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+    fn sample(
+        &self,
+        prompt: &Tensor,
+        deep: Option<&KvDelta>,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<Vec<u32>>> {
         let b = prompt.dim(0)?;
         let eos = self.tokenizer.eos;
-        let mut rngs: Vec<ChaCha8Rng> = (0..b).map(|i| ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(i as u64))).collect();
+        let mut rngs: Vec<ChaCha8Rng> = (0..b)
+            .map(|i| ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(i as u64)))
+            .collect();
         let (mut cache, h) = self.prefill(prompt, deep)?;
         let mut lp = self.last_logits(&h)?;
         let mut out = vec![Vec::new(); b];
@@ -201,16 +241,27 @@ impl Llm {
             let x = self.embed_ids(&next)?.unsqueeze(1)?;
             lp = self.last_logits(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
         }
-        Ok(out.into_iter().map(|o| opts.finish(o, self.tokenizer.utf8_guard())).collect())
+        Ok(out
+            .into_iter()
+            .map(|o| opts.finish(o, self.tokenizer.utf8_guard()))
+            .collect())
     }
 
     #[allow(clippy::needless_range_loop)] // r indexes several parallel per-sequence arrays
-    fn beam(&self, prompt: &Tensor, deep: Option<&KvDelta>, w: usize, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+    fn beam(
+        &self,
+        prompt: &Tensor,
+        deep: Option<&KvDelta>,
+        w: usize,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<Vec<u32>>> {
         let max_new = opts.max_new_tokens;
         let b = prompt.dim(0)?;
         let eos = self.tokenizer.eos;
         // Row r*w + j is beam j of sequence r.
-        let idx: Vec<u32> = (0..b as u32).flat_map(|r| std::iter::repeat_n(r, w)).collect();
+        let idx: Vec<u32> = (0..b as u32)
+            .flat_map(|r| std::iter::repeat_n(r, w))
+            .collect();
         let idx = Tensor::new(idx.as_slice(), prompt.device())?;
         let prompt = prompt.index_select(&idx, 0)?;
         let deep = deep.map(|d| d.select(&idx)).transpose()?;
@@ -218,7 +269,9 @@ impl Llm {
         let mut lp = self.last_logprobs(&h)?;
         let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); b * w];
         // Only beam 0 starts alive, so the first step does not pick the same token w times.
-        let mut score: Vec<f32> = (0..b * w).map(|i| if i % w == 0 { 0.0 } else { f32::NEG_INFINITY }).collect();
+        let mut score: Vec<f32> = (0..b * w)
+            .map(|i| if i % w == 0 { 0.0 } else { f32::NEG_INFINITY })
+            .collect();
         let mut finished: Vec<Vec<(f32, Vec<u32>)>> = vec![Vec::new(); b];
         for step in 0..max_new {
             let mut parents = Vec::with_capacity(b * w);
@@ -261,8 +314,12 @@ impl Llm {
             }
             // Stop a sequence once w hypotheses finished and none alive can beat the best.
             let all_done = (0..b).all(|r| {
-                let best = finished[r].iter().map(|f| f.0).fold(f32::NEG_INFINITY, f32::max);
-                finished[r].len() >= w && (0..w).all(|j| new_score[r * w + j] / (step + 1) as f32 <= best)
+                let best = finished[r]
+                    .iter()
+                    .map(|f| f.0)
+                    .fold(f32::NEG_INFINITY, f32::max);
+                finished[r].len() >= w
+                    && (0..w).all(|j| new_score[r * w + j] / (step + 1) as f32 <= best)
             });
             seqs = parents
                 .iter()
@@ -283,7 +340,10 @@ impl Llm {
         }
         let mut out = Vec::with_capacity(b);
         for r in 0..b {
-            let mut best: Option<(f32, Vec<u32>)> = finished[r].iter().cloned().max_by(|a, b| a.0.total_cmp(&b.0));
+            let mut best: Option<(f32, Vec<u32>)> = finished[r]
+                .iter()
+                .cloned()
+                .max_by(|a, b| a.0.total_cmp(&b.0));
             for j in 0..w {
                 let row = r * w + j;
                 let s = score[row] / seqs[row].len().max(1) as f32;
@@ -291,7 +351,10 @@ impl Llm {
                     best = Some((s, seqs[row].clone()));
                 }
             }
-            out.push(opts.finish(best.map(|b| b.1).unwrap_or_default(), self.tokenizer.utf8_guard()));
+            out.push(opts.finish(
+                best.map(|b| b.1).unwrap_or_default(),
+                self.tokenizer.utf8_guard(),
+            ));
         }
         Ok(out)
     }

@@ -20,17 +20,36 @@ impl Llm {
     /// Loads a llama-architecture GGUF file, dequantising every tensor to f32.
     pub fn from_gguf(path: &Path, device: &Device) -> Result<Self> {
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let c = gguf_file::Content::read(&mut f).map_err(|e| Error::model(path, format!("not a GGUF file: {e}")))?;
-        let md = |k: &str| c.metadata.get(k).ok_or_else(|| Error::model(path, format!("GGUF metadata lacks {k}")));
-        let arch = md("general.architecture")?.to_string().map_err(|e| Error::model(path, e.to_string()))?.clone();
+        let c = gguf_file::Content::read(&mut f)
+            .map_err(|e| Error::model(path, format!("not a GGUF file: {e}")))?;
+        let md = |k: &str| {
+            c.metadata
+                .get(k)
+                .ok_or_else(|| Error::model(path, format!("GGUF metadata lacks {k}")))
+        };
+        let arch = md("general.architecture")?
+            .to_string()
+            .map_err(|e| Error::model(path, e.to_string()))?
+            .clone();
         if arch != "llama" {
-            return Err(Error::model(path, format!("architecture {arch:?} is not supported (llama only)")));
+            return Err(Error::model(
+                path,
+                format!("architecture {arch:?} is not supported (llama only)"),
+            ));
         }
         let u = |k: &str| -> Result<usize> {
             let v = md(&format!("llama.{k}"))?;
-            v.to_u32().map(|x| x as usize).or_else(|_| v.to_u64().map(|x| x as usize)).map_err(|e| Error::model(path, e.to_string()))
+            v.to_u32()
+                .map(|x| x as usize)
+                .or_else(|_| v.to_u64().map(|x| x as usize))
+                .map_err(|e| Error::model(path, e.to_string()))
         };
-        let fl = |k: &str, d: f32| c.metadata.get(&format!("llama.{k}")).and_then(|v| v.to_f32().ok()).unwrap_or(d);
+        let fl = |k: &str, d: f32| {
+            c.metadata
+                .get(&format!("llama.{k}"))
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(d)
+        };
         let tokenizer = LlmTokenizer::from_gguf(path, &c)?;
         let heads = u("attention.head_count")?;
         let cfg = LlmConfig {
@@ -45,12 +64,18 @@ impl Llm {
             max_pos: u("context_length").unwrap_or(4096).min(8192),
         };
         let mut get = |n: &str| -> Result<Tensor> {
-            let q = c.tensor(&mut f, n, device).map_err(|e| Error::model(path, format!("tensor {n}: {e}")))?;
+            let q = c
+                .tensor(&mut f, n, device)
+                .map_err(|e| Error::model(path, format!("tensor {n}: {e}")))?;
             Ok(q.dequantize(device)?)
         };
         let hd = cfg.hidden / cfg.heads;
         let embed = get("token_embd.weight")?;
-        let lm_head = if c.tensor_infos.contains_key("output.weight") { get("output.weight")? } else { embed.clone() };
+        let lm_head = if c.tensor_infos.contains_key("output.weight") {
+            get("output.weight")?
+        } else {
+            embed.clone()
+        };
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let p = format!("blk.{i}");
@@ -68,14 +93,22 @@ impl Llm {
             })?);
         }
         let norm = get("output_norm.weight")?;
-        let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Self::assemble(cfg, embed, blocks, norm, lm_head, tokenizer, name, device)
     }
 
     /// Loads a Hugging Face Llama checkpoint directory (config.json, tokenizer.json, *.safetensors).
     pub fn from_safetensors_dir(dir: &Path, device: &Device) -> Result<Self> {
         let hf: serde_json::Value = crate::nets::encoder::read_json(&dir.join("config.json"))?;
-        let u = |k: &str| hf[k].as_u64().map(|v| v as usize).ok_or_else(|| Error::model(dir.join("config.json"), format!("missing {k}")));
+        let u = |k: &str| {
+            hf[k]
+                .as_u64()
+                .map(|v| v as usize)
+                .ok_or_else(|| Error::model(dir.join("config.json"), format!("missing {k}")))
+        };
         let heads = u("num_attention_heads")?;
         let cfg = LlmConfig {
             hidden: u("hidden_size")?,
@@ -91,15 +124,28 @@ impl Llm {
         let eos = hf["eos_token_id"].as_u64().unwrap_or(2) as u32;
         let bos = hf["bos_token_id"].as_u64().map(|v| v as u32);
         let tokenizer = LlmTokenizer::from_file(&dir.join("tokenizer.json"), eos, bos)?;
-        let files: Vec<_> = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect();
+        let files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
         if files.is_empty() {
             return Err(Error::model(dir, "no *.safetensors files"));
         }
         // SAFETY: read-only memory map of files we do not modify.
-        let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }.map_err(|e| Error::model(dir, e.to_string()))?;
-        let get = |n: &str| vb.get_unchecked(n).map_err(|e| Error::model(dir, format!("tensor {n}: {e}")));
+        let vb =
+            unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }
+                .map_err(|e| Error::model(dir, e.to_string()))?;
+        let get = |n: &str| {
+            vb.get_unchecked(n)
+                .map_err(|e| Error::model(dir, format!("tensor {n}: {e}")))
+        };
         let embed = get("model.embed_tokens.weight")?;
-        let lm_head = if vb.contains_tensor("lm_head.weight") { get("lm_head.weight")? } else { embed.clone() };
+        let lm_head = if vb.contains_tensor("lm_head.weight") {
+            get("lm_head.weight")?
+        } else {
+            embed.clone()
+        };
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let p = format!("model.layers.{i}");
@@ -117,29 +163,67 @@ impl Llm {
             })?);
         }
         let norm = get("model.norm.weight")?;
-        let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Self::assemble(cfg, embed, blocks, norm, lm_head, tokenizer, name, device)
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn assemble(cfg: LlmConfig, embed: Tensor, blocks: Vec<Block>, norm: Tensor, lm_head: Tensor, tokenizer: LlmTokenizer, name: String, device: &Device) -> Result<Self> {
+    pub(super) fn assemble(
+        cfg: LlmConfig,
+        embed: Tensor,
+        blocks: Vec<Block>,
+        norm: Tensor,
+        lm_head: Tensor,
+        tokenizer: LlmTokenizer,
+        name: String,
+        device: &Device,
+    ) -> Result<Self> {
         if embed.dims() != [cfg.vocab, cfg.hidden] {
-            return Err(Error::model(&name, format!("embedding table {:?} does not match vocab {} x hidden {}", embed.dims(), cfg.vocab, cfg.hidden)));
+            return Err(Error::model(
+                &name,
+                format!(
+                    "embedding table {:?} does not match vocab {} x hidden {}",
+                    embed.dims(),
+                    cfg.vocab,
+                    cfg.hidden
+                ),
+            ));
         }
         let (cos, sin) = rope_tables(&cfg, device)?;
-        Ok(Self { cfg, embed, blocks, norm, lm_head: FrozenLinear::new(lm_head), cos, sin, tokenizer, name, device: device.clone(), lean_training: true })
+        Ok(Self {
+            cfg,
+            embed,
+            blocks,
+            norm,
+            lm_head: FrozenLinear::new(lm_head),
+            cos,
+            sin,
+            tokenizer,
+            name,
+            device: device.clone(),
+            lean_training: true,
+        })
     }
 }
 
 /// Undoes llama.cpp's Q/K row permutation (interleaved-pair RoPE) so that rotate-half RoPE applies.
 pub(crate) fn unpermute(w: &Tensor, heads: usize, hd: usize) -> candle_core::Result<Tensor> {
     let (out, inp) = w.dims2()?;
-    w.reshape((heads, hd / 2, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))
+    w.reshape((heads, hd / 2, 2, inp))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((out, inp))
 }
 
 /// The inverse of [`unpermute`]: how llama.cpp stores Q/K (used to write test GGUF files).
 pub fn permute_for_gguf(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let (out, inp) = w.dims2()?;
     let hd = out / heads;
-    w.reshape((heads, 2, hd / 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))
+    w.reshape((heads, 2, hd / 2, inp))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((out, inp))
 }

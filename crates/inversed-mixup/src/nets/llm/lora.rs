@@ -33,7 +33,15 @@ pub enum Target {
 
 impl Target {
     /// Every target, in block order.
-    pub const ALL: [Target; 7] = [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
+    pub const ALL: [Target; 7] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+    ];
 
     /// Parses a comma-separated list (`q,k,v,o,gate,up,down` or `all`).
     pub fn parse_list(s: &str) -> Result<Vec<Target>> {
@@ -80,7 +88,12 @@ pub struct LoraDims {
 impl LoraDims {
     /// The dimensions of `cfg`.
     pub fn of(cfg: &LlmConfig) -> Self {
-        Self { layers: cfg.layers, hidden: cfg.hidden, kv_dim: cfg.hidden / cfg.heads * cfg.kv_heads, ffn: cfg.ffn }
+        Self {
+            layers: cfg.layers,
+            hidden: cfg.hidden,
+            kv_dim: cfg.hidden / cfg.heads * cfg.kv_heads,
+            ffn: cfg.ffn,
+        }
     }
 }
 
@@ -129,10 +142,15 @@ impl LoraConfig {
             return Err(Error::Config("LoRA rank must be at least 1".into()));
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return Err(Error::Config(format!("LoRA alpha must be a positive number, got {}", self.alpha)));
+            return Err(Error::Config(format!(
+                "LoRA alpha must be a positive number, got {}",
+                self.alpha
+            )));
         }
         if self.targets.is_empty() {
-            return Err(Error::Config("LoRA needs at least one target projection".into()));
+            return Err(Error::Config(
+                "LoRA needs at least one target projection".into(),
+            ));
         }
         Ok(())
     }
@@ -156,7 +174,13 @@ impl LoraConfig {
                 Target::Up => (Slot::GateUp, d.ffn, d.hidden, d.ffn),
                 Target::Down => (Slot::Down, 0, d.ffn, d.hidden),
             };
-            out.push(Piece { slot, col, inp, out: o, at });
+            out.push(Piece {
+                slot,
+                col,
+                inp,
+                out: o,
+                at,
+            });
             at += self.rank * (inp + o);
         }
         out
@@ -164,7 +188,10 @@ impl LoraConfig {
 
     /// Length of one block's packed vector.
     pub fn block_len(&self) -> usize {
-        self.pieces().iter().map(|p| self.rank * (p.inp + p.out)).sum()
+        self.pieces()
+            .iter()
+            .map(|p| self.rank * (p.inp + p.out))
+            .sum()
     }
 
     /// Width of a slot's stacked output.
@@ -200,7 +227,11 @@ impl Lora {
                     *x = rng.random_range(-b..b);
                 }
             }
-            blocks.push(Var::from_tensor(&Tensor::from_vec(v, cfg.block_len(), device)?)?);
+            blocks.push(Var::from_tensor(&Tensor::from_vec(
+                v,
+                cfg.block_len(),
+                device,
+            )?)?);
         }
         Ok(Self { cfg, blocks })
     }
@@ -212,7 +243,11 @@ impl Lora {
 
     /// The packed per-block variables, named `lora.NN` (sorted order = block order).
     pub fn named_vars(&self) -> Vec<(String, Var)> {
-        self.blocks.iter().enumerate().map(|(i, v)| (format!("lora.{i:03}"), v.clone())).collect()
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("lora.{i:03}"), v.clone()))
+            .collect()
     }
 
     /// The packed vector of block `i`.
@@ -224,7 +259,10 @@ impl Lora {
     pub fn check(&self, llm: &LlmConfig) -> Result<()> {
         let want = LoraDims::of(llm);
         if want != self.cfg.dims {
-            return Err(Error::Config(format!("LoRA deltas were trained for an LLM of shape {:?}, but the LLM in use has {:?}", self.cfg.dims, want)));
+            return Err(Error::Config(format!(
+                "LoRA deltas were trained for an LLM of shape {:?}, but the LLM in use has {:?}",
+                self.cfg.dims, want
+            )));
         }
         Ok(())
     }
@@ -246,7 +284,9 @@ impl<'a> BlockLora<'a> {
             .into_iter()
             .map(|p| {
                 let a = packed.narrow(0, p.at, r * p.inp)?.reshape((r, p.inp))?;
-                let b = packed.narrow(0, p.at + r * p.inp, p.out * r)?.reshape((p.out, r))?;
+                let b = packed
+                    .narrow(0, p.at + r * p.inp, p.out * r)?
+                    .reshape((p.out, r))?;
                 Ok((p, a, b))
             })
             .collect::<candle_core::Result<_>>()?;
@@ -260,7 +300,8 @@ impl<'a> BlockLora<'a> {
     /// `scale · (h Aᵀ) Bᵀ` for every target of `slot`, stacked as the slot's output `(n, slot_out)`
     /// (zeros where a projection of the slot has no delta); `None` when the slot has none.
     pub(crate) fn delta(&self, slot: Slot, h: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let mine: Vec<&(Piece, Tensor, Tensor)> = self.parts.iter().filter(|p| p.0.slot == slot).collect();
+        let mine: Vec<&(Piece, Tensor, Tensor)> =
+            self.parts.iter().filter(|p| p.0.slot == slot).collect();
         if mine.is_empty() {
             return Ok(None);
         }
@@ -286,7 +327,14 @@ impl<'a> BlockLora<'a> {
 
     /// Backward of [`BlockLora::delta`] for `slot` with input `h` and output gradient `g`:
     /// adds the input gradient to `g_h` and each target's `(dA, dB)` to `grads` (indexed like the pieces).
-    pub(crate) fn delta_backward(&self, slot: Slot, h: &Tensor, g: &Tensor, g_h: &mut Tensor, grads: &mut [Option<(Tensor, Tensor)>]) -> candle_core::Result<()> {
+    pub(crate) fn delta_backward(
+        &self,
+        slot: Slot,
+        h: &Tensor,
+        g: &Tensor,
+        g_h: &mut Tensor,
+        grads: &mut [Option<(Tensor, Tensor)>],
+    ) -> candle_core::Result<()> {
         let s = self.scale();
         let n = h.elem_count() / h.dim(candle_core::D::Minus1)?;
         let h2 = h.reshape((n, ()))?;
@@ -315,7 +363,12 @@ impl<'a> BlockLora<'a> {
     }
 
     /// Packs per-target `(dA, dB)` back into one vector laid out like the block's packed vector.
-    pub(crate) fn pack(&self, grads: Vec<Option<(Tensor, Tensor)>>, dtype: DType, device: &candle_core::Device) -> candle_core::Result<Tensor> {
+    pub(crate) fn pack(
+        &self,
+        grads: Vec<Option<(Tensor, Tensor)>>,
+        dtype: DType,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Tensor> {
         let mut flat = Vec::with_capacity(2 * grads.len());
         for ((p, _, _), g) in self.parts.iter().zip(grads) {
             match g {
@@ -323,7 +376,11 @@ impl<'a> BlockLora<'a> {
                     flat.push(da.flatten_all()?);
                     flat.push(db.flatten_all()?);
                 }
-                None => flat.push(Tensor::zeros(self.cfg.rank * (p.inp + p.out), dtype, device)?),
+                None => flat.push(Tensor::zeros(
+                    self.cfg.rank * (p.inp + p.out),
+                    dtype,
+                    device,
+                )?),
             }
         }
         Tensor::cat(&flat, 0)
@@ -355,7 +412,9 @@ impl Llm {
         for (i, blk) in self.blocks.iter().enumerate() {
             let packed = lora.block(i).as_tensor().detach();
             let bl = BlockLora::new(&lora.cfg, &packed)?;
-            let m = |s: Slot, l: &FrozenLinear| -> candle_core::Result<FrozenLinear> { Ok(FrozenLinear::new(bl.merge(s, l.weight())?)) };
+            let m = |s: Slot, l: &FrozenLinear| -> candle_core::Result<FrozenLinear> {
+                Ok(FrozenLinear::new(bl.merge(s, l.weight())?))
+            };
             blocks.push(Block {
                 attn_norm: blk.attn_norm.clone(),
                 qkv: m(Slot::Qkv, &blk.qkv)?,

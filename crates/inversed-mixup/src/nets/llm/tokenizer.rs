@@ -28,13 +28,25 @@ impl LlmTokenizer {
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata (gpt2-style byte-level BPE).
     pub fn from_gguf(path: &Path, c: &Content) -> Result<Self> {
         let bad = |m: &str| Error::model(path, format!("GGUF tokenizer: {m}"));
-        let model = c.metadata.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok());
+        let model = c
+            .metadata
+            .get("tokenizer.ggml.model")
+            .and_then(|v| v.to_string().ok());
         if model.map(|s| s.as_str()) != Some("gpt2") {
-            return Err(bad(&format!("only byte-level BPE (gpt2) is supported, found {model:?}")));
+            return Err(bad(&format!(
+                "only byte-level BPE (gpt2) is supported, found {model:?}"
+            )));
         }
         let strings = |k: &str| -> Result<Vec<String>> {
-            let v = c.metadata.get(k).ok_or_else(|| bad(&format!("missing {k}")))?;
-            v.to_vec().map_err(|e| bad(&e.to_string()))?.iter().map(|x| x.to_string().cloned().map_err(|e| bad(&e.to_string()))).collect()
+            let v = c
+                .metadata
+                .get(k)
+                .ok_or_else(|| bad(&format!("missing {k}")))?;
+            v.to_vec()
+                .map_err(|e| bad(&e.to_string()))?
+                .iter()
+                .map(|x| x.to_string().cloned().map_err(|e| bad(&e.to_string())))
+                .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let merges = strings("tokenizer.ggml.merges")?;
@@ -42,21 +54,47 @@ impl LlmTokenizer {
             Some(Value::Array(a)) => a.iter().map(|v| v.to_i32().unwrap_or(1)).collect(),
             _ => vec![1; tokens.len()],
         };
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let merges: Vec<(String, String)> =
-            merges.iter().map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| bad(&format!("bad merge {m:?}")))).collect::<Result<_>>()?;
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).ignore_merges(false).build().map_err(|e| bad(&e.to_string()))?;
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| bad(&format!("bad merge {m:?}")))
+            })
+            .collect::<Result<_>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(false)
+            .build()
+            .map_err(|e| bad(&e.to_string()))?;
         let mut tok = Tokenizer::new(bpe);
         // llama.cpp's `smollm`/`gpt2` pre-tokenizers: digits one by one, then the GPT-2 regex.
-        let pre = Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))]);
+        let pre = Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+        ]);
         tok.with_pre_tokenizer(Some(pre));
         tok.with_decoder(Some(ByteLevel::default()));
         // Control tokens (type 3) are matched whole, as in the reference tokenizer.
-        let specials: Vec<AddedToken> = tokens.iter().zip(&types).filter(|(_, &t)| t == 3).map(|(s, _)| AddedToken::from(s.clone(), true)).collect();
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == 3)
+            .map(|(s, _)| AddedToken::from(s.clone(), true))
+            .collect();
         tok.add_special_tokens(&specials);
         let id = |k: &str| c.metadata.get(k).and_then(|v| v.to_u32().ok());
         let eos = id("tokenizer.ggml.eos_token_id").ok_or_else(|| bad("missing eos_token_id"))?;
-        Ok(Self::with_guard(tok, eos, id("tokenizer.ggml.bos_token_id")))
+        Ok(Self::with_guard(
+            tok,
+            eos,
+            id("tokenizer.ggml.bos_token_id"),
+        ))
     }
 
     /// Reads a Hugging Face tokenizer.json; `eos` comes from the model config.
@@ -70,12 +108,22 @@ impl LlmTokenizer {
     fn with_guard(inner: Tokenizer, eos: u32, bos: Option<u32>) -> Self {
         let guard = match inner.get_decoder() {
             Some(DecoderWrapper::ByteLevel(_)) => {
-                let special: HashSet<u32> = inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(i, _)| i).collect();
+                let special: HashSet<u32> = inner
+                    .get_added_tokens_decoder()
+                    .into_iter()
+                    .filter(|(_, t)| t.special)
+                    .map(|(i, _)| i)
+                    .collect();
                 Utf8Guard::new(&byte_level_bytes(&inner.get_vocab(true), &special))
             }
             _ => Utf8Guard::default(),
         };
-        Self { inner, eos, bos, guard: std::sync::Arc::new(guard) }
+        Self {
+            inner,
+            eos,
+            bos,
+            guard: std::sync::Arc::new(guard),
+        }
     }
 
     /// The guard that keeps generated text valid UTF-8.
@@ -85,13 +133,18 @@ impl LlmTokenizer {
 
     /// Token ids of `text`, without any special tokens added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let e = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(e.get_ids().to_vec())
     }
 
     /// Text of `ids`, skipping special tokens.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     /// Vocabulary size including special tokens.

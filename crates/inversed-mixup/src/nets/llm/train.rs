@@ -45,7 +45,8 @@ struct BlockOp {
 }
 
 fn lock<T>(m: &Mutex<T>) -> candle_core::Result<std::sync::MutexGuard<'_, T>> {
-    m.lock().map_err(|_| candle_core::Error::Msg("block: poisoned lock".into()))
+    m.lock()
+        .map_err(|_| candle_core::Error::Msg("block: poisoned lock".into()))
 }
 
 /// `g @ W` for a frozen `W (out, in)` and `g (..., out)`: the input gradient of `x @ Wᵀ`.
@@ -54,19 +55,28 @@ fn back(g: &Tensor, w: &FrozenLinear) -> candle_core::Result<Tensor> {
 }
 
 /// `r + u @ Wᵀ`: gemm accumulates the product onto a copy of the residual, in storage we own.
-fn project_add(u: &Tensor, w: &FrozenLinear, r: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+fn project_add(
+    u: &Tensor,
+    w: &FrozenLinear,
+    r: &Tensor,
+) -> candle_core::Result<(CpuStorage, Shape)> {
     imix_kernels::frozen_linear::matmul_wt_add(&u.contiguous()?, w.weight(), &r.contiguous()?)
 }
 
 impl BlockOp {
     fn lora(&self) -> candle_core::Result<Option<BlockLora<'_>>> {
-        self.lora.as_ref().map(|(c, p)| BlockLora::new(c, p)).transpose()
+        self.lora
+            .as_ref()
+            .map(|(c, p)| BlockLora::new(c, p))
+            .transpose()
     }
 
     /// Runs the block on a detached input, keeping what the backward needs.
     fn prepare(&self, x: &Tensor) -> candle_core::Result<()> {
         let bl = self.lora()?;
-        let delta = |slot: Slot, h: &Tensor| -> candle_core::Result<Option<Tensor>> { Ok(bl.as_ref().map(|b| b.delta(slot, h)).transpose()?.flatten()) };
+        let delta = |slot: Slot, h: &Tensor| -> candle_core::Result<Option<Tensor>> {
+            Ok(bl.as_ref().map(|b| b.delta(slot, h)).transpose()?.flatten())
+        };
         let h1 = imix_kernels::fused::rms_norm(x, &self.attn_norm, self.eps)?;
         let mut qkv = self.qkv.forward(&h1)?;
         if let Some(d) = delta(Slot::Qkv, &h1)? {
@@ -94,7 +104,13 @@ impl BlockOp {
             None => x_mid.clone(),
         };
         *lock(&self.last)? = Some((f, r));
-        *lock(&self.saved)? = Some(Saved { x: x.clone(), qkv, x_mid, gu, a: keep_a.then_some(a) });
+        *lock(&self.saved)? = Some(Saved {
+            x: x.clone(),
+            qkv,
+            x_mid,
+            gu,
+            a: keep_a.then_some(a),
+        });
         Ok(())
     }
 
@@ -105,22 +121,45 @@ impl BlockOp {
 
     /// Input gradient of the block and, with LoRA, the gradient of its packed deltas, and with
     /// deep soft tokens, the gradient of its K/V deltas.
-    fn backward(&self, g: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
-        let s = lock(&self.saved)?.take().ok_or_else(|| candle_core::Error::Msg("block: backward ran twice".into()))?;
+    fn backward(
+        &self,
+        g: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+        let s = lock(&self.saved)?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("block: backward ran twice".into()))?;
         let bl = self.lora()?;
         let mut grads = vec![None; bl.as_ref().map_or(0, |b| b.len())];
         let g = g.contiguous()?;
         let mut g_f = back(&g, &self.down)?;
         if let Some(b) = &bl {
-            b.delta_backward(Slot::Down, &imix_kernels::activation::swiglu_stacked(&s.gu)?, &g, &mut g_f, &mut grads)?;
+            b.delta_backward(
+                Slot::Down,
+                &imix_kernels::activation::swiglu_stacked(&s.gu)?,
+                &g,
+                &mut g_f,
+                &mut grads,
+            )?;
         }
         let g_gu = imix_kernels::activation::swiglu_stacked_grad(&s.gu, &g_f)?;
         drop(s.gu);
         let mut g_h2 = back(&g_gu, &self.gate_up)?;
         if let Some(b) = &bl {
-            b.delta_backward(Slot::GateUp, &imix_kernels::fused::rms_norm(&s.x_mid, &self.ffn_norm, self.eps)?, &g_gu, &mut g_h2, &mut grads)?;
+            b.delta_backward(
+                Slot::GateUp,
+                &imix_kernels::fused::rms_norm(&s.x_mid, &self.ffn_norm, self.eps)?,
+                &g_gu,
+                &mut g_h2,
+                &mut grads,
+            )?;
         }
-        let g_mid = imix_kernels::fused::rms_norm_input_grad_plus(&s.x_mid, &self.ffn_norm, &g_h2, self.eps, &g)?;
+        let g_mid = imix_kernels::fused::rms_norm_input_grad_plus(
+            &s.x_mid,
+            &self.ffn_norm,
+            &g_h2,
+            self.eps,
+            &g,
+        )?;
         drop(s.x_mid);
         let mut g_a = back(&g_mid, &self.o)?;
         if let (Some(b), Some(a)) = (&bl, &s.a) {
@@ -128,18 +167,38 @@ impl BlockOp {
         }
         let g_qkv = self.attention.input_grad(&s.qkv, &g_a)?;
         drop(s.qkv);
-        let g_deep = self.deep.as_ref().map(|d| d.grad_of(0, &g_qkv, self.q_width())).transpose()?;
+        let g_deep = self
+            .deep
+            .as_ref()
+            .map(|d| d.grad_of(0, &g_qkv, self.q_width()))
+            .transpose()?;
         let mut g_h1 = back(&g_qkv, &self.qkv)?;
         if let Some(b) = &bl {
-            b.delta_backward(Slot::Qkv, &imix_kernels::fused::rms_norm(&s.x, &self.attn_norm, self.eps)?, &g_qkv, &mut g_h1, &mut grads)?;
+            b.delta_backward(
+                Slot::Qkv,
+                &imix_kernels::fused::rms_norm(&s.x, &self.attn_norm, self.eps)?,
+                &g_qkv,
+                &mut g_h1,
+                &mut grads,
+            )?;
         }
-        let g_x = imix_kernels::fused::rms_norm_input_grad_plus(&s.x, &self.attn_norm, &g_h1, self.eps, &g_mid)?;
-        let g_lora = bl.map(|b| b.pack(grads, g_x.dtype(), g_x.device())).transpose()?;
+        let g_x = imix_kernels::fused::rms_norm_input_grad_plus(
+            &s.x,
+            &self.attn_norm,
+            &g_h1,
+            self.eps,
+            &g_mid,
+        )?;
+        let g_lora = bl
+            .map(|b| b.pack(grads, g_x.dtype(), g_x.device()))
+            .transpose()?;
         Ok((g_x, g_lora, g_deep))
     }
 
     fn output(&self) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (f, r) = lock(&self.last)?.take().ok_or_else(|| candle_core::Error::Msg("block: forward ran twice".into()))?;
+        let (f, r) = lock(&self.last)?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("block: forward ran twice".into()))?;
         project_add(&f, &self.down, &r)
     }
 }
@@ -175,11 +234,23 @@ impl CustomOp2 for DeepBlockOp {
         "llm-block-deep"
     }
 
-    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout, _s2: &CpuStorage, _l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _s: &CpuStorage,
+        _l: &Layout,
+        _s2: &CpuStorage,
+        _l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         self.0.output()
     }
 
-    fn bwd(&self, _x: &Tensor, _d: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _d: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (gx, _, gd) = self.0.backward(g)?;
         Ok((Some(gx), gd))
     }
@@ -193,11 +264,26 @@ impl CustomOp3 for LoraDeepBlockOp {
         "llm-block-lora-deep"
     }
 
-    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout, _s2: &CpuStorage, _l2: &Layout, _s3: &CpuStorage, _l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _s: &CpuStorage,
+        _l: &Layout,
+        _s2: &CpuStorage,
+        _l2: &Layout,
+        _s3: &CpuStorage,
+        _l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         self.0.output()
     }
 
-    fn bwd(&self, _x: &Tensor, _p: &Tensor, _d: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _p: &Tensor,
+        _d: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (gx, gp, gd) = self.0.backward(g)?;
         Ok((Some(gx), gp, gd))
     }
@@ -211,11 +297,23 @@ impl CustomOp2 for LoraBlockOp {
         "llm-block-lora"
     }
 
-    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout, _s2: &CpuStorage, _l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _s: &CpuStorage,
+        _l: &Layout,
+        _s2: &CpuStorage,
+        _l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         self.0.output()
     }
 
-    fn bwd(&self, _x: &Tensor, _p: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _p: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (gx, gp, _) = self.0.backward(g)?;
         Ok((Some(gx), gp))
     }
@@ -224,14 +322,25 @@ impl CustomOp2 for LoraBlockOp {
 impl Llm {
     /// Training forward: blocks as single autograd nodes (see the module docs). With `cache`, the
     /// sequence continues a constant cached prefix, which is read, not extended.
-    pub(super) fn forward_blocks(&self, x: &Tensor, cache: Option<&KvCache>, lora: Option<&Lora>, deep: Option<&KvDelta>) -> candle_core::Result<Tensor> {
+    pub(super) fn forward_blocks(
+        &self,
+        x: &Tensor,
+        cache: Option<&KvCache>,
+        lora: Option<&Lora>,
+        deep: Option<&KvDelta>,
+    ) -> candle_core::Result<Tensor> {
         let (_, t, _) = x.dims3()?;
         if !matches!(x.dtype(), DType::F32 | DType::F64) {
             candle_core::bail!("training forward: f32 or f64 only, got {:?}", x.dtype());
         }
         let off = cache.map_or(0, |c| c.len);
-        let table = |t: &Tensor| -> candle_core::Result<Arc<Vec<f64>>> { Ok(Arc::new(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)) };
-        let (cos, sin) = (table(&self.cos.narrow(0, off, t)?)?, table(&self.sin.narrow(0, off, t)?)?);
+        let table = |t: &Tensor| -> candle_core::Result<Arc<Vec<f64>>> {
+            Ok(Arc::new(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?))
+        };
+        let (cos, sin) = (
+            table(&self.cos.narrow(0, off, t)?)?,
+            table(&self.sin.narrow(0, off, t)?)?,
+        );
         let mut x = x.clone();
         for (i, blk) in self.blocks.iter().enumerate() {
             x = self.block_node(
@@ -252,7 +361,14 @@ impl Llm {
         ops::rms_norm(&x, &self.norm, self.cfg.rms_eps, true)
     }
 
-    fn block_node(&self, blk: &Block, x: &Tensor, lora: Option<(&LoraConfig, &Tensor)>, deep: Option<(usize, &Tensor)>, attention: Causal) -> candle_core::Result<Tensor> {
+    fn block_node(
+        &self,
+        blk: &Block,
+        x: &Tensor,
+        lora: Option<(&LoraConfig, &Tensor)>,
+        deep: Option<(usize, &Tensor)>,
+        attention: Causal,
+    ) -> candle_core::Result<Tensor> {
         let x = x.contiguous()?;
         let op = BlockOp {
             attn_norm: blk.attn_norm.clone(),
@@ -264,7 +380,10 @@ impl Llm {
             eps: self.cfg.rms_eps,
             attention,
             lora: lora.map(|(c, p)| (c.clone(), p.detach())),
-            deep: deep.map(|(start, d)| KvDelta { start, layers: vec![d.detach()] }),
+            deep: deep.map(|(start, d)| KvDelta {
+                start,
+                layers: vec![d.detach()],
+            }),
             last: Mutex::new(None),
             saved: Mutex::new(None),
         };

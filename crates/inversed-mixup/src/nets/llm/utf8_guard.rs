@@ -10,7 +10,16 @@
 type State = u8;
 
 /// `(bytes still owed, lowest, highest)` of the next byte for each state; state 0 owes nothing.
-const STATES: [(u8, u8, u8); 8] = [(0, 0, 0), (1, 0x80, 0xBF), (2, 0x80, 0xBF), (2, 0xA0, 0xBF), (2, 0x80, 0x9F), (3, 0x80, 0xBF), (3, 0x90, 0xBF), (3, 0x80, 0x8F)];
+const STATES: [(u8, u8, u8); 8] = [
+    (0, 0, 0),
+    (1, 0x80, 0xBF),
+    (2, 0x80, 0xBF),
+    (2, 0xA0, 0xBF),
+    (2, 0x80, 0x9F),
+    (3, 0x80, 0xBF),
+    (3, 0x90, 0xBF),
+    (3, 0x80, 0x8F),
+];
 const INVALID: State = u8::MAX;
 
 /// The state after byte `b` in state `s` (INVALID where `b` cannot come next).
@@ -55,7 +64,12 @@ impl Utf8Guard {
             .map(|bytes| {
                 std::array::from_fn(|s| match bytes {
                     None => s as State,
-                    Some(b) => b.iter().try_fold(s as State, |st, &x| Some(step(st, x)).filter(|&n| n != INVALID)).unwrap_or(INVALID),
+                    Some(b) => b
+                        .iter()
+                        .try_fold(s as State, |st, &x| {
+                            Some(step(st, x)).filter(|&n| n != INVALID)
+                        })
+                        .unwrap_or(INVALID),
                 })
             })
             .collect();
@@ -99,7 +113,10 @@ impl Utf8Guard {
 
 /// Each token's bytes under the byte-level decoder (GPT-2's byte-to-character table), `None` for
 /// the special tokens that decoding skips.
-pub fn byte_level_bytes(vocab: &std::collections::HashMap<String, u32>, special: &std::collections::HashSet<u32>) -> Vec<Option<Vec<u8>>> {
+pub fn byte_level_bytes(
+    vocab: &std::collections::HashMap<String, u32>,
+    special: &std::collections::HashSet<u32>,
+) -> Vec<Option<Vec<u8>>> {
     let char_byte = char_to_byte();
     let n = vocab.values().map(|&i| i as usize + 1).max().unwrap_or(0);
     let mut out = vec![None; n];
@@ -124,7 +141,10 @@ fn char_to_byte() -> std::collections::HashMap<char, u8> {
                 (char::from(b), b)
             } else {
                 extra += 1;
-                (char::from_u32(255 + extra).expect("below the surrogates"), b)
+                (
+                    char::from_u32(255 + extra).expect("below the surrogates"),
+                    b,
+                )
             }
         })
         .collect()
@@ -137,13 +157,26 @@ mod tests {
     fn guard() -> Utf8Guard {
         // 0 "a", 1 lead of é (C3), 2 its continuation (A9), 3 A9 then "b", 4 a stray FF,
         // 5 a special token, 6 the whole "é", 7 the lead of a three-byte character (E2).
-        Utf8Guard::new(&[Some(b"a".to_vec()), Some(vec![0xC3]), Some(vec![0xA9]), Some(vec![0xA9, b'b']), Some(vec![0xFF]), None, Some("é".as_bytes().to_vec()), Some(vec![0xE2])])
+        Utf8Guard::new(&[
+            Some(b"a".to_vec()),
+            Some(vec![0xC3]),
+            Some(vec![0xA9]),
+            Some(vec![0xA9, b'b']),
+            Some(vec![0xFF]),
+            None,
+            Some("é".as_bytes().to_vec()),
+            Some(vec![0xE2]),
+        ])
     }
 
     fn banned(g: &Utf8Guard, seq: &[u32], eos: u32) -> Vec<usize> {
         let mut l = vec![0.0f32; 9];
         g.constrain(seq, &mut l, eos);
-        l.iter().enumerate().filter(|(_, v)| v.is_infinite()).map(|(i, _)| i).collect()
+        l.iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_infinite())
+            .map(|(i, _)| i)
+            .collect()
     }
 
     #[test]
