@@ -21,6 +21,8 @@ pub enum Fail {
     Bad(String),
     /// Something that cannot go wrong with valid data did (a bug).
     Internal(String),
+    /// The library panicked (a bug), caught before it reached Python.
+    Panic(String),
 }
 
 impl From<Error> for Fail {
@@ -71,6 +73,9 @@ impl From<Fail> for PyErr {
             Fail::Lib(e) => exception(&e, e.to_string()),
             Fail::Bad(m) => ImixError::new_err(m),
             Fail::Internal(m) => PyRuntimeError::new_err(m),
+            Fail::Panic(m) => {
+                ImixError::new_err(format!("internal error (a bug; please report it): {m}"))
+            }
         }
     }
 }

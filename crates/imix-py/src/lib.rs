@@ -166,6 +166,10 @@ impl Augmenter {
             if texts.is_empty() {
                 return Ok(Vec::new());
             }
+            // As invert and augment: an empty text has no content to embed.
+            if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+                return Err(Fail::Bad(format!("texts[{i}]: empty text")));
+            }
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             Ok(self
                 .pipeline

@@ -57,8 +57,13 @@ pub fn compute<R: Send>(
         callback: progress,
         error: Mutex::new(None),
     };
-    let r =
-        py.allow_threads(|| imix_kernels::pool::on_compute_pool(|| work(&|d, t| p.report(d, t))));
+    // A panic must not reach Python as PanicException (which `except Exception` misses): it is
+    // caught here and raised as ImixError naming it as a bug.
+    let run = || {
+        let work = std::panic::AssertUnwindSafe(|| work(&|d, t| p.report(d, t)));
+        std::panic::catch_unwind(work).unwrap_or_else(|e| Err(Fail::Panic(panic_message(&e))))
+    };
+    let r = py.allow_threads(|| imix_kernels::pool::on_compute_pool(run));
     if let Some(e) = p.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
@@ -78,4 +83,12 @@ pub fn jsonl<T: serde::Serialize>(rows: &[T]) -> Result<String> {
 /// A value as one line of JSON (a summary), as `serde_json` writes it.
 pub fn json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Fail::Internal(format!("serialising a summary: {e}")))
+}
+
+/// The message of a caught panic.
+fn panic_message(e: &Box<dyn std::any::Any + Send>) -> String {
+    e.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| e.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }

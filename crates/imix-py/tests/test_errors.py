@@ -112,3 +112,20 @@ def test_a_misspelt_instruction_set_cap_is_refused(monkeypatch, imix_bin: str, t
     msg = 'IMIX_SIMD="sse9" is not one of scalar, avx2, avx512'
     assert str(e.value) == msg
     assert cli_error(run_imix(imix_bin, "fetch")) == msg
+
+
+def test_labels_and_empty_texts_are_checked_as_the_cli_checks(aug: Augmenter, small, tmp_path: Path):
+    for bad in (None, 1.5, float("nan"), True):
+        labels = list(small[1])
+        labels[3] = bad
+        with pytest.raises(ImixError, match=r"^labels\[3\]: .* is not a label \(a str or an int\)$"):
+            aug.warmup(small[0], labels, tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()
+    with pytest.raises(ImixError, match=r"^texts\[1\]: empty text$"):
+        aug.embed(["fine", "  "])
+
+
+def test_huge_shard_numbers_are_refused_not_a_panic(aug: Augmenter, small, bundle: str):
+    # Shard arithmetic overflowed here once (a PanicException, which `except Exception` misses).
+    with pytest.raises(ImixError, match=r"shards but only \d+ decode batches"):
+        aug.augment(*small, bundle, shard=(2**62, 2**63), progress=False)

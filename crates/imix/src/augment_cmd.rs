@@ -132,6 +132,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     // The classifier's label set decides how the data is read: read it once, before the models.
     let classifier = bundle::load_classifier(&paths, &dev)?;
     let data = a.data.load(Some(&classifier.labels))?;
+    api::plan_mixes(&data, &req, &plan)?;
     let files: ModelFiles = a.models.files()?;
     let llm = files.load_llm()?;
     let b = api::open_bundle(&files, &paths, classifier, &llm, || {
@@ -227,6 +228,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     };
     set_decoding!(req, a.dec);
     req.validate()?;
+    api::check_pair(&a.a, &a.b)?;
     let p = api::Pipeline::load(
         a.models.encoder.as_deref(),
         a.models.llm.as_deref(),

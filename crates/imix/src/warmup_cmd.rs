@@ -4,7 +4,7 @@ use crate::common::{bar, ModelArgs};
 use crate::data_args::DataArgs;
 use anyhow::Result;
 use clap::Args;
-use inversed_mixup::api::{check_warmup_target, Pipeline, WarmupRequest};
+use inversed_mixup::api::{self, check_warmup_target, Pipeline, WarmupRequest};
 use std::path::PathBuf;
 
 /// Defaults of the flags: the library's, written once there.
@@ -83,6 +83,15 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     let req = a.request();
     check_warmup_target(&req, &a.out)?;
     let data = a.data.load(None)?;
+    // The layer check needs the encoder; the class check is made here, before any model loads.
+    api::check_warmup_data(
+        &data,
+        &WarmupRequest {
+            finetune_encoder: None,
+            ..req.clone()
+        },
+        0,
+    )?;
     let p = Pipeline::load(
         a.models.encoder.as_deref(),
         a.models.llm.as_deref(),

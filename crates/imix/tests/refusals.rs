@@ -435,6 +435,27 @@ const TABLE: &[(&str, i32, &str)] = &[
         1,
         "not a directory",
     ),
+    // hardening, second round
+    (
+        "warmup --data D/one.tsv --out D/o",
+        1,
+        "the labels hold one class only (pos)",
+    ),
+    (
+        "warmup --data D/utf16.tsv --out D/o",
+        1,
+        "utf16.tsv:1: this file is UTF-16 (little-endian), not UTF-8",
+    ),
+    (
+        "invert --input D/utf16-nobom.txt --out D/o.jsonl",
+        1,
+        "this file is UTF-16 (little-endian)",
+    ),
+    (
+        "invert --input D/sentences.txt --output D",
+        1,
+        "is a directory: name a file to write",
+    ),
     // interpolate and the command line itself
     (
         "interpolate a b --steps 1",

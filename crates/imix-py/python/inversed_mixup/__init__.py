@@ -55,10 +55,18 @@ def _texts(texts: Iterable[str], name: str = "texts") -> List[str]:
 
 def _labels(labels: Iterable[Union[str, int]]) -> List[str]:
     """Labels as strings: ``3`` and ``numpy.int64(3)`` become ``"3"``, as the command line reads a
-    JSON number label."""
+    JSON number label. Anything else (``None``, ``1.5``, NaN, ``True``) is refused, naming it."""
     if isinstance(labels, (str, bytes)):
         raise TypeError(f"labels must be a sequence, not a single {type(labels).__name__}")
-    return [x if isinstance(x, str) else str(x) for x in labels]
+    out = []
+    for i, x in enumerate(labels):
+        if isinstance(x, str):
+            out.append(x)
+        elif hasattr(x, "__index__") and not isinstance(x, bool):
+            out.append(str(x.__index__()))
+        else:
+            raise ImixError(f"labels[{i}]: {x!r} is not a label (a str or an int)")
+    return out
 
 
 def _path(p: Optional[PathArg]) -> Optional[str]:

@@ -34,6 +34,18 @@ pub fn files(dir: &Path) -> PathBuf {
         "{\"text\": \"x\", \"soft_label\": {\"pos\": \"a\", \"neg\": 0.5}}\n",
     );
     std::fs::write(dir.join("notutf8.txt"), b"ok\n\xff\xfe\n").unwrap();
+    w(
+        "one.tsv",
+        "label\ttext\npos\ta lovely film\npos\tgreat fun\n",
+    );
+    // "label\ttext\n..." as a spreadsheet saves it in UTF-16: a byte-order mark, then 2 bytes a
+    // character.
+    let utf16: Vec<u8> = "label\ttext\npos\tfine\n"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    std::fs::write(dir.join("utf16.tsv"), [&b"\xFF\xFE"[..], &utf16].concat()).unwrap();
+    std::fs::write(dir.join("utf16-nobom.txt"), &utf16).unwrap();
     dir.to_path_buf()
 }
 

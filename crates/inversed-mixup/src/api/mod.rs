@@ -7,8 +7,8 @@ mod requests;
 mod summary;
 
 pub use pipeline::{
-    augment, check_warmup_target, interpolate, invert, load_adaptor, open_bundle, sample,
-    Augmented, ModelFiles, Pipeline,
+    augment, check_pair, check_warmup_data, check_warmup_target, interpolate, invert, load_adaptor,
+    open_bundle, plan_mixes, sample, Augmented, ModelFiles, Pipeline,
 };
 pub use requests::{
     field_names, from_json, AugmentPlan, AugmentRequest, InterpolateRequest, InvertRequest,

@@ -12,7 +12,7 @@ use crate::method::adaptor::Adaptor;
 use crate::method::augment::{self, AugRow, AugmentOptions, AugmentStats, PathStep};
 use crate::method::classifier::Classifier;
 use crate::method::invert::{summarize, InvertRow, InvertSummary, Inverter};
-use crate::method::mixup::plan;
+use crate::method::mixup::{plan, Mix};
 use crate::nets::encoder::{embed_corpus, Encoder};
 use crate::nets::fetch;
 use crate::nets::llm::Llm;
@@ -128,6 +128,7 @@ impl Pipeline {
         on_step: &mut dyn FnMut(&WarmupLog),
     ) -> Result<()> {
         check_warmup_target(req, out)?;
+        check_warmup_data(data, req, self.encoder.num_layers())?;
         let (enc, llm) = (&self.encoder, &self.llm);
         let adaptor = Adaptor::load(&self.adaptor_path, llm.device())?;
         let out_dir = CreatedDirs::create(out)?;
@@ -178,6 +179,23 @@ impl Pipeline {
         out_dir.keep();
         Ok(())
     }
+}
+
+/// The checks of a warm-up's data and encoder settings before any work: two classes at least (a
+/// classifier of one class learns nothing), and no more layers to fine-tune than the encoder has.
+pub fn check_warmup_data(data: &Labelled, req: &WarmupRequest, layers: usize) -> Result<()> {
+    if data.labels.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "the labels hold one class only ({}): the task classifier needs at least two",
+            data.labels.join(", ")
+        )));
+    }
+    if let Some(n) = req.finetune_encoder.filter(|&n| n > layers) {
+        return Err(Error::Invalid(format!(
+            "`finetune_encoder` {n}: the encoder has {layers} layers (0 fine-tunes them all)"
+        )));
+    }
+    Ok(())
 }
 
 /// The checks of a warm-up's output before any work: writable, and a checkpoint there exactly
@@ -233,6 +251,25 @@ pub struct Augmented {
     pub summary: AugmentSummary,
 }
 
+/// The mixes of `data` the request asks for, checked against its shard: more shards than decode
+/// batches would leave shards with nothing to do, so it is refused with the numbers. Cheap (no
+/// model): front ends call it before loading models.
+pub fn plan_mixes(data: &Labelled, req: &AugmentRequest, plan_: &AugmentPlan) -> Result<Vec<Mix>> {
+    let mixes = plan(&data.y, req.pairs, req.per_example, &plan_.lambda, req.seed)?;
+    let batches = mixes.len().div_ceil(req.batch_size.max(1));
+    let count = plan_.shard.count;
+    if count > 1 && count > batches {
+        return Err(Error::Invalid(format!(
+            "`shard` {}/{count}: {count} shards but only {batches} decode batches ({} mixes of \
+             `batch_size` {}): use at most {batches} shards, or a smaller `batch_size`",
+            plan_.shard.index,
+            mixes.len(),
+            req.batch_size
+        )));
+    }
+    Ok(mixes)
+}
+
 /// Stage 3: plans the mixes of `data`, keeps the request's shard of them, decodes, labels and
 /// judges them. `plan` is `req.validate()`'s.
 pub fn augment(
@@ -243,7 +280,7 @@ pub fn augment(
     plan_: &AugmentPlan,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Augmented> {
-    let mixes = plan(&data.y, req.pairs, req.per_example, &plan_.lambda, req.seed)?;
+    let mixes = plan_mixes(data, req, plan_)?;
     let part = plan_.shard.range(mixes.len(), req.batch_size);
     // Decode seeds are offset by each batch's first index: offsetting by the shard's start keeps
     // every batch's seed what it is in the unsharded run.
@@ -286,6 +323,18 @@ pub fn invert(
     Ok((rows, summary))
 }
 
+/// Both sentences of an interpolation have text (checked before any model loads).
+pub fn check_pair(a: &str, b: &str) -> Result<()> {
+    for (name, s) in [("A", a), ("B", b)] {
+        if s.trim().is_empty() {
+            return Err(Error::Invalid(format!(
+                "sentence {name} is empty: nothing to mix"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The sentences on the path from `b` (lambda 0) to `a` (lambda 1).
 pub fn interpolate(
     inv: &Inverter,
@@ -295,4 +344,74 @@ pub fn interpolate(
 ) -> Result<Vec<PathStep>> {
     let gen = req.validate()?;
     augment::interpolate(inv, a, b, req.steps, &gen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::corpus::Row;
+
+    fn labelled(y: &[usize], labels: &[&str]) -> Labelled {
+        let row = |i: usize| Row {
+            text: format!("sentence {i}"),
+            label: Some(labels[y[i]].to_string()),
+            file: "t".into(),
+            line: i + 1,
+        };
+        Labelled {
+            rows: (0..y.len()).map(row).collect(),
+            y: y.to_vec(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    /// A warm-up on one class, or of more encoder layers than there are, is refused before work.
+    #[test]
+    fn warmup_data_checks() {
+        let req = WarmupRequest::default();
+        let one = labelled(&[0, 0, 0], &["pos"]);
+        let e = check_warmup_data(&one, &req, 6).unwrap_err().to_string();
+        assert!(e.contains("one class only (pos)"), "{e}");
+        let two = labelled(&[0, 1, 0], &["neg", "pos"]);
+        check_warmup_data(&two, &req, 6).unwrap();
+        let deep = WarmupRequest {
+            finetune_encoder: Some(99),
+            ..req.clone()
+        };
+        let e = check_warmup_data(&two, &deep, 6).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`finetune_encoder` 99: the encoder has 6 layers (0 fine-tunes them all)"
+        );
+        let all = WarmupRequest {
+            finetune_encoder: Some(6),
+            ..req
+        };
+        check_warmup_data(&two, &all, 6).unwrap();
+    }
+
+    /// More shards than decode batches leave shards with nothing to do: refused with the numbers.
+    #[test]
+    fn more_shards_than_batches_are_refused() {
+        let data = labelled(&[0, 1, 0, 1, 0, 1], &["neg", "pos"]);
+        let req = |shard: &str| AugmentRequest {
+            shard: Some(shard.into()),
+            batch_size: 4,
+            ..Default::default()
+        };
+        // 6 mixes in batches of 4: 2 batches.
+        let r = req("1/2");
+        assert_eq!(
+            plan_mixes(&data, &r, &r.validate().unwrap()).unwrap().len(),
+            6
+        );
+        let r = req("0/3");
+        let e = plan_mixes(&data, &r, &r.validate().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("`shard` 0/3: 3 shards but only 2 decode batches (6 mixes"),
+            "{e}"
+        );
+    }
 }

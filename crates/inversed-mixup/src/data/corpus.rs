@@ -143,8 +143,44 @@ fn lines(bytes: &[u8]) -> Vec<(usize, std::result::Result<&str, String>)> {
     out
 }
 
+/// The encoding of a text file that is plainly not UTF-8: a UTF-16 or UTF-32 byte-order mark, or
+/// the NUL bytes every other byte of UTF-16 text is (a UTF-8 text file has none).
+pub fn not_utf8(bytes: &[u8]) -> Option<&'static str> {
+    let head = &bytes[..bytes.len().min(4096)];
+    if head.starts_with(b"\xFF\xFE\0\0") || head.starts_with(b"\0\0\xFE\xFF") {
+        return Some("UTF-32");
+    }
+    if head.starts_with(b"\xFF\xFE") {
+        return Some("UTF-16 (little-endian)");
+    }
+    if head.starts_with(b"\xFE\xFF") {
+        return Some("UTF-16 (big-endian)");
+    }
+    let nul = |parity: usize| {
+        head.iter()
+            .skip(parity)
+            .step_by(2)
+            .filter(|&&b| b == 0)
+            .count()
+    };
+    let half = head.len() / 2;
+    match (nul(0), nul(1)) {
+        (_, odd) if half > 0 && odd * 2 > half => Some("UTF-16 (little-endian)"),
+        (even, _) if half > 0 && even * 2 > half => Some("UTF-16 (big-endian)"),
+        _ => None,
+    }
+}
+
 fn read_file(path: &Path, opt: &ReadOptions, out: &mut Corpus) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if let Some(enc) = not_utf8(&bytes) {
+        let msg = format!("this file is {enc}, not UTF-8: save it as UTF-8");
+        return Err(Error::Input {
+            path: path.to_path_buf(),
+            line: 1,
+            msg,
+        });
+    }
     // A UTF-8 byte-order mark (spreadsheet exports) is not part of the first line.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let ext = path

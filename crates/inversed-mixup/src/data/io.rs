@@ -98,6 +98,10 @@ impl Drop for CreatedDirs {
 /// writable directory (nothing is created). An unwritable output is then reported at once, not
 /// after the work.
 pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        let msg = "is a directory: name a file to write";
+        return Err(Error::io(path, std::io::Error::other(msg)));
+    }
     let mut dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

