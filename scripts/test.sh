@@ -10,18 +10,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo test --workspace"
-cargo test --workspace
+# One build profile (release) for the tests, the imix command and the wheel: the dependencies
+# compile once. The tests' build makes target/release/imix as well.
+echo "== cargo test --workspace --release"
+cargo test --workspace --release
 
 echo "== gradient tests on the narrower instruction-set paths (the run above used the widest)"
 # IMIX_SIMD caps the kernels' path; on a CPU without a path the cap falls back to what it has.
 # --workspace (not -p) reuses the build above instead of compiling another feature set.
 for cap in avx2 scalar; do
-    IMIX_SIMD=$cap cargo test --workspace -q --test grad --test lora
+    IMIX_SIMD=$cap cargo test --workspace --release -q --test grad --test lora
 done
 
-echo "== the imix command (release)"
-cargo build --release -p imix
 export IMIX_BIN="$PWD/target/release/imix"
 
 echo "== Python environment"

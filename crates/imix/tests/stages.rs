@@ -271,6 +271,10 @@ fn an_augment_killed_while_writing_keeps_the_old_output() {
     while std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) == 0
         && std::fs::read(&out).unwrap() == old
     {
+        // A run that ended (an error) never reaches its write: say so at once, not after 300 s.
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the second run ended ({status}) before its write");
+        }
         assert!(
             t0.elapsed().as_secs() < 300,
             "the second run never reached its write"
