@@ -1,4 +1,5 @@
-"""Copies a grid's generated report into RESULTS.md, between its BEGIN/END markers, unchanged.
+"""Copies a grid's generated report into RESULTS.md, between the BEGIN/END markers that name it,
+unchanged.
 
 The tables, paired tests, claims ("What the rows say"), generator diagnostics and provenance
 (commit, CPU, command and wall time of every run) are written by `imix-bench` from the grid's
@@ -33,12 +34,11 @@ def main() -> None:
     results = ROOT / "RESULTS.md"
     text = results.read_text()
     body = demoted((ROOT / src).read_text())
-    pattern = re.compile(r"<!-- BEGIN generated: (\S+) .*?-->.*?" + re.escape(END), re.S)
+    # RESULTS.md may quote several reports: the block whose BEGIN marker names `src` is filled.
+    pattern = re.compile(r"<!-- BEGIN generated: " + re.escape(str(src)) + r" .*?-->.*?" + re.escape(END), re.S)
     m = pattern.search(text)
     if m is None:
-        sys.exit(f"{results}: no '<!-- BEGIN generated: ... -->' ... '{END}' block to fill")
-    if m.group(1) != str(src):
-        sys.exit(f"{results}: the block quotes {m.group(1)}, not {src}")
+        sys.exit(f"{results}: no '<!-- BEGIN generated: {src} ... -->' ... '{END}' block to fill")
     block = BEGIN.format(src=src) + "\n\n" + body + "\n\n" + END
     new = text[: m.start()] + block + text[m.end():]
     tmp = results.with_suffix(".md.tmp")
