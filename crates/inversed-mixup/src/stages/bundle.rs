@@ -5,7 +5,6 @@
 use crate::method::adaptor::Adaptor;
 use crate::method::classifier::Classifier;
 use crate::nets::encoder::Encoder;
-use crate::nets::llm::Llm;
 use crate::stages::warmup::{save_encoder, Warmup};
 use crate::{Error, Result};
 use candle_core::Device;
@@ -87,25 +86,4 @@ pub fn load_classifier(paths: &BundlePaths, device: &Device) -> Result<Classifie
         ));
     }
     Ok(Classifier::load(&p, device)?.0)
-}
-
-/// Loads a bundle for stage 3: the classifier, the encoder (base weights from `encoder_dir`,
-/// replaced by the bundle's fine-tuned weights when present) and the adaptor, checked against both models.
-pub fn load(paths: &BundlePaths, encoder_dir: &Path, base: Encoder, llm: &Llm) -> Result<Bundle> {
-    let classifier = load_classifier(paths, llm.device())?;
-    let tuned = paths.encoder();
-    let encoder = if tuned.exists() {
-        tracing::info!("using the fine-tuned encoder {}", tuned.display());
-        Encoder::load_with_weights(encoder_dir, Some(&tuned), llm.device())?
-    } else {
-        base
-    };
-    let ap = paths.adaptor();
-    let adaptor = Adaptor::load(&ap, llm.device())?;
-    adaptor.check_models(&ap, encoder.name(), encoder.dim(), llm.name(), llm.config())?;
-    Ok(Bundle {
-        classifier,
-        adaptor,
-        encoder,
-    })
 }
