@@ -22,10 +22,38 @@ import textwrap
 BENCH = pathlib.Path(__file__).resolve().parent
 RESULTS, HISTORY, DOC = BENCH / "results.jsonl", BENCH / "history.jsonl", BENCH.parent / "BENCHMARKS.md"
 BEGIN, END = "<!-- BEGIN generated: python3 bench/tables.py -->", "<!-- END generated -->"
-MACHINE = ["cpu", "family", "flags", "cores", "ghz", "peak_gflops", "kernels", "pytorch", "date", "note"]
+MACHINE = ["cpu", "family", "flags", "cores", "ghz", "peak_gflops", "kernels", "pytorch", "date", "note",
+           "vendor", "cpu_family", "model"]
+
+
+def amd_core(m):
+    """The AMD core generation from cpuinfo's family and model (AMD's model ranges per family)."""
+    fam, model = m.get("cpu_family"), m.get("model")
+    if m.get("vendor") != "AuthenticAMD" or model is None:
+        return None
+    if fam == 23:
+        return "zen1" if model < 0x30 else "zen2"
+    if fam == 25:
+        return "zen4" if 0x10 <= model <= 0x1F or 0x60 <= model <= 0x7F or 0xA0 <= model <= 0xAF else "zen3"
+    return None
+
+
+def flop_per_cycle(m):
+    """f32 FLOP per cycle and core of the instruction set our kernels ran, from the CPU's FMA pipes:
+    Zen 1 has two 128-bit FMA pipes (16 with AVX2); Zen 2 and 3 and Intel since Haswell two 256-bit
+    ones (32); with AVX-512, Zen 4 splits each 512-bit op over its 256-bit pipes (32), while Zen 5
+    and Intel's server cores (two 512-bit FMA pipes on the Gold and Platinum parts) reach 64."""
+    core = amd_core(m)
+    if m.get("kernels") == "avx512":
+        return 32 if core == "zen4" else 64
+    if m.get("kernels") == "avx2":
+        return 16 if core == "zen1" else 32
+    return 8  # scalar code: 4-lane SSE multiply and add on two pipes at best
 WORKLOADS = ["train", "train-lora", "gen1", "gen16", "encode", "finetune"]
 # cpuinfo (vendor, family[, model]) -> microarchitecture, for machine rows that do not name one.
 ARCH = {("AuthenticAMD", 23): "Zen/Zen 2", ("AuthenticAMD", 25): "Zen 3/Zen 4", ("AuthenticAMD", 26): "Zen 5",
+        ("AuthenticAMD", 23, "zen1"): "Zen 1", ("AuthenticAMD", 23, "zen2"): "Zen 2",
+        ("AuthenticAMD", 25, "zen3"): "Zen 3", ("AuthenticAMD", 25, "zen4"): "Zen 4",
         ("GenuineIntel", 6, 85): "Skylake-SP/Cascade Lake", ("GenuineIntel", 6, 106): "Ice Lake-SP",
         ("GenuineIntel", 6, 143): "Sapphire Rapids", ("GenuineIntel", 6, 207): "Emerald Rapids"}
 
@@ -41,7 +69,11 @@ def stamped(rows):
     m = {k: machine[k] for k in MACHINE if k in machine}
     if "family" not in m:
         key = (machine.get("vendor"), machine.get("cpu_family"))
-        m["family"] = ARCH.get(key + (machine.get("model"),)) or ARCH.get(key) or f"family {key[1]} model {machine.get('model')}"
+        m["family"] = (ARCH.get(key + (machine.get("model"),)) or ARCH.get(key + (amd_core(machine),)) or ARCH.get(key)
+                       or f"family {key[1]} model {machine.get('model')}")
+    m.setdefault("vendor", machine.get("vendor"))
+    m.setdefault("cpu_family", machine.get("cpu_family"))
+    m.setdefault("model", machine.get("model"))
     m.setdefault("kernels", next((r["simd"] for r in rows if r.get("side") == "rust" and "simd" in r), "?"))
     m.setdefault("pytorch", next((r["simd"] for r in rows if r.get("workload") == "peak" and "simd" in r), "?"))
     return [{**r, **m} for r in rows]
@@ -62,7 +94,7 @@ def runs(rows):
 def table(rows):
     m = rows[-1]
     by = {(r["workload"], r["side"]): r for r in rows}
-    fpc = 64 if m["kernels"] == "avx512" else 32  # f32 FLOP/cycle per core: two 16- or 8-lane FMA pipes
+    fpc = flop_per_cycle(m)
     peak = m.get("peak_gflops") or m["cores"] * m["ghz"] * fpc
     mm = by.get(("peak", "pytorch"), {}).get("gflops")
     about = (f"PyTorch ran {m['pytorch']}. Peak ~{peak:.0f} GFLOP/s at the nominal clock "
