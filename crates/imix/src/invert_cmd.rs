@@ -50,6 +50,20 @@ pub struct InvertArgs {
     /// Only the first N sentences
     #[arg(long)]
     limit: Option<usize>,
+    /// Mix metrics instead: the input holds pairs (columns `a` and `b`, e.g. a TSV with the header
+    /// a<TAB>b); each pair is mixed at every --lambdas value and decoded, and each sentence scored
+    /// (cosine to the mixed target, near copy of a source, content ratio); the summary gives, at
+    /// mid-lambda (0.3-0.7), the copies, the content-ratio gap and the share that carries both
+    #[arg(long, conflicts_with_all = ["retrieve_from", "judge_encoder"])]
+    mixes: bool,
+    /// Mixing ratios of --mixes (weights of `a`)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.1,0.3,0.5,0.7,0.9",
+        requires = "mixes"
+    )]
+    lambdas: Vec<f64>,
 }
 
 /// Runs `imix invert`.
@@ -64,6 +78,9 @@ pub fn run(a: InvertArgs) -> Result<()> {
     inversed_mixup::data::io::check_writable(&a.output)?;
     if let Some(n) = a.limit {
         check::at_least_one("limit", n)?;
+    }
+    if a.mixes {
+        return mixes(&a, &req);
     }
     let opt = a.reading.options(&a.text_column, None);
     let mut texts: Vec<String> = read_files(std::slice::from_ref(&a.input), &opt)?
@@ -111,5 +128,46 @@ pub fn run(a: InvertArgs) -> Result<()> {
     }
     jsonl::write(&a.output, &rows)?;
     println!("{}", summarize(&rows));
+    Ok(())
+}
+
+/// `imix invert --mixes`: the mix metrics of the pairs of the input file.
+fn mixes(a: &InvertArgs, req: &InvertRequest) -> Result<()> {
+    for &l in &a.lambdas {
+        check::unit("lambdas", l)?;
+    }
+    let opt = a.reading.options("a", Some("b"));
+    let rows = read_files(std::slice::from_ref(&a.input), &opt)?.rows;
+    let mut pairs = Vec::with_capacity(rows.len());
+    for r in rows {
+        let Some(b) = r.label else {
+            let (f, l) = (r.file.display(), r.line);
+            anyhow::bail!(
+                "{f}:{l}: --mixes needs pairs: a .tsv, .csv or .jsonl with columns a and b"
+            );
+        };
+        pairs.push((r.text, b));
+    }
+    if let Some(n) = a.limit {
+        pairs.truncate(n);
+    }
+    if pairs.is_empty() {
+        anyhow::bail!("{}: no pairs to mix", a.input.display());
+    }
+    let p = api::Pipeline::load(
+        a.models.encoder.as_deref(),
+        a.models.llm.as_deref(),
+        a.adaptor.as_deref(),
+    )?;
+    let pb = bar((pairs.len() * a.lambdas.len()) as u64, "mixes");
+    let gen = req.validate()?;
+    let inv = p.inverter()?;
+    let (rows, summary) =
+        api::invert_mixes(&inv, &pairs, &a.lambdas, &gen, req.batch_size, &|d, _| {
+            pb.set_position(d as u64)
+        })?;
+    pb.finish_and_clear();
+    jsonl::write(&a.output, &rows)?;
+    println!("{summary}");
     Ok(())
 }

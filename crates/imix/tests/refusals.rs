@@ -456,6 +456,21 @@ const TABLE: &[(&str, i32, &str)] = &[
         1,
         "is a directory: name a file to write",
     ),
+    (
+        "invert --input D/sentences.txt --out D/o.jsonl --mixes",
+        1,
+        "sentences.txt:1: --mixes needs pairs",
+    ),
+    (
+        "invert --input D/train.tsv --out D/o.jsonl --mixes",
+        1,
+        "no column \"a\"",
+    ),
+    (
+        "invert --input D/train.tsv --out D/o.jsonl --lambdas 0.5",
+        2,
+        "--mixes",
+    ),
     // interpolate and the command line itself
     (
         "interpolate a b --steps 1",
