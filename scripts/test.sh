@@ -7,6 +7,8 @@
 # Environment: IMIX_CACHE (model cache, default ~/.cache/inversed-mixup; the environment goes in
 # its pyenv/ folder unless IMIX_PYENV names another), PYTHON (the interpreter that creates the
 # environment, default python3), PYTEST_ARGS (extra pytest arguments, e.g. "-k shard").
+# The explorer's browser test needs Debian's chromium and chromium-driver: installed when missing
+# (as root), else the script stops saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +47,22 @@ rm -rf "$wheels"
 
 echo "== pytest crates/imix-py/tests"
 # From the tests' folder, so that `import inversed_mixup` finds the installed wheel, not sources.
+root="$PWD"
 cd crates/imix-py/tests
 # shellcheck disable=SC2086
 "$py" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} .
+
+echo "== the explorer page (imix serve) in headless Chromium"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing Debian's chromium and chromium-driver"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "error: the browser test needs chromium and chromedriver: apt-get install chromium chromium-driver" >&2
+        exit 1
+    fi
+fi
+cd "$root/crates/imix-serve/tests"
+# Screenshots of each tab go to target/test-output/explorer.
+"$py" -m pytest -q -p no:cacheprovider .

@@ -290,11 +290,66 @@ impl Augmenter {
     }
 }
 
+/// `imix serve`: the explorer page until Ctrl-C (or the process ends). `ready` is called with the
+/// page's address once the models are loaded and the port is bound.
+#[pyfunction]
+#[pyo3(signature = (host, port, model=None, input=None, rows=None, encoder=None, llm=None, adaptor=None, ready=None))]
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    py: Python<'_>,
+    host: String,
+    port: u16,
+    model: Option<PathBuf>,
+    input: Option<PathBuf>,
+    rows: Option<PathBuf>,
+    encoder: Option<PathBuf>,
+    llm: Option<PathBuf>,
+    adaptor: Option<PathBuf>,
+    ready: Option<Py<PyAny>>,
+) -> PyResult<()> {
+    let ip: std::net::IpAddr = host.parse().map_err(|_| {
+        ImixError::new_err(format!("host {host:?}: not an IP address (e.g. 127.0.0.1)"))
+    })?;
+    let o = imix_serve::ServeOptions {
+        addr: Some(std::net::SocketAddr::new(ip, port)),
+        encoder,
+        llm,
+        adaptor,
+        model,
+        input,
+        rows,
+    };
+    let announce = |addr: std::net::SocketAddr| {
+        let url = format!("http://{addr}/");
+        match &ready {
+            Some(f) => Python::with_gil(|py| {
+                if let Err(e) = f.call1(py, (url,)) {
+                    e.print(py);
+                }
+            }),
+            None => eprintln!("imix explorer at {url}  (Ctrl-C stops it)"),
+        }
+    };
+    // Not on the compute pool: the server's decoding thread moves each request there itself.
+    let r = py.allow_threads(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            imix_serve::serve(o, &announce)
+        }))
+    });
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(imix_serve::ServeError::Library(e))) => Err(Fail::Lib(e).into()),
+        Ok(Err(imix_serve::ServeError::Io(m))) => Err(Fail::Internal(m).into()),
+        Err(_) => Err(Fail::Panic("the server panicked".into()).into()),
+    }
+}
+
 /// The native part of the `inversed_mixup` package.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::init();
     m.add_class::<Augmenter>()?;
+    m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add("ImixError", m.py().get_type::<ImixError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

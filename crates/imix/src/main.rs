@@ -8,6 +8,7 @@ mod data_args;
 mod input_args;
 mod invert_cmd;
 mod process;
+mod serve_cmd;
 mod train_cmd;
 mod warmup_cmd;
 
@@ -31,6 +32,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   imix augment --model model/ --input train.tsv --shots 10 --lambda grid:0,0.5,1 --out aug.jsonl
 ///   imix train --input train.tsv --shots 10 --augment aug.jsonl --eval test.tsv
 ///   imix align --input wiki.txt --out my-adaptor.safetensors --steps 2000
+///   imix serve --model model/ --input train.tsv    # the explorer page at http://127.0.0.1:8080
 #[derive(Parser)]
 #[command(
     name = "imix",
@@ -69,6 +71,8 @@ enum Cmd {
     /// Train the task classifier on data (+ augmented rows) and report accuracy and macro-F1.
     #[command(allow_negative_numbers = true)]
     Train(train_cmd::TrainArgs),
+    /// Open the explorer page: drag lambda between two sentences, sweep a pair, browse augmented rows.
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() {
@@ -97,15 +101,12 @@ fn main() {
         imix_kernels::simd::level().name(),
         imix_kernels::simd::detected().name()
     );
-    let r = imix_kernels::pool::on_compute_pool(|| match cli.cmd {
-        Cmd::Fetch => common::fetch_models(),
-        Cmd::Align(a) => align_cmd::run(a),
-        Cmd::Invert(a) => invert_cmd::run(a),
-        Cmd::Warmup(a) => warmup_cmd::run(a),
-        Cmd::Augment(a) => augment_cmd::run(a),
-        Cmd::Interpolate(a) => augment_cmd::interpolate(a),
-        Cmd::Train(a) => train_cmd::run(a),
-    });
+    let r = match cli.cmd {
+        // The server's decoding thread moves each request onto the compute pool itself; the
+        // main thread only waits for Ctrl-C and must not hold a pool worker meanwhile.
+        Cmd::Serve(a) => serve_cmd::run(a),
+        cmd => imix_kernels::pool::on_compute_pool(|| run(cmd)),
+    };
     if let Err(e) = r {
         // The library names settings as fields (`batch_size`); here they are flags (--batch-size).
         eprintln!(
@@ -113,5 +114,19 @@ fn main() {
             inversed_mixup::api::field_names(&format!("{e:#}"), &common::flag)
         );
         std::process::exit(1);
+    }
+}
+
+/// Runs a command other than `serve`.
+fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Fetch => common::fetch_models(),
+        Cmd::Align(a) => align_cmd::run(a),
+        Cmd::Invert(a) => invert_cmd::run(a),
+        Cmd::Warmup(a) => warmup_cmd::run(a),
+        Cmd::Augment(a) => augment_cmd::run(a),
+        Cmd::Interpolate(a) => augment_cmd::interpolate(a),
+        Cmd::Train(a) => train_cmd::run(a),
+        Cmd::Serve(a) => serve_cmd::run(a),
     }
 }

@@ -149,7 +149,7 @@ fn dependencies(krate: &str) -> String {
 #[test]
 fn the_library_depends_on_no_front_end_and_not_on_the_benchmark() {
     let deps = dependencies("inversed-mixup");
-    for krate in ["imix-bench", "imix-py", "imix ="] {
+    for krate in ["imix-bench", "imix-py", "imix-serve", "imix ="] {
         assert!(
             !deps.contains(krate),
             "the library must not depend on {krate}:\n{deps}"

@@ -33,8 +33,9 @@ os.environ.setdefault("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0")
 
 from ._native import Augmenter as _Native  # noqa: E402
 from ._native import ImixError, __version__  # noqa: E402
+from ._native import serve as _serve  # noqa: E402
 
-__all__ = ["Augmenter", "ImixError", "ProgressArg", "__version__"]
+__all__ = ["Augmenter", "ImixError", "ProgressArg", "serve", "__version__"]
 
 #: ``progress=``: a callable ``progress(done, total)`` (called with the GIL held), ``None`` for a
 #: tqdm bar when tqdm is installed, or ``False`` for nothing.
@@ -156,6 +157,7 @@ class Augmenter:
 
     def __init__(self, encoder: Optional[PathArg] = None, llm: Optional[PathArg] = None, adaptor: Optional[PathArg] = None) -> None:
         self._native = _Native(_path(encoder), _path(llm), _path(adaptor))
+        self._models = {"encoder": _path(encoder), "llm": _path(llm), "adaptor": _path(adaptor)}
         #: The summary ``imix augment`` prints, for the last :meth:`augment` call: ``by_lambda``
         #: (mean cosines per lambda), the counts (generated, written, empty, looping, intruding,
         #: dropped, relabelled, resampled), ``intrusion_rate`` and ``spearman_lambda_vs_cos_diff``.
@@ -203,6 +205,14 @@ class Augmenter:
             rows, summary = self._native.invert(_texts(texts), _options(options), progress=cb)
         self.last_summary = json.loads(summary)
         return _rows(rows)
+
+    def serve(self, port: int = 8080, host: str = "127.0.0.1", *, model: Optional[PathArg] = None, input: Optional[PathArg] = None, rows: Optional[PathArg] = None, ready: Optional[Callable[[str], None]] = None) -> None:
+        """The explorer page over this Augmenter's models: :func:`serve` with its encoder, LLM and
+        adaptor (the server loads its own copy, so this object stays usable meanwhile)."""
+        models = dict(self._models)
+        if model is not None:
+            models.pop("adaptor")  # a bundle brings its own adaptor
+        serve(port, host, model=model, input=input, rows=rows, ready=ready, **models)
 
     def interpolate(self, a: str, b: str, steps: Optional[int] = None, **options: Any) -> List[Dict[str, Any]]:
         """Walks from sentence ``b`` (lambda 0) to ``a`` (lambda 1) in ``steps`` mixes (``imix
@@ -274,3 +284,26 @@ class Augmenter:
             out, summary = self._native.augment(_texts(texts), _labels(labels), os.fspath(model), _options(options), progress=cb)
         self.last_stats = json.loads(summary)
         return out
+
+
+def serve(
+    port: int = 8080,
+    host: str = "127.0.0.1",
+    *,
+    model: Optional[PathArg] = None,
+    input: Optional[PathArg] = None,
+    rows: Optional[PathArg] = None,
+    encoder: Optional[PathArg] = None,
+    llm: Optional[PathArg] = None,
+    adaptor: Optional[PathArg] = None,
+    ready: Optional[Callable[[str], None]] = None,
+) -> None:
+    """The explorer page (``imix serve``) at ``http://host:port/`` until Ctrl-C: drag lambda between
+    two sentences, sweep a pair, browse augmented rows. ``model``: a warm-up bundle (adds the soft
+    label, the task model's prediction and the intrusion verdict); ``input``: a labelled file whose
+    sentences the page offers; ``rows``: an ``imix augment`` output for the Rows tab. ``port=0``
+    picks a free port; ``ready(url)`` is called once the page can be opened (by default the address
+    is printed). Blocks; the GIL is released meanwhile."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ImixError(f"port {port!r}: must be an integer in 0..65535")
+    _serve(host, port, _path(model), _path(input), _path(rows), _path(encoder), _path(llm), _path(adaptor), ready)

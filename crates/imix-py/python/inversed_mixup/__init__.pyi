@@ -125,6 +125,17 @@ class Augmenter:
         setting's default is the command's. Raises :class:`ImixError`
         for an empty list, an empty text, or a bad setting.
         """
+    def serve(
+        self,
+        port: int = ...,
+        host: str = ...,
+        *,
+        model: Optional[PathArg] = ...,
+        input: Optional[PathArg] = ...,
+        rows: Optional[PathArg] = ...,
+        ready: Optional[Callable[[str], None]] = ...,
+    ) -> None:
+        """The explorer page over this Augmenter's models (see :func:`serve`)."""
     def interpolate(
         self,
         a: str,
@@ -213,3 +224,17 @@ class Augmenter:
     ) -> str:
         """:meth:`augment` returning the JSON Lines text ``imix augment`` writes for the same
         arguments, byte for byte (one row a line, each ending in a newline)."""
+
+def serve(
+    port: int = ...,
+    host: str = ...,
+    *,
+    model: Optional[PathArg] = ...,
+    input: Optional[PathArg] = ...,
+    rows: Optional[PathArg] = ...,
+    encoder: Optional[PathArg] = ...,
+    llm: Optional[PathArg] = ...,
+    adaptor: Optional[PathArg] = ...,
+    ready: Optional[Callable[[str], None]] = ...,
+) -> None:
+    """The explorer page (``imix serve``) at ``http://host:port/`` until Ctrl-C."""

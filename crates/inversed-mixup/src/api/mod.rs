@@ -2,11 +2,13 @@
 //! whose defaults are the documented ones and whose `validate()` holds every check, and the flow
 //! of each request, written once, returning rows and the summaries both front ends show.
 
+mod explore;
 mod mixes;
 mod pipeline;
 mod requests;
 mod summary;
 
+pub use explore::{check_window, explore, ExploreRequest, MixView, MAX_LAMBDAS};
 pub use mixes::{invert_mixes, MixBucket, MixRow, MixSummary};
 pub use pipeline::{
     augment, check_pair, check_warmup_data, check_warmup_target, interpolate, invert, load_adaptor,

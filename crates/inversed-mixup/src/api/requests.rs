@@ -28,7 +28,7 @@ pub const DECODE_BATCH: usize = 16;
 pub const MAX_CANDIDATES: usize = 64;
 
 /// The decoding settings every decoding request carries, checked.
-fn generate_options(
+pub(super) fn generate_options(
     decode: &str,
     max_new_tokens: usize,
     seed: u64,

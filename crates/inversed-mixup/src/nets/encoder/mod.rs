@@ -328,6 +328,16 @@ impl Encoder {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Whether `text` fits the window whole (`max_len` tokens with [CLS]/[SEP]); a longer one is
+    /// embedded from its first `max_len` tokens only.
+    pub fn fits(&self, text: &str) -> Result<bool> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_overflowing().is_empty())
+    }
+
     /// Embeds a batch of sentences: `(n, dim)`.
     pub fn embed(&self, texts: &[&str]) -> Result<Tensor> {
         let ids: Vec<Vec<u32>> = texts
