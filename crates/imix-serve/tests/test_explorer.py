@@ -162,3 +162,30 @@ def test_a_client_that_leaves_mid_decode_does_not_stop_the_server(server):
     ) as r:
         rows = json.load(r)["rows"]
     assert len(rows) == 1 and rows[0]["text"]
+
+
+def test_the_page_answers_while_another_client_decodes(server):
+    """One client's long sweep does not block another's page: the page and /api/info come back
+    before the sweep does."""
+    import json
+    import threading
+    import urllib.request
+
+    done = []
+
+    def sweep():
+        body = {"a": A, "b": B, "lambdas": [i / 20 for i in range(21)]}
+        req = urllib.request.Request(server + "api/mix", data=json.dumps(body).encode())
+        with urllib.request.urlopen(req, timeout=300) as r:
+            json.load(r)
+        done.append("sweep")
+
+    t = threading.Thread(target=sweep)
+    t.start()
+    time.sleep(0.5)  # the sweep is decoding
+    for path in ("", "api/info"):
+        with urllib.request.urlopen(server + path, timeout=60) as r:
+            r.read()
+        done.append(path or "page")
+    t.join()
+    assert done == ["page", "api/info", "sweep"], done
