@@ -127,6 +127,8 @@ impl Pipeline {
         data_name: Option<&Path>,
         on_step: &mut dyn FnMut(&WarmupLog),
     ) -> Result<()> {
+        // Front ends run these checks before loading models; they are cheap, and repeated here
+        // so that a caller who skipped them cannot start a warm-up that would fail at its end.
         check_warmup_target(req, out)?;
         check_warmup_data(data, req, self.encoder.num_layers())?;
         let (enc, llm) = (&self.encoder, &self.llm);
@@ -160,14 +162,6 @@ impl Pipeline {
         }
         let paths = BundlePaths::new(out);
         let (ckpt, curve) = (paths.checkpoint(), paths.curve());
-        w.run(
-            req.steps,
-            req.checkpoint_every,
-            &ckpt,
-            &curve,
-            req.resume,
-            on_step,
-        )?;
         let meta = serde_json::json!({
             "encoder": enc.name(),
             "finetuned_encoder": req.finetune_encoder,
@@ -175,7 +169,22 @@ impl Pipeline {
             "shots": req.shots,
             "shots_seed": req.shots_seed,
         });
-        bundle::save(&paths, &w, meta)?;
+        let done = w
+            .run(
+                req.steps,
+                req.checkpoint_every,
+                &ckpt,
+                &curve,
+                req.resume,
+                on_step,
+            )
+            .and_then(|_| bundle::save(&paths, &w, meta));
+        if done.is_err() && !ckpt.exists() {
+            // Nothing to resume from (e.g. a full disk failed the first checkpoint): the learning
+            // curve of the failed run would be a leftover that keeps its new folder alive.
+            let _ = std::fs::remove_file(&curve);
+        }
+        done?;
         out_dir.keep();
         Ok(())
     }

