@@ -160,13 +160,16 @@ pub fn write_atomic_with(
 }
 
 /// Test hook: `IMIX_TEST_WRITE_PAUSE_MS` holds a finished temp file that long before its rename,
-/// so that a test can kill the process inside the write and see the old output survive.
+/// so that a test can kill the process inside the write and see the old output survive; with
+/// `IMIX_TEST_WRITE_PAUSE_AT=N` only the process's Nth atomic write (1-based) is held.
 fn pause_for_tests() {
-    if let Some(ms) = std::env::var("IMIX_TEST_WRITE_PAUSE_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+    static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = env("IMIX_TEST_WRITE_PAUSE_MS") {
+        if env("IMIX_TEST_WRITE_PAUSE_AT").is_none_or(|at| at == n as u64) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
     }
 }
 
