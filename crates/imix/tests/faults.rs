@@ -337,9 +337,86 @@ fn a_cache_that_cannot_be_one_is_refused() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
 }
 
-/// `imix align` killed (SIGKILL) inside each of its first four writes (the embedding cache, the
-/// fresh curve, the first checkpoint, the first adaptor): nothing is left half-written, and the next run removes
-/// the temp file and makes the adaptor of an uninterrupted run, byte for byte.
+/// Runs `args(dir)` to the end in a reference folder, then, for each of its first `writes` atomic
+/// writes, in a fresh folder: holds that write (test hook), kills the process (SIGKILL) inside it,
+/// and runs again, with `--resume` when a checkpoint `ckpt` was written whole. Asserts that the
+/// killed run left no `outputs`, that the next run removed the held temp file, and that its
+/// `outputs` equal the uninterrupted run's byte for byte.
+fn kill_inside_each_write(
+    base: &Path,
+    args: &dyn Fn(&Path) -> Vec<String>,
+    outputs: &[&str],
+    ckpt: &str,
+    writes: usize,
+) {
+    let run = |a: Vec<String>| imix(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let reference = base.join("ref");
+    ok(&run(args(&reference)));
+    let read = |dir: &Path| -> Vec<Vec<u8>> {
+        outputs
+            .iter()
+            .map(|o| std::fs::read(dir.join(o)).unwrap())
+            .collect()
+    };
+    let want = read(&reference);
+    for at in 1..=writes {
+        let dir = base.join(format!("kill{at}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imix"))
+            .args(args(&dir))
+            .env_remove("IMIX_ADAPTOR")
+            .env("IMIX_TEST_WRITE_PAUSE_MS", "600000")
+            .env("IMIX_TEST_WRITE_PAUSE_AT", at.to_string())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let temp = || {
+            dir.exists()
+                .then(|| tree(&dir))
+                .unwrap_or_default()
+                .into_iter()
+                .find(|n| n.ends_with(&format!(".tmp{pid}")))
+        };
+        // The held write is the temp file still there on two looks 300 ms apart (an unheld write
+        // takes milliseconds); it may be empty (a fresh run's curve).
+        let t0 = std::time::Instant::now();
+        let mut seen: Option<String> = None;
+        let held = loop {
+            let now = temp();
+            if now.is_some() && now == seen {
+                break now.unwrap();
+            }
+            seen = now;
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "{args:?} ended ({status}) before its write number {at}",
+                    args = args(&dir)
+                );
+            }
+            assert!(t0.elapsed().as_secs() < 300, "never reached write {at}");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for o in outputs {
+            assert!(!dir.join(o).exists(), "killed in {held}: {o} was left");
+        }
+        let resume = dir.join(ckpt).exists();
+        let mut a = args(&dir);
+        if resume {
+            a.push("--resume".into());
+        }
+        ok(&run(a));
+        assert!(!dir.join(&held).exists(), "the next run left {held}");
+        assert!(
+            read(&dir) == want,
+            "killed in {held} (resumed: {resume}): the result differs from an uninterrupted run"
+        );
+    }
+}
+
+/// `imix align` killed inside each of its first four writes (the embedding cache, the fresh
+/// curve, the first checkpoint, the first adaptor) loses nothing.
 #[test]
 fn an_align_killed_inside_each_write_loses_nothing() {
     let d = tempfile::tempdir().unwrap();
@@ -348,11 +425,11 @@ fn an_align_killed_inside_each_write_loses_nothing() {
         .map(|i| format!("Sentence number {i} is about a cat and a dog."))
         .collect();
     std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();
-    let args = |out: &Path| -> Vec<String> {
-        let mut v: Vec<String> = ["align", "--input", corpus.to_str().unwrap(), "--out"]
-            .map(String::from)
-            .to_vec();
-        v.push(out.to_str().unwrap().into());
+    let corpus = corpus.to_str().unwrap().to_string();
+    let args = move |dir: &Path| -> Vec<String> {
+        let out = dir.join("a.safetensors");
+        let mut v: Vec<String> = vec!["align".into(), "--input".into(), corpus.clone()];
+        v.extend(["--out".into(), out.to_str().unwrap().into()]);
         for a in [
             "--steps",
             "3",
@@ -375,67 +452,33 @@ fn an_align_killed_inside_each_write_loses_nothing() {
         }
         v
     };
-    let run = |out: &Path| {
-        let a = args(out);
-        imix(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[])
-    };
-    let reference = d.path().join("ref").join("a.safetensors");
-    ok(&run(&reference));
-    let want = std::fs::read(&reference).unwrap();
-    for at in 1..=4 {
-        let dir = d.path().join(format!("kill{at}"));
-        std::fs::create_dir(&dir).unwrap();
-        let out = dir.join("a.safetensors");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_imix"))
-            .args(args(&out))
-            .env_remove("IMIX_ADAPTOR")
-            .env("IMIX_TEST_WRITE_PAUSE_MS", "600000")
-            .env("IMIX_TEST_WRITE_PAUSE_AT", at.to_string())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let temp = || {
-            tree(&dir)
-                .into_iter()
-                .find(|n| n.ends_with(&format!(".tmp{pid}")))
-        };
-        // The held write is the temp file still there on two looks 300 ms apart (an unheld write
-        // takes milliseconds); it may be empty (a fresh run's curve).
-        let t0 = std::time::Instant::now();
-        let mut seen: Option<String> = None;
-        let held = loop {
-            let now = temp();
-            if now.is_some() && now == seen {
-                break now.unwrap();
-            }
-            seen = now;
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("align ended ({status}) before its write number {at}");
-            }
-            assert!(
-                t0.elapsed().as_secs() < 300,
-                "align never reached write {at}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(300));
-        };
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(!out.exists(), "killed in {held}: an adaptor was left");
-        // Resume from the checkpoint when one was written whole, else start over.
-        let ckpt = dir.join("a.safetensors.ckpt").exists();
-        let mut a = args(&out);
-        if ckpt {
-            a.push("--resume".into());
+    kill_inside_each_write(d.path(), &args, &["a.safetensors"], "a.safetensors.ckpt", 4);
+}
+
+/// `imix warmup` killed inside each of its first four writes (the fresh curve, the checkpoints,
+/// the classifier) loses nothing: the bundle of the next run is the uninterrupted one.
+#[test]
+fn a_warmup_killed_inside_each_write_loses_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let data = root().join("examples/reviews.tsv");
+    let data = data.to_str().unwrap().to_string();
+    let args = move |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = vec!["warmup".into(), "--input".into(), data.clone()];
+        v.extend(["--out".into(), dir.to_str().unwrap().into()]);
+        for a in [
+            "--shots",
+            "2",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--checkpoint-every",
+            "1",
+        ] {
+            v.push(a.into());
         }
-        ok(&imix(
-            &a.iter().map(String::as_str).collect::<Vec<_>>(),
-            &[],
-        ));
-        assert!(!dir.join(&held).exists(), "the next run left {held}");
-        assert!(
-            std::fs::read(&out).unwrap() == want,
-            "killed in {held} (resumed: {ckpt}): the result differs from an uninterrupted run"
-        );
-    }
+        v
+    };
+    let outputs = ["classifier.safetensors", "adaptor.safetensors"];
+    kill_inside_each_write(d.path(), &args, &outputs, "warmup.ckpt", 4);
 }
