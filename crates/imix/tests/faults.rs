@@ -371,9 +371,8 @@ fn kill_inside_each_write(
             .unwrap();
         let pid = child.id();
         let temp = || {
-            dir.exists()
-                .then(|| tree(&dir))
-                .unwrap_or_default()
+            let names = if dir.exists() { tree(&dir) } else { Vec::new() };
+            names
                 .into_iter()
                 .find(|n| n.ends_with(&format!(".tmp{pid}")))
         };
@@ -383,8 +382,8 @@ fn kill_inside_each_write(
         let mut seen: Option<String> = None;
         let held = loop {
             let now = temp();
-            if now.is_some() && now == seen {
-                break now.unwrap();
+            if let Some(t) = now.clone().filter(|_| now == seen) {
+                break t;
             }
             seen = now;
             if let Some(status) = child.try_wait().unwrap() {

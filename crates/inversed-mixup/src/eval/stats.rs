@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(sign_flip_p(&d, 7), sign_flip_p(&d, 7), "seeded");
         let (lo, hi) = bootstrap_ci95(&[1.0, 2.0, 3.0, 4.0], 1);
         assert!(
-            lo >= 1.0 && lo < 2.5 && hi > 2.5 && hi <= 4.0,
+            (1.0..2.5).contains(&lo) && hi > 2.5 && hi <= 4.0,
             "({lo}, {hi})"
         );
         assert_eq!(bootstrap_ci95(&[2.0; 6], 1), (2.0, 2.0));
