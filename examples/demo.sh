@@ -5,7 +5,9 @@
 # use; outputs go to results/demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p imix
+# Not -q: a first build takes minutes, and cargo's "Compiling ..." lines show it is moving.
+echo "building imix (the first time takes several minutes)"
+cargo build --release -p imix
 imix=target/release/imix
 out=results/demo
 train=examples/reviews.tsv

@@ -9,7 +9,7 @@
 # experiments/grid-finetune/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p imix-bench
+cargo build --release -p imix-bench
 out=results/grid-finetune
 source experiments/grid-budget.sh
 run() { bench_grid --out $out "$@"; }

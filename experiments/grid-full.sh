@@ -8,7 +8,7 @@
 # experiments/grid-finetune/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p imix-bench
+cargo build --release -p imix-bench
 out=results/grid-finetune
 budget=()
 if [ "${1:-}" = "--max-minutes" ]; then budget=(--max-minutes "$2"); fi

@@ -15,7 +15,7 @@
 # recomputed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p imix-bench
+cargo build --release -p imix-bench
 adaptor=${ADAPTOR:-assets/adaptor-minilm-smollm2.safetensors}
 grid=grid-$(sha256sum "$adaptor" | cut -c1-8)
 out=results/$grid

@@ -12,7 +12,7 @@
 # grid's own stays summary.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p imix-bench
+cargo build --release -p imix-bench
 out=results/grid-finetune
 source experiments/grid-budget.sh
 run() { bench_grid --methods none,eda,inversed-mixup-keep,inversed-mixup-drop,inversed-mixup-sampled,duplicate,embed-mixup,retrieval-mixup,reconstruct,inversed-mixup-relabel,inversed-mixup-content --warmup-finetune --final-from-warmup --out $out "$@"; }
