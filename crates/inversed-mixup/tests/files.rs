@@ -115,6 +115,16 @@ fn corrupt_or_foreign_adaptor_files_are_refused() {
         e.contains("foreign.safetensors") && e.contains("not written by this tool"),
         "{e}"
     );
+    // A training checkpoint (its header says so) passed where an adaptor goes.
+    let ckpt = d.path().join("a.safetensors.ckpt");
+    let meta = serde_json::json!({ "kind": "align-checkpoint", "adaptor": cfg(), "step": 3 });
+    inversed_mixup::data::checkpoint::save(&ckpt, &t, &meta).unwrap();
+    let e = Adaptor::load(&ckpt, &DEV).err().unwrap().to_string();
+    assert!(
+        e.contains("a.safetensors.ckpt")
+            && e.contains("a training checkpoint (align-checkpoint), not an adaptor"),
+        "{e}"
+    );
 }
 
 #[test]

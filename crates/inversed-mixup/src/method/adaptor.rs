@@ -188,6 +188,17 @@ impl Adaptor {
     /// Loads an adaptor file written by [`Adaptor::save`].
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let (t, meta) = checkpoint::load(path, device)?;
+        // A training checkpoint holds an adaptor's weights under other names (with optimiser
+        // moments): say what it is instead of a missing tensor.
+        if let Some(kind) = meta["kind"].as_str().filter(|k| *k != "adaptor") {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "this file is a training checkpoint ({kind}), not an adaptor: pass the \
+                     adaptor the run wrote (a checkpoint only continues its run, with --resume)"
+                ),
+            ));
+        }
         let cfg: AdaptorConfig = serde_json::from_value(meta["adaptor"].clone()).map_err(|e| {
             Error::checkpoint(path, format!("metadata is not an adaptor header: {e}"))
         })?;
