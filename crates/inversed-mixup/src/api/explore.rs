@@ -3,10 +3,10 @@
 //! it is a near copy, and, with a warm-up bundle and the sources' labels, its soft label, the task
 //! model's prediction and the intrusion verdict.
 
-use crate::method::augment::{content_lambda, is_near_copy, mix_embeddings};
+use super::mixes::{decode_mixes, MixRow};
 use crate::method::classifier::Classifier;
 use crate::method::intrusion::judge;
-use crate::method::invert::{cosine_rows, Inverter};
+use crate::method::invert::Inverter;
 use crate::method::mixup::soft_label;
 use crate::nets::encoder::Encoder;
 use crate::{Error, Result};
@@ -97,23 +97,12 @@ pub fn check_window(encoder: &Encoder, which: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// One decoded mix and its scores.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One decoded mix, its scores and, with a bundle, what the task model makes of it.
+#[derive(Debug, Clone, Serialize)]
 pub struct MixView {
-    /// Weight of A.
-    pub lambda: f64,
-    /// The decoded sentence.
-    pub text: String,
-    /// Encoder cosine to A.
-    pub cos_a: f64,
-    /// Encoder cosine to B.
-    pub cos_b: f64,
-    /// Encoder cosine to the mixed embedding it was decoded from.
-    pub cos_target: f64,
-    /// Where its embedding projects between B (0) and A (1).
-    pub content_lambda: f64,
-    /// A near copy of a source (token F1 >= 0.8 or cosine >= 0.95 to either).
-    pub copy: bool,
+    /// The sources, lambda, sentence and scores (as `imix invert --mixes` reports them).
+    #[serde(flatten)]
+    pub mix: MixRow,
     /// The Mixup soft label (with a bundle and both labels).
     pub soft_label: Option<BTreeMap<String, f64>>,
     /// The task model's prediction on the sentence (with a bundle).
@@ -141,40 +130,19 @@ pub fn explore(
         _ => None,
     };
     let n = req.lambdas.len();
-    let h = inv.encoder.embed(&[&req.a, &req.b])?;
-    let ha = h.get(0)?.unsqueeze(0)?.repeat((n, 1))?;
-    let hb = h.get(1)?.unsqueeze(0)?.repeat((n, 1))?;
-    let hm = mix_embeddings(&ha, &hb, &req.lambdas, true)?;
-    let out = inv.decode(&hm, &gen)?;
-    // An empty decode is scored as a blank: every lambda keeps its row.
-    let refs: Vec<&str> = out
-        .iter()
-        .map(|s| if s.is_empty() { " " } else { s.as_str() })
-        .collect();
-    let hg = inv.encoder.embed(&refs)?;
-    let (ca, cb, ct) = (
-        cosine_rows(&hg, &ha)?,
-        cosine_rows(&hg, &hb)?,
-        cosine_rows(&hg, &hm)?,
-    );
-    let content = content_lambda(&hg, &ha, &hb, &req.lambdas)?;
+    let (a, b) = (vec![req.a.as_str(); n], vec![req.b.as_str(); n]);
+    let (rows, hg) = decode_mixes(inv, &a, &b, &req.lambdas, &gen)?;
     let pred = classifier.map(|c| c.probs(&hg)).transpose()?;
     let named = |c: &Classifier, p: &[f64]| -> BTreeMap<String, f64> {
         c.labels.iter().cloned().zip(p.iter().copied()).collect()
     };
-    Ok(out
+    Ok(rows
         .into_iter()
         .enumerate()
-        .map(|(i, text)| {
-            let lambda = req.lambdas[i];
+        .map(|(i, mix)| {
+            let lambda = mix.lambda;
             let mut v = MixView {
-                copy: is_near_copy(&text, &req.a, &req.b, ca[i], cb[i]),
-                lambda,
-                text,
-                cos_a: ca[i],
-                cos_b: cb[i],
-                cos_target: ct[i],
-                content_lambda: content[i],
+                mix,
                 soft_label: None,
                 predicted: None,
                 intrusion: None,

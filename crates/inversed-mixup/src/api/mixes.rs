@@ -170,47 +170,58 @@ pub fn invert_mixes(
     for (bi, chunk) in todo.chunks(batch.max(1)).enumerate() {
         let a: Vec<&str> = chunk.iter().map(|&(p, _)| pairs[p].0.as_str()).collect();
         let b: Vec<&str> = chunk.iter().map(|&(p, _)| pairs[p].1.as_str()).collect();
-        let (ha, hb) = (
-            inv.encoder.embed_batched(&a)?,
-            inv.encoder.embed_batched(&b)?,
-        );
         let l: Vec<f64> = chunk.iter().map(|&(_, l)| l).collect();
-        let hm = mix_embeddings(&ha, &hb, &l, true)?;
         let g = GenerateOptions {
             seed: gen.seed.wrapping_add((bi * batch) as u64),
             ..gen.clone()
         };
-        let out = inv.decode(&hm, &g)?;
-        // An empty decode is scored as a blank: every (pair, lambda) keeps its row.
-        let refs: Vec<&str> = out
-            .iter()
-            .map(|s| if s.is_empty() { " " } else { s })
-            .collect();
-        let hg: Tensor = inv.encoder.embed_batched(&refs)?;
-        let (ca, cb, ct) = (
-            cosine_rows(&hg, &ha)?,
-            cosine_rows(&hg, &hb)?,
-            cosine_rows(&hg, &hm)?,
-        );
-        let content = content_lambda(&hg, &ha, &hb, &l)?;
-        for (k, text) in out.into_iter().enumerate() {
-            let copy = is_near_copy(&text, a[k], b[k], ca[k], cb[k]);
-            rows.push(MixRow {
-                a: a[k].to_string(),
-                b: b[k].to_string(),
-                lambda: l[k],
-                text,
-                cos_a: ca[k],
-                cos_b: cb[k],
-                cos_target: ct[k],
-                content_lambda: content[k],
-                copy,
-            });
-        }
+        rows.extend(decode_mixes(inv, &a, &b, &l, &g)?.0);
         progress(rows.len(), todo.len());
     }
     let summary = MixSummary::of(&rows);
     Ok((rows, summary))
+}
+
+/// Mixes `a[i]` (weight `lambdas[i]`) with `b[i]`, decodes every mix in one batch and scores each
+/// sentence; also returns the sentences' embeddings (for a task model to read).
+pub fn decode_mixes(
+    inv: &Inverter,
+    a: &[&str],
+    b: &[&str],
+    lambdas: &[f64],
+    gen: &GenerateOptions,
+) -> Result<(Vec<MixRow>, Tensor)> {
+    let (ha, hb) = (inv.encoder.embed_batched(a)?, inv.encoder.embed_batched(b)?);
+    let hm = mix_embeddings(&ha, &hb, lambdas, true)?;
+    let out = inv.decode(&hm, gen)?;
+    // An empty decode is scored as a blank: every (pair, lambda) keeps its row.
+    let refs: Vec<&str> = out
+        .iter()
+        .map(|s| if s.is_empty() { " " } else { s })
+        .collect();
+    let hg: Tensor = inv.encoder.embed_batched(&refs)?;
+    let (ca, cb, ct) = (
+        cosine_rows(&hg, &ha)?,
+        cosine_rows(&hg, &hb)?,
+        cosine_rows(&hg, &hm)?,
+    );
+    let content = content_lambda(&hg, &ha, &hb, lambdas)?;
+    let rows = out
+        .into_iter()
+        .enumerate()
+        .map(|(k, text)| MixRow {
+            copy: is_near_copy(&text, a[k], b[k], ca[k], cb[k]),
+            a: a[k].to_string(),
+            b: b[k].to_string(),
+            lambda: lambdas[k],
+            text,
+            cos_a: ca[k],
+            cos_b: cb[k],
+            cos_target: ct[k],
+            content_lambda: content[k],
+        })
+        .collect();
+    Ok((rows, hg))
 }
 
 #[cfg(test)]
