@@ -110,6 +110,25 @@ fn write_keeping_mtime(p: &Path, bytes: &[u8]) {
     assert_eq!(std::fs::metadata(p).unwrap().mtime(), m.mtime());
 }
 
+/// A warm-up of one step on 2 reviews per class of `data`, into `out`.
+fn tiny_warmup(data: &str, out: &Path) -> Output {
+    let out = out.to_str().unwrap();
+    let args = [
+        "warmup",
+        "--input",
+        data,
+        "--shots",
+        "2",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+    ];
+    let mut v = args.to_vec();
+    v.extend(["--out", out]);
+    imix(&v, &[])
+}
+
 const A: &str = "A warm, funny film.";
 const B: &str = "A dull, lifeless film.";
 
@@ -243,22 +262,7 @@ fn a_full_disk_fails_cleanly_and_leaves_nothing() {
     let data = root().join("examples/reviews.tsv");
     let data = data.to_str().unwrap();
     let model = mnt.join("model");
-    let e = failed(&imix(
-        &[
-            "warmup",
-            "--input",
-            data,
-            "--shots",
-            "2",
-            "--steps",
-            "1",
-            "--batch-size",
-            "2",
-            "--out",
-            model.to_str().unwrap(),
-        ],
-        &[],
-    ));
+    let e = failed(&tiny_warmup(data, &model));
     assert!(e.contains("No space left on device"), "{e}");
     assert_eq!(
         tree(&mnt),
@@ -268,22 +272,7 @@ fn a_full_disk_fails_cleanly_and_leaves_nothing() {
 
     // A bundle made elsewhere; the augment output on the full disk.
     let bundle = d.path().join("model");
-    ok(&imix(
-        &[
-            "warmup",
-            "--input",
-            data,
-            "--shots",
-            "2",
-            "--steps",
-            "1",
-            "--batch-size",
-            "2",
-            "--out",
-            bundle.to_str().unwrap(),
-        ],
-        &[],
-    ));
+    ok(&tiny_warmup(data, &bundle));
     let old = mnt.join("aug.jsonl");
     std::fs::write(&old, "{\"old\": true}\n").unwrap();
     std::fs::write(mnt.join("filler"), vec![1u8; 56 << 10]).unwrap();
