@@ -12,8 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# One build profile (release) for the tests, the imix command and the wheel: the dependencies
-# compile once. The tests' build makes target/release/imix as well.
+# One build profile (release) for the tests, the imix command and the wheel. The tests' build
+# makes target/release/imix as well; the wheel's zig-linked build has its own target folder.
 echo "== cargo test --workspace --release"
 cargo test --workspace --release
 
@@ -39,10 +39,16 @@ fi
 py="$venv/bin/python"
 "$py" -m pip install --quiet --disable-pip-version-check -r crates/imix-py/requirements-test.txt
 
-echo "== the inversed_mixup wheel"
+echo "== the inversed_mixup wheel (manylinux2014: glibc 2.17 and newer)"
 wheels="target/wheels/test"
 rm -rf "$wheels"
-"$py" -m maturin build --release -m crates/imix-py/Cargo.toml -o "$wheels" --interpreter "$py"
+# Linked by zig (the ziglang wheel) against glibc 2.17's symbols, so the wheel installs on any
+# Linux from 2014 on, not only on this machine's glibc. Zig's C compiler changes the C parts'
+# fingerprints, so this build keeps its own target folder: neither build undoes the other's.
+PATH="$(dirname "$py"):$PATH" CARGO_TARGET_DIR=target/wheel-zig "$py" -m maturin build --release \
+    --zig --compatibility manylinux2014 -m crates/imix-py/Cargo.toml -o "$wheels" --interpreter "$py"
+"$py" -m auditwheel show "$wheels"/inversed_mixup-*.whl | tr '\n' ' ' | grep -q 'manylinux_2_17_x86_64' \
+    || { echo "error: the wheel is not manylinux2014 (auditwheel show)" >&2; exit 1; }
 "$py" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheels"/inversed_mixup-*.whl
 
 echo "== pytest crates/imix-py/tests"
