@@ -7,6 +7,7 @@ mod common;
 mod data_args;
 mod input_args;
 mod invert_cmd;
+mod mix_align_cmd;
 mod process;
 mod serve_cmd;
 mod train_cmd;
@@ -56,6 +57,10 @@ enum Cmd {
     /// Stage 1: train the adaptor to invert frozen-encoder embeddings through the frozen LLM.
     #[command(allow_negative_numbers = true)]
     Align(align_cmd::AlignArgs),
+    /// After stage 1: train the adaptor on mixes of pool pairs (kept decodes that carry both
+    /// sources, with replay of single sentences), round by round, checking held-out mixes.
+    #[command(allow_negative_numbers = true)]
+    MixAlign(mix_align_cmd::MixAlignArgs),
     /// Reconstruct each sentence of a file from its own embedding and score the result.
     #[command(allow_negative_numbers = true)]
     Invert(invert_cmd::InvertArgs),
@@ -122,6 +127,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Fetch => common::fetch_models(),
         Cmd::Align(a) => align_cmd::run(a),
+        Cmd::MixAlign(a) => mix_align_cmd::run(a),
         Cmd::Invert(a) => invert_cmd::run(a),
         Cmd::Warmup(a) => warmup_cmd::run(a),
         Cmd::Augment(a) => augment_cmd::run(a),

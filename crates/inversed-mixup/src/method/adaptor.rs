@@ -48,6 +48,8 @@ pub struct Adaptor {
     varmap: VarMap,
     lora: Option<Lora>,
     deep: Option<DeepSoft>,
+    /// Rounds of mix alignment it has been trained with (recorded in its file header).
+    mix_rounds: usize,
 }
 
 impl Adaptor {
@@ -88,6 +90,7 @@ impl Adaptor {
             varmap,
             lora,
             deep,
+            mix_rounds: 0,
         };
         a.reinit(seed)?;
         Ok(a)
@@ -166,6 +169,16 @@ impl Adaptor {
         y.reshape((n, self.cfg.k, self.cfg.llm_dim))
     }
 
+    /// Rounds of mix alignment it has been trained with.
+    pub fn mix_rounds(&self) -> usize {
+        self.mix_rounds
+    }
+
+    /// Records the rounds of mix alignment it has been trained with.
+    pub fn set_mix_rounds(&mut self, rounds: usize) {
+        self.mix_rounds = rounds;
+    }
+
     /// Number of trainable parameters.
     pub fn num_params(&self) -> usize {
         self.sorted_vars().iter().map(|(_, v)| v.elem_count()).sum()
@@ -178,11 +191,12 @@ impl Adaptor {
         for (n, v) in self.sorted_vars() {
             t.insert(n, v.as_tensor().to_dtype(dt)?);
         }
-        checkpoint::save(
-            path,
-            &t,
-            &serde_json::json!({ "kind": "adaptor", "adaptor": self.cfg }),
-        )
+        let mut meta = serde_json::json!({ "kind": "adaptor", "adaptor": self.cfg });
+        // Absent until mix alignment has run, so adaptors from stages 1 and 2 keep their header.
+        if self.mix_rounds > 0 {
+            meta["mix_rounds"] = self.mix_rounds.into();
+        }
+        checkpoint::save(path, &t, &meta)
     }
 
     /// Loads an adaptor file written by [`Adaptor::save`].
@@ -213,9 +227,16 @@ impl Adaptor {
                 return Err(Error::checkpoint(path, format!("tensor {n} holds NaN or infinite values: the file is damaged or came from a diverged run")));
             }
         }
-        let a = Self::new(cfg, 0, device)?;
+        let mut a = Self::new(cfg, 0, device)?;
         a.set_weights(&t)
             .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        a.mix_rounds = match &meta["mix_rounds"] {
+            serde_json::Value::Null => 0,
+            v => v
+                .as_u64()
+                .ok_or_else(|| Error::checkpoint(path, format!("mix_rounds {v} is not a count")))?
+                as usize,
+        };
         Ok(a)
     }
 

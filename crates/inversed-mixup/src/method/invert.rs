@@ -145,6 +145,23 @@ impl<'a> Inverter<'a> {
     /// 0.1 best of 0.05 / 0.1 / 0.25); the correction's direction beat a random one of the same
     /// length (MiniLM cosine 0.665 vs 0.645 at N = 4), and both beat sampled candidates.
     fn correct(&self, h: &Tensor, n: usize, opts: &GenerateOptions) -> Result<Vec<String>> {
+        let rounds = self.correction_rounds(h, n, opts)?;
+        let mut best = rounds[0].0.clone();
+        let mut best_cos = cosine_rows(h, &rounds[0].1)?;
+        for (out, e) in &rounds[1..] {
+            keep_closer(&mut best, &mut best_cos, out, cosine_rows(h, e)?);
+        }
+        Ok(best)
+    }
+
+    /// The N rounds of `correct:N`, each round's sentences with their embeddings: the candidates
+    /// that `correct:N` picks from (mix alignment keeps all of them).
+    pub fn correction_rounds(
+        &self,
+        h: &Tensor,
+        n: usize,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<(Vec<String>, Tensor)>> {
         let greedy = GenerateOptions {
             decode: Decode::Greedy,
             ..opts.clone()
@@ -157,24 +174,40 @@ impl<'a> Inverter<'a> {
         };
         let h_norm = norm(h)?;
         let mut input = h.clone();
-        let mut out = self.decode_once(&input, &greedy)?;
-        let mut e = self.embed_texts(&out)?;
-        let mut best_cos = cosine_rows(h, &e)?;
-        let mut best = out.clone();
-        for _ in 1..n {
-            let moved = (&input + ((h - &e)? / n as f64)?)?;
+        let out = self.decode_once(&input, &greedy)?;
+        let e = self.embed_texts(&out)?;
+        let mut rounds = vec![(out, e)];
+        for _ in 1..n.max(1) {
+            let e = &rounds.last().expect("one round at least").1;
+            let moved = (&input + ((h - e)? / n as f64)?)?;
             input = moved
                 .broadcast_div(&norm(&moved)?)?
                 .broadcast_mul(&h_norm)?;
-            out = self.decode_once(&input, &greedy)?;
-            e = self.embed_texts(&out)?;
-            keep_closer(&mut best, &mut best_cos, &out, cosine_rows(h, &e)?);
+            let out = self.decode_once(&input, &greedy)?;
+            let e = self.embed_texts(&out)?;
+            rounds.push((out, e));
         }
-        Ok(best)
+        Ok(rounds)
+    }
+
+    /// `n` sampled decodes (top-p 0.9, each its own streams) of every row, with their embeddings.
+    pub fn sampled_candidates(
+        &self,
+        h: &Tensor,
+        n: usize,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<(Vec<String>, Tensor)>> {
+        (1..=n)
+            .map(|c| {
+                let out = self.decode_once(h, &opts.sampled(c as u64))?;
+                let e = self.embed_texts(&out)?;
+                Ok((out, e))
+            })
+            .collect()
     }
 
     /// Embeddings of sentences (an empty one embedded as a space).
-    fn embed_texts(&self, texts: &[String]) -> Result<Tensor> {
+    pub fn embed_texts(&self, texts: &[String]) -> Result<Tensor> {
         let refs: Vec<&str> = texts
             .iter()
             .map(|s| if s.is_empty() { " " } else { s.as_str() })

@@ -98,6 +98,12 @@ impl Restore {
         Ok(())
     }
 
+    /// Header entry `key`, read back as a `T`.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
+        serde_json::from_value(self.meta[key].clone())
+            .map_err(|e| self.bad(format!("header entry {key}: {e}")))
+    }
+
     /// The step the checkpoint was written at.
     pub fn step(&self) -> Result<usize> {
         self.meta["step"]
