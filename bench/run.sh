@@ -31,9 +31,10 @@ print(json.dumps({"side": "machine", "cpu": field("model name"), "vendor": field
                   "date": time.strftime("%Y-%m-%d", time.gmtime())}))
 PY
 "$py" bench/torch_bench.py peak "$enc" "$llm" 2>/dev/null | tee -a bench/results.jsonl
-for w in train train-lora gen1 gen16 encode finetune; do
+adaptor=$("$bench" adaptor-path)
+for w in train train-lora gen1 gen16 encode finetune correct augment mix-align; do
   "$bench" "$w" | tee -a bench/results.jsonl
-  "$py" bench/torch_bench.py "$w" "$enc" "$llm" 2>/dev/null | tee -a bench/results.jsonl
+  "$py" bench/torch_bench.py "$w" "$enc" "$llm" "$adaptor" 2>/dev/null | tee -a bench/results.jsonl
 done
 python3 bench/tables.py --latest
 echo "(python3 bench/tables.py --write puts it into BENCHMARKS.md)"

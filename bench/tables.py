@@ -49,7 +49,9 @@ def flop_per_cycle(m):
     if m.get("kernels") == "avx2":
         return 16 if core == "zen1" else 32
     return 8  # scalar code: 4-lane SSE multiply and add on two pipes at best
-WORKLOADS = ["train", "train-lora", "gen1", "gen16", "encode", "finetune"]
+WORKLOADS = ["train", "train-lora", "gen1", "gen16", "encode", "finetune", "correct", "augment", "mix-align"]
+# Workloads counted in items (sentences decoded, rows made) rather than in FLOPs.
+UNITS = {"correct": "sentences", "augment": "rows", "encode": "sentences"}
 # cpuinfo (vendor, family[, model]) -> microarchitecture, for machine rows that do not name one.
 ARCH = {("AuthenticAMD", 23): "Zen/Zen 2", ("AuthenticAMD", 25): "Zen 3/Zen 4", ("AuthenticAMD", 26): "Zen 5",
         ("AuthenticAMD", 23, "zen1"): "Zen 1", ("AuthenticAMD", 23, "zen2"): "Zen 2",
@@ -110,8 +112,12 @@ def table(rows):
             continue
         r, p = by[(w, "rust")], by[(w, "pytorch")]
         gr, gp = r["flop"] / r["median_s"] / 1e9, r["flop"] / p["median_s"] / 1e9
-        out.append(f"| {w} | {r['median_s']:.3f} s | {p['median_s']:.3f} s | {r['median_s'] / p['median_s']:.2f} | "
-                   f"{gr:.1f} ({100 * gr / peak:.0f} %) | {gp:.1f} ({100 * gp / peak:.0f} %) | {r['peak_rss_mb']:.0f} | "
+        rate = lambda g: f"{g:.1f} ({100 * g / peak:.0f} %)" if g else "–"
+        name = w
+        if w in UNITS and "items_per_s" in r and "items_per_s" in p:
+            name = f"{w} ({r['items_per_s']:.2f} vs {p['items_per_s']:.2f} {UNITS[w]}/s)"
+        out.append(f"| {name} | {r['median_s']:.3f} s | {p['median_s']:.3f} s | {r['median_s'] / p['median_s']:.2f} | "
+                   f"{rate(gr)} | {rate(gp)} | {r['peak_rss_mb']:.0f} | "
                    f"{p['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / p['peak_rss_mb']:.2f} |")
     return "\n".join(out)
 

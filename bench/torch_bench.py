@@ -1,9 +1,11 @@
 """PyTorch side of the benchmark: the same workloads as `cargo run --release --example bench`.
 
-Usage: python bench/torch_bench.py WORKLOAD ENCODER_DIR GGUF_FILE
-WORKLOAD: train | train-lora | gen1 | gen16 | encode | finetune. Prints one JSON line (median
-seconds, throughput, peak RSS). Needs torch, transformers, gguf, accelerate, sentence-transformers
-and (train-lora) peft. Never needed by CI.
+Usage: python bench/torch_bench.py WORKLOAD ENCODER_DIR GGUF_FILE [ADAPTOR]
+WORKLOAD: train | train-lora | gen1 | gen16 | encode | finetune | correct | augment | mix-align
+(the last three load the shipped ADAPTOR with its LoRA deltas through experiments/gpu/stage1_torch.py,
+whose greedy decodes equal `imix invert`'s). Prints one JSON line (median seconds, throughput,
+peak RSS). Needs torch, transformers, gguf, accelerate, sentence-transformers and (train-lora)
+peft. Never needed by CI.
 """
 import json, os, resource, statistics, sys, time
 import torch
@@ -68,6 +70,80 @@ if work == "finetune":
 
     med, ts = timed(step, 2, 9)
     print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "peak_rss_mb": peak_mb()}))
+    sys.exit()
+
+if work in ("correct", "augment", "mix-align"):
+    # The same work as the Rust side's shipped_bench, on the same 16 sentences.
+    import types
+    from sentence_transformers import SentenceTransformer
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "..", "experiments", "gpu"))
+    import stage1_torch
+    inv = stage1_torch.load(types.SimpleNamespace(gguf=gguf, adaptor=sys.argv[4]), "cpu")
+    st = SentenceTransformer(enc_dir, device="cpu").eval()
+    sents = open(os.path.join(here, "sentences.txt")).read().splitlines()
+    lambdas = torch.tensor([[0.05, 0.3, 0.5, 0.7, 0.95][i % 5] for i in range(16)]).unsqueeze(1)
+    embed = lambda texts: st.encode([t or " " for t in texts], batch_size=64, convert_to_tensor=True, normalize_embeddings=False)
+
+    def mix(a, b, lam):
+        return torch.nn.functional.normalize(lam * a + (1 - lam) * b, dim=-1)
+
+    if work == "correct":
+        def correct(h, n=16):
+            # correct:16 as method::invert: each round decodes from the previous input moved by
+            # 1/n of (h - embed(output)), rescaled to h's norm; the output closest to h is kept.
+            inp, best, best_cos = h, None, None
+            for r in range(n):
+                if r:
+                    moved = inp + (h - e) / n
+                    inp = moved / moved.norm(dim=-1, keepdim=True).clamp_min(1e-12) * h.norm(dim=-1, keepdim=True)
+                out = inv.greedy(inp)
+                e = embed(out)
+                cos = torch.nn.functional.cosine_similarity(h, e, dim=-1)
+                if best is None:
+                    best, best_cos = list(out), cos
+                else:
+                    for i in range(len(out)):
+                        if cos[i] > best_cos[i]:
+                            best[i], best_cos[i] = out[i], cos[i]
+            return best
+
+        with torch.no_grad():
+            h = embed(sents)
+            out = []
+            med, ts = timed(lambda: out.append(correct(h)), 1, 3)
+        print(out[-1], file=sys.stderr)  # to compare with the Rust side's decodes
+        print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "items_per_s": 16 / med, "peak_rss_mb": peak_mb()}))
+    elif work == "augment":
+        head = torch.nn.Linear(384, 2)
+
+        def augment():
+            hm = mix(embed(sents), embed(sents[::-1]), lambdas)
+            rows = inv.greedy(hm)
+            torch.softmax(head(embed(rows)), -1)
+            return rows
+
+        with torch.no_grad():
+            out = []
+            med, ts = timed(lambda: out.append(augment()), 1, 5)
+        print(out[-1], file=sys.stderr)  # to compare with the Rust side's decodes
+        print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "items_per_s": 16 / med, "peak_rss_mb": peak_mb()}))
+    else:
+        with torch.no_grad():
+            h, hb = embed(sents[:8]), embed(sents[8:])
+            x = torch.cat([mix(h[:4], hb[:4], lambdas[1:5]), h[4:]])
+        targets = [inv.tok(t, add_special_tokens=False)["input_ids"] for t in sents[:8]]
+        opt = torch.optim.AdamW(inv.trainable(), lr=1e-4, weight_decay=0.01)
+
+        def step():
+            loss = inv.loss(x, targets)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(inv.trainable(), 1.0)
+            opt.step()
+
+        med, ts = timed(step, 2, 9)
+        print(json.dumps({"side": "pytorch", "workload": work, "median_s": med, "runs": ts, "peak_rss_mb": peak_mb()}))
     sys.exit()
 
 from transformers import AutoModelForCausalLM, AutoTokenizer

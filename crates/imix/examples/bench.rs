@@ -1,7 +1,10 @@
 //! Rust side of the benchmark (see bench/run.sh): the same workloads as bench/torch_bench.py.
 //! `cargo run --release --example bench -- WORKLOAD` with WORKLOAD = train | train-lora | gen1 |
-//! gen16 | encode | finetune (train-lora: the stage-1 step with rank-16 LoRA on every projection;
-//! finetune: one step of the fine-tuned task model, encoder + linear head, 16 sentences).
+//! gen16 | encode | finetune | correct | augment | mix-align (train-lora: the stage-1 step with
+//! rank-16 LoRA on every projection; finetune: one step of the fine-tuned task model, encoder +
+//! linear head, 16 sentences; correct, augment and mix-align run the shipped adaptor on the 16
+//! sentences of bench/sentences.txt: `correct:16` decoding, `imix augment`'s rows with its default
+//! greedy decoding, and one mix-alignment step). `adaptor-path` prints the shipped adaptor's file.
 //! Env: BENCH_PHASES=1 prints forward/backward time, loss and gradient norm per step;
 //! BENCH_PLAIN=1 trains through the plain composition instead of the lean path; BENCH_RSS=1
 //! prints memory after each phase; BENCH_PURGE=1 keeps mimalloc's default page purging;
@@ -191,10 +194,17 @@ fn finetune_step_bench(dev: &Device) {
 fn run() {
     let work = std::env::args()
         .nth(1)
-        .expect("workload: train | train-lora | gen1 | gen16 | encode | finetune");
+        .expect("workload: train | train-lora | gen1 | gen16 | encode | finetune | correct | augment | mix-align");
     let dev = Device::Cpu;
     if work == "finetune" {
         return finetune_step_bench(&dev);
+    }
+    if work == "adaptor-path" {
+        let p = inversed_mixup::method::shipped::default_adaptor().unwrap();
+        return println!("{}", p.display());
+    }
+    if matches!(work.as_str(), "correct" | "augment" | "mix-align") {
+        return shipped_bench(&work);
     }
     if work == "encode" {
         let enc = Encoder::load(&fetch::resolve(None, &fetch::ENCODER).unwrap(), &dev).unwrap();
@@ -356,5 +366,117 @@ fn run() {
             flop,
             Some(("tokens_per_s", (b * 32) as f64 / med)),
         );
+    }
+}
+
+/// The 16 sentences of bench/sentences.txt (the PyTorch side reads the same file).
+fn bench_sentences() -> Vec<String> {
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/sentences.txt");
+    std::fs::read_to_string(p)
+        .expect("bench/sentences.txt")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Workloads of the shipped adaptor (rank-16 LoRA) on real sentences:
+/// - `correct`: `correct:16` decoding of the 16 sentences' embeddings (16 greedy rounds, each
+///   re-embedded); sentences per second.
+/// - `augment`: what `imix augment` does per batch of 16 rows with its defaults: embed both
+///   sources, mix at fixed lambdas (renormalised), greedy decoding, re-embed the rows and label
+///   them with a (random) 2-class head; rows per second.
+/// - `mix-align`: one mix-alignment step: 4 mixes and 4 replayed sentences, L_GEN with the LoRA
+///   deltas, backward, AdamW on the adaptor and deltas.
+fn shipped_bench(work: &str) {
+    use inversed_mixup::api::Pipeline;
+    use inversed_mixup::method::augment::mix_embeddings;
+    use inversed_mixup::method::classifier::Classifier;
+    use inversed_mixup::method::invert::Inverter;
+    use inversed_mixup::nets::llm::{Decode, GenerateOptions};
+    let p = Pipeline::load(None, None, None).unwrap();
+    let s = bench_sentences();
+    let refs: Vec<&str> = s.iter().map(String::as_str).collect();
+    let inv = Inverter::new(&p.encoder, &p.llm, &p.adaptor).unwrap();
+    // Lambdas as drawn from Beta(0.2, 0.2) would be mostly near the ends; fixed values keep both
+    // sides decoding the same mixes.
+    let lambdas: Vec<f64> = (0..16)
+        .map(|i| [0.05, 0.3, 0.5, 0.7, 0.95][i % 5])
+        .collect();
+    match work {
+        "correct" => {
+            let h = p.encoder.embed(&refs).unwrap();
+            let opts = GenerateOptions {
+                decode: Decode::Correct(16),
+                ..Default::default()
+            };
+            let mut out = vec![];
+            let (med, runs) = timed(|| out = inv.decode(&h, &opts).unwrap(), 1, 3);
+            eprintln!("{out:?}");
+            print_result(work, med, runs, 0.0, Some(("items_per_s", 16.0 / med)));
+        }
+        "augment" => {
+            let head = Classifier::new(
+                vec!["a".into(), "b".into()],
+                p.encoder.dim(),
+                &p.llm.device().clone(),
+            )
+            .unwrap();
+            let rev: Vec<&str> = refs.iter().rev().copied().collect();
+            let opts = GenerateOptions::default();
+            let mut out = vec![];
+            let (med, runs) = timed(
+                || {
+                    let ha = p.encoder.embed(&refs).unwrap();
+                    let hb = p.encoder.embed(&rev).unwrap();
+                    let hm = mix_embeddings(&ha, &hb, &lambdas, true).unwrap();
+                    out = inv.decode(&hm, &opts).unwrap();
+                    let g = inv.embed_texts(&out).unwrap();
+                    head.probs(&g).unwrap();
+                },
+                1,
+                5,
+            );
+            eprintln!("{out:?}");
+            print_result(work, med, runs, 0.0, Some(("items_per_s", 16.0 / med)));
+        }
+        _ => {
+            let h = p.encoder.embed(&refs[..8]).unwrap();
+            let hb = p.encoder.embed(&refs[8..]).unwrap();
+            let mixed = mix_embeddings(
+                &h.narrow(0, 0, 4).unwrap(),
+                &hb.narrow(0, 0, 4).unwrap(),
+                &lambdas[1..5],
+                true,
+            )
+            .unwrap();
+            let x = Tensor::cat(&[&mixed, &h.narrow(0, 4, 4).unwrap()], 0).unwrap();
+            // Targets: the sentences themselves (a kept mix is a sentence of the same length).
+            let tg: Vec<Vec<u32>> = s[..8]
+                .iter()
+                .map(|t| p.llm.tokenizer().encode(t).unwrap())
+                .collect();
+            let a = &p.adaptor;
+            let mut opt = AdamW::new(
+                a.sorted_vars(),
+                AdamWConfig {
+                    weight_decay: 0.01,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let prompt = Prompt::new(&a.config().template, a.config().k, &p.llm).unwrap();
+            let (med, runs) = timed(
+                || {
+                    let (loss, _) = prompt
+                        .gen_loss_lora(&p.llm, a.lora(), &a.forward(&x).unwrap(), &tg, true)
+                        .unwrap();
+                    let g = loss.backward().unwrap();
+                    opt.step(&g, 1e-4, 1.0).unwrap();
+                },
+                2,
+                9,
+            );
+            print_result(work, med, runs, 0.0, None);
+        }
     }
 }
