@@ -57,6 +57,21 @@ def test_warmup_writes_the_bundle_imix_writes(bundle: str):
     assert [c["step"] for c in curve] == [1, 2] and all(np.isfinite([c["ce"], c["gen"]]).all() for c in curve)
 
 
+def test_warmup_refines_on_unlabeled_text_after_its_passes(aug: Augmenter, small, tmp_path: Path):
+    # gen_passes=0.5 over the small set is its first step only; the unlabeled file keeps L_GEN on.
+    texts, labels = small
+    pool = tmp_path / "pool.txt"
+    pool.write_text("a quiet town by the river.\nthe market opens at dawn.\n")
+    out = Path(aug.warmup(texts, labels, tmp_path / "m", steps=3, batch_size=4, gen_passes=0.5, unlabeled=pool, replay=2, progress=False))
+    curve = [json.loads(l) for l in (out / "warmup.curve.jsonl").read_text().splitlines()]
+    assert all(c["gen"] > 0 for c in curve), curve
+    bare = Path(aug.warmup(texts, labels, tmp_path / "b", steps=3, batch_size=4, gen_passes=0.5, progress=False))
+    curve = [json.loads(l) for l in (bare / "warmup.curve.jsonl").read_text().splitlines()]
+    assert curve[0]["gen"] > 0 and all(c["gen"] == 0 for c in curve[1:]), curve
+    with pytest.raises(ImixError, match="missing.txt"):
+        aug.warmup(texts, labels, tmp_path / "c", steps=1, unlabeled=[tmp_path / "missing.txt"], progress=False)
+
+
 def checkpoint_header(path: Path) -> dict:
     """The JSON header inversed-mixup keeps in a safetensors file's metadata."""
     raw = path.read_bytes()

@@ -55,6 +55,18 @@ pub struct WarmupArgs {
     /// Continue from OUT/warmup.ckpt
     #[arg(long)]
     resume: bool,
+    /// Refine the adaptor on the labelled sentences for this many passes over them only, then
+    /// train the classifier alone (a few sentences refined for dozens of passes come back word
+    /// for word) [default: every step]
+    #[arg(long, value_name = "P")]
+    gen_passes: Option<f64>,
+    /// Unlabelled in-domain sentences (text, .tsv/.csv/.jsonl text column; repeatable) the adaptor
+    /// is refined on alongside, --replay of them a step
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    unlabeled: Vec<PathBuf>,
+    /// Unlabelled sentences per step (with --unlabeled)
+    #[arg(long, default_value_t = d().replay)]
+    replay: usize,
 }
 
 impl WarmupArgs {
@@ -74,6 +86,9 @@ impl WarmupArgs {
             shots: self.data.shots,
             shots_seed: self.data.shots_seed,
             max_chars: self.data.input.max_chars,
+            gen_passes: self.gen_passes,
+            unlabeled: self.unlabeled.clone(),
+            replay: self.replay,
         }
     }
 }
@@ -83,6 +98,7 @@ pub fn run(a: WarmupArgs) -> Result<()> {
     let req = a.request();
     check_warmup_target(&req, &a.out)?;
     let data = a.data.load(None)?;
+    api::read_unlabeled(&req)?;
     // The layer check needs the encoder; the class check is made here, before any model loads.
     api::check_warmup_data(
         &data,

@@ -90,7 +90,9 @@ def _options(options: Dict[str, Any]) -> str:
     (JSON has none)."""
     out: Dict[str, Any] = {}
     for k, v in options.items():
-        if v is not None and not isinstance(v, (bool, str)):
+        if k == "unlabeled":  # file paths: one or several, str or os.PathLike
+            v = [os.fspath(p) for p in ([v] if isinstance(v, (str, os.PathLike)) else v)]
+        elif v is not None and not isinstance(v, (bool, str)):
             if hasattr(v, "__index__"):
                 v = v.__index__()
             elif isinstance(v, numbers.Real):
@@ -238,7 +240,9 @@ class Augmenter:
         settings by keyword, with its defaults: ``steps``, ``batch_size``, ``beta``,
         ``lr_classifier``, ``lr_adaptor``, ``finetune_encoder=N`` (the top N encoder layers too;
         0: all), ``lr_encoder``, ``seed``, ``checkpoint_every``, ``resume``, ``shots=K`` (K rows
-        per class, drawn with ``shots_seed``), ``max_chars``. Returns ``out``.
+        per class, drawn with ``shots_seed``), ``max_chars``, ``gen_passes=P`` (refine the adaptor
+        on the labelled rows for P passes only), ``unlabeled`` (files of in-domain sentences the
+        adaptor is refined on, ``replay`` a step). Returns ``out``.
         """
         with _Progress(progress, "warmup") as cb:
             return os.fspath(self._native.warmup(_texts(texts), _labels(labels), os.fspath(out), _options(options), progress=cb))

@@ -1,7 +1,7 @@
 """inversedMixup from Python: readable, controllable text augmentation on the CPU (type stub)."""
 
 import os
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypedDict, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -169,6 +169,9 @@ class Augmenter:
         shots: Optional[int] = ...,
         shots_seed: int = ...,
         max_chars: int = ...,
+        gen_passes: Optional[float] = ...,
+        unlabeled: Sequence[PathArg] = ...,
+        replay: int = ...,
         progress: ProgressArg = None,
     ) -> str:
         """Stage 2 (``imix warmup``): trains the task classifier with L_CE + beta * L_GEN while
@@ -177,7 +180,8 @@ class Augmenter:
 
         ``labels`` may be strings or ints (mapped to strings). ``finetune_encoder=N`` trains the top
         N encoder layers too (0: all). ``shots=K`` keeps K rows per class (seeded by ``shots_seed``).
-        Returns ``out``.
+        ``gen_passes=P`` refines the adaptor on the labelled rows for P passes only; ``unlabeled``
+        (files of in-domain sentences) refines it on ``replay`` of them a step. Returns ``out``.
         """
     def augment(
         self,

@@ -12,7 +12,7 @@ pub use explore::{check_window, explore, ExploreRequest, MixView, MAX_LAMBDAS};
 pub use mixes::{decode_mixes, invert_mixes, MixBucket, MixRow, MixSummary};
 pub use pipeline::{
     augment, check_pair, check_warmup_data, check_warmup_target, interpolate, invert, load_adaptor,
-    open_bundle, plan_mixes, sample, Augmented, ModelFiles, Pipeline,
+    open_bundle, plan_mixes, read_unlabeled, sample, Augmented, ModelFiles, Pipeline,
 };
 pub use requests::{
     field_names, from_json, AugmentPlan, AugmentRequest, InterpolateRequest, InvertRequest,

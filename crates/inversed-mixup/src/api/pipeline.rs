@@ -133,6 +133,7 @@ impl Pipeline {
         check_warmup_data(data, req, self.encoder.num_layers())?;
         let (enc, llm) = (&self.encoder, &self.llm);
         let adaptor = Adaptor::load(&self.adaptor_path, llm.device())?;
+        let pool = read_unlabeled(req)?;
         let out_dir = CreatedDirs::create(out)?;
         let texts = data.texts();
         let emb = embed_corpus(enc, &texts, None, &|_, _| {})?;
@@ -146,6 +147,8 @@ impl Pipeline {
             seed: req.seed,
             finetune: req.finetune_encoder,
             lr_encoder: req.lr_encoder,
+            gen_passes: req.gen_passes,
+            replay: if pool.is_empty() { 0 } else { req.replay },
             ..Default::default()
         };
         let trainable = match req.finetune_encoder {
@@ -157,6 +160,10 @@ impl Pipeline {
             None => None,
         };
         let mut w = Warmup::new(llm, adaptor, cls, &texts, emb, data.y.clone(), cfg)?;
+        if !pool.is_empty() {
+            let pe = embed_corpus(enc, &pool, None, &|_, _| {})?;
+            w = w.with_pool(&pool, &pe)?;
+        }
         if let (Some(top), Some((te, vm))) = (req.finetune_encoder, &trainable) {
             w = w.with_finetune(FineTune::new(te, vm, top, &texts)?);
         }
@@ -192,6 +199,30 @@ impl Pipeline {
 
 /// The checks of a warm-up's data and encoder settings before any work: two classes at least (a
 /// classifier of one class learns nothing), and no more layers to fine-tune than the encoder has.
+/// The unlabelled sentences of a warm-up request (`unlabeled` files; bad lines are errors naming
+/// file and line), read before any work.
+pub fn read_unlabeled(req: &WarmupRequest) -> Result<Vec<String>> {
+    if req.unlabeled.is_empty() {
+        return Ok(Vec::new());
+    }
+    let opt = crate::data::corpus::ReadOptions {
+        max_chars: req.max_chars,
+        ..Default::default()
+    };
+    let c = crate::data::corpus::read_files(&req.unlabeled, &opt)?;
+    if c.rows.is_empty() {
+        return Err(Error::Invalid(format!(
+            "`unlabeled`: no sentences in {}",
+            req.unlabeled
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(c.rows.into_iter().map(|r| r.text).collect())
+}
+
 pub fn check_warmup_data(data: &Labelled, req: &WarmupRequest, layers: usize) -> Result<()> {
     if data.labels.len() < 2 {
         return Err(Error::Invalid(format!(

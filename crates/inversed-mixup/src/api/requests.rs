@@ -86,6 +86,14 @@ pub struct WarmupRequest {
     pub shots_seed: u64,
     /// Refuse texts longer than this many characters.
     pub max_chars: usize,
+    /// Refine the adaptor on the labelled sentences for this many passes over them only (then
+    /// the classifier trains on alone); `None`: every step.
+    pub gen_passes: Option<f64>,
+    /// Unlabelled in-domain sentences (files, as `imix align` reads them) the adaptor is refined
+    /// on alongside, `replay` a step: text is plentiful where labels are not.
+    pub unlabeled: Vec<std::path::PathBuf>,
+    /// Unlabelled sentences per step (with `unlabeled`).
+    pub replay: usize,
 }
 
 impl Default for WarmupRequest {
@@ -105,6 +113,9 @@ impl Default for WarmupRequest {
             shots: None,
             shots_seed: 0,
             max_chars: DEFAULT_MAX_CHARS,
+            gen_passes: None,
+            unlabeled: Vec::new(),
+            replay: 4,
         }
     }
 }
@@ -128,6 +139,12 @@ impl WarmupRequest {
         ];
         for (f, v) in rates {
             positive(f, v)?;
+        }
+        if let Some(p) = self.gen_passes {
+            positive("gen_passes", p)?;
+        }
+        if !self.unlabeled.is_empty() {
+            at_least_one("replay", self.replay)?;
         }
         check_sample(self.shots, self.max_chars)
     }
@@ -409,6 +426,29 @@ mod tests {
         AugmentRequest::default().validate().unwrap();
         InvertRequest::default().validate().unwrap();
         InterpolateRequest::default().validate().unwrap();
+    }
+
+    #[test]
+    fn warmup_refinement_settings_are_checked() {
+        let bad = |r: WarmupRequest| r.validate().unwrap_err().to_string();
+        let e = bad(WarmupRequest {
+            gen_passes: Some(0.0),
+            ..Default::default()
+        });
+        assert!(e.starts_with("`gen_passes` 0"), "{e}");
+        let e = bad(WarmupRequest {
+            unlabeled: vec!["pool.txt".into()],
+            replay: 0,
+            ..Default::default()
+        });
+        assert!(e.starts_with("`replay` 0"), "{e}");
+        // Without unlabelled text the replay count is unused.
+        WarmupRequest {
+            replay: 0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -40,6 +40,18 @@ pub struct WarmupConfig {
     pub finetune: Option<usize>,
     /// Learning rate of the encoder when fine-tuned.
     pub lr_encoder: f64,
+    /// L_GEN on the labelled sample only for this many passes over it (`None`: every step). A
+    /// handful of sentences refined for dozens of passes is reproduced word for word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gen_passes: Option<f64>,
+    /// Rows of unlabelled pool sentences per step refined with L_GEN (x -> x) alongside, through
+    /// the current encoder (needs a pool: `Warmup::with_pool`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replay: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for WarmupConfig {
@@ -54,6 +66,8 @@ impl Default for WarmupConfig {
             max_target_tokens: 48,
             finetune: None,
             lr_encoder: 2e-5,
+            gen_passes: None,
+            replay: 0,
         }
     }
 }
@@ -98,6 +112,14 @@ impl<'a> FineTune<'a> {
     }
 }
 
+/// Unlabelled sentences the warm-up refines the adaptor on (x -> x), `replay` rows a step.
+struct Pool {
+    texts: Vec<String>,
+    emb: Tensor,
+    targets: Vec<Vec<u32>>,
+    batches: Batches,
+}
+
 /// Kind of the stage-2 checkpoint file.
 const KIND: &str = "warmup-checkpoint";
 
@@ -120,6 +142,7 @@ pub struct Warmup<'a> {
     pub step: usize,
     /// Encoder fine-tuning state, when asked for.
     pub finetune: Option<FineTune<'a>>,
+    pool: Option<Pool>,
 }
 
 impl<'a> Warmup<'a> {
@@ -171,7 +194,60 @@ impl<'a> Warmup<'a> {
             batches,
             step: 0,
             finetune: None,
+            pool: None,
         })
+    }
+
+    /// Unlabelled sentences (with their embeddings through the frozen encoder) replayed with
+    /// L_GEN, `cfg.replay` a step; those longer than `max_target_tokens` are left out.
+    pub fn with_pool(mut self, texts: &[String], emb: &Tensor) -> Result<Self> {
+        if self.cfg.replay == 0 {
+            return Err(Error::Config(
+                "a warm-up pool needs `replay` > 0 rows a step".into(),
+            ));
+        }
+        let mut keep = Vec::new();
+        let mut targets = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            let ids = Prompt::target_ids(self.llm, t)?;
+            if ids.len() <= self.cfg.max_target_tokens {
+                keep.push(i);
+                targets.push(ids);
+            }
+        }
+        if keep.is_empty() {
+            return Err(Error::Config(format!(
+                "no unlabelled sentence fits in {} LLM tokens",
+                self.cfg.max_target_tokens
+            )));
+        }
+        let idx = Tensor::new(
+            keep.iter()
+                .map(|&i| i as u32)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            emb.device(),
+        )?;
+        let n = keep.len();
+        self.pool = Some(Pool {
+            texts: keep.iter().map(|&i| texts[i].clone()).collect(),
+            emb: emb.index_select(&idx, 0)?,
+            targets,
+            batches: Batches::new(
+                (0..n).collect(),
+                self.cfg.replay,
+                self.cfg.seed,
+                0x3a7a_9000,
+            ),
+        });
+        Ok(self)
+    }
+
+    /// Whether step `step` (0-based) still refines on the labelled sample (`gen_passes`).
+    fn labelled_gen_at(&self, step: usize) -> bool {
+        self.cfg
+            .gen_passes
+            .is_none_or(|p| ((step * self.cfg.batch_size) as f64) < p * self.y.len() as f64)
     }
 
     /// Fine-tunes the encoder too (its embeddings are then recomputed through it every step).
@@ -207,12 +283,17 @@ impl<'a> Warmup<'a> {
         let yb: Vec<usize> = rows.iter().map(|&i| self.y[i]).collect();
         let t = targets_tensor(&one_hot(&yb, self.classifier.labels.len()), h.device())?;
         let ce = self.classifier.loss(&h, &t)?;
-        let gen_rows: Vec<usize> = (0..rows.len())
-            .filter(|&j| self.targets[rows[j]].len() <= self.cfg.max_target_tokens)
-            .collect();
-        let (loss, gen) = if gen_rows.is_empty() {
-            (ce.clone(), 0.0)
+        let gen_rows: Vec<usize> = if self.labelled_gen_at(self.step) {
+            (0..rows.len())
+                .filter(|&j| self.targets[rows[j]].len() <= self.cfg.max_target_tokens)
+                .collect()
         } else {
+            Vec::new()
+        };
+        // L_GEN inputs: the labelled rows still refined, then the replayed pool rows.
+        let mut inputs: Vec<Tensor> = Vec::new();
+        let mut tg: Vec<Vec<u32>> = Vec::new();
+        if !gen_rows.is_empty() {
             let sel = Tensor::new(
                 gen_rows
                     .iter()
@@ -221,11 +302,31 @@ impl<'a> Warmup<'a> {
                     .as_slice(),
                 h.device(),
             )?;
-            let soft = self.adaptor.forward(&h.index_select(&sel, 0)?)?;
-            let tg: Vec<Vec<u32>> = gen_rows
-                .iter()
-                .map(|&j| self.targets[rows[j]].clone())
-                .collect();
+            inputs.push(h.index_select(&sel, 0)?);
+            tg.extend(gen_rows.iter().map(|&j| self.targets[rows[j]].clone()));
+        }
+        if let Some(p) = &self.pool {
+            let pr = p.batches.at(self.step);
+            let hp = match &self.finetune {
+                Some(f) => {
+                    let t: Vec<&str> = pr.iter().map(|&i| p.texts[i].as_str()).collect();
+                    f.encoder.embed(&t)?
+                }
+                None => {
+                    let ids = Tensor::new(
+                        pr.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(),
+                        p.emb.device(),
+                    )?;
+                    p.emb.index_select(&ids, 0)?
+                }
+            };
+            inputs.push(hp);
+            tg.extend(pr.iter().map(|&i| p.targets[i].clone()));
+        }
+        let (loss, gen) = if inputs.is_empty() {
+            (ce.clone(), 0.0)
+        } else {
+            let soft = self.adaptor.forward(&Tensor::cat(&inputs, 0)?)?;
             let (g, _) = self.prompt.gen_loss_deep(
                 self.llm,
                 self.adaptor.lora(),
@@ -267,6 +368,9 @@ impl<'a> Warmup<'a> {
             .meta("warmup", &self.cfg)?
             .meta("labels", &self.classifier.labels)?
             .meta("n", self.y.len())?;
+        if let Some(p) = &self.pool {
+            s = s.meta("pool", p.texts.len())?;
+        }
         if let Some(f) = &self.finetune {
             s = s.vars("encoder", &f.vars).optimizer("encoder", &f.opt);
         }
@@ -279,6 +383,9 @@ impl<'a> Warmup<'a> {
         r.expect("warmup", &self.cfg, "settings")?;
         r.expect("labels", &self.classifier.labels, "the labels")?;
         r.expect("n", self.y.len(), "the data")?;
+        if let Some(p) = &self.pool {
+            r.expect("pool", p.texts.len(), "the unlabelled sentences")?;
+        }
         r.vars("classifier", &self.classifier.vars())?;
         r.optimizer("classifier", &mut self.opt_c)?;
         r.vars("adaptor", &self.adaptor.sorted_vars())?;
