@@ -11,7 +11,7 @@ data=${1:?benchmarks folder}/sst2
 out=experiments/stage2-passes/runs
 mkdir -p $out
 imix=target/release/imix
-tail -n +2 $data/dev.tsv | head -64 | cut -f2 > $out/dev64.txt
+sed -n 2,65p $data/dev.tsv | cut -f2 > $out/dev64.txt
 $imix invert --input $out/dev64.txt --decode greedy --out $out/shipped-dev.jsonl > $out/shipped-dev.txt
 for cfg in A B C; do
   case $cfg in
