@@ -1,7 +1,7 @@
 //! `imix align`: stage 1 training of the adaptor.
 
 use crate::check;
-use crate::common::{bar, ModelArgs};
+use crate::common::{bar, embed_cached, with_suffix, ModelArgs};
 use crate::input_args::InputArgs;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -9,7 +9,6 @@ use inversed_mixup::data::corpus::read_files;
 use inversed_mixup::data::jsonl;
 use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
 use inversed_mixup::method::deep_soft::DeepConfig;
-use inversed_mixup::nets::encoder::embed_corpus;
 use inversed_mixup::nets::llm::lora::{LoraDims, Target};
 use inversed_mixup::nets::llm::LoraConfig;
 use inversed_mixup::stages::align::{checkpoint_path, AlignConfig, Aligner, StepLog};
@@ -167,20 +166,8 @@ pub fn run(a: AlignArgs) -> Result<()> {
     }
     tracing::info!("{} sentences from {} file(s)", texts.len(), a.corpus.len());
     let (enc, llm) = a.models.load()?;
-    let with_suffix = |s: &str| {
-        let mut p = a.out.as_os_str().to_owned();
-        p.push(s);
-        PathBuf::from(p)
-    };
-    let cache = a
-        .emb_cache
-        .clone()
-        .unwrap_or_else(|| with_suffix(".emb.safetensors"));
-    let pb = bar(texts.len() as u64, "embed");
-    let emb = embed_corpus(&enc, &texts, Some(&cache), &|d, _| {
-        pb.set_position(d as u64)
-    })?;
-    pb.finish_and_clear();
+    let with_suffix = |s: &str| with_suffix(&a.out, s);
+    let emb = embed_cached(&enc, &texts, &a.out, a.emb_cache.as_deref())?;
     let lora = match a.lora_rank {
         0 => None,
         rank => Some(LoraConfig {

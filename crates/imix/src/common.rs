@@ -104,6 +104,30 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// `out` with `suffix` appended to its file name (`a.safetensors` -> `a.safetensors.ckpt`).
+pub fn with_suffix(out: &Path, suffix: &str) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// The corpus embeddings of a training command, cached in `cache` (default `OUT.emb.safetensors`),
+/// with a progress bar.
+pub fn embed_cached(
+    enc: &Encoder,
+    texts: &[String],
+    out: &Path,
+    cache: Option<&Path>,
+) -> Result<candle_core::Tensor> {
+    let cache = cache.map_or_else(|| with_suffix(out, ".emb.safetensors"), Path::to_path_buf);
+    let pb = bar(texts.len() as u64, "embed");
+    let emb = inversed_mixup::nets::encoder::embed_corpus(enc, texts, Some(&cache), &|d, _| {
+        pb.set_position(d as u64)
+    })?;
+    pb.finish_and_clear();
+    Ok(emb)
+}
+
 /// `imix fetch`.
 pub fn fetch_models() -> Result<()> {
     let (e, l) = fetch::fetch_defaults()?;

@@ -1,14 +1,13 @@
 //! `imix mix-align`: mix alignment, the adaptor trained on mixes of pool pairs after stage 1.
 
 use crate::check;
-use crate::common::{bar, ModelArgs};
+use crate::common::{bar, embed_cached, with_suffix, ModelArgs};
 use crate::input_args::InputArgs;
 use anyhow::{Context, Result};
 use clap::Args;
 use inversed_mixup::api::load_adaptor;
 use inversed_mixup::data::corpus::read_files;
 use inversed_mixup::data::jsonl;
-use inversed_mixup::nets::encoder::embed_corpus;
 use inversed_mixup::stages::align::checkpoint_path;
 use inversed_mixup::stages::mix_align::{MixAlignConfig, MixAligner, RoundLog, Selection};
 use std::io::Write;
@@ -208,20 +207,8 @@ pub fn run(a: MixAlignArgs) -> Result<()> {
         init.display(),
         adaptor.mix_rounds()
     );
-    let with_suffix = |s: &str| {
-        let mut p = a.out.as_os_str().to_owned();
-        p.push(s);
-        PathBuf::from(p)
-    };
-    let cache = a
-        .emb_cache
-        .clone()
-        .unwrap_or_else(|| with_suffix(".emb.safetensors"));
-    let pb = bar(texts.len() as u64, "embed");
-    let emb = embed_corpus(&enc, &texts, Some(&cache), &|d, _| {
-        pb.set_position(d as u64)
-    })?;
-    pb.finish_and_clear();
+    let with_suffix = |s: &str| with_suffix(&a.out, s);
+    let emb = embed_cached(&enc, &texts, &a.out, a.emb_cache.as_deref())?;
     let mut tr = MixAligner::new(&enc, &llm, adaptor, texts, emb, cfg)?;
     let (ntrain, nheld) = tr.sizes();
     tracing::info!("{ntrain} pool sentences, {nheld} held out");
