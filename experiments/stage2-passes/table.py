@@ -19,15 +19,19 @@ print("| warm-up | dev cosine | dev token F1 | dev exact | end-λ rows a source 
 print("|---|---|---|---|---|---|")
 n, c, f, e = inv(runs / "shipped-dev.jsonl")
 print(f"| none (shipped adaptor) | {c:.3f} | {f:.3f} | {e:.1%} | – | – |")
-names = {"A": "default (L_GEN every step, 24 passes)", "B": "--gen-passes 2", "C": "--gen-passes 2 --unlabeled train texts"}
+names = {"A": "default (L_GEN every step, 24 passes)", "B": "--gen-passes 2", "C": "--gen-passes 2 --unlabeled train texts",
+         "D": "--finetune-encoder 0", "E": "--finetune-encoder 0 --gen-passes 2", "F": "--finetune-encoder 0 --gen-passes 2 --unlabeled train texts"}
 for cfg, name in names.items():
     d = runs / cfg
     if not (d / "aug.jsonl").exists():
         continue
-    n, c, f, e = inv(d / "dev.jsonl")
+    c = f = e = None
+    if (d / "dev.jsonl").exists():
+        n, c, f, e = inv(d / "dev.jsonl")
     rows = [json.loads(l) for l in (d / "aug.jsonl").read_text().splitlines()]
     ends = [r for r in rows if min(r["lambda"], 1 - r["lambda"]) <= 0.05]
     dom = lambda r: r["source_a"]["text"] if r["lambda"] >= 0.5 else r["source_b"]["text"]
     copies = [r for r in ends if norm(r["text"]) == norm(dom(r))]
     cos = sum(r["cos_target"] for r in ends) / max(len(ends), 1)
-    print(f"| {name} | {c:.3f} | {f:.3f} | {e:.1%} | {len(copies)}/{len(ends)} ({len(copies) / max(len(ends), 1):.0%}) | {cos:.3f} |")
+    dev = f"{c:.3f} | {f:.3f} | {e:.1%}" if c is not None else "– | – | –"
+    print(f"| {name} | {dev} | {len(copies)}/{len(ends)} ({len(copies) / max(len(ends), 1):.0%}) | {cos:.3f} |")
