@@ -12,6 +12,19 @@ fn d() -> WarmupRequest {
     WarmupRequest::default()
 }
 
+/// `--gen-passes`: a number of passes, or `all` (`None`: every step).
+#[derive(Debug, Clone, Copy)]
+struct Passes(Option<f64>);
+
+fn parse_passes(s: &str) -> Result<Passes, String> {
+    if s == "all" {
+        return Ok(Passes(None));
+    }
+    s.parse::<f64>()
+        .map(|p| Passes(Some(p)))
+        .map_err(|_| format!("`{s}` is neither a number of passes nor `all`"))
+}
+
 /// Arguments of `imix warmup`.
 #[derive(Args, Debug)]
 pub struct WarmupArgs {
@@ -55,11 +68,11 @@ pub struct WarmupArgs {
     /// Continue from OUT/warmup.ckpt
     #[arg(long)]
     resume: bool,
-    /// Refine the adaptor on the labelled sentences for this many passes over them only, then
-    /// train the classifier alone (a few sentences refined for dozens of passes come back word
-    /// for word) [default: every step]
-    #[arg(long, value_name = "P")]
-    gen_passes: Option<f64>,
+    /// Refine the adaptor on the labelled sentences for P passes over them only, then train the
+    /// classifier alone (a few sentences refined for dozens of passes come back word for word);
+    /// `all`: every step
+    #[arg(long, value_name = "P", default_value = "2", value_parser = parse_passes)]
+    gen_passes: Passes,
     /// Unlabelled in-domain sentences (text, .tsv/.csv/.jsonl text column; repeatable) the adaptor
     /// is refined on alongside, --replay of them a step
     #[arg(long, value_name = "FILE", num_args = 1..)]
@@ -86,7 +99,7 @@ impl WarmupArgs {
             shots: self.data.shots,
             shots_seed: self.data.shots_seed,
             max_chars: self.data.input.max_chars,
-            gen_passes: self.gen_passes,
+            gen_passes: self.gen_passes.0,
             unlabeled: self.unlabeled.clone(),
             replay: self.replay,
         }

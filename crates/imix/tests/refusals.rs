@@ -182,6 +182,26 @@ const TABLE: &[(&str, i32, &str)] = &[
         "--lr-encoder inf",
     ),
     (
+        "warmup --data D/train.tsv --out D/o --gen-passes 0",
+        1,
+        "--gen-passes 0",
+    ),
+    (
+        "warmup --data D/train.tsv --out D/o --gen-passes many",
+        2,
+        "`many` is neither a number of passes nor `all`",
+    ),
+    (
+        "warmup --data D/train.tsv --out D/o --unlabeled D/missing.txt",
+        1,
+        "missing.txt",
+    ),
+    (
+        "warmup --data D/train.tsv --out D/o --unlabeled D/train.tsv --replay 0",
+        1,
+        "--replay 0",
+    ),
+    (
         "warmup --data D/train.tsv --out D/o --checkpoint-every 0",
         1,
         "--checkpoint-every 0",

@@ -241,7 +241,7 @@ class Augmenter:
         ``lr_classifier``, ``lr_adaptor``, ``finetune_encoder=N`` (the top N encoder layers too;
         0: all), ``lr_encoder``, ``seed``, ``checkpoint_every``, ``resume``, ``shots=K`` (K rows
         per class, drawn with ``shots_seed``), ``max_chars``, ``gen_passes=P`` (refine the adaptor
-        on the labelled rows for P passes only), ``unlabeled`` (files of in-domain sentences the
+        on the labelled rows for P passes only; default 2, ``None``: every step), ``unlabeled`` (files of in-domain sentences the
         adaptor is refined on, ``replay`` a step). Returns ``out``.
         """
         with _Progress(progress, "warmup") as cb:

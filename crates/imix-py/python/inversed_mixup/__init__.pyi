@@ -180,7 +180,7 @@ class Augmenter:
 
         ``labels`` may be strings or ints (mapped to strings). ``finetune_encoder=N`` trains the top
         N encoder layers too (0: all). ``shots=K`` keeps K rows per class (seeded by ``shots_seed``).
-        ``gen_passes=P`` refines the adaptor on the labelled rows for P passes only; ``unlabeled``
+        ``gen_passes=P`` (default 2; ``None``: every step) refines the adaptor on the labelled rows for P passes only; ``unlabeled``
         (files of in-domain sentences) refines it on ``replay`` of them a step. Returns ``out``.
         """
     def augment(

@@ -16,6 +16,7 @@ pub use pipeline::{
 };
 pub use requests::{
     field_names, from_json, AugmentPlan, AugmentRequest, InterpolateRequest, InvertRequest,
-    WarmupRequest, AUGMENT_DECODE, DECODE_BATCH, DEFAULT_LAMBDA, MAX_NEW_TOKENS, NO_REPEAT_NGRAM,
+    WarmupRequest, AUGMENT_DECODE, DECODE_BATCH, DEFAULT_GEN_PASSES, DEFAULT_LAMBDA,
+    MAX_NEW_TOKENS, NO_REPEAT_NGRAM,
 };
 pub use summary::{AugmentSummary, LambdaGroup};
