@@ -3,10 +3,10 @@
 //! it is a near copy, and, with a warm-up bundle and the sources' labels, its soft label, the task
 //! model's prediction and the intrusion verdict.
 
-use super::mixes::{decode_mixes, MixRow};
 use crate::method::classifier::Classifier;
 use crate::method::intrusion::judge;
 use crate::method::invert::Inverter;
+use crate::method::mixes::{decode_mixes, MixRow};
 use crate::method::mixup::soft_label;
 use crate::nets::encoder::Encoder;
 use crate::{Error, Result};

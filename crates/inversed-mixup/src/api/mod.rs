@@ -3,13 +3,12 @@
 //! of each request, written once, returning rows and the summaries both front ends show.
 
 mod explore;
-mod mixes;
 mod pipeline;
 mod requests;
 mod summary;
 
+pub use crate::method::mixes::{decode_mixes, invert_mixes, MixBucket, MixRow, MixSummary};
 pub use explore::{check_window, explore, ExploreRequest, MixView, MAX_LAMBDAS};
-pub use mixes::{decode_mixes, invert_mixes, MixBucket, MixRow, MixSummary};
 pub use pipeline::{
     augment, check_pair, check_warmup_data, check_warmup_target, interpolate, invert, load_adaptor,
     open_bundle, plan_mixes, read_unlabeled, sample, Augmented, ModelFiles, Pipeline,

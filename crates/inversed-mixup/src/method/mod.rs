@@ -8,6 +8,7 @@ pub mod classifier;
 pub mod deep_soft;
 pub mod intrusion;
 pub mod invert;
+pub mod mixes;
 pub mod mixup;
 pub mod prompt;
 pub mod shard;

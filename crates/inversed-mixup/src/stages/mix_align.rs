@@ -6,11 +6,11 @@
 //! still invert. A held-out check after every round decodes pairs and sentences the training
 //! never saw.
 
-use crate::api::{invert_mixes, MixSummary};
 use crate::eval::text::loops;
 use crate::method::adaptor::Adaptor;
 use crate::method::augment::{content_lambda, is_near_copy, mix_embeddings};
 use crate::method::invert::{cosine_rows, summarize, Inverter};
+use crate::method::mixes::{invert_mixes, MixSummary};
 use crate::method::prompt::Prompt;
 use crate::nets::encoder::Encoder;
 use crate::nets::llm::{GenerateOptions, Llm};
