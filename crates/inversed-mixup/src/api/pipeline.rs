@@ -197,13 +197,18 @@ impl Pipeline {
     }
 }
 
-/// The checks of a warm-up's data and encoder settings before any work: two classes at least (a
-/// classifier of one class learns nothing), and no more layers to fine-tune than the encoder has.
 /// The unlabelled sentences of a warm-up request (`unlabeled` files; bad lines are errors naming
 /// file and line), read before any work.
 pub fn read_unlabeled(req: &WarmupRequest) -> Result<Vec<String>> {
     if req.unlabeled.is_empty() {
         return Ok(Vec::new());
+    }
+    // A missing file is the caller's mistake (ImixError in Python), not a failure of the machine.
+    if let Some(p) = req.unlabeled.iter().find(|p| !p.is_file()) {
+        return Err(Error::Invalid(format!(
+            "`unlabeled`: {}: no such file",
+            p.display()
+        )));
     }
     let opt = crate::data::corpus::ReadOptions {
         max_chars: req.max_chars,
@@ -223,6 +228,8 @@ pub fn read_unlabeled(req: &WarmupRequest) -> Result<Vec<String>> {
     Ok(c.rows.into_iter().map(|r| r.text).collect())
 }
 
+/// The checks of a warm-up's data and encoder settings before any work: two classes at least (a
+/// classifier of one class learns nothing), and no more layers to fine-tune than the encoder has.
 pub fn check_warmup_data(data: &Labelled, req: &WarmupRequest, layers: usize) -> Result<()> {
     if data.labels.len() < 2 {
         return Err(Error::Invalid(format!(
