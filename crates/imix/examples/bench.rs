@@ -391,12 +391,15 @@ fn shipped_bench(work: &str) {
     use inversed_mixup::api::Pipeline;
     use inversed_mixup::method::augment::mix_embeddings;
     use inversed_mixup::method::classifier::Classifier;
-    use inversed_mixup::method::invert::Inverter;
     use inversed_mixup::nets::llm::{Decode, GenerateOptions};
-    let p = Pipeline::load(None, None, None).unwrap();
+    let mut p = Pipeline::load(None, None, None).unwrap();
     let s = bench_sentences();
     let refs: Vec<&str> = s.iter().map(String::as_str).collect();
-    let inv = Inverter::new(&p.encoder, &p.llm, &p.adaptor).unwrap();
+    // Decoding workloads merge the LoRA in place, as `imix augment` and `imix invert` do; the
+    // mix-alignment step trains on the unmerged LLM.
+    if work != "mix-align" {
+        p.merge_for_decoding().unwrap();
+    }
     // Lambdas as drawn from Beta(0.2, 0.2) would be mostly near the ends; fixed values keep both
     // sides decoding the same mixes.
     let lambdas: Vec<f64> = (0..16)
@@ -409,6 +412,7 @@ fn shipped_bench(work: &str) {
                 decode: Decode::Correct(16),
                 ..Default::default()
             };
+            let inv = p.inverter().unwrap();
             let mut out = vec![];
             // One call is 256 decodes: two runs, no warm-up (the first rounds warm up).
             let (med, runs) = timed(|| out = inv.decode(&h, &opts).unwrap(), 0, 2);
@@ -422,6 +426,7 @@ fn shipped_bench(work: &str) {
                 &p.llm.device().clone(),
             )
             .unwrap();
+            let inv = p.inverter().unwrap();
             let rev: Vec<&str> = refs.iter().rev().copied().collect();
             let opts = GenerateOptions::default();
             let mut out = vec![];

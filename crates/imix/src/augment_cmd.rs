@@ -134,10 +134,14 @@ pub fn run(a: AugmentArgs) -> Result<()> {
     let data = a.data.load(Some(&classifier.labels))?;
     api::plan_mixes(&data, &req, &plan)?;
     let files: ModelFiles = a.models.files()?;
-    let llm = files.load_llm()?;
+    let mut llm = files.load_llm()?;
     let b = api::open_bundle(&files, &paths, classifier, &llm, || {
         files.load_encoder(None)
     })?;
+    // This command decodes with the bundle's adaptor only: merge in place rather than copy the LLM.
+    if let Some(l) = b.adaptor.lora() {
+        llm.merge_lora(l)?;
+    }
     let inv = Inverter::new(&b.encoder, &llm, &b.adaptor)?;
     let pb = bar(0, "augment");
     let out = api::augment(&inv, &b.classifier, &data, &req, &plan, &|d, n| {
@@ -229,11 +233,12 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     set_decoding!(req, a.dec);
     req.validate()?;
     api::check_pair(&a.a, &a.b)?;
-    let p = api::Pipeline::load(
+    let mut p = api::Pipeline::load(
         a.models.encoder.as_deref(),
         a.models.llm.as_deref(),
         a.adaptor.as_deref(),
     )?;
+    p.merge_for_decoding()?;
     println!("B  {}", a.b);
     for s in api::interpolate(&p.inverter()?, &a.a, &a.b, &req)? {
         let g = gauge(s.cos_a, s.cos_b);

@@ -99,9 +99,13 @@ pub fn run(a: InvertArgs) -> Result<()> {
         .as_ref()
         .map(|d| inversed_mixup::nets::encoder::Encoder::load(d, &candle_core::Device::Cpu))
         .transpose()?;
-    let (enc, llm) = a.models.load()?;
+    let (enc, mut llm) = a.models.load()?;
     let mut rows = if a.retrieve_from.is_empty() {
         let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
+        // This command decodes with one adaptor only: merge in place rather than copy the LLM.
+        if let Some(l) = adaptor.lora() {
+            llm.merge_lora(l)?;
+        }
         let inv = Inverter::new(&enc, &llm, &adaptor)?;
         let pb = bar(texts.len() as u64, "invert");
         let (rows, _) = api::invert(&inv, &texts, &req, &|d, _| pb.set_position(d as u64))?;
@@ -154,11 +158,12 @@ fn mixes(a: &InvertArgs, req: &InvertRequest) -> Result<()> {
     if pairs.is_empty() {
         anyhow::bail!("{}: no pairs to mix", a.input.display());
     }
-    let p = api::Pipeline::load(
+    let mut p = api::Pipeline::load(
         a.models.encoder.as_deref(),
         a.models.llm.as_deref(),
         a.adaptor.as_deref(),
     )?;
+    p.merge_for_decoding()?;
     let pb = bar((pairs.len() * a.lambdas.len()) as u64, "mixes");
     let gen = req.validate()?;
     let inv = p.inverter()?;

@@ -215,3 +215,36 @@ fn adaptor_file_keeps_the_lora_layout_and_refuses_a_mismatched_llm() {
     assert!(Target::parse_list("q,kk").is_err());
     assert_eq!(Target::parse_list("all").unwrap(), Target::ALL.to_vec());
 }
+
+#[test]
+fn merging_in_place_decodes_as_the_merged_copy_and_refuses_other_deltas() {
+    use inversed_mixup::method::invert::Inverter;
+    use inversed_mixup::nets::llm::GenerateOptions;
+    let d = tempfile::tempdir().unwrap();
+    let (enc, mut llm, _) = common::tiny_inverter_parts(d.path(), 0);
+    let a = adaptor(&llm, enc.dim(), &Target::ALL, 5);
+    perturb(&a, 6);
+    let other = adaptor(&llm, enc.dim(), &Target::ALL, 9);
+    perturb(&other, 10);
+    let h = enc.embed(&["the cat sat", "birds sing here"]).unwrap();
+    let opts = GenerateOptions {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let x = common::uniform(&[2, 5, llm.config().hidden], 7);
+    let copy = llm.with_lora(a.lora().unwrap()).unwrap();
+    let want = common::bits(&[&copy.forward_embeds(&x, None, false).unwrap()]);
+    drop(copy);
+    let from_copy = Inverter::new(&enc, &llm, &a).unwrap().decode(&h, &opts).unwrap();
+
+    llm.merge_lora(a.lora().unwrap()).unwrap();
+    let got = common::bits(&[&llm.forward_embeds(&x, None, false).unwrap()]);
+    assert_eq!(want, got, "merging in place and merging a copy give other weights");
+    let in_place = Inverter::new(&enc, &llm, &a).unwrap().decode(&h, &opts).unwrap();
+    assert_eq!(from_copy, in_place);
+
+    let err = Inverter::new(&enc, &llm, &other).err().expect("other deltas decoded");
+    assert!(err.to_string().contains("another adaptor"), "{err}");
+    let err = llm.merge_lora(a.lora().unwrap()).err().expect("merged twice");
+    assert!(err.to_string().contains("already carries"), "{err}");
+}

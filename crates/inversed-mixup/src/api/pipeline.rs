@@ -101,14 +101,37 @@ impl Pipeline {
         })
     }
 
-    /// The stage-1 inverter (the adaptor's LoRA deltas merged into a copy of the LLM).
+    /// The stage-1 inverter (the adaptor's LoRA deltas merged into a copy of the LLM, unless
+    /// [`Pipeline::merge_for_decoding`] merged them into the LLM itself).
     pub fn inverter(&self) -> Result<Inverter<'_>> {
         Inverter::new(&self.encoder, &self.llm, &self.adaptor)
+    }
+
+    /// Merges the stage-1 adaptor's LoRA deltas into the LLM in place, for a front end that only
+    /// decodes with that adaptor: its inverters then need no merged copy of the LLM (about 540 MB
+    /// less). Warm-ups and bundles need the unmerged LLM and are refused afterwards.
+    pub fn merge_for_decoding(&mut self) -> Result<()> {
+        match self.adaptor.lora() {
+            Some(l) if self.llm.merged_lora().is_none() => self.llm.merge_lora(l),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses work that needs the LLM's own weights once `merge_for_decoding` has merged into it.
+    fn check_unmerged(&self, what: &str) -> Result<()> {
+        if self.llm.merged_lora().is_some() {
+            return Err(Error::Config(format!(
+                "{what} needs the unmerged LLM, and this pipeline merged the stage-1 LoRA into it \
+                 (merge_for_decoding): load another pipeline"
+            )));
+        }
+        Ok(())
     }
 
     /// The warm-up bundle in `dir` over this pipeline's LLM, its encoder the bundle's fine-tuned
     /// one when it has one, else this pipeline's.
     pub fn open_bundle(&self, dir: &Path) -> Result<Bundle> {
+        self.check_unmerged("a warm-up bundle")?;
         let paths = BundlePaths::new(dir);
         let classifier = bundle::load_classifier(&paths, self.llm.device())?;
         open_bundle(&self.files, &paths, classifier, &self.llm, || {
@@ -129,6 +152,7 @@ impl Pipeline {
     ) -> Result<()> {
         // Front ends run these checks before loading models; they are cheap, and repeated here
         // so that a caller who skipped them cannot start a warm-up that would fail at its end.
+        self.check_unmerged("a warm-up")?;
         check_warmup_target(req, out)?;
         check_warmup_data(data, req, self.encoder.num_layers())?;
         let (enc, llm) = (&self.encoder, &self.llm);

@@ -205,6 +205,7 @@ impl Llm {
             name,
             device: device.clone(),
             lean_training: true,
+            merged_lora: None,
         })
     }
 }

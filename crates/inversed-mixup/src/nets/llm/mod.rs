@@ -140,6 +140,8 @@ pub struct Llm {
     device: Device,
     /// Training path: blocks as single autograd nodes (default true; see `train`).
     lean_training: bool,
+    /// The LoRA whose deltas are merged into these weights (`Lora::id`), when one is.
+    merged_lora: Option<candle_core::TensorId>,
 }
 
 impl Llm {
