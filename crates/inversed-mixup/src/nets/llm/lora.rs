@@ -5,7 +5,7 @@
 //! them as a single extra input (see `train`). For generation the deltas are merged into a copy of
 //! the weights once ([`Llm::with_lora`]), so decoding costs what it cost without LoRA.
 
-use super::{Block, Llm, LlmConfig};
+use super::{Llm, LlmConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor, Var};
 use imix_kernels::FrozenLinear;
