@@ -1,13 +1,14 @@
 """The mix-alignment run's rounds as a table: what each round kept, its training loss and step
 time, and the held-out check after it (greedy decoding; round 0 is the adaptor it started from).
-Rows: rounds.jsonl beside this file, a copy of the run's OUT.rounds.jsonl.
-Usage: python3 experiments/mix-align/table.py [ROUNDS_JSONL]   (with an argument: copy it first)"""
+Rows: RUN.jsonl beside this file (default `rounds`, the first run), a copy of the run's
+OUT.rounds.jsonl.
+Usage: python3 experiments/mix-align/table.py [RUN [ROUNDS_JSONL]]   (with a file: copy it first)"""
 import json, shutil, sys
 from pathlib import Path
 
-ROWS = Path(__file__).with_name("rounds.jsonl")
-if len(sys.argv) > 1:
-    shutil.copyfile(sys.argv[1], ROWS)
+ROWS = Path(__file__).with_name(f"{sys.argv[1] if len(sys.argv) > 1 else 'rounds'}.jsonl")
+if len(sys.argv) > 2:
+    shutil.copyfile(sys.argv[2], ROWS)
 rows = [json.loads(l) for l in ROWS.read_text().splitlines()]
 print("| round | kept / mined | candidates/s | train loss | s/step | mid-λ cos to target | copies | gap | carries both | single cos | single F1 |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
