@@ -235,16 +235,30 @@ fn merging_in_place_decodes_as_the_merged_copy_and_refuses_other_deltas() {
     let copy = llm.with_lora(a.lora().unwrap()).unwrap();
     let want = common::bits(&[&copy.forward_embeds(&x, None, false).unwrap()]);
     drop(copy);
-    let from_copy = Inverter::new(&enc, &llm, &a).unwrap().decode(&h, &opts).unwrap();
+    let from_copy = Inverter::new(&enc, &llm, &a)
+        .unwrap()
+        .decode(&h, &opts)
+        .unwrap();
 
     llm.merge_lora(a.lora().unwrap()).unwrap();
     let got = common::bits(&[&llm.forward_embeds(&x, None, false).unwrap()]);
-    assert_eq!(want, got, "merging in place and merging a copy give other weights");
-    let in_place = Inverter::new(&enc, &llm, &a).unwrap().decode(&h, &opts).unwrap();
+    assert_eq!(
+        want, got,
+        "merging in place and merging a copy give other weights"
+    );
+    let in_place = Inverter::new(&enc, &llm, &a)
+        .unwrap()
+        .decode(&h, &opts)
+        .unwrap();
     assert_eq!(from_copy, in_place);
 
-    let err = Inverter::new(&enc, &llm, &other).err().expect("other deltas decoded");
+    let err = Inverter::new(&enc, &llm, &other)
+        .err()
+        .expect("other deltas decoded");
     assert!(err.to_string().contains("another adaptor"), "{err}");
-    let err = llm.merge_lora(a.lora().unwrap()).err().expect("merged twice");
+    let err = llm
+        .merge_lora(a.lora().unwrap())
+        .err()
+        .expect("merged twice");
     assert!(err.to_string().contains("already carries"), "{err}");
 }

@@ -92,18 +92,17 @@ impl<'a> Inverter<'a> {
     /// decodes through a merged copy of the LLM, or through `llm` itself when its deltas are
     /// already merged into it ([`Llm::merge_lora`]); an LLM carrying other deltas is refused.
     pub fn new(encoder: &'a Encoder, llm: &'a Llm, adaptor: &'a Adaptor) -> Result<Self> {
-        let merged = match (adaptor.lora(), llm.merged_lora()) {
-            (Some(l), None) => Some(llm.with_lora(l)?),
-            (Some(l), Some(id)) if id == l.id() => None,
-            (None, None) => None,
-            _ => {
-                return Err(crate::Error::Config(
+        let merged =
+            match (adaptor.lora(), llm.merged_lora()) {
+                (Some(l), None) => Some(llm.with_lora(l)?),
+                (Some(l), Some(id)) if id == l.id() => None,
+                (None, None) => None,
+                _ => return Err(crate::Error::Config(
                     "the LLM carries another adaptor's merged LoRA deltas: decode this adaptor \
                      with an unmerged LLM"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         let prompt = Prompt::new(
             &adaptor.config().template,
             adaptor.config().k,

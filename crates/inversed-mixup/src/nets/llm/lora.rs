@@ -425,7 +425,8 @@ impl Llm {
         lora.check(&self.cfg)?;
         if self.merged_lora.is_some() {
             return Err(Error::Config(
-                "the LLM already carries merged LoRA deltas: merge into a freshly loaded one".into(),
+                "the LLM already carries merged LoRA deltas: merge into a freshly loaded one"
+                    .into(),
             ));
         }
         for (i, blk) in self.blocks.iter_mut().enumerate() {
