@@ -8,7 +8,7 @@ use inversed_mixup::api::{self, AugmentRequest, InterpolateRequest, ModelFiles};
 use inversed_mixup::data::jsonl;
 use inversed_mixup::method::augment::{AugRow, LabelFrom};
 use inversed_mixup::method::intrusion::Mitigation;
-use inversed_mixup::method::invert::Inverter;
+use inversed_mixup::method::invert::{merge_adaptor_lora, Inverter};
 use inversed_mixup::method::mixup::Pairing;
 use inversed_mixup::stages::bundle::{self, BundlePaths};
 use std::path::PathBuf;
@@ -139,9 +139,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
         files.load_encoder(None)
     })?;
     // This command decodes with the bundle's adaptor only: merge in place rather than copy the LLM.
-    if let Some(l) = b.adaptor.lora() {
-        llm.merge_lora(l)?;
-    }
+    merge_adaptor_lora(&mut llm, &b.adaptor)?;
     let inv = Inverter::new(&b.encoder, &llm, &b.adaptor)?;
     let pb = bar(0, "augment");
     let out = api::augment(&inv, &b.classifier, &data, &req, &plan, &|d, n| {

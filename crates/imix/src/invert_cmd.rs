@@ -8,7 +8,7 @@ use clap::Args;
 use inversed_mixup::api::{self, InvertRequest};
 use inversed_mixup::data::corpus::read_files;
 use inversed_mixup::data::jsonl;
-use inversed_mixup::method::invert::{summarize, Inverter};
+use inversed_mixup::method::invert::{merge_adaptor_lora, summarize, Inverter};
 use std::path::PathBuf;
 
 /// Arguments of `imix invert`.
@@ -103,9 +103,7 @@ pub fn run(a: InvertArgs) -> Result<()> {
     let mut rows = if a.retrieve_from.is_empty() {
         let adaptor = load_adaptor(a.adaptor.as_deref(), &enc, &llm)?;
         // This command decodes with one adaptor only: merge in place rather than copy the LLM.
-        if let Some(l) = adaptor.lora() {
-            llm.merge_lora(l)?;
-        }
+        merge_adaptor_lora(&mut llm, &adaptor)?;
         let inv = Inverter::new(&enc, &llm, &adaptor)?;
         let pb = bar(texts.len() as u64, "invert");
         let (rows, _) = api::invert(&inv, &texts, &req, &|d, _| pb.set_position(d as u64))?;

@@ -111,10 +111,7 @@ impl Pipeline {
     /// decodes with that adaptor: its inverters then need no merged copy of the LLM (about 540 MB
     /// less). Warm-ups and bundles need the unmerged LLM and are refused afterwards.
     pub fn merge_for_decoding(&mut self) -> Result<()> {
-        match self.adaptor.lora() {
-            Some(l) if self.llm.merged_lora().is_none() => self.llm.merge_lora(l),
-            _ => Ok(()),
-        }
+        crate::method::invert::merge_adaptor_lora(&mut self.llm, &self.adaptor)
     }
 
     /// Refuses work that needs the LLM's own weights once `merge_for_decoding` has merged into it.

@@ -87,6 +87,16 @@ impl std::fmt::Display for InvertSummary {
 /// 0.368 / 0.545), at sixteen times the decoding cost.
 pub const INVERT_DECODE: &str = "correct:16";
 
+/// Merges `adaptor`'s LoRA deltas into `llm` in place, for a process that decodes with that
+/// adaptor only: its inverters then need no merged copy of the LLM (about 540 MB less). Nothing to
+/// do without deltas or when they are merged already.
+pub fn merge_adaptor_lora(llm: &mut Llm, adaptor: &Adaptor) -> Result<()> {
+    match adaptor.lora() {
+        Some(l) if llm.merged_lora() != Some(l.id()) => llm.merge_lora(l),
+        _ => Ok(()),
+    }
+}
+
 impl<'a> Inverter<'a> {
     /// Wires the models; the adaptor's template is tokenised once. An adaptor with LoRA deltas
     /// decodes through a merged copy of the LLM, or through `llm` itself when its deltas are

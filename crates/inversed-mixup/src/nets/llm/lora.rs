@@ -2,8 +2,9 @@
 //!
 //! The base weights are never touched: the deltas are `Var`s owned by the adaptor (and stored in
 //! its file), one packed vector per transformer block, so that each block's training op takes
-//! them as a single extra input (see `train`). For generation the deltas are merged into a copy of
-//! the weights once ([`Llm::with_lora`]), so decoding costs what it cost without LoRA.
+//! them as a single extra input (see `train`). For generation the deltas are merged into the weights
+//! once, into a copy ([`Llm::with_lora`]) or in place ([`Llm::merge_lora`]), so decoding costs
+//! what it cost without LoRA.
 
 use super::{Llm, LlmConfig};
 use crate::{Error, Result};
