@@ -104,12 +104,14 @@ fn lora_gradients_match_the_plain_path_and_finite_differences() {
                 gv.iter().filter(|v| **v != 0.0).count() > gv.len() / 2,
                 "{name} ({targets:?}): most LoRA entries got no gradient"
             );
-            common::check_var_grad(
+            // One entry in 4 (drawn at random): the full check took 20 s, three times per test run.
+            common::check_var_grad_every(
                 &format!("{name} {targets:?}"),
                 &var,
                 &gv,
                 &|| loss().to_scalar::<f32>().unwrap() as f64,
                 0.02,
+                4,
             );
         }
     }
