@@ -5,32 +5,7 @@
 #[path = "../../inversed-mixup/tests/common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
-
-/// A tiny random encoder, LLM and adaptor between them, written once per test process under
-/// cargo's scratch folder: `--encoder`, `--llm` and `--adaptor` for the bookkeeping tests.
-fn tiny_models() -> &'static [String; 6] {
-    static MODELS: OnceLock<[String; 6]> = OnceLock::new();
-    MODELS.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-tiny-models");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (_, _, adaptor) = common::tiny_inverter_parts(&dir, 3);
-        let a = dir.join("adaptor.safetensors");
-        adaptor.save(&a, false).unwrap();
-        let s = |p: PathBuf| p.to_str().unwrap().to_string();
-        [
-            "--encoder".into(),
-            s(dir.join("enc")),
-            "--llm".into(),
-            s(dir.join("llm")),
-            "--adaptor".into(),
-            s(a),
-        ]
-    })
-}
 
 fn write_toy(dir: &std::path::Path) {
     let d = dir.join("benchmarks/toy");
@@ -85,7 +60,7 @@ fn bench_real(dir: &std::path::Path, extra: &[&str]) -> String {
 }
 
 fn bench_output(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    bench_output_on(dir, extra, tiny_models())
+    bench_output_on(dir, extra, common::tiny_model_flags())
 }
 
 /// `imix-bench --quick` with `models` (model flags, or none for the default models).
@@ -603,7 +578,7 @@ fn full_supervision_trains_on_the_whole_split_and_selects_on_dev() {
                 "--methods",
                 "none,inversed-mixup-keep",
             ])
-            .args(tiny_models())
+            .args(common::tiny_model_flags())
             .arg("--data")
             .arg(d.path().join("benchmarks"))
             .arg("--out")
@@ -681,7 +656,7 @@ fn a_failed_run_leaves_no_empty_output_directory() {
         .arg(d.path().join("benchmarks"))
         .arg("--out")
         .arg(&out)
-        .args(&tiny_models()[..4])
+        .args(&common::tiny_model_flags()[..4])
         .arg("--adaptor")
         .arg(&adaptor)
         .output()

@@ -82,5 +82,5 @@ def bundle(tmp_path_factory, aug, small) -> str:
     return aug.warmup(*small, out, steps=2, batch_size=4, progress=False)
 
 
-#: Augmentation settings small enough for tests: 8 mixes, 4 decode batches of 2, 8 new tokens.
-TINY = dict(max_new_tokens=8, batch_size=2)
+#: Augmentation settings small enough for tests: 8 mixes, 2 decode batches of 4, 8 new tokens.
+TINY = dict(max_new_tokens=8, batch_size=4)

@@ -14,13 +14,13 @@ FIELDS = ["text", "lambda", "source_a", "source_b", "soft_label", "mix_label", "
 
 #: (Python keywords, the same as imix flags)
 CASES = {
-    "greedy-grid": (dict(lam="grid:0,0.5,1", **TINY), ["--lambda", "grid:0,0.5,1", "--max-new-tokens", "8", "--batch-size", "2"]),
+    "greedy-grid": (dict(lam="grid:0,0.5,1", **TINY), ["--lambda", "grid:0,0.5,1", "--max-new-tokens", "8", "--batch-size", "4"]),
     "top-p-relabel": (
         dict(decode="top-p:0.9", seed=7, per_example=2, intrusion="relabel", threshold=0.5, label="content", pairs="random", lam="beta:0.4", **TINY),
-        ["--decode", "top-p:0.9", "--seed", "7", "--per-example", "2", "--intrusion", "relabel", "--threshold", "0.5", "--label", "content", "--pairs", "random", "--lambda", "beta:0.4", "--max-new-tokens", "8", "--batch-size", "2"],
+        ["--decode", "top-p:0.9", "--seed", "7", "--per-example", "2", "--intrusion", "relabel", "--threshold", "0.5", "--label", "content", "--pairs", "random", "--lambda", "beta:0.4", "--max-new-tokens", "8", "--batch-size", "4"],
     ),
     # Mixes at a source, whose copies are sampled again.
-    "resample-copies": (dict(lam="0.97", resample_copies=3, seed=5, **TINY), ["--lambda", "0.97", "--resample-copies", "3", "--seed", "5", "--max-new-tokens", "8", "--batch-size", "2"]),
+    "resample-copies": (dict(lam="0.97", resample_copies=3, seed=5, **TINY), ["--lambda", "0.97", "--resample-copies", "3", "--seed", "5", "--max-new-tokens", "8", "--batch-size", "4"]),
 }
 
 
@@ -53,7 +53,8 @@ def test_different_seed_different_rows(aug: Augmenter, small, bundle: str):
 
 @pytest.mark.parametrize("n", [2, 3, 5])
 def test_shards_concatenate_to_the_unsharded_rows(n, aug: Augmenter, small, bundle: str):
-    kw = dict(decode="top-p:0.9", seed=11, lam="grid:0.25,0.75", progress=False, **TINY)
+    # Batches of 2: 8 decode batches, so that 5 shards are possible.
+    kw = dict(decode="top-p:0.9", seed=11, lam="grid:0.25,0.75", progress=False, **{**TINY, "batch_size": 2})
     whole = aug.augment_jsonl(*small, bundle, **kw)
     parts = [aug.augment_jsonl(*small, bundle, shard=(i, n), **kw) for i in range(n)]
     assert "".join(parts) == whole and whole

@@ -4,6 +4,9 @@
 //! panic, exit 0 with wrong or empty output, or leave anything behind. (Kill -9 inside the write
 //! of augment and during warmup: tests/stages.rs.)
 
+#[path = "../../inversed-mixup/tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -410,7 +413,8 @@ fn an_align_killed_inside_each_write_loses_nothing() {
     let d = tempfile::tempdir().unwrap();
     let corpus = d.path().join("corpus.txt");
     let lines: Vec<String> = (0..10)
-        .map(|i| format!("Sentence number {i} is about a cat and a dog."))
+        // Short: the tiny LLM's tokens are bytes.
+        .map(|i| format!("A cat {i} met a dog."))
         .collect();
     std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();
     let corpus = corpus.to_str().unwrap().to_string();
@@ -418,6 +422,7 @@ fn an_align_killed_inside_each_write_loses_nothing() {
         let out = dir.join("a.safetensors");
         let mut v: Vec<String> = vec!["align".into(), "--input".into(), corpus.clone()];
         v.extend(["--out".into(), out.to_str().unwrap().into()]);
+        v.extend(common::tiny_model_flags()[..4].iter().cloned());
         for a in [
             "--steps",
             "3",
@@ -453,6 +458,7 @@ fn a_warmup_killed_inside_each_write_loses_nothing() {
     let args = move |dir: &Path| -> Vec<String> {
         let mut v: Vec<String> = vec!["warmup".into(), "--input".into(), data.clone()];
         v.extend(["--out".into(), dir.to_str().unwrap().into()]);
+        v.extend(common::tiny_model_flags().iter().cloned());
         for a in [
             "--shots",
             "2",

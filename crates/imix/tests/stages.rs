@@ -1,5 +1,9 @@
 //! Stages 2 and 3 through the CLI with the real models and the shipped default adaptor,
-//! on the project's own example data (examples/).
+//! on the project's own example data (examples/); the tests of resume and sharding, which the real
+//! models would only slow down, on tiny random ones.
+
+#[path = "../../inversed-mixup/tests/common/mod.rs"]
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -344,14 +348,20 @@ fn a_killed_warmup_resumes_to_the_uninterrupted_result() {
             out.to_str().unwrap(),
         ]
         .map(String::from)
-        .to_vec()
+        .into_iter()
+        .chain(common::tiny_model_flags().iter().cloned())
+        .collect::<Vec<_>>()
     };
     ok(&Command::new(env!("CARGO_BIN_EXE_imix"))
         .args(args(&a))
         .output()
         .unwrap());
+    // On tiny models the run would end before the kill: its third write (the checkpoint of step
+    // 6, after the fresh curve and step 3's) is held until the kill.
     let mut child = Command::new(env!("CARGO_BIN_EXE_imix"))
         .args(args(&b))
+        .env("IMIX_TEST_WRITE_PAUSE_MS", "600000")
+        .env("IMIX_TEST_WRITE_PAUSE_AT", "3")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -424,6 +434,7 @@ fn a_killed_warmup_resumes_to_the_uninterrupted_result() {
 #[test]
 fn sharded_augment_concatenates_to_the_unsharded_output() {
     let d = tempfile::tempdir().unwrap();
+    let tiny = common::tiny_model_flags();
     let model = d.path().join("model");
     let data = root().join("examples/reviews.tsv");
     ok(&imix(&[
@@ -438,6 +449,12 @@ fn sharded_augment_concatenates_to_the_unsharded_output() {
         "2",
         "--out",
         model.to_str().unwrap(),
+        &tiny[0],
+        &tiny[1],
+        &tiny[2],
+        &tiny[3],
+        &tiny[4],
+        &tiny[5],
     ]));
     let run = |out: &Path, shard: Option<&str>| {
         let mut args = vec![
@@ -460,6 +477,10 @@ fn sharded_augment_concatenates_to_the_unsharded_output() {
             "7",
             "--out",
             out.to_str().unwrap(),
+            &tiny[0],
+            &tiny[1],
+            &tiny[2],
+            &tiny[3],
         ];
         if let Some(s) = shard {
             args.extend(["--shard", s]);

@@ -531,3 +531,33 @@ pub fn tiny_inverter_parts(
     let adaptor = Adaptor::new(cfg, adaptor_seed, &Device::Cpu).unwrap();
     (enc, llm, adaptor)
 }
+
+/// Writes the tiny encoder, LLM and an adaptor between them (seed 3) under `dir`, and returns the
+/// command-line flags that select them: `--encoder DIR --llm DIR --adaptor FILE`.
+pub fn write_tiny_model_flags(dir: &Path) -> [String; 6] {
+    let (_, _, adaptor) = tiny_inverter_parts(dir, 3);
+    let a = dir.join("adaptor.safetensors");
+    adaptor.save(&a, false).unwrap();
+    let s = |p: std::path::PathBuf| p.to_str().unwrap().to_string();
+    [
+        "--encoder".into(),
+        s(dir.join("enc")),
+        "--llm".into(),
+        s(dir.join("llm")),
+        "--adaptor".into(),
+        s(a),
+    ]
+}
+
+/// [`write_tiny_model_flags`] once per test binary, under cargo's scratch folder (named after the
+/// binary, so that two binaries never share one).
+pub fn tiny_model_flags() -> &'static [String; 6] {
+    static FLAGS: std::sync::OnceLock<[String; 6]> = std::sync::OnceLock::new();
+    FLAGS.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_stem().unwrap().to_str().unwrap();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-models-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_tiny_model_flags(&dir)
+    })
+}
