@@ -260,7 +260,6 @@ fn merging_in_place_decodes_as_the_merged_copy_and_refuses_other_deltas() {
     assert!(err.to_string().contains("another adaptor"), "{err}");
     let err = llm
         .merge_lora(a.lora().unwrap())
-        .err()
-        .expect("merged twice");
+        .expect_err("merged twice");
     assert!(err.to_string().contains("already carries"), "{err}");
 }
