@@ -109,7 +109,7 @@ struct BenchArgs {
     /// the sst2, trec and subj dev splits)
     #[arg(long, default_value = DEFAULT_LAMBDA)]
     lambda: String,
-    /// Decoding: greedy, beam:W, top-p:P, rerank:N or correct:N (repetition control as in `imix augment`)
+    /// Decoding: greedy, beam:W, top-p:P, rerank:N, correct:N or guided:W (repetition control as in `imix augment`)
     #[arg(long, default_value = "greedy")]
     decode: String,
     /// Intrusion threshold

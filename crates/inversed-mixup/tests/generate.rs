@@ -101,6 +101,65 @@ fn beam_of_one_is_greedy_and_beam_search_gives_one_sequence_per_row() {
     assert!(b3.iter().all(|s| !s.is_empty() && s.len() <= 5));
 }
 
+/// The guided beam follows its score, row by row: row 0's score penalises greedy's first token,
+/// which the search then avoids; row 1's rewards greedy's path, which it then returns. Only the
+/// rows of the batch are scored, and the same call gives the same output.
+#[test]
+fn guided_beam_search_follows_its_score_per_row() {
+    let (_d, llm) = tiny();
+    let p = prompts(&llm);
+    let opts = GenerateOptions {
+        decode: Decode::Guided(3),
+        max_new_tokens: 5,
+        ..Default::default()
+    };
+    let greedy = llm
+        .generate(
+            &p,
+            &GenerateOptions {
+                max_new_tokens: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let run = || {
+        let mut score = |asked: &[(usize, &[u32])]| {
+            Ok(asked
+                .iter()
+                .map(|&(r, ids)| {
+                    assert!(r < 2, "row {r} scored");
+                    let g = &greedy[r];
+                    if r == 0 {
+                        -((ids.first() == g.first()) as u32 as f32)
+                    } else {
+                        ids.iter().zip(g).take_while(|(a, b)| a == b).count() as f32
+                    }
+                })
+                .collect())
+        };
+        llm.guided_beam(&p, None, 3, &opts, &mut score).unwrap()
+    };
+    let out = run();
+    assert_eq!(out.len(), 2);
+    assert_ne!(
+        out[0].first(),
+        greedy[0].first(),
+        "{out:?} vs greedy {greedy:?}"
+    );
+    assert!(!out[0].is_empty());
+    assert_eq!(out[1], greedy[1]);
+    assert_eq!(out, run());
+    // Without the encoder, `generate` decodes guided:W as beam:W.
+    let beam = GenerateOptions {
+        decode: Decode::Beam(3),
+        ..opts.clone()
+    };
+    assert_eq!(
+        llm.generate(&p, &opts).unwrap(),
+        llm.generate(&p, &beam).unwrap()
+    );
+}
+
 #[test]
 fn top_p_is_reproducible_per_seed() {
     let (_d, llm) = tiny();
@@ -123,6 +182,7 @@ fn decode_specs_parse() {
     assert_eq!("top-p:0.9".parse::<Decode>().unwrap(), Decode::TopP(0.9));
     assert_eq!("rerank:8".parse::<Decode>().unwrap(), Decode::Rerank(8));
     assert_eq!("correct:4".parse::<Decode>().unwrap(), Decode::Correct(4));
+    assert_eq!("guided:8".parse::<Decode>().unwrap(), Decode::Guided(8));
     for bad in [
         "beam:0",
         "top-p:1.5",
@@ -134,6 +194,8 @@ fn decode_specs_parse() {
         "correct:0",
         "correct:65",
         "correct:x",
+        "guided:0",
+        "guided:65",
     ] {
         assert!(bad.parse::<Decode>().is_err(), "{bad}");
     }

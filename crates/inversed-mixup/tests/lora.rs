@@ -258,8 +258,6 @@ fn merging_in_place_decodes_as_the_merged_copy_and_refuses_other_deltas() {
         .err()
         .expect("other deltas decoded");
     assert!(err.to_string().contains("another adaptor"), "{err}");
-    let err = llm
-        .merge_lora(a.lora().unwrap())
-        .expect_err("merged twice");
+    let err = llm.merge_lora(a.lora().unwrap()).expect_err("merged twice");
     assert!(err.to_string().contains("already carries"), "{err}");
 }

@@ -121,7 +121,7 @@ class Augmenter:
     ) -> List[InvertRow]:
         """Reconstructs each text from its own embedding (``imix invert``).
 
-        ``decode`` is ``greedy``, ``beam:W``, ``top-p:P``, ``rerank:N`` or ``correct:N``; every
+        ``decode`` is ``greedy``, ``beam:W``, ``top-p:P``, ``rerank:N``, ``correct:N`` or ``guided:W``; every
         setting's default is the command's. Raises :class:`ImixError`
         for an empty list, an empty text, or a bad setting.
         """

@@ -184,7 +184,7 @@ pub struct AugmentRequest {
     pub batch_size: usize,
     /// Run only shard `I/N` of the decode batches.
     pub shard: Option<String>,
-    /// Decoding: greedy, beam:W, top-p:P, rerank:N or correct:N.
+    /// Decoding: greedy, beam:W, top-p:P, rerank:N, correct:N or guided:W.
     pub decode: String,
     /// Most tokens generated per sentence.
     pub max_new_tokens: usize,

@@ -139,6 +139,7 @@ impl<'a> Inverter<'a> {
         let n = match opts.decode {
             Decode::Rerank(n) => n,
             Decode::Correct(n) => return self.correct(h, n, opts),
+            Decode::Guided(w) => return self.guided(h, w, opts),
             _ => return self.decode_once(h, opts),
         };
         let mut best = self.decode_once(
@@ -174,6 +175,35 @@ impl<'a> Inverter<'a> {
             keep_closer(&mut best, &mut best_cos, out, cosine_rows(h, e)?);
         }
         Ok(best)
+    }
+
+    /// `guided:W`: beam search whose beams are ranked by the cosine of their text's embedding to
+    /// the row of `h` (see [`Llm::guided_beam`]).
+    fn guided(&self, h: &Tensor, w: usize, opts: &GenerateOptions) -> Result<Vec<String>> {
+        let soft = self.adaptor.forward(h)?;
+        let llm = self.generator();
+        let p = self.prompt.embeds(llm, &soft)?;
+        let deep = self
+            .adaptor
+            .deep()
+            .map(|d| d.deltas(&soft, self.prompt.soft_start()))
+            .transpose()?;
+        let mut score = |asked: &[(usize, &[u32])]| -> Result<Vec<f32>> {
+            let texts: Vec<String> = asked
+                .iter()
+                .map(|(_, ids)| Ok(llm.tokenizer().decode(ids)?.trim().to_string()))
+                .collect::<Result<_>>()?;
+            let rows: Vec<u32> = asked.iter().map(|(r, _)| *r as u32).collect();
+            let target = h.index_select(&Tensor::new(rows.as_slice(), h.device())?, 0)?;
+            Ok(cosine_rows(&target, &self.embed_texts(&texts)?)?
+                .into_iter()
+                .map(|c| c as f32)
+                .collect())
+        };
+        let ids = llm.guided_beam(&p, deep.as_ref(), w, opts, &mut score)?;
+        ids.iter()
+            .map(|s| Ok(llm.tokenizer().decode(s)?.trim().to_string()))
+            .collect()
     }
 
     /// The N rounds of `correct:N`, each round's sentences with their embeddings: the candidates

@@ -25,17 +25,28 @@ pub enum Decode {
     /// rescaled to the target's norm); the output closest to the target is kept. Like `Rerank`,
     /// selection happens in `method::invert`; the LLM alone decodes this greedily.
     Correct(usize),
+    /// Beam search guided by the encoder: each step keeps the W extensions (of the W most likely
+    /// next tokens of each of the W beams) whose text embeds closest to the target, plus a small
+    /// likelihood term; the best finished sentence by the same score is kept. The scoring needs
+    /// the encoder, so it happens in `method::invert`; the LLM alone decodes this as `beam:W`.
+    Guided(usize),
 }
+
+/// Scores hypotheses of a guided beam search: `(row, token ids)` to one score each, higher better.
+pub type HypothesisScore<'a> = dyn FnMut(&[(usize, &[u32])]) -> Result<Vec<f32>> + 'a;
+
+/// Weight of a guided hypothesis's mean token log-probability beside its cosine to the target.
+pub const GUIDED_LM_WEIGHT: f32 = 0.05;
 
 /// Largest beam width or rerank count accepted: memory and time grow linearly with it.
 pub const MAX_CANDIDATES: usize = 64;
 
 impl std::str::FromStr for Decode {
     type Err = Error;
-    /// Parses `greedy`, `beam:W`, `top-p:P`, `rerank:N` or `correct:N`.
+    /// Parses `greedy`, `beam:W`, `top-p:P`, `rerank:N`, `correct:N` or `guided:W`.
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
-            Error::Config(format!("`decode` {s:?}: expected greedy, beam:W, top-p:P (0 < P <= 1), rerank:N or correct:N (W, N from 1 to {MAX_CANDIDATES})"))
+            Error::Config(format!("`decode` {s:?}: expected greedy, beam:W, top-p:P (0 < P <= 1), rerank:N, correct:N or guided:W (W, N from 1 to {MAX_CANDIDATES})"))
         };
         let count = |w: &str| w.parse().ok().filter(|w| (1..=MAX_CANDIDATES).contains(w));
         match s.split_once(':') {
@@ -43,6 +54,7 @@ impl std::str::FromStr for Decode {
             Some(("beam", w)) => count(w).map(Decode::Beam).ok_or_else(bad),
             Some(("rerank", n)) => count(n).map(Decode::Rerank).ok_or_else(bad),
             Some(("correct", n)) => count(n).map(Decode::Correct).ok_or_else(bad),
+            Some(("guided", n)) => count(n).map(Decode::Guided).ok_or_else(bad),
             Some(("top-p", p)) => p
                 .parse()
                 .ok()
@@ -156,7 +168,7 @@ impl Llm {
         opts: &GenerateOptions,
     ) -> Result<Vec<Vec<u32>>> {
         match opts.decode {
-            Decode::Beam(w) if w > 1 => self.beam(prompt, deep, w, opts),
+            Decode::Beam(w) | Decode::Guided(w) if w > 1 => self.beam(prompt, deep, w, opts),
             _ => self.sample(prompt, deep, opts),
         }
     }
@@ -349,6 +361,155 @@ impl Llm {
                 let s = score[row] / seqs[row].len().max(1) as f32;
                 if score[row] > f32::NEG_INFINITY && best.as_ref().is_none_or(|b| s > b.0) {
                     best = Some((s, seqs[row].clone()));
+                }
+            }
+            out.push(opts.finish(
+                best.map(|b| b.1).unwrap_or_default(),
+                self.tokenizer.utf8_guard(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl Llm {
+    /// Guided beam search (`Decode::Guided`): each step extends every alive beam by its `w` most
+    /// likely next tokens, ranks the extensions of a row by `score` plus
+    /// [`GUIDED_LM_WEIGHT`] times their mean token log-probability, and keeps the best `w`; an
+    /// extension by EOS finishes its hypothesis. A row is done once `w` hypotheses finished; the
+    /// returned sequence is the best finished or alive hypothesis by the same rank.
+    #[allow(clippy::needless_range_loop)] // r indexes several parallel per-sequence arrays
+    pub fn guided_beam(
+        &self,
+        prompt: &Tensor,
+        deep: Option<&KvDelta>,
+        w: usize,
+        opts: &GenerateOptions,
+        score: &mut HypothesisScore,
+    ) -> Result<Vec<Vec<u32>>> {
+        let max_new = opts.max_new_tokens;
+        let b = prompt.dim(0)?;
+        let eos = self.tokenizer.eos;
+        let idx: Vec<u32> = (0..b as u32)
+            .flat_map(|r| std::iter::repeat_n(r, w))
+            .collect();
+        let idx = Tensor::new(idx.as_slice(), prompt.device())?;
+        let prompt = prompt.index_select(&idx, 0)?;
+        let deep = deep.map(|d| d.select(&idx)).transpose()?;
+        let (mut cache, h) = self.prefill(&prompt, deep.as_ref())?;
+        let mut lp = self.last_logprobs(&h)?;
+        let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); b * w];
+        // Summed log-probability of each beam; only beam 0 starts alive.
+        let mut lm: Vec<f32> = (0..b * w)
+            .map(|i| if i % w == 0 { 0.0 } else { f32::NEG_INFINITY })
+            .collect();
+        let mut rank: Vec<f32> = vec![f32::NEG_INFINITY; b * w];
+        let mut finished: Vec<Vec<(f32, Vec<u32>)>> = vec![Vec::new(); b];
+        for step in 0..max_new {
+            // Candidates (row, parent beam, token, summed log-probability).
+            let mut cand: Vec<(usize, usize, u32, f32)> = Vec::new();
+            for r in 0..b {
+                if finished[r].len() >= w {
+                    continue;
+                }
+                for j in 0..w {
+                    let row = r * w + j;
+                    if lm[row] == f32::NEG_INFINITY {
+                        continue;
+                    }
+                    opts.constrain(&seqs[row], &mut lp[row], self.tokenizer.utf8_guard(), eos);
+                    for (tok, l) in top_k(&lp[row], w) {
+                        if l > f32::NEG_INFINITY {
+                            cand.push((r, row, tok, lm[row] + l));
+                        }
+                    }
+                }
+            }
+            let texts: Vec<Vec<u32>> = cand
+                .iter()
+                .map(|&(_, row, tok, _)| {
+                    let mut s = seqs[row].clone();
+                    if tok != eos {
+                        s.push(tok);
+                    }
+                    s
+                })
+                .collect();
+            let asked: Vec<(usize, &[u32])> = cand
+                .iter()
+                .zip(&texts)
+                .map(|(c, t)| (c.0, t.as_slice()))
+                .collect();
+            let cos = if asked.is_empty() {
+                Vec::new()
+            } else {
+                score(&asked)?
+            };
+            let mut by_row: Vec<Vec<(f32, usize)>> = vec![Vec::new(); b];
+            for (i, c) in cand.iter().enumerate() {
+                let len = (step + 1) as f32;
+                by_row[c.0].push((cos[i] + GUIDED_LM_WEIGHT * c.3 / len, i));
+            }
+            let mut parents = Vec::with_capacity(b * w);
+            let mut next = Vec::with_capacity(b * w);
+            let mut new_lm = Vec::with_capacity(b * w);
+            let mut new_rank = Vec::with_capacity(b * w);
+            for r in 0..b {
+                let mut c = std::mem::take(&mut by_row[r]);
+                c.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut kept = 0;
+                for (rk, i) in c {
+                    if kept == w {
+                        break;
+                    }
+                    let (_, row, tok, l) = cand[i];
+                    if tok == eos {
+                        finished[r].push((rk, texts[i].clone()));
+                        continue;
+                    }
+                    parents.push(row as u32);
+                    next.push(tok);
+                    new_lm.push(l);
+                    new_rank.push(rk);
+                    kept += 1;
+                }
+                while kept < w {
+                    parents.push((r * w) as u32);
+                    next.push(eos);
+                    new_lm.push(f32::NEG_INFINITY);
+                    new_rank.push(f32::NEG_INFINITY);
+                    kept += 1;
+                }
+            }
+            seqs = parents
+                .iter()
+                .zip(&next)
+                .map(|(&p, &t)| {
+                    let mut s = seqs[p as usize].clone();
+                    s.push(t);
+                    s
+                })
+                .collect();
+            lm = new_lm;
+            rank = new_rank;
+            let all_done = (0..b).all(|r| finished[r].len() >= w);
+            if all_done || step + 1 == max_new {
+                break;
+            }
+            cache.select(&Tensor::new(parents.as_slice(), prompt.device())?)?;
+            let x = self.embed_ids(&next)?.unsqueeze(1)?;
+            lp = self.last_logprobs(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
+        }
+        let mut out = Vec::with_capacity(b);
+        for r in 0..b {
+            let mut best: Option<(f32, Vec<u32>)> = finished[r]
+                .iter()
+                .cloned()
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            for j in 0..w {
+                let row = r * w + j;
+                if lm[row] > f32::NEG_INFINITY && best.as_ref().is_none_or(|b| rank[row] > b.0) {
+                    best = Some((rank[row], seqs[row].clone()));
                 }
             }
             out.push(opts.finish(
