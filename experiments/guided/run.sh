@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Guided decoding against the default (correct:16) and greedy on sentences and pairs that no
+# training saw: the 64 lines `imix align` and `imix mix-align` hold out of results/stage1/wiki-train.txt.
+# Dev (chosen on): lines 1-32 alone, and pairs (i, 32+i) for i < 20 at lambda 0.3/0.5/0.7.
+# Confirmation: lines 33-64 alone (also scored by the independent judge encoder), and pairs
+# (20+i, 52+i) for i < 12. Rows go to OUT (default /tmp/guided), with OUT/times.tsv.
+# Usage: bash experiments/guided/run.sh [OUT] [JUDGE_DIR]   (JUDGE_DIR: experiments/judge/paraphrase_minilm.py)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-/tmp/guided}
+judge=${2:-}
+mkdir -p "$out"
+imix=target/release/imix
+python3 - "$out" <<'PY'
+import sys
+out = sys.argv[1]
+lines = [l.strip() for l in open("results/stage1/wiki-train.txt") if l.strip()][-64:]
+open(f"{out}/singles-dev.txt", "w").write("\n".join(lines[:32]) + "\n")
+open(f"{out}/singles-confirm.txt", "w").write("\n".join(lines[32:]) + "\n")
+for name, pairs in (("dev", [(i, 32 + i) for i in range(20)]), ("confirm", [(20 + i, 52 + i) for i in range(12)])):
+    with open(f"{out}/pairs-{name}.tsv", "w") as f:
+        f.write("a\tb\n" + "".join(f"{lines[a]}\t{lines[b]}\n" for a, b in pairs))
+PY
+run() { # set decode args...
+  local set=$1 decode=$2; shift 2
+  local t0; t0=$(date +%s.%N)
+  "$imix" invert "$@" --decode "$decode" --out "$out/$set-${decode/:/}.jsonl" 2>/dev/null | tail -1
+  printf '%s\t%s\t%s\n' "$set" "$decode" "$(echo "$(date +%s.%N) - $t0" | bc)" >> "$out/times.tsv"
+}
+j=(); [ -n "$judge" ] && j=(--judge-encoder "$judge")
+for set in dev confirm; do
+  for d in correct:16 guided:8; do run "singles-$set" "$d" --input "$out/singles-$set.txt" "${j[@]}"; done
+  for d in greedy correct:16 guided:8; do run "pairs-$set" "$d" --mixes --input "$out/pairs-$set.tsv" --lambdas 0.3,0.5,0.7; done
+done
+python3 experiments/guided/table.py collect "$out"
