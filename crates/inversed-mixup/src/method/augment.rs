@@ -4,7 +4,7 @@
 use crate::data::labelled::Labelled;
 use crate::method::classifier::Classifier;
 use crate::method::intrusion::{judge, Mitigation};
-use crate::method::invert::{cosine_rows, Inverter};
+use crate::method::invert::{cosine_rows, Inverter, MixSources};
 use crate::method::mixup::{soft_label, Mix};
 use crate::nets::llm::GenerateOptions;
 use crate::{Error, Result};
@@ -373,7 +373,12 @@ pub fn augment(
         let hm = mix_embeddings(&ha, &hb, &lambdas, opt.renormalize)?;
         let mut g = opt.gen.clone();
         g.seed = opt.gen.seed.wrapping_add((bi * opt.batch_size) as u64);
-        let mut gen = inv.decode(&hm, &g)?;
+        let sources = MixSources {
+            a: &ha,
+            b: &hb,
+            lambdas: &lambdas,
+        };
+        let mut gen = inv.decode_mixes(&hm, &sources, &g)?;
         if opt.resample_copies > 0 {
             st.resampled +=
                 resample_copies(inv, &hm, &mut gen, chunk, &texts, &g, opt.resample_copies)?;
@@ -503,7 +508,12 @@ pub fn interpolate(
     let lambdas: Vec<f64> = (0..steps).map(|i| i as f64 / (steps - 1) as f64).collect();
     let ha = h.get(0)?.unsqueeze(0)?.repeat((steps, 1))?;
     let hb = h.get(1)?.unsqueeze(0)?.repeat((steps, 1))?;
-    let out = inv.decode(&mix_embeddings(&ha, &hb, &lambdas, true)?, gen)?;
+    let sources = MixSources {
+        a: &ha,
+        b: &hb,
+        lambdas: &lambdas,
+    };
+    let out = inv.decode_mixes(&mix_embeddings(&ha, &hb, &lambdas, true)?, &sources, gen)?;
     // An empty decode is scored as a blank, not left out: every lambda keeps its row.
     let refs: Vec<&str> = out
         .iter()

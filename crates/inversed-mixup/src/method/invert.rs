@@ -5,7 +5,7 @@ use crate::eval::text;
 use crate::method::adaptor::Adaptor;
 use crate::method::prompt::Prompt;
 use crate::nets::encoder::Encoder;
-use crate::nets::llm::{Decode, GenerateOptions, Llm};
+use crate::nets::llm::{Decode, GenerateOptions, KvDelta, Llm};
 use crate::Result;
 use candle_core::{Tensor, D};
 use serde::Serialize;
@@ -88,6 +88,44 @@ impl std::fmt::Display for InvertSummary {
 /// (RESULTS.md, "Guided decoding"). `correct:16` was the default before.
 pub const INVERT_DECODE: &str = "guided:8";
 
+/// Where mixed targets came from: each row's sources `a` and `b` (embeddings) and its weight λ of `a`.
+pub struct MixSources<'a> {
+    /// Embeddings of the first sources, one row per mix.
+    pub a: &'a Tensor,
+    /// Embeddings of the second sources.
+    pub b: &'a Tensor,
+    /// Each mix's weight of `a`.
+    pub lambdas: &'a [f64],
+}
+
+/// Weight of a guided mix's content-ratio gap |content λ − λ| beside its cosine to the mix: chosen
+/// on the dev pairs of RESULTS.md, "Guided decoding".
+pub const MIX_GAP_WEIGHT: f64 = 0.5;
+
+/// Guided decoding's score of candidate embeddings `e` for target rows `rows` of `h`: the cosine
+/// to the target, less [`MIX_GAP_WEIGHT`] times |content λ − λ| when the rows are mixes of `sources`.
+fn guided_scores(
+    h: &Tensor,
+    sources: Option<&MixSources>,
+    rows: &[u32],
+    e: &Tensor,
+) -> Result<Vec<f64>> {
+    let rows_t = Tensor::new(rows, h.device())?;
+    let mut s = cosine_rows(&h.index_select(&rows_t, 0)?, e)?;
+    if let Some(src) = sources {
+        let lam: Vec<f64> = rows.iter().map(|&r| src.lambdas[r as usize]).collect();
+        let (a, b) = (
+            src.a.index_select(&rows_t, 0)?,
+            src.b.index_select(&rows_t, 0)?,
+        );
+        let content = crate::method::augment::content_lambda(e, &a, &b, &lam)?;
+        for ((v, c), l) in s.iter_mut().zip(&content).zip(&lam) {
+            *v -= MIX_GAP_WEIGHT * (c - l).abs();
+        }
+    }
+    Ok(s)
+}
+
 /// Merges `adaptor`'s LoRA deltas into `llm` in place, for a process that decodes with that
 /// adaptor only: its inverters then need no merged copy of the LLM (about 540 MB less). Nothing to
 /// do without deltas or when they are merged already.
@@ -140,7 +178,7 @@ impl<'a> Inverter<'a> {
         let n = match opts.decode {
             Decode::Rerank(n) => n,
             Decode::Correct(n) => return self.correct(h, n, opts),
-            Decode::Guided(w) => return self.guided(h, w, opts),
+            Decode::Guided(w) => return self.guided(h, w, None, opts),
             _ => return self.decode_once(h, opts),
         };
         let mut best = self.decode_once(
@@ -178,28 +216,40 @@ impl<'a> Inverter<'a> {
         Ok(best)
     }
 
+    /// Decodes mixed embeddings `h` of `sources`; `guided:W` then also ranks by how near each
+    /// text's content ratio lies to its λ ([`MIX_GAP_WEIGHT`]), other decodings as [`Self::decode`].
+    pub fn decode_mixes(
+        &self,
+        h: &Tensor,
+        sources: &MixSources,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<String>> {
+        match opts.decode {
+            Decode::Guided(w) => self.guided(h, w, Some(sources), opts),
+            _ => self.decode(h, opts),
+        }
+    }
+
     /// `guided:W`: beam search whose beams are ranked by the cosine of their text's embedding to
-    /// the row of `h` (see [`Llm::guided_beam`]).
-    fn guided(&self, h: &Tensor, w: usize, opts: &GenerateOptions) -> Result<Vec<String>> {
-        let soft = self.adaptor.forward(h)?;
+    /// the row of `h` (see [`Llm::guided_beam`]), less [`MIX_GAP_WEIGHT`] times the content
+    /// ratio's distance to λ when the rows are mixes of known `sources`.
+    fn guided(
+        &self,
+        h: &Tensor,
+        w: usize,
+        sources: Option<&MixSources>,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<String>> {
         let llm = self.generator();
-        let p = self.prompt.embeds(llm, &soft)?;
-        let deep = self
-            .adaptor
-            .deep()
-            .map(|d| d.deltas(&soft, self.prompt.soft_start()))
-            .transpose()?;
+        let (p, deep) = self.llm_input(h)?;
         let mut score = |asked: &[(usize, &[u32])]| -> Result<Vec<f32>> {
             let texts: Vec<String> = asked
                 .iter()
                 .map(|(_, ids)| Ok(llm.tokenizer().decode(ids)?.trim().to_string()))
                 .collect::<Result<_>>()?;
             let rows: Vec<u32> = asked.iter().map(|(r, _)| *r as u32).collect();
-            let target = h.index_select(&Tensor::new(rows.as_slice(), h.device())?, 0)?;
-            Ok(cosine_rows(&target, &self.embed_texts(&texts)?)?
-                .into_iter()
-                .map(|c| c as f32)
-                .collect())
+            let s = guided_scores(h, sources, &rows, &self.embed_texts(&texts)?)?;
+            Ok(s.into_iter().map(|c| c as f32).collect())
         };
         let ids = llm.guided_beam(&p, deep.as_ref(), w, opts, &mut score)?;
         ids.iter()
@@ -273,15 +323,22 @@ impl<'a> Inverter<'a> {
         cosine_rows(h, &self.embed_texts(texts)?)
     }
 
-    fn decode_once(&self, h: &Tensor, opts: &GenerateOptions) -> Result<Vec<String>> {
+    /// The LLM's input for embeddings `h`: the prompt with the adaptor's soft tokens, and the
+    /// deep soft tokens' K/V deltas when the adaptor has them.
+    fn llm_input(&self, h: &Tensor) -> Result<(Tensor, Option<KvDelta>)> {
         let soft = self.adaptor.forward(h)?;
-        let llm = self.generator();
-        let p = self.prompt.embeds(llm, &soft)?;
+        let p = self.prompt.embeds(self.generator(), &soft)?;
         let deep = self
             .adaptor
             .deep()
             .map(|d| d.deltas(&soft, self.prompt.soft_start()))
             .transpose()?;
+        Ok((p, deep))
+    }
+
+    fn decode_once(&self, h: &Tensor, opts: &GenerateOptions) -> Result<Vec<String>> {
+        let llm = self.generator();
+        let (p, deep) = self.llm_input(h)?;
         let ids = llm.generate_deep(&p, deep.as_ref(), opts)?;
         ids.iter()
             .map(|s| Ok(llm.tokenizer().decode(s)?.trim().to_string()))
@@ -421,4 +478,38 @@ pub fn judge(judge: &Encoder, rows: &mut [InvertRow]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// For a mix at λ 0.5 of a = e1 and b = e2: a candidate at the target scores its cosine, 1, with
+    /// or without sources; one whose content ratio is 0.75 loses MIX_GAP_WEIGHT × 0.25 with them.
+    #[test]
+    fn guided_scores_penalise_a_content_ratio_away_from_lambda() {
+        let t = |v: &[f32]| Tensor::from_slice(v, (1, 3), &Device::Cpu).unwrap();
+        let (a, b) = (t(&[1.0, 0.0, 0.0]), t(&[0.0, 1.0, 0.0]));
+        let h = t(&[0.6, 0.6, 0.53]);
+        let lambdas = [0.5];
+        let src = MixSources {
+            a: &a,
+            b: &b,
+            lambdas: &lambdas,
+        };
+        let middle = Tensor::cat(&[t(&[0.6, 0.6, 0.53]), t(&[0.85, 0.35, 0.53])], 0).unwrap();
+        let plain = guided_scores(&h, None, &[0, 0], &middle).unwrap();
+        let mixed = guided_scores(&h, Some(&src), &[0, 0], &middle).unwrap();
+        assert!((plain[0] - 1.0).abs() < 1e-6, "{plain:?}");
+        assert!(
+            (mixed[0] - plain[0]).abs() < 1e-6,
+            "on λ: no penalty {mixed:?}"
+        );
+        let gap = 0.75 - 0.5;
+        assert!(
+            (plain[1] - mixed[1] - MIX_GAP_WEIGHT * gap).abs() < 1e-5,
+            "{plain:?} {mixed:?}"
+        );
+    }
 }

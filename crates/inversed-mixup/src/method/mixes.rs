@@ -5,7 +5,7 @@
 
 use crate::eval::text::loops;
 use crate::method::augment::{content_lambda, is_near_copy, mix_embeddings};
-use crate::method::invert::{cosine_rows, Inverter};
+use crate::method::invert::{cosine_rows, Inverter, MixSources};
 use crate::nets::llm::GenerateOptions;
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -193,7 +193,12 @@ pub fn decode_mixes(
 ) -> Result<(Vec<MixRow>, Tensor)> {
     let (ha, hb) = (inv.encoder.embed_batched(a)?, inv.encoder.embed_batched(b)?);
     let hm = mix_embeddings(&ha, &hb, lambdas, true)?;
-    let out = inv.decode(&hm, gen)?;
+    let sources = MixSources {
+        a: &ha,
+        b: &hb,
+        lambdas,
+    };
+    let out = inv.decode_mixes(&hm, &sources, gen)?;
     // An empty decode is scored as a blank: every (pair, lambda) keeps its row.
     let refs: Vec<&str> = out
         .iter()

@@ -270,15 +270,7 @@ impl Llm {
         let max_new = opts.max_new_tokens;
         let b = prompt.dim(0)?;
         let eos = self.tokenizer.eos;
-        // Row r*w + j is beam j of sequence r.
-        let idx: Vec<u32> = (0..b as u32)
-            .flat_map(|r| std::iter::repeat_n(r, w))
-            .collect();
-        let idx = Tensor::new(idx.as_slice(), prompt.device())?;
-        let prompt = prompt.index_select(&idx, 0)?;
-        let deep = deep.map(|d| d.select(&idx)).transpose()?;
-        let (mut cache, h) = self.prefill(&prompt, deep.as_ref())?;
-        let mut lp = self.last_logprobs(&h)?;
+        let (mut cache, mut lp) = self.prefill_beams(prompt, deep, w)?;
         let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); b * w];
         // Only beam 0 starts alive, so the first step does not pick the same token w times.
         let mut score: Vec<f32> = (0..b * w)
@@ -333,42 +325,21 @@ impl Llm {
                 finished[r].len() >= w
                     && (0..w).all(|j| new_score[r * w + j] / (step + 1) as f32 <= best)
             });
-            seqs = parents
-                .iter()
-                .zip(&next)
-                .map(|(&p, &t)| {
-                    let mut s = seqs[p as usize].clone();
-                    s.push(t);
-                    s
-                })
-                .collect();
+            seqs = extend(&seqs, &parents, &next);
             score = new_score;
             if all_done || step + 1 == max_new {
                 break;
             }
-            cache.select(&Tensor::new(parents.as_slice(), prompt.device())?)?;
-            let x = self.embed_ids(&next)?.unsqueeze(1)?;
-            lp = self.last_logprobs(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
+            lp = self.advance_beams(&mut cache, &parents, &next)?;
         }
-        let mut out = Vec::with_capacity(b);
-        for r in 0..b {
-            let mut best: Option<(f32, Vec<u32>)> = finished[r]
-                .iter()
-                .cloned()
-                .max_by(|a, b| a.0.total_cmp(&b.0));
-            for j in 0..w {
-                let row = r * w + j;
-                let s = score[row] / seqs[row].len().max(1) as f32;
-                if score[row] > f32::NEG_INFINITY && best.as_ref().is_none_or(|b| s > b.0) {
-                    best = Some((s, seqs[row].clone()));
-                }
-            }
-            out.push(opts.finish(
-                best.map(|b| b.1).unwrap_or_default(),
-                self.tokenizer.utf8_guard(),
-            ));
-        }
-        Ok(out)
+        Ok((0..b)
+            .map(|r| {
+                let alive = (r * w..(r + 1) * w)
+                    .filter(|&row| score[row] > f32::NEG_INFINITY)
+                    .map(|row| (score[row] / seqs[row].len().max(1) as f32, &seqs[row]));
+                opts.finish(best_of(&finished[r], alive), self.tokenizer.utf8_guard())
+            })
+            .collect())
     }
 }
 
@@ -390,14 +361,7 @@ impl Llm {
         let max_new = opts.max_new_tokens;
         let b = prompt.dim(0)?;
         let eos = self.tokenizer.eos;
-        let idx: Vec<u32> = (0..b as u32)
-            .flat_map(|r| std::iter::repeat_n(r, w))
-            .collect();
-        let idx = Tensor::new(idx.as_slice(), prompt.device())?;
-        let prompt = prompt.index_select(&idx, 0)?;
-        let deep = deep.map(|d| d.select(&idx)).transpose()?;
-        let (mut cache, h) = self.prefill(&prompt, deep.as_ref())?;
-        let mut lp = self.last_logprobs(&h)?;
+        let (mut cache, mut lp) = self.prefill_beams(prompt, deep, w)?;
         let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); b * w];
         // Summed log-probability of each beam; only beam 0 starts alive.
         let mut lm: Vec<f32> = (0..b * w)
@@ -481,44 +445,87 @@ impl Llm {
                     kept += 1;
                 }
             }
-            seqs = parents
-                .iter()
-                .zip(&next)
-                .map(|(&p, &t)| {
-                    let mut s = seqs[p as usize].clone();
-                    s.push(t);
-                    s
-                })
-                .collect();
+            seqs = extend(&seqs, &parents, &next);
             lm = new_lm;
             rank = new_rank;
             let all_done = (0..b).all(|r| finished[r].len() >= w);
             if all_done || step + 1 == max_new {
                 break;
             }
-            cache.select(&Tensor::new(parents.as_slice(), prompt.device())?)?;
-            let x = self.embed_ids(&next)?.unsqueeze(1)?;
-            lp = self.last_logprobs(&self.forward_embeds(&x, Some(&mut cache), false)?)?;
+            lp = self.advance_beams(&mut cache, &parents, &next)?;
         }
-        let mut out = Vec::with_capacity(b);
-        for r in 0..b {
-            let mut best: Option<(f32, Vec<u32>)> = finished[r]
-                .iter()
-                .cloned()
-                .max_by(|a, b| a.0.total_cmp(&b.0));
-            for j in 0..w {
-                let row = r * w + j;
-                if lm[row] > f32::NEG_INFINITY && best.as_ref().is_none_or(|b| rank[row] > b.0) {
-                    best = Some((rank[row], seqs[row].clone()));
-                }
-            }
-            out.push(opts.finish(
-                best.map(|b| b.1).unwrap_or_default(),
-                self.tokenizer.utf8_guard(),
-            ));
-        }
-        Ok(out)
+        Ok((0..b)
+            .map(|r| {
+                let alive = (r * w..(r + 1) * w)
+                    .filter(|&row| lm[row] > f32::NEG_INFINITY)
+                    .map(|row| (rank[row], &seqs[row]));
+                opts.finish(best_of(&finished[r], alive), self.tokenizer.utf8_guard())
+            })
+            .collect())
     }
+}
+
+impl Llm {
+    /// The prompt's cache with `w` copies of each row (row `r*w + j` is beam `j` of sequence `r`),
+    /// and the next-token log-probabilities of every copy.
+    fn prefill_beams(
+        &self,
+        prompt: &Tensor,
+        deep: Option<&KvDelta>,
+        w: usize,
+    ) -> Result<(KvCache, Vec<Vec<f32>>)> {
+        let idx: Vec<u32> = (0..prompt.dim(0)? as u32)
+            .flat_map(|r| std::iter::repeat_n(r, w))
+            .collect();
+        let idx = Tensor::new(idx.as_slice(), prompt.device())?;
+        let deep = deep.map(|d| d.select(&idx)).transpose()?;
+        let (cache, h) = self.prefill(&prompt.index_select(&idx, 0)?, deep.as_ref())?;
+        Ok((cache, self.last_logprobs(&h)?))
+    }
+
+    /// One step of a beam search: the cache reordered to the kept beams' `parents`, each fed its
+    /// `next` token; the log-probabilities after it.
+    fn advance_beams(
+        &self,
+        cache: &mut KvCache,
+        parents: &[u32],
+        next: &[u32],
+    ) -> Result<Vec<Vec<f32>>> {
+        cache.select(&Tensor::new(parents, &self.device)?)?;
+        let x = self.embed_ids(next)?.unsqueeze(1)?;
+        self.last_logprobs(&self.forward_embeds(&x, Some(cache), false)?)
+    }
+}
+
+/// The best-scored of a sequence's finished hypotheses and its `alive` ones (on ties: the last
+/// finished one, else the first alive one); empty when there are none.
+fn best_of<'a>(
+    finished: &[(f32, Vec<u32>)],
+    alive: impl Iterator<Item = (f32, &'a Vec<u32>)>,
+) -> Vec<u32> {
+    let mut best: Option<(f32, &Vec<u32>)> = finished
+        .iter()
+        .map(|(s, q)| (*s, q))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    for (s, q) in alive {
+        if best.is_none_or(|b| s > b.0) {
+            best = Some((s, q));
+        }
+    }
+    best.map(|b| b.1.clone()).unwrap_or_default()
+}
+
+/// Each kept beam's sequence: its parent's, extended by its token.
+fn extend(seqs: &[Vec<u32>], parents: &[u32], next: &[u32]) -> Vec<Vec<u32>> {
+    parents
+        .iter()
+        .zip(next)
+        .map(|(&p, &t)| {
+            let mut s = seqs[p as usize].clone();
+            s.push(t);
+            s
+        })
+        .collect()
 }
 
 fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
