@@ -18,11 +18,12 @@ def mean(xs):
 def collect(d):
     times = {}
     for line in open(os.path.join(d, "times.tsv")):
-        s, dec, t = line.rstrip("\n").split("\t")
-        times[(s, dec)] = float(t)
+        # set, decoding, seconds[, rows file when not SET-DECODING.jsonl]
+        s, dec, t, *f = line.rstrip("\n").split("\t")
+        times[(s, dec)] = (float(t), f[0] if f else f"{s}-{dec.replace(':', '')}.jsonl")
     out = []
-    for (s, dec), t in times.items():
-        rows = [json.loads(l) for l in open(os.path.join(d, f"{s}-{dec.replace(':', '')}.jsonl"))]
+    for (s, dec), (t, f) in times.items():
+        rows = [json.loads(l) for l in open(os.path.join(d, f))]
         r = {"set": s, "decode": dec, "n": len(rows), "seconds": round(t, 1)}
         if s.startswith("pairs"):
             r["cos_target"] = mean([x["cos_target"] for x in rows])

@@ -50,11 +50,12 @@ pub struct DecodeArgs {
     /// N-1 top-p samples; the sentence whose embedding is closest to the target is kept, at N
     /// times the decoding cost), correct:N (N greedy decodes, each from an input moved by what
     /// the last sentence's embedding missed; the closest kept, at N times the cost) or guided:W
-    /// (beam search whose W beams are the extensions whose text embeds closest to the target, at
-    /// about 2-3 W times the cost of greedy). W and N at most 64. Default: guided:8 in invert
-    /// (fidelity on align's held-out sentences: MiniLM cosine 0.817 against correct:16's 0.725,
-    /// and 0.709 against 0.635 by an independent judge encoder), greedy where rows train a task
-    /// model (augment, interpolate: correct:4 was not better for the task on the dev splits)
+    /// (beam search whose W beams are the extensions whose text embeds closest to the target and,
+    /// for a mix, whose content ratio lies nearest its λ; about 2-3 W times the cost of greedy).
+    /// W and N at most 64. Default: guided:8 in invert (fidelity on align's held-out sentences:
+    /// MiniLM cosine 0.817 against correct:16's 0.725, and 0.709 against 0.635 by an independent
+    /// judge encoder), greedy where rows train a task model (augment, interpolate: correct:4 was
+    /// not better for the task on the dev splits)
     #[arg(long)]
     pub decode: Option<String>,
     /// Never repeat an n-gram of this many tokens within one sentence (0: off)
