@@ -437,7 +437,7 @@ fn sharded_augment_concatenates_to_the_unsharded_output() {
     let tiny = common::tiny_model_flags();
     let model = d.path().join("model");
     let data = root().join("examples/reviews.tsv");
-    ok(&imix(&[
+    let mut warm = vec![
         "warmup",
         "--input",
         data.to_str().unwrap(),
@@ -449,13 +449,9 @@ fn sharded_augment_concatenates_to_the_unsharded_output() {
         "2",
         "--out",
         model.to_str().unwrap(),
-        &tiny[0],
-        &tiny[1],
-        &tiny[2],
-        &tiny[3],
-        &tiny[4],
-        &tiny[5],
-    ]));
+    ];
+    warm.extend(tiny.iter().map(String::as_str));
+    ok(&imix(&warm));
     let run = |out: &Path, shard: Option<&str>| {
         let mut args = vec![
             "augment",
@@ -477,11 +473,8 @@ fn sharded_augment_concatenates_to_the_unsharded_output() {
             "7",
             "--out",
             out.to_str().unwrap(),
-            &tiny[0],
-            &tiny[1],
-            &tiny[2],
-            &tiny[3],
         ];
+        args.extend(tiny[..4].iter().map(String::as_str));
         if let Some(s) = shard {
             args.extend(["--shard", s]);
         }

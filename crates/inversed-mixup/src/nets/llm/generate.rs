@@ -272,27 +272,15 @@ impl Llm {
         let eos = self.tokenizer.eos;
         let (mut cache, mut lp) = self.prefill_beams(prompt, deep, w)?;
         let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); b * w];
-        // Only beam 0 starts alive, so the first step does not pick the same token w times.
-        let mut score: Vec<f32> = (0..b * w)
-            .map(|i| if i % w == 0 { 0.0 } else { f32::NEG_INFINITY })
-            .collect();
+        let mut score = first_beams_alive(b, w);
         let mut finished: Vec<Vec<(f32, Vec<u32>)>> = vec![Vec::new(); b];
         for step in 0..max_new {
             let mut parents = Vec::with_capacity(b * w);
             let mut next = Vec::with_capacity(b * w);
             let mut new_score = Vec::with_capacity(b * w);
             for r in 0..b {
-                let mut cand: Vec<(f32, usize, u32)> = Vec::new();
-                for j in 0..w {
-                    let row = r * w + j;
-                    if score[row] == f32::NEG_INFINITY {
-                        continue;
-                    }
-                    opts.constrain(&seqs[row], &mut lp[row], self.tokenizer.utf8_guard(), eos);
-                    for (tok, l) in top_k(&lp[row], 2 * w) {
-                        cand.push((score[row] + l, row, tok));
-                    }
-                }
+                let mut cand =
+                    self.extensions(opts, &seqs, &mut lp, &score, r * w..(r + 1) * w, 2 * w);
                 cand.sort_by(|a, b| b.0.total_cmp(&a.0));
                 let mut kept = 0;
                 for (s, row, tok) in cand {
@@ -363,10 +351,8 @@ impl Llm {
         let eos = self.tokenizer.eos;
         let (mut cache, mut lp) = self.prefill_beams(prompt, deep, w)?;
         let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); b * w];
-        // Summed log-probability of each beam; only beam 0 starts alive.
-        let mut lm: Vec<f32> = (0..b * w)
-            .map(|i| if i % w == 0 { 0.0 } else { f32::NEG_INFINITY })
-            .collect();
+        // Summed log-probability of each beam.
+        let mut lm = first_beams_alive(b, w);
         let mut rank: Vec<f32> = vec![f32::NEG_INFINITY; b * w];
         let mut finished: Vec<Vec<(f32, Vec<u32>)>> = vec![Vec::new(); b];
         for step in 0..max_new {
@@ -376,16 +362,11 @@ impl Llm {
                 if finished[r].len() >= w {
                     continue;
                 }
-                for j in 0..w {
-                    let row = r * w + j;
-                    if lm[row] == f32::NEG_INFINITY {
-                        continue;
-                    }
-                    opts.constrain(&seqs[row], &mut lp[row], self.tokenizer.utf8_guard(), eos);
-                    for (tok, l) in top_k(&lp[row], w) {
-                        if l > f32::NEG_INFINITY {
-                            cand.push((r, row, tok, lm[row] + l));
-                        }
+                for (l, row, tok) in
+                    self.extensions(opts, &seqs, &mut lp, &lm, r * w..(r + 1) * w, w)
+                {
+                    if l > f32::NEG_INFINITY {
+                        cand.push((r, row, tok, l));
                     }
                 }
             }
@@ -466,6 +447,30 @@ impl Llm {
 }
 
 impl Llm {
+    /// The `k` likeliest next tokens of each alive beam in `rows` (dead where `sum`, its summed
+    /// log-probability, is -inf), after the repetition and UTF-8 constraints:
+    /// `(summed log-probability with the token, beam row, token)`, beam by beam.
+    fn extensions(
+        &self,
+        opts: &GenerateOptions,
+        seqs: &[Vec<u32>],
+        lp: &mut [Vec<f32>],
+        sum: &[f32],
+        rows: std::ops::Range<usize>,
+        k: usize,
+    ) -> Vec<(f32, usize, u32)> {
+        let (mut cand, eos) = (Vec::new(), self.tokenizer.eos);
+        for row in rows.filter(|&row| sum[row] != f32::NEG_INFINITY) {
+            opts.constrain(&seqs[row], &mut lp[row], self.tokenizer.utf8_guard(), eos);
+            cand.extend(
+                top_k(&lp[row], k)
+                    .into_iter()
+                    .map(|(tok, l)| (sum[row] + l, row, tok)),
+            );
+        }
+        cand
+    }
+
     /// The prompt's cache with `w` copies of each row (row `r*w + j` is beam `j` of sequence `r`),
     /// and the next-token log-probabilities of every copy.
     fn prefill_beams(
@@ -513,6 +518,14 @@ fn best_of<'a>(
         }
     }
     best.map(|b| b.1.clone()).unwrap_or_default()
+}
+
+/// Summed log-probabilities of `b` sequences' `w` beams at the start: only beam 0 alive, so that
+/// the first step does not pick the same token `w` times.
+fn first_beams_alive(b: usize, w: usize) -> Vec<f32> {
+    (0..b * w)
+        .map(|i| if i % w == 0 { 0.0 } else { f32::NEG_INFINITY })
+        .collect()
 }
 
 /// Each kept beam's sequence: its parent's, extended by its token.
