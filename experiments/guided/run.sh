@@ -5,6 +5,7 @@
 # Confirmation: lines 33-64 alone (also scored by the independent judge encoder), and pairs
 # (20+i, 52+i) for i < 12. Rows go to OUT (default /tmp/guided), with OUT/times.tsv.
 # Usage: bash experiments/guided/run.sh [OUT] [JUDGE_DIR]   (JUDGE_DIR: experiments/judge/paraphrase_minilm.py)
+# SETS, SINGLES and PAIRS (space-separated) narrow the run, e.g. SETS=dev SINGLES= PAIRS=guided:16.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-/tmp/guided}
@@ -28,8 +29,8 @@ run() { # set decode args...
   printf '%s\t%s\t%s\n' "$set" "$decode" "$(echo "$(date +%s.%N) - $t0" | bc)" >> "$out/times.tsv"
 }
 j=(); [ -n "$judge" ] && j=(--judge-encoder "$judge")
-for set in dev confirm; do
-  for d in correct:16 guided:8; do run "singles-$set" "$d" --input "$out/singles-$set.txt" "${j[@]}"; done
-  for d in greedy correct:16 guided:8; do run "pairs-$set" "$d" --mixes --input "$out/pairs-$set.tsv" --lambdas 0.3,0.5,0.7; done
+for set in ${SETS-dev confirm}; do
+  for d in ${SINGLES-correct:16 guided:8}; do run "singles-$set" "$d" --input "$out/singles-$set.txt" "${j[@]}"; done
+  for d in ${PAIRS-greedy correct:16 guided:8}; do run "pairs-$set" "$d" --mixes --input "$out/pairs-$set.tsv" --lambdas 0.3,0.5,0.7; done
 done
 python3 experiments/guided/table.py collect "$out"

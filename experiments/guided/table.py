@@ -1,5 +1,5 @@
 """Summary of experiments/guided/run.sh: `collect DIR` reads its rows into summary.jsonl (metrics
-only, no sentences); `--write` puts the table into RESULTS.md; no argument prints it."""
+only, no sentences; rows of other sets and decodings stay); `--write` puts the table into RESULTS.md; no argument prints it."""
 import json
 import os
 import sys
@@ -36,8 +36,12 @@ def collect(d):
             js = [x["judge_cosine"] for x in rows if x.get("judge_cosine") is not None]
             r["judge_cosine"] = mean(js)
         out.append(r)
+    # Rows of earlier runs stay unless this run measured the same set and decoding again.
+    new = {(r["set"], r["decode"]) for r in out}
+    old = [json.loads(l) for l in open(SUMMARY)] if os.path.exists(SUMMARY) else []
+    keep = [r for r in old if (r["set"], r["decode"]) not in new]
     with open(SUMMARY, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in out)
+        f.writelines(json.dumps(r) + "\n" for r in keep + out)
 
 
 def table():

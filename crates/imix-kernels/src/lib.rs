@@ -71,11 +71,13 @@ where
 pub mod activation;
 pub mod adamw;
 pub mod bias;
+pub mod block_rows;
 pub mod causal_attention;
 pub mod decode_attention;
 pub mod embedding;
 pub mod fastmath;
 pub mod frozen_linear;
+pub mod frozen_rows;
 pub mod fused;
 pub mod lanes;
 pub mod layer_norm;
@@ -88,4 +90,6 @@ pub mod pool;
 pub mod simd;
 pub mod storage;
 
+pub use block_rows::BlockRows;
 pub use frozen_linear::FrozenLinear;
+pub use frozen_rows::FrozenRows;

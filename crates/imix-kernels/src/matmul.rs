@@ -213,6 +213,66 @@ unsafe fn gemm_raw<T: Real>(
     });
 }
 
+/// A row-major `(m, n)` f32 output whose column blocks threads write with separate products.
+pub struct ColumnsOut<'a> {
+    dst: Out<f32>,
+    m: usize,
+    n: usize,
+    _dst: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> ColumnsOut<'a> {
+    /// Wraps `dst`, which holds at least `m * n` values.
+    pub fn new(dst: &'a mut [f32], m: usize, n: usize) -> Self {
+        assert!(dst.len() >= m * n, "gemm: output shorter than ({m}, {n})");
+        Self {
+            dst: Out(dst.as_mut_ptr()),
+            m,
+            n,
+            _dst: std::marker::PhantomData,
+        }
+    }
+
+    /// Columns `j0..j0 + c` ← `a (m, k) @ bᵀ` for `b (c, k)` row-major, on the calling thread:
+    /// the gemm call [`matmul_into`] makes for one of its column blocks.
+    ///
+    /// # Safety
+    /// Calls that may run at the same time must write disjoint column ranges.
+    pub unsafe fn matmul_wt(&self, j0: usize, a: &[f32], b: &[f32], k: usize, c: usize) {
+        let (m, n) = (self.m, self.n);
+        assert!(
+            j0 + c <= n && a.len() >= m * k && b.len() >= c * k,
+            "gemm: columns {j0}..{} of ({m}, {n}) from ({m}, {k}) x ({c}, {k})ᵀ",
+            j0 + c
+        );
+        // SAFETY: the assert keeps every index inside the operands and columns j0..j0+c of the
+        // (m, n) output; the caller keeps concurrent writers off these columns.
+        unsafe {
+            ::gemm::gemm(
+                m,
+                c,
+                k,
+                self.dst.0.add(j0),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr(),
+                k as isize,
+                1,
+                1f32,
+                1f32,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
+        }
+    }
+}
+
 /// `a (m, k) @ b` into a new `(m, n)` buffer that is never zero-filled first.
 pub fn matmul<T: Real>(a: &[T], b: &[T], dims: (usize, usize, usize), rhs: Rhs) -> Vec<T> {
     matmul_lhs(a, Lhs::Plain, b, dims, rhs)

@@ -180,32 +180,57 @@ unsafe fn tile_avx512<const R: usize>(
 
 /// `y (m, out) = x (m, k) @ w (out, k)^T`, parallel over weight rows.
 pub fn matmul_wt(x: &[f32], m: usize, k: usize, w: &[f32], out: usize) -> Vec<f32> {
-    assert_eq!(x.len(), m * k, "matvec: x is not (m, k)");
     assert_eq!(w.len(), out * k, "matvec: w is not (out, k)");
+    product(x, m, k, out, |o0, rows, run| {
+        run(&w[o0 * k..(o0 + rows) * k])
+    })
+}
+
+/// [`matmul_wt`] for a weight kept as blocks: each task dequantises its rows and runs the same
+/// tile on them, so the result equals [`matmul_wt`] on the dequantised weight bit for bit.
+pub fn matmul_wt_blocks(x: &[f32], m: usize, k: usize, w: &crate::BlockRows) -> Vec<f32> {
+    let (out, wk) = w.dims();
+    assert_eq!(wk, k, "matvec: w is not (out, k)");
+    product(x, m, k, out, |o0, rows, run| {
+        let mut wc = vec![0f32; rows * k];
+        w.rows_into(o0, &mut wc);
+        run(&wc)
+    })
+}
+
+/// The parallel loop over tasks of [`ROWS_PER_TASK`] weight rows; `rows_of(o0, rows, run)`
+/// hands rows `o0..o0 + rows` of the weight, row-major, to `run`.
+fn product<F>(x: &[f32], m: usize, k: usize, out: usize, rows_of: F) -> Vec<f32>
+where
+    F: Fn(usize, usize, &mut dyn FnMut(&[f32])) + Sync,
+{
+    assert_eq!(x.len(), m * k, "matvec: x is not (m, k)");
     #[cfg(target_arch = "x86_64")]
     let level = crate::simd::level();
     let mut y = vec![0f32; m * out];
     let yp = OutPtr(y.as_mut_ptr());
-    w.par_chunks(ROWS_PER_TASK * k)
-        .enumerate()
-        .for_each(|(c, wc)| {
-            let rows = wc.len() / k;
-            let mut yt = vec![0f32; rows * m];
-            #[cfg(target_arch = "x86_64")]
-            match level {
-                crate::simd::Level::Avx512 => {
-                    // SAFETY: the level is at most what the CPU supports (simd::level).
-                    unsafe { block_avx512(x, m, k, wc, &mut yt) }
-                }
-                crate::simd::Level::Avx2 => {
-                    // SAFETY: the level is at most what the CPU supports (simd::level).
-                    unsafe { block_avx2(x, m, k, wc, &mut yt) }
-                }
-                crate::simd::Level::Scalar => block(x, m, k, wc, &mut yt),
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            block(x, m, k, wc, &mut yt);
+    (0..out.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .for_each(|c| {
             let o0 = c * ROWS_PER_TASK;
+            let rows = ROWS_PER_TASK.min(out - o0);
+            let mut yt = vec![0f32; rows * m];
+            rows_of(o0, rows, &mut |wc: &[f32]| {
+                #[cfg(target_arch = "x86_64")]
+                match level {
+                    crate::simd::Level::Avx512 => {
+                        // SAFETY: the level is at most what the CPU supports (simd::level).
+                        unsafe { block_avx512(x, m, k, wc, &mut yt) }
+                    }
+                    crate::simd::Level::Avx2 => {
+                        // SAFETY: the level is at most what the CPU supports (simd::level).
+                        unsafe { block_avx2(x, m, k, wc, &mut yt) }
+                    }
+                    crate::simd::Level::Scalar => block(x, m, k, wc, &mut yt),
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                block(x, m, k, wc, &mut yt);
+            });
             for r in 0..rows {
                 for i in 0..m {
                     // SAFETY: task c alone writes columns o0..o0+rows of y; every index is in bounds.
@@ -256,6 +281,35 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A quantised weight gives the same bits as its dequantised f32 copy, for every tile shape.
+    #[test]
+    fn blocks_equal_the_dequantised_weight_bit_for_bit() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let dev = candle_core::Device::Cpu;
+        let (out, k) = (70, 64);
+        let w = candle_core::Tensor::randn(0f32, 1.0, (out, k), &dev).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let dense: Vec<f32> = q
+            .dequantize(&dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let blocks = crate::BlockRows::from_qtensor(&q).unwrap();
+        for m in [1, 2, 3, 5, 8, 32] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let a = matmul_wt(&x, m, k, &dense, out);
+            let b = matmul_wt_blocks(&x, m, k, &blocks);
+            assert!(
+                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "m = {m}"
+            );
         }
     }
 }

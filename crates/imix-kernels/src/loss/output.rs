@@ -11,7 +11,7 @@
 use crate::fastmath;
 use crate::matmul::{matmul_into_serial, Rhs};
 use crate::storage::contiguous;
-use crate::{lanes, Real};
+use crate::{lanes, BlockRows, FrozenRows, Real};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -27,6 +27,30 @@ trait Online: Real + candle_core::WithDType + std::ops::MulAssign + std::ops::Ad
     fn max_of(row: &[Self]) -> Self;
     /// `row ← exp(row - m)` in place; returns the sum.
     fn exp_shift_sum(row: &mut [Self], m: Self) -> Self;
+    /// Rows `r0..` of `b` dequantised into `out`.
+    fn dequant(b: &BlockRows, r0: usize, out: &mut [Self]);
+}
+
+/// The output layer's rows: a dense slice, or blocks dequantised a chunk at a time.
+#[derive(Clone, Copy)]
+enum Rows<'a, T> {
+    Dense(&'a [T]),
+    Blocks(&'a BlockRows),
+}
+
+impl<T: Online> Rows<'_, T> {
+    /// Rows `v0..v0 + c` (each `hd` wide), row-major: borrowed when dense, dequantised into
+    /// `buf` (the same values) when blocks.
+    fn get<'b>(&'b self, v0: usize, c: usize, hd: usize, buf: &'b mut Vec<T>) -> &'b [T] {
+        match *self {
+            Rows::Dense(w) => &w[v0 * hd..(v0 + c) * hd],
+            Rows::Blocks(b) => {
+                buf.resize(c * hd, T::zero());
+                T::dequant(b, v0, buf);
+                buf
+            }
+        }
+    }
 }
 
 impl Online for f64 {
@@ -40,6 +64,11 @@ impl Online for f64 {
                 *x
             })
             .sum()
+    }
+    fn dequant(b: &BlockRows, r0: usize, out: &mut [f64]) {
+        let mut o = vec![0f32; out.len()];
+        b.rows_into(r0, &mut o);
+        out.iter_mut().zip(o).for_each(|(y, x)| *y = x as f64);
     }
 }
 
@@ -59,6 +88,9 @@ impl Online for f32 {
     }
     fn exp_shift_sum(row: &mut [f32], m: f32) -> f32 {
         exp_shift_sum32(row, m)
+    }
+    fn dequant(b: &BlockRows, r0: usize, out: &mut [f32]) {
+        b.rows_into(r0, out)
     }
 }
 
@@ -87,7 +119,7 @@ impl<T: Online> Row<T> {
 /// softmax states are merged at the end.
 fn online<T: Online>(
     h: &[T],
-    w: &[T],
+    w: Rows<'_, T>,
     (n, hd, v): (usize, usize, usize),
     labels: &[u32],
     chunk: usize,
@@ -101,7 +133,7 @@ fn online<T: Online>(
         .into_par_iter()
         .map(|t| {
             let (v0, v1) = (t * per, ((t + 1) * per).min(v));
-            online_block(h, &w[v0 * hd..v1 * hd], (n, hd, v1 - v0), v0, labels, chunk)
+            online_block(h, w, (n, hd, v1 - v0), v0, labels, chunk)
         })
         .collect();
     let mut parts = parts.into_iter();
@@ -129,11 +161,11 @@ fn online<T: Online>(
     (rows, acc)
 }
 
-/// All rows through the vocabulary slice `w` (`v` rows, the first being row `base` of the
-/// layer); a label outside the slice leaves its row's `label_logit` at 0.
+/// All rows through the vocabulary rows `base..base + v` of `w`; a label outside them leaves its
+/// row's `label_logit` at 0.
 fn online_block<T: Online>(
     h: &[T],
-    w: &[T],
+    w: Rows<'_, T>,
     (n, hd, v): (usize, usize, usize),
     base: usize,
     labels: &[u32],
@@ -143,9 +175,10 @@ fn online_block<T: Online>(
     let mut acc = vec![T::zero(); n * hd];
     let mut rows = vec![Row::empty(); n];
     let mut logits = vec![T::zero(); n * chunk];
+    let mut buf = Vec::new();
     for v0 in (0..v).step_by(chunk) {
         let c = chunk.min(v - v0);
-        let wc = &w[v0 * hd..(v0 + c) * hd];
+        let wc = w.get(base + v0, c, hd, &mut buf);
         let l = &mut logits[..n * c];
         matmul_into_serial(l, h, wc, (n, hd, c), Rhs::Transposed, false);
         for (((lr, a), r), &y) in l
@@ -175,7 +208,7 @@ fn online_block<T: Online>(
 /// Mean cross-entropy of `h @ Wᵀ` for a frozen output layer `W`; the gradient is formed during
 /// the forward pass.
 struct OutputCrossEntropy {
-    w: Tensor,
+    w: FrozenRows,
     labels: Vec<u32>,
     chunk: usize,
     /// Made by the forward, consumed by the backward: the unscaled gradient `softmax @ W - W[label]`.
@@ -186,7 +219,7 @@ impl OutputCrossEntropy {
     fn run<T: Online>(
         &self,
         h: &[T],
-        w: &[T],
+        w: Rows<'_, T>,
         (n, hd, v): (usize, usize, usize),
     ) -> candle_core::Result<T> {
         let (rows, mut acc) = online(h, w, (n, hd, v), &self.labels, self.chunk);
@@ -199,7 +232,8 @@ impl OutputCrossEntropy {
             .zip(rows.par_iter())
             .zip(self.labels.par_iter())
             .for_each(|((a, r), &y)| {
-                let wy = &w[y as usize * hd..(y as usize + 1) * hd];
+                let mut buf = Vec::new();
+                let wy = w.get(y as usize, 1, hd, &mut buf);
                 for (x, &wv) in a.iter_mut().zip(wy) {
                     *x = *x / r.sum - wv;
                 }
@@ -220,32 +254,54 @@ impl CustomOp1 for OutputCrossEntropy {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, hd) = l.shape().dims2()?;
-        let (v, whd) = self.w.dims2()?;
+        let (v, whd) = self.w.dims();
         if whd != hd {
             candle_core::bail!(
                 "cross-entropy: hidden width {hd} but the output layer is ({v}, {whd})"
             );
         }
         super::check_labels(&self.labels, n, v)?;
-        let (ws, wl) = self.w.storage_and_layout();
         let dims = (n, hd, v);
-        Ok(match (s, &*ws) {
-            (CpuStorage::F32(h), Storage::Cpu(CpuStorage::F32(w))) => (
-                CpuStorage::F32(vec![self.run(
+        let dense = match &self.w {
+            FrozenRows::Dense(w) => Some(w.weight().storage_and_layout()),
+            FrozenRows::Blocks(_) => None,
+        };
+        let scalar = |x| (x, Shape::from(()));
+        Ok(match (s, &dense, &self.w) {
+            (CpuStorage::F32(h), None, FrozenRows::Blocks(b)) => {
+                scalar(CpuStorage::F32(vec![self.run(
                     contiguous(h, l, "cross-entropy")?,
-                    contiguous(w, wl, "cross-entropy (output layer)")?,
+                    Rows::Blocks(b),
                     dims,
-                )?]),
-                Shape::from(()),
-            ),
-            (CpuStorage::F64(h), Storage::Cpu(CpuStorage::F64(w))) => (
-                CpuStorage::F64(vec![self.run(
+                )?]))
+            }
+            (CpuStorage::F64(h), None, FrozenRows::Blocks(b)) => {
+                scalar(CpuStorage::F64(vec![self.run(
                     contiguous(h, l, "cross-entropy")?,
-                    contiguous(w, wl, "cross-entropy (output layer)")?,
+                    Rows::Blocks(b),
                     dims,
-                )?]),
-                Shape::from(()),
-            ),
+                )?]))
+            }
+            (CpuStorage::F32(h), Some((ws, wl)), _) => match &**ws {
+                Storage::Cpu(CpuStorage::F32(w)) => scalar(CpuStorage::F32(vec![self.run(
+                    contiguous(h, l, "cross-entropy")?,
+                    Rows::Dense(contiguous(w, wl, "cross-entropy (output layer)")?),
+                    dims,
+                )?])),
+                _ => candle_core::bail!(
+                    "cross-entropy: input and output layer of one type, on the CPU"
+                ),
+            },
+            (CpuStorage::F64(h), Some((ws, wl)), _) => match &**ws {
+                Storage::Cpu(CpuStorage::F64(w)) => scalar(CpuStorage::F64(vec![self.run(
+                    contiguous(h, l, "cross-entropy")?,
+                    Rows::Dense(contiguous(w, wl, "cross-entropy (output layer)")?),
+                    dims,
+                )?])),
+                _ => candle_core::bail!(
+                    "cross-entropy: input and output layer of one type, on the CPU"
+                ),
+            },
             _ => candle_core::bail!(
                 "cross-entropy: f32 or f64 input and output layer of the same type, on the CPU"
             ),
@@ -271,7 +327,7 @@ impl CustomOp1 for OutputCrossEntropy {
 /// against `labels`, differentiable in `h`; the logits are never materialised (module docs).
 pub fn output_cross_entropy(
     h: &Tensor,
-    w: &crate::FrozenLinear,
+    w: impl Into<FrozenRows>,
     labels: &[u32],
 ) -> candle_core::Result<Tensor> {
     output_cross_entropy_chunked(h, w, labels, OUTPUT_CHUNK)
@@ -280,12 +336,12 @@ pub fn output_cross_entropy(
 /// [`output_cross_entropy`] with `chunk` vocabulary rows per step (tests use small chunks).
 pub fn output_cross_entropy_chunked(
     h: &Tensor,
-    w: &crate::FrozenLinear,
+    w: impl Into<FrozenRows>,
     labels: &[u32],
     chunk: usize,
 ) -> candle_core::Result<Tensor> {
     h.contiguous()?.apply_op1(OutputCrossEntropy {
-        w: w.weight().clone(),
+        w: w.into(),
         labels: labels.to_vec(),
         chunk,
         grad: Mutex::new(None),

@@ -4,8 +4,9 @@ use super::{rope_tables, Block, BlockWeights, Llm, LlmConfig, LlmTokenizer};
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
-use imix_kernels::FrozenLinear;
+use imix_kernels::{BlockRows, FrozenLinear, FrozenRows};
 use std::path::Path;
+use std::sync::Arc;
 
 impl Llm {
     /// Loads a `.gguf` file or a safetensors directory (config.json + tokenizer.json).
@@ -63,19 +64,28 @@ impl Llm {
             rms_eps: fl("attention.layer_norm_rms_epsilon", 1e-5),
             max_pos: u("context_length").unwrap_or(4096).min(8192),
         };
-        let mut get = |n: &str| -> Result<Tensor> {
-            let q = c
-                .tensor(&mut f, n, device)
-                .map_err(|e| Error::model(path, format!("tensor {n}: {e}")))?;
-            Ok(q.dequantize(device)?)
+        let mut qget = |n: &str| {
+            c.tensor(&mut f, n, device)
+                .map_err(|e| Error::model(path, format!("tensor {n}: {e}")))
         };
-        let hd = cfg.hidden / cfg.heads;
-        let embed = get("token_embd.weight")?;
+        // The word table stays in its blocks where they tile its rows (113 MB of f32 as 30 MB of
+        // Q8_0 for SmolLM2); every use dequantises the same values (imix_kernels::block_rows).
+        let table = |q: candle_core::quantized::QTensor| -> Result<FrozenRows> {
+            Ok(
+                match BlockRows::from_qtensor(&q).filter(|_| device.is_cpu()) {
+                    Some(b) => FrozenRows::Blocks(Arc::new(b)),
+                    None => FrozenRows::Dense(FrozenLinear::new(q.dequantize(device)?)),
+                },
+            )
+        };
+        let embed = table(qget("token_embd.weight")?)?;
         let lm_head = if c.tensor_infos.contains_key("output.weight") {
-            get("output.weight")?
+            table(qget("output.weight")?)?
         } else {
             embed.clone()
         };
+        let mut get = |n: &str| -> Result<Tensor> { Ok(qget(n)?.dequantize(device)?) };
+        let hd = cfg.hidden / cfg.heads;
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let p = format!("blk.{i}");
@@ -140,9 +150,9 @@ impl Llm {
             vb.get_unchecked(n)
                 .map_err(|e| Error::model(dir, format!("tensor {n}: {e}")))
         };
-        let embed = get("model.embed_tokens.weight")?;
+        let embed = FrozenRows::Dense(FrozenLinear::new(get("model.embed_tokens.weight")?));
         let lm_head = if vb.contains_tensor("lm_head.weight") {
-            get("lm_head.weight")?
+            FrozenRows::Dense(FrozenLinear::new(get("lm_head.weight")?))
         } else {
             embed.clone()
         };
@@ -173,15 +183,15 @@ impl Llm {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn assemble(
         cfg: LlmConfig,
-        embed: Tensor,
+        embed: FrozenRows,
         blocks: Vec<Block>,
         norm: Tensor,
-        lm_head: Tensor,
+        lm_head: FrozenRows,
         tokenizer: LlmTokenizer,
         name: String,
         device: &Device,
     ) -> Result<Self> {
-        if embed.dims() != [cfg.vocab, cfg.hidden] {
+        if embed.dims() != (cfg.vocab, cfg.hidden) {
             return Err(Error::model(
                 &name,
                 format!(
@@ -198,7 +208,7 @@ impl Llm {
             embed,
             blocks,
             norm,
-            lm_head: FrozenLinear::new(lm_head),
+            lm_head,
             cos,
             sin,
             tokenizer,

@@ -18,7 +18,7 @@ pub use utf8_guard::Utf8Guard;
 
 use crate::nets::ops;
 use candle_core::{DType, Device, Tensor, D};
-use imix_kernels::FrozenLinear;
+use imix_kernels::{FrozenLinear, FrozenRows};
 use lora::{BlockLora, Slot};
 
 /// Llama hyper-parameters (from GGUF metadata or config.json).
@@ -129,10 +129,12 @@ impl KvCache {
 #[derive(Clone)]
 pub struct Llm {
     cfg: LlmConfig,
-    embed: Tensor,
+    /// The word table; GGUF blocks stay quantised (`FrozenRows::Blocks`, same values).
+    embed: FrozenRows,
     blocks: Vec<Block>,
     norm: Tensor,
-    lm_head: FrozenLinear,
+    /// The output layer: the word table itself when tied.
+    lm_head: FrozenRows,
     cos: Tensor,
     sin: Tensor,
     tokenizer: LlmTokenizer,
@@ -162,9 +164,13 @@ impl Llm {
         &self.device
     }
 
-    /// Every weight tensor, for tests that check frozen weights stay bit-identical.
+    /// Every dense weight tensor, for tests that check frozen weights stay bit-identical (a
+    /// quantised word table has no API that could change it).
     pub fn weights(&self) -> Vec<&Tensor> {
-        let mut w = vec![&self.embed, &self.norm, self.lm_head.weight()];
+        let mut w: Vec<&Tensor> = [self.embed.dense(), Some(&self.norm), self.lm_head.dense()]
+            .into_iter()
+            .flatten()
+            .collect();
         for b in &self.blocks {
             w.extend([&b.attn_norm, &b.ffn_norm]);
             for l in [&b.qkv, &b.o, &b.gate_up, &b.down] {
@@ -176,8 +182,7 @@ impl Llm {
 
     /// Token embeddings `(n, hidden)` for ids (a constant lookup: no gradient reaches the table).
     pub fn embed_ids(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
-        let ids = Tensor::new(ids, &self.device)?;
-        self.embed.index_select(&ids, 0)
+        self.embed.lookup(ids, &self.device)
     }
 
     /// Runs the blocks on input embeddings `(b, t, hidden)` and returns final-normed hidden states.

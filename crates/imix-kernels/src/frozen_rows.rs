@@ -1,0 +1,198 @@
+//! A frozen `(rows, width)` table used as a lookup table and as an output layer (tied word
+//! embeddings): dense f32, or GGML blocks dequantised a few rows at a time on use.
+
+use crate::block_rows::BlockRows;
+use crate::frozen_linear::FrozenLinear;
+use crate::storage::contiguous;
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Vocabulary rows per task of the quantised output layer's larger products.
+const CHUNK: usize = 512;
+
+/// A frozen table: its rows are looked up, and it is the weight `W` of `x @ Wᵀ`.
+#[derive(Clone, Debug)]
+pub enum FrozenRows {
+    /// An f32 (or f64) tensor.
+    Dense(FrozenLinear),
+    /// Quantised blocks; every use sees exactly the values their f32 dequantisation holds.
+    Blocks(Arc<BlockRows>),
+}
+
+impl From<&FrozenLinear> for FrozenRows {
+    fn from(w: &FrozenLinear) -> Self {
+        Self::Dense(w.clone())
+    }
+}
+
+impl From<&FrozenRows> for FrozenRows {
+    fn from(w: &FrozenRows) -> Self {
+        w.clone()
+    }
+}
+
+impl FrozenRows {
+    /// `(rows, width)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Self::Dense(w) => w.weight().dims2().unwrap_or((0, 0)),
+            Self::Blocks(b) => b.dims(),
+        }
+    }
+
+    /// The dense weight, when the table is dense.
+    pub fn dense(&self) -> Option<&Tensor> {
+        match self {
+            Self::Dense(w) => Some(w.weight()),
+            Self::Blocks(_) => None,
+        }
+    }
+
+    /// The whole table as an f32 tensor (for blocks, a dequantised copy).
+    pub fn to_tensor(&self, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Dense(w) => Ok(w.weight().clone()),
+            Self::Blocks(b) => Tensor::from_vec(b.to_dense(), b.dims(), device),
+        }
+    }
+
+    /// Rows `ids` as an `(ids.len(), width)` constant.
+    pub fn lookup(&self, ids: &[u32], device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Dense(w) => w.weight().index_select(&Tensor::new(ids, device)?, 0),
+            Self::Blocks(b) => {
+                if let Some(&bad) = ids.iter().find(|&&i| i as usize >= b.dims().0) {
+                    candle_core::bail!("lookup: row {bad} of a table of {}", b.dims().0);
+                }
+                Tensor::from_vec(b.gather(ids), (ids.len(), b.dims().1), device)
+            }
+        }
+    }
+
+    /// `x @ Wᵀ` for `x (..., width)`, differentiable in `x` (the table is frozen).
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Dense(w) => w.forward(x),
+            Self::Blocks(b) => x.contiguous()?.apply_op1(BlocksMatmul(b.clone())),
+        }
+    }
+}
+
+/// `x @ Wᵀ` over blocks, with the same products as [`FrozenLinear`] on the dequantised weight:
+/// the row-streaming kernel for a few rows, gemm over column blocks of more than 64 otherwise.
+struct BlocksMatmul(Arc<BlockRows>);
+
+impl CustomOp1 for BlocksMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-rows"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(xs) = s else {
+            candle_core::bail!("frozen-rows: f32 input required")
+        };
+        let xs = contiguous(xs, l, "frozen-rows")?;
+        let (out, k) = self.0.dims();
+        let dims = l.shape().dims();
+        if dims.last() != Some(&k) {
+            candle_core::bail!("frozen-rows: input {dims:?} but the table is ({out}, {k})");
+        }
+        let m = xs.len() / k;
+        let mut od = dims.to_vec();
+        *od.last_mut().expect("rank >= 1") = out;
+        if m <= crate::matvec::MAX_ROWS {
+            let y = crate::matvec::matmul_wt_blocks(xs, m, k, &self.0);
+            return Ok((CpuStorage::F32(y), Shape::from(od)));
+        }
+        let mut y = vec![0f32; m * out];
+        // Blocks of CHUNK columns, the last one absorbing a remainder of 64 or fewer: gemm sums
+        // a block that narrow in other k blocks (matmul.rs), the dense product never does.
+        let mut bounds: Vec<usize> = (0..out).step_by(CHUNK).chain([out]).collect();
+        if bounds.len() > 2 && out - bounds[bounds.len() - 2] <= 64 {
+            bounds.remove(bounds.len() - 2);
+        }
+        let cols = crate::matmul::ColumnsOut::new(&mut y, m, out);
+        bounds.par_windows(2).for_each(|w| {
+            let (j0, j1) = (w[0], w[1]);
+            let mut wc = vec![0f32; (j1 - j0) * k];
+            self.0.rows_into(j0, &mut wc);
+            // SAFETY: the windows of `bounds` are disjoint column ranges.
+            unsafe { cols.matmul_wt(j0, xs, &wc, k, j1 - j0) };
+        });
+        Ok((CpuStorage::F32(y), Shape::from(od)))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // dL/dx = dL/dy @ W, through the dequantised table (a training path, rarely taken).
+        let w = Tensor::from_vec(self.0.to_dense(), self.0.dims(), g.device())?;
+        Ok(Some(crate::frozen_linear::matmul_w(g, &w)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+
+    /// Lookups, products of every size and the product's gradient equal the dense table's bits.
+    #[test]
+    fn blocks_give_the_dense_tables_bits() {
+        let dev = Device::Cpu;
+        for out in [70, 1050, 1090] {
+            // 576 wide, as SmolLM2: gemm sums it in two k blocks, and differently for narrow ones.
+            let w = Tensor::randn(0f32, 1.0, (out, 576), &dev).unwrap();
+            let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+            let dense = FrozenRows::Dense(FrozenLinear::new(q.dequantize(&dev).unwrap()));
+            let blocks = FrozenRows::Blocks(Arc::new(BlockRows::from_qtensor(&q).unwrap()));
+            let bits = |t: &Tensor| -> Vec<u32> {
+                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                v.iter().map(|x| x.to_bits()).collect()
+            };
+            let ids = [3u32, 0, 69, 3];
+            assert_eq!(
+                bits(&dense.lookup(&ids, &dev).unwrap()),
+                bits(&blocks.lookup(&ids, &dev).unwrap())
+            );
+            for m in [1, 5, 32, 33, 100] {
+                let x = candle_core::Var::randn(0f32, 1.0, (m, 576), &dev).unwrap();
+                let (a, b) = (dense.forward(&x).unwrap(), blocks.forward(&x).unwrap());
+                assert_eq!(bits(&a), bits(&b), "out {out}, m {m}");
+                let ga = (a.sqr().unwrap().sum_all().unwrap()).backward().unwrap();
+                let gb = (b.sqr().unwrap().sum_all().unwrap()).backward().unwrap();
+                assert_eq!(bits(ga.get(&x).unwrap()), bits(gb.get(&x).unwrap()));
+            }
+            assert!(blocks.lookup(&[out as u32], &dev).is_err());
+        }
+    }
+
+    /// The streamed output loss and its gradient equal the dense table's bits.
+    #[test]
+    fn the_output_loss_over_blocks_gives_the_dense_tables_bits() {
+        use crate::loss::output_cross_entropy_chunked as loss;
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (1050, 64), &dev).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let dense = FrozenRows::Dense(FrozenLinear::new(q.dequantize(&dev).unwrap()));
+        let blocks = FrozenRows::Blocks(Arc::new(BlockRows::from_qtensor(&q).unwrap()));
+        let h = candle_core::Var::randn(0f32, 1.0, (9, 64), &dev).unwrap();
+        let labels = [0, 1049, 511, 512, 3, 700, 1024, 9, 9];
+        for chunk in [16, 512] {
+            let (a, b) = (
+                loss(&h, &dense, &labels, chunk).unwrap(),
+                loss(&h, &blocks, &labels, chunk).unwrap(),
+            );
+            let bits = |t: &Tensor| -> Vec<u32> {
+                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                v.iter().map(|x| x.to_bits()).collect()
+            };
+            assert_eq!(bits(&a), bits(&b), "chunk {chunk}");
+            let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
+            assert_eq!(
+                bits(ga.get(&h).unwrap()),
+                bits(gb.get(&h).unwrap()),
+                "chunk {chunk}"
+            );
+        }
+    }
+}
