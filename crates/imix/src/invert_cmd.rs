@@ -73,6 +73,9 @@ pub fn run(a: InvertArgs) -> Result<()> {
         max_chars: a.reading.max_chars,
         ..Default::default()
     };
+    if a.mixes {
+        req.decode = inversed_mixup::method::invert::MIXES_DECODE.into();
+    }
     set_decoding!(req, a.dec);
     req.validate()?;
     inversed_mixup::data::io::check_writable(&a.output)?;
