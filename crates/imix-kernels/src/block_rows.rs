@@ -166,6 +166,16 @@ crate::simd_dispatch! {
     }
 }
 
+/// A random `(rows, cols)` matrix quantised to `d`: its blocks and candle's dequantisation of them.
+#[cfg(test)]
+pub(crate) fn random_blocks(rows: usize, cols: usize, d: GgmlDType) -> (BlockRows, Vec<f32>) {
+    let dev = candle_core::Device::Cpu;
+    let x = candle_core::Tensor::randn(0f32, 1.0, (rows, cols), &dev).unwrap();
+    let q = QTensor::quantize(&x, d).unwrap();
+    let t = q.dequantize(&dev).unwrap().flatten_all().unwrap();
+    (BlockRows::from_qtensor(&q).unwrap(), t.to_vec1().unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,23 +184,13 @@ mod tests {
     /// Every format dequantises to exactly candle's values, whole and row by row.
     #[test]
     fn rows_equal_candles_dequantisation_bit_for_bit() {
-        let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (37, 96), &dev).unwrap();
         for d in [
             GgmlDType::F16,
             GgmlDType::Q8_0,
             GgmlDType::Q4_0,
             GgmlDType::Q4_1,
         ] {
-            let q = QTensor::quantize(&x, d).unwrap();
-            let want: Vec<f32> = q
-                .dequantize(&dev)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let b = BlockRows::from_qtensor(&q).unwrap();
+            let (b, want) = random_blocks(37, 96, d);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&b.to_dense()), bits(&want), "{d:?}");
             let g = b.gather(&[5, 0, 36]);

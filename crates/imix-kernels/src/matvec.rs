@@ -287,19 +287,9 @@ mod tests {
     /// A quantised weight gives the same bits as its dequantised f32 copy, for every tile shape.
     #[test]
     fn blocks_equal_the_dequantised_weight_bit_for_bit() {
-        use candle_core::quantized::{GgmlDType, QTensor};
-        let dev = candle_core::Device::Cpu;
         let (out, k) = (70, 64);
-        let w = candle_core::Tensor::randn(0f32, 1.0, (out, k), &dev).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let dense: Vec<f32> = q
-            .dequantize(&dev)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let blocks = crate::BlockRows::from_qtensor(&q).unwrap();
+        let (blocks, dense) =
+            crate::block_rows::random_blocks(out, k, candle_core::quantized::GgmlDType::Q8_0);
         for m in [1, 2, 3, 5, 8, 32] {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)

@@ -216,6 +216,29 @@ struct OutputCrossEntropy {
 }
 
 impl OutputCrossEntropy {
+    /// [`Self::run`] over the layer's blocks, or its dense weight when that holds `T` too.
+    fn layer<T: Online>(&self, h: &[T], dims: (usize, usize, usize)) -> candle_core::Result<T> {
+        match &self.w {
+            FrozenRows::Blocks(b) => self.run(h, Rows::Blocks(b), dims),
+            FrozenRows::Dense(w) => {
+                let (ws, wl) = w.weight().storage_and_layout();
+                let Storage::Cpu(ws) = &*ws else {
+                    candle_core::bail!("cross-entropy: the output layer is not on the CPU")
+                };
+                let w = T::cpu_storage_as_slice(ws).map_err(|_| {
+                    candle_core::Error::Msg(
+                        "cross-entropy: input and output layer of different types".into(),
+                    )
+                })?;
+                self.run(
+                    h,
+                    Rows::Dense(contiguous(w, wl, "cross-entropy (output layer)")?),
+                    dims,
+                )
+            }
+        }
+    }
+
     fn run<T: Online>(
         &self,
         h: &[T],
@@ -262,49 +285,15 @@ impl CustomOp1 for OutputCrossEntropy {
         }
         super::check_labels(&self.labels, n, v)?;
         let dims = (n, hd, v);
-        let dense = match &self.w {
-            FrozenRows::Dense(w) => Some(w.weight().storage_and_layout()),
-            FrozenRows::Blocks(_) => None,
-        };
         let scalar = |x| (x, Shape::from(()));
-        Ok(match (s, &dense, &self.w) {
-            (CpuStorage::F32(h), None, FrozenRows::Blocks(b)) => {
-                scalar(CpuStorage::F32(vec![self.run(
-                    contiguous(h, l, "cross-entropy")?,
-                    Rows::Blocks(b),
-                    dims,
-                )?]))
-            }
-            (CpuStorage::F64(h), None, FrozenRows::Blocks(b)) => {
-                scalar(CpuStorage::F64(vec![self.run(
-                    contiguous(h, l, "cross-entropy")?,
-                    Rows::Blocks(b),
-                    dims,
-                )?]))
-            }
-            (CpuStorage::F32(h), Some((ws, wl)), _) => match &**ws {
-                Storage::Cpu(CpuStorage::F32(w)) => scalar(CpuStorage::F32(vec![self.run(
-                    contiguous(h, l, "cross-entropy")?,
-                    Rows::Dense(contiguous(w, wl, "cross-entropy (output layer)")?),
-                    dims,
-                )?])),
-                _ => candle_core::bail!(
-                    "cross-entropy: input and output layer of one type, on the CPU"
-                ),
-            },
-            (CpuStorage::F64(h), Some((ws, wl)), _) => match &**ws {
-                Storage::Cpu(CpuStorage::F64(w)) => scalar(CpuStorage::F64(vec![self.run(
-                    contiguous(h, l, "cross-entropy")?,
-                    Rows::Dense(contiguous(w, wl, "cross-entropy (output layer)")?),
-                    dims,
-                )?])),
-                _ => candle_core::bail!(
-                    "cross-entropy: input and output layer of one type, on the CPU"
-                ),
-            },
-            _ => candle_core::bail!(
-                "cross-entropy: f32 or f64 input and output layer of the same type, on the CPU"
-            ),
+        Ok(match s {
+            CpuStorage::F32(h) => scalar(CpuStorage::F32(vec![
+                self.layer(contiguous(h, l, "cross-entropy")?, dims)?
+            ])),
+            CpuStorage::F64(h) => scalar(CpuStorage::F64(vec![
+                self.layer(contiguous(h, l, "cross-entropy")?, dims)?
+            ])),
+            _ => candle_core::bail!("cross-entropy: f32 or f64 input on the CPU"),
         })
     }
 
