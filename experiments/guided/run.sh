@@ -12,6 +12,11 @@ out=${1:-/tmp/guided}
 judge=${2:-}
 mkdir -p "$out"
 imix=target/release/imix
+# The held-out lines come from align's pool file, which experiments/stage1/data.sh writes.
+if [ ! -s results/stage1/wiki-train.txt ]; then
+  mkdir -p results/stage1
+  head -n -50 ../shared/data/unlabeled/wiki.txt > results/stage1/wiki-train.txt
+fi
 python3 - "$out" <<'PY'
 import sys
 out = sys.argv[1]
