@@ -7,13 +7,9 @@
 #   IMIX_BENCH_DATA=DIR bash experiments/dev-gate.sh [--max-minutes N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p imix-bench
 out=results/dev-gate
 keep=experiments/dev-gate
-mkdir -p "$out" "$keep"
-if [ ! -s "$out/results.jsonl" ] && [ -s "$keep/results.jsonl" ]; then cp "$keep"/{results,runs}.jsonl "$out"/; fi
-save() { cp "$out"/results.jsonl "$out"/runs.jsonl "$out"/*.md "$keep"/ 2>/dev/null || true; }
-trap save EXIT
+source experiments/gate-keep.sh
 methods=none,duplicate,eda,inversed-mixup-drop,inversed-mixup-teacher,inversed-mixup-safe
 methods=$methods,inversed-mixup-safe-teacher,inversed-mixup-select-teacher
 # GATE_METHODS narrows the run to the candidates still able to pass: after sst2 and trec (all five

@@ -8,13 +8,9 @@
 #   IMIX_BENCH_DATA=DIR bash experiments/gate-guided.sh [--max-minutes N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p imix-bench
 out=results/gate-guided
 keep=experiments/gate-guided
-mkdir -p "$out" "$keep"
-if [ ! -s "$out/results.jsonl" ] && [ -s "$keep/results.jsonl" ]; then cp "$keep"/{results,runs}.jsonl "$out"/; fi
-save() { cp "$out"/results.jsonl "$out"/runs.jsonl "$out"/*.md "$keep"/ 2>/dev/null || true; }
-trap save EXIT
+source experiments/gate-keep.sh
 target/release/imix-bench --data "${IMIX_BENCH_DATA:?set IMIX_BENCH_DATA to the benchmarks folder}" \
   --datasets sst2,trec,subj,mr --shots 10 --seeds 3 --eval-split dev --max-test 500 \
   --warmup-finetune --final-from-warmup --methods none,duplicate,eda,inversed-mixup-drop --decode guided:8 \
