@@ -49,14 +49,6 @@ impl FrozenRows {
         }
     }
 
-    /// The whole table as an f32 tensor (for blocks, a dequantised copy).
-    pub fn to_tensor(&self, device: &Device) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Dense(w) => Ok(w.weight().clone()),
-            Self::Blocks(b) => Tensor::from_vec(b.to_dense(), b.dims(), device),
-        }
-    }
-
     /// Rows `ids` as an `(ids.len(), width)` constant.
     pub fn lookup(&self, ids: &[u32], device: &Device) -> candle_core::Result<Tensor> {
         match self {
@@ -133,7 +125,23 @@ impl CustomOp1 for BlocksMatmul {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::{GgmlDType, QTensor};
+    use crate::block_rows::random_blocks;
+    use candle_core::quantized::GgmlDType;
+
+    /// A random Q8_0 table as blocks and as its dequantised dense twin.
+    fn tables(rows: usize, cols: usize) -> (FrozenRows, FrozenRows) {
+        let (b, dense) = random_blocks(rows, cols, GgmlDType::Q8_0);
+        let t = Tensor::from_vec(dense, (rows, cols), &Device::Cpu).unwrap();
+        (
+            FrozenRows::Dense(FrozenLinear::new(t)),
+            FrozenRows::Blocks(Arc::new(b)),
+        )
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    }
 
     /// Lookups, products of every size and the product's gradient equal the dense table's bits.
     #[test]
@@ -141,14 +149,7 @@ mod tests {
         let dev = Device::Cpu;
         for out in [70, 1050, 1090] {
             // 576 wide, as SmolLM2: gemm sums it in two k blocks, and differently for narrow ones.
-            let w = Tensor::randn(0f32, 1.0, (out, 576), &dev).unwrap();
-            let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-            let dense = FrozenRows::Dense(FrozenLinear::new(q.dequantize(&dev).unwrap()));
-            let blocks = FrozenRows::Blocks(Arc::new(BlockRows::from_qtensor(&q).unwrap()));
-            let bits = |t: &Tensor| -> Vec<u32> {
-                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-                v.iter().map(|x| x.to_bits()).collect()
-            };
+            let (dense, blocks) = tables(out, 576);
             let ids = [3u32, 0, 69, 3];
             assert_eq!(
                 bits(&dense.lookup(&ids, &dev).unwrap()),
@@ -170,22 +171,14 @@ mod tests {
     #[test]
     fn the_output_loss_over_blocks_gives_the_dense_tables_bits() {
         use crate::loss::output_cross_entropy_chunked as loss;
-        let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 1.0, (1050, 64), &dev).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let dense = FrozenRows::Dense(FrozenLinear::new(q.dequantize(&dev).unwrap()));
-        let blocks = FrozenRows::Blocks(Arc::new(BlockRows::from_qtensor(&q).unwrap()));
-        let h = candle_core::Var::randn(0f32, 1.0, (9, 64), &dev).unwrap();
+        let (dense, blocks) = tables(1050, 64);
+        let h = candle_core::Var::randn(0f32, 1.0, (9, 64), &Device::Cpu).unwrap();
         let labels = [0, 1049, 511, 512, 3, 700, 1024, 9, 9];
         for chunk in [16, 512] {
             let (a, b) = (
                 loss(&h, &dense, &labels, chunk).unwrap(),
                 loss(&h, &blocks, &labels, chunk).unwrap(),
             );
-            let bits = |t: &Tensor| -> Vec<u32> {
-                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-                v.iter().map(|x| x.to_bits()).collect()
-            };
             assert_eq!(bits(&a), bits(&b), "chunk {chunk}");
             let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
             assert_eq!(

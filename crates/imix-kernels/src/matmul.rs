@@ -173,29 +173,21 @@ unsafe fn gemm_raw<T: Real>(
     }
     // Columns [j0, j1) of the output: column j of b starts at j * b_cs.
     let block = |out: Out<T>, j0: usize, j1: usize| {
+        let cols = Columns {
+            dst: out.0,
+            n,
+            j0,
+            c: j1 - j0,
+        };
         // SAFETY: the asserts above keep every index gemm forms with these strides inside the
         // operands, and [j0, j1) lies within the n columns `dst` holds.
         unsafe {
-            ::gemm::gemm(
-                m,
-                j1 - j0,
-                k,
-                out.0.add(j0),
-                1,
-                n as isize,
+            gemm_columns(
+                cols,
+                (m, k),
+                (a.as_ptr(), a_rs, a_cs),
+                (b.as_ptr().offset(j0 as isize * b_cs), b_rs, b_cs),
                 accumulate,
-                a.as_ptr(),
-                a_cs,
-                a_rs,
-                b.as_ptr().offset(j0 as isize * b_cs),
-                b_cs,
-                b_rs,
-                T::one(),
-                T::one(),
-                false,
-                false,
-                false,
-                Parallelism::None,
             )
         }
     };
@@ -211,6 +203,54 @@ unsafe fn gemm_raw<T: Real>(
         }
         block(out, bs[0], bs[1]);
     });
+}
+
+/// Columns `j0..j0 + c` of a row-major output `n` columns wide.
+struct Columns<T> {
+    dst: *mut T,
+    n: usize,
+    j0: usize,
+    c: usize,
+}
+
+/// The one gemm call behind every product here: the output's columns `cols` ← (or +=, when
+/// `accumulate`) `a (m, k) @ b (k, c)`, each operand given as (pointer, row stride, column stride),
+/// on the calling thread. Products that must agree bit for bit make the same call.
+///
+/// # Safety
+/// Every index the strides form must lie inside its operand and inside `cols` of the output, and
+/// no other thread may write those columns meanwhile.
+unsafe fn gemm_columns<T: Real>(
+    cols: Columns<T>,
+    (m, k): (usize, usize),
+    (a, a_rs, a_cs): (*const T, isize, isize),
+    (b, b_rs, b_cs): (*const T, isize, isize),
+    accumulate: bool,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        ::gemm::gemm(
+            m,
+            cols.c,
+            k,
+            cols.dst.add(cols.j0),
+            1,
+            cols.n as isize,
+            accumulate,
+            a,
+            a_cs,
+            a_rs,
+            b,
+            b_cs,
+            b_rs,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
 }
 
 /// A row-major `(m, n)` f32 output whose column blocks threads write with separate products.
@@ -245,29 +285,21 @@ impl<'a> ColumnsOut<'a> {
             "gemm: columns {j0}..{} of ({m}, {n}) from ({m}, {k}) x ({c}, {k})ᵀ",
             j0 + c
         );
+        let cols = Columns {
+            dst: self.dst.0,
+            n,
+            j0,
+            c,
+        };
         // SAFETY: the assert keeps every index inside the operands and columns j0..j0+c of the
         // (m, n) output; the caller keeps concurrent writers off these columns.
         unsafe {
-            ::gemm::gemm(
-                m,
-                c,
-                k,
-                self.dst.0.add(j0),
-                1,
-                n as isize,
+            gemm_columns(
+                cols,
+                (m, k),
+                (a.as_ptr(), k as isize, 1),
+                (b.as_ptr(), 1, k as isize),
                 false,
-                a.as_ptr(),
-                1,
-                k as isize,
-                b.as_ptr(),
-                k as isize,
-                1,
-                1f32,
-                1f32,
-                false,
-                false,
-                false,
-                Parallelism::None,
             )
         }
     }
