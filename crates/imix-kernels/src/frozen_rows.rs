@@ -107,10 +107,10 @@ impl CustomOp1 for BlocksMatmul {
         let cols = crate::matmul::ColumnsOut::new(&mut y, m, out);
         bounds.par_windows(2).for_each(|w| {
             let (j0, j1) = (w[0], w[1]);
-            let mut wc = vec![0f32; (j1 - j0) * k];
-            self.0.rows_into(j0, &mut wc);
-            // SAFETY: the windows of `bounds` are disjoint column ranges.
-            unsafe { cols.matmul_wt(j0, xs, &wc, k, j1 - j0) };
+            self.0.with_rows(j0, j1 - j0, |wc| {
+                // SAFETY: the windows of `bounds` are disjoint column ranges.
+                unsafe { cols.matmul_wt(j0, xs, wc, k, j1 - j0) }
+            });
         });
         Ok((CpuStorage::F32(y), Shape::from(od)))
     }

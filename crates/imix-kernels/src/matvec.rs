@@ -10,6 +10,9 @@ use rayon::prelude::*;
 /// Largest row count sent here instead of to the general gemm.
 pub const MAX_ROWS: usize = 32;
 
+/// Products of at most this many multiply-adds run on the calling thread.
+const SERIAL_MACS: usize = 1 << 17;
+
 /// Weight rows per parallel task.
 const ROWS_PER_TASK: usize = 32;
 
@@ -181,26 +184,54 @@ unsafe fn tile_avx512<const R: usize>(
 /// `y (m, out) = x (m, k) @ w (out, k)^T`, parallel over weight rows.
 pub fn matmul_wt(x: &[f32], m: usize, k: usize, w: &[f32], out: usize) -> Vec<f32> {
     assert_eq!(w.len(), out * k, "matvec: w is not (out, k)");
-    product(x, m, k, out, |o0, rows, run| {
-        run(&w[o0 * k..(o0 + rows) * k])
-    })
+    product(
+        x,
+        m,
+        k,
+        out,
+        |o0, rows, run| run(&w[o0 * k..(o0 + rows) * k]),
+        &|_, _, _| {},
+    )
 }
 
 /// [`matmul_wt`] for a weight kept as blocks: each task dequantises its rows and runs the same
 /// tile on them, so the result equals [`matmul_wt`] on the dequantised weight bit for bit.
 pub fn matmul_wt_blocks(x: &[f32], m: usize, k: usize, w: &crate::BlockRows) -> Vec<f32> {
+    matmul_wt_blocks_then(x, m, k, w, &|_, _, _| {})
+}
+
+/// [`matmul_wt_blocks`], then `then(o0, rows, yt)` on each task's result for weight rows
+/// `o0..o0 + rows`, `yt[r * m + i]` = row `i` of `x` against weight row `o0 + r` (a low-rank
+/// delta joins the product inside its tasks instead of in a pass of its own).
+pub fn matmul_wt_blocks_then(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &crate::BlockRows,
+    then: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+) -> Vec<f32> {
     let (out, wk) = w.dims();
     assert_eq!(wk, k, "matvec: w is not (out, k)");
-    product(x, m, k, out, |o0, rows, run| {
-        let mut wc = vec![0f32; rows * k];
-        w.rows_into(o0, &mut wc);
-        run(&wc)
-    })
+    product(
+        x,
+        m,
+        k,
+        out,
+        |o0, rows, run| w.with_rows(o0, rows, |wc| run(wc)),
+        then,
+    )
 }
 
 /// The parallel loop over tasks of [`ROWS_PER_TASK`] weight rows; `rows_of(o0, rows, run)`
-/// hands rows `o0..o0 + rows` of the weight, row-major, to `run`.
-fn product<F>(x: &[f32], m: usize, k: usize, out: usize, rows_of: F) -> Vec<f32>
+/// hands rows `o0..o0 + rows` of the weight, row-major, to `run`; `then` sees each task's result.
+fn product<F>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    out: usize,
+    rows_of: F,
+    then: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+) -> Vec<f32>
 where
     F: Fn(usize, usize, &mut dyn FnMut(&[f32])) + Sync,
 {
@@ -209,35 +240,42 @@ where
     let level = crate::simd::level();
     let mut y = vec![0f32; m * out];
     let yp = OutPtr(y.as_mut_ptr());
-    (0..out.div_ceil(ROWS_PER_TASK))
-        .into_par_iter()
-        .for_each(|c| {
-            let o0 = c * ROWS_PER_TASK;
-            let rows = ROWS_PER_TASK.min(out - o0);
-            let mut yt = vec![0f32; rows * m];
-            rows_of(o0, rows, &mut |wc: &[f32]| {
-                #[cfg(target_arch = "x86_64")]
-                match level {
-                    crate::simd::Level::Avx512 => {
-                        // SAFETY: the level is at most what the CPU supports (simd::level).
-                        unsafe { block_avx512(x, m, k, wc, &mut yt) }
-                    }
-                    crate::simd::Level::Avx2 => {
-                        // SAFETY: the level is at most what the CPU supports (simd::level).
-                        unsafe { block_avx2(x, m, k, wc, &mut yt) }
-                    }
-                    crate::simd::Level::Scalar => block(x, m, k, wc, &mut yt),
+    let task = |c: usize| {
+        let o0 = c * ROWS_PER_TASK;
+        let rows = ROWS_PER_TASK.min(out - o0);
+        let mut yt = vec![0f32; rows * m];
+        rows_of(o0, rows, &mut |wc: &[f32]| {
+            #[cfg(target_arch = "x86_64")]
+            match level {
+                crate::simd::Level::Avx512 => {
+                    // SAFETY: the level is at most what the CPU supports (simd::level).
+                    unsafe { block_avx512(x, m, k, wc, &mut yt) }
                 }
-                #[cfg(not(target_arch = "x86_64"))]
-                block(x, m, k, wc, &mut yt);
-            });
-            for r in 0..rows {
-                for i in 0..m {
-                    // SAFETY: task c alone writes columns o0..o0+rows of y; every index is in bounds.
-                    unsafe { *yp.at(i * out + o0 + r) = yt[r * m + i] };
+                crate::simd::Level::Avx2 => {
+                    // SAFETY: the level is at most what the CPU supports (simd::level).
+                    unsafe { block_avx2(x, m, k, wc, &mut yt) }
                 }
+                crate::simd::Level::Scalar => block(x, m, k, wc, &mut yt),
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            block(x, m, k, wc, &mut yt);
         });
+        then(o0, rows, &mut yt);
+        for r in 0..rows {
+            for i in 0..m {
+                // SAFETY: task c alone writes columns o0..o0+rows of y; every index is in bounds.
+                unsafe { *yp.at(i * out + o0 + r) = yt[r * m + i] };
+            }
+        }
+    };
+    let tasks = out.div_ceil(ROWS_PER_TASK);
+    // The same tasks in order on this thread when they are too small to share (a fork-join
+    // costs more than the whole product): same results either way.
+    if m * k * out <= SERIAL_MACS {
+        (0..tasks).for_each(task);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
     y
 }
 

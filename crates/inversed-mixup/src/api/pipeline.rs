@@ -108,8 +108,9 @@ impl Pipeline {
     }
 
     /// Merges the stage-1 adaptor's LoRA deltas into the LLM in place, for a front end that only
-    /// decodes with that adaptor: its inverters then need no merged copy of the LLM (about 540 MB
-    /// less). Warm-ups and bundles need the unmerged LLM and are refused afterwards.
+    /// decodes with that adaptor: its inverters then need no merged copy of the LLM (of its dense
+    /// projections; quantised ones are shared). Warm-ups and bundles need the unmerged LLM and are
+    /// refused afterwards.
     pub fn merge_for_decoding(&mut self) -> Result<()> {
         crate::method::invert::merge_adaptor_lora(&mut self.llm, &self.adaptor)
     }

@@ -133,8 +133,9 @@ fn guided_scores(
 }
 
 /// Merges `adaptor`'s LoRA deltas into `llm` in place, for a process that decodes with that
-/// adaptor only: its inverters then need no merged copy of the LLM (about 540 MB less). Nothing to
-/// do without deltas or when they are merged already.
+/// adaptor only: its inverters then need no merged copy of the LLM (a copy of dense projections;
+/// quantised ones are shared and carry the deltas beside them). Nothing to do without deltas or
+/// when they are merged already.
 pub fn merge_adaptor_lora(llm: &mut Llm, adaptor: &Adaptor) -> Result<()> {
     match adaptor.lora() {
         Some(l) if llm.merged_lora() != Some(l.id()) => llm.merge_lora(l),

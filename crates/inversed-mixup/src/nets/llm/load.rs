@@ -1,8 +1,9 @@
-//! Loading a Llama model from GGUF (dequantised to f32) or from a safetensors directory.
+//! Loading a Llama model from GGUF (quantised matrices kept as blocks where the kernels read
+//! them, the rest dequantised to f32) or from a safetensors directory.
 
 use super::{rope_tables, Block, BlockWeights, Llm, LlmConfig, LlmTokenizer};
 use crate::{Error, Result};
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{DType, Device, Tensor};
 use imix_kernels::{BlockRows, FrozenLinear, FrozenRows};
 use std::path::Path;
@@ -18,7 +19,8 @@ impl Llm {
         }
     }
 
-    /// Loads a llama-architecture GGUF file, dequantising every tensor to f32.
+    /// Loads a llama-architecture GGUF file: matrices in a [`imix_kernels::block_rows::BlockFormat`]
+    /// stay quantised (every product sees their exact f32 values), the rest is dequantised.
     pub fn from_gguf(path: &Path, device: &Device) -> Result<Self> {
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let c = gguf_file::Content::read(&mut f)
@@ -84,25 +86,61 @@ impl Llm {
         } else {
             embed.clone()
         };
-        let mut get = |n: &str| -> Result<Tensor> { Ok(qget(n)?.dequantize(device)?) };
         let hd = cfg.hidden / cfg.heads;
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
-            let p = format!("blk.{i}");
-            let mut lin = |n: &str| get(&format!("{p}.{n}.weight"));
-            blocks.push(Block::new(BlockWeights {
-                attn_norm: lin("attn_norm")?,
-                q: unpermute(&lin("attn_q")?, cfg.heads, hd)?,
-                k: unpermute(&lin("attn_k")?, cfg.kv_heads, hd)?,
-                v: lin("attn_v")?,
-                o: lin("attn_output")?,
-                ffn_norm: lin("ffn_norm")?,
-                gate: lin("ffn_gate")?,
-                up: lin("ffn_up")?,
-                down: lin("ffn_down")?,
-            })?);
+            let mut q = |n: &str| qget(&format!("blk.{i}.{n}.weight"));
+            let attn_norm = q("attn_norm")?.dequantize(device)?;
+            let ffn_norm = q("ffn_norm")?.dequantize(device)?;
+            let [wq, wk, wv, wo, wg, wu, wd] = [
+                "attn_q",
+                "attn_k",
+                "attn_v",
+                "attn_output",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+            ]
+            .map(&mut q);
+            let [wq, wk, wv, wo, wg, wu, wd] = [wq?, wk?, wv?, wo?, wg?, wu?, wd?];
+            // The projections stay in their blocks too (425 MB of f32 as 66 MB of Q4_1 for
+            // SmolLM2); training makes its dense copy on first use (FrozenProjection::dense).
+            let b = |t: &candle_core::quantized::QTensor| {
+                BlockRows::from_qtensor(t).filter(|_| device.is_cpu())
+            };
+            let quantised = match (b(&wq), b(&wk), b(&wv), b(&wo), b(&wg), b(&wu), b(&wd)) {
+                (Some(q), Some(k), Some(v), Some(o), Some(gate), Some(up), Some(down)) => {
+                    Block::quantised(BlockWeights {
+                        attn_norm: attn_norm.clone(),
+                        q: q.select_rows(&unpermuted_rows(cfg.heads, hd)),
+                        k: k.select_rows(&unpermuted_rows(cfg.kv_heads, hd)),
+                        v,
+                        o,
+                        ffn_norm: ffn_norm.clone(),
+                        gate,
+                        up,
+                        down,
+                    })
+                }
+                _ => None,
+            };
+            let dq = |t: candle_core::quantized::QTensor| t.dequantize(device);
+            blocks.push(match quantised {
+                Some(b) => b,
+                None => Block::new(BlockWeights {
+                    attn_norm,
+                    q: unpermute(&dq(wq)?, cfg.heads, hd)?,
+                    k: unpermute(&dq(wk)?, cfg.kv_heads, hd)?,
+                    v: dq(wv)?,
+                    o: dq(wo)?,
+                    ffn_norm,
+                    gate: dq(wg)?,
+                    up: dq(wu)?,
+                    down: dq(wd)?,
+                })?,
+            });
         }
-        let norm = get("output_norm.weight")?;
+        let norm = qget("output_norm.weight")?.dequantize(device)?;
         let name = path
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
@@ -180,6 +218,39 @@ impl Llm {
         Self::assemble(cfg, embed, blocks, norm, lm_head, tokenizer, name, device)
     }
 
+    /// A copy whose dense projections are quantised to `format` (as a GGUF of that format loads:
+    /// a quarter to a sixth of the memory), e.g. for a safetensors checkpoint.
+    pub fn with_quantised_projections(&self, format: GgmlDType) -> Result<Self> {
+        let mut copy = self.clone();
+        for blk in &mut copy.blocks {
+            for p in [&mut blk.qkv, &mut blk.o, &mut blk.gate_up, &mut blk.down] {
+                if let Some(w) = p.rows().dense() {
+                    let q = candle_core::quantized::QTensor::quantize(w, format)?;
+                    let b = BlockRows::from_qtensor(&q).ok_or_else(|| {
+                        Error::Config(format!("{format:?} blocks are not read by the kernels"))
+                    })?;
+                    *p = FrozenRows::Blocks(Arc::new(b)).into();
+                }
+            }
+        }
+        Ok(copy)
+    }
+
+    /// A copy whose quantised projections are dequantised to dense f32 (the same values;
+    /// attached LoRA deltas are dropped).
+    pub fn with_dense_projections(&self) -> Result<Self> {
+        let mut copy = self.clone();
+        for blk in &mut copy.blocks {
+            for p in [&mut blk.qkv, &mut blk.o, &mut blk.gate_up, &mut blk.down] {
+                if let FrozenRows::Blocks(b) = p.rows() {
+                    let w = Tensor::from_vec(b.to_dense(), b.dims(), &self.device)?;
+                    *p = FrozenRows::Dense(FrozenLinear::new(w)).into();
+                }
+            }
+        }
+        Ok(copy)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn assemble(
         cfg: LlmConfig,
@@ -229,6 +300,19 @@ pub(crate) fn unpermute(w: &Tensor, heads: usize, hd: usize) -> candle_core::Res
         .reshape((out, inp))
 }
 
+/// The row order [`unpermute`] produces: row `h·hd + j·hd/2 + i` of the result is row
+/// `h·hd + 2i + j` of llama.cpp's interleaved layout.
+fn unpermuted_rows(heads: usize, hd: usize) -> Vec<usize> {
+    let half = hd / 2;
+    (0..heads * hd)
+        .map(|n| {
+            let (h, r) = (n / hd, n % hd);
+            let (j, i) = (r / half, r % half);
+            h * hd + 2 * i + j
+        })
+        .collect()
+}
+
 /// The inverse of [`unpermute`]: how llama.cpp stores Q/K (used to write test GGUF files).
 pub fn permute_for_gguf(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let (out, inp) = w.dims2()?;
@@ -237,4 +321,32 @@ pub fn permute_for_gguf(w: &Tensor, heads: usize) -> candle_core::Result<Tensor>
         .transpose(1, 2)?
         .contiguous()?
         .reshape((out, inp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The row order used on quantised Q/K weights is the one `unpermute` gives dense ones.
+    #[test]
+    fn unpermuted_rows_follow_unpermute() {
+        let (heads, hd, inp) = (3, 8, 2);
+        let w = Tensor::arange(0f32, (heads * hd * inp) as f32, &Device::Cpu)
+            .unwrap()
+            .reshape((heads * hd, inp))
+            .unwrap();
+        let got: Vec<f32> = unpermute(&w, heads, hd)
+            .unwrap()
+            .narrow(1, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want: Vec<f32> = unpermuted_rows(heads, hd)
+            .iter()
+            .map(|&r| (r * inp) as f32)
+            .collect();
+        assert_eq!(got, want);
+    }
 }

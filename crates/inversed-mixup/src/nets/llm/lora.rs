@@ -2,14 +2,16 @@
 //!
 //! The base weights are never touched: the deltas are `Var`s owned by the adaptor (and stored in
 //! its file), one packed vector per transformer block, so that each block's training op takes
-//! them as a single extra input (see `train`). For generation the deltas are merged into the weights
-//! once, into a copy ([`Llm::with_lora`]) or in place ([`Llm::merge_lora`]), so decoding costs
-//! what it cost without LoRA.
+//! them as a single extra input (see `train`). For generation the deltas are merged once, into a
+//! copy ([`Llm::with_lora`]) or in place ([`Llm::merge_lora`]): into dense weights as
+//! `W + scale · B A`, so decoding costs what it cost without LoRA; onto quantised weights as an
+//! attached rank-sized product (a few percent of the projection's work).
 
 use super::{Llm, LlmConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor, Var};
-use imix_kernels::FrozenLinear;
+use imix_kernels::low_rank::Piece as LowRankPiece;
+use imix_kernels::{FrozenLinear, FrozenRows, LowRank};
 use serde::{Deserialize, Serialize};
 
 /// A projection of a transformer block that can carry a LoRA delta.
@@ -397,6 +399,37 @@ impl<'a> BlockLora<'a> {
         self.parts.len()
     }
 
+    /// The deltas of `slot` as one constant [`LowRank`]: the targets' A stacked `(n·r, in)`, each
+    /// B for its own rows of the slot's stacked output; `None` when the slot has none.
+    fn low_rank(&self, slot: Slot) -> candle_core::Result<Option<LowRank>> {
+        let mine: Vec<&(Piece, Tensor, Tensor)> =
+            self.parts.iter().filter(|p| p.0.slot == slot).collect();
+        let Some(inp) = mine.first().map(|p| p.0.inp) else {
+            return Ok(None);
+        };
+        let r = self.cfg.rank;
+        let vec = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
+            t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+        };
+        let mut a = Vec::with_capacity(mine.len() * r * inp);
+        let mut pieces = Vec::with_capacity(mine.len());
+        for (j, (p, pa, pb)) in mine.iter().enumerate() {
+            a.extend(vec(pa)?);
+            pieces.push(LowRankPiece {
+                row0: p.col,
+                col0: j * r,
+                b: vec(pb)?,
+                rank: r,
+            });
+        }
+        let dims = (mine.len() * r, inp, self.cfg.slot_out(slot));
+        LowRank::new(a, dims, pieces, self.scale() as f32)
+            .map(Some)
+            .ok_or_else(|| {
+                candle_core::Error::Msg("LoRA: targets of one slot differ in width".into())
+            })
+    }
+
     /// `W + scale · B A` for each target of `slot`, written into the slot's stacked weight.
     fn merge(&self, slot: Slot, w: &Tensor) -> candle_core::Result<Tensor> {
         let mut w = w.clone();
@@ -410,18 +443,17 @@ impl<'a> BlockLora<'a> {
 }
 
 impl Llm {
-    /// A copy of this LLM whose projection weights include the LoRA deltas (`W + scale · B A`), for
-    /// generation. `self` and its weights are not changed.
+    /// A copy of this LLM whose projections include the LoRA deltas, for generation. `self` and
+    /// its weights are not changed; quantised weights are shared with the copy.
     pub fn with_lora(&self, lora: &Lora) -> Result<Llm> {
         let mut copy = self.clone();
         copy.merge_lora(lora)?;
         Ok(copy)
     }
 
-    /// Merges the LoRA deltas into these weights in place (`W + scale · B A`, as [`Llm::with_lora`]),
-    /// for a process that only decodes with that LoRA: no second copy of the projections (about
-    /// 540 MB for SmolLM2-135M). The base weights are gone afterwards; an LLM that already carries
-    /// merged deltas is refused.
+    /// Merges the LoRA deltas into these projections in place (as [`Llm::with_lora`]), for a
+    /// process that only decodes with that LoRA: no second copy of dense projections. Dense base
+    /// weights are gone afterwards; an LLM that already carries merged deltas is refused.
     pub fn merge_lora(&mut self, lora: &Lora) -> Result<()> {
         lora.check(&self.cfg)?;
         if self.merged_lora.is_some() {
@@ -441,7 +473,15 @@ impl Llm {
                 (Slot::GateUp, &mut blk.gate_up),
                 (Slot::Down, &mut blk.down),
             ] {
-                *l = FrozenLinear::new(bl.merge(slot, l.weight())?);
+                // A quantised weight cannot absorb its delta: it is attached instead and added
+                // after the product (same values up to rounding).
+                *l = match l.rows().dense() {
+                    Some(w) => FrozenRows::Dense(FrozenLinear::new(bl.merge(slot, w)?)).into(),
+                    None => match bl.low_rank(slot)? {
+                        Some(d) => l.with_delta(d)?,
+                        None => l.clone(),
+                    },
+                };
             }
         }
         self.merged_lora = Some(lora.id());

@@ -18,8 +18,9 @@ pub use utf8_guard::Utf8Guard;
 
 use crate::nets::ops;
 use candle_core::{DType, Device, Tensor, D};
-use imix_kernels::{FrozenLinear, FrozenRows};
+use imix_kernels::{BlockRows, FrozenLinear, FrozenProjection, FrozenRows};
 use lora::{BlockLora, Slot};
+use std::sync::Arc;
 
 /// Llama hyper-parameters (from GGUF metadata or config.json).
 #[derive(Debug, Clone, PartialEq)]
@@ -49,36 +50,56 @@ pub struct LlmConfig {
 #[derive(Clone)]
 struct Block {
     attn_norm: Tensor,
-    qkv: FrozenLinear,
-    o: FrozenLinear,
+    qkv: FrozenProjection,
+    o: FrozenProjection,
     ffn_norm: Tensor,
-    gate_up: FrozenLinear,
-    down: FrozenLinear,
+    gate_up: FrozenProjection,
+    down: FrozenProjection,
 }
 
-/// The (out, in) weights of one block, as stored in the checkpoint.
-pub(crate) struct BlockWeights {
+/// The weights of one block: norms, and the (out, in) projections as stored in the checkpoint.
+pub(crate) struct BlockWeights<W> {
     pub attn_norm: Tensor,
-    pub q: Tensor,
-    pub k: Tensor,
-    pub v: Tensor,
-    pub o: Tensor,
+    pub q: W,
+    pub k: W,
+    pub v: W,
+    pub o: W,
     pub ffn_norm: Tensor,
-    pub gate: Tensor,
-    pub up: Tensor,
-    pub down: Tensor,
+    pub gate: W,
+    pub up: W,
+    pub down: W,
 }
 
 impl Block {
-    fn new(w: BlockWeights) -> candle_core::Result<Self> {
+    /// A block of dense weights.
+    fn new(w: BlockWeights<Tensor>) -> candle_core::Result<Self> {
+        let dense = |t: Tensor| FrozenProjection::from(FrozenRows::Dense(FrozenLinear::new(t)));
         Ok(Self {
             attn_norm: w.attn_norm,
-            qkv: FrozenLinear::new(Tensor::cat(&[&w.q, &w.k, &w.v], 0)?),
-            o: FrozenLinear::new(w.o),
+            qkv: dense(Tensor::cat(&[&w.q, &w.k, &w.v], 0)?),
+            o: dense(w.o),
             ffn_norm: w.ffn_norm,
-            gate_up: FrozenLinear::new(Tensor::cat(&[&w.gate, &w.up], 0)?),
-            down: FrozenLinear::new(w.down),
+            gate_up: dense(Tensor::cat(&[&w.gate, &w.up], 0)?),
+            down: dense(w.down),
         })
+    }
+
+    /// A block whose projections stay quantised; `None` when the stacked ones do not share a
+    /// block format (then load it dense).
+    fn quantised(w: BlockWeights<BlockRows>) -> Option<Self> {
+        let rows = |b: BlockRows| FrozenProjection::from(FrozenRows::Blocks(Arc::new(b)));
+        Some(Self {
+            attn_norm: w.attn_norm,
+            qkv: rows(BlockRows::concat(&[&w.q, &w.k, &w.v])?),
+            o: rows(w.o),
+            ffn_norm: w.ffn_norm,
+            gate_up: rows(BlockRows::concat(&[&w.gate, &w.up])?),
+            down: rows(w.down),
+        })
+    }
+
+    fn projections(&self) -> [&FrozenProjection; 4] {
+        [&self.qkv, &self.o, &self.gate_up, &self.down]
     }
 }
 
@@ -164,8 +185,8 @@ impl Llm {
         &self.device
     }
 
-    /// Every dense weight tensor, for tests that check frozen weights stay bit-identical (a
-    /// quantised word table has no API that could change it).
+    /// Every dense weight tensor, for tests that check frozen weights stay bit-identical (quantised
+    /// weights have no API that could change them).
     pub fn weights(&self) -> Vec<&Tensor> {
         let mut w: Vec<&Tensor> = [self.embed.dense(), Some(&self.norm), self.lm_head.dense()]
             .into_iter()
@@ -173,9 +194,7 @@ impl Llm {
             .collect();
         for b in &self.blocks {
             w.extend([&b.attn_norm, &b.ffn_norm]);
-            for l in [&b.qkv, &b.o, &b.gate_up, &b.down] {
-                w.push(l.weight());
-            }
+            w.extend(b.projections().iter().filter_map(|p| p.rows().dense()));
         }
         w
     }
@@ -271,7 +290,7 @@ impl Llm {
                 .transpose()?;
             // Each projection plus its LoRA delta, when the block has one for it.
             let project =
-                |slot: Slot, lin: &FrozenLinear, h: &Tensor| -> candle_core::Result<Tensor> {
+                |slot: Slot, lin: &FrozenProjection, h: &Tensor| -> candle_core::Result<Tensor> {
                     let y = lin.forward(h)?;
                     match bl.as_ref().map(|b| b.delta(slot, h)).transpose()?.flatten() {
                         Some(d) => y + d,

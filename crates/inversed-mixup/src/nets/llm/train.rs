@@ -13,7 +13,7 @@ use super::{Block, KvCache, Llm};
 use crate::nets::ops;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use imix_kernels::causal_attention::Causal;
-use imix_kernels::FrozenLinear;
+use imix_kernels::{FrozenLinear, FrozenProjection};
 use std::sync::{Arc, Mutex};
 
 /// What a block's backward needs from its forward.
@@ -370,13 +370,20 @@ impl Llm {
         attention: Causal,
     ) -> candle_core::Result<Tensor> {
         let x = x.contiguous()?;
+        if blk.projections().iter().any(|p| p.has_delta()) {
+            candle_core::bail!(
+                "the training path needs an LLM without attached LoRA deltas (Llm::with_lora \
+                 makes a copy for decoding only)"
+            );
+        }
+        let dense = |p: &FrozenProjection| p.dense(&self.device).cloned();
         let op = BlockOp {
             attn_norm: blk.attn_norm.clone(),
             ffn_norm: blk.ffn_norm.clone(),
-            qkv: blk.qkv.clone(),
-            o: blk.o.clone(),
-            gate_up: blk.gate_up.clone(),
-            down: blk.down.clone(),
+            qkv: dense(&blk.qkv)?,
+            o: dense(&blk.o)?,
+            gate_up: dense(&blk.gate_up)?,
+            down: dense(&blk.down)?,
             eps: self.cfg.rms_eps,
             attention,
             lora: lora.map(|(c, p)| (c.clone(), p.detach())),

@@ -1,0 +1,206 @@
+//! A frozen projection of a transformer block: `x @ Wᵀ` over a dense or quantised weight, plus an
+//! optional constant low-rank delta, with the dense weight made once on demand for training.
+
+use crate::block_rows::BlockRows;
+use crate::frozen_linear::FrozenLinear;
+use crate::frozen_rows::FrozenRows;
+use crate::low_rank::LowRank;
+use crate::storage::contiguous;
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+use std::sync::{Arc, OnceLock};
+
+/// A frozen `(out, in)` projection. Clones share the weight, the delta and the dense copy.
+#[derive(Clone, Debug)]
+pub struct FrozenProjection {
+    rows: FrozenRows,
+    delta: Option<Arc<LowRank>>,
+    /// The dequantised weight of a quantised one, made by the first training product: the
+    /// training path's products run on dense f32 (packing blocks into gemm each step would
+    /// dequantise the whole model twice per step).
+    dense: Arc<OnceLock<FrozenLinear>>,
+}
+
+impl From<FrozenRows> for FrozenProjection {
+    fn from(rows: FrozenRows) -> Self {
+        Self {
+            rows,
+            delta: None,
+            dense: Arc::default(),
+        }
+    }
+}
+
+impl FrozenProjection {
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        self.rows.dims()
+    }
+
+    /// The weight as stored.
+    pub fn rows(&self) -> &FrozenRows {
+        &self.rows
+    }
+
+    /// Whether a low-rank delta is attached.
+    pub fn has_delta(&self) -> bool {
+        self.delta.is_some()
+    }
+
+    /// This projection with `delta` attached (replacing any attached before).
+    pub fn with_delta(&self, delta: LowRank) -> candle_core::Result<Self> {
+        if delta.dims() != self.dims() {
+            candle_core::bail!(
+                "low-rank delta {:?} does not fit a projection {:?}",
+                delta.dims(),
+                self.dims()
+            );
+        }
+        Ok(Self {
+            delta: Some(Arc::new(delta)),
+            ..self.clone()
+        })
+    }
+
+    /// `x @ Wᵀ` (plus the delta), differentiable in `x`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match (&self.rows, &self.delta) {
+            (_, None) => self.rows.forward(x),
+            // Decoding: the delta joins the product's own tasks (a pass of its own cost 30-100 %
+            // of the product in fork-joins and copies).
+            (FrozenRows::Blocks(b), Some(d))
+                if x.elem_count() / self.dims().1.max(1) <= crate::matvec::MAX_ROWS =>
+            {
+                x.contiguous()?
+                    .apply_op1(BlocksWithDelta(b.clone(), d.clone()))
+            }
+            (_, Some(d)) => d.add(&self.rows.forward(x)?, x),
+        }
+    }
+
+    /// The weight as one dense f32 layer (without the delta): the weight itself when dense,
+    /// else its dequantisation, made once and kept.
+    pub fn dense(&self, device: &Device) -> candle_core::Result<&FrozenLinear> {
+        match &self.rows {
+            FrozenRows::Dense(w) => Ok(w),
+            FrozenRows::Blocks(b) => {
+                if let Some(w) = self.dense.get() {
+                    return Ok(w);
+                }
+                let w = Tensor::from_vec(b.to_dense(), b.dims(), device)?;
+                Ok(self.dense.get_or_init(|| FrozenLinear::new(w)))
+            }
+        }
+    }
+}
+
+/// `x @ Wᵀ + delta(x)` for a few rows of `x`, in one pass over the weight's row tasks.
+struct BlocksWithDelta(Arc<BlockRows>, Arc<LowRank>);
+
+impl CustomOp1 for BlocksWithDelta {
+    fn name(&self) -> &'static str {
+        "blocks-with-delta"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(xs) = s else {
+            candle_core::bail!("blocks-with-delta: f32 input required")
+        };
+        let xs = contiguous(xs, l, "blocks-with-delta")?;
+        let (out, k) = self.0.dims();
+        let dims = l.shape().dims();
+        if dims.last() != Some(&k) {
+            candle_core::bail!("blocks-with-delta: input {dims:?} but the weight is ({out}, {k})");
+        }
+        let m = xs.len() / k;
+        let u = self.1.project_t(xs, m);
+        let add = |o0: usize, n: usize, yt: &mut [f32]| self.1.add_rows(&u, m, o0, n, yt);
+        let y = crate::matvec::matmul_wt_blocks_then(xs, m, k, &self.0, &add);
+        let mut od = dims.to_vec();
+        *od.last_mut().expect("rank >= 1") = out;
+        Ok((CpuStorage::F32(y), Shape::from(od)))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // dL/dx = dL/dy @ W + the delta's input gradient (a path decoding never takes).
+        let w = Tensor::from_vec(self.0.to_dense(), self.0.dims(), g.device())?;
+        let base = crate::frozen_linear::matmul_w(g, &w)?;
+        let gv: Vec<f32> = g.flatten_all()?.to_vec1()?;
+        let m = gv.len() / self.0.dims().0.max(1);
+        let extra = Tensor::from_vec(self.1.input_grad(&gv, m), base.shape(), g.device())?;
+        Ok(Some((base + extra)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block_rows::random_blocks;
+    use candle_core::quantized::GgmlDType;
+
+    /// The dense copy holds the blocks' values, is made once, and is shared by clones.
+    #[test]
+    fn the_dense_copy_is_the_dequantised_weight_made_once() {
+        let dev = Device::Cpu;
+        let (b, dense) = random_blocks(8, 64, GgmlDType::Q4_1);
+        let p = FrozenProjection::from(FrozenRows::Blocks(Arc::new(b)));
+        let q = p.clone();
+        let w: Vec<f32> = p
+            .dense(&dev)
+            .unwrap()
+            .weight()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(
+            w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            dense.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert!(std::ptr::eq(p.dense(&dev).unwrap(), q.dense(&dev).unwrap()));
+        let bad = LowRank::new(vec![0.0; 64], (1, 64, 9), vec![], 1.0).unwrap();
+        assert!(p.with_delta(bad).is_err());
+    }
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use super::*;
+    use crate::block_rows::random_blocks;
+    use candle_core::quantized::GgmlDType;
+    use candle_core::Var;
+
+    /// Blocks plus a delta, on both paths (few rows: fused; many: two ops), equal the dense
+    /// product with `W + scale · B A`, and so do their input gradients.
+    #[test]
+    fn a_delta_on_blocks_equals_the_merged_dense_weight() {
+        let dev = Device::Cpu;
+        let (lr, dw) = crate::low_rank::tests::sample(64, 0.7);
+        let (b, dense) = random_blocks(12, 64, GgmlDType::Q4_1);
+        let w = Tensor::from_vec(dense, (12, 64), &dev).unwrap();
+        let merged = (w + dw).unwrap();
+        let p = FrozenProjection::from(FrozenRows::Blocks(Arc::new(b)))
+            .with_delta(lr)
+            .unwrap();
+        for m in [1, 3, 33] {
+            let x = Var::randn(0f32, 1.0, (m, 64), &dev).unwrap();
+            let got = p.forward(&x).unwrap();
+            let want = x.matmul(&merged.t().unwrap()).unwrap();
+            let diff = |a: &Tensor, b: &Tensor| -> f32 {
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap()
+            };
+            assert!(diff(&got, &want) < 1e-4, "m {m}: {}", diff(&got, &want));
+            let r = Tensor::randn(0f32, 1.0, (m, 12), &dev).unwrap();
+            let gg = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gw = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (gg.get(&x).unwrap(), gw.get(&x).unwrap());
+            assert!(diff(a, b) < 1e-4, "m {m} gradient: {}", diff(a, b));
+        }
+    }
+}
