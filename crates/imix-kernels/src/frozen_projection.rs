@@ -185,22 +185,12 @@ mod delta_tests {
             let x = Var::randn(0f32, 1.0, (m, 64), &dev).unwrap();
             let got = p.forward(&x).unwrap();
             let want = x.matmul(&merged.t().unwrap()).unwrap();
-            let diff = |a: &Tensor, b: &Tensor| -> f32 {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap()
-            };
-            assert!(diff(&got, &want) < 1e-4, "m {m}: {}", diff(&got, &want));
+            crate::low_rank::tests::close(&got, &want, &format!("m {m}"));
             let r = Tensor::randn(0f32, 1.0, (m, 12), &dev).unwrap();
             let gg = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let gw = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let (a, b) = (gg.get(&x).unwrap(), gw.get(&x).unwrap());
-            assert!(diff(a, b) < 1e-4, "m {m} gradient: {}", diff(a, b));
+            crate::low_rank::tests::close(a, b, &format!("m {m} gradient"));
         }
     }
 }

@@ -289,7 +289,8 @@ pub(crate) mod tests {
         (lr, w)
     }
 
-    fn close(p: &Tensor, q: &Tensor, what: &str) {
+    /// Asserts `p` and `q` differ by less than 1e-4 anywhere.
+    pub(crate) fn close(p: &Tensor, q: &Tensor, what: &str) {
         let d: f32 = (p - q)
             .unwrap()
             .abs()

@@ -7,34 +7,18 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::method::adaptor::{Adaptor, DEFAULT_TEMPLATE};
 use inversed_mixup::method::deep_soft::DeepConfig;
 use inversed_mixup::method::prompt::Prompt;
-use inversed_mixup::nets::llm::lora::{LoraDims, Target};
-use inversed_mixup::nets::llm::{Llm, LoraConfig};
+use inversed_mixup::nets::llm::lora::Target;
+use inversed_mixup::nets::llm::Llm;
 
 const DEV: Device = Device::Cpu;
 
 fn adaptor(llm: &Llm, enc_dim: usize, lora: bool, seed: u64) -> Adaptor {
-    let lora = lora.then(|| LoraConfig {
-        rank: 2,
-        alpha: 4.0,
-        targets: Target::ALL.to_vec(),
-        dims: LoraDims::of(llm.config()),
-    });
+    let targets = if lora { &Target::ALL[..] } else { &[] };
     let deep = Some(DeepConfig::for_llm(3, 2.0, llm.config()).unwrap());
-    let cfg = AdaptorConfig {
-        encoder: "e".into(),
-        enc_dim,
-        llm: llm.name().into(),
-        llm_dim: llm.config().hidden,
-        k: 2,
-        hidden: 8,
-        template: DEFAULT_TEMPLATE.into(),
-        lora,
-        deep,
-    };
-    Adaptor::new(cfg, seed, &DEV).unwrap()
+    common::small_adaptor(llm, enc_dim, targets, deep, seed)
 }
 
 /// The up-projection (and LoRA's B) start at zero; gradients of the other factor need them

@@ -5,53 +5,13 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::method::adaptor::{Adaptor, DEFAULT_TEMPLATE};
 use inversed_mixup::method::prompt::Prompt;
-use inversed_mixup::nets::llm::lora::{LoraDims, Target};
-use inversed_mixup::nets::llm::{Llm, LoraConfig};
+use inversed_mixup::nets::llm::lora::Target;
 
 const DEV: Device = Device::Cpu;
 
-fn lora_cfg(llm: &Llm, targets: &[Target]) -> LoraConfig {
-    LoraConfig {
-        rank: 2,
-        alpha: 4.0,
-        targets: targets.to_vec(),
-        dims: LoraDims::of(llm.config()),
-    }
-}
-
-fn adaptor(llm: &Llm, enc_dim: usize, targets: &[Target], seed: u64) -> Adaptor {
-    let cfg = AdaptorConfig {
-        encoder: "e".into(),
-        enc_dim,
-        llm: llm.name().into(),
-        llm_dim: llm.config().hidden,
-        k: 2,
-        hidden: 8,
-        template: DEFAULT_TEMPLATE.into(),
-        lora: Some(lora_cfg(llm, targets)),
-        deep: None,
-    };
-    Adaptor::new(cfg, seed, &DEV).unwrap()
-}
-
-/// B starts at zero (LoRA begins as the base model); tests need non-zero deltas to see gradients in A.
-fn perturb(a: &Adaptor, seed: u64) {
-    use rand::{Rng, SeedableRng};
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    for (name, v) in a
-        .sorted_vars()
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("lora"))
-    {
-        let x: Vec<f32> = (0..v.elem_count())
-            .map(|_| r.random_range(-0.3f32..0.3))
-            .collect();
-        v.set(&Tensor::from_vec(x, v.dims(), &DEV).unwrap())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
-}
+use common::{lora_adaptor as adaptor, perturb_lora as perturb};
 
 #[test]
 fn lora_gradients_match_the_plain_path_and_finite_differences() {
@@ -132,16 +92,7 @@ fn merged_weights_equal_the_unmerged_forward_and_leave_the_base_untouched() {
     let unmerged = llm.forward_embeds_lora(&x, None, false, a.lora()).unwrap();
     let m = merged.forward_embeds(&x, None, false).unwrap();
     let base = llm.forward_embeds(&x, None, false).unwrap();
-    let diff = |p: &Tensor, q: &Tensor| {
-        (p - q)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let diff = common::max_abs_diff;
     assert!(
         diff(&m, &unmerged) < 1e-4,
         "merged and unmerged LoRA forwards differ by {}",

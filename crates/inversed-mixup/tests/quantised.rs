@@ -4,13 +4,10 @@
 mod common;
 
 use candle_core::quantized::GgmlDType;
-use candle_core::{Device, Tensor};
-use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+use inversed_mixup::method::adaptor::{Adaptor, DEFAULT_TEMPLATE};
 use inversed_mixup::method::prompt::Prompt;
-use inversed_mixup::nets::llm::lora::{LoraDims, Target};
-use inversed_mixup::nets::llm::{GenerateOptions, Llm, LoraConfig};
-
-const DEV: Device = Device::Cpu;
+use inversed_mixup::nets::llm::lora::Target;
+use inversed_mixup::nets::llm::{GenerateOptions, Llm};
 
 /// The tiny LLM with Q4_1 projections, and its twin holding their dequantised values densely.
 fn twins() -> (tempfile::TempDir, Llm, Llm) {
@@ -20,45 +17,12 @@ fn twins() -> (tempfile::TempDir, Llm, Llm) {
     (d, q, dense)
 }
 
+/// Deltas on some projections of each stacked slot (Q and V, gate, down), set non-zero.
 fn adaptor(llm: &Llm, seed: u64) -> Adaptor {
-    let cfg = AdaptorConfig {
-        encoder: "e".into(),
-        enc_dim: 6,
-        llm: llm.name().into(),
-        llm_dim: llm.config().hidden,
-        k: 2,
-        hidden: 8,
-        template: DEFAULT_TEMPLATE.into(),
-        lora: Some(LoraConfig {
-            rank: 2,
-            alpha: 4.0,
-            targets: vec![Target::Q, Target::V, Target::Gate, Target::Down],
-            dims: LoraDims::of(llm.config()),
-        }),
-        deep: None,
-    };
-    let a = Adaptor::new(cfg, seed, &DEV).unwrap();
-    // B starts at zero; non-zero deltas make the comparison mean something.
-    for (i, (_, v)) in a.sorted_vars().into_iter().enumerate() {
-        v.set(
-            &common::uniform(v.dims(), 40 + i as u64)
-                .affine(0.3, 0.0)
-                .unwrap(),
-        )
-        .unwrap();
-    }
+    let targets = [Target::Q, Target::V, Target::Gate, Target::Down];
+    let a = common::lora_adaptor(llm, 6, &targets, seed);
+    common::perturb_lora(&a, seed + 1);
     a
-}
-
-fn max_diff(p: &Tensor, q: &Tensor) -> f32 {
-    (p - q)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 /// Prefill (more rows than the decoding kernel takes), one-token steps and greedy generation.
@@ -124,10 +88,10 @@ fn lora_deltas_attach_to_quantised_projections() {
     let merged = dense.with_lora(lora).unwrap();
     let unmerged = q.forward_embeds_lora(&x, None, false, Some(lora)).unwrap();
     let got = attached.forward_embeds(&x, None, false).unwrap();
-    assert!(max_diff(&got, &merged.forward_embeds(&x, None, false).unwrap()) < 1e-4);
-    assert!(max_diff(&got, &unmerged) < 1e-4);
+    assert!(common::max_abs_diff(&got, &merged.forward_embeds(&x, None, false).unwrap()) < 1e-4);
+    assert!(common::max_abs_diff(&got, &unmerged) < 1e-4);
     assert!(
-        max_diff(&got, &base) > 1e-2,
+        common::max_abs_diff(&got, &base) > 1e-2,
         "the deltas should change the output"
     );
     assert_eq!(

@@ -561,3 +561,72 @@ pub fn tiny_model_flags() -> &'static [String; 6] {
         write_tiny_model_flags(&dir)
     })
 }
+
+/// An adaptor (k = 2, hidden 8) with rank-2, alpha-4 LoRA deltas on `targets` of `llm`.
+pub fn lora_adaptor(
+    llm: &inversed_mixup::nets::llm::Llm,
+    enc_dim: usize,
+    targets: &[inversed_mixup::nets::llm::lora::Target],
+    seed: u64,
+) -> inversed_mixup::method::adaptor::Adaptor {
+    small_adaptor(llm, enc_dim, targets, None, seed)
+}
+
+/// An adaptor (k = 2, hidden 8) with rank-2, alpha-4 LoRA deltas on `targets` (none when empty)
+/// and the given deep soft tokens.
+pub fn small_adaptor(
+    llm: &inversed_mixup::nets::llm::Llm,
+    enc_dim: usize,
+    targets: &[inversed_mixup::nets::llm::lora::Target],
+    deep: Option<inversed_mixup::method::deep_soft::DeepConfig>,
+    seed: u64,
+) -> inversed_mixup::method::adaptor::Adaptor {
+    use inversed_mixup::method::adaptor::{Adaptor, AdaptorConfig, DEFAULT_TEMPLATE};
+    use inversed_mixup::nets::llm::lora::LoraDims;
+    let lora = (!targets.is_empty()).then(|| inversed_mixup::nets::llm::LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        targets: targets.to_vec(),
+        dims: LoraDims::of(llm.config()),
+    });
+    let cfg = AdaptorConfig {
+        encoder: "e".into(),
+        enc_dim,
+        llm: llm.name().into(),
+        llm_dim: llm.config().hidden,
+        k: 2,
+        hidden: 8,
+        template: DEFAULT_TEMPLATE.into(),
+        lora,
+        deep,
+    };
+    Adaptor::new(cfg, seed, &Device::Cpu).unwrap()
+}
+
+/// B starts at zero (LoRA begins as the base model); tests need non-zero deltas to see gradients in A.
+pub fn perturb_lora(a: &inversed_mixup::method::adaptor::Adaptor, seed: u64) {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for (name, v) in a
+        .sorted_vars()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("lora"))
+    {
+        let x: Vec<f32> = (0..v.elem_count())
+            .map(|_| r.random_range(-0.3f32..0.3))
+            .collect();
+        v.set(&Tensor::from_vec(x, v.dims(), &Device::Cpu).unwrap())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// The largest absolute difference between two tensors of one shape.
+pub fn max_abs_diff(p: &Tensor, q: &Tensor) -> f32 {
+    (p - q)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
