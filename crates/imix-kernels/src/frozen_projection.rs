@@ -9,6 +9,11 @@ use crate::storage::contiguous;
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use std::sync::{Arc, OnceLock};
 
+/// Most rows of `x` for the row-streaming product with the delta inside its tasks; more go
+/// through gemm and the delta's own products. Guided decoding's steps (16 sentences × 8 beams)
+/// took 4-7 % less time with 128 here than with the dense products' 32, and decoded the same text.
+const DELTA_MAX_ROWS: usize = 128;
+
 /// A frozen `(out, in)` projection. Clones share the weight, the delta and the dense copy.
 #[derive(Clone, Debug)]
 pub struct FrozenProjection {
@@ -68,7 +73,7 @@ impl FrozenProjection {
             // Decoding: the delta joins the product's own tasks (a pass of its own cost 30-100 %
             // of the product in fork-joins and copies).
             (FrozenRows::Blocks(b), Some(d))
-                if x.elem_count() / self.dims().1.max(1) <= crate::matvec::MAX_ROWS =>
+                if x.elem_count() / self.dims().1.max(1) <= DELTA_MAX_ROWS =>
             {
                 x.contiguous()?
                     .apply_op1(BlocksWithDelta(b.clone(), d.clone()))
@@ -169,8 +174,8 @@ mod delta_tests {
     use candle_core::quantized::GgmlDType;
     use candle_core::Var;
 
-    /// Blocks plus a delta, on both paths (few rows: fused; many: two ops), equal the dense
-    /// product with `W + scale · B A`, and so do their input gradients.
+    /// Blocks plus a delta, on both paths (fused up to `DELTA_MAX_ROWS` rows, two ops above),
+    /// equal the dense product with `W + scale · B A`, and so do their input gradients.
     #[test]
     fn a_delta_on_blocks_equals_the_merged_dense_weight() {
         let dev = Device::Cpu;
@@ -181,7 +186,7 @@ mod delta_tests {
         let p = FrozenProjection::from(FrozenRows::Blocks(Arc::new(b)))
             .with_delta(lr)
             .unwrap();
-        for m in [1, 3, 33] {
+        for m in [1, 3, 33, DELTA_MAX_ROWS + 1] {
             let x = Var::randn(0f32, 1.0, (m, 64), &dev).unwrap();
             let got = p.forward(&x).unwrap();
             let want = x.matmul(&merged.t().unwrap()).unwrap();
