@@ -155,17 +155,9 @@ impl BlockRows {
             data.extend_from_slice(&self.data[r * self.row_bytes..(r + 1) * self.row_bytes]);
         }
         Self {
+            format: self.format,
             data,
             rows: order.len(),
-            ..self.clone_empty()
-        }
-    }
-
-    fn clone_empty(&self) -> Self {
-        Self {
-            format: self.format,
-            data: Vec::new(),
-            rows: 0,
             cols: self.cols,
             row_bytes: self.row_bytes,
         }

@@ -1,18 +1,11 @@
 //! A frozen projection of a transformer block: `x @ Wᵀ` over a dense or quantised weight, plus an
 //! optional constant low-rank delta, with the dense weight made once on demand for training.
 
-use crate::block_rows::BlockRows;
 use crate::frozen_linear::FrozenLinear;
 use crate::frozen_rows::FrozenRows;
 use crate::low_rank::LowRank;
-use crate::storage::contiguous;
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+use candle_core::{Device, Tensor};
 use std::sync::{Arc, OnceLock};
-
-/// Most rows of `x` for the row-streaming product with the delta inside its tasks; more go
-/// through gemm and the delta's own products. Guided decoding's steps (16 sentences × 8 beams)
-/// took 4-7 % less time with 128 here than with the dense products' 32, and decoded the same text.
-const DELTA_MAX_ROWS: usize = 128;
 
 /// A frozen `(out, in)` projection. Clones share the weight, the delta and the dense copy.
 #[derive(Clone, Debug)]
@@ -70,15 +63,8 @@ impl FrozenProjection {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match (&self.rows, &self.delta) {
             (_, None) => self.rows.forward(x),
-            // Decoding: the delta joins the product's own tasks (a pass of its own cost 30-100 %
-            // of the product in fork-joins and copies).
-            (FrozenRows::Blocks(b), Some(d))
-                if x.elem_count() / self.dims().1.max(1) <= DELTA_MAX_ROWS =>
-            {
-                x.contiguous()?
-                    .apply_op1(BlocksWithDelta(b.clone(), d.clone()))
-            }
-            (_, Some(d)) => d.add(&self.rows.forward(x)?, x),
+            (FrozenRows::Blocks(b), Some(d)) => crate::frozen_rows::blocks_forward(b, Some(d), x),
+            (FrozenRows::Dense(_), Some(d)) => d.add(&self.rows.forward(x)?, x),
         }
     }
 
@@ -95,44 +81,6 @@ impl FrozenProjection {
                 Ok(self.dense.get_or_init(|| FrozenLinear::new(w)))
             }
         }
-    }
-}
-
-/// `x @ Wᵀ + delta(x)` for a few rows of `x`, in one pass over the weight's row tasks.
-struct BlocksWithDelta(Arc<BlockRows>, Arc<LowRank>);
-
-impl CustomOp1 for BlocksWithDelta {
-    fn name(&self) -> &'static str {
-        "blocks-with-delta"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(xs) = s else {
-            candle_core::bail!("blocks-with-delta: f32 input required")
-        };
-        let xs = contiguous(xs, l, "blocks-with-delta")?;
-        let (out, k) = self.0.dims();
-        let dims = l.shape().dims();
-        if dims.last() != Some(&k) {
-            candle_core::bail!("blocks-with-delta: input {dims:?} but the weight is ({out}, {k})");
-        }
-        let m = xs.len() / k;
-        let u = self.1.project_t(xs, m);
-        let add = |o0: usize, n: usize, yt: &mut [f32]| self.1.add_rows(&u, m, o0, n, yt);
-        let y = crate::matvec::matmul_wt_blocks_then(xs, m, k, &self.0, &add);
-        let mut od = dims.to_vec();
-        *od.last_mut().expect("rank >= 1") = out;
-        Ok((CpuStorage::F32(y), Shape::from(od)))
-    }
-
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        // dL/dx = dL/dy @ W + the delta's input gradient (a path decoding never takes).
-        let w = Tensor::from_vec(self.0.to_dense(), self.0.dims(), g.device())?;
-        let base = crate::frozen_linear::matmul_w(g, &w)?;
-        let gv: Vec<f32> = g.flatten_all()?.to_vec1()?;
-        let m = gv.len() / self.0.dims().0.max(1);
-        let extra = Tensor::from_vec(self.1.input_grad(&gv, m), base.shape(), g.device())?;
-        Ok(Some((base + extra)?))
     }
 }
 
@@ -174,8 +122,8 @@ mod delta_tests {
     use candle_core::quantized::GgmlDType;
     use candle_core::Var;
 
-    /// Blocks plus a delta, on both paths (fused up to `DELTA_MAX_ROWS` rows, two ops above),
-    /// equal the dense product with `W + scale · B A`, and so do their input gradients.
+    /// Blocks plus a delta, on both paths (inside the row-streaming tasks up to
+    /// `DELTA_MAX_ROWS` rows, after gemm above), equal the dense product with `W + scale · B A`, and so do their input gradients.
     #[test]
     fn a_delta_on_blocks_equals_the_merged_dense_weight() {
         let dev = Device::Cpu;
@@ -186,7 +134,7 @@ mod delta_tests {
         let p = FrozenProjection::from(FrozenRows::Blocks(Arc::new(b)))
             .with_delta(lr)
             .unwrap();
-        for m in [1, 3, 33, DELTA_MAX_ROWS + 1] {
+        for m in [1, 3, 33, crate::frozen_rows::DELTA_MAX_ROWS + 1] {
             let x = Var::randn(0f32, 1.0, (m, 64), &dev).unwrap();
             let got = p.forward(&x).unwrap();
             let want = x.matmul(&merged.t().unwrap()).unwrap();

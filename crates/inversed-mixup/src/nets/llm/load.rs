@@ -223,7 +223,7 @@ impl Llm {
     pub fn with_quantised_projections(&self, format: GgmlDType) -> Result<Self> {
         let mut copy = self.clone();
         for blk in &mut copy.blocks {
-            for p in [&mut blk.qkv, &mut blk.o, &mut blk.gate_up, &mut blk.down] {
+            for p in blk.projections_mut() {
                 if let Some(w) = p.rows().dense() {
                     let q = candle_core::quantized::QTensor::quantize(w, format)?;
                     let b = BlockRows::from_qtensor(&q).ok_or_else(|| {
@@ -241,7 +241,7 @@ impl Llm {
     pub fn with_dense_projections(&self) -> Result<Self> {
         let mut copy = self.clone();
         for blk in &mut copy.blocks {
-            for p in [&mut blk.qkv, &mut blk.o, &mut blk.gate_up, &mut blk.down] {
+            for p in blk.projections_mut() {
                 if let FrozenRows::Blocks(b) = p.rows() {
                     let w = Tensor::from_vec(b.to_dense(), b.dims(), &self.device)?;
                     *p = FrozenRows::Dense(FrozenLinear::new(w)).into();

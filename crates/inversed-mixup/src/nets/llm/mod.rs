@@ -101,6 +101,15 @@ impl Block {
     fn projections(&self) -> [&FrozenProjection; 4] {
         [&self.qkv, &self.o, &self.gate_up, &self.down]
     }
+
+    fn projections_mut(&mut self) -> [&mut FrozenProjection; 4] {
+        [
+            &mut self.qkv,
+            &mut self.o,
+            &mut self.gate_up,
+            &mut self.down,
+        ]
+    }
 }
 
 /// Per-layer key/value cache for incremental decoding.
