@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Guided decoding against the default (correct:16) and greedy on sentences and pairs that no
+# Guided decoding against correct:16 and greedy on sentences and pairs that no
 # training saw: the 64 lines `imix align` and `imix mix-align` hold out of results/stage1/wiki-train.txt.
 # Dev (chosen on): lines 1-32 alone, and pairs (i, 32+i) for i < 20 at lambda 0.3/0.5/0.7.
 # Confirmation: lines 33-64 alone (also scored by the independent judge encoder), and pairs
@@ -29,13 +29,18 @@ for name, pairs in (("dev", [(i, 32 + i) for i in range(20)]), ("confirm", [(20 
 PY
 run() { # set decode args...
   local set=$1 decode=$2; shift 2
+  # Single sentences weigh the likelihood by GUIDED_LM_WEIGHT (0.1; earlier rows used 0.05).
+  local label=$decode file="$set-${decode/:/}.jsonl"
+  if [[ $set == singles-* && $decode == guided:* ]]; then
+    label="$decode, LM weight 0.1" file="$set-${decode/:/}-lm0.1.jsonl"
+  fi
   local t0; t0=$(date +%s.%N)
-  "$imix" invert "$@" --decode "$decode" --out "$out/$set-${decode/:/}.jsonl" 2>/dev/null | tail -1
-  printf '%s\t%s\t%s\n' "$set" "$decode" "$(echo "$(date +%s.%N) - $t0" | bc)" >> "$out/times.tsv"
+  "$imix" invert "$@" --decode "$decode" --out "$out/$file" 2>/dev/null | tail -1
+  printf '%s\t%s\t%s\t%s\n' "$set" "$label" "$(echo "$(date +%s.%N) - $t0" | bc)" "$file" >> "$out/times.tsv"
 }
 j=(); [ -n "$judge" ] && j=(--judge-encoder "$judge")
 for set in ${SETS-dev confirm}; do
-  for d in ${SINGLES-correct:16 guided:8}; do run "singles-$set" "$d" --input "$out/singles-$set.txt" "${j[@]}"; done
+  for d in ${SINGLES-correct:16 guided:8 guided:16}; do run "singles-$set" "$d" --input "$out/singles-$set.txt" "${j[@]}"; done
   for d in ${PAIRS-greedy correct:16 guided:8}; do run "pairs-$set" "$d" --mixes --input "$out/pairs-$set.tsv" --lambdas 0.3,0.5,0.7; done
 done
 python3 experiments/guided/table.py collect "$out"

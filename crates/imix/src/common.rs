@@ -52,11 +52,12 @@ pub struct DecodeArgs {
     /// the last sentence's embedding missed; the closest kept, at N times the cost) or guided:W
     /// (beam search whose W beams are the extensions whose text embeds closest to the target and,
     /// for a mix, whose content ratio lies nearest its λ; about 2-3 W times the cost of greedy).
-    /// W and N at most 64. Default: guided:8 in invert (fidelity on align's held-out sentences:
-    /// MiniLM cosine 0.817 against correct:16's 0.725, and 0.709 against 0.635 by an independent
-    /// judge encoder), guided:16 in invert --mixes (mid-lambda mixes at cosine 0.752 to their
-    /// target on held-out pairs, guided:8 0.726-0.738, at twice the cost), greedy where rows train a
-    /// task model (augment, interpolate: correct:4 was not better for the task on the dev splits)
+    /// W and N at most 64. Default: guided:16 in invert (on align's held-out sentences token F1
+    /// 0.485-0.498 and MiniLM cosine 0.820-0.842, guided:8 0.452-0.466 and 0.807-0.810, correct:16
+    /// 0.419-0.431 and 0.715-0.725), also in invert --mixes (mid-lambda mixes at cosine 0.752 to
+    /// their target on held-out pairs, guided:8 0.726-0.738, at twice the cost), greedy where rows
+    /// train a task model (augment, interpolate: correct:4 was not better for the task on the dev
+    /// splits)
     #[arg(long)]
     pub decode: Option<String>,
     /// Never repeat an n-gram of this many tokens within one sentence (0: off)

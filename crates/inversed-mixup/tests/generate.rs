@@ -137,7 +137,8 @@ fn guided_beam_search_follows_its_score_per_row() {
                 })
                 .collect())
         };
-        llm.guided_beam(&p, None, 3, &opts, &mut score).unwrap()
+        llm.guided_beam(&p, None, 3, 0.05, &opts, &mut score)
+            .unwrap()
     };
     let out = run();
     assert_eq!(out.len(), 2);
@@ -158,6 +159,47 @@ fn guided_beam_search_follows_its_score_per_row() {
         llm.generate(&p, &opts).unwrap(),
         llm.generate(&p, &beam).unwrap()
     );
+}
+
+/// The likelihood weight trades the score against the LLM's own log-probabilities: without it
+/// a small penalty on greedy's first token steers row 0 away from it; with a large one the
+/// penalty is drowned and the search returns what it returns with no score at all.
+#[test]
+fn guided_beam_weighs_likelihood_against_its_score() {
+    let (_d, llm) = tiny();
+    let p = prompts(&llm);
+    let opts = GenerateOptions {
+        decode: Decode::Guided(3),
+        max_new_tokens: 5,
+        ..Default::default()
+    };
+    let greedy = llm
+        .generate(
+            &p,
+            &GenerateOptions {
+                max_new_tokens: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let run = |penalty: f32, lm_weight: f32| {
+        let mut score = |asked: &[(usize, &[u32])]| {
+            Ok(asked
+                .iter()
+                .map(|&(r, ids)| {
+                    let first = r == 0 && ids.first() == greedy[0].first();
+                    -penalty * first as u32 as f32
+                })
+                .collect())
+        };
+        llm.guided_beam(&p, None, 3, lm_weight, &opts, &mut score)
+            .unwrap()
+    };
+    let unweighted = run(0.01, 0.0);
+    assert_ne!(unweighted[0].first(), greedy[0].first(), "{unweighted:?}");
+    let weighted = run(0.01, 1e4);
+    assert_eq!(weighted, run(0.0, 1e4));
+    assert_ne!(weighted, unweighted);
 }
 
 #[test]

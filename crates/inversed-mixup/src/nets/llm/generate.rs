@@ -35,9 +35,6 @@ pub enum Decode {
 /// Scores hypotheses of a guided beam search: `(row, token ids)` to one score each, higher better.
 pub type HypothesisScore<'a> = dyn FnMut(&[(usize, &[u32])]) -> Result<Vec<f32>> + 'a;
 
-/// Weight of a guided hypothesis's mean token log-probability beside its cosine to the target.
-pub const GUIDED_LM_WEIGHT: f32 = 0.05;
-
 /// Largest beam width or rerank count accepted: memory and time grow linearly with it.
 pub const MAX_CANDIDATES: usize = 64;
 
@@ -333,16 +330,17 @@ impl Llm {
 
 impl Llm {
     /// Guided beam search (`Decode::Guided`): each step extends every alive beam by its `w` most
-    /// likely next tokens, ranks the extensions of a row by `score` plus
-    /// [`GUIDED_LM_WEIGHT`] times their mean token log-probability, and keeps the best `w`; an
-    /// extension by EOS finishes its hypothesis. A row is done once `w` hypotheses finished; the
-    /// returned sequence is the best finished or alive hypothesis by the same rank.
+    /// likely next tokens, ranks the extensions of a row by `score` plus `lm_weight` times their
+    /// mean token log-probability, and keeps the best `w`; an extension by EOS finishes its
+    /// hypothesis. A row is done once `w` hypotheses finished; the returned sequence is the best
+    /// finished or alive hypothesis by the same rank.
     #[allow(clippy::needless_range_loop)] // r indexes several parallel per-sequence arrays
     pub fn guided_beam(
         &self,
         prompt: &Tensor,
         deep: Option<&KvDelta>,
         w: usize,
+        lm_weight: f32,
         opts: &GenerateOptions,
         score: &mut HypothesisScore,
     ) -> Result<Vec<Vec<u32>>> {
@@ -393,7 +391,7 @@ impl Llm {
             let mut by_row: Vec<Vec<(f32, usize)>> = vec![Vec::new(); b];
             for (i, c) in cand.iter().enumerate() {
                 let len = (step + 1) as f32;
-                by_row[c.0].push((cos[i] + GUIDED_LM_WEIGHT * c.3 / len, i));
+                by_row[c.0].push((cos[i] + lm_weight * c.3 / len, i));
             }
             let mut parents = Vec::with_capacity(b * w);
             let mut next = Vec::with_capacity(b * w);
