@@ -598,60 +598,56 @@ fn train_starts_from_the_warmed_up_encoder() {
     );
 }
 
-/// The rows `imix invert` writes for `input` on the tiny models, `--mixes` at λ 0.3/0.5/0.7 when
-/// `mixes`, with `--decode decode` when given.
-fn invert_rows(dir: &Path, input: &Path, mixes: bool, decode: Option<&str>, name: &str) -> String {
-    let out = dir.join(name);
-    let mut args: Vec<String> = vec!["invert".into()];
-    if mixes {
-        args.extend(["--mixes", "--lambdas", "0.3,0.5,0.7"].map(String::from));
-    }
-    args.extend([
-        "--input".into(),
-        input.to_str().unwrap().into(),
-        "--out".into(),
-    ]);
-    args.push(out.to_str().unwrap().into());
-    if let Some(dec) = decode {
-        args.extend(["--decode".into(), dec.into()]);
-    }
-    args.extend(common::tiny_model_flags().iter().cloned());
-    ok(&Command::new(env!("CARGO_BIN_EXE_imix"))
-        .args(&args)
-        .output()
-        .unwrap());
-    std::fs::read_to_string(out).unwrap()
+/// Asserts that `imix invert` (`--mixes` at λ 0.3/0.5/0.7 when `mixes`) on `name` holding
+/// `text` writes with no `--decode` what it writes with `guided:16`, and not what `guided:8`
+/// writes (tiny models: what is tested is which decoding runs, not what it writes).
+fn assert_invert_defaults_to_guided_16(name: &str, text: &str, mixes: bool) {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join(name);
+    std::fs::write(&input, text).unwrap();
+    let run = |decode: Option<&str>| {
+        let out = d.path().join(format!(
+            "{}.jsonl",
+            decode.unwrap_or("default").replace(':', "")
+        ));
+        let mut args: Vec<String> = vec!["invert".into()];
+        if mixes {
+            args.extend(["--mixes", "--lambdas", "0.3,0.5,0.7"].map(String::from));
+        }
+        for (flag, value) in [("--input", &input), ("--out", &out)] {
+            args.extend([flag.into(), value.to_str().unwrap().into()]);
+        }
+        if let Some(dec) = decode {
+            args.extend(["--decode".into(), dec.into()]);
+        }
+        args.extend(common::tiny_model_flags().iter().cloned());
+        ok(&Command::new(env!("CARGO_BIN_EXE_imix"))
+            .args(&args)
+            .output()
+            .unwrap());
+        std::fs::read_to_string(out).unwrap()
+    };
+    let default = run(None);
+    assert_eq!(default, run(Some("guided:16")));
+    assert_ne!(default, run(Some("guided:8")));
 }
 
-/// `invert --mixes` decodes with `guided:16` unless told otherwise (tiny models: what is tested is
-/// which decoding runs, not what it writes).
+/// `invert --mixes` decodes with `guided:16` unless told otherwise.
 #[test]
 fn invert_mixes_decodes_with_guided_16_by_default() {
-    let d = tempfile::tempdir().unwrap();
-    let pairs = d.path().join("pairs.tsv");
-    std::fs::write(
-        &pairs,
+    assert_invert_defaults_to_guided_16(
+        "pairs.tsv",
         "a\tb\nthe cat sat on the mat\ta storm hit the coast\nwe ate bread\tmusic filled the hall\n",
-    )
-    .unwrap();
-    let run = |decode, name| invert_rows(d.path(), &pairs, true, decode, name);
-    let default = run(None, "default.jsonl");
-    assert_eq!(default, run(Some("guided:16"), "guided16.jsonl"));
-    assert_ne!(default, run(Some("guided:8"), "guided8.jsonl"));
+        true,
+    );
 }
 
 /// `invert` decodes single sentences with `guided:16` unless told otherwise.
 #[test]
 fn invert_decodes_with_guided_16_by_default() {
-    let d = tempfile::tempdir().unwrap();
-    let lines = d.path().join("lines.txt");
-    std::fs::write(
-        &lines,
+    assert_invert_defaults_to_guided_16(
+        "lines.txt",
         "the cat sat on the mat\na storm hit the coast\nwe ate bread\nmusic filled the hall\n",
-    )
-    .unwrap();
-    let run = |decode, name| invert_rows(d.path(), &lines, false, decode, name);
-    let default = run(None, "default.jsonl");
-    assert_eq!(default, run(Some("guided:16"), "guided16.jsonl"));
-    assert_ne!(default, run(Some("guided:8"), "guided8.jsonl"));
+        false,
+    );
 }

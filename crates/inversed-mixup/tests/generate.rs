@@ -101,6 +101,19 @@ fn beam_of_one_is_greedy_and_beam_search_gives_one_sequence_per_row() {
     assert!(b3.iter().all(|s| !s.is_empty() && s.len() <= 5));
 }
 
+/// `guided:3` options for 5 new tokens, and greedy's 5 tokens for prompts `p`.
+fn guided_and_greedy(llm: &Llm, p: &Tensor) -> (GenerateOptions, Vec<Vec<u32>>) {
+    let greedy = GenerateOptions {
+        max_new_tokens: 5,
+        ..Default::default()
+    };
+    let opts = GenerateOptions {
+        decode: Decode::Guided(3),
+        ..greedy.clone()
+    };
+    (opts, llm.generate(p, &greedy).unwrap())
+}
+
 /// The guided beam follows its score, row by row: row 0's score penalises greedy's first token,
 /// which the search then avoids; row 1's rewards greedy's path, which it then returns. Only the
 /// rows of the batch are scored, and the same call gives the same output.
@@ -108,20 +121,7 @@ fn beam_of_one_is_greedy_and_beam_search_gives_one_sequence_per_row() {
 fn guided_beam_search_follows_its_score_per_row() {
     let (_d, llm) = tiny();
     let p = prompts(&llm);
-    let opts = GenerateOptions {
-        decode: Decode::Guided(3),
-        max_new_tokens: 5,
-        ..Default::default()
-    };
-    let greedy = llm
-        .generate(
-            &p,
-            &GenerateOptions {
-                max_new_tokens: 5,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (opts, greedy) = guided_and_greedy(&llm, &p);
     let run = || {
         let mut score = |asked: &[(usize, &[u32])]| {
             Ok(asked
@@ -168,20 +168,7 @@ fn guided_beam_search_follows_its_score_per_row() {
 fn guided_beam_weighs_likelihood_against_its_score() {
     let (_d, llm) = tiny();
     let p = prompts(&llm);
-    let opts = GenerateOptions {
-        decode: Decode::Guided(3),
-        max_new_tokens: 5,
-        ..Default::default()
-    };
-    let greedy = llm
-        .generate(
-            &p,
-            &GenerateOptions {
-                max_new_tokens: 5,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (opts, greedy) = guided_and_greedy(&llm, &p);
     let run = |penalty: f32, lm_weight: f32| {
         let mut score = |asked: &[(usize, &[u32])]| {
             Ok(asked
