@@ -117,13 +117,6 @@ pub const GUIDED_LM_WEIGHT: f32 = 0.1;
 /// The same weight for mixes, chosen with [`MIX_GAP_WEIGHT`] on the dev pairs.
 pub const GUIDED_MIX_LM_WEIGHT: f32 = 0.05;
 
-/// Most beams (sentences × W) that guided decoding advances together: its rows are split into
-/// chunks of 128 / W sentences, the rows up to which a projection adds its LoRA delta inside its
-/// own product (`imix_kernels`' `DELTA_MAX_ROWS`). Beams are independent, so the text is the
-/// same: `guided:16` over 16 held-out sentences wrote the same file in 157.8-160.5 s instead of
-/// 161.1-168.4 s (two alternated runs each), at peak RSS 1.08 GB instead of 1.80 GB.
-const GUIDED_BEAM_ROWS: usize = 128;
-
 /// Guided decoding's score of candidate embeddings `e` for target rows `rows` of `h`: the cosine
 /// to the target, less [`MIX_GAP_WEIGHT`] times |content λ − λ| when the rows are mixes of `sources`.
 fn guided_scores(
@@ -257,39 +250,6 @@ impl<'a> Inverter<'a> {
     /// the row of `h` (see [`Llm::guided_beam`]), less [`MIX_GAP_WEIGHT`] times the content
     /// ratio's distance to λ when the rows are mixes of known `sources`.
     fn guided(
-        &self,
-        h: &Tensor,
-        w: usize,
-        sources: Option<&MixSources>,
-        opts: &GenerateOptions,
-    ) -> Result<Vec<String>> {
-        let n = h.dim(0)?;
-        let per = (GUIDED_BEAM_ROWS / w).max(1);
-        if n <= per {
-            return self.guided_chunk(h, w, sources, opts);
-        }
-        let mut out = Vec::with_capacity(n);
-        for start in (0..n).step_by(per) {
-            let len = per.min(n - start);
-            let (a, b);
-            let part = match sources {
-                Some(s) => {
-                    (a, b) = (s.a.narrow(0, start, len)?, s.b.narrow(0, start, len)?);
-                    Some(MixSources {
-                        a: &a,
-                        b: &b,
-                        lambdas: &s.lambdas[start..start + len],
-                    })
-                }
-                None => None,
-            };
-            out.extend(self.guided_chunk(&h.narrow(0, start, len)?, w, part.as_ref(), opts)?);
-        }
-        Ok(out)
-    }
-
-    /// [`Self::guided`] on rows whose beams are decoded together.
-    fn guided_chunk(
         &self,
         h: &Tensor,
         w: usize,

@@ -35,6 +35,13 @@ pub enum Decode {
 /// Scores hypotheses of a guided beam search: `(row, token ids)` to one score each, higher better.
 pub type HypothesisScore<'a> = dyn FnMut(&[(usize, &[u32])]) -> Result<Vec<f32>> + 'a;
 
+/// Most beams (rows × W) that a guided beam search advances together: its rows go in chunks of
+/// 128 / W, the rows up to which a projection adds its LoRA delta inside its own product
+/// (`imix_kernels`' `DELTA_MAX_ROWS`). Beams are independent, so the text is the same:
+/// `guided:16` over 16 held-out sentences wrote the same file in 157.8-160.5 s instead of
+/// 161.1-168.4 s (two alternated runs each), at peak RSS 1.08 GB instead of 1.80 GB.
+pub const GUIDED_BEAM_ROWS: usize = 128;
+
 /// Largest beam width or rerank count accepted: memory and time grow linearly with it.
 pub const MAX_CANDIDATES: usize = 64;
 
@@ -333,9 +340,44 @@ impl Llm {
     /// likely next tokens, ranks the extensions of a row by `score` plus `lm_weight` times their
     /// mean token log-probability, and keeps the best `w`; an extension by EOS finishes its
     /// hypothesis. A row is done once `w` hypotheses finished; the returned sequence is the best
-    /// finished or alive hypothesis by the same rank.
-    #[allow(clippy::needless_range_loop)] // r indexes several parallel per-sequence arrays
+    /// finished or alive hypothesis by the same rank. Rows are searched in chunks of at most
+    /// [`GUIDED_BEAM_ROWS`] beams; `score` sees the rows' indices in `prompt`.
     pub fn guided_beam(
+        &self,
+        prompt: &Tensor,
+        deep: Option<&KvDelta>,
+        w: usize,
+        lm_weight: f32,
+        opts: &GenerateOptions,
+        score: &mut HypothesisScore,
+    ) -> Result<Vec<Vec<u32>>> {
+        let b = prompt.dim(0)?;
+        let per = (GUIDED_BEAM_ROWS / w).max(1);
+        let mut out = Vec::with_capacity(b);
+        for start in (0..b).step_by(per) {
+            let len = per.min(b - start);
+            let rows = Tensor::arange(start as u32, (start + len) as u32, prompt.device())?;
+            let deep = deep.map(|d| d.select(&rows)).transpose()?;
+            let mut shifted = |asked: &[(usize, &[u32])]| {
+                let asked: Vec<(usize, &[u32])> =
+                    asked.iter().map(|&(r, ids)| (start + r, ids)).collect();
+                score(&asked)
+            };
+            out.extend(self.guided_beam_chunk(
+                &prompt.narrow(0, start, len)?,
+                deep.as_ref(),
+                w,
+                lm_weight,
+                opts,
+                &mut shifted,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// [`Self::guided_beam`] on rows whose beams advance together.
+    #[allow(clippy::needless_range_loop)] // r indexes several parallel per-sequence arrays
+    fn guided_beam_chunk(
         &self,
         prompt: &Tensor,
         deep: Option<&KvDelta>,
